@@ -1,0 +1,61 @@
+"""Deterministic calibration windows: `nsamples` random windows of `seqlen` tokens, seeded.
+
+The sampling is SparseGPT's (`get_c4` / `get_wikitext2`): for C4, pick a random document longer
+than `seqlen` tokens, then a random window inside it; for WikiText-2, random windows of the
+tokenized concatenated text. A private `random.Random(seed)` drives it, so the result depends only
+on (source, tokenizer, nsamples, seqlen, seed) and not on global RNG state.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import torch
+
+from sparsekit.data.datasets import c4_documents, wikitext2_text
+from sparsekit.errors import SparsekitError
+
+CALIBRATION_SOURCES = ("c4", "wikitext2")
+
+
+def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, verbose=False)["input_ids"]
+
+
+def calibration_windows(tokenizer, source: str = "c4", *, nsamples: int = 128, seqlen: int = 2048,
+                        seed: int = 0, data_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """Return a LongTensor `[nsamples, seqlen]` of token ids for calibration.
+
+    Args:
+        source: 'c4' (the 2,000-doc C4 validation sample) or 'wikitext2' (the validation split:
+            the test split is never used for calibration).
+    """
+    if nsamples < 1:
+        raise SparsekitError(f"nsamples must be >= 1, got {nsamples}")
+    if seqlen < 2:
+        raise SparsekitError(f"seqlen must be >= 2 tokens, got {seqlen}")
+    rng = random.Random(seed)
+    if source == "c4":
+        docs = _tokenize(tokenizer, c4_documents("calibration", data_dir))
+        eligible = [ids for ids in docs if len(ids) > seqlen]
+        if not eligible:
+            longest = max(len(ids) for ids in docs)
+            raise SparsekitError(f"no C4 calibration document is longer than seqlen={seqlen} tokens (longest: "
+                                 f"{longest}); use a smaller --seqlen or --calib wikitext2")
+        windows = []
+        for _ in range(nsamples):
+            ids = eligible[rng.randrange(len(eligible))]
+            start = rng.randrange(len(ids) - seqlen)
+            windows.append(ids[start:start + seqlen])
+    elif source == "wikitext2":
+        ids = _tokenize(tokenizer, [wikitext2_text("validation", data_dir)])[0]
+        if len(ids) <= seqlen:
+            raise SparsekitError(f"WikiText-2 validation has {len(ids)} tokens, fewer than seqlen={seqlen}")
+        windows = []
+        for _ in range(nsamples):
+            start = rng.randrange(len(ids) - seqlen)
+            windows.append(ids[start:start + seqlen])
+    else:
+        raise SparsekitError(f"unknown calibration source {source!r}: use one of {', '.join(CALIBRATION_SOURCES)}")
+    return torch.tensor(windows, dtype=torch.long)

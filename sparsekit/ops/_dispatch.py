@@ -1,0 +1,57 @@
+"""One backend switch for every op: 'auto' | 'cuda' | 'triton' | 'reference' (DESIGN.md §3).
+
+'auto' picks the compiled CUDA kernel when the extension is loaded and supports the inputs, else
+Triton when the tensor is on a GPU (or TRITON_INTERPRET=1 lets Triton run on CPU tensors), else the
+pure-torch reference, which is the specification every other backend is tested against.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("auto", "cuda", "triton", "reference")
+
+
+@functools.lru_cache(maxsize=None)
+def triton_installed() -> bool:
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # a broken or deliberately hidden install counts as absent
+        return False
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_usable(x: torch.Tensor) -> bool:
+    """Triton can run on this tensor: a GPU tensor, or any tensor under the CPU interpreter."""
+    return triton_installed() and (x.is_cuda or triton_interpret())
+
+
+def pick_backend(op: str, requested: str, x: torch.Tensor, *, has_cuda: bool = False,
+                 cuda_ok: bool = False) -> str:
+    """Resolve `requested` for op `op` on input `x`; an explicit but unusable backend is an error.
+
+    Args:
+        has_cuda: the op has a kernel in sparsekit._C at all.
+        cuda_ok: that kernel is loaded and supports these inputs (shape, dtype, architecture).
+    """
+    if requested not in BACKENDS:
+        raise ValueError(f"{op}: unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+    if requested == "auto":
+        if has_cuda and cuda_ok:
+            return "cuda"
+        return "triton" if triton_usable(x) else "reference"
+    if requested == "cuda" and not (has_cuda and cuda_ok):
+        why = "has no CUDA kernel" if not has_cuda else "cannot use the CUDA kernel for these inputs or this build"
+        raise ValueError(f"{op}: backend='cuda' requested but the op {why}; use backend='auto'")
+    if requested == "triton" and not triton_usable(x):
+        why = "triton is not installed" if not triton_installed() else \
+            "the tensor is on the CPU (set TRITON_INTERPRET=1 to run Triton there)"
+        raise ValueError(f"{op}: backend='triton' requested but {why}; use backend='auto'")
+    return requested

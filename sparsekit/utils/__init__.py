@@ -1,0 +1,1 @@
+"""Small shared helpers (devices, dtypes, atomic file writes, versions)."""

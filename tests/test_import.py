@@ -1,0 +1,71 @@
+"""`import sparsekit` needs no GPU, no Triton, no compiled extension, and does nothing at import."""
+
+import subprocess
+import sys
+import textwrap
+
+HIDE_TRITON = textwrap.dedent("""
+    import importlib.abc, sys
+    class HideTriton(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "triton" or name.startswith("triton."):
+                raise ModuleNotFoundError("No module named 'triton' (hidden by the test)")
+            return None
+    sys.meta_path.insert(0, HideTriton())
+""")
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_import_and_use_without_triton():
+    code = HIDE_TRITON + textwrap.dedent("""
+        import os
+        os.environ["TRITON_INTERPRET"] = "1"
+        import sparsekit, torch
+        from sparsekit.ops import sum_squares
+        from sparsekit.ops._dispatch import triton_installed
+        assert not triton_installed()
+        out = sum_squares(torch.ones(3, 2))      # auto -> reference when Triton is absent
+        assert out.tolist() == [3.0, 3.0]
+        try:
+            sum_squares(torch.ones(3, 2), backend="triton")
+        except ValueError as e:
+            assert "triton is not installed" in str(e)
+        else:
+            raise SystemExit("backend='triton' should fail without triton")
+        print("ok", sparsekit.__version__)
+    """)
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok")
+
+
+def test_import_has_no_heavy_side_effects():
+    code = textwrap.dedent("""
+        import sys
+        import sparsekit
+        heavy = [m for m in ("transformers", "triton", "sparsekit._C", "sparsekit.api") if m in sys.modules]
+        assert not heavy, heavy
+        assert callable(sparsekit.load_model) and callable(sparsekit.evaluate)   # lazy exports resolve
+        print("ok")
+    """)
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_missing_extension_is_a_logged_fact():
+    code = textwrap.dedent("""
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout)
+        from sparsekit import _ext
+        import torch
+        if torch.version.cuda is None:          # CPU machines never build it
+            assert _ext.load() is None and _ext.info() == {"available": False}
+        print("ok")
+    """)
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+    if "not available" in proc.stdout:
+        assert "Triton/reference backends used" in proc.stdout
