@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from sparsekit.data.datasets import perplexity_set
-from sparsekit.eval.perplexity import check_seqlen, perplexity
+from sparsekit.eval.perplexity import perplexity
 from sparsekit.eval.size import projection_sparsity, weight_bytes
 from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
@@ -47,7 +47,6 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
     else:
         name = str(model)
         model, tokenizer = load_model(model, dtype=dtype, device=resolve_device(device))
-    check_seqlen(model, seqlen)
     report: dict = {key: None for key in REPORT_KEYS}
     report.update(model=name, ppl={}, tokens={}, tasks={})
     protocol: dict = {"seqlen": seqlen, "limit": limit, "batch_size": batch_size, "ppl": {}}

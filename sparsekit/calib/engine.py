@@ -148,9 +148,9 @@ class LayerwiseCalibrator:
         self.device = resolve_device(device)
         self.hessian = hessian
         self.collect_stats = stats or hessian
-        known = set(self.adapter.spec.projections)
-        self.linear_names = list(known if linears is None else linears)
-        unknown = sorted(set(self.linear_names) - known)
+        known = list(self.adapter.spec.projections)
+        self.linear_names = known if linears is None else list(linears)
+        unknown = sorted(set(self.linear_names) - set(known))
         if unknown:
             raise SparsekitError(f"unknown projections {unknown} for the '{self.adapter.spec.name}' layout; "
                                  f"known: {sorted(known)}")

