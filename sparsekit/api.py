@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 
+from sparsekit.checkpoint import read_metadata, save_checkpoint
+from sparsekit.data.calibration import calibration_texts, calibration_windows
 from sparsekit.data.datasets import perplexity_set
 from sparsekit.eval.perplexity import perplexity
 from sparsekit.eval.size import projection_sparsity, weight_bytes
 from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
-from sparsekit.utils.device import resolve_device
+from sparsekit.prune.patterns import masks_sparsity
+from sparsekit.recipe import Prune, Recipe, load_recipe
+from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
 
 #: Keys of every report (DESIGN.md §8); a value that was not measured is None.
@@ -23,6 +28,84 @@ REPORT_KEYS = ("model", "recipe", "ppl", "tokens", "tasks", "sparsity", "bytes",
 
 def _model_name(model: torch.nn.Module) -> str:
     return str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Compressed:
+    """What `compress` returns: the modified model and everything `save` writes next to it."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    recipe: Recipe
+    base_model: str
+    calibration: dict | None
+    steps: list[dict] = field(default_factory=list)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the pruned modules' weights removed by the masks."""
+        return masks_sparsity(self.masks)
+
+    def metadata(self) -> dict:
+        return {"base_model": self.base_model, "recipe": self.recipe.to_list(), "calibration": self.calibration,
+                "sparsity": self.sparsity, "steps": self.steps, "versions": versions(), "date": _now()}
+
+
+def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=None, *, calib: str = "c4",
+             nsamples: int = 128, seqlen: int = 512, seed: int = 0, device: str | torch.device = "auto",
+             dtype: str | torch.dtype = "auto", data_dir: str | os.PathLike | None = None,
+             progress: bool = True) -> Compressed:
+    """Apply every step of `recipe` to `model` (in place) and return the result.
+
+    Args:
+        model: a loaded causal LM (pass its `tokenizer`) or anything `load_model` accepts; a name is
+            loaded on the CPU and its blocks visit `device` one at a time.
+        recipe: a `Recipe`, a list of step dicts, a YAML file / text, or a built-in name.
+        calib, nsamples, seqlen, seed: calibration windows (DESIGN.md §9: c4, 128 x 512, seed 0).
+        device: where blocks are calibrated ('auto': CUDA when visible).
+        dtype: of a model loaded by name ('auto': fp32 for CPU calibration, fp16 for CUDA).
+    """
+    from sparsekit.steps.prune import run_prune
+
+    recipe = load_recipe(recipe)
+    compute = resolve_device(device)
+    needs_data = any(getattr(step, "needs_data", False) for step in recipe.steps)
+    if isinstance(model, torch.nn.Module) and tokenizer is None:
+        raise ValueError("compress(model_object) needs the model's tokenizer: compress(model, recipe, tokenizer)")
+    name = _model_name(model) if isinstance(model, torch.nn.Module) else str(model)
+    texts = calibration_texts(calib, data_dir) if needs_data else None  # fail on missing data before loading
+    if not isinstance(model, torch.nn.Module):
+        model, tokenizer = load_model(model, dtype=resolve_dtype(dtype, compute), device="cpu")
+    ids = None
+    calibration = None
+    if needs_data:
+        ids = calibration_windows(tokenizer, calib, nsamples=nsamples, seqlen=seqlen, seed=seed, texts=texts)
+        calibration = {"source": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed}
+    adapter = get_adapter(model)
+    result = Compressed(model, tokenizer, recipe, name, calibration)
+    for step in recipe.steps:
+        if isinstance(step, Prune):
+            out = run_prune(model, adapter, step, ids, device=compute, progress=progress)
+            overlap = set(out.masks) & set(result.masks)
+            for key in overlap:  # a later prune step keeps what earlier ones removed
+                out.masks[key] = out.masks[key] & result.masks[key]
+            result.masks.update(out.masks)
+            result.steps.append({"step": "prune", "seconds": out.seconds, "sparsity": out.sparsity,
+                                 "modules": out.modules, "allocation": out.allocation_info})
+        else:  # pragma: no cover - every step type of recipe.STEPS is handled above
+            raise NotImplementedError(type(step).__name__)
+    return result
+
+
+def save(compressed: Compressed, out_dir: str | os.PathLike, **extra: Any) -> str:
+    """Write a compressed checkpoint (see `sparsekit.checkpoint`); `extra` keys go into its metadata."""
+    return str(save_checkpoint(compressed.model, compressed.tokenizer, out_dir, {**compressed.metadata(), **extra},
+                               compressed.masks))
 
 
 def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl: Sequence[str] = ("wikitext2",),
@@ -44,11 +127,16 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
         if tokenizer is None:
             raise ValueError("evaluate(model_object) needs the model's tokenizer: evaluate(model, tokenizer, ...)")
         name = _model_name(model)
+        checkpoint = None
     else:
         name = str(model)
+        checkpoint = read_metadata(name) if os.path.isdir(os.path.expanduser(name)) else None
         model, tokenizer = load_model(model, dtype=dtype, device=resolve_device(device))
     report: dict = {key: None for key in REPORT_KEYS}
     report.update(model=name, ppl={}, tokens={}, tasks={})
+    if checkpoint is not None:
+        report["recipe"] = checkpoint.get("recipe")
+        report["base_model"] = checkpoint.get("base_model")
     protocol: dict = {"seqlen": seqlen, "limit": limit, "batch_size": batch_size, "ppl": {}}
     for s in sets:
         result = perplexity(model, tokenizer, texts[s.name], seqlen=seqlen, batch_size=batch_size, limit=limit,
@@ -63,5 +151,5 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
     report["versions"] = versions()
     report["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
     report["protocol"] = protocol
-    report["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    report["date"] = _now()
     return report

@@ -65,6 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, default=None, help="score only the first N windows per data set")
     ev.add_argument("--batch-size", type=_positive_int, default=1, help="windows per forward pass [1]")
     ev.set_defaults(func=_cmd_eval)
+
+    co = sub.add_parser("compress", help="prune (and later quantize) a model with a recipe; write a checkpoint",
+                        description="Apply a recipe (YAML file or built-in name) to a model and write a compressed "
+                                    "checkpoint folder that `sparsekit eval DIR` reads.")
+    _add_model_options(co)
+    co.add_argument("--recipe", required=True, help="YAML file or built-in name (e.g. wanda-2:4, sparsegpt-50, "
+                                                    "wanda-50-search); `--recipe list` shows the built-ins")
+    co.add_argument("--out", required=True, metavar="DIR", help="new (or empty) folder for the checkpoint")
+    co.add_argument("--calib", default="c4", choices=["c4", "wikitext2"], help="calibration text [c4]")
+    co.add_argument("--nsamples", type=_positive_int, default=128, help="calibration windows [128]")
+    co.add_argument("--seqlen", type=_positive_int, default=512, help="tokens per calibration window [512]")
+    co.add_argument("--seed", type=int, default=0, help="calibration sampling seed [0]")
+    co.set_defaults(func=_cmd_compress)
     return parser
 
 
@@ -80,22 +93,69 @@ def _print_report(report: dict, out) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import json
     import shlex
 
     from sparsekit.api import evaluate
-    from sparsekit.utils.io import write_json_atomic
 
     report = evaluate(args.model, ppl=args.ppl, seqlen=args.seqlen, limit=args.limit, batch_size=args.batch_size,
                       device=args.device, dtype=args.dtype, data_dir=args.data_dir, progress=not args.quiet)
     report["command"] = "sparsekit " + shlex.join(args.argv)
-    if args.json == "-":
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
+    if args.json != "-":
         _print_report(report, sys.stdout)
-        if args.json:
-            write_json_atomic(args.json, report)
+    _emit_json(args.json, report)
+    return 0
+
+
+def _emit_json(target: str | None, obj: dict) -> None:
+    """`--json FILE` (written atomically) or `--json -` (stdout instead of the human summary)."""
+    import json
+
+    from sparsekit.utils.io import write_json_atomic
+
+    if target == "-":
+        json.dump(obj, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif target:
+        write_json_atomic(target, obj)
+
+
+def _print_compressed(compressed, out_dir: str, out) -> None:
+    print(f"recipe    {compressed.recipe.describe()}", file=out)
+    for i, step in enumerate(compressed.steps):
+        by_role: dict[str, list[int]] = {}
+        for mod in step["modules"].values():
+            numel = mod["shape"][0] * mod["shape"][1]
+            acc = by_role.setdefault(mod["role"], [0, 0])
+            acc[0] += round(mod["sparsity"] * numel)
+            acc[1] += numel
+        roles = "  ".join(f"{role} {removed / total:.3f}" for role, (removed, total) in by_role.items())
+        print(f"step {i + 1}    {step['step']}: sparsity {step['sparsity']:.4f} over {len(step['modules'])} modules "
+              f"in {step['seconds']:.1f} s  [{roles}]", file=out)
+    print(f"sparsity  {compressed.sparsity:.4f}", file=out)
+    print(f"saved     {out_dir}", file=out)
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    import shlex
+
+    from sparsekit.api import compress, save
+    from sparsekit.checkpoint import check_out_dir
+    from sparsekit.recipe import builtin_recipes, load_recipe
+
+    if args.recipe == "list":
+        for name, steps in builtin_recipes().items():
+            print(f"{name:<22} {steps}")
+        return 0
+    recipe = load_recipe(args.recipe)  # bad recipes and bad --out fail before any loading
+    check_out_dir(args.out)
+    command = "sparsekit " + shlex.join(args.argv)
+    compressed = compress(args.model, recipe, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
+                          seed=args.seed, device=args.device, dtype=args.dtype, data_dir=args.data_dir,
+                          progress=not args.quiet)
+    out_dir = save(compressed, args.out, command=command)
+    if args.json != "-":
+        _print_compressed(compressed, out_dir, sys.stdout)
+    _emit_json(args.json, {**compressed.metadata(), "out": out_dir, "command": command})
     return 0
 
 

@@ -68,10 +68,10 @@ class BlockContext:
     @torch.no_grad()
     def forward(self) -> list[torch.Tensor]:
         """Run the block (as it is now) on its calibration inputs, e.g. to measure reconstruction error."""
-        return [_block_output(self.block(x, **kw)) for x, kw in zip(self.inputs, self._kwargs)]
+        return [block_output(self.block(x, **kw)) for x, kw in zip(self.inputs, self._kwargs)]
 
 
-def _block_output(out: Any) -> torch.Tensor:
+def block_output(out: Any) -> torch.Tensor:
     """Decoder blocks return a tensor (transformers >= 5) or a tuple whose first item is the tensor."""
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -114,7 +114,7 @@ def _to_device(obj: Any, device: torch.device, memo: dict[int, torch.Tensor]) ->
     return obj
 
 
-def _module_device(module: nn.Module) -> torch.device:
+def module_device(module: nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device
     for b in module.buffers():
@@ -191,7 +191,7 @@ class LayerwiseCalibrator:
 
         for i, block in enumerate(blocks):
             block.forward = recorder(i)  # instance attribute shadows the class method
-        embed_device = _module_device(self.adapter.embed_tokens)
+        embed_device = module_device(self.adapter.embed_tokens)
         try:
             for start in range(0, input_ids.shape[0], self.batch_size):
                 batch = input_ids[start:start + self.batch_size].to(embed_device)
@@ -222,7 +222,7 @@ class LayerwiseCalibrator:
                     accumulate(_s, args[0])
                 hooks.append(lin.register_forward_pre_hook(hook))
         try:
-            outputs = [_block_output(block(x, **kw)) for x, kw in zip(inputs, kwargs)]
+            outputs = [block_output(block(x, **kw)) for x, kw in zip(inputs, kwargs)]
         finally:
             for h in hooks:
                 h.remove()
@@ -235,7 +235,7 @@ class LayerwiseCalibrator:
         bar = tqdm(range(n), desc="calibrating blocks", unit="block", disable=not self.progress)
         for i in bar:
             block = self.adapter.blocks[i]
-            home = _module_device(block)
+            home = module_device(block)
             block.to(self.device)
             try:
                 with torch.no_grad():

@@ -23,21 +23,33 @@ def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, verbose=False)["input_ids"]
 
 
+def calibration_texts(source: str = "c4", data_dir: str | os.PathLike | None = None) -> list[str]:
+    """The raw texts windows are drawn from: C4 documents, or the WikiText-2 validation text as one item."""
+    if source == "c4":
+        return c4_documents("calibration", data_dir)
+    if source == "wikitext2":
+        return [wikitext2_text("validation", data_dir)]
+    raise SparsekitError(f"unknown calibration source {source!r}: use one of {', '.join(CALIBRATION_SOURCES)}")
+
+
 def calibration_windows(tokenizer, source: str = "c4", *, nsamples: int = 128, seqlen: int = 2048,
-                        seed: int = 0, data_dir: str | os.PathLike | None = None) -> torch.Tensor:
+                        seed: int = 0, data_dir: str | os.PathLike | None = None,
+                        texts: list[str] | None = None) -> torch.Tensor:
     """Return a LongTensor `[nsamples, seqlen]` of token ids for calibration.
 
     Args:
         source: 'c4' (the 2,000-doc C4 validation sample) or 'wikitext2' (the validation split:
             the test split is never used for calibration).
+        texts: `calibration_texts(source)` when already read (e.g. to fail early on missing data).
     """
     if nsamples < 1:
         raise SparsekitError(f"nsamples must be >= 1, got {nsamples}")
     if seqlen < 2:
         raise SparsekitError(f"seqlen must be >= 2 tokens, got {seqlen}")
+    texts = calibration_texts(source, data_dir) if texts is None else texts
     rng = random.Random(seed)
     if source == "c4":
-        docs = _tokenize(tokenizer, c4_documents("calibration", data_dir))
+        docs = _tokenize(tokenizer, texts)
         eligible = [ids for ids in docs if len(ids) > seqlen]
         if not eligible:
             longest = max(len(ids) for ids in docs)
@@ -49,13 +61,11 @@ def calibration_windows(tokenizer, source: str = "c4", *, nsamples: int = 128, s
             start = rng.randrange(len(ids) - seqlen)
             windows.append(ids[start:start + seqlen])
     elif source == "wikitext2":
-        ids = _tokenize(tokenizer, [wikitext2_text("validation", data_dir)])[0]
+        ids = _tokenize(tokenizer, texts[:1])[0]
         if len(ids) <= seqlen:
             raise SparsekitError(f"WikiText-2 validation has {len(ids)} tokens, fewer than seqlen={seqlen}")
         windows = []
         for _ in range(nsamples):
             start = rng.randrange(len(ids) - seqlen)
             windows.append(ids[start:start + seqlen])
-    else:
-        raise SparsekitError(f"unknown calibration source {source!r}: use one of {', '.join(CALIBRATION_SOURCES)}")
     return torch.tensor(windows, dtype=torch.long)

@@ -1,0 +1,275 @@
+"""Recipes: an ordered list of typed steps that round-trips through YAML / dicts (DESIGN.md §8).
+
+```yaml
+- prune: {method: sparsegpt, sparsity: 0.5, pattern: "2:4"}
+- prune: {method: wanda, sparsity: 0.6, allocation: search}
+- prune: {method: wanda, allocation: per_type, ratios: {attention: 0.3, mlp: 0.6}}
+- prune: {method: wanda, sparsity: 0.7, allocation: owl, owl: {threshold: 5, spread: 0.08}}
+- prune: {method: magnitude, sparsity: 0.5, targets: ["*.mlp.*"], exclude: ["model.layers.0.*"]}
+```
+
+Each step is a dataclass whose fields are the YAML keys; validation happens on construction and
+every problem is a `SparsekitError` naming the step, the key and the allowed values. A recipe may
+also be given by a built-in name (`sparsekit compress smollm2-135m --recipe wanda-2:4`), see
+`builtin_recipes()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sparsekit.errors import SparsekitError
+from sparsekit.prune.methods import METHODS
+from sparsekit.prune.patterns import parse_pattern
+
+PRUNE_METHODS = METHODS
+ALLOCATIONS = ("uniform", "global", "per_type", "owl", "search")
+
+
+def _check_keys(step: str, cls: type, data: dict[str, Any]) -> None:
+    known = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise SparsekitError(f"{step}: unknown option(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+
+
+def _fraction(step: str, key: str, value: Any, *, upper_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SparsekitError(f"{step}: {key} must be a number in [0, 1], got {value!r}") from None
+    if not (0.0 <= v < 1.0 if upper_open else 0.0 <= v <= 1.0) or math.isnan(v):
+        raise SparsekitError(f"{step}: {key} must be in [0, {'1)' if upper_open else '1]'}, got {value!r}")
+    return v
+
+
+@dataclass
+class OWLOptions:
+    """OWL hyper-parameters: outlier threshold M (a score above M x the block mean is an outlier) and
+    spread lambda (block sparsities span [S - lambda, S + lambda])."""
+
+    threshold: float = 5.0
+    spread: float = 0.08
+
+
+@dataclass
+class SearchOptions:
+    """Sensitivity search: module costs are measured at `ratios` on `nsamples` calibration windows
+    (the first ones of the calibration set); `ratios`' maximum caps every module's sparsity."""
+
+    ratios: tuple[float, ...] = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+    nsamples: int = 8
+
+
+@dataclass
+class Prune:
+    """Unstructured or N:M pruning of the block projections (see `sparsekit.steps.prune`).
+
+    method: magnitude | wanda | sparsegpt.
+    sparsity: fraction of the targeted weights to remove (unstructured); N:M patterns imply 1 - N/M.
+    pattern: 'unstructured' or 'N:M' along the input dimension (2:4, 4:8, ...).
+    allocation: uniform | global (one magnitude threshold over all modules) | per_type (`ratios`)
+        | owl (`owl` options) | search (`search` options).
+    ratios: per_type ratios keyed by role (q, k, v, o, gate, up, down) or group (attention, mlp);
+        modules of other types get `sparsity`.
+    targets / exclude: glob patterns over full module names ('model.layers.3.mlp.down_proj');
+        a module is pruned when it matches a target and no exclude.
+    sequential: calibrate block i on the outputs of the already-pruned blocks (Wanda/SparseGPT).
+    blocksize, dampening: SparseGPT's lazy-update block width and relative Hessian dampening.
+    """
+
+    NAME: ClassVar[str] = "prune"
+
+    method: str = "wanda"
+    sparsity: float = 0.5
+    pattern: str = "unstructured"
+    allocation: str = "uniform"
+    ratios: dict[str, float] = field(default_factory=dict)
+    owl: OWLOptions = field(default_factory=OWLOptions)
+    search: SearchOptions = field(default_factory=SearchOptions)
+    targets: list[str] = field(default_factory=lambda: ["*"])
+    exclude: list[str] = field(default_factory=list)
+    sequential: bool = True
+    blocksize: int = 128
+    dampening: float = 0.01
+
+    def __post_init__(self) -> None:
+        s = self.NAME
+        if self.method not in PRUNE_METHODS:
+            raise SparsekitError(f"{s}: method {self.method!r} is not one of {', '.join(PRUNE_METHODS)}")
+        if self.allocation not in ALLOCATIONS:
+            raise SparsekitError(f"{s}: allocation {self.allocation!r} is not one of {', '.join(ALLOCATIONS)}")
+        pattern = parse_pattern(self.pattern)
+        self.pattern = str(pattern)
+        self.sparsity = pattern.sparsity if pattern.structured else _fraction(s, "sparsity", self.sparsity,
+                                                                             upper_open=True)
+        if pattern.structured and self.allocation != "uniform":
+            raise SparsekitError(f"{s}: allocation {self.allocation!r} needs an unstructured pattern; {self.pattern} "
+                                 "fixes every module's sparsity at 1 - N/M (use targets/exclude to choose modules)")
+        if self.allocation == "global" and self.method != "magnitude":
+            raise SparsekitError(f"{s}: allocation 'global' ranks raw scores across layers, which only magnitude "
+                                 "scores allow; use method: magnitude, or allocation: search / owl")
+        if self.allocation == "owl" and self.method == "magnitude":
+            raise SparsekitError(f"{s}: allocation 'owl' measures outliers of activation-aware (Wanda) scores; "
+                                 "use method: wanda or sparsegpt")
+        if not isinstance(self.ratios, dict):
+            raise SparsekitError(f"{s}: ratios must be a mapping such as {{attention: 0.3, mlp: 0.6}}")
+        self.ratios = {str(k): _fraction(s, f"ratios.{k}", v) for k, v in self.ratios.items()}
+        if self.allocation == "per_type" and not self.ratios:
+            raise SparsekitError(f"{s}: allocation 'per_type' needs ratios, e.g. {{attention: 0.3, mlp: 0.6}} or "
+                                 "{q: 0.6, k: 0.6, v: 0.3, o: 0.3, gate: 0.5, up: 0.5, down: 0.4}")
+        if self.ratios and self.allocation != "per_type":
+            raise SparsekitError(f"{s}: ratios are only read by allocation 'per_type' (got allocation "
+                                 f"{self.allocation!r})")
+        self.owl = _nested(s, "owl", OWLOptions, self.owl)
+        self.search = _nested(s, "search", SearchOptions, self.search)
+        self.search.ratios = tuple(sorted({_fraction(s, "search.ratios", r) for r in self.search.ratios}))
+        if not self.search.ratios or self.search.ratios[0] <= 0:
+            raise SparsekitError(f"{s}: search.ratios must be ratios in (0, 1], e.g. [0.3, 0.5, 0.7, 0.9]")
+        if self.allocation == "search" and self.sparsity > self.search.ratios[-1]:
+            raise SparsekitError(f"{s}: sparsity {self.sparsity} is above the largest search ratio "
+                                 f"{self.search.ratios[-1]}; add larger ratios to search.ratios")
+        if int(self.search.nsamples) < 1:
+            raise SparsekitError(f"{s}: search.nsamples must be >= 1")
+        for key in ("targets", "exclude"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SparsekitError(f"{s}: {key} must be a list of glob patterns over module names")
+            setattr(self, key, value)
+        if not self.targets:
+            raise SparsekitError(f"{s}: targets is empty, so nothing would be pruned")
+        if int(self.blocksize) < 1 or (pattern.structured and int(self.blocksize) % pattern.m):
+            raise SparsekitError(f"{s}: blocksize must be a positive multiple of M, got {self.blocksize}")
+        if float(self.dampening) < 0:
+            raise SparsekitError(f"{s}: dampening must be >= 0, got {self.dampening}")
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether this step reads calibration data."""
+        return self.method != "magnitude" or self.allocation == "search"
+
+
+def _nested(step: str, key: str, cls: type, value: Any) -> Any:
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise SparsekitError(f"{step}: {key} must be a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}")
+    _check_keys(f"{step}.{key}", cls, value)
+    return cls(**value)
+
+
+STEPS: dict[str, type] = {"prune": Prune}
+
+
+@dataclass
+class Recipe:
+    """An ordered list of steps."""
+
+    steps: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def from_list(cls, data: Any) -> "Recipe":
+        if isinstance(data, dict):
+            data = [data]
+        if not isinstance(data, list) or not data:
+            raise SparsekitError("a recipe is a non-empty list of steps such as [{prune: {method: wanda, "
+                                 "sparsity: 0.5}}]")
+        steps = []
+        for i, item in enumerate(data):
+            if not isinstance(item, dict) or len(item) != 1:
+                raise SparsekitError(f"recipe step {i + 1} must be a mapping with exactly one key "
+                                     f"({', '.join(STEPS)}), got {item!r}")
+            (kind, options), = item.items()
+            if kind not in STEPS:
+                raise SparsekitError(f"recipe step {i + 1}: unknown step {kind!r}; known: {', '.join(STEPS)}")
+            options = {} if options is None else options
+            if not isinstance(options, dict):
+                raise SparsekitError(f"recipe step {i + 1} ({kind}): options must be a mapping, got {options!r}")
+            _check_keys(kind, STEPS[kind], options)
+            try:
+                steps.append(STEPS[kind](**options))
+            except TypeError as exc:
+                raise SparsekitError(f"recipe step {i + 1} ({kind}): {exc}") from None
+        return cls(steps)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [{step.NAME: _plain(dataclasses.asdict(step))} for step in self.steps]
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_list(), sort_keys=False, default_flow_style=None)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "Recipe":
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise SparsekitError(f"the recipe is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        return cls.from_list(data)
+
+    def describe(self) -> str:
+        """A short name such as 'wanda 50% unstructured (uniform)'."""
+        parts = []
+        for step in self.steps:
+            if isinstance(step, Prune):
+                amount = step.pattern if step.pattern != "unstructured" else f"{step.sparsity:.0%} unstructured"
+                parts.append(f"{step.method} {amount} ({step.allocation})")
+        return " + ".join(parts)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, tuple):
+        return [_plain(o) for o in obj]
+    if isinstance(obj, list):
+        return [_plain(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def builtin_recipes() -> dict[str, list[dict[str, Any]]]:
+    """Named recipes: '{method}-{50|60|70}' (unstructured, uniform), '{method}-{2:4|4:8}',
+    and '{wanda|sparsegpt}-{50|60}-search'."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for method in PRUNE_METHODS:
+        for pct in (50, 60, 70):
+            out[f"{method}-{pct}"] = [{"prune": {"method": method, "sparsity": pct / 100}}]
+        for pattern in ("2:4", "4:8"):
+            out[f"{method}-{pattern}"] = [{"prune": {"method": method, "pattern": pattern}}]
+    for method in ("wanda", "sparsegpt"):
+        for pct in (50, 60):
+            out[f"{method}-{pct}-search"] = [{"prune": {"method": method, "sparsity": pct / 100,
+                                                        "allocation": "search"}}]
+    return out
+
+
+def load_recipe(source: "str | Path | Recipe | list | dict") -> Recipe:
+    """A `Recipe` from a Recipe, a list/dict of steps, a built-in name, a YAML file path or YAML text."""
+    if isinstance(source, Recipe):
+        return source
+    if isinstance(source, (list, dict)):
+        return Recipe.from_list(source)
+    text = str(source)
+    builtins = builtin_recipes()
+    if text in builtins:
+        return Recipe.from_list(builtins[text])
+    path = Path(text).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.is_file():
+        if not path.is_file():
+            raise SparsekitError(f"recipe file {path} does not exist")
+        return Recipe.from_yaml(path.read_text())
+    if "\n" in text or text.lstrip().startswith(("-", "[", "{")):
+        return Recipe.from_yaml(text)
+    raise SparsekitError(f"recipe {text!r} is neither a YAML file nor a built-in recipe; built-ins: "
+                         f"{', '.join(sorted(builtins))}")

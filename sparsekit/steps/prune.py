@@ -1,0 +1,190 @@
+"""Run a `Prune` recipe step over a model: pick the modules, allocate ratios, prune block by block.
+
+Order of work:
+
+1. **Targets.** Every block projection whose full name matches `targets` and no `exclude` pattern.
+   N:M patterns are checked against every target's shape before anything changes.
+2. **Allocation** (ratio per module): uniform, per-type, global magnitude threshold, OWL (one dense
+   calibration pass for the outlier ratios) or search (`sparsekit.steps.sensitivity`).
+3. **Pruning.** Magnitude needs no data and prunes module by module. Wanda / SparseGPT run inside
+   the layer-wise calibrator: block i's statistics are taken on the outputs of the already-pruned
+   blocks 0..i-1 (sequential mode of both papers) unless `sequential: false`.
+
+The model is modified in place; the keep-masks are returned with per-module results.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from sparsekit.calib.engine import LayerwiseCalibrator
+from sparsekit.errors import SparsekitError
+from sparsekit.models.adapters import Adapter
+from sparsekit.prune.allocation import global_threshold_counts, outlier_ratio, owl_ratios, per_type_ratios
+from sparsekit.prune.magnitude import magnitude_scores
+from sparsekit.prune.methods import needs_stats, prune_weight
+from sparsekit.prune.patterns import check_shape, masks_sparsity, parse_pattern
+from sparsekit.prune.wanda import wanda_scores
+from sparsekit.recipe import Prune
+from sparsekit.utils.device import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One prunable projection: block index, block-relative name, full name and role."""
+
+    block: int
+    rel: str
+    name: str
+    role: str
+
+
+@dataclass
+class PruneResult:
+    """Per-module outcome of a prune step."""
+
+    targets: list[Target]
+    ratios: dict[str, float]                 # allocated sparsity per full module name
+    masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # keep-masks (bool, CPU)
+    modules: dict[str, dict] = field(default_factory=dict)  # name -> {role, shape, target, sparsity}
+    seconds: float = 0.0
+    allocation_info: dict = field(default_factory=dict)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the targeted weights removed by the masks."""
+        return masks_sparsity(self.masks)
+
+
+def select_targets(adapter: Adapter, step: Prune) -> list[Target]:
+    """The projections that `step` prunes, in block order."""
+    out = []
+    for i in range(adapter.num_blocks):
+        for rel in adapter.spec.projections:
+            name = f"{adapter.blocks_path}.{i}.{rel}"
+            if any(fnmatch.fnmatchcase(name, p) for p in step.targets) and \
+                    not any(fnmatch.fnmatchcase(name, p) for p in step.exclude):
+                out.append(Target(i, rel, name, adapter.role(rel)))
+    if not out:
+        example = f"{adapter.blocks_path}.0.{next(iter(adapter.spec.projections))}"
+        raise SparsekitError(f"prune: targets {step.targets} minus exclude {step.exclude} match no module; "
+                             f"module names look like {example!r}")
+    return out
+
+
+def _linear(adapter: Adapter, t: Target) -> nn.Linear:
+    return adapter.linears(t.block)[t.rel]
+
+
+def _check_targets(adapter: Adapter, step: Prune, targets: list[Target]) -> None:
+    pattern = parse_pattern(step.pattern)
+    for t in targets:
+        check_shape(pattern, tuple(_linear(adapter, t).weight.shape), t.name)
+
+
+def _block_rels(targets: list[Target]) -> list[str]:
+    seen: dict[str, None] = {}
+    for t in targets:
+        seen.setdefault(t.rel)
+    return list(seen)
+
+
+def _global_ratios(adapter: Adapter, step: Prune, targets: list[Target]) -> dict[str, float]:
+    scores = {t.name: magnitude_scores(_linear(adapter, t).weight) for t in targets}
+    total = sum(s.numel() for s in scores.values())
+    counts = global_threshold_counts(scores, int(round(step.sparsity * total)))
+    return {name: counts[name] / scores[name].numel() for name in scores}
+
+
+def _owl_ratios(model: nn.Module, adapter: Adapter, step: Prune, targets: list[Target], calib_ids: torch.Tensor,
+                device: torch.device, progress: bool) -> tuple[dict[str, float], dict]:
+    """OWL's first pass: Wanda scores of the dense model, outlier ratio per block, ratios per block."""
+    by_block: dict[int, list[Target]] = {}
+    for t in targets:
+        by_block.setdefault(t.block, []).append(t)
+    calib = LayerwiseCalibrator(model, adapter=adapter, device=device, linears=_block_rels(targets),
+                                sequential=False, progress=progress)
+    outliers: dict[int, float] = {}
+    for ctx in calib.blocks(calib_ids):
+        ts = by_block.get(ctx.index, [])
+        if ts:
+            lin = ctx.linears()
+            outliers[ctx.index] = outlier_ratio([wanda_scores(lin[t.rel].weight, ctx.stats[t.rel].sum_sq) for t in ts],
+                                                step.owl.threshold)
+    blocks = sorted(outliers)
+    per_block = dict(zip(blocks, owl_ratios([outliers[b] for b in blocks], step.sparsity, step.owl.spread)))
+    info = {"outlier_ratio": {str(b): outliers[b] for b in blocks}, "block_sparsity": {str(b): per_block[b]
+                                                                                     for b in blocks}}
+    return {t.name: per_block[t.block] for t in targets}, info
+
+
+def allocate(model: nn.Module, adapter: Adapter, step: Prune, targets: list[Target], calib_ids: torch.Tensor | None,
+             device: torch.device, progress: bool) -> tuple[dict[str, float], dict]:
+    """Sparsity per targeted module (full name) and a record of how it was decided."""
+    if step.allocation == "uniform":
+        return {t.name: step.sparsity for t in targets}, {}
+    if step.allocation == "per_type":
+        return per_type_ratios({t.name: t.role for t in targets}, step.ratios, step.sparsity), {}
+    if step.allocation == "global":
+        return _global_ratios(adapter, step, targets), {}
+    if calib_ids is None:
+        raise SparsekitError(f"allocation {step.allocation!r} needs calibration data")
+    if step.allocation == "owl":
+        return _owl_ratios(model, adapter, step, targets, calib_ids, device, progress)
+    if step.allocation == "search":
+        from sparsekit.steps.sensitivity import search_ratios
+
+        return search_ratios(model, adapter, step, targets, calib_ids, device, progress)
+    raise SparsekitError(f"unknown allocation {step.allocation!r}")
+
+
+def _prune_one(linear: nn.Linear, step: Prune, stats, ratio: float) -> torch.Tensor:
+    new, mask = prune_weight(step.method, linear.weight.data, stats, ratio, step.pattern,
+                             blocksize=step.blocksize, dampening=step.dampening)
+    linear.weight.data.copy_(new)
+    return mask.cpu()
+
+
+def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.Tensor | None = None, *,
+              device: torch.device | str = "cpu", progress: bool = True) -> PruneResult:
+    """Apply `step` to `model` in place and return masks and per-module results."""
+    start = time.perf_counter()
+    targets = select_targets(adapter, step)
+    _check_targets(adapter, step, targets)
+    if step.needs_data and calib_ids is None:
+        raise SparsekitError(f"prune: method {step.method!r} with allocation {step.allocation!r} needs calibration "
+                             "data (calib_ids)")
+    device = resolve_device(device)
+    ratios, info = allocate(model, adapter, step, targets, calib_ids, device, progress)
+    result = PruneResult(targets, ratios, allocation_info=info)
+    by_block: dict[int, list[Target]] = {}
+    for t in targets:
+        by_block.setdefault(t.block, []).append(t)
+
+    if needs_stats(step.method) is None:
+        for t in tqdm(targets, desc=f"{step.method} pruning", unit="module", disable=not progress):
+            result.masks[t.name] = _prune_one(_linear(adapter, t), step, None, ratios[t.name])
+    else:
+        calib = LayerwiseCalibrator(model, adapter=adapter, device=device,
+                                    hessian=needs_stats(step.method) == "hessian", linears=_block_rels(targets),
+                                    sequential=step.sequential, progress=progress)
+        for ctx in calib.blocks(calib_ids):
+            linears = ctx.linears()
+            for t in by_block.get(ctx.index, []):
+                result.masks[t.name] = _prune_one(linears[t.rel], step, ctx.stats[t.rel], ratios[t.name])
+                ctx.stats[t.rel] = None  # type: ignore[assignment]  # free the Hessian early
+    for t in targets:
+        mask = result.masks[t.name]
+        result.modules[t.name] = {"role": t.role, "shape": list(mask.shape), "target": ratios[t.name],
+                                  "sparsity": 1.0 - float(mask.float().mean())}
+    result.seconds = time.perf_counter() - start
+    return result
