@@ -144,8 +144,10 @@ class Prune:
             setattr(self, key, value)
         if not self.targets:
             raise SparsekitError(f"{s}: targets is empty, so nothing would be pruned")
-        if int(self.blocksize) < 1 or (pattern.structured and int(self.blocksize) % pattern.m):
-            raise SparsekitError(f"{s}: blocksize must be a positive multiple of M, got {self.blocksize}")
+        if int(self.blocksize) < 1 or (self.method == "sparsegpt" and pattern.structured
+                                       and int(self.blocksize) % pattern.m):
+            raise SparsekitError(f"{s}: sparsegpt's blocksize must be a positive multiple of M={pattern.m or 1}, "
+                                 f"got {self.blocksize}")
         if float(self.dampening) < 0:
             raise SparsekitError(f"{s}: dampening must be >= 0, got {self.dampening}")
 

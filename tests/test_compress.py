@@ -1,0 +1,107 @@
+"""`compress` -> checkpoint folder -> `eval DIR`: the round trip, the metadata, and the failure contract."""
+
+import json
+
+import pytest
+import torch
+
+from sparsekit.api import compress, evaluate, save
+from sparsekit.checkpoint import METADATA_FILE, load_masks, read_metadata
+from sparsekit.cli import main
+from sparsekit.errors import SparsekitError
+from sparsekit.models.loader import load_model
+from sparsekit.pack.bitmask import pack_mask, unpack_mask
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 13), (64, 64), (3, 5, 9)])
+def test_bitmask_round_trip(shape):
+    mask = torch.rand(shape) > 0.4
+    packed = pack_mask(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == (mask.numel() + 7) // 8
+    assert torch.equal(unpack_mask(packed, shape), mask)
+
+
+def test_compress_save_load_eval(tiny_dir, data_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    compressed = compress(str(tiny_dir), "wanda-2:4", nsamples=4, seqlen=64, data_dir=data_dir, progress=False)
+    assert compressed.sparsity == 0.5
+    save(compressed, out, command="test")
+    meta = read_metadata(out)
+    assert meta["recipe"][0]["prune"]["pattern"] == "2:4" and meta["command"] == "test"
+    assert meta["calibration"] == {"source": "c4", "nsamples": 4, "seqlen": 64, "seed": 0}
+    modules = meta["steps"][0]["modules"]
+    assert len(modules) == 3 * 7 and all(m["sparsity"] == 0.5 for m in modules.values())
+    masks = load_masks(out)
+    model, _ = load_model(out)
+    for name, mask in compressed.masks.items():
+        assert torch.equal(masks[name], mask)
+        weight = model.get_submodule(name).weight
+        assert torch.equal(weight, compressed.model.get_submodule(name).weight)
+        assert bool((weight[~mask] == 0).all())
+    report = evaluate(str(out), seqlen=32, limit=2, data_dir=data_dir, progress=False)
+    assert report["recipe"] == meta["recipe"] and report["sparsity"] >= 0.5 * 21 / 21 * 0.99
+
+
+def test_out_dir_must_be_new_or_empty_and_failures_leave_nothing(tiny_dir, data_dir, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    compressed = compress(str(tiny_dir), "magnitude-50", progress=False)
+    with pytest.raises(SparsekitError, match="already exists and is not an empty folder"):
+        save(compressed, taken)
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+
+    class Broken:
+        def save_pretrained(self, path):
+            raise OSError("disk full")
+
+    compressed.tokenizer = Broken()
+    with pytest.raises(OSError, match="disk full"):
+        save(compressed, tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no half-written folder, no temp folder
+
+
+def test_cli_compress_then_eval(tiny_dir, data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SPARSEKIT_DATA", str(data_dir))
+    out = tmp_path / "c"
+    assert main(["compress", str(tiny_dir), "--recipe", "sparsegpt-50", "--out", str(out), "--nsamples", "4",
+                 "--seqlen", "64", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "sparsity  0.5000" in printed and str(out) in printed
+    assert json.loads((out / METADATA_FILE).read_text())["command"].startswith("sparsekit compress ")
+    report_file = tmp_path / "r.json"
+    assert main(["eval", str(out), "--seqlen", "32", "--limit", "2", "--json", str(report_file), "--quiet"]) == 0
+    report = json.loads(report_file.read_text())
+    assert report["recipe"][0]["prune"]["method"] == "sparsegpt" and report["sparsity"] >= 0.5
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--recipe", "wanda-51"], "neither a YAML file nor a built-in recipe"),
+    (["--recipe", "RECIPE_FILE"], "sparsity must be in [0, 1)"),
+    (["--recipe", "wanda-50", "--calib", "ptb"], "invalid choice: 'ptb'"),
+    (["--recipe", "wanda-50", "--data-dir", "EMPTY"], "C4 not found"),
+    (["--recipe", "- prune: {method: wanda, pattern: '3:7'}"], "in_features=64 is not a multiple of M=7"),
+    (["--recipe", "wanda-50", "--out", "TAKEN"], "already exists"),
+])
+def test_cli_compress_bad_input(extra, expected, tiny_dir, data_dir, tmp_path, capsys, monkeypatch):
+    if "EMPTY" in extra:  # --data-dir is searched before $SPARSEKIT_DATA
+        monkeypatch.delenv("SPARSEKIT_DATA", raising=False)
+    else:
+        monkeypatch.setenv("SPARSEKIT_DATA", str(data_dir))
+    recipe_file = tmp_path / "bad.yaml"
+    recipe_file.write_text("- prune: {method: wanda, sparsity: 1.5}\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("x")
+    subst = {"RECIPE_FILE": str(recipe_file), "EMPTY": str(tmp_path / "empty"), "TAKEN": str(tmp_path / "taken")}
+    extra = [subst.get(a, a) for a in extra]
+    argv = ["compress", str(tiny_dir), "--nsamples", "2", "--seqlen", "32", "--quiet"]
+    if "--out" not in extra:
+        argv += ["--out", str(tmp_path / "out")]
+    try:
+        rc = main(argv + extra)
+    except SystemExit as exc:  # argparse's own errors
+        rc = exc.code
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "out").exists()

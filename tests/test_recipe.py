@@ -1,0 +1,57 @@
+"""Recipes: typed steps, YAML round trip, built-in names, one clear error per bad recipe."""
+
+import pytest
+
+from sparsekit.errors import SparsekitError
+from sparsekit.recipe import Prune, Recipe, builtin_recipes, load_recipe
+
+
+def test_yaml_round_trip():
+    text = """
+- prune: {method: sparsegpt, sparsity: 0.6, allocation: search, search: {ratios: [0.9, 0.5], nsamples: 4}}
+- prune: {method: wanda, pattern: "2:4", targets: ["*.mlp.*"], exclude: ["model.layers.0.*"]}
+"""
+    recipe = Recipe.from_yaml(text)
+    assert [type(s) for s in recipe.steps] == [Prune, Prune]
+    assert recipe.steps[0].search.ratios == (0.5, 0.9)
+    assert recipe.steps[1].sparsity == 0.5 and recipe.steps[1].pattern == "2:4"
+    again = Recipe.from_yaml(recipe.to_yaml())
+    assert again == recipe and again.to_list() == recipe.to_list()
+
+
+def test_builtins_load_and_describe():
+    for name in builtin_recipes():
+        assert load_recipe(name).describe()
+    assert load_recipe("sparsegpt-2:4").describe() == "sparsegpt 2:4 (uniform)"
+
+
+def test_recipe_file(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("- prune: {method: magnitude, sparsity: 0.3, allocation: global}\n")
+    assert load_recipe(str(path)).steps[0].allocation == "global"
+
+
+@pytest.mark.parametrize("data, message", [
+    ([{"prune": {"method": "obs"}}], "method 'obs' is not one of magnitude, wanda, sparsegpt"),
+    ([{"prune": {"sparsty": 0.5}}], r"unknown option\(s\) 'sparsty'"),
+    ([{"prune": {"sparsity": 1.0}}], r"sparsity must be in \[0, 1\)"),
+    ([{"prune": {"sparsity": "half"}}], "sparsity must be a number"),
+    ([{"prune": {"pattern": "4:2"}}], "0 < N < M"),
+    ([{"prune": {"pattern": "2:4", "allocation": "owl"}}], "needs an unstructured pattern"),
+    ([{"prune": {"method": "wanda", "allocation": "global"}}], "only magnitude"),
+    ([{"prune": {"allocation": "per_type"}}], "needs ratios"),
+    ([{"prune": {"allocation": "per_type", "ratios": {"q": 2}}}], r"ratios.q must be in \[0, 1\]"),
+    ([{"prune": {"ratios": {"q": 0.5}}}], "only read by allocation 'per_type'"),
+    ([{"prune": {"allocation": "search", "sparsity": 0.95}}], "above the largest search ratio"),
+    ([{"prune": {"owl": {"M": 5}}}], "prune.owl: unknown option"),
+    ([{"prune": {"targets": []}}], "nothing would be pruned"),
+    ([{"quantise": {}}], "unknown step 'quantise'"),
+    ([], "non-empty list of steps"),
+    ("wanda-51", "neither a YAML file nor a built-in recipe"),
+    ("- prune: {method: [", "not valid YAML"),
+    ("missing.yaml", "does not exist"),
+])
+def test_bad_recipes_give_one_clear_line(data, message):
+    with pytest.raises(SparsekitError, match=message) as info:
+        load_recipe(data)
+    assert "\n" not in str(info.value)
