@@ -1,0 +1,50 @@
+"""The experiment scripts under bench/experiments run end to end (tiny model, tiny protocol)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_module_sensitivity_writes_results_and_plots(tiny_dir, data_dir, tmp_path):
+    study = _script("module_sensitivity")
+    argv = ["--model", str(tiny_dir), "--limit", "1", "--seqlen", "32", "--nsamples", "2", "--calib-seqlen", "32",
+            "--types", "q,mlp", "--rates", "0.5,0.9", "--device", "cpu", "--data-dir", str(data_dir),
+            "--out", str(tmp_path)]
+    assert study.main(argv) == 0
+    data = json.loads((tmp_path / f"{tiny_dir.name}_wanda_limit1.json").read_text())
+    assert [(r["type"], r["rate"]) for r in data["results"]] == [("q", 0.5), ("q", 0.9), ("mlp", 0.5), ("mlp", 0.9)]
+    q50, q90, mlp50, _ = data["results"]
+    assert q50["modules"] == 3 and mlp50["modules"] == 9
+    assert q90["pruned_weights"] == 3 * 64 * round(0.9 * 64)
+    assert all(r["ppl"] > 1 for r in data["results"])
+    assert {p.name for p in tmp_path.glob("*.png")} == {f"{tiny_dir.name}_wanda_limit1_rate.png",
+                                                        f"{tiny_dir.name}_wanda_limit1_weights.png"}
+    assert study.main(argv) == 0  # resumes: nothing left to do, same results
+    assert json.loads((tmp_path / f"{tiny_dir.name}_wanda_limit1.json").read_text())["results"] == data["results"]
+
+
+def test_prune_table_runs_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):
+    table = _script("prune_table")
+    argv = ["--model", str(tiny_dir), "--recipes", "magnitude-2:4,wanda-50", "--limit", "1", "--seqlen", "32",
+            "--nsamples", "2", "--calib-seqlen", "32", "--device", "cpu", "--data-dir", str(data_dir),
+            "--out", str(tmp_path)]
+    assert table.main(argv) == 0
+    files = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert files == [f"{tiny_dir.name}_magnitude-2-4_limit1.json", f"{tiny_dir.name}_wanda-50_limit1.json"]
+    report = json.loads((tmp_path / files[1]).read_text())
+    assert report["mask_sparsity"] == 0.5 and report["prune_seconds"] > 0 and report["recipe_name"] == "wanda-50"
+    assert report["sparsity_per_type"]["q"] == 0.5
+    capsys.readouterr()
+    assert table.main(["--table", "--out", str(tmp_path)]) == 0
+    assert "| wanda-50 | 0.500 |" in capsys.readouterr().out
