@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(co)
     co.add_argument("--recipe", required=True, help="YAML file or built-in name (e.g. wanda-2:4, sparsegpt-50, "
                                                     "wanda-50-search); `--recipe list` shows the built-ins")
-    co.add_argument("--out", required=True, metavar="DIR", help="new (or empty) folder for the checkpoint")
+    co.add_argument("--out", metavar="DIR", help="new (or empty) folder for the checkpoint (required)")
     co.add_argument("--calib", default="c4", choices=["c4", "wikitext2"], help="calibration text [c4]")
     co.add_argument("--nsamples", type=_positive_int, default=128, help="calibration windows [128]")
     co.add_argument("--seqlen", type=_positive_int, default=512, help="tokens per calibration window [512]")
@@ -146,6 +146,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         for name, steps in builtin_recipes().items():
             print(f"{name:<22} {steps}")
         return 0
+    if not args.out:
+        raise SparsekitError("--out DIR is required: the folder the compressed checkpoint is written to")
     recipe = load_recipe(args.recipe)  # bad recipes and bad --out fail before any loading
     check_out_dir(args.out)
     command = "sparsekit " + shlex.join(args.argv)

@@ -82,6 +82,7 @@ def test_cli_compress_then_eval(tiny_dir, data_dir, tmp_path, capsys, monkeypatc
     (["--recipe", "wanda-50", "--data-dir", "EMPTY"], "C4 not found"),
     (["--recipe", "- prune: {method: wanda, pattern: '3:7'}"], "in_features=64 is not a multiple of M=7"),
     (["--recipe", "wanda-50", "--out", "TAKEN"], "already exists"),
+    (["--recipe", "wanda-50", "--out", ""], "--out DIR is required"),
 ])
 def test_cli_compress_bad_input(extra, expected, tiny_dir, data_dir, tmp_path, capsys, monkeypatch):
     if "EMPTY" in extra:  # --data-dir is searched before $SPARSEKIT_DATA
@@ -105,3 +106,9 @@ def test_cli_compress_bad_input(extra, expected, tiny_dir, data_dir, tmp_path, c
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_lists_builtin_recipes(capsys):
+    assert main(["compress", "smollm2-135m", "--recipe", "list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"wanda-2:4", "sparsegpt-50", "magnitude-4:8", "sparsegpt-60-search"} <= set(names)

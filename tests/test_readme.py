@@ -21,7 +21,7 @@ def _fmt(value: float) -> str:
 def test_readme_results_equal_result_files():
     readme = (REPO / "README.md").read_text()
     checked = 0
-    for result_file in re.findall(r"`(bench/results/[^`]+\.json)`", readme):
+    for result_file in re.findall(r"`(bench/results/smollm2-135m_dense[^`]+\.json)`", readme):
         report = json.loads((REPO / result_file).read_text())
         row = _row(readme, result_file)
         assert row[1] == _fmt(report["ppl"]["wikitext2"])
@@ -31,3 +31,20 @@ def test_readme_results_equal_result_files():
         assert f"--json {result_file}" in readme  # the re-run command is in the README
         checked += 1
     assert checked >= 2
+
+
+def test_readme_pruning_rows_equal_what_the_table_command_prints():
+    """Rows that cite bench/results/prune/*.json are the lines `prune_table.py --table` prints."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prune_table", REPO / "bench" / "experiments" / "prune_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    printed = set(module.table(REPO / "bench" / "results" / "prune").splitlines())
+    readme = (REPO / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("|") and "`bench/results/prune/" in line]
+    for line in rows:
+        assert line in printed, f"README row differs from the result file: {line}"
+    for line in rows:
+        report = json.loads((REPO / re.search(r"`(bench/results/prune/[^`]+)`", line).group(1)).read_text())
+        assert report["command"].startswith("python bench/experiments/prune_table.py")
