@@ -15,7 +15,6 @@ The model is modified in place; the keep-masks are returned with per-module resu
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,19 +32,10 @@ from sparsekit.prune.methods import needs_stats, prune_weight
 from sparsekit.prune.patterns import check_shape, masks_sparsity, parse_pattern
 from sparsekit.prune.wanda import wanda_scores
 from sparsekit.recipe import Prune
+from sparsekit.steps.targets import Target, by_block, select_targets
 from sparsekit.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Target:
-    """One prunable projection: block index, block-relative name, full name and role."""
-
-    block: int
-    rel: str
-    name: str
-    role: str
 
 
 @dataclass
@@ -63,22 +53,6 @@ class PruneResult:
     def sparsity(self) -> float:
         """Fraction of the targeted weights removed by the masks."""
         return masks_sparsity(self.masks)
-
-
-def select_targets(adapter: Adapter, step: Prune) -> list[Target]:
-    """The projections that `step` prunes, in block order."""
-    out = []
-    for i in range(adapter.num_blocks):
-        for rel in adapter.spec.projections:
-            name = f"{adapter.blocks_path}.{i}.{rel}"
-            if any(fnmatch.fnmatchcase(name, p) for p in step.targets) and \
-                    not any(fnmatch.fnmatchcase(name, p) for p in step.exclude):
-                out.append(Target(i, rel, name, adapter.role(rel)))
-    if not out:
-        example = f"{adapter.blocks_path}.0.{next(iter(adapter.spec.projections))}"
-        raise SparsekitError(f"prune: targets {step.targets} minus exclude {step.exclude} match no module; "
-                             f"module names look like {example!r}")
-    return out
 
 
 def _linear(adapter: Adapter, t: Target) -> nn.Linear:
@@ -108,14 +82,12 @@ def _global_ratios(adapter: Adapter, step: Prune, targets: list[Target]) -> dict
 def _owl_ratios(model: nn.Module, adapter: Adapter, step: Prune, targets: list[Target], calib_ids: torch.Tensor,
                 device: torch.device, progress: bool) -> tuple[dict[str, float], dict]:
     """OWL's first pass: Wanda scores of the dense model, outlier ratio per block, ratios per block."""
-    by_block: dict[int, list[Target]] = {}
-    for t in targets:
-        by_block.setdefault(t.block, []).append(t)
+    groups = by_block(targets)
     calib = LayerwiseCalibrator(model, adapter=adapter, device=device, linears=_block_rels(targets),
                                 sequential=False, progress=progress)
     outliers: dict[int, float] = {}
     for ctx in calib.blocks(calib_ids):
-        ts = by_block.get(ctx.index, [])
+        ts = groups.get(ctx.index, [])
         if ts:
             lin = ctx.linears()
             outliers[ctx.index] = outlier_ratio([wanda_scores(lin[t.rel].weight, ctx.stats[t.rel].sum_sq) for t in ts],
@@ -166,20 +138,18 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
     device = resolve_device(device)
     ratios, info = allocate(model, adapter, step, targets, calib_ids, device, progress)
     result = PruneResult(targets, ratios, allocation_info=info)
-    by_block: dict[int, list[Target]] = {}
-    for t in targets:
-        by_block.setdefault(t.block, []).append(t)
 
     if needs_stats(step.method) is None:
         for t in tqdm(targets, desc=f"{step.method} pruning", unit="module", disable=not progress):
             result.masks[t.name] = _prune_one(_linear(adapter, t), step, None, ratios[t.name])
     else:
+        groups = by_block(targets)
         calib = LayerwiseCalibrator(model, adapter=adapter, device=device,
                                     hessian=needs_stats(step.method) == "hessian", linears=_block_rels(targets),
                                     sequential=step.sequential, progress=progress)
         for ctx in calib.blocks(calib_ids):
             linears = ctx.linears()
-            for t in by_block.get(ctx.index, []):
+            for t in groups.get(ctx.index, []):
                 result.masks[t.name] = _prune_one(linears[t.rel], step, ctx.stats[t.rel], ratios[t.name])
                 ctx.stats[t.rel] = None  # type: ignore[assignment]  # free the Hessian early
     for t in targets:

@@ -30,8 +30,6 @@ is spent, then rounded to whole selection steps. The largest search ratio caps e
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
@@ -41,9 +39,7 @@ from sparsekit.models.adapters import Adapter
 from sparsekit.prune.allocation import CostCurve, allocate_budget
 from sparsekit.prune.methods import granularity, needs_stats, prune_weight
 from sparsekit.recipe import Prune
-
-if TYPE_CHECKING:
-    from sparsekit.steps.prune import Target
+from sparsekit.steps.targets import Target, by_block
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +65,12 @@ def _log_probs(adapter: Adapter, hidden: torch.Tensor, device: torch.device) -> 
 
 
 @torch.no_grad()
-def measure_costs(model: nn.Module, adapter: Adapter, step: Prune, targets: list["Target"],
+def measure_costs(model: nn.Module, adapter: Adapter, step: Prune, targets: list[Target],
                   calib_ids: torch.Tensor, device: torch.device, progress: bool = True
                   ) -> tuple[dict[str, CostCurve], dict]:
     """Cost curves per target module (see module docstring) and the raw measurements."""
     grid = tuple(step.search.ratios)
-    by_block: dict[int, list[Target]] = {}
-    for t in targets:
-        by_block.setdefault(t.block, []).append(t)
+    groups = by_block(targets)
     rels = list(dict.fromkeys(t.rel for t in targets))
     calib = LayerwiseCalibrator(model, adapter=adapter, device=device, hessian=needs_stats(step.method) == "hessian",
                                 stats=needs_stats(step.method) is not None, linears=rels, sequential=False,
@@ -90,10 +84,10 @@ def measure_costs(model: nn.Module, adapter: Adapter, step: Prune, targets: list
     module_err: dict[str, list[float]] = {}
     block_err: dict[int, float] = {}
     perturbed: dict[int, list[torch.Tensor]] = {}
-    bar = tqdm(total=len(targets) * len(grid) + len(by_block), desc="search: module sensitivity", unit="probe",
+    bar = tqdm(total=len(targets) * len(grid) + len(groups), desc="search: module sensitivity", unit="probe",
                disable=not progress)
     for ctx in calib.blocks(calib_ids):
-        ts = by_block.get(ctx.index)
+        ts = groups.get(ctx.index)
         if not ts:
             continue
         linears = ctx.linears()
@@ -156,7 +150,7 @@ def measure_costs(model: nn.Module, adapter: Adapter, step: Prune, targets: list
     return curves, info
 
 
-def search_ratios(model: nn.Module, adapter: Adapter, step: Prune, targets: list["Target"], calib_ids: torch.Tensor,
+def search_ratios(model: nn.Module, adapter: Adapter, step: Prune, targets: list[Target], calib_ids: torch.Tensor,
                   device: torch.device, progress: bool = True) -> tuple[dict[str, float], dict]:
     """Sparsity per target module chosen by sensitivity under the global budget (module docstring)."""
     ids = calib_ids[: step.search.nsamples]

@@ -1,7 +1,5 @@
 """Running prune steps over tiny models of every architecture: targets, allocations, sequential mode."""
 
-import copy
-
 import pytest
 import torch
 
@@ -9,7 +7,8 @@ from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import get_adapter
 from sparsekit.prune.patterns import is_nm
 from sparsekit.recipe import Prune
-from sparsekit.steps.prune import run_prune, select_targets
+from sparsekit.steps.prune import run_prune
+from sparsekit.steps.targets import select_targets
 from tests.tiny import TINY, tiny_model
 
 

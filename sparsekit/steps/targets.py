@@ -1,0 +1,44 @@
+"""Which projections a prune step touches: full module names, block by block."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from sparsekit.errors import SparsekitError
+from sparsekit.models.adapters import Adapter
+from sparsekit.recipe import Prune
+
+
+@dataclass(frozen=True)
+class Target:
+    """One prunable projection: block index, block-relative name, full name and role."""
+
+    block: int
+    rel: str
+    name: str
+    role: str
+
+
+def select_targets(adapter: Adapter, step: Prune) -> list[Target]:
+    """The projections that `step` prunes, in block order."""
+    out = []
+    for i in range(adapter.num_blocks):
+        for rel in adapter.spec.projections:
+            name = f"{adapter.blocks_path}.{i}.{rel}"
+            if any(fnmatch.fnmatchcase(name, p) for p in step.targets) and \
+                    not any(fnmatch.fnmatchcase(name, p) for p in step.exclude):
+                out.append(Target(i, rel, name, adapter.role(rel)))
+    if not out:
+        example = f"{adapter.blocks_path}.0.{next(iter(adapter.spec.projections))}"
+        raise SparsekitError(f"prune: targets {step.targets} minus exclude {step.exclude} match no module; "
+                             f"module names look like {example!r}")
+    return out
+
+
+def by_block(targets: list[Target]) -> dict[int, list[Target]]:
+    """Targets grouped by block index."""
+    out: dict[int, list[Target]] = {}
+    for t in targets:
+        out.setdefault(t.block, []).append(t)
+    return out
