@@ -13,11 +13,11 @@ from sparsekit.checkpoint import read_metadata, save_checkpoint
 from sparsekit.data.calibration import calibration_texts, calibration_windows
 from sparsekit.data.datasets import perplexity_set
 from sparsekit.eval.perplexity import perplexity
-from sparsekit.eval.size import projection_sparsity, weight_bytes
+from sparsekit.eval.size import compressed_bytes, packed_bits_per_weight, projection_sparsity, weight_bytes
 from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
 from sparsekit.prune.patterns import masks_sparsity
-from sparsekit.recipe import Prune, Recipe, load_recipe
+from sparsekit.recipe import Prune, Quantize, Recipe, load_recipe
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
 
@@ -45,6 +45,7 @@ class Compressed:
     calibration: dict | None
     steps: list[dict] = field(default_factory=list)
     masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    storage: dict[str, float] = field(default_factory=dict)  # module -> packed bits per weight
 
     @property
     def sparsity(self) -> float:
@@ -53,7 +54,8 @@ class Compressed:
 
     def metadata(self) -> dict:
         return {"base_model": self.base_model, "recipe": self.recipe.to_list(), "calibration": self.calibration,
-                "sparsity": self.sparsity, "steps": self.steps, "versions": versions(), "date": _now()}
+                "sparsity": self.sparsity, "steps": self.steps, "storage_bits_per_weight": self.storage,
+                "versions": versions(), "date": _now()}
 
 
 def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=None, *, calib: str = "c4",
@@ -71,6 +73,7 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         dtype: of a model loaded by name ('auto': fp32 for CPU calibration, fp16 for CUDA).
     """
     from sparsekit.steps.prune import run_prune
+    from sparsekit.steps.quantize import module_record, run_quantize
 
     recipe = load_recipe(recipe)
     compute = resolve_device(device)
@@ -88,18 +91,60 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         calibration = {"source": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed}
     adapter = get_adapter(model)
     result = Compressed(model, tokenizer, recipe, name, calibration)
-    for step in recipe.steps:
+    steps = list(recipe.steps)
+    for i, step in enumerate(steps):
         if isinstance(step, Prune):
-            out = run_prune(model, adapter, step, ids, device=compute, progress=progress)
+            nxt = steps[i + 1] if i + 1 < len(steps) else None
+            joint = nxt if isinstance(nxt, Quantize) and nxt.joint else None
+            out = run_prune(model, adapter, step, ids, device=compute, progress=progress, joint=joint)
             overlap = set(out.masks) & set(result.masks)
             for key in overlap:  # a later prune step keeps what earlier ones removed
                 out.masks[key] = out.masks[key] & result.masks[key]
             result.masks.update(out.masks)
+            for t in out.targets:
+                out.modules[t.name]["pattern"] = step.pattern
             result.steps.append({"step": "prune", "seconds": out.seconds, "sparsity": out.sparsity,
                                  "modules": out.modules, "allocation": out.allocation_info})
+            if joint is not None:
+                shapes = {t.name: tuple(out.masks[t.name].shape) for t in out.targets}
+                result.steps.append({"step": "quantize", "seconds": 0.0, "joint_with_previous": True,
+                                     "modules": {t.name: module_record(t, joint, shapes[t.name])
+                                                 for t in out.targets}})
+        elif isinstance(step, Quantize):
+            if step.joint:
+                continue  # ran inside the preceding sparsegpt step
+            out = run_quantize(model, adapter, step, ids, masks=result.masks, device=compute, progress=progress)
+            result.steps.append({"step": "quantize", "seconds": out.seconds, "modules": out.modules})
         else:  # pragma: no cover - every step type of recipe.STEPS is handled above
             raise NotImplementedError(type(step).__name__)
+    result.storage = storage_bits(adapter, result.steps, result.masks)
     return result
+
+
+def storage_bits(adapter, steps: list[dict], masks: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Bits per weight of every compressed projection once packed (format, scales, sparsity metadata)."""
+    pattern: dict[str, str] = {}
+    quant: dict[str, dict] = {}
+    for st in steps:
+        for name, rec in st["modules"].items():
+            if st["step"] == "prune":
+                prev = pattern.get(name)  # two prune steps with different patterns: count it unstructured
+                pattern[name] = rec["pattern"] if prev in (None, rec["pattern"]) else "unstructured"
+            else:
+                quant[name] = rec
+    params = {f"{adapter.blocks_path}.{i}.{rel}": lin.weight for i in range(adapter.num_blocks)
+              for rel, lin in adapter.linears(i).items()}
+    out = {}
+    for name in sorted(set(pattern) | set(quant)):
+        weight = params[name]
+        q = quant.get(name)
+        element = q["element_bits"] if q else weight.element_size() * 8
+        overhead = q["format_bits_per_weight"] - q["element_bits"] if q else 0.0
+        keep = masks.get(name)
+        sparsity = 1.0 - float(keep.float().mean()) if keep is not None else 0.0
+        out[name] = packed_bits_per_weight(tuple(weight.shape), element_bits=element, overhead_bits=overhead,
+                                           sparsity=sparsity, pattern=pattern.get(name, "unstructured"))
+    return out
 
 
 def save(compressed: Compressed, out_dir: str | os.PathLike, **extra: Any) -> str:
@@ -111,7 +156,7 @@ def save(compressed: Compressed, out_dir: str | os.PathLike, **extra: Any) -> st
 def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl: Sequence[str] = ("wikitext2",),
              seqlen: int = 2048, limit: int | None = None, batch_size: int = 1, device: str | torch.device = "auto",
              dtype: str | torch.dtype = "auto", data_dir: str | os.PathLike | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, storage: dict[str, float] | None = None) -> dict:
     """Evaluate a model and return one report with the keys of `REPORT_KEYS` (plus `protocol`, `date`).
 
     Args:
@@ -120,6 +165,8 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
         seqlen, limit, batch_size: the perplexity protocol (see `sparsekit.eval.perplexity`).
         device, dtype: used only when `model` is a name; a model object is evaluated where it is.
         data_dir: folder with the data sets (default: $SPARSEKIT_DATA).
+        storage: packed bits per weight of compressed modules (`Compressed.storage`), so that `bytes`
+            is the true size; a checkpoint folder brings its own.
     """
     sets = [perplexity_set(name) for name in ppl]
     texts = {s.name: s.text(data_dir) for s in sets}  # fail on missing data before loading a model
@@ -145,7 +192,9 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
         report["tokens"][s.name] = result.tokens
         protocol["ppl"][s.name] = {"windows": result.windows, "nll": result.nll, "data": s.note}
     report["sparsity"] = projection_sparsity(get_adapter(model))
-    report["bytes"] = weight_bytes(model)
+    if storage is None and checkpoint is not None:
+        storage = checkpoint.get("storage_bits_per_weight")
+    report["bytes"] = compressed_bytes(model, storage) if storage else weight_bytes(model)
     dev = next(model.parameters()).device
     report["device"] = device_name(dev)
     report["versions"] = versions()

@@ -157,6 +157,92 @@ class Prune:
         return self.method != "magnitude" or self.allocation == "search"
 
 
+QUANT_METHODS = ("rtn", "gptq")
+
+
+@dataclass
+class Quantize:
+    """Weight quantization of the block projections (see `sparsekit.steps.quantize`).
+
+    format: a name of `sparsekit.quant.formats.FORMATS` (int8, int4, int3, int2, mxfp8, mxfp6, mxfp4,
+        mxint8, fp6, ternary, splitquant-int4, ...).
+    group_size: inputs per scale along K; None takes the format's default (int8 per channel, int4/3/2
+        128, MX formats 32 — fixed by the spec —, fp6 per channel, ternary per tensor); 0 = per channel.
+    method: rtn (round to nearest) | gptq (OBS error compensation from the calibration Hessian).
+    symmetric: int formats only; false adds a zero point per group.
+    act_order: GPTQ processes inputs by decreasing Hessian diagonal (static groups).
+    joint: GPTQ inside the preceding SparseGPT prune step's sweep (prune + quantize in one pass).
+    targets / exclude, sequential, blocksize, dampening: as in `prune`.
+
+    After a prune step, only kept weights are quantized and pruned weights stay exactly zero.
+    """
+
+    NAME: ClassVar[str] = "quantize"
+
+    format: str = "int4"
+    group_size: int | None = None
+    method: str = "rtn"
+    symmetric: bool = True
+    act_order: bool = False
+    joint: bool = False
+    targets: list[str] = field(default_factory=lambda: ["*"])
+    exclude: list[str] = field(default_factory=list)
+    sequential: bool = True
+    blocksize: int = 128
+    dampening: float = 0.01
+
+    def __post_init__(self) -> None:
+        from sparsekit.quant.formats import GPTQ_FORMATS, get_format
+
+        s = self.NAME
+        if self.method not in QUANT_METHODS:
+            raise SparsekitError(f"{s}: method {self.method!r} is not one of {', '.join(QUANT_METHODS)}")
+        if self.group_size is not None:
+            if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
+                raise SparsekitError(f"{s}: group_size must be an integer (e.g. 128, or 0 for per channel), "
+                                     f"got {self.group_size!r}")
+        self.format = str(self.format).lower()
+        fmt = get_format(self.format, self.group_size, bool(self.symmetric))  # validates name + grouping
+        if self.method == "gptq" and self.format not in GPTQ_FORMATS:
+            raise SparsekitError(f"{s}: method gptq does not drive {self.format!r} (its parts are chosen by "
+                                 "k-means); use method: rtn")
+        if self.joint and self.method != "gptq":
+            raise SparsekitError(f"{s}: joint: true runs GPTQ inside SparseGPT's sweep, so it needs method: gptq")
+        if self.joint and self.act_order:
+            raise SparsekitError(f"{s}: joint: true cannot use act_order (SparseGPT's masks are chosen in the "
+                                 "natural column order)")
+        if self.act_order and self.method != "gptq":
+            raise SparsekitError(f"{s}: act_order is a GPTQ option; use method: gptq or drop act_order")
+        for key in ("targets", "exclude"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SparsekitError(f"{s}: {key} must be a list of glob patterns over module names")
+            setattr(self, key, value)
+        if not self.targets:
+            raise SparsekitError(f"{s}: targets is empty, so nothing would be quantized")
+        if int(self.blocksize) < 1:
+            raise SparsekitError(f"{s}: blocksize must be >= 1, got {self.blocksize}")
+        if self.method == "gptq" and fmt.group_size > 0 and int(self.blocksize) % fmt.group_size \
+                and fmt.group_size % int(self.blocksize):
+            raise SparsekitError(f"{s}: blocksize {self.blocksize} and group_size {fmt.group_size} must divide one "
+                                 "another")
+        if float(self.dampening) < 0:
+            raise SparsekitError(f"{s}: dampening must be >= 0, got {self.dampening}")
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether this step reads calibration data."""
+        return self.method == "gptq"
+
+    def quant_format(self):
+        """The format object this step quantizes to."""
+        from sparsekit.quant.formats import get_format
+
+        return get_format(self.format, self.group_size, self.symmetric)
+
+
 def _nested(step: str, key: str, cls: type, value: Any) -> Any:
     if isinstance(value, cls):
         return value
@@ -166,7 +252,21 @@ def _nested(step: str, key: str, cls: type, value: Any) -> Any:
     return cls(**value)
 
 
-STEPS: dict[str, type] = {"prune": Prune}
+STEPS: dict[str, type] = {"prune": Prune, "quantize": Quantize}
+
+
+def _check_order(steps: list[Any]) -> None:
+    """Prune steps first, then at most one quantize step; `joint` needs a SparseGPT step just before."""
+    quant = [i for i, st in enumerate(steps) if isinstance(st, Quantize)]
+    if len(quant) > 1:
+        raise SparsekitError(f"recipe steps {quant[0] + 1} and {quant[1] + 1} both quantize; a recipe quantizes once "
+                             "(one quantize step, after the prune steps)")
+    if quant and any(isinstance(st, Prune) for st in steps[quant[0] + 1:]):
+        raise SparsekitError(f"recipe step {quant[0] + 1} quantizes before a prune step; put prune steps first")
+    for i in quant:
+        if steps[i].joint and (i == 0 or not isinstance(steps[i - 1], Prune) or steps[i - 1].method != "sparsegpt"):
+            raise SparsekitError(f"recipe step {i + 1} (quantize): joint: true needs a prune step with method "
+                                 "sparsegpt right before it")
 
 
 @dataclass
@@ -198,6 +298,7 @@ class Recipe:
                 steps.append(STEPS[kind](**options))
             except TypeError as exc:
                 raise SparsekitError(f"recipe step {i + 1} ({kind}): {exc}") from None
+        _check_order(steps)
         return cls(steps)
 
     def to_list(self) -> list[dict[str, Any]]:
@@ -227,6 +328,8 @@ class Recipe:
             if isinstance(step, Prune):
                 amount = step.pattern if step.pattern != "unstructured" else f"{step.sparsity:.0%} unstructured"
                 parts.append(f"{step.method} {amount} ({step.allocation})")
+            elif isinstance(step, Quantize):
+                parts.append(f"{step.quant_format().describe()} {step.method}" + (" (joint)" if step.joint else ""))
         return " + ".join(parts)
 
 
@@ -242,7 +345,8 @@ def _plain(obj: Any) -> Any:
 
 def builtin_recipes() -> dict[str, list[dict[str, Any]]]:
     """Named recipes: '{method}-{50|60|70}' (unstructured, uniform), '{method}-{2:4|4:8}',
-    and '{wanda|sparsegpt}-{50|60}-search'."""
+    '{wanda|sparsegpt}-{50|60}-search', '{format}-{rtn|gptq}' (default grouping of each format) and
+    'sparsegpt-{2:4|4:8}+int4-{gptq|joint}' (prune, then GPTQ; or both in one sweep)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for method in PRUNE_METHODS:
         for pct in (50, 60, 70):
@@ -253,6 +357,14 @@ def builtin_recipes() -> dict[str, list[dict[str, Any]]]:
         for pct in (50, 60):
             out[f"{method}-{pct}-search"] = [{"prune": {"method": method, "sparsity": pct / 100,
                                                         "allocation": "search"}}]
+    for fmt in ("int8", "int4", "int3", "mxfp8", "mxfp6", "mxfp4", "mxint8", "fp6", "ternary"):
+        out[f"{fmt}-rtn"] = [{"quantize": {"format": fmt, "method": "rtn"}}]
+        out[f"{fmt}-gptq"] = [{"quantize": {"format": fmt, "method": "gptq"}}]
+    for pattern in ("2:4", "4:8"):
+        prune = {"prune": {"method": "sparsegpt", "pattern": pattern}}
+        out[f"sparsegpt-{pattern}+int4-gptq"] = [prune, {"quantize": {"format": "int4", "method": "gptq"}}]
+        out[f"sparsegpt-{pattern}+int4-joint"] = [prune, {"quantize": {"format": "int4", "method": "gptq",
+                                                                       "joint": True}}]
     return out
 
 

@@ -112,3 +112,25 @@ def test_cli_lists_builtin_recipes(capsys):
     assert main(["compress", "smollm2-135m", "--recipe", "list"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert {"wanda-2:4", "sparsegpt-50", "magnitude-4:8", "sparsegpt-60-search"} <= set(names)
+
+
+def test_prune_and_quantize_checkpoint_reports_true_bytes(tiny_dir, data_dir, tmp_path):
+    """2:4 + int4 (g32) joint: the checkpoint records formats and packed bits; eval's bytes use them."""
+    from sparsekit.eval.size import packed_bits_per_weight, weight_bytes
+
+    recipe = [{"prune": {"method": "sparsegpt", "pattern": "2:4"}},
+              {"quantize": {"format": "int4", "group_size": 32, "method": "gptq", "joint": True}}]
+    compressed = compress(str(tiny_dir), recipe, nsamples=4, seqlen=64, data_dir=data_dir, progress=False)
+    out = tmp_path / "ckpt"
+    save(compressed, out)
+    meta = read_metadata(out)
+    assert [s["step"] for s in meta["steps"]] == ["prune", "quantize"] and meta["steps"][1]["joint_with_previous"]
+    bits = meta["storage_bits_per_weight"]
+    assert len(bits) == 21
+    # 2:4 of int4 codes + 2-bit positions + one fp16 scale per 32 inputs: 0.5 * (4 + 2) + 16 / 32
+    assert all(b == pytest.approx(3.5) for b in bits.values())
+    assert packed_bits_per_weight((64, 64), element_bits=4, overhead_bits=16 / 32, pattern="2:4") == 3.5
+    report = evaluate(str(out), seqlen=32, limit=1, data_dir=data_dir, progress=False)
+    model = compressed.model
+    proj = sum(model.get_submodule(n).weight.numel() for n in bits)
+    assert report["bytes"] == pytest.approx(weight_bytes(model) - proj * 4 + proj * 3.5 / 8, abs=1)

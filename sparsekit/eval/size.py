@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from sparsekit.models.adapters import Adapter
@@ -32,3 +34,46 @@ def projection_sparsity(adapter: Adapter) -> float:
             zeros += int((w == 0).sum())
             total += w.numel()
     return zeros / total if total else 0.0
+
+
+def packed_bits_per_weight(shape: tuple[int, int], *, element_bits: float, overhead_bits: float = 0.0,
+                           sparsity: float = 0.0, pattern: str = "unstructured") -> float:
+    """Bits per weight of a `[out, in]` projection once packed for the kernels.
+
+    - dense: `element_bits` + `overhead_bits` (scales and zero points per weight, from the format);
+    - N:M: only the N kept values of each group of M are stored, each with a ceil(log2 M)-bit
+      position (2:4: 2 bits, the metadata `mma.sp` reads), so (N/M) x (element + index) + overhead —
+      2:4 fp16 = 9, int4 g128 + 2:4 = 3.125 (DESIGN.md §7);
+    - unstructured: a 1-bit keep-mask plus the kept values when that is smaller than dense storage.
+    Group scales stay per group of the dense layout, so `overhead_bits` is not reduced by sparsity.
+    """
+    from sparsekit.prune.patterns import parse_pattern
+
+    p = parse_pattern(pattern)
+    if p.structured:
+        return (p.n / p.m) * (element_bits + math.ceil(math.log2(p.m))) + overhead_bits
+    if sparsity > 0:
+        return min(element_bits, (1.0 - sparsity) * element_bits + 1.0) + overhead_bits
+    return element_bits + overhead_bits
+
+
+def compressed_bytes(model: torch.nn.Module, storage: dict[str, float], dense_bits: int | None = None) -> int:
+    """True weight bytes when the modules of `storage` (full name -> bits per weight of its weight) are
+    packed: their weights count at those bits, every other tensor at its dtype's size (or `dense_bits`,
+    e.g. 16 to count an fp32-evaluated model as stored in bf16)."""
+    packed = {f"{name}.weight" for name in storage}
+    seen: set[tuple[int, int]] = set()
+    bits = 0.0
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.device.type == "meta" or key in packed:
+            continue
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if ident in seen:
+            continue
+        seen.add(ident)
+        size = dense_bits if dense_bits is not None and tensor.is_floating_point() else tensor.element_size() * 8
+        bits += tensor.numel() * size
+    params = dict(model.named_parameters())
+    for name, b in storage.items():
+        bits += params[f"{name}.weight"].numel() * b
+    return int(math.ceil(bits / 8))

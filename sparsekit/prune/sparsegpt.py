@@ -26,6 +26,8 @@ weight's device (CPU or GPU); the result is cast back to the weight's dtype.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from sparsekit.errors import SparsekitError
@@ -61,10 +63,23 @@ def _block_budgets(total: int, cols: int, blocksize: int) -> list[int]:
     return [cum[i + 1] - cum[i] for i in range(len(bounds) - 1)]
 
 
+class ColumnQuantizer(Protocol):
+    """What the sweep needs from a quantizer (see `sparsekit.quant.gptq.GroupQuantizer`)."""
+
+    def start(self, w: torch.Tensor, keep: torch.Tensor) -> None:
+        """Called once with the whole (permuted) weight and its keep-mask before the sweep."""
+
+    def column(self, j: int, block: torch.Tensor, keep: torch.Tensor, j0: int) -> torch.Tensor:
+        """Grid values of column `j` (absolute index); `block` / `keep` are the current lazy block,
+        whose first column is `j0`, so a group starting at `j` can take its scale from them."""
+
+
 @torch.no_grad()
 def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float = 0.5,
               pattern: Pattern | str = UNSTRUCTURED, *, blocksize: int = 128,
-              dampening: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+              dampening: float = 0.01, quantizer: ColumnQuantizer | None = None,
+              mask: torch.Tensor | None = None, perm: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune `weight` ([out, in]) with OBS reconstruction; return `(new_weight, keep_mask)`.
 
     Args:
@@ -74,6 +89,13 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float = 0.5
             spread over column blocks in proportion to their width). Ignored for N:M patterns.
         pattern: 'unstructured' or N:M along the input dimension.
         blocksize: columns per lazy-update block (a multiple of M for N:M patterns).
+        quantizer: also quantize every kept weight in the same sweep, so that later columns compensate
+            both the pruning and the rounding error (the joint 50% + 4-bit mode of the SparseGPT paper,
+            §3.5; with no pruning this is GPTQ).
+        mask: a fixed keep-mask (e.g. from an earlier prune step) instead of choosing one; pruned
+            weights become exactly 0 and their removal is compensated like any other.
+        perm: process columns in this order (GPTQ's act-order); only with a fixed or no mask, since
+            N:M groups and per-block budgets are defined in the natural column order.
     """
     pattern = parse_pattern(pattern)
     check_shape(pattern, tuple(weight.shape))
@@ -83,10 +105,22 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float = 0.5
                              f"with {cols} inputs")
     if blocksize < 1 or (pattern.structured and blocksize % pattern.m):
         raise SparsekitError(f"blocksize must be a positive multiple of M={pattern.m or 1}, got {blocksize}")
+    select = mask is None and (pattern.structured or sparsity > 0)
+    if perm is not None and select:
+        raise SparsekitError("a column order (act-order) needs a fixed keep-mask or no pruning: N:M groups and "
+                             "SparseGPT's block budgets are defined in the natural column order")
+    if mask is not None and tuple(mask.shape) != tuple(weight.shape):
+        raise SparsekitError(f"mask has shape {tuple(mask.shape)}, expected {tuple(weight.shape)}")
     w = weight.detach().to(torch.float32).clone()
-    hinv = inverse_hessian_cholesky(hessian.to(w.device), dampening)
-    keep = torch.ones_like(w, dtype=torch.bool)
-    if not pattern.structured:
+    h = hessian.to(w.device)
+    keep = torch.ones_like(w, dtype=torch.bool) if mask is None else mask.to(w.device, torch.bool).clone()
+    if perm is not None:
+        perm = perm.to(w.device)
+        w, h, keep = w[:, perm], h[perm][:, perm], keep[:, perm]
+    hinv = inverse_hessian_cholesky(h, dampening)
+    if quantizer is not None:
+        quantizer.start(w, keep)
+    if select and not pattern.structured:
         budgets = _block_budgets(pruned_count(sparsity, rows * cols), cols, blocksize)
 
     for b, i1 in enumerate(range(0, cols, blocksize)):
@@ -95,18 +129,19 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float = 0.5
         err1 = torch.zeros_like(w1)
         hinv1 = hinv[i1:i2, i1:i2]
         d = torch.diagonal(hinv1)
-        keep1 = torch.ones_like(w1, dtype=torch.bool)
-        if not pattern.structured and budgets[b] > 0:
+        keep1 = keep[:, i1:i2].clone()
+        if select and not pattern.structured and budgets[b] > 0:
             # eq. 3 over the whole block: the adaptive mask of §3.2
             eps = (w1 ** 2 / d.unsqueeze(0) ** 2).flatten()
             keep1.view(-1)[torch.topk(eps, budgets[b], largest=False).indices] = False
         for j in range(i2 - i1):
-            if pattern.structured and j % pattern.m == 0:
+            if select and pattern.structured and j % pattern.m == 0:
                 eps = w1[:, j:j + pattern.m] ** 2 / d[j:j + pattern.m].unsqueeze(0) ** 2
                 drop = torch.topk(eps, pattern.m - pattern.n, dim=1, largest=False).indices
                 keep1[:, j:j + pattern.m].scatter_(1, drop, False)
             col = w1[:, j]
-            q = torch.where(keep1[:, j], col, torch.zeros_like(col))
+            q = col if quantizer is None else quantizer.column(i1 + j, w1, keep1, i1)
+            q = torch.where(keep1[:, j], q, torch.zeros_like(col))
             e = (col - q) / d[j]
             # OBS compensation of the not-yet-processed columns of this block
             w1[:, j:] -= e.unsqueeze(1) * hinv1[j, j:].unsqueeze(0)
@@ -117,4 +152,7 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float = 0.5
         # lazy batched update of every column right of the block (§3.4)
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     w.masked_fill_(~keep, 0.0)
+    if perm is not None:
+        inv = torch.argsort(perm)
+        w, keep = w[:, inv], keep[:, inv]
     return w.to(weight.dtype), keep

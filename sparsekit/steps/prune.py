@@ -31,7 +31,8 @@ from sparsekit.prune.magnitude import magnitude_scores
 from sparsekit.prune.methods import needs_stats, prune_weight
 from sparsekit.prune.patterns import check_shape, masks_sparsity, parse_pattern
 from sparsekit.prune.wanda import wanda_scores
-from sparsekit.recipe import Prune
+from sparsekit.quant.gptq import sparsegpt_gptq
+from sparsekit.recipe import Prune, Quantize
 from sparsekit.steps.targets import Target, by_block, select_targets
 from sparsekit.utils.device import resolve_device
 
@@ -119,19 +120,43 @@ def allocate(model: nn.Module, adapter: Adapter, step: Prune, targets: list[Targ
     raise SparsekitError(f"unknown allocation {step.allocation!r}")
 
 
-def _prune_one(linear: nn.Linear, step: Prune, stats, ratio: float) -> torch.Tensor:
-    new, mask = prune_weight(step.method, linear.weight.data, stats, ratio, step.pattern,
-                             blocksize=step.blocksize, dampening=step.dampening)
+def _prune_one(linear: nn.Linear, step: Prune, stats, ratio: float, joint: Quantize | None = None,
+               name: str = "weight") -> torch.Tensor:
+    if joint is None:
+        new, mask = prune_weight(step.method, linear.weight.data, stats, ratio, step.pattern,
+                                 blocksize=step.blocksize, dampening=step.dampening)
+    else:
+        new, mask, _ = sparsegpt_gptq(linear.weight.data, stats.xtx, joint.quant_format(), ratio, step.pattern,
+                                      blocksize=step.blocksize, dampening=step.dampening, name=name)
     linear.weight.data.copy_(new)
     return mask.cpu()
 
 
 def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.Tensor | None = None, *,
-              device: torch.device | str = "cpu", progress: bool = True) -> PruneResult:
-    """Apply `step` to `model` in place and return masks and per-module results."""
+              device: torch.device | str = "cpu", progress: bool = True, joint: Quantize | None = None
+              ) -> PruneResult:
+    """Apply `step` to `model` in place and return masks and per-module results.
+
+    `joint`: a `Quantize` step (method gptq) to run inside SparseGPT's sweep (prune + quantize at once);
+    its targets must be the prune step's targets.
+    """
     start = time.perf_counter()
     targets = select_targets(adapter, step)
     _check_targets(adapter, step, targets)
+    if joint is not None:
+        if step.method != "sparsegpt":
+            raise SparsekitError(f"joint quantization runs inside SparseGPT's sweep; the prune method is {step.method!r}")
+        if [t.name for t in select_targets(adapter, joint)] != [t.name for t in targets]:
+            raise SparsekitError("quantize: joint: true needs the same targets/exclude as the sparsegpt prune step "
+                                 "it runs in")
+        fmt = joint.quant_format()
+        for t in targets:
+            shape = tuple(_linear(adapter, t).weight.shape)
+            try:
+                fmt.group_width(shape[1], shape[0])
+            except SparsekitError as exc:
+                raise SparsekitError(f"{t.name}: {exc}") from None
+            fmt.check_finite(_linear(adapter, t).weight, t.name)
     if step.needs_data and calib_ids is None:
         raise SparsekitError(f"prune: method {step.method!r} with allocation {step.allocation!r} needs calibration "
                              "data (calib_ids)")
@@ -150,7 +175,8 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
         for ctx in calib.blocks(calib_ids):
             linears = ctx.linears()
             for t in groups.get(ctx.index, []):
-                result.masks[t.name] = _prune_one(linears[t.rel], step, ctx.stats[t.rel], ratios[t.name])
+                result.masks[t.name] = _prune_one(linears[t.rel], step, ctx.stats[t.rel], ratios[t.name], joint,
+                                                  t.name)
                 ctx.stats[t.rel] = None  # type: ignore[assignment]  # free the Hessian early
     for t in targets:
         mask = result.masks[t.name]

@@ -1,4 +1,4 @@
-"""Which projections a prune step touches: full module names, block by block."""
+"""Which projections a prune or quantize step touches: full module names, block by block."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
-from sparsekit.recipe import Prune
+from sparsekit.recipe import Prune, Quantize
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,8 @@ class Target:
     role: str
 
 
-def select_targets(adapter: Adapter, step: Prune) -> list[Target]:
-    """The projections that `step` prunes, in block order."""
+def select_targets(adapter: Adapter, step: Prune | Quantize) -> list[Target]:
+    """The projections that `step` touches, in block order."""
     out = []
     for i in range(adapter.num_blocks):
         for rel in adapter.spec.projections:
@@ -31,7 +31,7 @@ def select_targets(adapter: Adapter, step: Prune) -> list[Target]:
                 out.append(Target(i, rel, name, adapter.role(rel)))
     if not out:
         example = f"{adapter.blocks_path}.0.{next(iter(adapter.spec.projections))}"
-        raise SparsekitError(f"prune: targets {step.targets} minus exclude {step.exclude} match no module; "
+        raise SparsekitError(f"{step.NAME}: targets {step.targets} minus exclude {step.exclude} match no module; "
                              f"module names look like {example!r}")
     return out
 

@@ -1,0 +1,105 @@
+"""Run a `Quantize` recipe step over a model: RTN module by module, or GPTQ block by block.
+
+- **RTN** needs no data: every targeted projection is rounded to the format's grid, its scales taken
+  from the kept weights only.
+- **GPTQ** runs inside the layer-wise calibrator with Hessians (X^T X per projection): block i is
+  calibrated on the outputs of the already-quantized blocks 0..i-1 (sequential, as the paper) unless
+  `sequential: false`.
+- After a prune step the keep-masks are passed in: pruned weights stay exactly 0 and are never
+  counted in a scale. (`joint: true` is not run here: `sparsekit.steps.prune` runs GPTQ inside
+  SparseGPT's sweep.)
+
+The model's weights are replaced by their dequantized values (the accuracy the format gives); the
+codes and scales are packed for the kernels by `sparsekit.pack`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from sparsekit.calib.engine import LayerwiseCalibrator
+from sparsekit.errors import SparsekitError
+from sparsekit.models.adapters import Adapter
+from sparsekit.quant.gptq import gptq
+from sparsekit.recipe import Quantize
+from sparsekit.steps.targets import Target, by_block, select_targets
+from sparsekit.utils.device import resolve_device
+
+
+@dataclass
+class QuantizeResult:
+    """Per-module outcome of a quantize step."""
+
+    targets: list[Target]
+    modules: dict[str, dict] = field(default_factory=dict)  # name -> {role, shape, format, bits_per_weight}
+    seconds: float = 0.0
+
+
+def module_record(t: Target, step: Quantize, shape: tuple[int, int]) -> dict:
+    """What a checkpoint records about one quantized module."""
+    fmt = step.quant_format()
+    return {"role": t.role, "shape": list(shape), "format": step.format, "group_size": fmt.group_size,
+            "method": step.method, "format_bits_per_weight": fmt.bits_per_weight(shape),
+            "element_bits": fmt.element_bits}
+
+
+def _check_shapes(adapter: Adapter, step: Quantize, targets: list[Target]) -> None:
+    fmt = step.quant_format()
+    for t in targets:
+        shape = tuple(adapter.linears(t.block)[t.rel].weight.shape)
+        try:
+            fmt.group_width(shape[1], shape[0])
+        except SparsekitError as exc:
+            raise SparsekitError(f"{t.name}: {exc}") from None
+
+
+@torch.no_grad()
+def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: torch.Tensor | None = None, *,
+                 masks: dict[str, torch.Tensor] | None = None, device: torch.device | str = "cpu",
+                 progress: bool = True) -> QuantizeResult:
+    """Apply `step` to `model` in place; `masks` (keep-masks by full name) protect pruned zeros."""
+    if step.joint:
+        raise SparsekitError("quantize: joint: true runs inside the preceding sparsegpt prune step; use "
+                             "sparsekit.compress, which pairs the two steps")
+    start = time.perf_counter()
+    masks = masks or {}
+    targets = select_targets(adapter, step)
+    _check_shapes(adapter, step, targets)
+    fmt = step.quant_format()
+    for t in targets:  # refuse NaN/Inf before anything changes
+        fmt.check_finite(adapter.linears(t.block)[t.rel].weight, t.name)
+    if step.needs_data and calib_ids is None:
+        raise SparsekitError(f"quantize: method {step.method!r} needs calibration data (calib_ids)")
+    result = QuantizeResult(targets)
+
+    def keep_of(t: Target, weight: torch.Tensor) -> torch.Tensor | None:
+        keep = masks.get(t.name)
+        return None if keep is None else keep.to(weight.device)
+
+    if step.method == "rtn":
+        for t in tqdm(targets, desc=f"{step.format} rtn", unit="module", disable=not progress):
+            linear = adapter.linears(t.block)[t.rel]
+            w = linear.weight.data
+            linear.weight.data.copy_(fmt.fake_quantize(w, keep_of(t, w), name=t.name))
+    else:
+        groups = by_block(targets)
+        rels = list(dict.fromkeys(t.rel for t in targets))
+        calib = LayerwiseCalibrator(model, adapter=adapter, device=resolve_device(device), hessian=True,
+                                    linears=rels, sequential=step.sequential, progress=progress)
+        for ctx in calib.blocks(calib_ids):
+            linears = ctx.linears()
+            for t in groups.get(ctx.index, []):
+                w = linears[t.rel].weight.data
+                new, _ = gptq(w, ctx.stats[t.rel].xtx, fmt, mask=keep_of(t, w), act_order=step.act_order,
+                              blocksize=step.blocksize, dampening=step.dampening, name=t.name)
+                linears[t.rel].weight.data.copy_(new)
+                ctx.stats[t.rel] = None  # type: ignore[assignment]  # free the Hessian early
+    for t in targets:
+        result.modules[t.name] = module_record(t, step, tuple(adapter.linears(t.block)[t.rel].weight.shape))
+    result.seconds = time.perf_counter() - start
+    return result
