@@ -72,7 +72,7 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         device: where blocks are calibrated ('auto': CUDA when visible).
         dtype: of a model loaded by name ('auto': fp32 for CPU calibration, fp16 for CUDA).
     """
-    from sparsekit.steps.prune import run_prune
+    from sparsekit.steps.prune import check_step_shapes, run_prune
     from sparsekit.steps.quantize import module_record, run_quantize
 
     recipe = load_recipe(recipe)
@@ -90,6 +90,8 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         ids = calibration_windows(tokenizer, calib, nsamples=nsamples, seqlen=seqlen, seed=seed, texts=texts)
         calibration = {"source": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed}
     adapter = get_adapter(model)
+    for step in recipe.steps:  # every shape constraint of every step, before any step changes a weight
+        check_step_shapes(adapter, step)
     result = Compressed(model, tokenizer, recipe, name, calibration)
     steps = list(recipe.steps)
     for i, step in enumerate(steps):
@@ -121,8 +123,12 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
     return result
 
 
-def storage_bits(adapter, steps: list[dict], masks: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Bits per weight of every compressed projection once packed (format, scales, sparsity metadata)."""
+def storage_bits(adapter, steps: list[dict], masks: dict[str, torch.Tensor], dense_bits: int | None = None
+                 ) -> dict[str, float]:
+    """Bits per weight of every compressed projection once packed (format, scales, sparsity metadata).
+
+    Unquantized (pruned-only) projections count at their dtype's width, or `dense_bits` (e.g. 16).
+    """
     pattern: dict[str, str] = {}
     quant: dict[str, dict] = {}
     for st in steps:
@@ -138,7 +144,7 @@ def storage_bits(adapter, steps: list[dict], masks: dict[str, torch.Tensor]) -> 
     for name in sorted(set(pattern) | set(quant)):
         weight = params[name]
         q = quant.get(name)
-        element = q["element_bits"] if q else weight.element_size() * 8
+        element = q["element_bits"] if q else (dense_bits or weight.element_size() * 8)
         overhead = q["format_bits_per_weight"] - q["element_bits"] if q else 0.0
         keep = masks.get(name)
         sparsity = 1.0 - float(keep.float().mean()) if keep is not None else 0.0

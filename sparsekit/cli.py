@@ -66,12 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=_positive_int, default=1, help="windows per forward pass [1]")
     ev.set_defaults(func=_cmd_eval)
 
-    co = sub.add_parser("compress", help="prune (and later quantize) a model with a recipe; write a checkpoint",
+    co = sub.add_parser("compress", help="prune and/or quantize a model with a recipe; write a checkpoint",
                         description="Apply a recipe (YAML file or built-in name) to a model and write a compressed "
                                     "checkpoint folder that `sparsekit eval DIR` reads.")
     _add_model_options(co)
     co.add_argument("--recipe", required=True, help="YAML file or built-in name (e.g. wanda-2:4, sparsegpt-50, "
-                                                    "wanda-50-search); `--recipe list` shows the built-ins")
+                                                    "int4-gptq, sparsegpt-2:4+int4-joint); `--recipe list` shows "
+                                                    "the built-ins")
     co.add_argument("--out", metavar="DIR", help="new (or empty) folder for the checkpoint (required)")
     co.add_argument("--calib", default="c4", choices=["c4", "wikitext2"], help="calibration text [c4]")
     co.add_argument("--nsamples", type=_positive_int, default=128, help="calibration windows [128]")
@@ -122,6 +123,12 @@ def _emit_json(target: str | None, obj: dict) -> None:
 def _print_compressed(compressed, out_dir: str, out) -> None:
     print(f"recipe    {compressed.recipe.describe()}", file=out)
     for i, step in enumerate(compressed.steps):
+        if step["step"] == "quantize":
+            mods = list(step["modules"].values())
+            fmts = sorted({f"{m['format']} ({m['method']}, {m['format_bits_per_weight']:.3f} bits)" for m in mods})
+            how = "in the previous step's sweep" if step.get("joint_with_previous") else f"in {step['seconds']:.1f} s"
+            print(f"step {i + 1}    quantize: {', '.join(fmts)} over {len(mods)} modules {how}", file=out)
+            continue
         by_role: dict[str, list[int]] = {}
         for mod in step["modules"].values():
             numel = mod["shape"][0] * mod["shape"][1]
@@ -132,6 +139,11 @@ def _print_compressed(compressed, out_dir: str, out) -> None:
         print(f"step {i + 1}    {step['step']}: sparsity {step['sparsity']:.4f} over {len(step['modules'])} modules "
               f"in {step['seconds']:.1f} s  [{roles}]", file=out)
     print(f"sparsity  {compressed.sparsity:.4f}", file=out)
+    if compressed.storage:
+        bits = compressed.storage
+        sizes = {n: compressed.model.get_submodule(n).weight.numel() for n in bits}
+        mean = sum(bits[n] * sizes[n] for n in bits) / sum(sizes.values())
+        print(f"packed    {mean:.3f} bits per projection weight (codes, scales, sparsity metadata)", file=out)
     print(f"saved     {out_dir}", file=out)
 
 

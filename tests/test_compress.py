@@ -81,6 +81,8 @@ def test_cli_compress_then_eval(tiny_dir, data_dir, tmp_path, capsys, monkeypatc
     (["--recipe", "wanda-50", "--calib", "ptb"], "invalid choice: 'ptb'"),
     (["--recipe", "wanda-50", "--data-dir", "EMPTY"], "C4 not found"),
     (["--recipe", "- prune: {method: wanda, pattern: '3:7'}"], "in_features=64 is not a multiple of M=7"),
+    (["--recipe", "- prune: {method: wanda}\n- quantize: {format: int5}"],
+     "integer formats are int8, int4, int3 and int2"),
     (["--recipe", "wanda-50", "--out", "TAKEN"], "already exists"),
     (["--recipe", "wanda-50", "--out", ""], "--out DIR is required"),
 ])
@@ -134,3 +136,15 @@ def test_prune_and_quantize_checkpoint_reports_true_bytes(tiny_dir, data_dir, tm
     model = compressed.model
     proj = sum(model.get_submodule(n).weight.numel() for n in bits)
     assert report["bytes"] == pytest.approx(weight_bytes(model) - proj * 4 + proj * 3.5 / 8, abs=1)
+
+
+def test_cli_compress_quantized(tiny_dir, data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SPARSEKIT_DATA", str(data_dir))
+    out = tmp_path / "q"
+    recipe = "- prune: {method: wanda, pattern: '2:4'}\n- quantize: {format: int4, group_size: 32, method: gptq}"
+    assert main(["compress", str(tiny_dir), "--recipe", recipe, "--out", str(out), "--nsamples", "4",
+                 "--seqlen", "64", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "quantize: int4 (gptq, 4.500 bits) over 21 modules" in printed
+    assert "packed    3.500 bits per projection weight" in printed
+    assert main(["eval", str(out), "--seqlen", "32", "--limit", "1", "--quiet"]) == 0

@@ -47,3 +47,23 @@ def test_prune_table_runs_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert table.main(["--table", "--out", str(tmp_path)]) == 0
     assert "| wanda-50 | 0.500 |" in capsys.readouterr().out
+
+
+def test_prune_vs_quant_grid_resumes_and_plots(tiny_dir, data_dir, tmp_path):
+    study = _script("prune_vs_quant")
+    assert study.recipe_for("0", "bf16") == []
+    assert study.recipe_for("2:4", "int4")[1]["quantize"]["joint"] is True
+    assert study.pareto([(3, 1.0), (1, 5.0), (2, 6.0), (4, 0.5)]) == [1, 0, 3]
+    argv = ["--model", str(tiny_dir), "--sparsity", "0,2:4", "--formats", "bf16,mxfp4", "--limit", "1",
+            "--seqlen", "32", "--nsamples", "2", "--calib-seqlen", "32", "--device", "cpu",
+            "--data-dir", str(data_dir), "--out", str(tmp_path)]
+    assert study.main(argv) == 0
+    lines = (tmp_path / f"{tiny_dir.name}_limit1.jsonl").read_text().splitlines()
+    rows = {(r["sparsity"], r["format"]): r for r in map(json.loads, lines)}
+    assert sorted(rows) == [("0", "bf16"), ("0", "mxfp4"), ("2:4", "bf16"), ("2:4", "mxfp4")]
+    # true bytes shrink as compression grows: dense bf16 > 2:4 bf16 (9 bits) > mxfp4 (4.25) > 2:4 mxfp4 (3.25)
+    b = {k: r["bytes"] for k, r in rows.items()}
+    assert b[("0", "bf16")] > b[("2:4", "bf16")] > b[("0", "mxfp4")] > b[("2:4", "mxfp4")]
+    assert (tmp_path / f"{tiny_dir.name}_limit1.png").is_file()
+    assert study.main(argv) == 0  # resumes: nothing recomputed
+    assert (tmp_path / f"{tiny_dir.name}_limit1.jsonl").read_text().splitlines() == lines

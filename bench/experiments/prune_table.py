@@ -51,13 +51,14 @@ def run_one(args: argparse.Namespace, recipe_name: str, path: Path) -> dict:
     compressed = compress(model, recipe, tokenizer, calib=args.calib, nsamples=args.nsamples,
                           seqlen=args.calib_seqlen, seed=args.seed, device=args.device, data_dir=args.data_dir)
     seconds = time.perf_counter() - start
-    report = evaluate(model, tokenizer, ppl=args.ppl, seqlen=args.seqlen, limit=args.limit, data_dir=args.data_dir)
+    report = evaluate(model, tokenizer, ppl=args.ppl, seqlen=args.seqlen, limit=args.limit, data_dir=args.data_dir,
+                      storage=compressed.storage)
+    prune = next((st for st in compressed.steps if st["step"] == "prune"), None)
     report.update(model=args.model, recipe=recipe.to_list(), recipe_name=recipe_name,
                   prune_seconds=seconds, calibration=compressed.calibration,
                   mask_sparsity=compressed.sparsity,
-                  sparsity_per_type=per_type(compressed.steps[0]["modules"]) if compressed.steps else {},
-                  allocation={k: v for k, v in (compressed.steps[0]["allocation"] if compressed.steps else {}).items()
-                              if k != "module_error"},
+                  sparsity_per_type=per_type(prune["modules"]) if prune else {},
+                  allocation={k: v for k, v in (prune["allocation"] if prune else {}).items() if k != "module_error"},
                   command="python bench/experiments/prune_table.py " + shlex.join(args.argv))
     write_json_atomic(path, report)
     return report

@@ -91,14 +91,13 @@ class QuantFormat(ABC):
         return f"{self.name} {g}"
 
     def group_width(self, in_features: int, out_features: int = 1) -> int:
-        """Elements per group for a weight with `in_features` inputs (checks that groups tile K)."""
+        """Elements per group for a weight with `in_features` inputs. When the group size does not
+        divide K, the last group of each row is shorter (SmolLM2's K = 576 is 4.5 groups of 128, as
+        AutoGPTQ and llama.cpp also allow); kernels that need whole groups check this when packing."""
         if self.group_size == PER_CHANNEL:
             return in_features
         if self.group_size == PER_TENSOR:
             return in_features * out_features
-        if in_features % self.group_size:
-            raise SparsekitError(f"{self.describe()}: in_features={in_features} is not a multiple of the group size "
-                                 f"{self.group_size}; exclude this module or choose a group size that divides it")
         return self.group_size
 
     def params_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
@@ -106,19 +105,28 @@ class QuantFormat(ABC):
         rows, cols = shape
         if self.group_size == PER_TENSOR:
             return (1, 1)
-        return (rows, cols // self.group_width(cols))
+        return (rows, -(-cols // self.group_width(cols)))
 
     def bits_per_weight(self, shape: tuple[int, int]) -> float:
         """True storage per weight of a dense `[out, in]` matrix: codes plus scales and zero points."""
         groups = math.prod(self.params_shape(shape))
         return self.element_bits + groups * (self.scale_bits + self.zero_bits) / math.prod(shape)
 
-    def _groups(self, w: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def _groups(self, w: torch.Tensor, keep: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """`w` as one row per group (a short last group is padded with entries that are not kept)
+        and the matching keep-mask; also the group width."""
         if w.dim() != 2:
             raise SparsekitError(f"{self.name}: expected a 2-D [out_features, in_features] weight, got "
                                  f"{tuple(w.shape)}")
-        g = self.group_width(w.shape[1], w.shape[0])
-        return w.reshape(-1, g), g
+        rows, cols = w.shape
+        g = self.group_width(cols, rows)
+        pad = -cols % g if self.group_size > 0 else 0
+        if pad:
+            keep = torch.ones_like(w, dtype=torch.bool) if keep is None else keep
+            w = torch.nn.functional.pad(w, (0, pad))
+            keep = torch.nn.functional.pad(keep.to(torch.uint8), (0, pad)).bool()
+        return w.reshape(-1, g), None if keep is None else keep.reshape(-1, g), g
 
     def check_finite(self, w: torch.Tensor, name: str = "weight") -> None:
         if not bool(torch.isfinite(w).all()):
@@ -130,24 +138,29 @@ class QuantFormat(ABC):
     def quantize(self, w: torch.Tensor, keep: torch.Tensor | None = None, *, name: str = "weight") -> QTensor:
         """Codes and scales of `w`; with a keep-mask, scales come from kept weights only."""
         self.check_finite(w, name)
-        x, g = self._groups(w.detach().float())
-        return self.qtensor(w, keep, self.params(x, None if keep is None else keep.reshape(-1, g)))
+        _, k, _ = self._groups(w.detach().float(), keep)
+        x, _, _ = self._groups(w.detach().float())
+        return self.qtensor(w, keep, self.params(x, k))
 
     def qtensor(self, w: torch.Tensor, keep: torch.Tensor | None, params: Params) -> QTensor:
         """Encode `w` with given group `params` (one row per group, row-major); pruned -> code of 0."""
-        x, g = self._groups(w.detach().float())
-        if keep is not None:  # pruned entries encode as 0: their (ignored) values may lie far off the grid
-            x = torch.where(keep.reshape(-1, g), x, torch.zeros_like(x))
-        codes = self.encode(x, params)
-        pshape = self.params_shape(tuple(w.shape))
-        return QTensor(self.name, codes.reshape(w.shape), params[0].reshape(pshape),
-                       params[1].reshape(pshape) if len(params) > 1 else None, self.group_size, tuple(w.shape))
+        x, k, _ = self._groups(w.detach().float(), keep)
+        if k is not None:  # pruned entries encode as 0: their (ignored) values may lie far off the grid
+            x = torch.where(k, x, torch.zeros_like(x))
+        rows, cols = w.shape
+        codes = self.encode(x, params).reshape(rows, -1)[:, :cols]
+        pshape = self.params_shape((rows, cols))
+        return QTensor(self.name, codes, params[0].reshape(pshape),
+                       params[1].reshape(pshape) if len(params) > 1 else None, self.group_size, (rows, cols))
 
     def dequantize(self, q: QTensor) -> torch.Tensor:
         """fp32 values of a `QTensor` of this format."""
-        g = self.group_width(q.shape[1], q.shape[0])
+        rows, cols = q.shape
+        g = self.group_width(cols, rows)
+        pad = -cols % g if self.group_size > 0 else 0
+        codes = torch.nn.functional.pad(q.codes, (0, pad)) if pad else q.codes
         params = (q.scales.reshape(-1, 1),) + (() if q.zeros is None else (q.zeros.reshape(-1, 1),))
-        return self.decode(q.codes.reshape(-1, g), params).reshape(q.shape)
+        return self.decode(codes.reshape(-1, g), params).reshape(rows, -1)[:, :cols]
 
     @torch.no_grad()
     def fake_quantize(self, w: torch.Tensor, keep: torch.Tensor | None = None, *, name: str = "weight"

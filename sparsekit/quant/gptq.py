@@ -29,21 +29,21 @@ import torch
 from sparsekit.errors import SparsekitError
 from sparsekit.prune.patterns import UNSTRUCTURED, Pattern
 from sparsekit.prune.sparsegpt import sparsegpt
-from sparsekit.quant.base import PER_TENSOR, Params, QTensor, QuantFormat
+from sparsekit.quant.base import PER_TENSOR, QTensor, QuantFormat
 
 
 class GroupQuantizer:
     """Quantizes the columns of an OBS sweep with `fmt`, one scale per group of K inputs.
 
-    It records the parameters it used, so that `qtensor()` returns codes + scales that decode to
-    exactly the weights the sweep produced.
+    It records the parameters it used (`table`: one `[rows, groups]` tensor per parameter), so that
+    `qtensor()` returns codes + scales that decode to exactly the weights the sweep produced.
     """
 
     def __init__(self, fmt: QuantFormat, perm: torch.Tensor | None = None, blocksize: int = 128) -> None:
         self.fmt = fmt
         self.perm = perm
         self.blocksize = blocksize
-        self.params: list[Params | None] = []
+        self.table: tuple[torch.Tensor, ...] = ()
         self.g = 0
         self.static = False
 
@@ -52,41 +52,34 @@ class GroupQuantizer:
         self.g = self.fmt.group_width(cols, rows)
         if self.fmt.group_size == PER_TENSOR:
             self.static = True
-            self.params = [self.fmt.params(w.reshape(1, -1), keep.reshape(1, -1))]
+            self.table = self.fmt.params(w.reshape(1, -1), keep.reshape(1, -1))
             return
-        groups = cols // self.g
+        groups = -(-cols // self.g)
         # dynamic groups need whole groups inside one lazy block: the block's columns are up to date
         self.static = self.perm is not None or groups == 1 or self.blocksize % self.g != 0
-        if self.static:
-            if self.perm is not None:
-                inv = torch.argsort(self.perm)
-                w, keep = w[:, inv], keep[:, inv]
-            x = w.reshape(rows, groups, self.g)
-            k = keep.reshape(rows, groups, self.g)
-            self.params = [self.fmt.params(x[:, i], k[:, i]) for i in range(groups)]
-        else:
-            self.params = [None] * groups
+        if self.perm is not None:
+            inv = torch.argsort(self.perm)
+            w, keep = w[:, inv], keep[:, inv]
+        x, k, _ = self.fmt._groups(w, keep)
+        table = self.fmt.params(x, k)
+        self.table = tuple(t.reshape(rows, groups).clone() for t in table)
 
     def column(self, j: int, block: torch.Tensor, keep: torch.Tensor, j0: int) -> torch.Tensor:
         c = int(self.perm[j]) if self.perm is not None else j
-        gi = 0 if self.fmt.group_size == PER_TENSOR else c // self.g
-        if not self.static and c % self.g == 0:
-            a = j - j0
-            self.params[gi] = self.fmt.params(block[:, a:a + self.g], keep[:, a:a + self.g])
-        params = self.params[gi]
-        if params is None:  # pragma: no cover - groups are entered at their first column
-            raise RuntimeError(f"group {gi} reached before its first column")
+        if self.fmt.group_size == PER_TENSOR:
+            params = self.table
+        else:
+            gi = c // self.g
+            if not self.static and c % self.g == 0:
+                a = j - j0
+                for t, p in zip(self.table, self.fmt.params(block[:, a:a + self.g], keep[:, a:a + self.g])):
+                    t[:, gi:gi + 1] = p
+            params = tuple(t[:, gi:gi + 1] for t in self.table)
         return self.fmt.fake(block[:, j - j0:j - j0 + 1], params).squeeze(1)
 
     def qtensor(self, w: torch.Tensor, keep: torch.Tensor) -> QTensor:
         """Codes and scales of the sweep's result `w` (natural column order) with the recorded params."""
-        rows, cols = w.shape
-        if self.fmt.group_size == PER_TENSOR:
-            params = self.params[0]
-        else:  # per-group [rows, 1] params -> one row per (row, group), row-major like w.reshape(-1, g)
-            params = tuple(torch.cat([p[i] for p in self.params], dim=1).reshape(-1, 1)
-                           for i in range(len(self.params[0])))
-        return self.fmt.qtensor(w, keep, params)
+        return self.fmt.qtensor(w, keep, tuple(t.reshape(-1, 1) for t in self.table))
 
 
 @torch.no_grad()

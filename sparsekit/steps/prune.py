@@ -66,6 +66,21 @@ def _check_targets(adapter: Adapter, step: Prune, targets: list[Target]) -> None
         check_shape(pattern, tuple(_linear(adapter, t).weight.shape), t.name)
 
 
+def check_step_shapes(adapter: Adapter, step: Prune | Quantize) -> None:
+    """Raise (naming the module) if a pattern or a quantization group cannot tile a targeted weight."""
+    targets = select_targets(adapter, step)
+    if isinstance(step, Prune):
+        _check_targets(adapter, step, targets)
+        return
+    fmt = step.quant_format()
+    for t in targets:
+        shape = tuple(_linear(adapter, t).weight.shape)
+        try:
+            fmt.group_width(shape[1], shape[0])
+        except SparsekitError as exc:
+            raise SparsekitError(f"{t.name}: {exc}") from None
+
+
 def _block_rels(targets: list[Target]) -> list[str]:
     seen: dict[str, None] = {}
     for t in targets:
@@ -149,14 +164,9 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
         if [t.name for t in select_targets(adapter, joint)] != [t.name for t in targets]:
             raise SparsekitError("quantize: joint: true needs the same targets/exclude as the sparsegpt prune step "
                                  "it runs in")
-        fmt = joint.quant_format()
+        check_step_shapes(adapter, joint)
         for t in targets:
-            shape = tuple(_linear(adapter, t).weight.shape)
-            try:
-                fmt.group_width(shape[1], shape[0])
-            except SparsekitError as exc:
-                raise SparsekitError(f"{t.name}: {exc}") from None
-            fmt.check_finite(_linear(adapter, t).weight, t.name)
+            joint.quant_format().check_finite(_linear(adapter, t).weight, t.name)
     if step.needs_data and calib_ids is None:
         raise SparsekitError(f"prune: method {step.method!r} with allocation {step.allocation!r} needs calibration "
                              "data (calib_ids)")

@@ -27,6 +27,7 @@ from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.quant.gptq import gptq
 from sparsekit.recipe import Quantize
+from sparsekit.steps.prune import check_step_shapes
 from sparsekit.steps.targets import Target, by_block, select_targets
 from sparsekit.utils.device import resolve_device
 
@@ -48,16 +49,6 @@ def module_record(t: Target, step: Quantize, shape: tuple[int, int]) -> dict:
             "element_bits": fmt.element_bits}
 
 
-def _check_shapes(adapter: Adapter, step: Quantize, targets: list[Target]) -> None:
-    fmt = step.quant_format()
-    for t in targets:
-        shape = tuple(adapter.linears(t.block)[t.rel].weight.shape)
-        try:
-            fmt.group_width(shape[1], shape[0])
-        except SparsekitError as exc:
-            raise SparsekitError(f"{t.name}: {exc}") from None
-
-
 @torch.no_grad()
 def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: torch.Tensor | None = None, *,
                  masks: dict[str, torch.Tensor] | None = None, device: torch.device | str = "cpu",
@@ -69,7 +60,7 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
     start = time.perf_counter()
     masks = masks or {}
     targets = select_targets(adapter, step)
-    _check_shapes(adapter, step, targets)
+    check_step_shapes(adapter, step)
     fmt = step.quant_format()
     for t in targets:  # refuse NaN/Inf before anything changes
         fmt.check_finite(adapter.linears(t.block)[t.rel].weight, t.name)

@@ -89,3 +89,13 @@ def test_errors():
         gptq(bad, stats.xtx, IntFormat(4, 128), name="blk.0.q")
     with pytest.raises(SparsekitError, match="mask has shape"):
         gptq(w, stats.xtx, IntFormat(4, 128), mask=torch.ones(3, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_short_last_group(act_order):
+    w, x, stats = _layer(cols=200)  # groups of 128: one whole, one of 72
+    fmt = IntFormat(4, 128)
+    new, q = gptq(w, stats.xtx, fmt, act_order=act_order)
+    assert q.scales.shape == (w.shape[0], 2)
+    assert torch.equal(fmt.dequantize(q), new)
+    assert _err(x, w, new) < _err(x, w, fmt.fake_quantize(w))

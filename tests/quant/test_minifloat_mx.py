@@ -235,9 +235,14 @@ def test_mx_group_size_is_fixed_at_32(gs):
     assert MXFP4(group_size=32).group_size == 32
 
 
-def test_mx_rejects_in_features_not_multiple_of_32():
-    with pytest.raises(SparsekitError, match="multiple"):
-        MXFP4().quantize(torch.randn(4, 48))
+def test_mx_short_last_block_gets_its_own_scale():
+    """K = 48: one block of 32 and one of 16; the short block's scale comes from its own 16 values."""
+    w = torch.randn(4, 48, generator=torch.Generator().manual_seed(0))
+    w[:, 32:] *= 1e-3
+    fmt = MXFP4()
+    q = fmt.quantize(w)
+    assert q.scales.shape == (4, 2) and q.codes.shape == (4, 48)
+    assert torch.equal(fmt.dequantize(q)[:, 32:], fmt.fake_quantize(w[:, 32:].contiguous()))
 
 
 @pytest.mark.parametrize("cls", MX_CLASSES, ids=lambda c: c.name)

@@ -1,0 +1,185 @@
+"""Pruning vs quantization (seed 000, seed 002 notes 1, 2, 5, 6, 15): perplexity against true model bytes.
+
+    python bench/experiments/prune_vs_quant.py                      # the whole grid (resumable, hours on 2 cores)
+    python bench/experiments/prune_vs_quant.py --sparsity 0,2:4 --formats bf16,int4
+    python bench/experiments/prune_vs_quant.py --plot-only          # redraw the PNG from the JSON lines
+
+Grid: sparsity {0, 25%, 50%, 2:4, 4:8} x format {bf16, int8, int4 g128, int3 g128, MXFP8, MXFP6, MXFP4,
+FP6, ternary}, each point with the best method sparsekit has for it: SparseGPT for the mask and GPTQ for
+the codes — in one joint OBS sweep when both are present (SparseGPT paper §3.5) — and nothing but the
+mask for bf16. Every point is scored on WikiText-2 (seqlen 2048, the first `--limit` windows) and sized
+in *true* bytes: projections at their packed bits (codes, scales, zero points, N:M positions or the
+unstructured bitmask, `sparsekit.eval.size.packed_bits_per_weight`), everything else (embeddings,
+norms, LM head) at 16 bits, i.e. the model as it would be stored in bf16 plus compressed projections.
+
+Protocol (stated in the JSON): calibration c4, `--nsamples` windows of 512 tokens, seed 0; the
+defaults (`--limit 8`, `--nsamples 32`) make the 45-point grid affordable on 2 CPU cores; the README's
+headline numbers use the standard protocol through `prune_table.py`.
+
+Writes `{out}/{model}_limit{N}.jsonl` (one line per finished point; a stopped run resumes and never
+recomputes a finished point) and `{out}/{model}_limit{N}.png` (perplexity vs bytes, Pareto frontier).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sparsekit.api import compress, evaluate, storage_bits
+from sparsekit.eval.size import compressed_bytes
+from sparsekit.models.adapters import get_adapter
+from sparsekit.models.loader import load_model
+from sparsekit.prune.patterns import parse_pattern
+from sparsekit.utils.env import device_name, versions
+
+ROOT = Path(__file__).resolve().parents[2]
+SPARSITIES = ("0", "0.25", "0.5", "2:4", "4:8")
+FORMATS = ("bf16", "int8", "int4", "int3", "mxfp8", "mxfp6", "mxfp4", "fp6", "ternary")
+
+
+def recipe_for(sparsity: str, fmt: str) -> list[dict]:
+    """The recipe of one grid point (empty for the dense bf16 baseline)."""
+    steps: list[dict] = []
+    pattern = parse_pattern(sparsity) if ":" in sparsity else None
+    if pattern is not None:
+        steps.append({"prune": {"method": "sparsegpt", "pattern": str(pattern)}})
+    elif float(sparsity) > 0:
+        steps.append({"prune": {"method": "sparsegpt", "sparsity": float(sparsity)}})
+    if fmt != "bf16":
+        steps.append({"quantize": {"format": fmt, "method": "gptq", "joint": bool(steps)}})
+    return steps
+
+
+def point_key(sparsity: str, fmt: str) -> str:
+    return f"{sparsity}|{fmt}"
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both bytes and perplexity (lower is better)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best = [], float("inf")
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def run(args: argparse.Namespace) -> Path:
+    out_jsonl = args.out / f"{Path(args.model).name}_limit{args.limit}.jsonl"
+    done = set()
+    if out_jsonl.exists():
+        done = {point_key(r["sparsity"], r["format"]) for r in map(json.loads, out_jsonl.read_text().splitlines())}
+    todo = [(s, f) for s in args.sparsity for f in args.formats if point_key(s, f) not in done]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, (sparsity, fmt) in enumerate(todo, 1):
+        recipe = recipe_for(sparsity, fmt)
+        print(f"[{i}/{len(todo)}] sparsity {sparsity} x {fmt}: {recipe}", flush=True)
+        model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
+        start = time.perf_counter()
+        storage: dict[str, float] = {}
+        if recipe:
+            compressed = compress(model, recipe, tokenizer, nsamples=args.nsamples, seqlen=args.calib_seqlen,
+                                  seed=0, device=args.device, data_dir=args.data_dir)
+            storage = storage_bits(get_adapter(model), compressed.steps, compressed.masks, dense_bits=16)
+        seconds = time.perf_counter() - start
+        report = evaluate(model, tokenizer, ppl=["wikitext2"], seqlen=args.seqlen, limit=args.limit,
+                          data_dir=args.data_dir)
+        row = {"sparsity": sparsity, "format": fmt, "recipe": recipe, "ppl": report["ppl"]["wikitext2"],
+               "tokens": report["tokens"]["wikitext2"], "bytes": compressed_bytes(model, storage, dense_bits=16),
+               "compress_seconds": seconds, "protocol": {"seqlen": args.seqlen, "limit": args.limit,
+                                                         "calibration": {"source": "c4", "nsamples": args.nsamples,
+                                                                         "seqlen": args.calib_seqlen, "seed": 0}},
+               "model": args.model, "device": device_name(torch.device("cpu")), "versions": versions(),
+               "date": report["date"],
+               "command": "python bench/experiments/prune_vs_quant.py " + shlex.join(args.argv)}
+        with out_jsonl.open("a") as fh:  # one whole line per finished point: a crash loses at most the current one
+            fh.write(json.dumps(row) + "\n")
+        print(f"    ppl {row['ppl']:.3f}  bytes {row['bytes']:,}  ({seconds:.0f} s)", flush=True)
+    plot(out_jsonl)
+    return out_jsonl
+
+
+def plot(out_jsonl: Path) -> Path:
+    """Perplexity vs bytes, one marker per format, one colour per sparsity, the Pareto frontier drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = dict(zip(FORMATS, "os^vD<>ph"))
+    colours = dict(zip(SPARSITIES, plt.cm.viridis([0.0, 0.25, 0.5, 0.75, 0.95])))
+    for r in rows:
+        ax.scatter(r["bytes"] / 2 ** 20, r["ppl"], marker=markers.get(r["format"], "x"),
+                   color=colours.get(r["sparsity"], "gray"), s=36, zorder=3)
+    front = [rows[i] for i in pareto([(r["bytes"], r["ppl"]) for r in rows])]
+    ax.plot([r["bytes"] / 2 ** 20 for r in front], [r["ppl"] for r in front], "-", color="crimson", lw=1.2,
+            zorder=2, label="Pareto frontier")
+    for r in front:
+        ax.annotate(f"{r['sparsity']}/{r['format']}", (r["bytes"] / 2 ** 20, r["ppl"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    for f, m in markers.items():
+        if any(r["format"] == f for r in rows):
+            ax.scatter([], [], marker=m, color="gray", label=f)
+    for s, c in colours.items():
+        if any(r["sparsity"] == s for r in rows):
+            ax.scatter([], [], marker="s", color=c, label=f"sparsity {s}")
+    ax.set_yscale("log")
+    ax.set_xlabel("true model size (MiB: packed projections + bf16 rest)")
+    limit = rows[0]["protocol"]["limit"] if rows else "?"
+    ax.set_ylabel(f"WikiText-2 perplexity (first {limit} x 2048 tokens)")
+    ax.set_title(f"{rows[0]['model'] if rows else ''}: pruning x quantization")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = out_jsonl.with_suffix(".png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--sparsity", default=",".join(SPARSITIES), help="comma list of 0..1 fractions or N:M")
+    p.add_argument("--formats", default=",".join(FORMATS))
+    p.add_argument("--limit", type=int, default=8, help="WikiText-2 windows per point [8]")
+    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--nsamples", type=int, default=32, help="calibration windows [32]")
+    p.add_argument("--calib-seqlen", type=int, default=512)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "prune_vs_quant")
+    p.add_argument("--plot-only", action="store_true")
+    args = p.parse_args(argv)
+    args.argv = argv
+    args.sparsity = [s.strip() for s in args.sparsity.split(",") if s.strip()]
+    args.formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    bad = sorted(set(args.formats) - set(FORMATS))
+    if bad:
+        p.error(f"unknown formats {bad}; choose from {', '.join(FORMATS)}")
+    for s in args.sparsity:
+        try:
+            ok = ":" in s and parse_pattern(s).structured or (":" not in s and 0 <= float(s) < 1)
+        except ValueError:
+            ok = False
+        if not ok:
+            p.error(f"sparsity {s!r} is neither a fraction in [0, 1) nor an N:M pattern")
+    if args.plot_only:
+        print(plot(args.out / f"{Path(args.model).name}_limit{args.limit}.jsonl"))
+        return 0
+    print(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
