@@ -197,7 +197,9 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
         report["ppl"][s.name] = result.ppl
         report["tokens"][s.name] = result.tokens
         protocol["ppl"][s.name] = {"windows": result.windows, "nll": result.nll, "data": s.note}
-    report["sparsity"] = projection_sparsity(get_adapter(model))
+    # a checkpoint knows its masks; counting zeros would also count weights that quantization rounded to 0
+    report["sparsity"] = (float(checkpoint.get("sparsity") or 0.0) if checkpoint is not None
+                          else projection_sparsity(get_adapter(model)))
     if storage is None and checkpoint is not None:
         storage = checkpoint.get("storage_bits_per_weight")
     report["bytes"] = compressed_bytes(model, storage) if storage else weight_bytes(model)
