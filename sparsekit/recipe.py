@@ -47,6 +47,19 @@ def _fraction(step: str, key: str, value: Any, *, upper_open: bool = False) -> f
     return v
 
 
+def _check_globs(step: Any, verb: str) -> None:
+    """Normalise a step's `targets` / `exclude` to lists of glob patterns; an empty target list is an error."""
+    for key in ("targets", "exclude"):
+        value = getattr(step, key)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SparsekitError(f"{step.NAME}: {key} must be a list of glob patterns over module names")
+        setattr(step, key, value)
+    if not step.targets:
+        raise SparsekitError(f"{step.NAME}: targets is empty, so nothing would be {verb}")
+
+
 @dataclass
 class OWLOptions:
     """OWL hyper-parameters: outlier threshold M (a score above M x the block mean is an outlier) and
@@ -135,15 +148,7 @@ class Prune:
                                  f"{self.search.ratios[-1]}; add larger ratios to search.ratios")
         if int(self.search.nsamples) < 1:
             raise SparsekitError(f"{s}: search.nsamples must be >= 1")
-        for key in ("targets", "exclude"):
-            value = getattr(self, key)
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise SparsekitError(f"{s}: {key} must be a list of glob patterns over module names")
-            setattr(self, key, value)
-        if not self.targets:
-            raise SparsekitError(f"{s}: targets is empty, so nothing would be pruned")
+        _check_globs(self, "pruned")
         if int(self.blocksize) < 1 or (self.method == "sparsegpt" and pattern.structured
                                        and int(self.blocksize) % pattern.m):
             raise SparsekitError(f"{s}: sparsegpt's blocksize must be a positive multiple of M={pattern.m or 1}, "
@@ -213,15 +218,7 @@ class Quantize:
                                  "natural column order)")
         if self.act_order and self.method != "gptq":
             raise SparsekitError(f"{s}: act_order is a GPTQ option; use method: gptq or drop act_order")
-        for key in ("targets", "exclude"):
-            value = getattr(self, key)
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise SparsekitError(f"{s}: {key} must be a list of glob patterns over module names")
-            setattr(self, key, value)
-        if not self.targets:
-            raise SparsekitError(f"{s}: targets is empty, so nothing would be quantized")
+        _check_globs(self, "quantized")
         if int(self.blocksize) < 1:
             raise SparsekitError(f"{s}: blocksize must be >= 1, got {self.blocksize}")
         if self.method == "gptq" and fmt.group_size > 0 and int(self.blocksize) % fmt.group_size \

@@ -166,10 +166,12 @@ class QuantFormat(ABC):
     def fake_quantize(self, w: torch.Tensor, keep: torch.Tensor | None = None, *, name: str = "weight"
                       ) -> torch.Tensor:
         """Round-to-nearest quantize -> dequantize, in `w`'s dtype; pruned entries stay exactly 0."""
-        out = self.dequantize(self.quantize(w, keep, name=name))
-        if keep is not None:
-            out = out.masked_fill(~keep, 0.0)
-        return out.to(w.dtype)
+        return remask(self.dequantize(self.quantize(w, keep, name=name)), keep, w.dtype)
+
+
+def remask(values: torch.Tensor, keep: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Dequantized `values` with pruned entries forced to exactly 0, cast to the weight's dtype."""
+    return (values if keep is None else values.masked_fill(~keep, 0.0)).to(dtype)
 
 
 def masked_amax(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:

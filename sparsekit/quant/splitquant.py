@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from sparsekit.errors import SparsekitError
-from sparsekit.quant.base import QTensor, QuantFormat
+from sparsekit.quant.base import QTensor, QuantFormat, remask
 
 
 @torch.no_grad()
@@ -95,7 +95,4 @@ class SplitQuant:
     @torch.no_grad()
     def fake_quantize(self, w: torch.Tensor, keep: torch.Tensor | None = None, *, name: str = "weight"
                       ) -> torch.Tensor:
-        out = self.dequantize(self.quantize(w, keep, name=name))
-        if keep is not None:
-            out = out.masked_fill(~keep, 0.0)
-        return out.to(w.dtype)
+        return remask(self.dequantize(self.quantize(w, keep, name=name)), keep, w.dtype)
