@@ -35,18 +35,25 @@ def test_module_sensitivity_writes_results_and_plots(tiny_dir, data_dir, tmp_pat
 
 def test_prune_table_runs_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):
     table = _script("prune_table")
-    argv = ["--model", str(tiny_dir), "--recipes", "magnitude-2:4,wanda-50", "--limit", "1", "--seqlen", "32",
+    argv = ["--model", str(tiny_dir), "--recipes", "magnitude-2:4,wanda-50,mxfp4-rtn", "--limit", "1", "--seqlen", "32",
             "--nsamples", "2", "--calib-seqlen", "32", "--device", "cpu", "--data-dir", str(data_dir),
             "--out", str(tmp_path)]
     assert table.main(argv) == 0
     files = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert files == [f"{tiny_dir.name}_magnitude-2-4_limit1.json", f"{tiny_dir.name}_wanda-50_limit1.json"]
-    report = json.loads((tmp_path / files[1]).read_text())
+    assert files == [f"{tiny_dir.name}_magnitude-2-4_limit1.json", f"{tiny_dir.name}_mxfp4-rtn_limit1.json",
+                     f"{tiny_dir.name}_wanda-50_limit1.json"]
+    report = json.loads((tmp_path / files[2]).read_text())
     assert report["mask_sparsity"] == 0.5 and report["prune_seconds"] > 0 and report["recipe_name"] == "wanda-50"
     assert report["sparsity_per_type"]["q"] == 0.5
     capsys.readouterr()
     assert table.main(["--table", "--out", str(tmp_path)]) == 0
     assert "| wanda-50 | 0.500 |" in capsys.readouterr().out
+    quant = json.loads((tmp_path / files[1]).read_text())
+    assert table.main(["--table", "--bytes", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "true size (MiB)" in printed and f"| mxfp4-rtn | 0.000 | {quant['ppl']['wikitext2']:.3f} | " \
+        f"{quant['bytes'] / 2 ** 20:.1f} |" in printed
+    assert quant["bytes"] < report["bytes"]  # 4.25-bit projections vs 50% unstructured fp32 + bitmask
 
 
 def test_prune_vs_quant_grid_resumes_and_plots(tiny_dir, data_dir, tmp_path):

@@ -2,6 +2,8 @@
 
     python bench/experiments/prune_table.py --recipes magnitude-50,wanda-50,sparsegpt-50 --limit 40
     python bench/experiments/prune_table.py --table            # print the markdown table of what is there
+    python bench/experiments/prune_table.py --recipes int4-rtn,int4-gptq --out bench/results/quant
+    python bench/experiments/prune_table.py --table --bytes --out bench/results/quant
 
 Each recipe is compressed in-process (calibration: DESIGN.md §9, c4 128 x 512, seed 0), evaluated on
 WikiText-2 (seqlen 2048, the first `--limit` windows) and written to
@@ -64,13 +66,17 @@ def run_one(args: argparse.Namespace, recipe_name: str, path: Path) -> dict:
     return report
 
 
-def table(out: Path) -> str:
-    rows = ["| recipe | sparsity | WikiText-2 ppl | pruning time (s) | result file |", "|---|---|---|---|---|"]
+def table(out: Path, with_bytes: bool = False) -> str:
+    """The markdown table of the results in `out`; `with_bytes` adds the true packed size (MiB)."""
+    head = "| recipe | sparsity | WikiText-2 ppl | " + ("true size (MiB) | " if with_bytes else "")
+    rows = [head + "compression time (s) | result file |" if with_bytes else head + "pruning time (s) | result file |",
+            "|---|---|---|" + ("---|" if with_bytes else "") + "---|---|"]
     for file in sorted(out.glob("*.json")):
         r = json.loads(file.read_text())
         if "recipe_name" not in r:
             continue
-        rows.append(f"| {r['recipe_name']} | {r['mask_sparsity']:.3f} | {r['ppl']['wikitext2']:.3f} | "
+        size = f"{r['bytes'] / 2 ** 20:.1f} | " if with_bytes else ""
+        rows.append(f"| {r['recipe_name']} | {r['mask_sparsity']:.3f} | {r['ppl']['wikitext2']:.3f} | {size}"
                     f"{r['prune_seconds']:.0f} | `{file.relative_to(ROOT) if file.is_relative_to(ROOT) else file}` |")
     return "\n".join(rows)
 
@@ -93,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "prune")
     p.add_argument("--force", action="store_true", help="re-run recipes that already have a result")
     p.add_argument("--table", action="store_true", help="only print the markdown table of existing results")
+    p.add_argument("--bytes", action="store_true", help="with --table: add the true packed size (quantized recipes)")
     args = p.parse_args(argv)
     args.argv = argv
     args.ppl = [s for s in args.ppl.split(",") if s]
     args.limit = args.limit or None
     if args.table:
-        print(table(args.out))
+        print(table(args.out, args.bytes))
         return 0
     for name in [r for r in args.recipes.split(",") if r]:
         path = result_path(args.out, args.model, name, args.limit)
