@@ -1,0 +1,272 @@
+"""Packed weight layouts that the kernels read; every `pack` has an `unpack` that round-trips exactly.
+
+All layouts are row-major over the output dimension N with the reduction dimension K contiguous, so
+that a kernel streaming the weights of a tile of rows issues long coalesced (16-byte) loads along K.
+Byte layouts (W is `[N, K]`, kept = the 2 non-zeros of each group of 4 consecutive inputs):
+
+**Semi24** (2:4 sparse, fp16/bf16/fp32 values)
+    values  `[N, K/2]`  the two kept values of each group of 4, in increasing input order;
+    meta    `[N, K/8]`  uint8; one nibble per group of 4 (group 2j in the low nibble, 2j+1 in the
+                        high one); bits 0-1 = position (0..3) of the first kept value, bits 2-3 = of
+                        the second. 2 bits per kept value: the metadata density of `mma.sp`.
+    bits/weight = 0.5 x (value bits + 2): 9 for fp16.
+
+**Int4** (group-wise int4, W4A16)
+    codes   `[N, K/2]`  uint8; input 2i in the low nibble, 2i+1 in the high one; a nibble holds the
+                        code + 8 (symmetric, codes -7..7) or the code (asymmetric, 0..15);
+    scales  `[N, G]`    fp16, G = ceil(K / group);  zeros `[N, G]` uint8 (asymmetric only).
+    bits/weight = 4 + 16 / group (+ 4 / group): 4.125 at g128.
+
+**Int4Semi24** (int4 codes of the kept 2:4 values + the Semi24 metadata + int4 group scales)
+    codes   `[N, K/4]`  uint8, two kept codes per byte, in the order of Semi24.values;
+    meta    `[N, K/8]`  as Semi24;  scales / zeros as Int4, indexed by the *dense* input position.
+    bits/weight = 0.5 x (4 + 2) + 16 / group: 3.125 at g128.
+
+**MXFP4** (OCP MX: E2M1 elements, one E8M0 scale per 32 inputs)
+    codes   `[N, K/2]`  uint8 E2M1 nibbles as Int4;  scales `[N, K/32]` uint8 (E8M0 biased exponents).
+    bits/weight = 4 + 8/32 = 4.25.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+
+from sparsekit.errors import SparsekitError
+from sparsekit.prune.patterns import is_nm
+from sparsekit.quant.base import QTensor
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _check_2d(name: str, w: torch.Tensor, k_multiple: int) -> tuple[int, int]:
+    if w.dim() != 2:
+        raise SparsekitError(f"{name}: expected a 2-D [out_features, in_features] weight, got {tuple(w.shape)}")
+    n, k = w.shape
+    if k % k_multiple:
+        raise SparsekitError(f"{name}: in_features={k} must be a multiple of {k_multiple} for this layout")
+    return n, k
+
+
+def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """`[..., 2i]` in the low nibble and `[..., 2i+1]` in the high nibble of byte i (values 0..15)."""
+    c = codes.to(torch.uint8)
+    return c[..., 0::2] | (c[..., 1::2] << 4)
+
+
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of `pack_nibbles` (uint8 values 0..15, last dimension doubled)."""
+    lo, hi = packed & 0xF, packed >> 4
+    return torch.stack([lo, hi], dim=-1).reshape(*packed.shape[:-1], -1)
+
+
+def semi24_indices(mask: torch.Tensor, name: str = "weight") -> torch.Tensor:
+    """Positions (0..3) of the two kept entries of every group of 4: `[N, K/4, 2]` uint8, ascending."""
+    n, k = _check_2d(name, mask, 8)
+    if mask.dtype != torch.bool or not is_nm(mask, 2, 4):
+        raise SparsekitError(f"{name}: the 2:4 layout needs a bool mask with exactly 2 kept entries in every group "
+                             "of 4 consecutive inputs (prune with pattern '2:4')")
+    groups = mask.reshape(n, k // 4, 4)
+    # the kept positions, ascending: sort (not kept -> 4) and take the first two
+    pos = torch.where(groups, torch.arange(4, device=mask.device), torch.full_like(groups, 4, dtype=torch.long))
+    return pos.sort(dim=-1).values[..., :2].to(torch.uint8)
+
+
+def pack_meta(idx: torch.Tensor) -> torch.Tensor:
+    """`[N, K/4, 2]` positions -> `[N, K/8]` uint8 metadata (a nibble per group, see module docstring)."""
+    nib = idx[..., 0] | (idx[..., 1] << 2)
+    return pack_nibbles(nib)
+
+
+def unpack_meta(meta: torch.Tensor) -> torch.Tensor:
+    """`[N, K/8]` metadata -> `[N, K/4, 2]` positions (uint8)."""
+    nib = unpack_nibbles(meta)
+    return torch.stack([nib & 3, (nib >> 2) & 3], dim=-1)
+
+
+def _scatter24(kept: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Place the `[N, K/2]` kept values at their positions of a dense `[N, K]` tensor (zeros elsewhere)."""
+    n, half = kept.shape
+    dense = kept.new_zeros(n, half // 2, 4)
+    dense.scatter_(2, idx.long(), kept.reshape(n, half // 2, 2))
+    return dense.reshape(n, half * 2)
+
+
+def _gather24(dense: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    n, k = dense.shape
+    return dense.reshape(n, k // 4, 4).gather(2, idx.long()).reshape(n, k // 2)
+
+
+@dataclass
+class Layout:
+    """Common behaviour: tensors by field name (for safetensors), byte count, bits per weight."""
+
+    KIND: ClassVar[str] = ""
+    shape: tuple[int, int]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.nbytes / math.prod(self.shape)
+
+    def unpack(self) -> torch.Tensor:  # pragma: no cover - every layout overrides it
+        raise NotImplementedError
+
+
+@dataclass
+class Semi24(Layout):
+    """2:4 sparse values + 2-bit positions (module docstring)."""
+
+    KIND: ClassVar[str] = "semi24"
+    values: torch.Tensor
+    meta: torch.Tensor
+
+    @classmethod
+    def pack(cls, weight: torch.Tensor, mask: torch.Tensor | None = None, name: str = "weight") -> "Semi24":
+        """Pack a 2:4-sparse weight; `mask` defaults to its non-zeros (which must then be 2:4)."""
+        if weight.dtype not in FLOAT_DTYPES:
+            raise SparsekitError(f"{name}: the 2:4 layout stores float16/bfloat16/float32 values, got {weight.dtype}")
+        mask = weight != 0 if mask is None else mask
+        idx = semi24_indices(mask, name)
+        return cls(tuple(weight.shape), _gather24(weight, idx).contiguous(), pack_meta(idx))
+
+    def indices(self) -> torch.Tensor:
+        return unpack_meta(self.meta)
+
+    def unpack(self) -> torch.Tensor:
+        return _scatter24(self.values, self.indices())
+
+    def mask(self) -> torch.Tensor:
+        n, k = self.shape
+        keep = torch.zeros(n, k // 4, 4, dtype=torch.bool, device=self.meta.device)
+        keep.scatter_(2, self.indices().long(), True)
+        return keep.reshape(n, k)
+
+
+def _int4_nibbles(q: QTensor) -> torch.Tensor:
+    if q.format != "int4":
+        raise SparsekitError(f"the int4 layouts pack int4 codes, got format {q.format!r}")
+    return q.codes.to(torch.int16) + (8 if q.zeros is None else 0)
+
+
+def _int4_values(nibbles: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, group: int,
+                 k: int) -> torch.Tensor:
+    """Dequantized `[N, K]` values of dense-position `nibbles` with group scales (fp32)."""
+    gidx = torch.arange(k, device=nibbles.device) // group
+    s = scales.float()[:, gidx]
+    off = zeros.float()[:, gidx] if zeros is not None else 8.0
+    return (nibbles.float() - off) * s
+
+
+@dataclass
+class Int4(Layout):
+    """Group-wise int4 codes, two per byte, with fp16 scales (module docstring)."""
+
+    KIND: ClassVar[str] = "int4"
+    codes: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor | None
+    group_size: int
+
+    @classmethod
+    def pack(cls, q: QTensor, name: str = "weight") -> "Int4":
+        n, k = _check_2d(name, q.codes, 2)
+        group = _dense_group(q, k, name)
+        return cls((n, k), pack_nibbles(_int4_nibbles(q)), q.scales.to(torch.float16).contiguous(),
+                   None if q.zeros is None else q.zeros.to(torch.uint8).contiguous(), group)
+
+    def unpack(self) -> torch.Tensor:
+        return _int4_values(unpack_nibbles(self.codes), self.scales, self.zeros, self.group_size, self.shape[1])
+
+
+@dataclass
+class Int4Semi24(Layout):
+    """int4 codes of the kept values of a 2:4 weight + positions + group scales (module docstring)."""
+
+    KIND: ClassVar[str] = "int4_semi24"
+    codes: torch.Tensor
+    meta: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor | None
+    group_size: int
+
+    @classmethod
+    def pack(cls, q: QTensor, mask: torch.Tensor, name: str = "weight") -> "Int4Semi24":
+        n, k = _check_2d(name, q.codes, 8)
+        group = _dense_group(q, k, name)
+        idx = semi24_indices(mask, name)
+        kept = _gather24(_int4_nibbles(q), idx)
+        return cls((n, k), pack_nibbles(kept), pack_meta(idx), q.scales.to(torch.float16).contiguous(),
+                   None if q.zeros is None else q.zeros.to(torch.uint8).contiguous(), group)
+
+    def mask(self) -> torch.Tensor:
+        return Semi24(self.shape, self.codes, self.meta).mask()
+
+    def unpack(self) -> torch.Tensor:
+        n, k = self.shape
+        idx = unpack_meta(self.meta)
+        nibbles = _scatter24(unpack_nibbles(self.codes).to(torch.int16), idx)
+        values = _int4_values(nibbles, self.scales, self.zeros, self.group_size, k)
+        return values.masked_fill(~self.mask(), 0.0)
+
+
+@dataclass
+class MXFP4(Layout):
+    """E2M1 nibbles + E8M0 scales per 32 inputs (module docstring)."""
+
+    KIND: ClassVar[str] = "mxfp4"
+    codes: torch.Tensor
+    scales: torch.Tensor
+
+    @classmethod
+    def pack(cls, q: QTensor, name: str = "weight") -> "MXFP4":
+        from sparsekit.quant.mx import e8m0_encode
+
+        if q.format != "mxfp4":
+            raise SparsekitError(f"{name}: the MXFP4 layout packs mxfp4 codes, got format {q.format!r}")
+        n, k = _check_2d(name, q.codes, 32)
+        return cls((n, k), pack_nibbles(q.codes), e8m0_encode(q.scales).contiguous())
+
+    def unpack(self) -> torch.Tensor:
+        from sparsekit.quant import minifloat as mf
+        from sparsekit.quant.mx import MX_BLOCK, e8m0_decode
+
+        values = mf.decode(unpack_nibbles(self.codes), mf.E2M1)
+        return values * e8m0_decode(self.scales).repeat_interleave(MX_BLOCK, dim=1)
+
+
+def _dense_group(q: QTensor, k: int, name: str) -> int:
+    if q.group_size <= 0:
+        if q.group_size == 0:
+            return k
+        raise SparsekitError(f"{name}: the int4 layouts need per-channel or group-wise scales, not per-tensor")
+    return q.group_size
+
+
+LAYOUTS: dict[str, type[Layout]] = {cls.KIND: cls for cls in (Semi24, Int4, Int4Semi24, MXFP4)}
+
+
+def to_torch_semi_structured(weight: torch.Tensor) -> torch.Tensor:
+    """The 2:4 weight in torch's own semi-structured format (cuSPARSELt / CUTLASS), the baseline backend.
+
+    Needs a CUDA tensor of fp16/bf16 on a GPU with sparse tensor cores (sm_80+); the metadata order
+    is torch's (hardware-specific), so sparsekit's kernels read `Semi24` instead.
+    """
+    if not weight.is_cuda:
+        raise SparsekitError("torch's semi-structured sparse format lives on CUDA devices; move the weight to a GPU "
+                             "(cuSPARSELt/CUTLASS are GPU libraries)")
+    if weight.dtype not in (torch.float16, torch.bfloat16):
+        raise SparsekitError(f"torch's semi-structured format takes float16/bfloat16 weights, got {weight.dtype}")
+    from torch.sparse import to_sparse_semi_structured
+
+    return to_sparse_semi_structured(weight)

@@ -1,0 +1,103 @@
+"""Packed layouts: exact round trips, the byte counts the formats promise, and clear errors."""
+
+import pytest
+import torch
+
+from sparsekit.errors import SparsekitError
+from sparsekit.pack.layouts import (MXFP4, Int4, Int4Semi24, Semi24, pack_nibbles, to_torch_semi_structured,
+                                    unpack_meta, unpack_nibbles)
+from sparsekit.prune.patterns import nm_mask
+from sparsekit.quant import IntFormat, get_format
+
+
+def _w(n=24, k=256, seed=0, dtype=torch.float32):
+    return torch.randn(n, k, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def _mask24(w, seed=1):
+    return nm_mask(torch.rand(w.shape, generator=torch.Generator().manual_seed(seed)), 2, 4)
+
+
+def test_nibbles_round_trip():
+    codes = torch.randint(0, 16, (5, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    packed = pack_nibbles(codes)
+    assert packed.shape == (5, 32) and torch.equal(unpack_nibbles(packed), codes)
+    assert int(packed[0, 0]) == int(codes[0, 0]) | (int(codes[0, 1]) << 4)  # input 2i low, 2i+1 high
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_semi24_round_trip_and_bits(dtype):
+    w = _w(dtype=dtype)
+    mask = _mask24(w)
+    w = w.masked_fill(~mask, 0)
+    p = Semi24.pack(w, mask)
+    assert p.values.shape == (24, 128) and p.meta.shape == (24, 32) and p.meta.dtype == torch.uint8
+    assert torch.equal(p.unpack(), w) and torch.equal(p.mask(), mask)
+    assert p.bits_per_weight == pytest.approx(0.5 * (torch.finfo(dtype).bits + 2))  # fp16: 9 bits
+    idx = unpack_meta(p.meta)
+    assert bool((idx[..., 0] < idx[..., 1]).all())
+
+
+def test_semi24_keeps_explicit_zeros_of_the_mask():
+    w = torch.zeros(2, 8)
+    mask = torch.tensor([[1, 1, 0, 0, 0, 0, 1, 1], [0, 1, 0, 1, 1, 0, 1, 0]], dtype=torch.bool)
+    p = Semi24.pack(w, mask)  # kept values may be 0; the positions still come from the mask
+    assert torch.equal(p.mask(), mask)
+    assert p.meta.tolist() == [[(0 | 1 << 2) | ((2 | 3 << 2) << 4)], [(1 | 3 << 2) | ((0 | 2 << 2) << 4)]]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("k, group", [(256, 128), (576, 128), (64, 0)])
+def test_int4_round_trip(symmetric, k, group):
+    w = _w(k=k)
+    fmt = IntFormat(4, group, symmetric)
+    q = fmt.quantize(w)
+    p = Int4.pack(q)
+    assert p.codes.shape == (24, k // 2) and p.scales.dtype == torch.float16
+    assert torch.equal(p.unpack(), fmt.dequantize(q))
+    if (k, group, symmetric) == (256, 128, True):
+        assert p.bits_per_weight == pytest.approx(4.125)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int4_semi24_round_trip_and_bits(symmetric):
+    from sparsekit.calib.stats import LinearStats, accumulate
+    from sparsekit.quant import sparsegpt_gptq
+
+    w = _w(k=256)
+    stats = accumulate(LinearStats.empty(256, hessian=True), torch.randn(512, 256))
+    fmt = IntFormat(4, 128, symmetric)
+    new, keep, q = sparsegpt_gptq(w, stats.xtx, fmt, pattern="2:4")
+    p = Int4Semi24.pack(q, keep)
+    assert p.codes.shape == (24, 64) and p.meta.shape == (24, 32)
+    assert torch.equal(p.unpack(), new) and torch.equal(p.mask(), keep)
+    if symmetric:
+        assert p.bits_per_weight == pytest.approx(3.125)
+
+
+def test_mxfp4_round_trip_and_bits():
+    w = _w(k=256)
+    fmt = get_format("mxfp4")
+    q = fmt.quantize(w)
+    p = MXFP4.pack(q)
+    assert p.scales.dtype == torch.uint8 and p.scales.shape == (24, 8)
+    assert torch.equal(p.unpack(), fmt.dequantize(q))
+    assert p.bits_per_weight == pytest.approx(4.25)
+
+
+def test_errors_name_the_constraint():
+    w = _w(k=256)
+    with pytest.raises(SparsekitError, match="exactly 2 kept entries in every group of 4"):
+        Semi24.pack(w)  # dense: not 2:4
+    with pytest.raises(SparsekitError, match="in_features=12 must be a multiple of 8"):
+        Semi24.pack(torch.zeros(2, 12))
+    with pytest.raises(SparsekitError, match="float16/bfloat16/float32"):
+        Semi24.pack(torch.zeros(2, 8, dtype=torch.int8))
+    with pytest.raises(SparsekitError, match="pack int4 codes, got format 'int8'"):
+        Int4.pack(IntFormat(8).quantize(w))
+    with pytest.raises(SparsekitError, match="packs mxfp4 codes"):
+        MXFP4.pack(IntFormat(4, 32).quantize(w))
+    with pytest.raises(SparsekitError, match="not per-tensor"):
+        Int4.pack(IntFormat(4, -1).quantize(w))
+    with pytest.raises(SparsekitError, match="CUDA devices"):
+        to_torch_semi_structured(w.half())
