@@ -76,8 +76,10 @@ def table(out: Path, with_bytes: bool = False) -> str:
         if "recipe_name" not in r:
             continue
         size = f"{r['bytes'] / 2 ** 20:.1f} | " if with_bytes else ""
+        threads = re.search(r"(\d+) threads?", r.get("device") or "")  # timings depend on the CPU threads used
+        when = f"{r['prune_seconds']:.0f}" + (f" ({threads.group(1)} thr)" if threads else "")
         rows.append(f"| {r['recipe_name']} | {r['mask_sparsity']:.3f} | {r['ppl']['wikitext2']:.3f} | {size}"
-                    f"{r['prune_seconds']:.0f} | `{file.relative_to(ROOT) if file.is_relative_to(ROOT) else file}` |")
+                    f"{when} | `{file.relative_to(ROOT) if file.is_relative_to(ROOT) else file}` |")
     return "\n".join(rows)
 
 
