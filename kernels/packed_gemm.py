@@ -1,0 +1,157 @@
+"""GEMMs over packed weights: out[M, N] = x[M, K] @ W[N, K]^T (+ bias), W in a `sparsekit.pack` layout.
+
+One kernel serves the 2:4 (`Semi24`), int4 (`Int4`), int4 + 2:4 (`Int4Semi24`) and MXFP4 layouts.
+The weight stream is read once in its packed form (that is the decode speedup: bytes, not FLOPs)
+and expanded in registers into *planes*: a packed tile of K inputs holds, for each phase j of an input
+period P, the weight column at inputs k0 + P*i + j. Plane j is a dense `[BLOCK_N, BLOCK_K / P]` tile
+and its partner is the activation tile at the same inputs, so
+
+    acc += sum_j  x[:, k0 + P*i + j] @ W_j^T
+
+runs on `tl.dot` (tensor cores) with no shuffle of the weights into input order:
+
+- 2:4 layouts (P = 4): a group of 4 inputs stores two values and their positions i0 < i1; plane j
+  takes v0 where i0 == j, v1 where i1 == j, else 0. The zeros are multiplied, so this saves bytes but
+  not math (`mma.sp` in csrc/ saves both);
+- int4 / MXFP4 (P = 2): byte i holds the codes of inputs 2i (low nibble) and 2i+1 (high nibble);
+  each nibble plane is dequantized with the scale of its group.
+
+Accumulation is fp32; the dequantized plane is cast to the activation dtype before `tl.dot`, as
+every W4A16 kernel does. Reference: `sparsekit.ops.packed_linear.packed_linear_reference`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from sparsekit.pack.layouts import MXFP4, Int4, Int4Semi24, Layout, Semi24
+
+# what the weight stream holds
+VALUES, INT4, E2M1 = 0, 1, 2
+
+
+@triton.jit
+def _e2m1(code):
+    """E2M1 code (0..15, sign in bit 3) -> fp32 value: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and negatives."""
+    e = (code >> 1) & 3
+    m = (code & 1).to(tl.float32)
+    mag = tl.where(e == 0, 0.5 * m, (1.0 + 0.5 * m) * tl.exp2((e - 1).to(tl.float32)))
+    return tl.where((code >> 3) != 0, -mag, mag)
+
+
+@triton.jit
+def _dequant(code, scale_ptr, zero_ptr, offs_n, n_mask, k_idx, k_mask, stride_s, G,
+             WEIGHT: tl.constexpr, HAS_ZERO: tl.constexpr):
+    """Values of the codes of inputs `k_idx` (`[BLOCK_N, BK]`) of rows `offs_n`, with their group scales."""
+    lmask = n_mask[:, None] & k_mask
+    g = k_idx // G
+    s = tl.load(scale_ptr + offs_n[:, None] * stride_s + g, mask=lmask, other=0)
+    if WEIGHT == 1:
+        if HAS_ZERO:
+            z = tl.load(zero_ptr + offs_n[:, None] * stride_s + g, mask=lmask, other=0).to(tl.float32)
+        else:
+            z = 8.0
+        return (code.to(tl.float32) - z) * s.to(tl.float32)
+    else:
+        return _e2m1(code) * tl.exp2(s.to(tl.float32) - 127.0)
+
+
+@triton.jit
+def _packed_gemm_kernel(x_ptr, w_ptr, meta_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
+                        M, N, K, stride_xm, stride_om, stride_w, stride_meta, stride_s, G,
+                        SPARSE: tl.constexpr, WEIGHT: tl.constexpr, HAS_ZERO: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        if SPARSE:
+            kg = k0 // 4 + tl.arange(0, BLOCK_K // 4)  # groups of 4 inputs
+            g_mask = kg < K // 4
+            wmask = n_mask[:, None] & g_mask[None, :]
+            byte = tl.load(meta_ptr + offs_n[:, None] * stride_meta + kg[None, :] // 2, mask=wmask, other=0)
+            shift = (kg[None, :] % 2) * 4
+            i0 = (byte >> shift) & 3
+            i1 = (byte >> (shift + 2)) & 3
+            if WEIGHT == 0:
+                v0 = tl.load(w_ptr + offs_n[:, None] * stride_w + 2 * kg[None, :], mask=wmask, other=0.0)
+                v1 = tl.load(w_ptr + offs_n[:, None] * stride_w + 2 * kg[None, :] + 1, mask=wmask, other=0.0)
+            else:
+                codes = tl.load(w_ptr + offs_n[:, None] * stride_w + kg[None, :], mask=wmask, other=0)
+                # both kept inputs of a group of 4 share its quantization group (group sizes are multiples of 4)
+                v0 = _dequant(codes & 15, scale_ptr, zero_ptr, offs_n, n_mask, 4 * kg[None, :], g_mask[None, :],
+                              stride_s, G, WEIGHT, HAS_ZERO)
+                v1 = _dequant(codes >> 4, scale_ptr, zero_ptr, offs_n, n_mask, 4 * kg[None, :], g_mask[None, :],
+                              stride_s, G, WEIGHT, HAS_ZERO)
+            for j in tl.static_range(4):
+                w = tl.where(i0 == j, v0, tl.where(i1 == j, v1, 0.0))
+                xj = tl.load(x_ptr + offs_m[:, None] * stride_xm + 4 * kg[None, :] + j,
+                             mask=m_mask[:, None] & g_mask[None, :], other=0.0)
+                acc += tl.dot(xj, tl.trans(w.to(xj.dtype)))
+        else:
+            ki = k0 // 2 + tl.arange(0, BLOCK_K // 2)  # byte i: inputs 2i and 2i + 1
+            i_mask = ki < K // 2
+            byte = tl.load(w_ptr + offs_n[:, None] * stride_w + ki[None, :],
+                           mask=n_mask[:, None] & i_mask[None, :], other=0)
+            for p in tl.static_range(2):
+                w = _dequant((byte >> (4 * p)) & 15, scale_ptr, zero_ptr, offs_n, n_mask, 2 * ki[None, :] + p,
+                             i_mask[None, :], stride_s, G, WEIGHT, HAS_ZERO)
+                xp = tl.load(x_ptr + offs_m[:, None] * stride_xm + 2 * ki[None, :] + p,
+                             mask=m_mask[:, None] & i_mask[None, :], other=0.0)
+                acc += tl.dot(xp, tl.trans(w.to(xp.dtype)))
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=m_mask[:, None] & n_mask[None, :])
+
+
+def _blocks(m: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K): decode shapes (M <= 16) use the smallest M tile `tl.dot` takes."""
+    if m <= 16:
+        return 16, 64, 128
+    return (32, 64, 128) if m <= 64 else (64, 64, 128)
+
+
+def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Triton `x @ W^T (+ bias)` for a packed `layout` (checks are done by `sparsekit.ops.packed_linear`)."""
+    # 1. check what only this backend needs
+    if x.dtype == torch.bfloat16 and not x.is_cuda:
+        raise ValueError("packed_linear[triton]: the CPU interpreter has no bfloat16; use float16/float32 there")
+    n, k = layout.shape
+    if isinstance(layout, Semi24):
+        sparse, weight, stream, meta = True, VALUES, layout.values, layout.meta
+        if layout.values.dtype != x.dtype:
+            raise ValueError(f"packed_linear[triton]: 2:4 values are {layout.values.dtype} but the input is {x.dtype}; "
+                             "convert the module with .to(dtype)")
+    elif isinstance(layout, (Int4, Int4Semi24)):
+        sparse, weight, stream = isinstance(layout, Int4Semi24), INT4, layout.codes
+        meta = layout.meta if sparse else layout.codes
+    elif isinstance(layout, MXFP4):
+        sparse, weight, stream, meta = False, E2M1, layout.codes, layout.codes
+    else:
+        raise ValueError(f"packed_linear[triton]: no kernel for layout {type(layout).__name__}")
+    scales = getattr(layout, "scales", stream)
+    zeros = getattr(layout, "zeros", None)
+    group = getattr(layout, "group_size", 32 if weight == E2M1 else k)
+    # 2. allocate
+    x2 = x.reshape(-1, k).contiguous()
+    m = x2.shape[0]
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    if m == 0:
+        return out.reshape(*x.shape[:-1], n)
+    # 3. launch
+    bm, bn, bk = _blocks(m)
+    grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
+    _packed_gemm_kernel[grid](
+        x2, stream, meta, scales, zeros if zeros is not None else scales, bias if bias is not None else out, out,
+        m, n, k, x2.stride(0), out.stride(0), stream.stride(0), meta.stride(0), scales.stride(0), group,
+        SPARSE=sparse, WEIGHT=weight, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+    return out.reshape(*x.shape[:-1], n)
