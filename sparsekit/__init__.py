@@ -14,9 +14,11 @@ from sparsekit._version import __version__
 _EXPORTS = {
     "evaluate": "sparsekit.api",
     "compress": "sparsekit.api",
+    "convert": "sparsekit.api",
     "save": "sparsekit.api",
     "Recipe": "sparsekit.recipe",
     "Prune": "sparsekit.recipe",
+    "Quantize": "sparsekit.recipe",
     "load_recipe": "sparsekit.recipe",
     "load_model": "sparsekit.models",
     "get_adapter": "sparsekit.models",
@@ -32,13 +34,13 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sparsekit.api import compress, evaluate, save
+    from sparsekit.api import compress, convert, evaluate, save
     from sparsekit.calib import BlockContext, LayerwiseCalibrator
     from sparsekit.data import calibration_windows
     from sparsekit.errors import SparsekitError
     from sparsekit.eval import perplexity
     from sparsekit.models import ArchSpec, get_adapter, load_model, register_architecture
-    from sparsekit.recipe import Prune, Recipe, load_recipe
+    from sparsekit.recipe import Prune, Quantize, Recipe, load_recipe
 
 
 def __getattr__(name: str) -> Any:

@@ -46,6 +46,8 @@ class Compressed:
     steps: list[dict] = field(default_factory=list)
     masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     storage: dict[str, float] = field(default_factory=dict)  # module -> packed bits per weight
+    qtensors: dict[str, Any] = field(default_factory=dict, repr=False)  # module -> QTensor (codes + scales)
+    packed: dict[str, str] = field(default_factory=dict)  # after convert(): module -> layout or why it stayed dense
 
     @property
     def sparsity(self) -> float:
@@ -103,6 +105,7 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
             for key in overlap:  # a later prune step keeps what earlier ones removed
                 out.masks[key] = out.masks[key] & result.masks[key]
             result.masks.update(out.masks)
+            result.qtensors.update(out.qtensors)
             for t in out.targets:
                 out.modules[t.name]["pattern"] = step.pattern
             result.steps.append({"step": "prune", "seconds": out.seconds, "sparsity": out.sparsity,
@@ -116,10 +119,30 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
             if step.joint:
                 continue  # ran inside the preceding sparsegpt step
             out = run_quantize(model, adapter, step, ids, masks=result.masks, device=compute, progress=progress)
+            result.qtensors.update(out.qtensors)
             result.steps.append({"step": "quantize", "seconds": out.seconds, "modules": out.modules})
         else:  # pragma: no cover - every step type of recipe.STEPS is handled above
             raise NotImplementedError(type(step).__name__)
     result.storage = storage_bits(adapter, result.steps, result.masks)
+    return result
+
+
+def convert(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=None, *, backend: str = "auto",
+            packed_dtype: torch.dtype | None = None, **compress_options: Any) -> Compressed:
+    """Run `recipe` on `model` (see `compress`) and swap every compressed projection that has a packed
+    layout for its drop-in module (`sparsekit.nn`): 2:4 -> SparseLinear, int4 / MXFP4 -> QuantLinear,
+    2:4 + int4 -> SparseQuantLinear. Everything else is untouched; `result.packed` says, per compressed
+    module, which layout it got or why it stayed dense. `generate()` keeps working.
+
+    Args:
+        backend: kernel choice of the new modules ('auto' | 'triton' | 'reference' | 'cuda').
+        packed_dtype: value dtype of 2:4 layouts (e.g. torch.float16 for GPU kernels; default: the weight's).
+        compress_options: calib, nsamples, seqlen, seed, device, dtype, data_dir, progress.
+    """
+    from sparsekit.steps.convert import pack_modules
+
+    result = compress(model, recipe, tokenizer, **compress_options)
+    result.packed = pack_modules(result.model, result.masks, result.qtensors, backend=backend, dtype=packed_dtype)
     return result
 
 

@@ -50,6 +50,11 @@ class QTensor:
     group_size: int
     shape: tuple[int, int]
 
+    def cpu(self) -> "QTensor":
+        """A copy whose tensors live on the CPU (what steps keep for packing)."""
+        return QTensor(self.format, self.codes.cpu(), self.scales.cpu(),
+                       None if self.zeros is None else self.zeros.cpu(), self.group_size, self.shape)
+
 
 class QuantFormat(ABC):
     """A weight format: element encoding + how scales are shared and stored."""

@@ -31,6 +31,7 @@ from sparsekit.prune.magnitude import magnitude_scores
 from sparsekit.prune.methods import needs_stats, prune_weight
 from sparsekit.prune.patterns import check_shape, masks_sparsity, parse_pattern
 from sparsekit.prune.wanda import wanda_scores
+from sparsekit.quant.base import QTensor
 from sparsekit.quant.gptq import sparsegpt_gptq
 from sparsekit.recipe import Prune, Quantize
 from sparsekit.steps.targets import Target, by_block, select_targets
@@ -49,6 +50,7 @@ class PruneResult:
     modules: dict[str, dict] = field(default_factory=dict)  # name -> {role, shape, target, sparsity}
     seconds: float = 0.0
     allocation_info: dict = field(default_factory=dict)
+    qtensors: dict[str, QTensor] = field(default_factory=dict, repr=False)  # joint quantization: codes + scales
 
     @property
     def sparsity(self) -> float:
@@ -136,15 +138,17 @@ def allocate(model: nn.Module, adapter: Adapter, step: Prune, targets: list[Targ
 
 
 def _prune_one(linear: nn.Linear, step: Prune, stats, ratio: float, joint: Quantize | None = None,
-               name: str = "weight") -> torch.Tensor:
+               name: str = "weight") -> tuple[torch.Tensor, QTensor | None]:
+    q = None
     if joint is None:
         new, mask = prune_weight(step.method, linear.weight.data, stats, ratio, step.pattern,
                                  blocksize=step.blocksize, dampening=step.dampening)
     else:
-        new, mask, _ = sparsegpt_gptq(linear.weight.data, stats.xtx, joint.quant_format(), ratio, step.pattern,
+        new, mask, q = sparsegpt_gptq(linear.weight.data, stats.xtx, joint.quant_format(), ratio, step.pattern,
                                       blocksize=step.blocksize, dampening=step.dampening, name=name)
+        q = q.cpu()
     linear.weight.data.copy_(new)
-    return mask.cpu()
+    return mask.cpu(), q
 
 
 def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.Tensor | None = None, *,
@@ -176,7 +180,7 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
 
     if needs_stats(step.method) is None:
         for t in tqdm(targets, desc=f"{step.method} pruning", unit="module", disable=not progress):
-            result.masks[t.name] = _prune_one(_linear(adapter, t), step, None, ratios[t.name])
+            result.masks[t.name], _ = _prune_one(_linear(adapter, t), step, None, ratios[t.name])
     else:
         groups = by_block(targets)
         calib = LayerwiseCalibrator(model, adapter=adapter, device=device,
@@ -185,8 +189,10 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
         for ctx in calib.blocks(calib_ids):
             linears = ctx.linears()
             for t in groups.get(ctx.index, []):
-                result.masks[t.name] = _prune_one(linears[t.rel], step, ctx.stats[t.rel], ratios[t.name], joint,
-                                                  t.name)
+                result.masks[t.name], q = _prune_one(linears[t.rel], step, ctx.stats[t.rel], ratios[t.name], joint,
+                                                     t.name)
+                if q is not None:
+                    result.qtensors[t.name] = q
                 ctx.stats[t.rel] = None  # type: ignore[assignment]  # free the Hessian early
     for t in targets:
         mask = result.masks[t.name]

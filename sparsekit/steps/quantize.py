@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 from sparsekit.calib.engine import LayerwiseCalibrator
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
+from sparsekit.quant.base import QTensor, remask
 from sparsekit.quant.gptq import gptq
+from sparsekit.quant.splitquant import SplitQuant
 from sparsekit.recipe import Quantize
 from sparsekit.steps.prune import check_step_shapes
 from sparsekit.steps.targets import Target, by_block, select_targets
@@ -38,6 +40,7 @@ class QuantizeResult:
 
     targets: list[Target]
     modules: dict[str, dict] = field(default_factory=dict)  # name -> {role, shape, format, bits_per_weight}
+    qtensors: dict[str, QTensor] = field(default_factory=dict, repr=False)  # codes + scales (CPU), for packing
     seconds: float = 0.0
 
 
@@ -76,7 +79,13 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
         for t in tqdm(targets, desc=f"{step.format} rtn", unit="module", disable=not progress):
             linear = adapter.linears(t.block)[t.rel]
             w = linear.weight.data
-            linear.weight.data.copy_(fmt.fake_quantize(w, keep_of(t, w), name=t.name))
+            keep = keep_of(t, w)
+            if isinstance(fmt, SplitQuant):  # three codes per weight: no packed layout, values only
+                linear.weight.data.copy_(fmt.fake_quantize(w, keep, name=t.name))
+                continue
+            q = fmt.quantize(w, keep, name=t.name)
+            linear.weight.data.copy_(remask(fmt.dequantize(q), keep, w.dtype))
+            result.qtensors[t.name] = q.cpu()
     else:
         groups = by_block(targets)
         rels = list(dict.fromkeys(t.rel for t in targets))
@@ -86,9 +95,10 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
             linears = ctx.linears()
             for t in groups.get(ctx.index, []):
                 w = linears[t.rel].weight.data
-                new, _ = gptq(w, ctx.stats[t.rel].xtx, fmt, mask=keep_of(t, w), act_order=step.act_order,
+                new, q = gptq(w, ctx.stats[t.rel].xtx, fmt, mask=keep_of(t, w), act_order=step.act_order,
                               blocksize=step.blocksize, dampening=step.dampening, name=t.name)
                 linears[t.rel].weight.data.copy_(new)
+                result.qtensors[t.name] = q.cpu()
                 ctx.stats[t.rel] = None  # type: ignore[assignment]  # free the Hessian early
     for t in targets:
         result.modules[t.name] = module_record(t, step, tuple(adapter.linears(t.block)[t.rel].weight.shape))

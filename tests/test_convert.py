@@ -1,0 +1,80 @@
+"""sparsekit.convert: packed modules replace compressed projections and compute what the simulation computes."""
+
+import pytest
+import torch
+
+import sparsekit
+from sparsekit.api import compress, convert
+from sparsekit.nn import QuantLinear, SparseLinear, SparseQuantLinear
+from sparsekit.ops import _dispatch
+
+OPTS = dict(nsamples=4, seqlen=64, progress=False)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits.float()
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("recipe, cls, kind", [
+    ([{"prune": {"method": "sparsegpt", "pattern": "2:4"}}], SparseLinear, "semi24"),
+    ([{"prune": {"method": "sparsegpt", "pattern": "2:4"}},
+      {"quantize": {"format": "int4", "group_size": 32, "method": "gptq", "joint": True}}], SparseQuantLinear,
+     "int4_semi24"),
+    ([{"quantize": {"format": "int4", "group_size": 32, "method": "gptq", "symmetric": False}}], QuantLinear, "int4"),
+    ([{"quantize": {"format": "mxfp4", "method": "rtn"}}], QuantLinear, "mxfp4"),
+    ([{"prune": {"method": "wanda", "sparsity": 0.5}}, {"quantize": {"format": "int4", "group_size": 32}}],
+     QuantLinear, "int4"),
+])
+def test_converted_model_matches_the_simulation(recipe, cls, kind, tiny_dir, data_dir):
+    simulated = compress(str(tiny_dir), recipe, data_dir=data_dir, **OPTS).model
+    result = convert(str(tiny_dir), recipe, data_dir=data_dir, backend="reference", **OPTS)
+    model = result.model
+    assert set(result.packed.values()) == {kind} and len(result.packed) == 21
+    assert all(isinstance(model.get_submodule(n), cls) for n in result.packed)
+    for name, module in model.named_modules():  # the simulation's weights are exactly what the layouts hold
+        if name in result.packed:
+            assert torch.equal(module.dequantized_weight(), simulated.get_submodule(name).weight.float())
+    ids = torch.randint(3, 300, (2, 40), generator=torch.Generator().manual_seed(0))
+    assert rel(_logits(model, ids), _logits(simulated, ids)) < 1e-3
+    assert torch.equal(model.get_submodule("model.embed_tokens").weight, simulated.get_submodule("model.embed_tokens").weight)
+    out = model.generate(ids[:1, :8], max_new_tokens=4, do_sample=False)
+    assert out.shape == (1, 12)
+
+
+def test_what_has_no_kernel_stays_dense_with_a_reason(tiny_dir, data_dir):
+    recipe = [{"prune": {"method": "magnitude", "sparsity": 0.5, "targets": ["*.mlp.*"]}},
+              {"quantize": {"format": "int8", "targets": ["*.self_attn.*"]}}]
+    result = convert(str(tiny_dir), recipe, data_dir=data_dir, **OPTS)
+    assert result.packed["model.layers.0.mlp.up_proj"].startswith("dense: unstructured mask")
+    assert result.packed["model.layers.0.self_attn.q_proj"].startswith("dense: format int8: no packed kernel")
+    assert type(result.model.get_submodule("model.layers.0.mlp.up_proj")) is torch.nn.Linear
+
+
+def test_module_repr_backend_and_errors(tiny_dir, data_dir):
+    result = convert(str(tiny_dir), [{"prune": {"method": "magnitude", "pattern": "2:4"}}], **OPTS)
+    module = result.model.get_submodule("model.layers.1.mlp.down_proj")
+    assert repr(module) == ("SparseLinear(in_features=96, out_features=64, layout=semi24, bits_per_weight=17.000, "
+                            "bias=False, backend=auto)")
+    module.backend = "reference"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        module.backend = "fastest"
+    assert sparsekit.convert is convert
+
+
+@pytest.mark.triton
+def test_triton_backend_runs_the_converted_model(tiny_dir, data_dir):
+    if not (_dispatch.triton_interpret() or torch.cuda.is_available()):
+        pytest.skip("needs TRITON_INTERPRET=1 or a GPU")
+    recipe = [{"prune": {"method": "sparsegpt", "pattern": "2:4"}},
+              {"quantize": {"format": "int4", "group_size": 32, "method": "gptq", "joint": True}}]
+    result = convert(str(tiny_dir), recipe, data_dir=data_dir, backend="triton", **OPTS)
+    ids = torch.randint(3, 300, (1, 24), generator=torch.Generator().manual_seed(1))
+    got = _logits(result.model, ids)
+    for name in result.packed:
+        result.model.get_submodule(name).backend = "reference"
+    assert rel(got, _logits(result.model, ids)) < 1e-3
