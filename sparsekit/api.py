@@ -176,10 +176,26 @@ def storage_bits(adapter, steps: list[dict], masks: dict[str, torch.Tensor], den
     return out
 
 
-def save(compressed: Compressed, out_dir: str | os.PathLike, **extra: Any) -> str:
-    """Write a compressed checkpoint (see `sparsekit.checkpoint`); `extra` keys go into its metadata."""
-    return str(save_checkpoint(compressed.model, compressed.tokenizer, out_dir, {**compressed.metadata(), **extra},
-                               compressed.masks))
+def save(obj: Compressed | torch.nn.Module, out_dir: str | os.PathLike, tokenizer=None, **extra: Any) -> str:
+    """Write a compressed checkpoint (see `sparsekit.checkpoint`) of a `compress`/`convert` result or of a
+    model (pass its `tokenizer`); packed modules are stored packed. `extra` keys go into its metadata."""
+    if isinstance(obj, Compressed):
+        return str(save_checkpoint(obj.model, obj.tokenizer, out_dir, {**obj.metadata(), **extra}, obj.masks))
+    if not isinstance(obj, torch.nn.Module):
+        raise TypeError(f"save() takes what compress()/convert() return or a model, got {type(obj).__name__}")
+    meta = {"base_model": _model_name(obj), "versions": versions(), "date": _now(), **extra}
+    return str(save_checkpoint(obj, tokenizer, out_dir, meta, {}))
+
+
+def load(path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu",
+         backend: str = "auto"):
+    """`(model, tokenizer)` of a checkpoint written by `save` / `sparsekit compress`: packed modules are
+    rebuilt from their stored layouts (no calibration), every tensor file is checked against its sha256."""
+    from sparsekit.checkpoint import load_checkpoint
+
+    dev = resolve_device(device)
+    model, tokenizer = load_checkpoint(path, resolve_dtype(dtype, dev), backend)
+    return model.to(dev), tokenizer
 
 
 def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl: Sequence[str] = ("wikitext2",),

@@ -1,18 +1,26 @@
 """Compressed checkpoints: a Hugging Face model folder plus what sparsekit did to it.
 
 ```
-DIR/config.json, model.safetensors, tokenizer files   the model (pruned weights are exact zeros)
+DIR/config.json, model*.safetensors, tokenizer files   the model; packed projections hold their layout
+                                                       buffers (codes / values, meta, scales, zeros)
 DIR/masks.safetensors                                  keep-mask of every pruned module, bit-packed
-DIR/sparsekit.json                                     recipe, calibration, per-module results
+DIR/sparsekit.json                                     recipe, calibration, per-module results, the
+                                                       layout of every packed module, sha256 of every
+                                                       tensor file
 ```
 
-Everything is safetensors or JSON: nothing is unpickled on load. A folder is written under a
-temporary name next to DIR and renamed into place at the end, so an interrupted or failed save never
-leaves a half-written DIR.
+Everything is safetensors or JSON: nothing is unpickled on load. `load_checkpoint` checks every
+tensor file against its recorded sha256 before reading it (a flipped byte is refused with an error
+naming the file), rebuilds the architecture from config.json, puts a packed module (`sparsekit.nn`)
+where the JSON says, and loads the state dict strictly: no calibration, no re-quantization. A folder
+is written under a temporary name next to DIR and renamed into place at the end, so an interrupted or
+failed save never leaves a half-written DIR.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -28,7 +36,7 @@ from sparsekit.pack.bitmask import pack_mask, unpack_mask
 METADATA_FILE = "sparsekit.json"
 MASKS_FILE = "masks.safetensors"
 FORMAT = "sparsekit-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -58,7 +66,9 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: str | os.Pa
             packed = {name: pack_mask(m.cpu()) for name, m in masks.items()}
             shapes = {name: ",".join(str(s) for s in m.shape) for name, m in masks.items()}
             save_file(packed, tmp / MASKS_FILE, metadata={"format": "bitmask-lsb", **shapes})
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
+        files = {f.name: _sha256(f) for f in sorted(tmp.glob("*.safetensors"))}
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, "packed": packed_records(model),
+                "files": files}
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -100,3 +110,84 @@ def load_masks(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             shape = tuple(int(s) for s in meta[name].split(","))
             out[name] = unpack_mask(fh.get_tensor(name), shape)
     return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def packed_records(model: torch.nn.Module) -> dict[str, dict]:
+    """What `load_checkpoint` needs to rebuild each packed module: layout kind, shape, grouping."""
+    from sparsekit.nn.packed import PackedLinear
+
+    return {name: {"kind": m.kind, "shape": [m.out_features, m.in_features], "group_size": m.group_size,
+                   "bits_per_weight": m.layout().bits_per_weight}
+            for name, m in model.named_modules() if isinstance(m, PackedLinear)}
+
+
+def verify_files(path: Path, meta: dict) -> None:
+    """Refuse a checkpoint whose tensor files are missing or differ from the recorded sha256."""
+    for name, digest in meta.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise SparsekitError(f"{file} is missing: the checkpoint is incomplete")
+        if _sha256(file) != digest:
+            raise SparsekitError(f"{file} does not match the sha256 recorded in {METADATA_FILE}: the file is corrupted "
+                                 "or was modified; re-create the checkpoint with `sparsekit compress`")
+
+
+def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32, backend: str = "auto"):
+    """`(model, tokenizer)` of a sparsekit checkpoint folder, on the CPU, packed modules in place.
+
+    Floating tensors of unpacked modules (and 2:4 values) take `dtype`; codes, metadata and scales keep
+    their stored types. Checkpoints without packed modules are plain model folders.
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from sparsekit.nn.packed import MODULES
+    from sparsekit.pack.layouts import LAYOUTS
+
+    path = Path(path).expanduser()
+    meta = read_metadata(path)
+    if meta is None:
+        raise SparsekitError(f"{path} is not a sparsekit checkpoint (no {METADATA_FILE})")
+    verify_files(path, meta)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    packed = meta.get("packed") or {}
+    if not packed:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), tokenizer
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("model*.safetensors")):
+        state.update(load_file(str(file)))
+    config = AutoConfig.from_pretrained(path)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    for name, rec in packed.items():
+        cls = LAYOUTS[rec["kind"]]
+        fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("shape", "group_size")]
+        tensors = {f: state.pop(f"{name}.{f}", None) for f in fields}
+        missing = [f for f, t in tensors.items() if t is None and f != "zeros"]
+        if missing:
+            raise SparsekitError(f"{path}: packed module {name} lacks {', '.join(missing)} in its tensor files")
+        if rec["kind"] == "semi24":
+            tensors["values"] = tensors["values"].to(dtype)
+        extra = {"group_size": rec["group_size"]} if "group_size" in cls.__dataclass_fields__ else {}
+        bias = state.pop(f"{name}.bias", None)
+        module = MODULES[rec["kind"]](cls(shape=tuple(rec["shape"]), **tensors, **extra),
+                                      None if bias is None else bias.to(dtype), backend)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, module)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in result.missing_keys  # packed modules were built from their tensors above
+               if k not in tied and k.rpartition(".")[0] not in packed]
+    if missing or result.unexpected_keys:
+        raise SparsekitError(f"{path}: the tensor files do not fit the architecture (missing {missing[:3]}, "
+                             f"unexpected {result.unexpected_keys[:3]}); the checkpoint is damaged")
+    model.tie_weights()
+    return model.eval(), tokenizer

@@ -141,16 +141,23 @@ def _print_compressed(compressed, out_dir: str, out) -> None:
     print(f"sparsity  {compressed.sparsity:.4f}", file=out)
     if compressed.storage:
         bits = compressed.storage
-        sizes = {n: compressed.model.get_submodule(n).weight.numel() for n in bits}
+        shapes = {n: rec["shape"] for st in compressed.steps for n, rec in st["modules"].items()}
+        sizes = {n: shapes[n][0] * shapes[n][1] for n in bits}
         mean = sum(bits[n] * sizes[n] for n in bits) / sum(sizes.values())
         print(f"packed    {mean:.3f} bits per projection weight (codes, scales, sparsity metadata)", file=out)
+    if compressed.packed:
+        kinds: dict[str, int] = {}
+        for what in compressed.packed.values():
+            key = what.split(":")[0] + (" (" + what.split(": ", 1)[1] + ")" if what.startswith("dense") else "")
+            kinds[key] = kinds.get(key, 0) + 1
+        print("modules   " + ", ".join(f"{n} {k}" for k, n in kinds.items()), file=out)
     print(f"saved     {out_dir}", file=out)
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     import shlex
 
-    from sparsekit.api import compress, save
+    from sparsekit.api import convert, save
     from sparsekit.checkpoint import check_out_dir
     from sparsekit.recipe import builtin_recipes, load_recipe
 
@@ -163,9 +170,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)  # bad recipes and bad --out fail before any loading
     check_out_dir(args.out)
     command = "sparsekit " + shlex.join(args.argv)
-    compressed = compress(args.model, recipe, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
-                          seed=args.seed, device=args.device, dtype=args.dtype, data_dir=args.data_dir,
-                          progress=not args.quiet)
+    compressed = convert(args.model, recipe, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
+                         seed=args.seed, device=args.device, dtype=args.dtype, data_dir=args.data_dir,
+                         progress=not args.quiet)
     out_dir = save(compressed, args.out, command=command)
     if args.json != "-":
         _print_compressed(compressed, out_dir, sys.stdout)

@@ -78,3 +78,41 @@ def test_triton_backend_runs_the_converted_model(tiny_dir, data_dir):
     for name in result.packed:
         result.model.get_submodule(name).backend = "reference"
     assert rel(got, _logits(result.model, ids)) < 1e-3
+
+
+def test_packed_checkpoint_round_trip_and_tamper(tiny_dir, data_dir, tmp_path):
+    recipe = [{"prune": {"method": "sparsegpt", "pattern": "2:4"}},
+              {"quantize": {"format": "int4", "group_size": 32, "method": "gptq", "joint": True}}]
+    result = convert(str(tiny_dir), recipe, data_dir=data_dir, **OPTS)
+    out = tmp_path / "ckpt"
+    sparsekit.save(result, out)
+    model, tok = sparsekit.load(out)
+    assert isinstance(model.get_submodule("model.layers.2.mlp.down_proj"), SparseQuantLinear)
+    ids = torch.randint(3, 300, (2, 30), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(_logits(model, ids), _logits(result.model, ids))
+    meta = __import__("json").loads((out / "sparsekit.json").read_text())
+    assert meta["packed"]["model.layers.0.self_attn.q_proj"]["kind"] == "int4_semi24"
+    assert set(meta["files"]) >= {"model.safetensors", "masks.safetensors"}
+    # packed projections: 0.5 x (4 + 2) + 16 / 32 = 3.5 bits per weight, as the layout promises
+    for name, rec in meta["packed"].items():
+        module = model.get_submodule(name)
+        nbytes = sum(b.numel() * b.element_size() for b in module.buffers())
+        assert nbytes * 8 / (rec["shape"][0] * rec["shape"][1]) == pytest.approx(3.5)
+    report = sparsekit.evaluate(str(out), seqlen=32, limit=1, data_dir=data_dir, progress=False)
+    assert report["sparsity"] == 0.5
+    # a flipped byte in a tensor file is refused, naming the file
+    blob = bytearray((out / "model.safetensors").read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    (out / "model.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(sparsekit.SparsekitError, match="model.safetensors does not match the sha256"):
+        sparsekit.load(out)
+
+
+def test_save_a_converted_model_object(tiny_dir, tmp_path):
+    result = convert(str(tiny_dir), [{"quantize": {"format": "mxfp4"}}], **OPTS)
+    path = sparsekit.save(result.model, tmp_path / "m", tokenizer=result.tokenizer, note="by hand")
+    model, _ = sparsekit.load(path)
+    ids = torch.randint(3, 300, (1, 16), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(_logits(model, ids), _logits(result.model, ids))
+    with pytest.raises(TypeError, match="takes what compress"):
+        sparsekit.save("not a model", tmp_path / "x")

@@ -30,7 +30,8 @@ def projection_sparsity(adapter: Adapter) -> float:
     zeros = total = 0
     for i in range(adapter.num_blocks):
         for linear in adapter.linears(i).values():
-            w = linear.weight
+            # a packed module (sparsekit.nn) has no .weight: count the zeros of the weight it computes with
+            w = linear.dequantized_weight() if hasattr(linear, "dequantized_weight") else linear.weight
             zeros += int((w == 0).sum())
             total += w.numel()
     return zeros / total if total else 0.0
@@ -59,13 +60,16 @@ def packed_bits_per_weight(shape: tuple[int, int], *, element_bits: float, overh
 
 def compressed_bytes(model: torch.nn.Module, storage: dict[str, float], dense_bits: int | None = None) -> int:
     """True weight bytes when the modules of `storage` (full name -> bits per weight of its weight) are
-    packed: their weights count at those bits, every other tensor at its dtype's size (or `dense_bits`,
-    e.g. 16 to count an fp32-evaluated model as stored in bf16)."""
-    packed = {f"{name}.weight" for name in storage}
+    packed: a dense weight of such a module counts at those bits, every other tensor at its dtype's size
+    (or `dense_bits`, e.g. 16 to count an fp32-evaluated model as stored in bf16). Modules already
+    packed (`sparsekit.nn`) hold no `.weight`: their buffers are the storage and count as they are."""
+    state = model.state_dict(keep_vars=True)
+    simulated = {name for name in storage if f"{name}.weight" in state}
+    skip = {f"{name}.weight" for name in simulated}
     seen: set[tuple[int, int]] = set()
     bits = 0.0
-    for key, tensor in model.state_dict(keep_vars=True).items():
-        if tensor.device.type == "meta" or key in packed:
+    for key, tensor in state.items():
+        if tensor.device.type == "meta" or key in skip:
             continue
         ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         if ident in seen:
@@ -73,7 +77,6 @@ def compressed_bytes(model: torch.nn.Module, storage: dict[str, float], dense_bi
         seen.add(ident)
         size = dense_bits if dense_bits is not None and tensor.is_floating_point() else tensor.element_size() * 8
         bits += tensor.numel() * size
-    params = dict(model.named_parameters())
-    for name, b in storage.items():
-        bits += params[f"{name}.weight"].numel() * b
+    for name in simulated:
+        bits += state[f"{name}.weight"].numel() * storage[name]
     return int(math.ceil(bits / 8))

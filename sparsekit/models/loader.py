@@ -163,7 +163,14 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
                 raise SparsekitError(f"{path} is not a model folder: it has no config.json (a Hugging Face model "
                                      "folder or a sparsekit checkpoint has one)")
             try:
-                model, tokenizer = _load_hf(path, dt)
+                if (path / "sparsekit.json").is_file():  # a sparsekit checkpoint: packed modules, verified files
+                    from sparsekit.checkpoint import load_checkpoint
+
+                    model, tokenizer = load_checkpoint(path, dt)
+                else:
+                    model, tokenizer = _load_hf(path, dt)
+            except SparsekitError:
+                raise
             except (OSError, ValueError) as exc:
                 raise SparsekitError(f"cannot load the model folder {path}: {str(exc).strip().splitlines()[0]}") \
                     from exc
