@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything only a GPU machine can show, in one call (device tool: `bash scripts/gpu_check.sh`):
 # build sparsekit._C with ninja for this GPU, run the GPU / extension / Triton tests on the device,
-# then the rest of the fast suite with CUDA visible. Results (junit XML, build log, environment)
+# then the rest of the fast suite with CUDA visible, then the packed GEMM benchmark
+# (bench/kernels/bench_packed_gemm.py; BENCH_ARGS="--quick" for a short run). Copy
+# $OUT/packed_gemm.json to bench/results/kernels/ to commit it. Results (junit XML, build log, environment)
 # go to $OUT (default ./gpu-out). The GPU image has torch, triton and transformers preinstalled and
 # no network, so nothing is pip-installed from an index; the default model's package is not there,
 # so tests marked slow are left out.
@@ -33,4 +35,7 @@ gpu=$?
 echo "== fast suite with CUDA visible"
 python -m pytest tests -m "not slow" -q -rs --junitxml="$OUT/fast-tests.xml"
 fast=$?
-exit $(( gpu || fast ))
+echo "== packed GEMM benchmark (random weights, Llama shapes)"
+python bench/kernels/bench_packed_gemm.py ${BENCH_ARGS:-} --out "$OUT/packed_gemm.json"
+bench=$?
+exit $(( gpu || fast || bench ))
