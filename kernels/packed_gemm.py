@@ -60,18 +60,22 @@ def _dequant(code, scale_ptr, zero_ptr, offs_n, n_mask, k_idx, k_mask, stride_s,
 
 @triton.jit
 def _packed_gemm_kernel(x_ptr, w_ptr, meta_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
-                        M, N, K, stride_xm, stride_om, stride_w, stride_meta, stride_s, G,
+                        M, N, K, K_SPLIT, stride_xm, stride_om, stride_w, stride_meta, stride_s, G,
                         SPARSE: tl.constexpr, WEIGHT: tl.constexpr, HAS_ZERO: tl.constexpr,
-                        HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr):
+                        HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_mask = offs_m < M
     n_mask = offs_n < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    # split-K: program pid_k owns inputs [pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT), K_SPLIT a multiple of BLOCK_K
+    k_start = pid_k * K_SPLIT
+    k_end = tl.minimum(K, k_start + K_SPLIT)
+    for k0 in range(k_start, k_end, BLOCK_K):
         if SPARSE:
             kg = k0 // 4 + tl.arange(0, BLOCK_K // 4)  # groups of 4 inputs
             g_mask = kg < K // 4
@@ -107,9 +111,14 @@ def _packed_gemm_kernel(x_ptr, w_ptr, meta_ptr, scale_ptr, zero_ptr, bias_ptr, o
                              mask=m_mask[:, None] & i_mask[None, :], other=0.0)
                 acc += tl.dot(xp, tl.trans(w.to(xp.dtype)))
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=m_mask[:, None] & n_mask[None, :])
+        if pid_k == 0:
+            acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    out_mask = m_mask[:, None] & n_mask[None, :]
+    if SPLIT_K == 1:
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+    else:  # partial sums of the K slices meet in an fp32 buffer
+        tl.atomic_add(out_ptrs, acc, mask=out_mask)
 
 
 def _blocks(m: int) -> tuple[int, int, int]:
@@ -119,8 +128,24 @@ def _blocks(m: int) -> tuple[int, int, int]:
     return (32, 64, 128) if m <= 64 else (64, 64, 128)
 
 
-def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Triton `x @ W^T (+ bias)` for a packed `layout` (checks are done by `sparsekit.ops.packed_linear`)."""
+def split_k_for(m: int, n: int, k: int, device: torch.device) -> int:
+    """K slices for one output tile. At decode sizes (M <= 16) the M x N tiles alone do not fill the GPU
+    (a 4096-row layer is 64 tiles of 64 rows on a 132-SM H100), so K is cut until ~2 tiles per SM are in
+    flight: each SM then streams its own slice of the weights, which is what bandwidth-bound decode
+    needs. Larger M has enough tiles. On the CPU interpreter there is nothing to fill: 1."""
+    bm, bn, bk = _blocks(m)
+    if device.type != "cuda" or m > 16:
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    return max(1, min(16, triton.cdiv(k, bk), triton.cdiv(2 * sms, tiles)))
+
+
+def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None, *,
+                  split_k: int | None = None) -> torch.Tensor:
+    """Triton `x @ W^T (+ bias)` for a packed `layout` (checks are done by `sparsekit.ops.packed_linear`).
+
+    `split_k`: K slices accumulated with fp32 atomics (default: `split_k_for`)."""
     # 1. check what only this backend needs
     if x.dtype == torch.bfloat16 and not x.is_cuda:
         raise ValueError("packed_linear[triton]: the CPU interpreter has no bfloat16; use float16/float32 there")
@@ -140,18 +165,24 @@ def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = N
     scales = getattr(layout, "scales", stream)
     zeros = getattr(layout, "zeros", None)
     group = getattr(layout, "group_size", 32 if weight == E2M1 else k)
-    # 2. allocate
     x2 = x.reshape(-1, k).contiguous()
     m = x2.shape[0]
-    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    if m == 0:
-        return out.reshape(*x.shape[:-1], n)
-    # 3. launch
     bm, bn, bk = _blocks(m)
-    grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
+    splits = split_k_for(m, n, k, x.device) if split_k is None else int(split_k)
+    if splits < 1:
+        raise ValueError(f"packed_linear[triton]: split_k must be >= 1, got {split_k}")
+    k_split = triton.cdiv(triton.cdiv(k, splits), bk) * bk
+    splits = triton.cdiv(k, k_split)
+    # 2. allocate (split-K accumulates in fp32 and casts once at the end)
+    out = (torch.zeros if splits > 1 else torch.empty)(m, n, dtype=torch.float32 if splits > 1 else x.dtype,
+                                                       device=x.device)
+    if m == 0:
+        return out.to(x.dtype).reshape(*x.shape[:-1], n)
+    # 3. launch
+    grid = (triton.cdiv(m, bm), triton.cdiv(n, bn), splits)
     _packed_gemm_kernel[grid](
         x2, stream, meta, scales, zeros if zeros is not None else scales, bias if bias is not None else out, out,
-        m, n, k, x2.stride(0), out.stride(0), stream.stride(0), meta.stride(0), scales.stride(0), group,
-        SPARSE=sparse, WEIGHT=weight, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
+        m, n, k, k_split, x2.stride(0), out.stride(0), stream.stride(0), meta.stride(0), scales.stride(0), group,
+        SPARSE=sparse, WEIGHT=weight, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, SPLIT_K=splits,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
-    return out.reshape(*x.shape[:-1], n)
+    return out.to(x.dtype).reshape(*x.shape[:-1], n)
