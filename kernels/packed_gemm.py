@@ -22,6 +22,8 @@ every W4A16 kernel does. Reference: `sparsekit.ops.packed_linear.packed_linear_r
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -60,7 +62,7 @@ def _dequant(code, scale_ptr, zero_ptr, offs_n, n_mask, k_idx, k_mask, stride_s,
 
 @triton.jit
 def _packed_gemm_kernel(x_ptr, w_ptr, meta_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
-                        M, N, K, K_SPLIT, stride_xm, stride_om, stride_w, stride_meta, stride_s, G,
+                        M, N, K, K_SPLIT, M_BUCKET, stride_xm, stride_om, stride_w, stride_meta, stride_s, G,
                         SPARSE: tl.constexpr, WEIGHT: tl.constexpr, HAS_ZERO: tl.constexpr,
                         HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -122,10 +124,45 @@ def _packed_gemm_kernel(x_ptr, w_ptr, meta_ptr, scale_ptr, zero_ptr, bias_ptr, o
 
 
 def _blocks(m: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K): decode shapes (M <= 16) use the smallest M tile `tl.dot` takes."""
+    """(BLOCK_M, BLOCK_N, BLOCK_K) without autotuning (CPU interpreter): decode shapes (M <= 16) use the
+    smallest M tile `tl.dot` takes."""
     if m <= 16:
         return 16, 64, 128
     return (32, 64, 128) if m <= 64 else (64, 64, 128)
+
+
+#: largest BLOCK_K of the autotune space: split-K slices are multiples of it, so every config tiles them
+MAX_BLOCK_K = 256
+
+
+def _m_bucket(m: int) -> int:
+    """Autotune key for M: 16, 32, 64, 128, then 256+ (one tuned config per bucket, not per M)."""
+    return min(256, max(16, triton.next_power_of_2(m)))
+
+
+def _autotune_configs() -> list:
+    """Tile shapes per M bucket: decode wants a thin M tile and long K tiles (more bytes in flight per
+    load), prefill wants square-ish tiles that reuse each dequantized weight tile across more rows."""
+    out = []
+    for bm in (16, 32, 64, 128):
+        for bn in (64, 128):
+            for bk in (128, MAX_BLOCK_K):
+                for warps, stages in ((4, 3), (8, 4)):
+                    out.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps,
+                                             num_stages=stages))
+    return out
+
+
+def _prune_for_m(configs, named_args, **kwargs):
+    """Keep the configs whose M tile suits the bucket (no 128-row tile for M = 1)."""
+    bucket = named_args["M_BUCKET"]
+    keep = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, bucket) and (bucket > 16 or c.kwargs["BLOCK_M"] == 16)]
+    return keep or configs[:1]
+
+
+_packed_gemm_autotuned = triton.autotune(configs=_autotune_configs(), key=["M_BUCKET", "N", "K", "SPLIT_K"],
+                                         prune_configs_by={"early_config_prune": _prune_for_m},
+                                         reset_to_zero=["out_ptr"])(_packed_gemm_kernel)
 
 
 def split_k_for(m: int, n: int, k: int, device: torch.device) -> int:
@@ -168,10 +205,12 @@ def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = N
     x2 = x.reshape(-1, k).contiguous()
     m = x2.shape[0]
     bm, bn, bk = _blocks(m)
+    tuned = x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
     splits = split_k_for(m, n, k, x.device) if split_k is None else int(split_k)
     if splits < 1:
         raise ValueError(f"packed_linear[triton]: split_k must be >= 1, got {split_k}")
-    k_split = triton.cdiv(triton.cdiv(k, splits), bk) * bk
+    unit = MAX_BLOCK_K if tuned else bk  # a slice must be whole tiles of whichever BLOCK_K runs
+    k_split = triton.cdiv(triton.cdiv(k, splits), unit) * unit
     splits = triton.cdiv(k, k_split)
     # 2. allocate (split-K accumulates in fp32 and casts once at the end)
     out = (torch.zeros if splits > 1 else torch.empty)(m, n, dtype=torch.float32 if splits > 1 else x.dtype,
@@ -179,10 +218,14 @@ def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = N
     if m == 0:
         return out.to(x.dtype).reshape(*x.shape[:-1], n)
     # 3. launch
-    grid = (triton.cdiv(m, bm), triton.cdiv(n, bn), splits)
-    _packed_gemm_kernel[grid](
-        x2, stream, meta, scales, zeros if zeros is not None else scales, bias if bias is not None else out, out,
-        m, n, k, k_split, x2.stride(0), out.stride(0), stream.stride(0), meta.stride(0), scales.stride(0), group,
-        SPARSE=sparse, WEIGHT=weight, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, SPLIT_K=splits,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+    args = (x2, stream, meta, scales, zeros if zeros is not None else scales, bias if bias is not None else out, out,
+            m, n, k, k_split, _m_bucket(m), x2.stride(0), out.stride(0), stream.stride(0), meta.stride(0),
+            scales.stride(0), group)
+    flags = dict(SPARSE=sparse, WEIGHT=weight, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, SPLIT_K=splits)
+    if tuned:
+        grid = lambda meta_: (triton.cdiv(m, meta_["BLOCK_M"]), triton.cdiv(n, meta_["BLOCK_N"]), splits)  # noqa: E731
+        _packed_gemm_autotuned[grid](*args, **flags)
+    else:
+        _packed_gemm_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn), splits)](*args, **flags, BLOCK_M=bm, BLOCK_N=bn,
+                                                                               BLOCK_K=bk)
     return out.to(x.dtype).reshape(*x.shape[:-1], n)

@@ -143,8 +143,9 @@ def verify_files(path: Path, meta: dict) -> None:
 def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32, backend: str = "auto"):
     """`(model, tokenizer)` of a sparsekit checkpoint folder, on the CPU, packed modules in place.
 
-    Floating tensors of unpacked modules (and 2:4 values) take `dtype`; codes, metadata and scales keep
-    their stored types. Checkpoints without packed modules are plain model folders.
+    Tensors of unpacked modules take `dtype`; packed tensors (2:4 values, codes, metadata, scales) keep
+    their stored types, so the model holds exactly the stored bytes. Checkpoints without packed modules
+    are plain model folders.
     """
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -173,8 +174,6 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
         missing = [f for f, t in tensors.items() if t is None and f != "zeros"]
         if missing:
             raise SparsekitError(f"{path}: packed module {name} lacks {', '.join(missing)} in its tensor files")
-        if rec["kind"] == "semi24":
-            tensors["values"] = tensors["values"].to(dtype)
         extra = {"group_size": rec["group_size"]} if "group_size" in cls.__dataclass_fields__ else {}
         bias = state.pop(f"{name}.bias", None)
         module = MODULES[rec["kind"]](cls(shape=tuple(rec["shape"]), **tensors, **extra),

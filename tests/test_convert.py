@@ -116,3 +116,12 @@ def test_save_a_converted_model_object(tiny_dir, tmp_path):
     assert torch.equal(_logits(model, ids), _logits(result.model, ids))
     with pytest.raises(TypeError, match="takes what compress"):
         sparsekit.save("not a model", tmp_path / "x")
+
+
+def test_load_keeps_the_stored_packed_dtypes(tiny_dir, tmp_path):
+    result = convert(str(tiny_dir), [{"prune": {"method": "magnitude", "pattern": "2:4"}}], packed_dtype=torch.float16,
+                     **OPTS)
+    model, _ = sparsekit.load(sparsekit.save(result, tmp_path / "c"))  # dtype auto: fp32 for the dense rest
+    module = model.get_submodule("model.layers.0.mlp.up_proj")
+    assert module.values.dtype == torch.float16 and module.layout().bits_per_weight == 9.0
+    assert model.get_submodule("model.embed_tokens").weight.dtype == torch.float32
