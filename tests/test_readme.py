@@ -48,3 +48,13 @@ def test_readme_pruning_rows_equal_what_the_table_command_prints():
     for line in rows:
         report = json.loads((REPO / re.search(r"`(bench/results/prune/[^`]+)`", line).group(1)).read_text())
         assert report["command"].startswith("python bench/experiments/prune_table.py")
+
+
+def test_readme_packed_sizes_equal_the_result_file():
+    data = json.loads((REPO / "bench" / "results" / "packed_size" / "smollm2-135m.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    assert data["command"].startswith("python bench/experiments/packed_size.py")
+    for case, r in data["cases"].items():
+        row = f"| {case} | {r['stated_bits_per_weight']} | {r['bits_per_weight']:.3f} |"
+        assert row in readme, row
+        assert r["within_1_percent"]
