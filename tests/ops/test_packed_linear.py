@@ -115,3 +115,15 @@ def test_triton_split_k_matches_reference(kind, group, split_k):
     got = triton_packed_linear(x, layout, bias, split_k=split_k)
     assert got.dtype == torch.float16
     assert rel_err(got, packed_linear_reference(x, layout, bias)) < 1e-3
+
+
+def test_device_and_dtype_errors():
+    layout = make_layout("int4", 16, 64)
+    with pytest.raises(ValueError, match="the input is on meta but the weight's codes is on cpu"):
+        packed_linear(torch.empty(2, 64, device="meta"), layout)
+    if _dispatch.triton_interpret():
+        with pytest.raises(ValueError, match="interpreter has no bfloat16"):
+            packed_linear(torch.randn(2, 64).bfloat16(), layout, backend="triton")
+        semi = make_layout("semi24", 16, 64, dtype=torch.float32)
+        with pytest.raises(ValueError, match="2:4 values are torch.float32 but the input is torch.float16"):
+            packed_linear(torch.randn(2, 64).half(), semi, backend="triton")
