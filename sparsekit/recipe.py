@@ -162,6 +162,53 @@ class Prune:
         return self.method != "magnitude" or self.allocation == "search"
 
 
+BLOCK_METHODS = ("bi", "angular", "last", "explicit")
+
+
+@dataclass
+class DropBlocks:
+    """Remove whole decoder blocks (see `sparsekit.steps.structured`).
+
+    n: how many blocks to remove.
+    method: bi (ShortGPT's Block Influence: the n least influential blocks) | angular (Gromov et al.:
+        the contiguous span of n blocks whose input and output are closest in angle) | last (the last n
+        blocks before the final norm) | explicit (`blocks`).
+    blocks: the block indices to remove, for method explicit.
+    tokens: angular distance on the 'last' token of each calibration window (the paper) or on 'all'.
+    nsamples: calibration windows the scores are measured on (the first ones of the calibration set).
+    """
+
+    NAME: ClassVar[str] = "drop_blocks"
+
+    n: int = 1
+    method: str = "bi"
+    blocks: list[int] = field(default_factory=list)
+    tokens: str = "last"
+    nsamples: int = 32
+
+    def __post_init__(self) -> None:
+        s = self.NAME
+        if self.method not in BLOCK_METHODS:
+            raise SparsekitError(f"{s}: method {self.method!r} is not one of {', '.join(BLOCK_METHODS)}")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
+            raise SparsekitError(f"{s}: n must be a whole number of blocks >= 0, got {self.n!r}")
+        if not isinstance(self.blocks, list) or not all(isinstance(b, int) and b >= 0 for b in self.blocks):
+            raise SparsekitError(f"{s}: blocks must be a list of block indices >= 0, got {self.blocks!r}")
+        if self.method == "explicit":
+            self.blocks = sorted(set(self.blocks))
+            self.n = len(self.blocks)
+        elif self.blocks:
+            raise SparsekitError(f"{s}: blocks are only read by method 'explicit' (got method {self.method!r})")
+        if self.tokens not in ("last", "all"):
+            raise SparsekitError(f"{s}: tokens must be 'last' or 'all', got {self.tokens!r}")
+        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
+            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+
+    @property
+    def needs_data(self) -> bool:
+        return self.method in ("bi", "angular") and self.n > 0
+
+
 QUANT_METHODS = ("rtn", "gptq")
 
 
@@ -249,11 +296,21 @@ def _nested(step: str, key: str, cls: type, value: Any) -> Any:
     return cls(**value)
 
 
-STEPS: dict[str, type] = {"prune": Prune, "quantize": Quantize}
+STEPS: dict[str, type] = {"drop_blocks": DropBlocks, "prune": Prune, "quantize": Quantize}
+
+
+STRUCTURED_STEPS = (DropBlocks,)
 
 
 def _check_order(steps: list[Any]) -> None:
-    """Prune steps first, then at most one quantize step; `joint` needs a SparseGPT step just before."""
+    """Structured steps first (they rename blocks), then prune steps, then at most one quantize step;
+    `joint` needs a SparseGPT step just before."""
+    structured = [i for i, st in enumerate(steps) if isinstance(st, STRUCTURED_STEPS)]
+    others = [i for i, st in enumerate(steps) if not isinstance(st, STRUCTURED_STEPS)]
+    if structured and others and structured[-1] > others[0]:
+        raise SparsekitError(f"recipe step {structured[-1] + 1} ({steps[structured[-1]].NAME}) comes after step "
+                             f"{others[0] + 1} ({steps[others[0]].NAME}); structured steps go first, since they "
+                             "renumber the blocks that prune/quantize steps record")
     quant = [i for i, st in enumerate(steps) if isinstance(st, Quantize)]
     if len(quant) > 1:
         raise SparsekitError(f"recipe steps {quant[0] + 1} and {quant[1] + 1} both quantize; a recipe quantizes once "
@@ -327,6 +384,9 @@ class Recipe:
                 parts.append(f"{step.method} {amount} ({step.allocation})")
             elif isinstance(step, Quantize):
                 parts.append(f"{step.quant_format().describe()} {step.method}" + (" (joint)" if step.joint else ""))
+            elif isinstance(step, DropBlocks):
+                which = f"blocks {step.blocks}" if step.method == "explicit" else f"{step.n} blocks by {step.method}"
+                parts.append(f"drop {which}")
         return " + ".join(parts)
 
 

@@ -1,0 +1,64 @@
+"""Structured importance scores: which decoder blocks a model can lose (pure functions over hidden states).
+
+**Block Influence** (ShortGPT, Men et al. 2024, eq. 2): a block that barely turns its input into a
+different direction does little,
+
+    BI_i = 1 - E_t[ cos(x_i,t , x_{i+1,t}) ],
+
+over calibration tokens t, with x_i the hidden state entering block i and x_{i+1} the one leaving it.
+The blocks with the lowest BI are removed.
+
+**Angular distance** (Gromov et al. 2024, "The Unreasonable Ineffectiveness of the Deeper Layers",
+eq. 7): for a span of n blocks starting at l,
+
+    d(l, n) = E_s[ arccos(cos(x_l , x_{l+n})) / pi ],
+
+measured on the *last* token of each calibration sequence s (the position whose representation the
+next-token prediction reads), and the contiguous span with the smallest d is removed. `tokens='all'`
+averages over every token instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from sparsekit.errors import SparsekitError
+
+
+def cosine_per_token(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """cos(a_t, b_t) for every token of two `[..., hidden]` tensors (fp32, flattened to `[tokens]`)."""
+    a2 = a.reshape(-1, a.shape[-1]).float()
+    b2 = b.reshape(-1, b.shape[-1]).float()
+    return torch.nn.functional.cosine_similarity(a2, b2, dim=-1, eps=1e-12)
+
+
+def block_influence(inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor]) -> float:
+    """ShortGPT's BI of one block from its input and output hidden states (one tensor per batch)."""
+    cos = torch.cat([cosine_per_token(x, y) for x, y in zip(inputs, outputs)])
+    return float(1.0 - cos.mean())
+
+
+def angular_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean of arccos(cos) / pi over the rows of two `[rows, hidden]` tensors (0: same direction, 1: opposite)."""
+    cos = cosine_per_token(a, b).clamp(-1.0, 1.0)
+    return float((torch.arccos(cos) / math.pi).mean())
+
+
+def angular_span_distances(hidden: Sequence[torch.Tensor], n: int) -> list[float]:
+    """d(l, n) for every start l = 0..L-n, from the hidden states entering blocks 0..L (`hidden[L]` is the
+    last block's output), each `[rows, hidden]`."""
+    blocks = len(hidden) - 1
+    if not 0 < n <= blocks:
+        raise SparsekitError(f"a span of n={n} blocks is impossible in a model with {blocks} blocks")
+    return [angular_distance(hidden[l], hidden[l + n]) for l in range(blocks - n + 1)]
+
+
+def lowest(scores: Sequence[float], n: int) -> list[int]:
+    """Indices of the `n` lowest scores, ascending by index (ties: the later block, as deeper ones matter less)."""
+    if not 0 <= n <= len(scores):
+        raise SparsekitError(f"cannot remove {n} of {len(scores)} blocks")
+    order = sorted(range(len(scores)), key=lambda i: (scores[i], -i))
+    return sorted(order[:n])

@@ -1,0 +1,135 @@
+"""drop_blocks: scores by hand, surgery that keeps every architecture consistent, recipes and errors."""
+
+import math
+
+import pytest
+import torch
+
+from sparsekit.api import compress
+from sparsekit.errors import SparsekitError
+from sparsekit.models.adapters import get_adapter
+from sparsekit.prune.structured import angular_distance, angular_span_distances, block_influence, lowest
+from sparsekit.recipe import DropBlocks, Recipe
+from sparsekit.steps.structured import choose_blocks, run_drop_blocks
+from tests.tiny import TINY, tiny_model
+
+
+def _ids(n=4, seqlen=24, seed=0):
+    return torch.randint(3, 300, (n, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def test_block_influence_by_hand():
+    x = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])        # two tokens
+    y = torch.tensor([[[1.0, 1.0], [0.0, -3.0]]])       # cos = 1/sqrt(2) and -1
+    assert block_influence([x], [y]) == pytest.approx(1 - (1 / math.sqrt(2) - 1) / 2)
+    assert block_influence([x], [2 * x]) == pytest.approx(0.0, abs=1e-7)  # scaling only: no influence
+
+
+def test_angular_distance_by_hand_and_best_span():
+    e = torch.eye(3)
+    assert angular_distance(e[:1], e[1:2]) == pytest.approx(0.5)            # orthogonal: 90 degrees
+    assert angular_distance(e[:1], -e[:1]) == pytest.approx(1.0)
+    rot = lambda deg: torch.tensor([[math.cos(math.radians(deg)), math.sin(math.radians(deg))]])  # noqa: E731
+    hidden = [rot(0), rot(40), rot(45), rot(50), rot(120)]                    # entering blocks 0..3, then output
+    d = angular_span_distances(hidden, 2)
+    assert d == pytest.approx([45 / 180, 10 / 180, 75 / 180], abs=1e-6)
+    step = DropBlocks(n=2, method="angular")
+    assert choose_blocks(step, 4, {"angular": d}) == [1, 2]
+    assert lowest([0.3, 0.1, 0.2, 0.1], 2) == [1, 3]
+    with pytest.raises(SparsekitError, match="n=5 blocks is impossible"):
+        angular_span_distances(hidden, 5)
+
+
+@pytest.mark.parametrize("arch", sorted(TINY))
+@pytest.mark.parametrize("method", ["bi", "angular", "last"])
+def test_drop_one_block_everywhere(arch, method):
+    model = tiny_model(arch)
+    adapter = get_adapter(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    total = sum(p.numel() for p in model.parameters())
+    out = run_drop_blocks(model, adapter, DropBlocks(n=1, method=method, nsamples=2), _ids(), progress=False)
+    assert len(out.removed) == 1 and adapter.num_blocks == 2 and model.config.num_hidden_layers == 2
+    assert sum(p.numel() for p in model.parameters()) == total - out.params_removed
+    block_params = sum(p.numel() for n, p in tiny_model(arch).named_parameters() if ".layers.0." in n)
+    assert out.params_removed == block_params
+    # kept blocks are bit-identical and renumbered; the rest of the model is untouched
+    after = model.state_dict()
+    for j, i in enumerate(out.kept):
+        for key, value in before.items():
+            if f".layers.{i}." in key:
+                assert torch.equal(after[key.replace(f".layers.{i}.", f".layers.{j}.")], value)
+    assert torch.equal(after["lm_head.weight"], before["lm_head.weight"])
+    assert [m.layer_idx for m in model.modules() if hasattr(m, "layer_idx") and "Attention" in type(m).__name__] == [0, 1]
+    types = getattr(model.config, "layer_types", None)
+    if types is not None:
+        assert len(types) == 2
+    ids = _ids(1, 12)
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
+    assert model.generate(ids, max_new_tokens=3, do_sample=False).shape == (1, 15)
+
+
+def test_removed_block_is_the_bypass_of_the_full_model():
+    """After removing block 1, the model computes blocks 0, 2 on the residual stream: same as running the
+    original with block 1 replaced by the identity."""
+    ids = _ids(1, 10)
+    ref = tiny_model("llama")
+    ref.model.layers[1].forward = lambda hidden_states, *a, **k: hidden_states
+    model = tiny_model("llama")
+    run_drop_blocks(model, get_adapter(model), DropBlocks(method="explicit", blocks=[1]), progress=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref(ids).logits)
+
+
+def test_removing_zero_blocks_is_the_identity():
+    model = tiny_model("gemma2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = run_drop_blocks(model, get_adapter(model), DropBlocks(n=0), progress=False)
+    assert out.removed == [] and out.params_removed == 0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_sliding_window_layer_types_follow_their_blocks():
+    model = tiny_model("gemma3_text")  # sliding, full, sliding
+    run_drop_blocks(model, get_adapter(model), DropBlocks(method="explicit", blocks=[0]), progress=False)
+    assert model.config.layer_types == ["full_attention", "sliding_attention"]
+
+
+def test_compress_saves_and_reloads_a_shorter_model(tiny_dir, data_dir, tmp_path):
+    import sparsekit
+
+    result = compress(str(tiny_dir), [{"drop_blocks": {"n": 1, "method": "bi", "nsamples": 2}},
+                                      {"prune": {"method": "wanda", "pattern": "2:4"}}],
+                      nsamples=4, seqlen=32, data_dir=data_dir, progress=False)
+    assert result.model.config.num_hidden_layers == 2 and len(result.masks) == 2 * 7
+    path = sparsekit.save(result, tmp_path / "short")
+    model, _ = sparsekit.load(path)
+    ids = _ids(1, 16)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, result.model(ids).logits)
+    result.model.save_pretrained(tmp_path / "hf")  # a plain transformers folder works too
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "hf").config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ([{"drop_blocks": {"n": -1}}], "n must be a whole number"),
+    ([{"drop_blocks": {"method": "random"}}], "not one of bi, angular, last, explicit"),
+    ([{"drop_blocks": {"blocks": [1]}}], "only read by method 'explicit'"),
+    ([{"drop_blocks": {"tokens": "first"}}], "tokens must be 'last' or 'all'"),
+    ([{"prune": {"method": "wanda"}}, {"drop_blocks": {"n": 1}}], "structured steps go first"),
+])
+def test_bad_structured_recipes(recipe, message):
+    with pytest.raises(SparsekitError, match=message):
+        Recipe.from_list(recipe)
+
+
+def test_impossible_requests_change_nothing():
+    model = tiny_model("llama")
+    adapter = get_adapter(model)
+    with pytest.raises(SparsekitError, match="would remove every one of the 3 blocks"):
+        run_drop_blocks(model, adapter, DropBlocks(n=3, method="last"), progress=False)
+    with pytest.raises(SparsekitError, match="block 7 does not exist"):
+        run_drop_blocks(model, adapter, DropBlocks(method="explicit", blocks=[7]), progress=False)
+    assert adapter.num_blocks == 3
