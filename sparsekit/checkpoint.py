@@ -68,7 +68,7 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: str | os.Pa
             save_file(packed, tmp / MASKS_FILE, metadata={"format": "bitmask-lsb", **shapes})
         files = {f.name: _sha256(f) for f in sorted(tmp.glob("*.safetensors"))}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, "packed": packed_records(model),
-                "files": files}
+                "structure": structure_record(model), "files": files}
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -129,6 +129,19 @@ def packed_records(model: torch.nn.Module) -> dict[str, dict]:
             for name, m in model.named_modules() if isinstance(m, PackedLinear)}
 
 
+def structure_record(model: torch.nn.Module) -> dict:
+    """Structural edits `load_checkpoint` must redo before loading the state dict (removed sublayers;
+    removed blocks need nothing: config.json already has the new layer count)."""
+    from sparsekit.errors import UnsupportedArchitectureError
+    from sparsekit.models.adapters import get_adapter
+    from sparsekit.models.surgery import removed_sublayers
+
+    try:
+        return {"removed_sublayers": removed_sublayers(get_adapter(model))}
+    except UnsupportedArchitectureError:
+        return {}
+
+
 def verify_files(path: Path, meta: dict) -> None:
     """Refuse a checkpoint whose tensor files are missing or differ from the recorded sha256."""
     for name, digest in meta.get("files", {}).items():
@@ -160,13 +173,21 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     verify_files(path, meta)
     tokenizer = AutoTokenizer.from_pretrained(path)
     packed = meta.get("packed") or {}
-    if not packed:
+    skipped = (meta.get("structure") or {}).get("removed_sublayers") or []
+    if not packed and not skipped:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), tokenizer
     state: dict[str, torch.Tensor] = {}
     for file in sorted(path.glob("model*.safetensors")):
         state.update(load_file(str(file)))
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if skipped:  # the architecture as it was saved: removed sublayers first, then the state dict
+        from sparsekit.models.adapters import get_adapter
+        from sparsekit.models.surgery import drop_sublayer
+
+        adapter = get_adapter(model)
+        for block, kind in skipped:
+            drop_sublayer(adapter, int(block), kind)
     for name, rec in packed.items():
         cls = LAYOUTS[rec["kind"]]
         fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("shape", "group_size")]

@@ -123,6 +123,10 @@ def _emit_json(target: str | None, obj: dict) -> None:
 def _print_compressed(compressed, out_dir: str, out) -> None:
     print(f"recipe    {compressed.recipe.describe()}", file=out)
     for i, step in enumerate(compressed.steps):
+        if step["step"] == "drop_sublayers":
+            print(f"step {i + 1}    drop_sublayers (NRI): removed {step['removed']} ({step['params_removed']:,} "
+                  f"parameters) in {step['seconds']:.1f} s", file=out)
+            continue
         if step["step"] == "drop_blocks":
             print(f"step {i + 1}    drop_blocks ({step['method']}): removed blocks {step['removed']} "
                   f"({step['params_removed']:,} parameters) in {step['seconds']:.1f} s", file=out)

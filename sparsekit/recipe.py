@@ -209,6 +209,48 @@ class DropBlocks:
         return self.method in ("bi", "angular") and self.n > 0
 
 
+@dataclass
+class DropSublayers:
+    """Remove attention and/or MLP sublayers of single blocks (see `sparsekit.steps.structured`).
+
+    budget: fraction of the decoder blocks' parameters to remove (0..1), spent on the candidates with
+        the lowest normalised relative impact (NRI) — or, when `attention` / `mlp` counts are given,
+        exactly that many attention and MLP sublayers with the lowest NRI of their kind.
+    candidates: which kinds may be removed: attention, mlp or both.
+    nsamples: calibration windows the NRI losses are measured on.
+    """
+
+    NAME: ClassVar[str] = "drop_sublayers"
+
+    budget: float = 0.0
+    attention: int | None = None
+    mlp: int | None = None
+    candidates: list[str] = field(default_factory=lambda: ["attention", "mlp"])
+    nsamples: int = 8
+
+    def __post_init__(self) -> None:
+        s = self.NAME
+        self.budget = _fraction(s, "budget", self.budget, upper_open=True)
+        for key in ("attention", "mlp"):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise SparsekitError(f"{s}: {key} must be a count of sublayers >= 0, got {v!r}")
+        counts = self.attention is not None or self.mlp is not None
+        if counts and self.budget:
+            raise SparsekitError(f"{s}: give either budget (a fraction of parameters) or attention/mlp counts, not both")
+        if not counts and not self.budget:
+            raise SparsekitError(f"{s}: nothing to remove: set budget (e.g. 0.1) or attention/mlp counts")
+        if not isinstance(self.candidates, list) or not self.candidates or \
+                any(c not in ("attention", "mlp") for c in self.candidates):
+            raise SparsekitError(f"{s}: candidates must be a non-empty list of 'attention' and/or 'mlp'")
+        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
+            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+
+    @property
+    def needs_data(self) -> bool:
+        return True
+
+
 QUANT_METHODS = ("rtn", "gptq")
 
 
@@ -296,10 +338,11 @@ def _nested(step: str, key: str, cls: type, value: Any) -> Any:
     return cls(**value)
 
 
-STEPS: dict[str, type] = {"drop_blocks": DropBlocks, "prune": Prune, "quantize": Quantize}
+STEPS: dict[str, type] = {"drop_blocks": DropBlocks, "drop_sublayers": DropSublayers, "prune": Prune,
+                           "quantize": Quantize}
 
 
-STRUCTURED_STEPS = (DropBlocks,)
+STRUCTURED_STEPS = (DropBlocks, DropSublayers)
 
 
 def _check_order(steps: list[Any]) -> None:
@@ -384,6 +427,10 @@ class Recipe:
                 parts.append(f"{step.method} {amount} ({step.allocation})")
             elif isinstance(step, Quantize):
                 parts.append(f"{step.quant_format().describe()} {step.method}" + (" (joint)" if step.joint else ""))
+            elif isinstance(step, DropSublayers):
+                amount = f"{step.budget:.0%} of block parameters" if step.budget else \
+                    f"{step.attention or 0} attention + {step.mlp or 0} mlp"
+                parts.append(f"drop sublayers ({amount}, NRI)")
             elif isinstance(step, DropBlocks):
                 which = f"blocks {step.blocks}" if step.method == "explicit" else f"{step.n} blocks by {step.method}"
                 parts.append(f"drop {which}")

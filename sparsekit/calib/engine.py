@@ -215,7 +215,9 @@ class LayerwiseCalibrator:
         if self.collect_stats:
             linears = self.adapter.linears(block)
             for name in self.linear_names:
-                lin = linears[name]
+                lin = linears.get(name)
+                if lin is None:  # this block's sublayer was removed (sparsekit.models.surgery)
+                    continue
                 stats[name] = LinearStats.empty(lin.in_features, self.device, hessian=self.hessian)
 
                 def hook(_mod: nn.Module, args: tuple, _s: LinearStats = stats[name]) -> None:

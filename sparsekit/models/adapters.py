@@ -142,12 +142,17 @@ class Adapter:
             return [f"decoder blocks (a ModuleList at {_first(spec.blocks)})"]
         missing = [f"{_first(p)}" for p in (spec.embed_tokens, spec.final_norm, spec.lm_head)
                    if _get(self.model, p) is None]
-        block = blocks[0]
+        # validate on a block that still has both sublayers (sparsekit may have removed some, see surgery)
+        block = next((b for b in blocks if not any(getattr(_get(b, p), "skipped", False)
+                                                   for p in (spec.attention, spec.mlp))), None)
+        if block is None:
+            return missing
         per_block = [spec.attention, spec.mlp, *spec.norms, *spec.projections]
         per_block += [p for p in (spec.router, spec.experts, spec.shared_expert) if p]
         missing += [f"block.{p}" for p in per_block if _get(block, p) is None]
-        missing += [f"block.{p} (not an nn.Linear)" for p in spec.projections
-                    if _get(block, p) is not None and not isinstance(_get(block, p), nn.Linear)]
+        missing += [f"block.{p} (not an nn.Linear)" for p in spec.projections  # (or a sparsekit.nn packed one)
+                    if _get(block, p) is not None and not isinstance(_get(block, p), nn.Linear)
+                    and not getattr(_get(block, p), "packed", False)]
         return missing
 
     # -- model-level parts ---------------------------------------------------------------------
@@ -199,9 +204,11 @@ class Adapter:
         return _get(self.blocks[i], self.spec.shared_expert) if self.spec.shared_expert else None
 
     def linears(self, block: int | nn.Module) -> dict[str, nn.Linear]:
-        """The block's projections, keyed by block-relative name (e.g. 'self_attn.q_proj')."""
+        """The block's projections, keyed by block-relative name (e.g. 'self_attn.q_proj'); those of a
+        removed sublayer (`sparsekit.models.surgery`) are absent."""
         mod = self.blocks[block] if isinstance(block, int) else block
-        return {name: _get(mod, name) for name in self.spec.projections}  # type: ignore[misc]
+        found = {name: _get(mod, name) for name in self.spec.projections}
+        return {name: m for name, m in found.items() if m is not None}  # type: ignore[misc]
 
     def role(self, name: str) -> str:
         """Role ('q', 'k', ..., 'down') of a projection given its block-relative name."""

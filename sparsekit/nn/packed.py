@@ -29,6 +29,7 @@ class PackedLinear(nn.Module):
     """Shared behaviour of the packed modules: buffers from a layout, forward through `ops`."""
 
     KINDS: ClassVar[tuple[str, ...]] = ()
+    packed: ClassVar[bool] = True  # adapters accept it where an nn.Linear projection is expected
 
     def __init__(self, layout: Layout, bias: torch.Tensor | None = None, backend: str = "auto") -> None:
         super().__init__()

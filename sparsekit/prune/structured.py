@@ -8,6 +8,13 @@ different direction does little,
 over calibration tokens t, with x_i the hidden state entering block i and x_{i+1} the one leaving it.
 The blocks with the lowest BI are removed.
 
+**Normalised relative impact** (NRI, seed 002): removing a candidate (a block's attention or MLP)
+costs the relative increase of the calibration loss per parameter it frees,
+
+    NRI = (L_without - L) / L / params,
+
+so a large sublayer that hurts a little ranks before a small one that hurts as much.
+
 **Angular distance** (Gromov et al. 2024, "The Unreasonable Ineffectiveness of the Deeper Layers",
 eq. 7): for a span of n blocks starting at l,
 
@@ -62,3 +69,20 @@ def lowest(scores: Sequence[float], n: int) -> list[int]:
         raise SparsekitError(f"cannot remove {n} of {len(scores)} blocks")
     order = sorted(range(len(scores)), key=lambda i: (scores[i], -i))
     return sorted(order[:n])
+
+
+def nri(loss: float, loss_without: float, params: int) -> float:
+    """Normalised relative impact of removing a candidate of `params` parameters (module docstring)."""
+    if params <= 0:
+        raise SparsekitError(f"a candidate must hold parameters to be removed, got {params}")
+    return (loss_without - loss) / loss / params
+
+
+def choose_under_budget(scores: dict, params: dict, budget: int) -> list:
+    """Candidates in increasing score order, each taken if it still fits in `budget` parameters."""
+    chosen, spent = [], 0
+    for key in sorted(scores, key=lambda k: (scores[k], str(k))):
+        if spent + params[key] <= budget:
+            chosen.append(key)
+            spent += params[key]
+    return chosen

@@ -1,5 +1,10 @@
 """Run structured recipe steps over a model: measure, choose, then physically remove.
 
+`drop_sublayers`: every candidate (a block's attention or MLP) is removed alone and the calibration
+loss (mean next-token NLL on the first `nsamples` windows) is measured; its NRI, the relative loss
+increase per parameter freed, ranks it. The lowest-NRI candidates are removed until the parameter
+budget is spent (or the requested number of each kind is reached).
+
 `drop_blocks`: block scores come from one pass of the layer-wise calibrator over the first
 `nsamples` calibration windows of the *unmodified* model (no statistics, no sequential update):
 ShortGPT's Block Influence per block, or the angular distance between the hidden states entering
@@ -15,12 +20,16 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from sparsekit.calib.engine import LayerwiseCalibrator
 from sparsekit.models.adapters import Adapter
-from sparsekit.models.surgery import drop_blocks
-from sparsekit.prune.structured import angular_span_distances, block_influence, lowest
-from sparsekit.recipe import DropBlocks
+from sparsekit.errors import SparsekitError
+from sparsekit.models.surgery import (SkippedAttention, SkippedMLP, drop_blocks, drop_sublayer,
+                                      without_sublayer)
+from sparsekit.prune.structured import (angular_span_distances, block_influence, choose_under_budget, lowest,
+                                        nri)
+from sparsekit.recipe import DropBlocks, DropSublayers
 from sparsekit.utils.device import resolve_device
 
 
@@ -75,8 +84,6 @@ def choose_blocks(step: DropBlocks, num_blocks: int, scores: dict) -> list[int]:
 def run_drop_blocks(model: nn.Module, adapter: Adapter, step: DropBlocks, calib_ids: torch.Tensor | None = None, *,
                     device: torch.device | str = "cpu", progress: bool = True) -> StructuredResult:
     """Apply `step` in place; report what was removed and how many parameters went with it."""
-    from sparsekit.errors import SparsekitError
-
     start = time.perf_counter()
     total = adapter.num_blocks
     if step.n >= total:
@@ -92,3 +99,62 @@ def run_drop_blocks(model: nn.Module, adapter: Adapter, step: DropBlocks, calib_
     params = sum(p.numel() for i in removed for p in adapter.blocks[i].parameters())
     kept = drop_blocks(adapter, removed)
     return StructuredResult(removed, kept, params, scores, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def calibration_loss(model: nn.Module, ids: torch.Tensor, batch_size: int = 4) -> float:
+    """Mean next-token NLL of `model` over the windows `ids` (on the model's device)."""
+    device = next(model.parameters()).device
+    total = count = 0.0
+    for start in range(0, ids.shape[0], batch_size):
+        batch = ids[start:start + batch_size].to(device)
+        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                                reduction="sum")
+        total += float(nll)
+        count += batch[:, 1:].numel()
+    return total / count
+
+
+def _present(adapter: Adapter, i: int, kind: str) -> bool:
+    mod = adapter.attention(i) if kind == "attention" else adapter.mlp(i)
+    return not isinstance(mod, (SkippedAttention, SkippedMLP))
+
+
+def sublayer_scores(model: nn.Module, adapter: Adapter, step: DropSublayers, calib_ids: torch.Tensor,
+                    progress: bool = True) -> tuple[dict, dict, float]:
+    """NRI and parameter count of every candidate sublayer, and the base loss."""
+    ids = calib_ids[: step.nsamples]
+    base = calibration_loss(model, ids)
+    cands = [(i, k) for i in range(adapter.num_blocks) for k in step.candidates if _present(adapter, i, k)]
+    scores, params = {}, {}
+    for i, kind in tqdm(cands, desc="drop_sublayers: NRI", unit="candidate", disable=not progress):
+        mod = adapter.attention(i) if kind == "attention" else adapter.mlp(i)
+        params[(i, kind)] = sum(p.numel() for p in mod.parameters())
+        with without_sublayer(adapter, i, kind):
+            scores[(i, kind)] = nri(base, calibration_loss(model, ids), params[(i, kind)])
+    return scores, params, base
+
+
+def run_drop_sublayers(model: nn.Module, adapter: Adapter, step: DropSublayers, calib_ids: torch.Tensor | None,
+                       *, progress: bool = True) -> StructuredResult:
+    """Apply `step` in place (see module docstring)."""
+    start = time.perf_counter()
+    if calib_ids is None:
+        raise SparsekitError("drop_sublayers: NRI needs calibration data (calib_ids)")
+    for kind, count in (("attention", step.attention), ("mlp", step.mlp)):
+        have = sum(_present(adapter, i, kind) for i in range(adapter.num_blocks))
+        if count is not None and count > have:
+            raise SparsekitError(f"drop_sublayers: {count} {kind} sublayers requested but the model has {have}")
+    scores, params, base = sublayer_scores(model, adapter, step, calib_ids, progress)
+    if step.budget:
+        total = sum(p.numel() for b in adapter.blocks for p in b.parameters())
+        chosen = choose_under_budget(scores, params, int(step.budget * total))
+    else:
+        chosen = []
+        for kind, count in (("attention", step.attention), ("mlp", step.mlp)):
+            mine = {key: v for key, v in scores.items() if key[1] == kind}
+            chosen += sorted(mine, key=lambda key: (mine[key], key))[: count or 0]
+    removed = sum(drop_sublayer(adapter, i, kind) for i, kind in sorted(chosen))
+    record = {"base_loss": base, "nri": {f"{i}:{k}": v for (i, k), v in scores.items()}}
+    return StructuredResult([list(c) for c in sorted(chosen)], [], removed, record, time.perf_counter() - start)

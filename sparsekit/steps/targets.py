@@ -24,7 +24,7 @@ def select_targets(adapter: Adapter, step: Prune | Quantize) -> list[Target]:
     """The projections that `step` touches, in block order."""
     out = []
     for i in range(adapter.num_blocks):
-        for rel in adapter.spec.projections:
+        for rel in adapter.linears(i):  # (a removed sublayer's projections are gone)
             name = f"{adapter.blocks_path}.{i}.{rel}"
             if any(fnmatch.fnmatchcase(name, p) for p in step.targets) and \
                     not any(fnmatch.fnmatchcase(name, p) for p in step.exclude):

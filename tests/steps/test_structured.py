@@ -133,3 +133,79 @@ def test_impossible_requests_change_nothing():
     with pytest.raises(SparsekitError, match="block 7 does not exist"):
         run_drop_blocks(model, adapter, DropBlocks(method="explicit", blocks=[7]), progress=False)
     assert adapter.num_blocks == 3
+
+
+def test_nri_by_hand_and_budget_choice():
+    from sparsekit.prune.structured import choose_under_budget, nri
+
+    assert nri(2.0, 2.2, 100) == pytest.approx(0.1 / 100)
+    scores = {"a": 0.1, "b": 0.05, "c": 0.2}
+    assert choose_under_budget(scores, {"a": 40, "b": 70, "c": 10}, 100) == ["b", "c"]  # a no longer fits
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gemma2", "gemma3_text", "phi3", "mixtral"])
+def test_drop_sublayers_keeps_generate_and_counts(arch):
+    from sparsekit.recipe import DropSublayers
+    from sparsekit.steps.structured import run_drop_sublayers
+
+    model = tiny_model(arch)
+    adapter = get_adapter(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    total = sum(p.numel() for p in model.parameters())
+    out = run_drop_sublayers(model, adapter, DropSublayers(attention=1, mlp=1, nsamples=2), _ids(), progress=False)
+    kinds = sorted(k for _, k in out.removed)
+    assert kinds == ["attention", "mlp"]
+    assert sum(p.numel() for p in model.parameters()) == total - out.params_removed
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k in after)  # what stays is untouched
+    assert len(after) < len(before)
+    ids = _ids(1, 12)
+    with torch.no_grad():
+        full = model(ids).logits
+    gen = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert gen.shape == (1, 16)
+    with torch.no_grad():  # the KV cache still tracks positions: cached decoding equals a full recompute
+        cached = model(gen[:, :-1], use_cache=False).logits[:, -1]
+        assert gen[0, -1] == cached.argmax(-1)[0]
+    assert torch.isfinite(full).all()
+
+
+def test_sublayer_removal_is_the_residual_bypass():
+    from sparsekit.models.surgery import drop_sublayer
+
+    ids = _ids(1, 10)
+    ref = tiny_model("llama")
+    ref.model.layers[1].mlp.forward = lambda x: torch.zeros_like(x)
+    model = tiny_model("llama")
+    drop_sublayer(get_adapter(model), 1, "mlp")
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref(ids).logits)
+    with pytest.raises(SparsekitError, match="already removed"):
+        drop_sublayer(get_adapter(model), 1, "mlp")
+
+
+def test_checkpoint_with_removed_sublayers_and_a_prune_step(tiny_dir, data_dir, tmp_path):
+    import sparsekit
+
+    recipe = [{"drop_sublayers": {"attention": 1, "mlp": 0, "nsamples": 2}}, {"prune": {"method": "wanda",
+                                                                                     "pattern": "2:4"}}]
+    result = sparsekit.convert(str(tiny_dir), recipe, nsamples=4, seqlen=32, data_dir=data_dir, progress=False)
+    assert len(result.masks) == 3 * 7 - 4  # the removed attention's q/k/v/o are not pruned
+    path = sparsekit.save(result, tmp_path / "c")
+    model, _ = sparsekit.load(path)
+    ids = _ids(1, 16)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, result.model(ids).logits)
+    report = sparsekit.evaluate(str(path), seqlen=32, limit=1, data_dir=data_dir, progress=False)
+    assert report["sparsity"] == 0.5
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, "nothing to remove"),
+    ({"budget": 0.1, "attention": 1}, "either budget"),
+    ({"attention": -1}, "count of sublayers"),
+    ({"budget": 0.1, "candidates": ["heads"]}, "candidates must be"),
+])
+def test_bad_drop_sublayers(options, message):
+    with pytest.raises(SparsekitError, match=message):
+        Recipe.from_list([{"drop_sublayers": options}])
