@@ -71,10 +71,11 @@ class SkippedAttention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
 
-    def forward(self, hidden_states, *args, past_key_values=None, **kwargs):
-        if past_key_values is not None and self.layer_idx is not None:
+    def forward(self, hidden_states, *args, cache=None, past_key_values=None, **kwargs):
+        cache = cache if cache is not None else past_key_values  # (the keyword changed across transformers versions)
+        if cache is not None and self.layer_idx is not None:
             stub = hidden_states.new_zeros(hidden_states.shape[0], 1, hidden_states.shape[1], 1)
-            past_key_values.update(stub, stub, self.layer_idx)
+            cache.update(stub, stub, self.layer_idx)
         return torch.zeros_like(hidden_states), None
 
 

@@ -209,3 +209,17 @@ def test_checkpoint_with_removed_sublayers_and_a_prune_step(tiny_dir, data_dir, 
 def test_bad_drop_sublayers(options, message):
     with pytest.raises(SparsekitError, match=message):
         Recipe.from_list([{"drop_sublayers": options}])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_generate_without_the_first_attention_matches_recompute(arch):
+    """Block 0's cache slot is where transformers reads the sequence length: the stub keeps it right."""
+    from sparsekit.models.surgery import drop_sublayer
+
+    model = tiny_model(arch)
+    drop_sublayer(get_adapter(model), 0, "attention")
+    ids = _ids(1, 9, seed=5)
+    gen = model.generate(ids, max_new_tokens=6, do_sample=False)
+    with torch.no_grad():
+        full = model(gen, use_cache=False).logits[0, ids.shape[1] - 1:-1].argmax(-1)
+    assert torch.equal(gen[0, ids.shape[1]:], full)
