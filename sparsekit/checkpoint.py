@@ -134,12 +134,13 @@ def structure_record(model: torch.nn.Module) -> dict:
     removed blocks need nothing: config.json already has the new layer count)."""
     from sparsekit.errors import UnsupportedArchitectureError
     from sparsekit.models.adapters import get_adapter
-    from sparsekit.models.surgery import removed_sublayers
+    from sparsekit.models.surgery import projection_shapes, removed_sublayers
 
     try:
-        return {"removed_sublayers": removed_sublayers(get_adapter(model))}
+        adapter = get_adapter(model)
     except UnsupportedArchitectureError:
         return {}
+    return {"removed_sublayers": removed_sublayers(adapter), "shapes": projection_shapes(adapter)}
 
 
 def verify_files(path: Path, meta: dict) -> None:
@@ -173,21 +174,23 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     verify_files(path, meta)
     tokenizer = AutoTokenizer.from_pretrained(path)
     packed = meta.get("packed") or {}
-    skipped = (meta.get("structure") or {}).get("removed_sublayers") or []
-    if not packed and not skipped:
+    structure = meta.get("structure") or {}
+    skipped = structure.get("removed_sublayers") or []
+    if not packed and not structure:  # a checkpoint of format 1: a plain model folder
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), tokenizer
     state: dict[str, torch.Tensor] = {}
     for file in sorted(path.glob("model*.safetensors")):
         state.update(load_file(str(file)))
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    if skipped:  # the architecture as it was saved: removed sublayers first, then the state dict
+    if structure:  # the architecture as it was saved: removed sublayers, per-block widths, then the state dict
         from sparsekit.models.adapters import get_adapter
-        from sparsekit.models.surgery import drop_sublayer
+        from sparsekit.models.surgery import apply_shapes, drop_sublayer
 
         adapter = get_adapter(model)
         for block, kind in skipped:
             drop_sublayer(adapter, int(block), kind)
+        apply_shapes(adapter, structure.get("shapes") or {})
     for name, rec in packed.items():
         cls = LAYOUTS[rec["kind"]]
         fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("shape", "group_size")]

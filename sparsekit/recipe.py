@@ -251,6 +251,72 @@ class DropSublayers:
         return True
 
 
+def _blocks_list(step: str, value: Any) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0
+                                              for b in value):
+        raise SparsekitError(f"{step}: blocks must be a list of block indices >= 0 (empty: every block), got {value!r}")
+    return sorted(set(value))
+
+
+@dataclass
+class PruneChannels:
+    """Width pruning of dense MLPs: remove a fraction of each block's intermediate channels (gate/up rows and
+    the matching down columns), the least important by ||W_down[:, j]|| x ||X_j|| on calibration data.
+
+    ratio: fraction of the channels removed in each targeted block.
+    round_to: kept widths are rounded up to a multiple of this (8: tensor-core friendly GEMM shapes).
+    blocks: block indices to prune (empty: all). nsamples: calibration windows for the scores.
+    """
+
+    NAME: ClassVar[str] = "prune_channels"
+
+    ratio: float = 0.25
+    round_to: int = 8
+    blocks: list[int] = field(default_factory=list)
+    nsamples: int = 32
+
+    def __post_init__(self) -> None:
+        s = self.NAME
+        self.ratio = _fraction(s, "ratio", self.ratio, upper_open=True)
+        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
+            raise SparsekitError(f"{s}: round_to must be an integer >= 1, got {self.round_to!r}")
+        self.blocks = _blocks_list(s, self.blocks)
+        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
+            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+
+    @property
+    def needs_data(self) -> bool:
+        return self.ratio > 0
+
+
+@dataclass
+class PruneHeads:
+    """Width pruning of attention: remove a fraction of each block's KV groups, each KV head together with
+    all the query heads that read it (so grouped-query attention stays valid), the least important by the
+    output projection's input-channel scores summed over the group's heads.
+
+    ratio: fraction of the KV groups removed in each targeted block (at least one group always stays).
+    blocks: block indices to prune (empty: all). nsamples: calibration windows for the scores.
+    """
+
+    NAME: ClassVar[str] = "prune_heads"
+
+    ratio: float = 0.25
+    blocks: list[int] = field(default_factory=list)
+    nsamples: int = 32
+
+    def __post_init__(self) -> None:
+        s = self.NAME
+        self.ratio = _fraction(s, "ratio", self.ratio, upper_open=True)
+        self.blocks = _blocks_list(s, self.blocks)
+        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
+            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+
+    @property
+    def needs_data(self) -> bool:
+        return self.ratio > 0
+
+
 QUANT_METHODS = ("rtn", "gptq")
 
 
@@ -338,11 +404,11 @@ def _nested(step: str, key: str, cls: type, value: Any) -> Any:
     return cls(**value)
 
 
-STEPS: dict[str, type] = {"drop_blocks": DropBlocks, "drop_sublayers": DropSublayers, "prune": Prune,
-                           "quantize": Quantize}
+STEPS: dict[str, type] = {"drop_blocks": DropBlocks, "drop_sublayers": DropSublayers, "prune_heads": PruneHeads,
+                           "prune_channels": PruneChannels, "prune": Prune, "quantize": Quantize}
 
 
-STRUCTURED_STEPS = (DropBlocks, DropSublayers)
+STRUCTURED_STEPS = (DropBlocks, DropSublayers, PruneHeads, PruneChannels)
 
 
 def _check_order(steps: list[Any]) -> None:
@@ -431,6 +497,9 @@ class Recipe:
                 amount = f"{step.budget:.0%} of block parameters" if step.budget else \
                     f"{step.attention or 0} attention + {step.mlp or 0} mlp"
                 parts.append(f"drop sublayers ({amount}, NRI)")
+            elif isinstance(step, (PruneHeads, PruneChannels)):
+                what = "KV groups" if isinstance(step, PruneHeads) else "MLP channels"
+                parts.append(f"remove {step.ratio:.0%} of {what}")
             elif isinstance(step, DropBlocks):
                 which = f"blocks {step.blocks}" if step.method == "explicit" else f"{step.n} blocks by {step.method}"
                 parts.append(f"drop {which}")

@@ -11,6 +11,7 @@ of the new model is block `kept[j]` of the old one with slot j.
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 import torch.nn as nn
@@ -132,3 +133,137 @@ def without_sublayer(adapter: Adapter, block: int, kind: str):
         yield
     finally:
         setattr(holder, child, old)
+
+
+def shrink_linear(linear: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
+    """A new Linear holding the selected output `rows` and input `cols` of `linear` (same dtype/device)."""
+    w = linear.weight.detach()
+    if rows is not None:
+        w = w[rows.to(w.device)]
+    if cols is not None:
+        w = w[:, cols.to(w.device)]
+    bias = linear.bias
+    new = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None, device=w.device, dtype=w.dtype)
+    new.weight.data.copy_(w)
+    if bias is not None:
+        new.bias.data.copy_(bias.detach() if rows is None else bias.detach()[rows.to(w.device)])
+    return new
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _set(block: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, child = path.rpartition(".")
+    setattr(block.get_submodule(parent) if parent else block, child, module)
+
+
+def _by_role(adapter: Adapter, block: int) -> dict[str, tuple[str, nn.Linear]]:
+    return {adapter.role(rel): (rel, lin) for rel, lin in adapter.linears(block).items()}
+
+
+def prune_mlp_channels(adapter: Adapter, block: int, keep: torch.Tensor) -> int:
+    """Keep only the intermediate channels `keep` of a dense MLP (gate/up rows, down columns); return the
+    parameters removed."""
+    if adapter.spec.experts is not None:
+        raise SparsekitError("prune_channels shrinks dense MLPs; for MoE models prune experts (prune_experts)")
+    roles = _by_role(adapter, block)
+    keep = torch.as_tensor(keep, dtype=torch.long).sort().values
+    removed = 0
+    down_rel, down = roles["down"]
+    width = down.in_features
+    if keep.numel() == 0 or int(keep.max()) >= width:
+        raise SparsekitError(f"block {block}: keep at least one of the {width} MLP channels (indices < {width})")
+    for role in ("gate", "up"):
+        if role in roles:
+            rel, lin = roles[role]
+            new = shrink_linear(lin, rows=keep)
+            removed += _params(lin) - _params(new)
+            _set(adapter.blocks[block], rel, new)
+    if "gate_up" in roles:  # fused [gate; up] rows
+        rel, lin = roles["gate_up"]
+        new = shrink_linear(lin, rows=torch.cat([keep, keep + width]))
+        removed += _params(lin) - _params(new)
+        _set(adapter.blocks[block], rel, new)
+    new = shrink_linear(down, cols=keep)
+    removed += _params(down) - _params(new)
+    _set(adapter.blocks[block], down_rel, new)
+    return removed
+
+
+def attention_geometry(adapter: Adapter, block: int) -> tuple[int, int, int]:
+    """(query heads, KV heads, head_dim) of a block's attention, read from its modules."""
+    attn = adapter.attention(block)
+    head_dim = int(getattr(attn, "head_dim"))
+    roles = _by_role(adapter, block)
+    q_out = roles["q"][1].out_features if "q" in roles else None
+    groups = int(getattr(attn, "num_key_value_groups", 1))
+    if q_out is None:  # fused qkv: q_heads * d + 2 * kv_heads * d with q_heads = groups * kv_heads
+        kv = roles["qkv"][1].out_features // (head_dim * (groups + 2))
+        return groups * kv, kv, head_dim
+    return q_out // head_dim, q_out // head_dim // groups, head_dim
+
+
+def prune_kv_groups(adapter: Adapter, block: int, keep: torch.Tensor) -> int:
+    """Keep only the KV groups `keep` of a block's attention: each kept KV head with all its query heads
+    (so grouped-query attention stays valid); return the parameters removed."""
+    q_heads, kv_heads, d = attention_geometry(adapter, block)
+    per = q_heads // kv_heads
+    keep = torch.as_tensor(keep, dtype=torch.long).sort().values
+    if keep.numel() == 0 or int(keep.max()) >= kv_heads:
+        raise SparsekitError(f"block {block}: keep at least one of the {kv_heads} KV groups (indices < {kv_heads})")
+    kv_rows = (keep[:, None] * d + torch.arange(d)).reshape(-1)
+    q_rows = ((keep[:, None] * per + torch.arange(per))[..., None] * d + torch.arange(d)).reshape(-1)
+    roles = _by_role(adapter, block)
+    removed = 0
+    plan = {"q": q_rows, "k": kv_rows, "v": kv_rows}
+    if "qkv" in roles:
+        plan = {"qkv": torch.cat([q_rows, q_heads * d + kv_rows, (q_heads + kv_heads) * d + kv_rows])}
+    for role, rows in plan.items():
+        rel, lin = roles[role]
+        new = shrink_linear(lin, rows=rows)
+        removed += _params(lin) - _params(new)
+        _set(adapter.blocks[block], rel, new)
+    rel, lin = roles["o"]
+    new = shrink_linear(lin, cols=q_rows)
+    removed += _params(lin) - _params(new)
+    _set(adapter.blocks[block], rel, new)
+    sync_attention(adapter, block)
+    return removed
+
+
+def sync_attention(adapter: Adapter, block: int) -> None:
+    """Make a block's attention module agree with its (possibly shrunk) projections: head counts on the
+    module, and a private copy of the config where the implementation reads them from there (Phi-3
+    slices its fused qkv output by `config.num_attention_heads`)."""
+    q_heads, kv_heads, _ = attention_geometry(adapter, block)
+    attn = adapter.attention(block)
+    for attr, value in (("num_heads", q_heads), ("num_key_value_heads", kv_heads)):
+        if hasattr(attn, attr):
+            setattr(attn, attr, value)
+    cfg = getattr(attn, "config", None)
+    if cfg is not None and getattr(cfg, "num_attention_heads", q_heads) != q_heads:
+        cfg = copy.copy(cfg)
+        cfg.num_attention_heads, cfg.num_key_value_heads = q_heads, kv_heads
+        attn.config = cfg
+
+
+def projection_shapes(adapter: Adapter) -> dict[str, list[int]]:
+    """[out, in] of every projection (width pruning makes them differ from the config's)."""
+    return {f"{adapter.blocks_path}.{i}.{rel}": [int(lin.out_features), int(lin.in_features)]
+            for i in range(adapter.num_blocks) for rel, lin in adapter.linears(i).items()}
+
+
+def apply_shapes(adapter: Adapter, shapes: dict[str, list[int]]) -> None:
+    """Replace projections whose recorded shape differs by empty Linears of that shape (before loading a
+    state dict into them)."""
+    for i in range(adapter.num_blocks):
+        for rel, lin in adapter.linears(i).items():
+            want = shapes.get(f"{adapter.blocks_path}.{i}.{rel}")
+            if want and [lin.out_features, lin.in_features] != list(want):
+                new = nn.Linear(want[1], want[0], bias=lin.bias is not None, device=lin.weight.device,
+                                dtype=lin.weight.dtype)
+                _set(adapter.blocks[i], rel, new)
+        if not isinstance(adapter.attention(i), SkippedAttention):
+            sync_attention(adapter, i)

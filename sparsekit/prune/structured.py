@@ -86,3 +86,23 @@ def choose_under_budget(scores: dict, params: dict, budget: int) -> list:
             chosen.append(key)
             spent += params[key]
     return chosen
+
+
+def channel_scores(w_down: torch.Tensor, sum_sq: torch.Tensor) -> torch.Tensor:
+    """Importance of each MLP intermediate channel j: ||W_down[:, j]|| * ||X_j|| (X: the down projection's
+    input over calibration tokens), Wanda's |W| x ||X|| lifted from a weight to the channel it feeds."""
+    return w_down.detach().float().norm(dim=0) * sum_sq.float().clamp(min=0).sqrt().to(w_down.device)
+
+
+def kv_group_scores(w_o: torch.Tensor, sum_sq: torch.Tensor, head_dim: int, heads_per_group: int) -> torch.Tensor:
+    """Importance of each KV group: the channel scores (as `channel_scores`, on the output projection's
+    input, i.e. the concatenated head outputs) summed over the head dims of the group's query heads."""
+    per_dim = channel_scores(w_o, sum_sq)
+    return per_dim.reshape(-1, heads_per_group * head_dim).sum(dim=1)
+
+
+def keep_top(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Sorted indices of the `keep` highest scores."""
+    if not 0 < keep <= scores.numel():
+        raise SparsekitError(f"cannot keep {keep} of {scores.numel()} units")
+    return torch.topk(scores, keep).indices.sort().values

@@ -5,6 +5,11 @@ loss (mean next-token NLL on the first `nsamples` windows) is measured; its NRI,
 increase per parameter freed, ranks it. The lowest-NRI candidates are removed until the parameter
 budget is spent (or the requested number of each kind is reached).
 
+`prune_channels` / `prune_heads`: one sequential pass of the layer-wise calibrator collects the input
+statistics of each block's down (resp. output) projection; the block is shrunk right away, so the next
+block is scored on what the shrunk block produces. Tensors physically shrink; widths may differ per
+block (`blocks` selects which are pruned).
+
 `drop_blocks`: block scores come from one pass of the layer-wise calibrator over the first
 `nsamples` calibration windows of the *unmodified* model (no statistics, no sequential update):
 ShortGPT's Block Influence per block, or the angular distance between the hidden states entering
@@ -25,11 +30,11 @@ from tqdm.auto import tqdm
 from sparsekit.calib.engine import LayerwiseCalibrator
 from sparsekit.models.adapters import Adapter
 from sparsekit.errors import SparsekitError
-from sparsekit.models.surgery import (SkippedAttention, SkippedMLP, drop_blocks, drop_sublayer,
-                                      without_sublayer)
-from sparsekit.prune.structured import (angular_span_distances, block_influence, choose_under_budget, lowest,
-                                        nri)
-from sparsekit.recipe import DropBlocks, DropSublayers
+from sparsekit.models.surgery import (SkippedAttention, SkippedMLP, attention_geometry, drop_blocks, drop_sublayer,
+                                      prune_kv_groups, prune_mlp_channels, without_sublayer)
+from sparsekit.prune.structured import (angular_span_distances, block_influence, channel_scores, choose_under_budget,
+                                        keep_top, kv_group_scores, lowest, nri)
+from sparsekit.recipe import DropBlocks, DropSublayers, PruneChannels, PruneHeads
 from sparsekit.utils.device import resolve_device
 
 
@@ -158,3 +163,50 @@ def run_drop_sublayers(model: nn.Module, adapter: Adapter, step: DropSublayers, 
     removed = sum(drop_sublayer(adapter, i, kind) for i, kind in sorted(chosen))
     record = {"base_loss": base, "nri": {f"{i}:{k}": v for (i, k), v in scores.items()}}
     return StructuredResult([list(c) for c in sorted(chosen)], [], removed, record, time.perf_counter() - start)
+
+
+def _width_plan(step: PruneChannels | PruneHeads, units: int) -> int:
+    """How many units (channels or KV groups) a block keeps."""
+    keep = units - int(round(step.ratio * units))
+    if isinstance(step, PruneChannels):
+        keep = min(units, -(-keep // step.round_to) * step.round_to)
+    return max(1, keep)
+
+
+@torch.no_grad()
+def run_prune_width(model: nn.Module, adapter: Adapter, step: PruneChannels | PruneHeads,
+                    calib_ids: torch.Tensor | None, *, device: torch.device | str = "cpu",
+                    progress: bool = True) -> StructuredResult:
+    """Apply a `prune_channels` or `prune_heads` step in place (see module docstring)."""
+    start = time.perf_counter()
+    heads = isinstance(step, PruneHeads)
+    role = "o" if heads else "down"
+    targets = step.blocks or list(range(adapter.num_blocks))
+    if targets and targets[-1] >= adapter.num_blocks:
+        raise SparsekitError(f"{step.NAME}: block {targets[-1]} does not exist (the model has {adapter.num_blocks})")
+    if not heads and adapter.spec.experts is not None:
+        raise SparsekitError("prune_channels shrinks dense MLPs; this model's MLPs are mixtures of experts")
+    rel = next((r for r in adapter.spec.projections if adapter.role(r) == role), None)
+    if rel is None:
+        raise SparsekitError(f"{step.NAME}: the '{adapter.spec.name}' layout has no {role} projection")
+    if calib_ids is None:
+        raise SparsekitError(f"{step.NAME}: importance scores need calibration data (calib_ids)")
+    calib = LayerwiseCalibrator(model, adapter=adapter, device=resolve_device(device), linears=[rel],
+                                sequential=True, progress=progress)
+    removed, kept_widths = 0, {}
+    for ctx in calib.blocks(calib_ids[: step.nsamples]):
+        i = ctx.index
+        if i not in targets or rel not in ctx.stats:
+            continue
+        weight = ctx.linears()[rel].weight
+        if heads:
+            q_heads, kv_heads, d = attention_geometry(adapter, i)
+            scores = kv_group_scores(weight, ctx.stats[rel].sum_sq, d, q_heads // kv_heads)
+            keep = keep_top(scores, _width_plan(step, kv_heads))
+            removed += prune_kv_groups(adapter, i, keep.cpu())
+        else:
+            scores = channel_scores(weight, ctx.stats[rel].sum_sq)
+            keep = keep_top(scores, _width_plan(step, scores.numel()))
+            removed += prune_mlp_channels(adapter, i, keep.cpu())
+        kept_widths[str(i)] = int(keep.numel())
+    return StructuredResult([], [], removed, {"kept": kept_widths}, time.perf_counter() - start)

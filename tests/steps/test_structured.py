@@ -223,3 +223,81 @@ def test_generate_without_the_first_attention_matches_recompute(arch):
     with torch.no_grad():
         full = model(gen, use_cache=False).logits[0, ids.shape[1] - 1:-1].argmax(-1)
     assert torch.equal(gen[0, ids.shape[1]:], full)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2", "gemma3_text", "phi3"])
+@pytest.mark.parametrize("kind", ["channels", "heads"])
+def test_width_pruning_shrinks_tensors_and_keeps_generate(arch, kind):
+    from sparsekit.recipe import PruneChannels, PruneHeads
+    from sparsekit.steps.structured import run_prune_width
+
+    model = tiny_model(arch)
+    adapter = get_adapter(model)
+    total = sum(p.numel() for p in model.parameters())
+    step = PruneChannels(ratio=0.25, round_to=8, nsamples=2) if kind == "channels" else \
+        PruneHeads(ratio=0.5, nsamples=2)
+    out = run_prune_width(model, adapter, step, _ids(), progress=False)
+    assert out.params_removed > 0
+    assert sum(p.numel() for p in model.parameters()) == total - out.params_removed
+    lin = adapter.linears(0)
+    if kind == "channels":  # 96 channels - 25% = 72 (a multiple of 8)
+        down = next(m for r, m in lin.items() if adapter.role(r) == "down")
+        assert down.in_features == 72 and set(out.scores["kept"].values()) == {72}
+    else:  # 2 KV groups of 2 query heads, head_dim 16: one group left
+        o = next(m for r, m in lin.items() if adapter.role(r) == "o")
+        assert o.in_features == 2 * 16 and set(out.scores["kept"].values()) == {1}
+    ids = _ids(1, 12)
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
+    gen = model.generate(ids, max_new_tokens=4, do_sample=False)
+    with torch.no_grad():
+        full = model(gen, use_cache=False).logits[0, 11:-1].argmax(-1)
+    assert torch.equal(gen[0, 12:], full)
+
+
+def test_keeping_everything_is_the_identity_and_scores_by_hand():
+    from sparsekit.models.surgery import prune_kv_groups, prune_mlp_channels
+    from sparsekit.prune.structured import channel_scores, keep_top, kv_group_scores
+
+    w = torch.tensor([[3.0, 0.0, 1.0, 0.0], [4.0, 1.0, 0.0, 0.0]])
+    s = torch.tensor([1.0, 100.0, 4.0, 9.0])
+    assert channel_scores(w, s).tolist() == pytest.approx([5.0, 10.0, 2.0, 0.0])
+    assert kv_group_scores(w, s, head_dim=1, heads_per_group=2).tolist() == pytest.approx([15.0, 2.0])
+    assert keep_top(channel_scores(w, s), 2).tolist() == [0, 1]
+    model = tiny_model("llama")
+    ids = _ids(1, 10)
+    with torch.no_grad():
+        ref = model(ids).logits
+    adapter = get_adapter(model)
+    prune_mlp_channels(adapter, 0, torch.arange(96))
+    prune_kv_groups(adapter, 1, torch.arange(2))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, ref)
+    with pytest.raises(SparsekitError, match="keep at least one of the 2 KV groups"):
+        prune_kv_groups(adapter, 0, torch.tensor([2]))
+    with pytest.raises(SparsekitError, match="for MoE models prune experts"):
+        prune_mlp_channels(get_adapter(tiny_model("mixtral")), 0, torch.arange(4))
+
+
+def test_shrunk_checkpoint_round_trip(tiny_dir, data_dir, tmp_path):
+    import sparsekit
+
+    recipe = [{"prune_heads": {"ratio": 0.5, "nsamples": 2}}, {"prune_channels": {"ratio": 0.25, "nsamples": 2}},
+              {"prune": {"method": "sparsegpt", "pattern": "2:4"}}]
+    result = sparsekit.convert(str(tiny_dir), recipe, nsamples=4, seqlen=32, data_dir=data_dir, progress=False)
+    path = sparsekit.save(result, tmp_path / "w")
+    model, _ = sparsekit.load(path)
+    ids = _ids(1, 16)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, result.model(ids).logits)
+    assert model.model.layers[0].mlp.down_proj.in_features == 72
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ([{"prune_heads": {"ratio": 1.0}}], r"ratio must be in \[0, 1\)"),
+    ([{"prune_channels": {"round_to": 0}}], "round_to must be an integer >= 1"),
+    ([{"prune_channels": {"blocks": [-1]}}], "blocks must be a list of block indices"),
+])
+def test_bad_width_recipes(recipe, message):
+    with pytest.raises(SparsekitError, match=message):
+        Recipe.from_list(recipe)
