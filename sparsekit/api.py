@@ -17,8 +17,8 @@ from sparsekit.eval.size import compressed_bytes, packed_bits_per_weight, projec
 from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
 from sparsekit.prune.patterns import masks_sparsity
-from sparsekit.recipe import (DropBlocks, DropSublayers, Prune, PruneChannels, PruneHeads, Quantize, Recipe,
-                              STRUCTURED_STEPS, load_recipe)
+from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Prune, PruneChannels, PruneExperts,
+                              PruneHeads, Quantize, Recipe, load_recipe)
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
 
@@ -77,7 +77,7 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
     """
     from sparsekit.steps.prune import check_step_shapes, run_prune
     from sparsekit.steps.quantize import module_record, run_quantize
-    from sparsekit.steps.structured import run_drop_blocks, run_drop_sublayers, run_prune_width
+    from sparsekit.steps.structured import run_drop_blocks, run_drop_sublayers, run_prune_experts, run_prune_width
 
     recipe = load_recipe(recipe)
     compute = resolve_device(device)
@@ -118,8 +118,9 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
                 result.steps.append({"step": "quantize", "seconds": 0.0, "joint_with_previous": True,
                                      "modules": {t.name: module_record(t, joint, shapes[t.name])
                                                  for t in out.targets}})
-        elif isinstance(step, (PruneHeads, PruneChannels)):
-            out = run_prune_width(model, adapter, step, ids, device=compute, progress=progress)
+        elif isinstance(step, (PruneHeads, PruneChannels, PruneExperts)):
+            run = run_prune_experts if isinstance(step, PruneExperts) else run_prune_width
+            out = run(model, adapter, step, ids, device=compute, progress=progress)
             result.steps.append({"step": step.NAME, "seconds": out.seconds, "params_removed": out.params_removed,
                                  "kept": out.scores["kept"], "modules": {}})
         elif isinstance(step, DropSublayers):

@@ -59,7 +59,7 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: str | os.Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        _save_model(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if masks:
@@ -77,6 +77,33 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: str | os.Pa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _save_model(model: torch.nn.Module, folder: Path) -> None:
+    """config.json (+ generation config) and the state dict as it is in memory, in `model.safetensors`.
+
+    Not `save_pretrained`: transformers may rewrite keys on save (fused MoE experts go back to the
+    per-expert legacy names) and expects the config's shapes on load, while sparsekit checkpoints hold
+    packed buffers and shrunk, per-block shapes that `load_checkpoint` restores itself. Tensors that
+    share storage (tied embeddings) are written once.
+    """
+    from safetensors.torch import save_file
+
+    model.config.save_pretrained(folder)
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:
+        try:
+            generation.save_pretrained(folder)
+        except (ValueError, OSError):  # an invalid generation config is not worth failing a checkpoint for
+            pass
+    state, seen = {}, set()
+    for key, tensor in model.state_dict().items():
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if ident in seen:
+            continue
+        seen.add(ident)
+        state[key] = tensor.detach().cpu().contiguous()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
 def read_metadata(path: str | os.PathLike) -> dict | None:
@@ -134,13 +161,14 @@ def structure_record(model: torch.nn.Module) -> dict:
     removed blocks need nothing: config.json already has the new layer count)."""
     from sparsekit.errors import UnsupportedArchitectureError
     from sparsekit.models.adapters import get_adapter
-    from sparsekit.models.surgery import projection_shapes, removed_sublayers
+    from sparsekit.models.surgery import moe_structure, projection_shapes, removed_sublayers
 
     try:
         adapter = get_adapter(model)
     except UnsupportedArchitectureError:
         return {}
-    return {"removed_sublayers": removed_sublayers(adapter), "shapes": projection_shapes(adapter)}
+    return {"removed_sublayers": removed_sublayers(adapter), "shapes": projection_shapes(adapter),
+            "experts": moe_structure(adapter)}
 
 
 def verify_files(path: Path, meta: dict) -> None:
@@ -185,12 +213,15 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     if structure:  # the architecture as it was saved: removed sublayers, per-block widths, then the state dict
         from sparsekit.models.adapters import get_adapter
-        from sparsekit.models.surgery import apply_shapes, drop_sublayer
+        from sparsekit.models.surgery import apply_shapes, drop_sublayer, num_experts, prune_experts
 
         adapter = get_adapter(model)
         for block, kind in skipped:
             drop_sublayer(adapter, int(block), kind)
         apply_shapes(adapter, structure.get("shapes") or {})
+        for block, count in (structure.get("experts") or {}).items():  # the first `count` slots; values load next
+            if count < num_experts(adapter, int(block)):
+                prune_experts(adapter, int(block), torch.arange(count))
     for name, rec in packed.items():
         cls = LAYOUTS[rec["kind"]]
         fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("shape", "group_size")]

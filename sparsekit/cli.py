@@ -123,7 +123,7 @@ def _emit_json(target: str | None, obj: dict) -> None:
 def _print_compressed(compressed, out_dir: str, out) -> None:
     print(f"recipe    {compressed.recipe.describe()}", file=out)
     for i, step in enumerate(compressed.steps):
-        if step["step"] in ("prune_heads", "prune_channels"):
+        if step["step"] in ("prune_heads", "prune_channels", "prune_experts"):
             widths = sorted(set(step["kept"].values()))
             print(f"step {i + 1}    {step['step']}: kept widths {widths} over {len(step['kept'])} blocks "
                   f"({step['params_removed']:,} parameters removed) in {step['seconds']:.1f} s", file=out)

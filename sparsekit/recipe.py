@@ -317,6 +317,36 @@ class PruneHeads:
         return self.ratio > 0
 
 
+@dataclass
+class PruneExperts:
+    """Drop the least-used experts of every MoE block (router rows removed, top-k kept valid).
+
+    ratio: fraction of each block's experts removed (at least one expert always stays; top-k is capped).
+    by: 'frequency' (tokens routed to the expert) or 'weight' (summed routing weight).
+    blocks: block indices to prune (empty: every MoE block). nsamples: calibration windows.
+    """
+
+    NAME: ClassVar[str] = "prune_experts"
+
+    ratio: float = 0.25
+    by: str = "frequency"
+    blocks: list[int] = field(default_factory=list)
+    nsamples: int = 32
+
+    def __post_init__(self) -> None:
+        s = self.NAME
+        self.ratio = _fraction(s, "ratio", self.ratio, upper_open=True)
+        if self.by not in ("frequency", "weight"):
+            raise SparsekitError(f"{s}: by must be 'frequency' or 'weight', got {self.by!r}")
+        self.blocks = _blocks_list(s, self.blocks)
+        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
+            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+
+    @property
+    def needs_data(self) -> bool:
+        return self.ratio > 0
+
+
 QUANT_METHODS = ("rtn", "gptq")
 
 
@@ -405,10 +435,11 @@ def _nested(step: str, key: str, cls: type, value: Any) -> Any:
 
 
 STEPS: dict[str, type] = {"drop_blocks": DropBlocks, "drop_sublayers": DropSublayers, "prune_heads": PruneHeads,
-                           "prune_channels": PruneChannels, "prune": Prune, "quantize": Quantize}
+                           "prune_channels": PruneChannels, "prune_experts": PruneExperts, "prune": Prune,
+                           "quantize": Quantize}
 
 
-STRUCTURED_STEPS = (DropBlocks, DropSublayers, PruneHeads, PruneChannels)
+STRUCTURED_STEPS = (DropBlocks, DropSublayers, PruneHeads, PruneChannels, PruneExperts)
 
 
 def _check_order(steps: list[Any]) -> None:
@@ -497,8 +528,8 @@ class Recipe:
                 amount = f"{step.budget:.0%} of block parameters" if step.budget else \
                     f"{step.attention or 0} attention + {step.mlp or 0} mlp"
                 parts.append(f"drop sublayers ({amount}, NRI)")
-            elif isinstance(step, (PruneHeads, PruneChannels)):
-                what = "KV groups" if isinstance(step, PruneHeads) else "MLP channels"
+            elif isinstance(step, (PruneHeads, PruneChannels, PruneExperts)):
+                what = {PruneHeads: "KV groups", PruneChannels: "MLP channels", PruneExperts: "experts"}[type(step)]
                 parts.append(f"remove {step.ratio:.0%} of {what}")
             elif isinstance(step, DropBlocks):
                 which = f"blocks {step.blocks}" if step.method == "explicit" else f"{step.n} blocks by {step.method}"

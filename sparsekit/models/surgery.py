@@ -267,3 +267,40 @@ def apply_shapes(adapter: Adapter, shapes: dict[str, list[int]]) -> None:
                 _set(adapter.blocks[i], rel, new)
         if not isinstance(adapter.attention(i), SkippedAttention):
             sync_attention(adapter, i)
+
+
+def num_experts(adapter: Adapter, block: int) -> int:
+    return int(adapter.router(block).weight.shape[0])
+
+
+def prune_experts(adapter: Adapter, block: int, keep: torch.Tensor) -> int:
+    """Keep only experts `keep` of a block's MoE: router rows and fused expert tensors shrink, and the
+    top-k of the router is capped at the experts left; return the parameters removed."""
+    router, experts = adapter.router(block), adapter.experts(block)
+    if router is None or experts is None:
+        raise SparsekitError(f"block {block} has no mixture of experts to prune")
+    total = num_experts(adapter, block)
+    keep = torch.as_tensor(keep, dtype=torch.long).sort().values
+    if keep.numel() == 0 or int(keep.max()) >= total:
+        raise SparsekitError(f"block {block}: keep at least one of the {total} experts (indices < {total})")
+    before = _params(router) + _params(experts)
+    for module in (router, experts):
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.dim() >= 2 and param.shape[0] == total:  # one slice per expert along dim 0
+                setattr(module, name, nn.Parameter(param.detach()[keep.to(param.device)].clone(),
+                                                   requires_grad=param.requires_grad))
+    left = int(keep.numel())
+    for module in (router, experts, adapter.mlp(block)):
+        if hasattr(module, "num_experts"):
+            module.num_experts = left
+        if hasattr(module, "top_k"):
+            module.top_k = min(int(module.top_k), left)
+    return before - _params(router) - _params(experts)
+
+
+def moe_structure(adapter: Adapter) -> dict[str, int]:
+    """Experts kept per MoE block (checkpoints restore these counts before loading)."""
+    if adapter.spec.router is None:
+        return {}
+    return {str(i): num_experts(adapter, i) for i in range(adapter.num_blocks)
+            if adapter.router(i) is not None and not isinstance(adapter.mlp(i), SkippedMLP)}

@@ -15,6 +15,10 @@ costs the relative increase of the calibration loss per parameter it frees,
 
 so a large sublayer that hurts a little ranks before a small one that hurts as much.
 
+**Expert usage** (MoE): over calibration tokens, how often the router sends a token to each expert
+(top-k of the softmax of its logits) and with what total routing weight; the least used experts of a
+block are dropped (the frequency-based criterion of the expert-pruning literature).
+
 **Angular distance** (Gromov et al. 2024, "The Unreasonable Ineffectiveness of the Deeper Layers",
 eq. 7): for a span of n blocks starting at l,
 
@@ -106,3 +110,16 @@ def keep_top(scores: torch.Tensor, keep: int) -> torch.Tensor:
     if not 0 < keep <= scores.numel():
         raise SparsekitError(f"cannot keep {keep} of {scores.numel()} units")
     return torch.topk(scores, keep).indices.sort().values
+
+
+def expert_usage(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens routed to each expert, summed renormalised top-k routing weight per expert) for logits
+    `[tokens, experts]`."""
+    probs = torch.softmax(router_logits.float(), dim=-1)
+    top, idx = torch.topk(probs, top_k, dim=-1)
+    top = top / top.sum(dim=-1, keepdim=True)
+    experts = router_logits.shape[-1]
+    counts = torch.zeros(experts, device=idx.device).scatter_add_(0, idx.reshape(-1), torch.ones(idx.numel(),
+                                                                                                  device=idx.device))
+    weight = torch.zeros(experts, device=idx.device).scatter_add_(0, idx.reshape(-1), top.reshape(-1))
+    return counts, weight

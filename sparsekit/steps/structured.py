@@ -10,6 +10,9 @@ statistics of each block's down (resp. output) projection; the block is shrunk r
 block is scored on what the shrunk block produces. Tensors physically shrink; widths may differ per
 block (`blocks` selects which are pruned).
 
+`prune_experts`: the same sequential pass records each MoE block's router logits on the calibration
+tokens; the experts that receive the fewest tokens (or the least routing weight) are dropped.
+
 `drop_blocks`: block scores come from one pass of the layer-wise calibrator over the first
 `nsamples` calibration windows of the *unmodified* model (no statistics, no sequential update):
 ShortGPT's Block Influence per block, or the angular distance between the hidden states entering
@@ -31,10 +34,10 @@ from sparsekit.calib.engine import LayerwiseCalibrator
 from sparsekit.models.adapters import Adapter
 from sparsekit.errors import SparsekitError
 from sparsekit.models.surgery import (SkippedAttention, SkippedMLP, attention_geometry, drop_blocks, drop_sublayer,
-                                      prune_kv_groups, prune_mlp_channels, without_sublayer)
+                                      prune_experts, prune_kv_groups, prune_mlp_channels, without_sublayer)
 from sparsekit.prune.structured import (angular_span_distances, block_influence, channel_scores, choose_under_budget,
-                                        keep_top, kv_group_scores, lowest, nri)
-from sparsekit.recipe import DropBlocks, DropSublayers, PruneChannels, PruneHeads
+                                        expert_usage, keep_top, kv_group_scores, lowest, nri)
+from sparsekit.recipe import DropBlocks, DropSublayers, PruneChannels, PruneExperts, PruneHeads
 from sparsekit.utils.device import resolve_device
 
 
@@ -210,3 +213,39 @@ def run_prune_width(model: nn.Module, adapter: Adapter, step: PruneChannels | Pr
             removed += prune_mlp_channels(adapter, i, keep.cpu())
         kept_widths[str(i)] = int(keep.numel())
     return StructuredResult([], [], removed, {"kept": kept_widths}, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def run_prune_experts(model: nn.Module, adapter: Adapter, step: PruneExperts, calib_ids: torch.Tensor | None, *,
+                      device: torch.device | str = "cpu", progress: bool = True) -> StructuredResult:
+    """Apply a `prune_experts` step in place (see module docstring)."""
+    start = time.perf_counter()
+    if adapter.spec.router is None:
+        raise SparsekitError(f"prune_experts: the '{adapter.spec.name}' architecture has no mixture of experts")
+    if calib_ids is None:
+        raise SparsekitError("prune_experts: expert usage needs calibration data (calib_ids)")
+    targets = step.blocks or list(range(adapter.num_blocks))
+    calib = LayerwiseCalibrator(model, adapter=adapter, device=resolve_device(device), stats=False,
+                                sequential=True, progress=progress)
+    removed, kept, usage = 0, {}, {}
+    for ctx in calib.blocks(calib_ids[: step.nsamples]):
+        i = ctx.index
+        router = adapter.router(i)
+        if i not in targets or router is None:
+            continue
+        logits: list[torch.Tensor] = []
+        hook = router.register_forward_hook(lambda _m, _a, out: logits.append(out[0] if isinstance(out, tuple)
+                                                                              else out))
+        try:
+            ctx.forward()
+        finally:
+            hook.remove()
+        top_k = int(getattr(router, "top_k", getattr(adapter.mlp(i), "top_k", 1)))
+        counts, weight = expert_usage(torch.cat([l.reshape(-1, l.shape[-1]) for l in logits]), top_k)
+        score = counts if step.by == "frequency" else weight
+        total = score.numel()
+        keep = keep_top(score, max(1, total - int(round(step.ratio * total))))
+        removed += prune_experts(adapter, i, keep.cpu())
+        kept[str(i)] = int(keep.numel())
+        usage[str(i)] = counts.tolist()
+    return StructuredResult([], [], removed, {"kept": kept, "tokens_per_expert": usage}, time.perf_counter() - start)

@@ -301,3 +301,56 @@ def test_shrunk_checkpoint_round_trip(tiny_dir, data_dir, tmp_path):
 def test_bad_width_recipes(recipe, message):
     with pytest.raises(SparsekitError, match=message):
         Recipe.from_list(recipe)
+
+
+@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe"])
+def test_prune_experts_keeps_routing_valid(arch):
+    from sparsekit.models.surgery import num_experts
+    from sparsekit.recipe import PruneExperts
+    from sparsekit.steps.structured import run_prune_experts
+
+    model = tiny_model(arch)  # 4 experts, top-2
+    adapter = get_adapter(model)
+    total = sum(p.numel() for p in model.parameters())
+    out = run_prune_experts(model, adapter, PruneExperts(ratio=0.75, nsamples=2), _ids(), progress=False)
+    assert sum(p.numel() for p in model.parameters()) == total - out.params_removed
+    for i in range(adapter.num_blocks):
+        assert num_experts(adapter, i) == 1 and adapter.experts(i).gate_up_proj.shape[0] == 1
+        assert adapter.router(i).top_k == 1  # top-k <= experts left
+        assert sum(out.scores["tokens_per_expert"][str(i)]) == 2 * 24 * 2  # every token routed to top-2
+    ids = _ids(1, 10)
+    gen = model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert gen.shape == (1, 13)
+
+
+def test_expert_usage_by_hand_and_the_kept_expert_is_the_used_one():
+    from sparsekit.models.surgery import prune_experts
+    from sparsekit.prune.structured import expert_usage
+
+    logits = torch.tensor([[5.0, 0.0, 4.0], [0.0, 5.0, 4.0], [5.0, 4.0, 0.0]])
+    counts, weight = expert_usage(logits, 2)
+    assert counts.tolist() == [2, 2, 2]
+    counts, _ = expert_usage(logits, 1)
+    assert counts.tolist() == [2, 1, 0]
+    model = tiny_model("mixtral")
+    adapter = get_adapter(model)
+    kept = adapter.experts(0).down_proj[2].detach().clone()
+    prune_experts(adapter, 0, torch.tensor([2]))
+    assert torch.equal(adapter.experts(0).down_proj[0], kept)
+    with pytest.raises(SparsekitError, match="no mixture of experts"):
+        prune_experts(get_adapter(tiny_model("llama")), 0, torch.tensor([0]))
+
+
+def test_moe_checkpoint_restores_expert_counts(tmp_path):
+    import sparsekit
+    from sparsekit.models.surgery import prune_experts
+    from tests.tiny import tiny_tokenizer
+
+    model = tiny_model("mixtral")
+    adapter = get_adapter(model)
+    prune_experts(adapter, 1, torch.tensor([0, 3]))
+    path = sparsekit.save(model, tmp_path / "moe", tokenizer=tiny_tokenizer())
+    loaded, _ = sparsekit.load(path)
+    ids = _ids(1, 10)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
