@@ -74,3 +74,19 @@ def test_prune_vs_quant_grid_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     assert (tmp_path / f"{tiny_dir.name}_limit1.png").is_file()
     assert study.main(argv) == 0  # resumes: nothing recomputed
     assert (tmp_path / f"{tiny_dir.name}_limit1.jsonl").read_text().splitlines() == lines
+
+
+def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
+    study = _script("structured")
+    argv = ["--model", str(tiny_dir), "--configs", "dense,blocks-last-2,mlp-2,heads-33,channels-25", "--limit", "1",
+            "--seqlen", "32", "--nsamples", "2", "--decode", "4", "--repeats", "1", "--device", "cpu",
+            "--data-dir", str(data_dir), "--out", str(tmp_path)]
+    assert study.main(argv) == 0
+    data = json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())
+    res = data["results"]
+    assert res["dense"]["params_removed"] == 0 and res["blocks-last-2"]["removed"] == [[1, 2]]
+    assert res["mlp-2"]["params_removed"] == 2 * 3 * 64 * 96
+    assert all(r["decode"]["tokens_per_s"] > 0 and r["ppl"] > 1 for r in res.values())
+    assert (tmp_path / f"{tiny_dir.name}_limit1.png").is_file()
+    assert study.main(argv) == 0  # resumes: nothing recomputed
+    assert json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())["results"] == res

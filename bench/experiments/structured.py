@@ -1,0 +1,175 @@
+"""Structured pruning study (seeds 000, 002 notes 8 and 9): perplexity and CPU decode speed vs parameters removed.
+
+    python bench/experiments/structured.py                       # SmolLM2-135M, standard CPU protocol (hours)
+    python bench/experiments/structured.py --configs blocks-bi-2,attn-6,mlp-2 --limit 8
+    python bench/experiments/structured.py --plot-only
+
+Configurations (`--configs`, default all):
+- `blocks-{bi,angular,last}-{2,4,6}`: remove n whole blocks chosen by Block Influence, by the
+  angular distance of a contiguous span, or the last n;
+- `attn-{6,12}` / `mlp-{2,4}`: remove that many attention (resp. MLP) sublayers, lowest NRI first.
+  On SmolLM2 an attention sublayer holds 884,736 parameters and an MLP 2,654,208 (3x), so attn-6 and
+  mlp-2 (and attn-12, mlp-4) remove exactly the same number of parameters;
+- `mixed-{5,10}`: NRI over both kinds under a budget of 5% (10%) of the block parameters (about what
+  attn-6 / mlp-2 (attn-12 / mlp-4) remove);
+- `heads-{33,67}`, `channels-{25,50}`: width pruning (KV groups with their query heads; MLP channels).
+
+Each configuration is applied to a fresh model (calibration: c4, `--nsamples` windows of 512 tokens,
+seed 0), scored on WikiText-2 (seqlen 2048, the first `--limit` windows) and timed on CPU decode:
+greedy generation of `--decode` tokens after a 16-token prompt, batch 1, the median of `--repeats`
+runs after one warm-up, tokens per second. The dense model is the reference row. Writes
+`{out}/{model}_limit{N}.json` (one record per configuration, saved after each; a stopped run resumes)
+and `{out}/{model}_limit{N}.png` (perplexity vs parameters removed, one line per family).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sparsekit.api import compress, evaluate
+from sparsekit.models.loader import load_model
+from sparsekit.utils.env import device_name, versions
+from sparsekit.utils.io import write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def configs() -> dict[str, list[dict]]:
+    """Configuration name -> recipe."""
+    out: dict[str, list[dict]] = {"dense": []}
+    for method in ("bi", "angular", "last"):
+        for n in (2, 4, 6):
+            out[f"blocks-{method}-{n}"] = [{"drop_blocks": {"n": n, "method": method}}]
+    for n in (6, 12):
+        out[f"attn-{n}"] = [{"drop_sublayers": {"attention": n, "candidates": ["attention"]}}]
+    for n in (2, 4):
+        out[f"mlp-{n}"] = [{"drop_sublayers": {"mlp": n, "candidates": ["mlp"]}}]
+    for pct in (5, 10):
+        out[f"mixed-{pct}"] = [{"drop_sublayers": {"budget": pct / 100}}]
+    for pct in (33, 67):
+        out[f"heads-{pct}"] = [{"prune_heads": {"ratio": pct / 100}}]
+    for pct in (25, 50):
+        out[f"channels-{pct}"] = [{"prune_channels": {"ratio": pct / 100}}]
+    return out
+
+
+def family(name: str) -> str:
+    return name if name == "dense" else name.rsplit("-", 1)[0]
+
+
+@torch.no_grad()
+def decode_tokens_per_s(model, tokenizer, tokens: int, repeats: int) -> dict:
+    """Median greedy-decode rate (batch 1, 16-token prompt) after one warm-up run."""
+    prompt = torch.randint(3, tokenizer.vocab_size or 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    model.generate(prompt, **kwargs)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.generate(prompt, **kwargs)
+        rates.append(tokens / (time.perf_counter() - start))
+    return {"tokens_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), "runs": len(rates)}
+
+
+def run(args: argparse.Namespace) -> Path:
+    out_json = args.out / f"{Path(args.model).name}_limit{args.limit}.json"
+    data = json.loads(out_json.read_text()) if out_json.exists() else {
+        "model": args.model, "protocol": {"ppl": "wikitext2", "seqlen": args.seqlen, "limit": args.limit,
+                                          "calibration": {"source": "c4", "nsamples": args.nsamples, "seqlen": 512,
+                                                          "seed": 0},
+                                          "decode": {"new_tokens": args.decode, "prompt": 16, "batch": 1,
+                                                     "repeats": args.repeats}},
+        "device": device_name(torch.device("cpu")), "versions": versions(),
+        "command": "python bench/experiments/structured.py " + shlex.join(args.argv), "results": {}}
+    table = configs()
+    for name in args.configs:
+        if name in data["results"]:
+            continue
+        model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
+        params = sum(p.numel() for p in model.parameters())
+        start = time.perf_counter()
+        steps = []
+        if table[name]:
+            steps = compress(model, table[name], tokenizer, nsamples=args.nsamples, seqlen=512, seed=0,
+                             device=args.device, data_dir=args.data_dir).steps
+        seconds = time.perf_counter() - start
+        report = evaluate(model, tokenizer, ppl=["wikitext2"], seqlen=args.seqlen, limit=args.limit,
+                          data_dir=args.data_dir)
+        left = sum(p.numel() for p in model.parameters())
+        data["results"][name] = {
+            "family": family(name), "recipe": table[name], "ppl": report["ppl"]["wikitext2"],
+            "tokens": report["tokens"]["wikitext2"], "params": left, "params_removed": params - left,
+            "removed": [st.get("removed", st.get("kept")) for st in steps], "compress_seconds": seconds,
+            "decode": decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "date": report["date"]}
+        write_json_atomic(out_json, data)
+        r = data["results"][name]
+        print(f"{name:<18} ppl {r['ppl']:9.3f}  removed {r['params_removed']:>11,}  "
+              f"decode {r['decode']['tokens_per_s']:.1f} tok/s", flush=True)
+    plot(out_json)
+    return out_json
+
+
+def plot(out_json: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(out_json.read_text())
+    res = data["results"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for fam in sorted({r["family"] for r in res.values()} - {"dense"}):
+        rows = sorted((r for r in res.values() if r["family"] == fam), key=lambda r: r["params_removed"])
+        ax.plot([r["params_removed"] / 1e6 for r in rows], [r["ppl"] for r in rows], marker="o", ms=3, label=fam)
+    if "dense" in res:
+        ax.axhline(res["dense"]["ppl"], color="gray", ls=":", lw=0.8, label=f"dense {res['dense']['ppl']:.2f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters removed (millions)")
+    ax.set_ylabel(f"WikiText-2 perplexity (first {data['protocol']['limit']} x {data['protocol']['seqlen']} tokens)")
+    ax.set_title(f"{data['model']}: structured pruning")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = out_json.with_suffix(".png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--configs", default=",".join(configs()))
+    p.add_argument("--limit", type=int, default=40, help="WikiText-2 windows per configuration [40]")
+    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--decode", type=int, default=64, help="new tokens per decode timing [64]")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "structured")
+    p.add_argument("--plot-only", action="store_true")
+    args = p.parse_args(argv)
+    args.argv = argv
+    args.configs = [c for c in args.configs.split(",") if c]
+    bad = sorted(set(args.configs) - set(configs()))
+    if bad:
+        p.error(f"unknown configurations {bad}; choose from {', '.join(configs())}")
+    if args.plot_only:
+        print(plot(args.out / f"{Path(args.model).name}_limit{args.limit}.json"))
+        return 0
+    print(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
