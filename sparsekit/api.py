@@ -178,11 +178,9 @@ def storage_bits(adapter, steps: list[dict], masks: dict[str, torch.Tensor], den
                 pattern[name] = rec["pattern"] if prev in (None, rec["pattern"]) else "unstructured"
             else:
                 quant[name] = rec
-    params = {f"{adapter.blocks_path}.{i}.{rel}": lin.weight for i in range(adapter.num_blocks)
-              for rel, lin in adapter.linears(i).items()}
     out = {}
     for name in sorted(set(pattern) | set(quant)):
-        weight = params[name]
+        weight = adapter.model.get_submodule(name).weight
         q = quant.get(name)
         element = q["element_bits"] if q else (dense_bits or weight.element_size() * 8)
         overhead = q["format_bits_per_weight"] - q["element_bits"] if q else 0.0

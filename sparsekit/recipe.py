@@ -48,16 +48,18 @@ def _fraction(step: str, key: str, value: Any, *, upper_open: bool = False) -> f
 
 
 def _check_globs(step: Any, verb: str) -> None:
-    """Normalise a step's `targets` / `exclude` to lists of glob patterns; an empty target list is an error."""
-    for key in ("targets", "exclude"):
+    """Normalise a step's `targets` / `exclude` / `modules` to lists of glob patterns; a step must target
+    something. `modules` (any nn.Linear outside the decoder blocks: a vision tower, a projector) takes
+    only data-free methods, since calibration inputs are captured for the language model's blocks."""
+    for key in ("targets", "exclude", "modules"):
         value = getattr(step, key)
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise SparsekitError(f"{step.NAME}: {key} must be a list of glob patterns over module names")
         setattr(step, key, value)
-    if not step.targets:
-        raise SparsekitError(f"{step.NAME}: targets is empty, so nothing would be {verb}")
+    if not step.targets and not step.modules:
+        raise SparsekitError(f"{step.NAME}: targets and modules are empty, so nothing would be {verb}")
 
 
 @dataclass
@@ -91,6 +93,8 @@ class Prune:
         modules of other types get `sparsity`.
     targets / exclude: glob patterns over full module names ('model.layers.3.mlp.down_proj');
         a module is pruned when it matches a target and no exclude.
+    modules: glob patterns over other nn.Linear modules (a vision tower, a projector: e.g.
+        'model.vision_tower.*'); magnitude only.
     sequential: calibrate block i on the outputs of the already-pruned blocks (Wanda/SparseGPT).
     blocksize, dampening: SparseGPT's lazy-update block width and relative Hessian dampening.
     """
@@ -106,6 +110,7 @@ class Prune:
     search: SearchOptions = field(default_factory=SearchOptions)
     targets: list[str] = field(default_factory=lambda: ["*"])
     exclude: list[str] = field(default_factory=list)
+    modules: list[str] = field(default_factory=list)
     sequential: bool = True
     blocksize: int = 128
     dampening: float = 0.01
@@ -149,6 +154,9 @@ class Prune:
         if int(self.search.nsamples) < 1:
             raise SparsekitError(f"{s}: search.nsamples must be >= 1")
         _check_globs(self, "pruned")
+        if self.modules and (self.method != "magnitude" or self.allocation != "uniform"):
+            raise SparsekitError(f"{s}: modules outside the decoder blocks ({self.modules}) take method magnitude with "
+                                 "allocation uniform: calibration inputs are only captured for the decoder blocks")
         if int(self.blocksize) < 1 or (self.method == "sparsegpt" and pattern.structured
                                        and int(self.blocksize) % pattern.m):
             raise SparsekitError(f"{s}: sparsegpt's blocksize must be a positive multiple of M={pattern.m or 1}, "
@@ -176,6 +184,8 @@ class DropBlocks:
     blocks: the block indices to remove, for method explicit.
     tokens: angular distance on the 'last' token of each calibration window (the paper) or on 'all'.
     nsamples: calibration windows the scores are measured on (the first ones of the calibration set).
+    stack: dotted path of another stack of blocks (e.g. 'model.vision_tower.encoder.layers'); default
+        the language model's decoder blocks.
     """
 
     NAME: ClassVar[str] = "drop_blocks"
@@ -185,9 +195,13 @@ class DropBlocks:
     blocks: list[int] = field(default_factory=list)
     tokens: str = "last"
     nsamples: int = 32
+    stack: str | None = None
 
     def __post_init__(self) -> None:
         s = self.NAME
+        if self.stack is not None and (not isinstance(self.stack, str) or self.method in ("bi", "angular")):
+            raise SparsekitError(f"{s}: stack (another ModuleList of blocks, e.g. a vision tower's layers) takes "
+                                 "method explicit or last: scores need calibration inputs of that stack")
         if self.method not in BLOCK_METHODS:
             raise SparsekitError(f"{s}: method {self.method!r} is not one of {', '.join(BLOCK_METHODS)}")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
@@ -362,7 +376,7 @@ class Quantize:
     symmetric: int formats only; false adds a zero point per group.
     act_order: GPTQ processes inputs by decreasing Hessian diagonal (static groups).
     joint: GPTQ inside the preceding SparseGPT prune step's sweep (prune + quantize in one pass).
-    targets / exclude, sequential, blocksize, dampening: as in `prune`.
+    targets / exclude, modules (RTN only), sequential, blocksize, dampening: as in `prune`.
 
     After a prune step, only kept weights are quantized and pruned weights stay exactly zero.
     """
@@ -377,6 +391,7 @@ class Quantize:
     joint: bool = False
     targets: list[str] = field(default_factory=lambda: ["*"])
     exclude: list[str] = field(default_factory=list)
+    modules: list[str] = field(default_factory=list)
     sequential: bool = True
     blocksize: int = 128
     dampening: float = 0.01
@@ -404,6 +419,9 @@ class Quantize:
         if self.act_order and self.method != "gptq":
             raise SparsekitError(f"{s}: act_order is a GPTQ option; use method: gptq or drop act_order")
         _check_globs(self, "quantized")
+        if self.modules and self.method != "rtn":
+            raise SparsekitError(f"{s}: modules outside the decoder blocks ({self.modules}) take method rtn: "
+                                 "calibration inputs are only captured for the decoder blocks")
         if int(self.blocksize) < 1:
             raise SparsekitError(f"{s}: blocksize must be >= 1, got {self.blocksize}")
         if self.method == "gptq" and fmt.group_size > 0 and int(self.blocksize) % fmt.group_size \

@@ -304,3 +304,27 @@ def moe_structure(adapter: Adapter) -> dict[str, int]:
         return {}
     return {str(i): num_experts(adapter, i) for i in range(adapter.num_blocks)
             if adapter.router(i) is not None and not isinstance(adapter.mlp(i), SkippedMLP)}
+
+
+def drop_stack_blocks(model: nn.Module, path: str, indices: list[int]) -> tuple[list[int], int]:
+    """Remove blocks `indices` of any stack of blocks (an `nn.ModuleList` at `path`, e.g. a vision tower's
+    encoder layers); the config the stack's owner holds gets the new layer count. Returns (kept, params removed)."""
+    try:
+        stack = model.get_submodule(path)
+    except AttributeError:
+        stack = None
+    if not isinstance(stack, nn.ModuleList):
+        raise SparsekitError(f"drop_blocks: {path!r} is not a ModuleList of blocks in this model")
+    total = len(stack)
+    drop = sorted(set(int(i) for i in indices))
+    if any(not 0 <= i < total for i in drop) or len(drop) >= total:
+        raise SparsekitError(f"drop_blocks: cannot remove blocks {drop} of the {total} in {path}")
+    kept = [i for i in range(total) if i not in drop]
+    params = sum(p.numel() for i in drop for p in stack[i].parameters())
+    parent_path, _, child = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, child, nn.ModuleList([stack[i] for i in kept]))
+    cfg = getattr(parent, "config", None)
+    if cfg is not None and getattr(cfg, "num_hidden_layers", None) == total:
+        cfg.num_hidden_layers = len(kept)
+    return kept, params

@@ -34,7 +34,7 @@ from sparsekit.prune.wanda import wanda_scores
 from sparsekit.quant.base import QTensor
 from sparsekit.quant.gptq import sparsegpt_gptq
 from sparsekit.recipe import Prune, Quantize
-from sparsekit.steps.targets import Target, by_block, select_targets
+from sparsekit.steps.targets import Target, by_block, module_of, select_modules, select_targets
 from sparsekit.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class PruneResult:
 
 
 def _linear(adapter: Adapter, t: Target) -> nn.Linear:
-    return adapter.linears(t.block)[t.rel]
+    return module_of(adapter, t)
 
 
 def _check_targets(adapter: Adapter, step: Prune, targets: list[Target]) -> None:
@@ -70,7 +70,7 @@ def _check_targets(adapter: Adapter, step: Prune, targets: list[Target]) -> None
 
 def check_step_shapes(adapter: Adapter, step: Prune | Quantize) -> None:
     """Raise (naming the module) if a pattern or a quantization group cannot tile a targeted weight."""
-    targets = select_targets(adapter, step)
+    targets = select_targets(adapter, step) + select_modules(adapter, step)
     if isinstance(step, Prune):
         _check_targets(adapter, step, targets)
         return
@@ -160,7 +160,7 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
     its targets must be the prune step's targets.
     """
     start = time.perf_counter()
-    targets = select_targets(adapter, step)
+    targets = select_targets(adapter, step) + select_modules(adapter, step)  # (modules: magnitude only)
     _check_targets(adapter, step, targets)
     if joint is not None:
         if step.method != "sparsegpt":

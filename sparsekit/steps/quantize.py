@@ -30,7 +30,7 @@ from sparsekit.quant.gptq import gptq
 from sparsekit.quant.splitquant import SplitQuant
 from sparsekit.recipe import Quantize
 from sparsekit.steps.prune import check_step_shapes
-from sparsekit.steps.targets import Target, by_block, select_targets
+from sparsekit.steps.targets import Target, by_block, module_of, select_modules, select_targets
 from sparsekit.utils.device import resolve_device
 
 
@@ -62,11 +62,11 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
                              "sparsekit.compress, which pairs the two steps")
     start = time.perf_counter()
     masks = masks or {}
-    targets = select_targets(adapter, step)
+    targets = select_targets(adapter, step) + select_modules(adapter, step)  # (modules: RTN only)
     check_step_shapes(adapter, step)
     fmt = step.quant_format()
     for t in targets:  # refuse NaN/Inf before anything changes
-        fmt.check_finite(adapter.linears(t.block)[t.rel].weight, t.name)
+        fmt.check_finite(module_of(adapter, t).weight, t.name)
     if step.needs_data and calib_ids is None:
         raise SparsekitError(f"quantize: method {step.method!r} needs calibration data (calib_ids)")
     result = QuantizeResult(targets)
@@ -77,7 +77,7 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
 
     if step.method == "rtn":
         for t in tqdm(targets, desc=f"{step.format} rtn", unit="module", disable=not progress):
-            linear = adapter.linears(t.block)[t.rel]
+            linear = module_of(adapter, t)
             w = linear.weight.data
             keep = keep_of(t, w)
             if isinstance(fmt, SplitQuant):  # three codes per weight: no packed layout, values only
@@ -101,6 +101,6 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
                 result.qtensors[t.name] = q.cpu()
                 ctx.stats[t.rel] = None  # type: ignore[assignment]  # free the Hessian early
     for t in targets:
-        result.modules[t.name] = module_record(t, step, tuple(adapter.linears(t.block)[t.rel].weight.shape))
+        result.modules[t.name] = module_record(t, step, tuple(module_of(adapter, t).weight.shape))
     result.seconds = time.perf_counter() - start
     return result

@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 from sparsekit.calib.engine import LayerwiseCalibrator
 from sparsekit.models.adapters import Adapter
 from sparsekit.errors import SparsekitError
-from sparsekit.models.surgery import (SkippedAttention, SkippedMLP, attention_geometry, drop_blocks, drop_sublayer,
-                                      prune_experts, prune_kv_groups, prune_mlp_channels, without_sublayer)
+from sparsekit.models.surgery import (SkippedAttention, SkippedMLP, attention_geometry, drop_blocks, drop_stack_blocks,
+                                      drop_sublayer, prune_experts, prune_kv_groups, prune_mlp_channels,
+                                      without_sublayer)
 from sparsekit.prune.structured import (angular_span_distances, block_influence, channel_scores, choose_under_budget,
                                         expert_usage, keep_top, kv_group_scores, lowest, nri)
 from sparsekit.recipe import DropBlocks, DropSublayers, PruneChannels, PruneExperts, PruneHeads
@@ -93,6 +94,14 @@ def run_drop_blocks(model: nn.Module, adapter: Adapter, step: DropBlocks, calib_
                     device: torch.device | str = "cpu", progress: bool = True) -> StructuredResult:
     """Apply `step` in place; report what was removed and how many parameters went with it."""
     start = time.perf_counter()
+    if step.stack is not None:  # another stack (a vision tower): data-free choices only (see DropBlocks)
+        try:
+            total = len(model.get_submodule(step.stack))
+        except (AttributeError, TypeError):
+            raise SparsekitError(f"drop_blocks: {step.stack!r} is not a ModuleList of blocks in this model") from None
+        removed = list(step.blocks) if step.method == "explicit" else list(range(total - step.n, total))
+        kept, params = drop_stack_blocks(model, step.stack, removed)
+        return StructuredResult(removed, kept, params, {}, time.perf_counter() - start)
     total = adapter.num_blocks
     if step.n >= total:
         raise SparsekitError(f"drop_blocks: n={step.n} would remove every one of the {total} blocks")

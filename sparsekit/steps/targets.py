@@ -22,7 +22,9 @@ class Target:
 
 def select_targets(adapter: Adapter, step: Prune | Quantize) -> list[Target]:
     """The projections that `step` touches, in block order."""
-    out = []
+    out: list[Target] = []
+    if not step.targets:  # only `modules` (outside the decoder blocks) are targeted
+        return out
     for i in range(adapter.num_blocks):
         for rel in adapter.linears(i):  # (a removed sublayer's projections are gone)
             name = f"{adapter.blocks_path}.{i}.{rel}"
@@ -42,3 +44,24 @@ def by_block(targets: list[Target]) -> dict[int, list[Target]]:
     for t in targets:
         out.setdefault(t.block, []).append(t)
     return out
+
+
+def select_modules(adapter: Adapter, step: Prune | Quantize) -> list[Target]:
+    """nn.Linear modules outside the decoder blocks matched by `step.modules` (vision tower, projector, ...)."""
+    import torch.nn as nn
+
+    if not step.modules:
+        return []
+    inside = adapter.blocks_path + "."
+    out = [Target(-1, name, name, "extra") for name, mod in adapter.model.named_modules()
+           if isinstance(mod, nn.Linear) and not name.startswith(inside)
+           and any(fnmatch.fnmatchcase(name, p) for p in step.modules)
+           and not any(fnmatch.fnmatchcase(name, p) for p in step.exclude)]
+    if not out:
+        raise SparsekitError(f"{step.NAME}: modules {step.modules} match no nn.Linear outside the decoder blocks")
+    return out
+
+
+def module_of(adapter: Adapter, t: Target):
+    """The nn.Linear a target names (a block projection, or a module outside the blocks)."""
+    return adapter.model.get_submodule(t.name) if t.block < 0 else adapter.linears(t.block)[t.rel]
