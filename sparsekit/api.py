@@ -180,7 +180,10 @@ def storage_bits(adapter, steps: list[dict], masks: dict[str, torch.Tensor], den
                 quant[name] = rec
     out = {}
     for name in sorted(set(pattern) | set(quant)):
-        weight = adapter.model.get_submodule(name).weight
+        try:
+            weight = adapter.model.get_submodule(name).weight
+        except AttributeError:  # fused MoE expert parameters: stored dense (no packed layout for them)
+            continue
         q = quant.get(name)
         element = q["element_bits"] if q else (dense_bits or weight.element_size() * 8)
         overhead = q["format_bits_per_weight"] - q["element_bits"] if q else 0.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from typing import Sequence
 
@@ -144,7 +145,7 @@ def _print_compressed(compressed, out_dir: str, out) -> None:
             continue
         by_role: dict[str, list[int]] = {}
         for mod in step["modules"].values():
-            numel = mod["shape"][0] * mod["shape"][1]
+            numel = math.prod(mod["shape"])
             acc = by_role.setdefault(mod["role"], [0, 0])
             acc[0] += round(mod["sparsity"] * numel)
             acc[1] += numel
@@ -155,7 +156,7 @@ def _print_compressed(compressed, out_dir: str, out) -> None:
     if compressed.storage:
         bits = compressed.storage
         shapes = {n: rec["shape"] for st in compressed.steps for n, rec in st["modules"].items()}
-        sizes = {n: shapes[n][0] * shapes[n][1] for n in bits}
+        sizes = {n: math.prod(shapes[n]) for n in bits}
         mean = sum(bits[n] * sizes[n] for n in bits) / sum(sizes.values())
         print(f"packed    {mean:.3f} bits per projection weight (codes, scales, sparsity metadata)", file=out)
     if compressed.packed:

@@ -95,6 +95,8 @@ class Prune:
         a module is pruned when it matches a target and no exclude.
     modules: glob patterns over other nn.Linear modules (a vision tower, a projector: e.g.
         'model.vision_tower.*'); magnitude only.
+    experts: also prune the fused MoE expert weights at `sparsity` / `pattern` with MoE-Pruner's score
+        |W| x ||X * gate|| (method wanda).
     sequential: calibrate block i on the outputs of the already-pruned blocks (Wanda/SparseGPT).
     blocksize, dampening: SparseGPT's lazy-update block width and relative Hessian dampening.
     """
@@ -111,6 +113,7 @@ class Prune:
     targets: list[str] = field(default_factory=lambda: ["*"])
     exclude: list[str] = field(default_factory=list)
     modules: list[str] = field(default_factory=list)
+    experts: bool = False
     sequential: bool = True
     blocksize: int = 128
     dampening: float = 0.01
@@ -154,6 +157,9 @@ class Prune:
         if int(self.search.nsamples) < 1:
             raise SparsekitError(f"{s}: search.nsamples must be >= 1")
         _check_globs(self, "pruned")
+        if self.experts and self.method != "wanda":
+            raise SparsekitError(f"{s}: experts: true prunes MoE experts with MoE-Pruner's router-weighted Wanda "
+                                 "score; use method: wanda")
         if self.modules and (self.method != "magnitude" or self.allocation != "uniform"):
             raise SparsekitError(f"{s}: modules outside the decoder blocks ({self.modules}) take method magnitude with "
                                  "allocation uniform: calibration inputs are only captured for the decoder blocks")

@@ -60,7 +60,11 @@ def pack_modules(model: nn.Module, masks: dict[str, torch.Tensor], qtensors: dic
     """
     report = {}
     for name in sorted(set(masks) | set(qtensors)):
-        linear = model.get_submodule(name)
+        try:
+            linear = model.get_submodule(name)
+        except AttributeError:  # a fused MoE expert parameter, not a module
+            report[name] = "dense: fused expert parameters have no packed layout yet"
+            continue
         mask, q = masks.get(name), qtensors.get(name)
         kind, why = choose(linear, mask, q)
         if kind is None:

@@ -29,6 +29,7 @@ from sparsekit.models.adapters import Adapter
 from sparsekit.prune.allocation import global_threshold_counts, outlier_ratio, owl_ratios, per_type_ratios
 from sparsekit.prune.magnitude import magnitude_scores
 from sparsekit.prune.methods import needs_stats, prune_weight
+from sparsekit.prune.moe_pruner import accumulate_expert_stats, moe_pruner_masks
 from sparsekit.prune.patterns import check_shape, masks_sparsity, parse_pattern
 from sparsekit.prune.wanda import wanda_scores
 from sparsekit.quant.base import QTensor
@@ -198,5 +199,36 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
         mask = result.masks[t.name]
         result.modules[t.name] = {"role": t.role, "shape": list(mask.shape), "target": ratios[t.name],
                                   "sparsity": 1.0 - float(mask.float().mean())}
+    if step.experts:
+        _prune_expert_weights(model, adapter, step, calib_ids, device, progress, result)
     result.seconds = time.perf_counter() - start
     return result
+
+
+@torch.no_grad()
+def _prune_expert_weights(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.Tensor,
+                          device: torch.device, progress: bool, result: PruneResult) -> None:
+    """MoE-Pruner inside the fused experts (`sparsekit.prune.moe_pruner`), block by block, sequentially."""
+    if adapter.spec.experts is None:
+        raise SparsekitError(f"prune: experts: true needs a mixture-of-experts model; '{adapter.spec.name}' has none")
+    calib = LayerwiseCalibrator(model, adapter=adapter, device=device, stats=False, sequential=step.sequential,
+                                progress=progress)
+    for ctx in calib.blocks(calib_ids):
+        experts = adapter.experts(ctx.index)
+        if experts is None or not hasattr(experts, "gate_up_proj"):
+            continue
+        stats: dict[str, torch.Tensor] = {}
+        hook = experts.register_forward_hook(
+            lambda m, args, _out: accumulate_expert_stats(stats, args[0], args[1], args[2], m.gate_up_proj, m.act_fn))
+        try:
+            ctx.forward()
+        finally:
+            hook.remove()
+        for pname, key in (("gate_up_proj", "gate_up"), ("down_proj", "down")):
+            param = getattr(experts, pname)
+            mask = moe_pruner_masks(param, stats[key], step.sparsity, step.pattern)
+            param.data.masked_fill_(~mask, 0)
+            name = f"{adapter.blocks_path}.{ctx.index}.{adapter.spec.experts}.{pname}"
+            result.masks[name] = mask.cpu()
+            result.modules[name] = {"role": "expert", "shape": list(mask.shape), "target": step.sparsity,
+                                    "sparsity": 1.0 - float(mask.float().mean())}

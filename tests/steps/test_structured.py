@@ -354,3 +354,58 @@ def test_moe_checkpoint_restores_expert_counts(tmp_path):
     ids = _ids(1, 10)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_moe_pruner_inside_experts(pattern):
+    from sparsekit.prune.patterns import is_nm
+    from sparsekit.recipe import Prune
+    from sparsekit.steps.prune import run_prune
+
+    model = tiny_model("mixtral")
+    adapter = get_adapter(model)
+    out = run_prune(model, adapter, Prune(method="wanda", sparsity=0.5, pattern=pattern, experts=True), _ids(),
+                    progress=False)
+    name = "model.layers.0.mlp.experts.gate_up_proj"
+    mask = out.masks[name]
+    assert mask.shape == (4, 2 * 96, 64) and out.modules[name]["sparsity"] == pytest.approx(0.5)
+    param = adapter.experts(0).gate_up_proj
+    assert bool((param[~mask] == 0).all())
+    if pattern == "2:4":
+        assert all(is_nm(mask[e], 2, 4) for e in range(4))
+    with torch.no_grad():
+        assert torch.isfinite(model(_ids(1, 10)).logits).all()
+
+
+def test_moe_pruner_score_weights_tokens_by_their_gate():
+    from sparsekit.prune.moe_pruner import accumulate_expert_stats
+
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    index = torch.tensor([[0], [1]])
+    weights = torch.tensor([[0.5], [1.0]])
+    gate_up = torch.ones(2, 2, 2)
+    stats: dict = {}
+    accumulate_expert_stats(stats, hidden, index, weights, gate_up, torch.nn.functional.silu)
+    assert stats["gate_up"].tolist() == [[0.25, 0.0], [0.0, 4.0]]  # (gate x input)^2 per expert and channel
+    with pytest.raises(SparsekitError, match="use method: wanda"):
+        Recipe.from_list([{"prune": {"method": "magnitude", "experts": True}}])
+
+
+def test_moe_pruned_model_packs_saves_and_loads(tmp_path):
+    import sparsekit
+    from sparsekit.recipe import Prune
+    from sparsekit.steps.convert import pack_modules
+    from sparsekit.steps.prune import run_prune
+    from tests.tiny import tiny_tokenizer
+
+    model = tiny_model("mixtral")
+    out = run_prune(model, get_adapter(model), Prune(method="wanda", pattern="2:4", experts=True), _ids(),
+                    progress=False)
+    report = pack_modules(model, out.masks, {})
+    assert report["model.layers.0.self_attn.q_proj"] == "semi24"
+    assert report["model.layers.0.mlp.experts.down_proj"].startswith("dense: fused expert")
+    path = sparsekit.save(model, tmp_path / "moe", tokenizer=tiny_tokenizer())
+    loaded, _ = sparsekit.load(path)
+    ids = _ids(1, 10)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
