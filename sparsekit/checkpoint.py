@@ -20,7 +20,6 @@ failed save never leaves a half-written DIR.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ import torch
 
 from sparsekit.errors import SparsekitError
 from sparsekit.pack.bitmask import pack_mask, unpack_mask
+from sparsekit.utils.io import sha256_file
 
 METADATA_FILE = "sparsekit.json"
 MASKS_FILE = "masks.safetensors"
@@ -66,7 +66,7 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: str | os.Pa
             packed = {name: pack_mask(m.cpu()) for name, m in masks.items()}
             shapes = {name: ",".join(str(s) for s in m.shape) for name, m in masks.items()}
             save_file(packed, tmp / MASKS_FILE, metadata={"format": "bitmask-lsb", **shapes})
-        files = {f.name: _sha256(f) for f in sorted(tmp.glob("*.safetensors"))}
+        files = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, "packed": packed_records(model),
                 "structure": structure_record(model), "files": files}
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -139,14 +139,6 @@ def load_masks(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def packed_records(model: torch.nn.Module) -> dict[str, dict]:
     """What `load_checkpoint` needs to rebuild each packed module: layout kind, shape, grouping."""
     from sparsekit.nn.packed import PackedLinear
@@ -177,7 +169,7 @@ def verify_files(path: Path, meta: dict) -> None:
         file = path / name
         if not file.is_file():
             raise SparsekitError(f"{file} is missing: the checkpoint is incomplete")
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             raise SparsekitError(f"{file} does not match the sha256 recorded in {METADATA_FILE}: the file is corrupted "
                                  "or was modified; re-create the checkpoint with `sparsekit compress`")
 

@@ -47,6 +47,11 @@ def _fraction(step: str, key: str, value: Any, *, upper_open: bool = False) -> f
     return v
 
 
+def _at_least(step: str, key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SparsekitError(f"{step}: {key} must be an integer >= {low}, got {value!r}")
+
+
 def _check_globs(step: Any, verb: str) -> None:
     """Normalise a step's `targets` / `exclude` / `modules` to lists of glob patterns; a step must target
     something. `modules` (any nn.Linear outside the decoder blocks: a vision tower, a projector) takes
@@ -221,8 +226,7 @@ class DropBlocks:
             raise SparsekitError(f"{s}: blocks are only read by method 'explicit' (got method {self.method!r})")
         if self.tokens not in ("last", "all"):
             raise SparsekitError(f"{s}: tokens must be 'last' or 'all', got {self.tokens!r}")
-        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
-            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+        _at_least(s, "nsamples", self.nsamples, 1)
 
     @property
     def needs_data(self) -> bool:
@@ -263,8 +267,7 @@ class DropSublayers:
         if not isinstance(self.candidates, list) or not self.candidates or \
                 any(c not in ("attention", "mlp") for c in self.candidates):
             raise SparsekitError(f"{s}: candidates must be a non-empty list of 'attention' and/or 'mlp'")
-        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
-            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+        _at_least(s, "nsamples", self.nsamples, 1)
 
     @property
     def needs_data(self) -> bool:
@@ -298,11 +301,9 @@ class PruneChannels:
     def __post_init__(self) -> None:
         s = self.NAME
         self.ratio = _fraction(s, "ratio", self.ratio, upper_open=True)
-        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
-            raise SparsekitError(f"{s}: round_to must be an integer >= 1, got {self.round_to!r}")
+        _at_least(s, "round_to", self.round_to, 1)
         self.blocks = _blocks_list(s, self.blocks)
-        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
-            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+        _at_least(s, "nsamples", self.nsamples, 1)
 
     @property
     def needs_data(self) -> bool:
@@ -329,8 +330,7 @@ class PruneHeads:
         s = self.NAME
         self.ratio = _fraction(s, "ratio", self.ratio, upper_open=True)
         self.blocks = _blocks_list(s, self.blocks)
-        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
-            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+        _at_least(s, "nsamples", self.nsamples, 1)
 
     @property
     def needs_data(self) -> bool:
@@ -359,8 +359,7 @@ class PruneExperts:
         if self.by not in ("frequency", "weight"):
             raise SparsekitError(f"{s}: by must be 'frequency' or 'weight', got {self.by!r}")
         self.blocks = _blocks_list(s, self.blocks)
-        if isinstance(self.nsamples, bool) or not isinstance(self.nsamples, int) or self.nsamples < 1:
-            raise SparsekitError(f"{s}: nsamples must be an integer >= 1, got {self.nsamples!r}")
+        _at_least(s, "nsamples", self.nsamples, 1)
 
     @property
     def needs_data(self) -> bool:

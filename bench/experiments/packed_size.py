@@ -14,7 +14,6 @@ records the checkpoint's file sizes. Writes `{out}/{model}.json`.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile

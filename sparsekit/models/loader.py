@@ -8,7 +8,6 @@ is `$SPARSEKIT_CACHE` or `~/.cache/sparsekit`; `cache=False` bypasses it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -22,6 +21,7 @@ import torch
 
 from sparsekit.errors import SparsekitError
 from sparsekit.utils.device import resolve_device, resolve_dtype
+from sparsekit.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ SHORT_NAMES: dict[str, PackagedGGUF] = {
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SPARSEKIT_CACHE") or Path.home() / ".cache" / "sparsekit")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_hf(source: str | Path, dtype: torch.dtype, **kwargs):
@@ -114,7 +106,7 @@ def _strip_gguf_quantizer(model) -> None:
 
 
 def _load_gguf(path: Path, dtype: torch.dtype, use_cache: bool):
-    target = cache_dir() / f"{path.stem}-{_sha256(path)[:16]}" if use_cache else None
+    target = cache_dir() / f"{path.stem}-{sha256_file(path)[:16]}" if use_cache else None
     if target is not None and (target / "config.json").is_file():
         log.info("loading dequantized %s from cache %s", path.name, target)
         return _load_hf(target, dtype)
