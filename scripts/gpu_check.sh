@@ -3,7 +3,8 @@
 # build sparsekit._C with ninja for this GPU, run the GPU / extension / Triton tests on the device,
 # then the rest of the fast suite with CUDA visible, then the packed GEMM benchmark
 # (bench/kernels/bench_packed_gemm.py; BENCH_ARGS="--quick" for a short run). Copy
-# $OUT/packed_gemm.json to bench/results/kernels/ to commit it. Results (junit XML, build log, environment)
+# $OUT/packed_gemm.json to bench/results/kernels/ to commit it; then the whole-model speed of
+# bench/experiments/model_speed.py (MODEL_ARGS="--decode 64 --repeats 3" for a short run). Results (junit XML, build log, environment)
 # go to $OUT (default ./gpu-out). The GPU image has torch, triton and transformers preinstalled and
 # no network, so nothing is pip-installed from an index; the default model's package is not there,
 # so tests marked slow are left out.
@@ -38,4 +39,7 @@ fast=$?
 echo "== packed GEMM benchmark (random weights, Llama shapes)"
 python bench/kernels/bench_packed_gemm.py ${BENCH_ARGS:-} --out "$OUT/packed_gemm.json"
 bench=$?
-exit $(( gpu || fast || bench ))
+echo "== whole-model speed: Llama-3-8B shapes, dense vs 2:4 vs int4 vs int4 + 2:4 (random weights)"
+python bench/experiments/model_speed.py ${MODEL_ARGS:-} --out "$OUT"
+model=$?
+exit $(( gpu || fast || bench || model ))

@@ -17,6 +17,7 @@ _EXPORTS = {
     "convert": "sparsekit.api",
     "save": "sparsekit.api",
     "load": "sparsekit.api",
+    "benchmark": "sparsekit.api",
     "Recipe": "sparsekit.recipe",
     "Prune": "sparsekit.recipe",
     "Quantize": "sparsekit.recipe",
@@ -35,7 +36,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sparsekit.api import compress, convert, evaluate, load, save
+    from sparsekit.api import benchmark, compress, convert, evaluate, load, save
     from sparsekit.calib import BlockContext, LayerwiseCalibrator
     from sparsekit.data import calibration_windows
     from sparsekit.errors import SparsekitError

@@ -82,8 +82,9 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
     recipe = load_recipe(recipe)
     compute = resolve_device(device)
     needs_data = any(getattr(step, "needs_data", False) for step in recipe.steps)
-    if isinstance(model, torch.nn.Module) and tokenizer is None:
-        raise ValueError("compress(model_object) needs the model's tokenizer: compress(model, recipe, tokenizer)")
+    if isinstance(model, torch.nn.Module) and tokenizer is None and needs_data:
+        raise ValueError("compress(model_object, recipe) with calibration needs the model's tokenizer: "
+                         "compress(model, recipe, tokenizer)")
     name = _model_name(model) if isinstance(model, torch.nn.Module) else str(model)
     texts = calibration_texts(calib, data_dir) if needs_data else None  # fail on missing data before loading
     if not isinstance(model, torch.nn.Module):
@@ -266,4 +267,37 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
     report["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
     report["protocol"] = protocol
     report["date"] = _now()
+    return report
+
+
+def benchmark(model: str | os.PathLike | torch.nn.Module, *, prefill: int = 2048, decode: int = 128, batch: int = 1,
+          repeats: int = 5, warmup: int = 1, compile: bool = False, device: str | torch.device = "auto",
+          dtype: str | torch.dtype = "auto") -> dict:
+    """Speed, memory and energy of a model (see `sparsekit.bench.model`) in one report with the keys of
+    `REPORT_KEYS`: `latency_ms` (prefill, median), `tokens_per_s` (decode), `peak_mem_bytes`,
+    `joules_per_token` (None on the CPU), `bytes` (true weight storage), plus `bench` (spreads, settings).
+
+    Args:
+        model: a loaded model (benchmarked where it is) or anything `load_model` accepts (checkpoints too).
+    """
+    from sparsekit.bench.model import benchmark_model
+
+    checkpoint = None
+    if isinstance(model, torch.nn.Module):
+        name = _model_name(model)
+    else:
+        name = str(model)
+        checkpoint = read_metadata(name) if os.path.isdir(os.path.expanduser(name)) else None
+        model, _ = load_model(model, dtype=dtype, device=resolve_device(device))
+    result = benchmark_model(model, prefill=prefill, decode=decode, batch=batch, repeats=repeats, warmup=warmup,
+                             compile=compile)
+    report: dict = {key: None for key in REPORT_KEYS}
+    storage = checkpoint.get("storage_bits_per_weight") if checkpoint else None
+    dev = next(model.parameters()).device
+    report.update(model=name, recipe=checkpoint.get("recipe") if checkpoint else None, ppl={}, tokens={}, tasks={},
+                  bytes=compressed_bytes(model, storage) if storage else weight_bytes(model),
+                  latency_ms=result["prefill"]["median_ms"], tokens_per_s=result["decode"]["tokens_per_s"],
+                  peak_mem_bytes=result["peak_mem_bytes"], joules_per_token=result["joules_per_token"],
+                  device=device_name(dev), versions=versions(), bench=result,
+                  dtype=str(next(model.parameters()).dtype).replace("torch.", ""), date=_now())
     return report

@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=_positive_int, default=1, help="windows per forward pass [1]")
     ev.set_defaults(func=_cmd_eval)
 
+    be = sub.add_parser("bench", help="prefill latency, decode tokens/s, peak memory, energy of a model",
+                        description="Benchmark a model or compressed checkpoint: prefill latency and decode tokens/s "
+                                    "(median of repeats, warm-up excluded), peak memory, joules/token (GPU, NVML).")
+    _add_model_options(be)
+    be.add_argument("--prefill", type=_positive_int, default=2048, help="prefill tokens per sequence [2048]")
+    be.add_argument("--decode", type=_positive_int, default=128, help="new tokens generated [128]")
+    be.add_argument("--batch", type=_positive_int, default=1, help="sequences per batch [1]")
+    be.add_argument("--repeats", type=_positive_int, default=5, help="timed runs (the median is reported) [5]")
+    be.add_argument("--compile", action="store_true", help="GPU: static KV cache + torch.compile (CUDA graphs)")
+    be.set_defaults(func=_cmd_bench)
+
     co = sub.add_parser("compress", help="prune and/or quantize a model with a recipe; write a checkpoint",
                         description="Apply a recipe (YAML file or built-in name) to a model and write a compressed "
                                     "checkpoint folder that `sparsekit eval DIR` reads.")
@@ -104,6 +115,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report["command"] = "sparsekit " + shlex.join(args.argv)
     if args.json != "-":
         _print_report(report, sys.stdout)
+    _emit_json(args.json, report)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from sparsekit.api import benchmark
+
+    report = benchmark(args.model, prefill=args.prefill, decode=args.decode, batch=args.batch, repeats=args.repeats,
+                   compile=args.compile, device=args.device, dtype=args.dtype)
+    report["command"] = "sparsekit " + shlex.join(args.argv)
+    if args.json != "-":
+        b = report["bench"]
+        print(f"model     {report['model']}  ({report['dtype']}, {report['device']})")
+        print(f"prefill   {b['prefill']['tokens']} tokens: {b['prefill']['median_ms']:.1f} ms median "
+              f"(min {b['prefill']['min_ms']:.1f}, max {b['prefill']['max_ms']:.1f}, {b['prefill']['runs']} runs)")
+        print(f"decode    {b['decode']['tokens_per_s']:.1f} tokens/s median ({b['decode']['tokens_per_s_min']:.1f}.."
+              f"{b['decode']['tokens_per_s_max']:.1f}), batch {b['batch']}")
+        print(f"memory    {report['peak_mem_bytes']:,} bytes peak")
+        energy = "not measured (CPU)" if report["joules_per_token"] is None else f"{report['joules_per_token']:.4f} J/token"
+        print(f"energy    {energy}")
+        print(f"bytes     {report['bytes']:,}")
     _emit_json(args.json, report)
     return 0
 

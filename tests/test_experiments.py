@@ -90,3 +90,15 @@ def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     assert (tmp_path / f"{tiny_dir.name}_limit1.png").is_file()
     assert study.main(argv) == 0  # resumes: nothing recomputed
     assert json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())["results"] == res
+
+
+def test_model_speed_smoke_on_cpu(tmp_path):
+    speed = _script("model_speed")
+    argv = ["--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--prefill", "16", "--decode", "2",
+            "--repeats", "1", "--variants", "dense,int4_g128_semi24", "--out", str(tmp_path)]
+    assert speed.main(argv) == 0
+    data = json.loads((tmp_path / "model_speed_tiny_cpu.json").read_text())
+    rows = data["rows"]
+    assert rows["int4_g128_semi24"]["packed"] == ["int4_semi24"]
+    assert rows["int4_g128_semi24"]["weight_bytes"] < rows["dense"]["weight_bytes"]
+    assert rows["dense"]["decode_speedup_vs_dense"] == 1.0 and rows["dense"]["joules_per_token"] is None

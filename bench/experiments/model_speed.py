@@ -1,0 +1,105 @@
+"""Whole-model speed of packed formats: dense vs 2:4 vs int4 vs int4 + 2:4 on a Llama-3-8B-shaped model.
+
+    python bench/experiments/model_speed.py                         # GPU: Llama-3-8B shapes, bf16, random weights
+    python bench/experiments/model_speed.py --preset tiny --device cpu --prefill 32 --decode 4   # a smoke run
+
+The model is built from a config with random weights (no download; speed does not depend on the values,
+DESIGN.md §5): `llama3-8b` is hidden 4096, MLP 14336, 32 layers, 32 heads / 8 KV heads, vocab 128256.
+Each variant is converted with data-free recipes (the bytes and kernels do not depend on how a mask or
+code was chosen): magnitude 2:4 -> SparseLinear, int4 g128 RTN -> QuantLinear, both -> SparseQuantLinear,
+then benchmarked with `sparsekit.bench.benchmark_model` (prefill latency, decode tokens/s, peak memory,
+NVML joules/token). Writes `{out}/model_speed_{preset}_{device}.json` with the device and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from sparsekit.api import convert
+from sparsekit.bench.model import benchmark_model
+from sparsekit.eval.size import weight_bytes
+from sparsekit.utils.device import resolve_device
+from sparsekit.utils.env import device_name, versions
+from sparsekit.utils.io import write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = {
+    "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, head_dim=128, vocab_size=128256, max_position_embeddings=8192),
+    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=32, vocab_size=512, max_position_embeddings=512),
+}
+VARIANTS = {
+    "dense": [],
+    "semi24": [{"prune": {"method": "magnitude", "pattern": "2:4"}}],
+    "int4_g128": [{"quantize": {"format": "int4", "group_size": 128}}],
+    "int4_g128_semi24": [{"prune": {"method": "magnitude", "pattern": "2:4"}},
+                         {"quantize": {"format": "int4", "group_size": 128}}],
+}
+
+
+def random_model(preset: str, dtype: torch.dtype, device: torch.device):
+    """A Llama-architecture model with random (normal, std 0.02) weights in the preset's shapes."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    with device:
+        model = AutoModelForCausalLM.from_config(LlamaConfig(**PRESETS[preset]), dtype=dtype)
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="llama3-8b", choices=sorted(PRESETS))
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--prefill", type=int, default=2048)
+    p.add_argument("--decode", type=int, default=128)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="static cache + torch.compile (GPU)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "model_speed")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    dtype = getattr(torch, args.dtype)
+    if device.type == "cpu" and args.preset != "tiny":
+        p.error("the llama3-8b preset needs a GPU (run it through scripts/gpu_check.sh); use --preset tiny on a CPU")
+    rows = {}
+    for name in [v for v in args.variants.split(",") if v]:
+        model = random_model(args.preset, dtype, device)
+        result = convert(model, VARIANTS[name], packed_dtype=dtype, progress=False) \
+            if VARIANTS[name] else None
+        packed = sorted(set(result.packed.values())) if result else []
+        rows[name] = {"packed": packed, "weight_bytes": weight_bytes(model),
+                      **benchmark_model(model, prefill=args.prefill, decode=args.decode, batch=args.batch,
+                                        repeats=args.repeats, compile=args.compile)}
+        r = rows[name]
+        print(f"{name:<18} prefill {r['prefill']['median_ms']:9.2f} ms  decode {r['decode']['tokens_per_s']:9.2f} tok/s"
+              f"  weights {r['weight_bytes'] / 2 ** 30:6.2f} GiB  peak {r['peak_mem_bytes'] / 2 ** 30:6.2f} GiB",
+              flush=True)
+        del model, result
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    dense = rows.get("dense")
+    for r in rows.values():
+        r["decode_speedup_vs_dense"] = r["decode"]["tokens_per_s"] / dense["decode"]["tokens_per_s"] if dense else None
+    out = args.out / f"model_speed_{args.preset}_{device.type}.json"
+    write_json_atomic(out, {"preset": args.preset, "config": PRESETS[args.preset], "dtype": args.dtype,
+                            "device": device_name(device), "versions": versions(),
+                            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                            "command": "python bench/experiments/model_speed.py " + shlex.join(argv), "rows": rows})
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

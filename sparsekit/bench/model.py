@@ -1,0 +1,79 @@
+"""Model benchmarks: prefill latency, decode tokens/s, peak memory and energy per token.
+
+- **prefill**: one forward pass over `batch` x `prefill` random tokens (no cache), median of repeats;
+- **decode**: greedy generation of exactly `decode` new tokens after a 16-token prompt with the KV
+  cache (`generate`; with `compile=True` on a GPU: a static cache and `torch.compile(mode=
+  'reduce-overhead')`, i.e. CUDA graphs, so Python overhead does not hide the kernels); tokens/s =
+  batch x decode / median time (the 16-token prompt is inside the timed region);
+- **memory**: peak CUDA allocation over the run, or on the CPU the process's peak resident set size;
+- **energy**: NVML joules over the timed decode runs / tokens generated (None on the CPU).
+
+Random token ids are used, never zeros; a model whose projection weights are all zero is refused
+(`check_not_zeros`): zeros can run faster than real data and would hide wrong kernels.
+"""
+
+from __future__ import annotations
+
+import resource
+
+import torch
+import torch.nn as nn
+
+from sparsekit.bench.energy import EnergyMeter
+from sparsekit.bench.timing import time_fn
+from sparsekit.errors import SparsekitError
+
+PROMPT = 16
+
+
+def check_not_zeros(model: nn.Module) -> None:
+    """Refuse to time a model with an all-zero weight matrix (random weights are the rule for speed runs)."""
+    for name, tensor in model.named_parameters():
+        if tensor.dim() >= 2 and tensor.numel() and not bool(tensor.detach().any()):
+            raise SparsekitError(f"refusing to time {name}: all its values are zero, and zeros can run faster than "
+                                 "real data; use trained or random weights")
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+@torch.no_grad()
+def benchmark_model(model: nn.Module, *, prefill: int = 2048, decode: int = 128, batch: int = 1, repeats: int = 5,
+                    warmup: int = 1, compile: bool = False, seed: int = 0) -> dict:
+    """Speed, memory and energy of `model` where it lives (see module docstring)."""
+    if min(prefill, decode, batch, repeats) < 1:
+        raise SparsekitError(f"bench needs prefill, decode, batch and repeats >= 1, got {prefill}, {decode}, {batch}, "
+                             f"{repeats}")
+    check_not_zeros(model)
+    device = next(model.parameters()).device
+    vocab = int(getattr(model.config, "vocab_size", 0) or 1000)
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (batch, prefill), generator=g).to(device)
+    prompt = torch.randint(3, vocab, (batch, PROMPT), generator=g).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    prefill_t = time_fn(lambda: model(input_ids=ids, use_cache=False), device, warmup=warmup, repeats=repeats)
+    gen_kwargs = dict(max_new_tokens=decode, min_new_tokens=decode, do_sample=False,
+                      pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
+    forward = model.forward
+    if compile and device.type == "cuda":
+        gen_kwargs["cache_implementation"] = "static"
+        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=False)
+    try:
+        with EnergyMeter(device) as meter:
+            decode_t = time_fn(lambda: model.generate(prompt, **gen_kwargs), device, warmup=warmup, repeats=repeats)
+    finally:
+        model.forward = forward
+    tokens = batch * decode
+    # the meter spans warm-up and timed runs alike: divide by every token generated inside it
+    joules = None if meter.joules is None else meter.joules / (tokens * (warmup + repeats))
+    return {"prefill": {"tokens": batch * prefill, **prefill_t},
+            "decode": {"new_tokens": tokens, "prompt_tokens": batch * PROMPT,
+                       "tokens_per_s": tokens / (decode_t["median_ms"] / 1e3),
+                       "tokens_per_s_min": tokens / (decode_t["max_ms"] / 1e3),
+                       "tokens_per_s_max": tokens / (decode_t["min_ms"] / 1e3), **decode_t},
+            "peak_mem_bytes": _peak_bytes(device), "joules_per_token": joules, "compiled": bool(compile),
+            "batch": batch}

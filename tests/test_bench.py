@@ -1,0 +1,51 @@
+"""`sparsekit bench` / `sparsekit.benchmark` (helpers in the `sparsekit.bench` package): the report keys, honest timing helpers, and the refusal to time zeros."""
+
+import json
+
+import pytest
+import torch
+
+import sparsekit
+from sparsekit.bench import check_not_zeros, time_fn
+from sparsekit.cli import main
+from sparsekit.errors import SparsekitError
+from tests.tiny import tiny_model
+
+
+def test_time_fn_excludes_warmup_and_reports_spread():
+    calls = []
+    out = time_fn(lambda: calls.append(1), "cpu", warmup=2, repeats=3)
+    assert len(calls) == 5 and out["runs"] == 3
+    assert out["min_ms"] <= out["median_ms"] <= out["max_ms"]
+    with pytest.raises(SparsekitError, match="repeats >= 1"):
+        time_fn(lambda: None, "cpu", repeats=0)
+
+
+def test_refuses_to_time_zeros():
+    model = tiny_model("llama")
+    model.model.layers[1].mlp.up_proj.weight.data.zero_()
+    with pytest.raises(SparsekitError, match="refusing to time model.layers.1.mlp.up_proj.weight"):
+        check_not_zeros(model)
+    with pytest.raises(SparsekitError, match="refusing to time"):
+        sparsekit.benchmark(model, prefill=8, decode=2, repeats=1)
+
+
+def test_bench_report_on_a_model_object():
+    report = sparsekit.benchmark(tiny_model("llama"), prefill=32, decode=4, repeats=2)
+    for key in ("model", "latency_ms", "tokens_per_s", "peak_mem_bytes", "bytes", "device", "versions"):
+        assert report[key] is not None, key
+    assert report["joules_per_token"] is None  # CPU: not measured, never estimated
+    assert report["bench"]["decode"]["new_tokens"] == 4 and report["tokens_per_s"] > 0
+
+
+def test_cli_bench_json(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", str(tiny_dir), "--prefill", "16", "--decode", "3", "--repeats", "1", "--json", str(out),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "decode" in printed and "energy    not measured (CPU)" in printed
+    report = json.loads(out.read_text())
+    assert report["command"].startswith("sparsekit bench") and report["tokens_per_s"] > 0
+    with pytest.raises(SystemExit) as info:
+        main(["bench", str(tiny_dir), "--decode", "0"])
+    assert info.value.code == 2 and "--decode: expected a positive integer" in capsys.readouterr().err
