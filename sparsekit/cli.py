@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--compile", action="store_true", help="GPU: static KV cache + torch.compile (CUDA graphs)")
     be.set_defaults(func=_cmd_bench)
 
+    sw = sub.add_parser("sweep", help="a grid of recipes: perplexity, bytes (and speed); Pareto plot and HTML report",
+                        description="Run (or resume) a sweep over a grid of recipes (see sparsekit.sweep for the YAML).")
+    sw.add_argument("--grid", required=True, help="grid YAML file")
+    sw.add_argument("--out", required=True, metavar="DIR", help="folder for points.jsonl, plots and report.html")
+    sw.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    sw.set_defaults(func=_cmd_sweep)
+
     co = sub.add_parser("compress", help="prune and/or quantize a model with a recipe; write a checkpoint",
                         description="Apply a recipe (YAML file or built-in name) to a model and write a compressed "
                                     "checkpoint folder that `sparsekit eval DIR` reads.")
@@ -139,6 +146,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"energy    {energy}")
         print(f"bytes     {report['bytes']:,}")
     _emit_json(args.json, report)
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from sparsekit.sweep import finished, run_sweep
+
+    report = run_sweep(args.grid, args.out, progress=not args.quiet)
+    print(f"points    {len(finished(report.parent))} in {report.parent / 'points.jsonl'}")
+    print(f"report    {report}")
     return 0
 
 
