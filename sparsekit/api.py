@@ -17,8 +17,7 @@ from sparsekit.eval.size import compressed_bytes, packed_bits_per_weight, projec
 from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
 from sparsekit.prune.patterns import masks_sparsity
-from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Prune, PruneChannels, PruneExperts,
-                              PruneHeads, Quantize, Recipe, load_recipe)
+from sparsekit.recipe import STRUCTURED_STEPS, Recipe, load_recipe
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
 
@@ -75,9 +74,8 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         device: where blocks are calibrated ('auto': CUDA when visible).
         dtype: of a model loaded by name ('auto': fp32 for CPU calibration, fp16 for CUDA).
     """
-    from sparsekit.steps.prune import check_step_shapes, run_prune
-    from sparsekit.steps.quantize import module_record, run_quantize
-    from sparsekit.steps.structured import run_drop_blocks, run_drop_sublayers, run_prune_experts, run_prune_width
+    from sparsekit.steps.prune import check_step_shapes
+    from sparsekit.steps.run import StepState, run_steps
 
     recipe = load_recipe(recipe)
     compute = resolve_device(device)
@@ -98,49 +96,9 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
     for step in recipe.steps:  # every shape constraint of every step, before any step changes a weight
         if not isinstance(step, STRUCTURED_STEPS):  # (shapes after structured steps are checked when they run)
             check_step_shapes(adapter, step)
-    result = Compressed(model, tokenizer, recipe, name, calibration)
-    steps = list(recipe.steps)
-    for i, step in enumerate(steps):
-        if isinstance(step, Prune):
-            nxt = steps[i + 1] if i + 1 < len(steps) else None
-            joint = nxt if isinstance(nxt, Quantize) and nxt.joint else None
-            out = run_prune(model, adapter, step, ids, device=compute, progress=progress, joint=joint)
-            overlap = set(out.masks) & set(result.masks)
-            for key in overlap:  # a later prune step keeps what earlier ones removed
-                out.masks[key] = out.masks[key] & result.masks[key]
-            result.masks.update(out.masks)
-            result.qtensors.update(out.qtensors)
-            for t in out.targets:
-                out.modules[t.name]["pattern"] = step.pattern
-            result.steps.append({"step": "prune", "seconds": out.seconds, "sparsity": out.sparsity,
-                                 "modules": out.modules, "allocation": out.allocation_info})
-            if joint is not None:
-                shapes = {t.name: tuple(out.masks[t.name].shape) for t in out.targets}
-                result.steps.append({"step": "quantize", "seconds": 0.0, "joint_with_previous": True,
-                                     "modules": {t.name: module_record(t, joint, shapes[t.name])
-                                                 for t in out.targets}})
-        elif isinstance(step, (PruneHeads, PruneChannels, PruneExperts)):
-            run = run_prune_experts if isinstance(step, PruneExperts) else run_prune_width
-            out = run(model, adapter, step, ids, device=compute, progress=progress)
-            result.steps.append({"step": step.NAME, "seconds": out.seconds, "params_removed": out.params_removed,
-                                 "kept": out.scores["kept"], "modules": {}})
-        elif isinstance(step, DropSublayers):
-            out = run_drop_sublayers(model, adapter, step, ids, progress=progress)
-            result.steps.append({"step": "drop_sublayers", "seconds": out.seconds, "removed": out.removed,
-                                 "params_removed": out.params_removed, "scores": out.scores, "modules": {}})
-        elif isinstance(step, DropBlocks):
-            out = run_drop_blocks(model, adapter, step, ids, device=compute, progress=progress)
-            result.steps.append({"step": "drop_blocks", "seconds": out.seconds, "method": step.method,
-                                 "removed": out.removed, "kept": out.kept, "params_removed": out.params_removed,
-                                 "scores": out.scores, "modules": {}})
-        elif isinstance(step, Quantize):
-            if step.joint:
-                continue  # ran inside the preceding sparsegpt step
-            out = run_quantize(model, adapter, step, ids, masks=result.masks, device=compute, progress=progress)
-            result.qtensors.update(out.qtensors)
-            result.steps.append({"step": "quantize", "seconds": out.seconds, "modules": out.modules})
-        else:  # pragma: no cover - every step type of recipe.STEPS is handled above
-            raise NotImplementedError(type(step).__name__)
+    state = run_steps(list(recipe.steps), StepState(model, adapter, ids, compute, progress))
+    result = Compressed(model, tokenizer, recipe, name, calibration, steps=state.records, masks=state.masks,
+                        qtensors=state.qtensors)
     result.storage = storage_bits(adapter, result.steps, result.masks)
     return result
 
