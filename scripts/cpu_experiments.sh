@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every CPU experiment behind the README's SmolLM2 tables, in two queues that share the machine's 2 cores
+# (one torch thread each). Every script skips what it already has, so re-running after an interruption
+# continues where it stopped; run it in the background at the start of a session:
+#   nohup bash scripts/cpu_experiments.sh > cpu_experiments.log 2>&1 &
+# Queue A: the pruning table (standard CPU protocol) and the quantization table (same protocol,
+# results in bench/results/quant). Queue B: the module study, the structured study, the packed sizes,
+# and the pruning x quantization grid (its own cheaper protocol, stated in its JSON).
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+PRUNE=magnitude-50,wanda-50,sparsegpt-50,magnitude-2:4,wanda-2:4,sparsegpt-2:4,magnitude-4:8,wanda-4:8,sparsegpt-4:8
+SEARCH=wanda-60,sparsegpt-60,wanda-50-search,wanda-60-search,sparsegpt-50-search,sparsegpt-60-search
+QUANT=int8-rtn,int4-rtn,int4-gptq,int3-rtn,int3-gptq,mxfp4-gptq,mxfp6-gptq,fp6-gptq,ternary-gptq
+QUANT=$QUANT,sparsegpt-2:4+int4-gptq,sparsegpt-2:4+int4-joint
+(
+  python bench/experiments/prune_table.py --recipes "$PRUNE,$SEARCH" --limit 40
+  python bench/experiments/prune_table.py --recipes "$QUANT" --limit 40 --out bench/results/quant
+  echo "queue A done"
+) &
+(
+  python bench/experiments/module_sensitivity.py --limit 4
+  python bench/experiments/packed_size.py
+  python bench/experiments/structured.py --limit 40
+  python bench/experiments/prune_vs_quant.py
+  echo "queue B done"
+) &
+wait
