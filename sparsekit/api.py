@@ -176,14 +176,17 @@ def load(path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", device: 
 
 
 def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl: Sequence[str] = ("wikitext2",),
-             seqlen: int = 2048, limit: int | None = None, batch_size: int = 1, device: str | torch.device = "auto",
-             dtype: str | torch.dtype = "auto", data_dir: str | os.PathLike | None = None,
-             progress: bool = True, storage: dict[str, float] | None = None) -> dict:
+             tasks: Sequence[str] = (), seqlen: int = 2048, limit: int | None = None, batch_size: int = 1,
+             device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+             data_dir: str | os.PathLike | None = None, progress: bool = True,
+             storage: dict[str, float] | None = None) -> dict:
     """Evaluate a model and return one report with the keys of `REPORT_KEYS` (plus `protocol`, `date`).
 
     Args:
         model: a loaded causal LM (then pass its `tokenizer`) or anything `load_model` accepts.
         ppl: perplexity data sets ('wikitext2', 'c4').
+        tasks: zero-shot tasks through lm-evaluation-harness (`sparsekit.eval.tasks.TASKS`); `limit` then
+            also means the first N examples of each task.
         seqlen, limit, batch_size: the perplexity protocol (see `sparsekit.eval.perplexity`).
         device, dtype: used only when `model` is a name; a model object is evaluated where it is.
         data_dir: folder with the data sets (default: $SPARSEKIT_DATA).
@@ -192,6 +195,11 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
     """
     sets = [perplexity_set(name) for name in ppl]
     texts = {s.name: s.text(data_dir) for s in sets}  # fail on missing data before loading a model
+    if tasks:
+        from sparsekit.eval.tasks import task_file
+
+        for task in tasks:
+            task_file(task, data_dir)
     if isinstance(model, torch.nn.Module):
         if tokenizer is None:
             raise ValueError("evaluate(model_object) needs the model's tokenizer: evaluate(model, tokenizer, ...)")
@@ -214,6 +222,12 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
         report["tokens"][s.name] = result.tokens
         protocol["ppl"][s.name] = {"windows": result.windows, "nll": result.nll, "data": s.note}
     # a checkpoint knows its masks; counting zeros would also count weights that quantization rounded to 0
+    if tasks:
+        from sparsekit.eval.harness import run_tasks
+
+        report["tasks"] = run_tasks(model, tokenizer, list(tasks), limit=limit, data_dir=data_dir, progress=progress)
+        protocol["tasks"] = {"limit": limit, "harness": "lm-evaluation-harness", "prompts": "official (see "
+                             "sparsekit/eval/tasks.py)"}
     report["sparsity"] = (float(checkpoint.get("sparsity") or 0.0) if checkpoint is not None
                           else projection_sparsity(get_adapter(model)))
     if storage is None and checkpoint is not None:

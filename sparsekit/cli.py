@@ -61,9 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="perplexity (and later zero-shot tasks) of a model or compressed checkpoint",
                         description="Evaluate a model: WikiText-2 / C4 perplexity with the Wanda/SparseGPT protocol.")
     _add_model_options(ev)
-    ev.add_argument("--ppl", type=_csv, default=["wikitext2"], help="perplexity data sets: wikitext2,c4 [wikitext2]")
+    ev.add_argument("--ppl", type=_csv, default=None,
+                    help="perplexity data sets: wikitext2,c4 [wikitext2, or none when --tasks is given]")
+    ev.add_argument("--tasks", type=_csv, default=[], help="zero-shot tasks: arc_easy,arc_challenge,boolq,rte,"
+                                                           "hellaswag,winogrande,openbookqa,piqa,lambada")
     ev.add_argument("--seqlen", type=_positive_int, default=2048, help="window length in tokens [2048]")
-    ev.add_argument("--limit", type=_positive_int, default=None, help="score only the first N windows per data set")
+    ev.add_argument("--limit", type=_positive_int, default=None,
+                    help="score only the first N windows per data set (and the first N examples per task)")
     ev.add_argument("--batch-size", type=_positive_int, default=1, help="windows per forward pass [1]")
     ev.set_defaults(func=_cmd_eval)
 
@@ -108,6 +112,8 @@ def _print_report(report: dict, out) -> None:
         windows = proto["ppl"][name]["windows"]
         print(f"ppl       {name:<10} {value:10.4f}   ({windows} windows x {proto['seqlen']} tokens, "
               f"{report['tokens'][name]} scored)", file=out)
+    for task, metrics in (report.get("tasks") or {}).items():
+        print(f"task      {task:<14} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), file=out)
     print(f"sparsity  {report['sparsity']:.4f}", file=out)
     print(f"bytes     {report['bytes']:,}", file=out)
 
@@ -117,7 +123,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from sparsekit.api import evaluate
 
-    report = evaluate(args.model, ppl=args.ppl, seqlen=args.seqlen, limit=args.limit, batch_size=args.batch_size,
+    ppl = args.ppl if args.ppl is not None else ([] if args.tasks else ["wikitext2"])
+    report = evaluate(args.model, ppl=ppl, tasks=args.tasks, seqlen=args.seqlen, limit=args.limit,
+                      batch_size=args.batch_size,
                       device=args.device, dtype=args.dtype, data_dir=args.data_dir, progress=not args.quiet)
     report["command"] = "sparsekit " + shlex.join(args.argv)
     if args.json != "-":
