@@ -2,6 +2,7 @@
 
     python bench/experiments/module_sensitivity.py --limit 8          # SmolLM2-135M, ~1.5 h on 2 CPU cores
     python bench/experiments/module_sensitivity.py --plot-only        # redraw the PNGs from the JSON
+    python bench/experiments/module_sensitivity.py --table --limit 4  # the README's table
 
 For each module type (q, k, v, o, gate, up, down, all attention, all MLP) and each pruning rate
 (10%..90%), every block's projections of that type are pruned with Wanda (per-output-row ranking,
@@ -139,6 +140,20 @@ def plot(out_json: Path) -> list[Path]:
     return files
 
 
+def table(out_json: Path, rates: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)) -> str:
+    """Markdown table: WikiText-2 perplexity per module type (rows) at a few pruning rates (columns)."""
+    data = json.loads(out_json.read_text())
+    got = {(r["type"], r["rate"]): r for r in data["results"]}
+    head = "| module type | weights pruned at 50% | " + " | ".join(f"{int(r * 100)}%" for r in rates) + " |"
+    rows = [head, "|---|---|" + "---|" * len(rates)]
+    for kind in TYPES:
+        if (kind, 0.5) not in got:
+            continue
+        cells = " | ".join(f"{got[(kind, r)]['ppl']:.2f}" if (kind, r) in got else "–" for r in rates)
+        rows.append(f"| {kind} | {got[(kind, 0.5)]['pruned_weights']:,} | {cells} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -153,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "module_sensitivity")
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--table", action="store_true", help="print the README's markdown table of the results")
     args = p.parse_args(argv)
     args.argv = argv
     args.types = [t for t in args.types.split(",") if t]
@@ -160,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(args.types) - set(TYPES))
     if bad:
         p.error(f"unknown module types {bad}; choose from {', '.join(TYPES)}")
+    if args.table:
+        print(table(args.out / f"{Path(args.model).name}_wanda_limit{args.limit}.json"))
+        return 0
     if args.plot_only:
         for f in plot(args.out / f"{Path(args.model).name}_wanda_limit{args.limit}.json"):
             print(f)
