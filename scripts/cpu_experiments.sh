@@ -23,6 +23,7 @@ QUANT=$QUANT,sparsegpt-2:4+int4-gptq,sparsegpt-2:4+int4-joint
   python bench/experiments/packed_size.py
   python bench/experiments/structured.py --limit 40
   python bench/experiments/prune_vs_quant.py
+  python bench/experiments/zero_shot.py --limit 500
   echo "queue B done"
 ) &
 wait

@@ -102,3 +102,18 @@ def test_model_speed_smoke_on_cpu(tmp_path):
     assert rows["int4_g128_semi24"]["packed"] == ["int4_semi24"]
     assert rows["int4_g128_semi24"]["weight_bytes"] < rows["dense"]["weight_bytes"]
     assert rows["dense"]["decode_speedup_vs_dense"] == 1.0 and rows["dense"]["joules_per_token"] is None
+
+
+def test_zero_shot_runs_resumes_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):
+    zs = _script("zero_shot")
+    argv = ["--model", str(tiny_dir), "--recipes", "dense,magnitude-2:4", "--tasks", "piqa,lambada", "--limit", "3",
+            "--data-dir", str(data_dir), "--out", str(tmp_path)]
+    assert zs.main(argv) == 0
+    files = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert files == [f"{tiny_dir.name}_dense_limit3.json", f"{tiny_dir.name}_magnitude-2-4_limit3.json"]
+    report = json.loads((tmp_path / files[0]).read_text())
+    assert set(report["tasks"]) == {"piqa", "lambada"} and report["protocol"]["tasks"]["limit"] == 3
+    assert zs.main(argv) == 0 and "skip dense" in capsys.readouterr().out
+    assert zs.main(["--table", "--limit", "3", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| recipe | piqa | lambada | mean |" in printed and "| magnitude-2:4 |" in printed
