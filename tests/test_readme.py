@@ -58,3 +58,15 @@ def test_readme_packed_sizes_equal_the_result_file():
         row = f"| {case} | {r['stated_bits_per_weight']} | {r['bits_per_weight']:.3f} |"
         assert row in readme, row
         assert r["within_1_percent"]
+
+
+def test_readme_module_study_table_is_what_the_script_prints():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("module_sensitivity",
+                                                  REPO / "bench" / "experiments" / "module_sensitivity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    printed = module.table(REPO / "bench" / "results" / "module_sensitivity" / "smollm2-135m_wanda_limit4.json")
+    readme = (REPO / "README.md").read_text()
+    assert printed in readme
