@@ -241,7 +241,9 @@ class DropSublayers:
         the lowest normalised relative impact (NRI) — or, when `attention` / `mlp` counts are given,
         exactly that many attention and MLP sublayers with the lowest NRI of their kind.
     candidates: which kinds may be removed: attention, mlp or both.
-    nsamples: calibration windows the NRI losses are measured on.
+    score: 'nri' (loss increase per parameter, a full forward per candidate) or 'cosine' (1 - cos of the
+        block output with and without the sublayer, averaged over tokens: one block forward per candidate).
+    nsamples: calibration windows the scores are measured on.
     """
 
     NAME: ClassVar[str] = "drop_sublayers"
@@ -250,10 +252,13 @@ class DropSublayers:
     attention: int | None = None
     mlp: int | None = None
     candidates: list[str] = field(default_factory=lambda: ["attention", "mlp"])
+    score: str = "nri"
     nsamples: int = 8
 
     def __post_init__(self) -> None:
         s = self.NAME
+        if self.score not in ("nri", "cosine"):
+            raise SparsekitError(f"{s}: score must be 'nri' or 'cosine', got {self.score!r}")
         self.budget = _fraction(s, "budget", self.budget, upper_open=True)
         for key in ("attention", "mlp"):
             v = getattr(self, key)
@@ -550,7 +555,7 @@ class Recipe:
             elif isinstance(step, DropSublayers):
                 amount = f"{step.budget:.0%} of block parameters" if step.budget else \
                     f"{step.attention or 0} attention + {step.mlp or 0} mlp"
-                parts.append(f"drop sublayers ({amount}, NRI)")
+                parts.append(f"drop sublayers ({amount}, {step.score})")
             elif isinstance(step, (PruneHeads, PruneChannels, PruneExperts)):
                 what = {PruneHeads: "KV groups", PruneChannels: "MLP channels", PruneExperts: "experts"}[type(step)]
                 parts.append(f"remove {step.ratio:.0%} of {what}")

@@ -11,7 +11,7 @@ Configurations (`--configs`, default all):
   On SmolLM2 an attention sublayer holds 884,736 parameters and an MLP 2,654,208 (3x), so attn-6 and
   mlp-2 (and attn-12, mlp-4) remove exactly the same number of parameters;
 - `mixed-{5,10}`: NRI over both kinds under a budget of 5% (10%) of the block parameters (about what
-  attn-6 / mlp-2 (attn-12 / mlp-4) remove);
+  attn-6 / mlp-2 (attn-12 / mlp-4) remove); `cosine-{5,10}`: the same budgets ranked by the cosine score;
 - `heads-{33,67}`, `channels-{25,50}`: width pruning (KV groups with their query heads; MLP channels).
 
 Each configuration is applied to a fresh model (calibration: c4, `--nsamples` windows of 512 tokens,
@@ -54,6 +54,7 @@ def configs() -> dict[str, list[dict]]:
         out[f"mlp-{n}"] = [{"drop_sublayers": {"mlp": n, "candidates": ["mlp"]}}]
     for pct in (5, 10):
         out[f"mixed-{pct}"] = [{"drop_sublayers": {"budget": pct / 100}}]
+        out[f"cosine-{pct}"] = [{"drop_sublayers": {"budget": pct / 100, "score": "cosine"}}]
     for pct in (33, 67):
         out[f"heads-{pct}"] = [{"prune_heads": {"ratio": pct / 100}}]
     for pct in (25, 50):

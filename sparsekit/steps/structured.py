@@ -2,7 +2,8 @@
 
 `drop_sublayers`: every candidate (a block's attention or MLP) is removed alone and the calibration
 loss (mean next-token NLL on the first `nsamples` windows) is measured; its NRI, the relative loss
-increase per parameter freed, ranks it. The lowest-NRI candidates are removed until the parameter
+increase per parameter freed, ranks it (`score: cosine` instead compares the block's output with and
+without the sublayer, 1 - cos per token, block by block on the dense model: much cheaper). The lowest-NRI candidates are removed until the parameter
 budget is spent (or the requested number of each kind is reached).
 
 `prune_channels` / `prune_heads`: one sequential pass of the layer-wise calibrator collects the input
@@ -140,14 +141,22 @@ def _present(adapter: Adapter, i: int, kind: str) -> bool:
 
 def sublayer_scores(model: nn.Module, adapter: Adapter, step: DropSublayers, calib_ids: torch.Tensor,
                     progress: bool = True) -> tuple[dict, dict, float]:
-    """NRI and parameter count of every candidate sublayer, and the base loss."""
+    """Score (NRI or cosine, see `DropSublayers`) and parameter count of every candidate, and the base loss
+    (None for the cosine score)."""
     ids = calib_ids[: step.nsamples]
-    base = calibration_loss(model, ids)
     cands = [(i, k) for i in range(adapter.num_blocks) for k in step.candidates if _present(adapter, i, k)]
-    scores, params = {}, {}
+    params = {(i, k): sum(p.numel() for p in (adapter.attention(i) if k == "attention" else adapter.mlp(i))
+                          .parameters()) for i, k in cands}
+    scores = {}
+    if step.score == "cosine":
+        calib = LayerwiseCalibrator(model, adapter=adapter, stats=False, sequential=False, progress=progress)
+        for ctx in calib.blocks(ids):
+            for i, kind in [c for c in cands if c[0] == ctx.index]:
+                with without_sublayer(adapter, i, kind):
+                    scores[(i, kind)] = block_influence(ctx.outputs, ctx.forward())
+        return scores, params, None
+    base = calibration_loss(model, ids)
     for i, kind in tqdm(cands, desc="drop_sublayers: NRI", unit="candidate", disable=not progress):
-        mod = adapter.attention(i) if kind == "attention" else adapter.mlp(i)
-        params[(i, kind)] = sum(p.numel() for p in mod.parameters())
         with without_sublayer(adapter, i, kind):
             scores[(i, kind)] = nri(base, calibration_loss(model, ids), params[(i, kind)])
     return scores, params, base
@@ -173,7 +182,7 @@ def run_drop_sublayers(model: nn.Module, adapter: Adapter, step: DropSublayers, 
             mine = {key: v for key, v in scores.items() if key[1] == kind}
             chosen += sorted(mine, key=lambda key: (mine[key], key))[: count or 0]
     removed = sum(drop_sublayer(adapter, i, kind) for i, kind in sorted(chosen))
-    record = {"base_loss": base, "nri": {f"{i}:{k}": v for (i, k), v in scores.items()}}
+    record = {"base_loss": base, step.score: {f"{i}:{k}": v for (i, k), v in scores.items()}}
     return StructuredResult([list(c) for c in sorted(chosen)], [], removed, record, time.perf_counter() - start)
 
 

@@ -409,3 +409,23 @@ def test_moe_pruned_model_packs_saves_and_loads(tmp_path):
     ids = _ids(1, 10)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_cosine_sublayer_score_is_one_minus_the_output_cosine():
+    from sparsekit.calib.engine import LayerwiseCalibrator
+    from sparsekit.models.surgery import without_sublayer
+    from sparsekit.recipe import DropSublayers
+    from sparsekit.steps.structured import run_drop_sublayers, sublayer_scores
+
+    model = tiny_model("llama")
+    adapter = get_adapter(model)
+    step = DropSublayers(mlp=1, candidates=["mlp"], score="cosine", nsamples=2)
+    scores, params, base = sublayer_scores(model, adapter, step, _ids(), progress=False)
+    assert base is None and set(scores) == {(0, "mlp"), (1, "mlp"), (2, "mlp")}
+    ctx = next(iter(LayerwiseCalibrator(model, adapter=adapter, stats=False, sequential=False,
+                                        progress=False).blocks(_ids()[:2])))
+    with without_sublayer(adapter, 0, "mlp"):
+        assert scores[(0, "mlp")] == pytest.approx(block_influence(ctx.outputs, ctx.forward()))
+    out = run_drop_sublayers(model, adapter, step, _ids(), progress=False)
+    lowest_block = min(scores, key=scores.get)[0]
+    assert out.removed == [[lowest_block, "mlp"]] and "cosine" in out.scores
