@@ -127,3 +127,19 @@ def test_device_and_dtype_errors():
         semi = make_layout("semi24", 16, 64, dtype=torch.float32)
         with pytest.raises(ValueError, match="2:4 values are torch.float32 but the input is torch.float16"):
             packed_linear(torch.randn(2, 64).half(), semi, backend="triton")
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("kind, k, group", [("semi24", 8, 0), ("int4", 2, 0), ("int4_semi24", 8, 0), ("mxfp4", 32, 32)])
+def test_triton_smallest_legal_shapes(kind, k, group):
+    """N = 1 output row and the smallest K each layout allows (8 for 2:4 metadata bytes, 2 for int4 nibbles,
+    32 for an MX block), M = 1."""
+    if not (_dispatch.triton_interpret() or torch.cuda.is_available()):
+        pytest.skip("needs TRITON_INTERPRET=1 or a GPU")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    layout = make_layout(kind, 1, k, seed=k, group=group or k)
+    layout = type(layout)(**{f: (v.to(device) if isinstance(v, torch.Tensor) else v) for f, v in vars(layout).items()})
+    x = torch.randn(1, k, generator=_gen(k)).to(device=device, dtype=torch.float16)
+    got = packed_linear(x, layout, backend="triton")
+    assert got.shape == (1, 1)
+    assert rel_err(got, packed_linear_reference(x, layout)) < 1e-3
