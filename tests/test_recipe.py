@@ -55,3 +55,17 @@ def test_bad_recipes_give_one_clear_line(data, message):
     with pytest.raises(SparsekitError, match=message) as info:
         load_recipe(data)
     assert "\n" not in str(info.value)
+
+
+def test_every_step_type_has_a_handler():
+    from sparsekit.errors import SparsekitError
+    from sparsekit.recipe import STEPS
+    from sparsekit.steps.run import HANDLERS, StepState, run_steps
+
+    assert set(HANDLERS) == set(STEPS.values())
+
+    class Unknown:
+        pass
+
+    with pytest.raises(SparsekitError, match="has no handler"):
+        run_steps([Unknown()], StepState(None, None, None, None))

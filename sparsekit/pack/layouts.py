@@ -30,6 +30,7 @@ Byte layouts (W is `[N, K]`, kept = the 2 non-zeros of each group of 4 consecuti
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -101,7 +102,7 @@ def _gather24(dense: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class Layout:
+class Layout(ABC):
     """Common behaviour: tensors by field name (for safetensors), byte count, bits per weight."""
 
     KIND: ClassVar[str] = ""
@@ -119,8 +120,9 @@ class Layout:
     def bits_per_weight(self) -> float:
         return 8 * self.nbytes / math.prod(self.shape)
 
-    def unpack(self) -> torch.Tensor:  # pragma: no cover - every layout overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def unpack(self) -> torch.Tensor:
+        """The dense `[N, K]` weight this layout encodes."""
 
 
 @dataclass

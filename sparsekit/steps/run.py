@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.recipe import DropBlocks, DropSublayers, Prune, PruneChannels, PruneExperts, PruneHeads, Quantize
 from sparsekit.steps.prune import run_prune
@@ -101,8 +102,8 @@ def run_steps(steps: list[Any], state: StepState) -> StepState:
     """Apply `steps` in order through their handlers."""
     for i, step in enumerate(steps):
         handler = HANDLERS.get(type(step))
-        if handler is None:  # pragma: no cover - every step type of recipe.STEPS has a handler
-            raise NotImplementedError(f"no handler for recipe step {type(step).__name__}")
+        if handler is None:
+            raise SparsekitError(f"recipe step {type(step).__name__} has no handler in sparsekit.steps.run")
         state.upcoming = steps[i + 1:]
         handler(step, state)
     return state
