@@ -104,7 +104,7 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
 
 
 def convert(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=None, *, backend: str = "auto",
-            packed_dtype: torch.dtype | None = None, **compress_options: Any) -> Compressed:
+            packed_dtype: torch.dtype | None = None, order: str = "auto", **compress_options: Any) -> Compressed:
     """Run `recipe` on `model` (see `compress`) and swap every compressed projection that has a packed
     layout for its drop-in module (`sparsekit.nn`): 2:4 -> SparseLinear, int4 / MXFP4 -> QuantLinear,
     2:4 + int4 -> SparseQuantLinear. Everything else is untouched; `result.packed` says, per compressed
@@ -113,12 +113,15 @@ def convert(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=N
     Args:
         backend: kernel choice of the new modules ('auto' | 'triton' | 'reference' | 'cuda').
         packed_dtype: value dtype of 2:4 layouts (e.g. torch.float16 for GPU kernels; default: the weight's).
+        order: 'auto' | 'mma' | 'plain': 2:4 layouts in the sparse tensor cores' register order (read by
+            the CUDA kernels; 'auto' when sparsekit._C is built and the model is on a GPU) or plain.
         compress_options: calib, nsamples, seqlen, seed, device, dtype, data_dir, progress.
     """
     from sparsekit.steps.convert import pack_modules
 
     result = compress(model, recipe, tokenizer, **compress_options)
-    result.packed = pack_modules(result.model, result.masks, result.qtensors, backend=backend, dtype=packed_dtype)
+    result.packed = pack_modules(result.model, result.masks, result.qtensors, backend=backend, dtype=packed_dtype,
+                                 order=order)
     return result
 
 

@@ -185,7 +185,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from sparsekit.nn.packed import MODULES
-    from sparsekit.pack.layouts import LAYOUTS
+    from sparsekit.pack import LAYOUTS
 
     path = Path(path).expanduser()
     meta = read_metadata(path)

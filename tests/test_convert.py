@@ -108,6 +108,32 @@ def test_packed_checkpoint_round_trip_and_tamper(tiny_dir, data_dir, tmp_path):
         sparsekit.load(out)
 
 
+def test_mma_order_modules_compute_the_same_and_round_trip(tiny_dir, data_dir, tmp_path):
+    recipe = [{"prune": {"method": "sparsegpt", "pattern": "2:4"}},
+              {"quantize": {"format": "int4", "group_size": 32, "method": "gptq", "joint": True}}]
+    plain = convert(str(tiny_dir), recipe, data_dir=data_dir, backend="reference", order="plain", **OPTS)
+    mma = convert(str(tiny_dir), recipe, data_dir=data_dir, backend="reference", order="mma", **OPTS)
+    # q/k/v/o, gate/up (in_features 64) take the sparse tensor cores' order; down (96 inputs) cannot
+    assert mma.packed["model.layers.0.mlp.up_proj"] == "int4_semi24_mma"
+    assert mma.packed["model.layers.0.mlp.down_proj"].startswith("int4_semi24 (plain order: ")
+    assert "in_features % 64" in mma.packed["model.layers.0.mlp.down_proj"]
+    for name in plain.packed:
+        a, b = plain.model.get_submodule(name), mma.model.get_submodule(name)
+        assert torch.equal(a.dequantized_weight(), b.dequantized_weight())
+    ids = torch.randint(3, 300, (2, 30), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(_logits(mma.model, ids), _logits(plain.model, ids))
+    with pytest.raises(ValueError, match="no Triton kernel"):
+        mma.model.get_submodule("model.layers.0.mlp.up_proj").backend = "triton"
+        _logits(mma.model, ids)
+    mma.model.get_submodule("model.layers.0.mlp.up_proj").backend = "reference"
+    sparsekit.save(mma, tmp_path / "mma")
+    model, _ = sparsekit.load(tmp_path / "mma")
+    assert model.get_submodule("model.layers.1.self_attn.q_proj").kind == "int4_semi24_mma"
+    assert torch.equal(_logits(model, ids), _logits(mma.model, ids))
+    with pytest.raises(sparsekit.SparsekitError, match="layout order"):
+        convert(str(tiny_dir), recipe, data_dir=data_dir, order="fast", **OPTS)
+
+
 def test_save_a_converted_model_object(tiny_dir, tmp_path):
     result = convert(str(tiny_dir), [{"quantize": {"format": "mxfp4"}}], **OPTS)
     path = sparsekit.save(result.model, tmp_path / "m", tokenizer=result.tokenizer, note="by hand")

@@ -17,9 +17,10 @@ Llama-2-70B 8192x8192, 28672x8192, 8192x28672) and every M, with random weights 
   (a large device-to-device copy, measured once), and the speedup over cuBLAS dense fp16/bf16.
 
 Backends: `dense` (torch.matmul, cuBLAS), `cusparselt_24` (torch.sparse.to_sparse_semi_structured),
-`torch_int4` (torch._weight_int4pack_mm where the build has it), and sparsekit's Triton kernels
-`semi24`, `int4`, `int4_semi24`, `mxfp4`. Writes one JSON (device, versions, date, command, copy
-bandwidth, rows) and prints a table of decode speedups.
+`torch_int4` (torch._weight_int4pack_mm where the build has it), sparsekit's Triton kernels
+`semi24`, `int4`, `int4_semi24`, `mxfp4`, and its CUDA kernels on the sparse tensor cores
+(`cuda_semi24`, `cuda_int4_semi24`: csrc/sparse24_gemm.cu, when sparsekit._C is built). Writes one
+JSON (device, versions, date, command, copy bandwidth, rows) and prints a table of decode speedups.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ SHAPES = [("llama3-8b q/o", 4096, 4096), ("llama3-8b k/v", 1024, 4096), ("llama3
           ("llama3-8b down", 4096, 14336), ("llama2-70b q/o", 8192, 8192), ("llama2-70b gate/up", 28672, 8192),
           ("llama2-70b down", 8192, 28672)]
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 512, 2048]
-KERNELS = ("dense", "cusparselt_24", "torch_int4", "semi24", "int4", "int4_semi24", "mxfp4")
+KERNELS = ("dense", "cusparselt_24", "torch_int4", "semi24", "int4", "int4_semi24", "mxfp4", "cuda_semi24",
+           "cuda_int4_semi24")
+PACKED = ("semi24", "int4", "int4_semi24", "mxfp4", "cuda_semi24", "cuda_int4_semi24")
 
 
 def copy_bandwidth(device: torch.device) -> float:
@@ -53,7 +56,7 @@ def copy_bandwidth(device: torch.device) -> float:
 
 def make_weights(n: int, k: int, dtype: torch.dtype, device: torch.device, seed: int) -> dict:
     """Random weights in every layout (packed on the device), plus the dense 2:4 weight for cuSPARSELt."""
-    from sparsekit.pack.layouts import MXFP4, Int4, Int4Semi24, Semi24
+    from sparsekit.pack import MXFP4, Int4, Int4Semi24, Semi24, to_mma
     from sparsekit.prune.patterns import nm_mask
     from sparsekit.quant import IntFormat, get_format
 
@@ -62,9 +65,11 @@ def make_weights(n: int, k: int, dtype: torch.dtype, device: torch.device, seed:
     mask = nm_mask(torch.rand(n, k, device=device, generator=g), 2, 4)
     w24 = w.masked_fill(~mask, 0)
     int4 = IntFormat(4, 128)
-    return {"dense": w.to(dtype), "w24": w24.to(dtype), "semi24": Semi24.pack(w24.to(dtype), mask),
-            "int4": Int4.pack(int4.quantize(w)), "int4_semi24": Int4Semi24.pack(int4.quantize(w24, mask), mask),
-            "mxfp4": MXFP4.pack(get_format("mxfp4").quantize(w))}
+    out = {"dense": w.to(dtype), "w24": w24.to(dtype), "semi24": Semi24.pack(w24.to(dtype), mask),
+           "int4": Int4.pack(int4.quantize(w)), "int4_semi24": Int4Semi24.pack(int4.quantize(w24, mask), mask),
+           "mxfp4": MXFP4.pack(get_format("mxfp4").quantize(w))}
+    out["cuda_semi24"], out["cuda_int4_semi24"] = to_mma(out["semi24"]), to_mma(out["int4_semi24"])
+    return out
 
 
 def runners(weights: dict, dtype: torch.dtype) -> dict:
@@ -91,6 +96,14 @@ def runners(weights: dict, dtype: torch.dtype) -> dict:
     for kind in ("semi24", "int4", "int4_semi24", "mxfp4"):
         layout = weights[kind]
         out[kind] = ((lambda lay: lambda x: packed_linear(x, lay, backend="triton"))(layout), layout.nbytes)
+    from sparsekit import _ext
+
+    if _ext.available():
+        for kind in ("cuda_semi24", "cuda_int4_semi24"):
+            layout = weights[kind]
+            out[kind] = ((lambda lay: lambda x: packed_linear(x, lay, backend="cuda"))(layout), layout.nbytes)
+    else:
+        print("sparsekit._C not built: CUDA kernels not timed", file=sys.stderr)
     return out
 
 
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"shape": label, "n": n, "k": k, "m": m, "kernel": name, "error": str(exc)[:200]})
                     continue
                 err = None
-                if name in ("semi24", "int4", "int4_semi24", "mxfp4"):
+                if name in PACKED:
                     ref = packed_linear_reference(xs[0], weights[name])
                     err = float((out.float() - ref.float()).norm() / ref.float().norm())
                     if not torch.isfinite(out).all() or err > (1e-3 if dtype == torch.float16 else 1e-2):

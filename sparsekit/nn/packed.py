@@ -1,10 +1,12 @@
 """Drop-in replacements for `nn.Linear` whose weight lives in a packed layout and runs on `ops`.
 
-| module              | layout (sparsekit.pack.layouts) | bits / weight (fp16 activations)   |
-|---------------------|---------------------------------|------------------------------------|
-| `SparseLinear`      | Semi24: 2:4 values + positions  | 9                                  |
-| `QuantLinear`       | Int4 (group-wise) or MXFP4      | 4 + 16/g  or  4.25                 |
-| `SparseQuantLinear` | Int4Semi24: int4 2:4 + scales   | 3 + 16/g (3.125 at g128)           |
+| module              | layout (sparsekit.pack)                        | bits / weight (fp16 activations) |
+|---------------------|------------------------------------------------|----------------------------------|
+| `SparseLinear`      | Semi24 / Semi24MMA: 2:4 values + positions     | 9                                |
+| `QuantLinear`       | Int4 (group-wise) or MXFP4                     | 4 + 16/g  or  4.25               |
+| `SparseQuantLinear` | Int4Semi24 / Int4Semi24MMA: int4 2:4 + scales  | 3 + 16/g (3.125 at g128)         |
+
+The *MMA layouts hold the same bytes in the register order of the sparse tensor cores (CUDA kernels).
 
 The packed tensors are buffers, so `state_dict()` holds exactly what a checkpoint stores, and
 `.to(device)` moves them. `backend` ('auto' | 'triton' | 'reference' | 'cuda') is passed to the op on
@@ -21,7 +23,7 @@ import torch.nn as nn
 from sparsekit.errors import SparsekitError
 from sparsekit.ops._dispatch import BACKENDS
 from sparsekit.ops.packed_linear import packed_linear
-from sparsekit.pack.layouts import LAYOUTS, MXFP4, Int4, Int4Semi24, Layout, Semi24
+from sparsekit.pack import LAYOUTS, MXFP4, Int4, Int4Semi24, Int4Semi24MMA, Layout, Semi24, Semi24MMA
 from sparsekit.quant.base import QTensor
 
 
@@ -85,7 +87,7 @@ def _bias(linear: nn.Linear) -> torch.Tensor | None:
 class SparseLinear(PackedLinear):
     """A 2:4-sparse Linear: kept values + 2-bit positions."""
 
-    KINDS = (Semi24.KIND,)
+    KINDS = (Semi24.KIND, Semi24MMA.KIND)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, mask: torch.Tensor | None = None, *, dtype: torch.dtype | None = None,
@@ -114,7 +116,7 @@ class QuantLinear(PackedLinear):
 class SparseQuantLinear(PackedLinear):
     """A 2:4-sparse int4 Linear: int4 codes of the kept values, positions and group scales."""
 
-    KINDS = (Int4Semi24.KIND,)
+    KINDS = (Int4Semi24.KIND, Int4Semi24MMA.KIND)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, qtensor: QTensor, mask: torch.Tensor, *, backend: str = "auto",

@@ -34,22 +34,26 @@ def triton_usable(x: torch.Tensor) -> bool:
 
 
 def pick_backend(op: str, requested: str, x: torch.Tensor, *, has_cuda: bool = False,
-                 cuda_ok: bool = False) -> str:
+                 cuda_ok: bool = False, has_triton: bool = True) -> str:
     """Resolve `requested` for op `op` on input `x`; an explicit but unusable backend is an error.
 
     Args:
         has_cuda: the op has a kernel in sparsekit._C at all.
         cuda_ok: that kernel is loaded and supports these inputs (shape, dtype, architecture).
+        has_triton: the op has a Triton kernel for these inputs.
     """
     if requested not in BACKENDS:
         raise ValueError(f"{op}: unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
     if requested == "auto":
         if has_cuda and cuda_ok:
             return "cuda"
-        return "triton" if triton_usable(x) else "reference"
+        return "triton" if has_triton and triton_usable(x) else "reference"
     if requested == "cuda" and not (has_cuda and cuda_ok):
         why = "has no CUDA kernel" if not has_cuda else "cannot use the CUDA kernel for these inputs or this build"
         raise ValueError(f"{op}: backend='cuda' requested but the op {why}; use backend='auto'")
+    if requested == "triton" and not has_triton:
+        raise ValueError(f"{op}: backend='triton' requested but the op has no Triton kernel for this layout; "
+                         "use backend='auto'")
     if requested == "triton" and not triton_usable(x):
         why = "triton is not installed" if not triton_installed() else \
             "the tensor is on the CPU (set TRITON_INTERPRET=1 to run Triton there)"

@@ -255,7 +255,7 @@ def _dense_group(q: QTensor, k: int, name: str) -> int:
     return q.group_size
 
 
-LAYOUTS: dict[str, type[Layout]] = {cls.KIND: cls for cls in (Semi24, Int4, Int4Semi24, MXFP4)}
+BASE_LAYOUTS: dict[str, type[Layout]] = {cls.KIND: cls for cls in (Semi24, Int4, Int4Semi24, MXFP4)}
 
 
 def to_torch_semi_structured(weight: torch.Tensor) -> torch.Tensor:

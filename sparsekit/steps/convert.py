@@ -9,6 +9,9 @@ Which module a projection becomes follows from what the recipe left on it:
 | 2:4       | none                     | SparseLinear (Semi24)                   |
 | otherwise | -                        | stays `nn.Linear` (values already masked / on the grid) |
 
+With the compiled extension and a model on a GPU (or `order="mma"`), 2:4 layouts are stored in the
+register order of the sparse tensor cores (`Semi24MMA`, `Int4Semi24MMA`), which the CUDA kernels read.
+
 Anything that stays dense is reported with the reason (e.g. 'unstructured mask: no packed kernel',
 'format int8: no packed kernel yet'), so a user sees what runs simulated and what runs packed.
 """
@@ -18,7 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from sparsekit import _ext
+from sparsekit.errors import SparsekitError
 from sparsekit.nn.packed import QuantLinear, SparseLinear, SparseQuantLinear
+from sparsekit.pack.mma_sp import mma_unfit, to_mma
 from sparsekit.prune.patterns import is_nm
 from sparsekit.quant.base import QTensor
 
@@ -52,11 +58,22 @@ def choose(linear: nn.Linear, mask: torch.Tensor | None, q: QTensor | None) -> t
 
 
 @torch.no_grad()
+def mma_order_wanted(order: str, backend: str, device: torch.device) -> bool:
+    """Whether 2:4 layouts go into mma.sp order: 'auto' when the CUDA kernels can run them here."""
+    if order not in ("auto", "mma", "plain"):
+        raise SparsekitError(f"layout order must be 'auto', 'mma' or 'plain', got {order!r}")
+    if order == "auto":
+        return backend in ("auto", "cuda") and device.type == "cuda" and _ext.available()
+    return order == "mma"
+
+
 def pack_modules(model: nn.Module, masks: dict[str, torch.Tensor], qtensors: dict[str, QTensor], *,
-                 backend: str = "auto", dtype: torch.dtype | None = None) -> dict[str, str]:
+                 backend: str = "auto", dtype: torch.dtype | None = None, order: str = "auto") -> dict[str, str]:
     """Replace every projection of `masks` / `qtensors` that has a packed layout; return name -> what it became.
 
     `dtype`: value dtype of 2:4 layouts (default: the weight's); int4 / MXFP4 scales are always fp16 / E8M0.
+    `order`: 'auto' | 'mma' | 'plain' — whether 2:4 layouts are stored in mma.sp order (module docstring);
+    a layout the kernels cannot take stays plain and the report says why.
     """
     report = {}
     for name in sorted(set(masks) | set(qtensors)):
@@ -77,6 +94,14 @@ def pack_modules(model: nn.Module, masks: dict[str, torch.Tensor], qtensors: dic
             new = SparseQuantLinear.from_linear(linear, q, mask, backend=backend, name=name)
         else:
             new = QuantLinear.from_linear(linear, q, backend=backend, name=name)
+        note = ""
+        if kind in ("semi24", "int4_semi24") and mma_order_wanted(order, backend, device):
+            why_not = mma_unfit(new.layout())
+            if why_not is None:
+                new = type(new)(to_mma(new.layout(), name), new.bias, backend)
+                kind = new.kind
+            else:
+                note = f" (plain order: {why_not})"
         _replace(model, name, new.to(device))
-        report[name] = kind
+        report[name] = kind + note
     return report

@@ -143,3 +143,31 @@ def test_triton_smallest_legal_shapes(kind, k, group):
     got = packed_linear(x, layout, backend="triton")
     assert got.shape == (1, 1)
     assert rel_err(got, packed_linear_reference(x, layout)) < 1e-3
+
+
+def test_mma_layouts_run_the_reference_off_gpu_and_refuse_triton():
+    from sparsekit.pack import Semi24, to_mma
+    from sparsekit.prune.patterns import nm_mask
+
+    w = torch.randn(32, 128)
+    mask = nm_mask(w.abs(), 2, 4)
+    layout = to_mma(Semi24.pack(w.masked_fill(~mask, 0).half(), mask))
+    x = torch.randn(3, 128, dtype=torch.float16)
+    out = packed_linear(x, layout)
+    assert torch.equal(out, packed_linear_reference(x, layout))
+    with pytest.raises(ValueError, match="no Triton kernel"):
+        packed_linear(x, layout, backend="triton")
+    with pytest.raises(ValueError, match="backend='cuda'"):
+        packed_linear(x, layout, backend="cuda")
+
+
+@pytest.mark.parametrize("m, want_block", [(1, 8), (9, 16), (16, 16), (33, 64), (65, 128), (4096, 128)])
+def test_cuda_launch_config(m, want_block):
+    from sparsekit.ops.packed_linear import launch_config
+
+    splits, block_m = launch_config(m, 4096, 4096, sm_count=132)
+    assert block_m == want_block
+    blocks = 64 * -(-m // block_m)
+    # split-K only while fewer than two blocks per SM exist, never past the k-tiles or 16
+    assert 1 <= splits <= 16 and (splits == 1 or blocks * (splits - 1) < 2 * 132)
+    assert launch_config(1, 16, 64, sm_count=132)[0] == 1  # one k-tile: nothing to split
