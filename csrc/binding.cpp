@@ -133,6 +133,8 @@ torch::Tensor sparse24_gemm(const torch::Tensor& x, const torch::Tensor& values,
   torch::Tensor out;
   auto args = common_args(op, x, n, meta, bias, out_arg, out, splits);
   check_shape(values, op, "values", {n / 16, x.size(1) / 32, 32, 8});
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(values.data_ptr()) % 16 == 0, op,
+              ": values must be 16-byte aligned (each lane loads its fragment with one 16-byte load)");
   args.values = values.data_ptr();
   launch(op, args, x, block_m);
   return out;

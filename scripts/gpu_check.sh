@@ -4,7 +4,8 @@
 # then the rest of the fast suite with CUDA visible, then the packed GEMM benchmark
 # (bench/kernels/bench_packed_gemm.py; BENCH_ARGS="--quick" for a short run). Copy
 # $OUT/packed_gemm.json to bench/results/kernels/ to commit it; then the whole-model speed of
-# bench/experiments/model_speed.py (MODEL_ARGS="--decode 64 --repeats 3" for a short run). Results (junit XML, build log, environment)
+# bench/experiments/model_speed.py, with the default kernels (CUDA sparse tensor cores when built) and with
+# Triton (MODEL_ARGS="--decode 64 --repeats 3" for a short run). Results (junit XML, build log, environment)
 # go to $OUT (default ./gpu-out). The GPU image has torch, triton and transformers preinstalled and
 # no network, so nothing is pip-installed from an index; the default model's package is not there,
 # so tests marked slow are left out.
@@ -42,4 +43,7 @@ bench=$?
 echo "== whole-model speed: Llama-3-8B shapes, dense vs 2:4 vs int4 vs int4 + 2:4 (random weights)"
 python bench/experiments/model_speed.py ${MODEL_ARGS:-} --out "$OUT"
 model=$?
+echo "== the same with the Triton kernels (the CUDA ones above when sparsekit._C built)"
+python bench/experiments/model_speed.py ${MODEL_ARGS:-} --backend triton --out "$OUT"
+model=$(( model || $? ))
 exit $(( gpu || fast || bench || model ))

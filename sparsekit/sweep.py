@@ -7,6 +7,8 @@ ppl: [wikitext2]            # perplexity data sets
 seqlen: 2048
 limit: 8                    # windows per data set (null: all)
 calibration: {source: c4, nsamples: 32, seqlen: 512, seed: 0}
+tasks: [arc_easy, piqa]     # optional: zero-shot tasks (sparsekit.eval.tasks), through lm-eval
+task_limit: 200             # first N examples of each task (null: all)
 bench: {prefill: 256, decode: 32, repeats: 3}    # optional: speed / memory / energy of every point
 grid:                       # axes in recipe order; `null` = the step is absent
   drop_blocks: [null, {n: 2, method: bi}]
@@ -18,8 +20,9 @@ Every combination of the axes is one point (a recipe; the all-null point is the 
 A point's id is the sha256 of its recipe, and `DIR/points.jsonl` gets one whole line per finished
 point, so a sweep that crashed or was stopped resumes where it stopped: finished points are never
 recomputed or duplicated. After the last point, `DIR/pareto.png` (perplexity vs bytes, frontier
-marked), `DIR/speed.png` (decode speedup vs perplexity increase, when benchmarked) and
-`DIR/report.html` (plots embedded, the table) are written.
+marked), `DIR/tasks.png` (accuracy per task per recipe, when tasks are set), `DIR/speed.png` (decode
+speedup vs perplexity increase, when benchmarked) and `DIR/report.html` (plots embedded, the table)
+are written.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from sparsekit.errors import SparsekitError
+from sparsekit.eval.tasks import headline
 from sparsekit.recipe import STEPS, Recipe
 
-GRID_KEYS = ("model", "ppl", "seqlen", "limit", "calibration", "bench", "grid", "dtype", "device")
+GRID_KEYS = ("model", "ppl", "seqlen", "limit", "calibration", "tasks", "task_limit", "bench", "grid", "dtype",
+             "device")
 
 
 def load_grid(path: str | os.PathLike) -> dict:
@@ -66,6 +71,15 @@ def load_grid(path: str | os.PathLike) -> dict:
     grid.setdefault("seqlen", 2048)
     grid.setdefault("limit", None)
     grid.setdefault("calibration", {})
+    grid.setdefault("tasks", [])
+    grid.setdefault("task_limit", None)
+    from sparsekit.eval.tasks import TASKS
+
+    if not isinstance(grid["tasks"], list) or any(t not in TASKS for t in grid["tasks"]):
+        raise SparsekitError(f"grid file {file}: tasks must be a list of {', '.join(TASKS)}; got {grid['tasks']!r}")
+    limit = grid["task_limit"]
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise SparsekitError(f"grid file {file}: task_limit must be a positive integer or null, got {limit!r}")
     for recipe in points(grid):
         if recipe:
             Recipe.from_list(recipe)  # a bad point fails now, not hours into the sweep
@@ -119,6 +133,11 @@ def run_point(grid: dict, recipe: list[dict], progress: bool = True) -> dict:
            "ppl": report["ppl"], "tokens": report["tokens"], "bytes": report["bytes"], "sparsity": report["sparsity"],
            "packed": sorted(set(packed.values())), "device": report["device"], "versions": report["versions"],
            "date": report["date"]}
+    if grid["tasks"]:
+        from sparsekit.eval.harness import run_tasks
+
+        row["tasks"] = run_tasks(model, tokenizer, grid["tasks"], limit=grid["task_limit"], progress=progress)
+        row["task_limit"] = grid["task_limit"]
     if grid.get("bench"):
         b = benchmark(model, **grid["bench"])
         row.update(latency_ms=b["latency_ms"], tokens_per_s=b["tokens_per_s"], peak_mem_bytes=b["peak_mem_bytes"],
@@ -155,6 +174,45 @@ def pareto_front(rows: list[dict], metric: str) -> list[dict]:
     return front
 
 
+def _task_plot(out: Path, rows: list[dict], tasks: list[str]) -> str:
+    """Grouped bars: the headline accuracy of every task, one bar per recipe (seed 001's comparison)."""
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: -r["bytes"])
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.2 * len(tasks) + 2), 4.5))
+    for i, r in enumerate(rows):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(tasks))]
+        ax.bar(xs, [100 * headline(r["tasks"][t]) for t in tasks], width, label=r["name"])
+    ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
+    ax.set_ylabel("accuracy (%; acc_norm where the task has it)")
+    limit = rows[0].get("task_limit")
+    ax.set_title("zero-shot accuracy per task" + (f" (first {limit} examples)" if limit else ""), fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "tasks.png", dpi=110)
+    plt.close(fig)
+    return "tasks.png"
+
+
+def _protocol(out: Path, tasks: list[str]) -> str:
+    """One line of HTML that states how the points were measured (from the grid the sweep ran)."""
+    grid_file = out / "grid.json"
+    if not grid_file.exists():
+        return ""
+    grid = json.loads(grid_file.read_text())
+    calib = grid.get("calibration") or {}
+    parts = [f"model {grid.get('model')}", f"perplexity on {', '.join(grid.get('ppl', []))} "
+             f"(seqlen {grid.get('seqlen')}, {'all' if grid.get('limit') is None else grid['limit']} windows)",
+             f"calibration {calib.get('source', 'c4')} x {calib.get('nsamples', 128)} windows of "
+             f"{calib.get('seqlen', 512)} tokens"]
+    if tasks:
+        parts.append(f"tasks {', '.join(tasks)} ({'all' if grid.get('task_limit') is None else grid['task_limit']}"
+                     " examples each)")
+    return f"<p>{html.escape('; '.join(parts))}</p>"
+
+
 def render(out: Path) -> Path:
     """Plots and the self-contained HTML report of the finished points."""
     import matplotlib
@@ -183,6 +241,9 @@ def render(out: Path) -> Path:
     fig.savefig(out / "pareto.png", dpi=110)
     plt.close(fig)
     images = ["pareto.png"]
+    tasks = [t for t in rows[0].get("tasks", {}) if all(t in r.get("tasks", {}) for r in rows)]
+    if tasks:
+        images.append(_task_plot(out, rows, tasks))
     dense = next((r for r in rows if not r["recipe"]), None)
     if dense is not None and dense.get("tokens_per_s"):
         fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -200,11 +261,13 @@ def render(out: Path) -> Path:
         fig.savefig(out / "speed.png", dpi=110)
         plt.close(fig)
         images.append("speed.png")
-    cols = ["name", "bytes", *[f"ppl {k}" for k in sorted(rows[0]["ppl"])], "sparsity", "tokens_per_s",
-            "latency_ms", "joules_per_token", "packed"]
+    cols = ["name", "bytes", *[f"ppl {k}" for k in sorted(rows[0]["ppl"])], *[f"task {t}" for t in tasks],
+            "sparsity", "tokens_per_s", "latency_ms", "joules_per_token", "packed"]
 
     def cell(r: dict, c: str) -> str:
         v: Any = r["ppl"].get(c[4:]) if c.startswith("ppl ") else r.get(c)
+        if c.startswith("task "):
+            v = headline(r["tasks"][c[5:]])
         if isinstance(v, float):
             return f"{v:.4g}"
         if isinstance(v, int) and c == "bytes":
@@ -218,7 +281,7 @@ def render(out: Path) -> Path:
     page = ("<!doctype html><meta charset='utf-8'><title>sparsekit sweep</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
             "img{max-width:48%;margin:4px}</style>"
-            f"<h1>sparsekit sweep: {len(rows)} points</h1>{figs}<table><tr>"
+            f"<h1>sparsekit sweep: {len(rows)} points</h1>{_protocol(out, tasks)}{figs}<table><tr>"
             + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"</tr>{table}</table>")
     (out / "report.html").write_text(page)
     return out / "report.html"

@@ -80,16 +80,29 @@ def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     study = _script("structured")
     argv = ["--model", str(tiny_dir), "--configs", "dense,blocks-last-2,mlp-2,heads-33,channels-25", "--limit", "1",
             "--seqlen", "32", "--nsamples", "2", "--decode", "4", "--repeats", "1", "--device", "cpu",
-            "--data-dir", str(data_dir), "--out", str(tmp_path)]
+            "--data-dir", str(data_dir), "--out", str(tmp_path), "--save-dir", str(tmp_path / "ckpt")]
     assert study.main(argv) == 0
     data = json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())
     res = data["results"]
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"blocks-last-2", "mlp-2", "heads-33", "channels-25"}
     assert res["dense"]["params_removed"] == 0 and res["blocks-last-2"]["removed"] == [[1, 2]]
     assert res["mlp-2"]["params_removed"] == 2 * 3 * 64 * 96
     assert all(r["decode"]["tokens_per_s"] > 0 and r["ppl"] > 1 for r in res.values())
     assert (tmp_path / f"{tiny_dir.name}_limit1.png").is_file()
     assert study.main(argv) == 0  # resumes: nothing recomputed
     assert json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())["results"] == res
+    # re-timing rebuilds every model without calibration (checkpoints; blocks also from their indices)
+    import shutil
+
+    shutil.rmtree(tmp_path / "ckpt" / "blocks-last-2")
+    assert study.main(argv + ["--retime"]) == 0
+    retimed = json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())["results"]
+    assert all(r["decode"]["retimed"] and r["decode"]["tokens_per_s"] > 0 for r in retimed.values())
+    assert {n: r["ppl"] for n, r in retimed.items()} == {n: r["ppl"] for n, r in res.items()}
+    assert study.main(argv + ["--table"]) == 0
+    table = study.table(tmp_path / f"{tiny_dir.name}_limit1.json").splitlines()
+    assert len(table) == 2 + len(res) and table[2].startswith("| dense |  | 0.0 M (0.0%) |")
+    assert "blocks 1,2" in next(line for line in table if line.startswith("| blocks-last-2 |"))
 
 
 def test_model_speed_smoke_on_cpu(tmp_path):

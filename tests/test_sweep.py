@@ -71,3 +71,29 @@ def test_a_killed_sweep_resumes_with_every_point_once(tmp_path, tiny_dir, data_d
 def test_bad_grids_fail_before_any_work(tmp_path, tiny_dir, data_dir, axes, message):
     with pytest.raises(SparsekitError, match=message):
         sweep.load_grid(_grid(tmp_path, tiny_dir, data_dir, axes))
+
+
+def test_sweep_with_tasks_plots_accuracy_per_task(tmp_path, tiny_dir, data_dir, monkeypatch):
+    monkeypatch.setenv("SPARSEKIT_DATA", str(data_dir))
+    path = _grid(tmp_path, tiny_dir, data_dir, '  prune: [null, {method: magnitude, pattern: "2:4"}]')
+    with open(path, "a") as fh:
+        fh.write("tasks: [arc_easy, rte]\ntask_limit: 3\n")
+    out = tmp_path / "out"
+    sweep.run_sweep(path, out, progress=False)
+    rows = [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+    assert all(set(r["tasks"]) == {"arc_easy", "rte"} and r["task_limit"] == 3 for r in rows)
+    assert all(0.0 <= r["tasks"]["arc_easy"]["acc_norm"] <= 1.0 for r in rows)
+    assert (out / "tasks.png").stat().st_size > 0
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<th>task arc_easy</th>" in page
+    assert "tasks arc_easy, rte (3 examples each)" in page
+
+
+@pytest.mark.parametrize("extra, message", [("tasks: [arc_hard]", "tasks must be a list"),
+                                            ("task_limit: 0", "task_limit must be")])
+def test_bad_task_settings_fail_early(tmp_path, tiny_dir, data_dir, extra, message):
+    path = _grid(tmp_path, tiny_dir, data_dir, AXES)
+    with open(path, "a") as fh:
+        fh.write(extra + "\n")
+    with pytest.raises(SparsekitError, match=message):
+        sweep.load_grid(path)

@@ -8,7 +8,9 @@ DESIGN.md §5): `llama3-8b` is hidden 4096, MLP 14336, 32 layers, 32 heads / 8 K
 Each variant is converted with data-free recipes (the bytes and kernels do not depend on how a mask or
 code was chosen): magnitude 2:4 -> SparseLinear, int4 g128 RTN -> QuantLinear, both -> SparseQuantLinear,
 then benchmarked with `sparsekit.bench.benchmark_model` (prefill latency, decode tokens/s, peak memory,
-NVML joules/token). Writes `{out}/model_speed_{preset}_{device}.json` with the device and versions.
+NVML joules/token). `--backend` picks the packed kernels: `auto` (the CUDA sparse-tensor-core kernels
+for 2:4 layers when sparsekit._C is built, Triton otherwise), `triton` or `cuda`. Writes
+`{out}/model_speed_{preset}_{device}[_{backend}].json` with the device and versions.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="static cache + torch.compile (GPU)")
+    p.add_argument("--backend", default="auto", choices=["auto", "triton", "cuda", "reference"],
+                   help="kernels of the packed modules [auto]")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "model_speed")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name in [v for v in args.variants.split(",") if v]:
         model = random_model(args.preset, dtype, device)
-        result = convert(model, VARIANTS[name], packed_dtype=dtype, progress=False) \
+        result = convert(model, VARIANTS[name], packed_dtype=dtype, backend=args.backend, progress=False) \
             if VARIANTS[name] else None
         packed = sorted(set(result.packed.values())) if result else []
         rows[name] = {"packed": packed, "weight_bytes": weight_bytes(model),
@@ -92,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     dense = rows.get("dense")
     for r in rows.values():
         r["decode_speedup_vs_dense"] = r["decode"]["tokens_per_s"] / dense["decode"]["tokens_per_s"] if dense else None
-    out = args.out / f"model_speed_{args.preset}_{device.type}.json"
+    suffix = "" if args.backend == "auto" else f"_{args.backend}"
+    out = args.out / f"model_speed_{args.preset}_{device.type}{suffix}.json"
     write_json_atomic(out, {"preset": args.preset, "config": PRESETS[args.preset], "dtype": args.dtype,
+                            "backend": args.backend,
                             "device": device_name(device), "versions": versions(),
                             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                             "command": "python bench/experiments/model_speed.py " + shlex.join(argv), "rows": rows})

@@ -20,6 +20,16 @@ greedy generation of `--decode` tokens after a 16-token prompt, batch 1, the med
 runs after one warm-up, tokens per second. The dense model is the reference row. Writes
 `{out}/{model}_limit{N}.json` (one record per configuration, saved after each; a stopped run resumes)
 and `{out}/{model}_limit{N}.png` (perplexity vs parameters removed, one line per family).
+
+Decode timings taken while other jobs share the CPU are not comparable, so every shrunk model is also
+saved as a sparsekit checkpoint under `--save-dir` (not committed), and
+
+    python bench/experiments/structured.py --retime         # when nothing else runs on the machine
+
+re-times the decode of every configuration (dense included) in one pass from those checkpoints
+(`sparsekit.load`: shapes restored without calibration; drop_blocks configurations without a
+checkpoint are rebuilt from their recorded block indices) and records it as `decode` with
+`"retimed": true`. `--table` prints the README's markdown table.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from sparsekit.api import compress, evaluate
+from sparsekit.api import compress, evaluate, load, save
 from sparsekit.models.loader import load_model
 from sparsekit.utils.env import device_name, versions
 from sparsekit.utils.io import write_json_atomic
@@ -99,8 +109,9 @@ def run(args: argparse.Namespace) -> Path:
         start = time.perf_counter()
         steps = []
         if table[name]:
-            steps = compress(model, table[name], tokenizer, nsamples=args.nsamples, seqlen=512, seed=0,
-                             device=args.device, data_dir=args.data_dir).steps
+            compressed = compress(model, table[name], tokenizer, nsamples=args.nsamples, seqlen=512, seed=0,
+                                  device=args.device, data_dir=args.data_dir)
+            steps = compressed.steps
         seconds = time.perf_counter() - start
         report = evaluate(model, tokenizer, ppl=["wikitext2"], seqlen=args.seqlen, limit=args.limit,
                           data_dir=args.data_dir)
@@ -110,12 +121,76 @@ def run(args: argparse.Namespace) -> Path:
             "tokens": report["tokens"]["wikitext2"], "params": left, "params_removed": params - left,
             "removed": [st.get("removed", st.get("kept")) for st in steps], "compress_seconds": seconds,
             "decode": decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "date": report["date"]}
+        if table[name]:
+            save(compressed, args.save_dir / name)
         write_json_atomic(out_json, data)
         r = data["results"][name]
         print(f"{name:<18} ppl {r['ppl']:9.3f}  removed {r['params_removed']:>11,}  "
               f"decode {r['decode']['tokens_per_s']:.1f} tok/s", flush=True)
     plot(out_json)
     return out_json
+
+
+def rebuild(args: argparse.Namespace, name: str, record: dict):
+    """(model, tokenizer) of a finished configuration without calibration: its checkpoint, the base model
+    for dense, or — for block removal — the recorded block indices cut out again."""
+    if name == "dense":
+        return load_model(args.model, dtype="float32", device="cpu")
+    ckpt = args.save_dir / name
+    if (ckpt / "sparsekit.json").is_file():
+        return load(ckpt, dtype="float32")
+    if record["family"].startswith("blocks-"):
+        model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
+        compress(model, [{"drop_blocks": {"method": "explicit", "blocks": record["removed"][0]}}], tokenizer,
+                 progress=False)
+        return model, tokenizer
+    raise SystemExit(f"{name}: no checkpoint in {ckpt}; re-run it (delete its record) to time it again")
+
+
+def retime(args: argparse.Namespace) -> Path:
+    """Decode tokens/s of every finished configuration, re-measured in one pass (module docstring)."""
+    out_json = args.out / f"{Path(args.model).name}_limit{args.limit}.json"
+    data = json.loads(out_json.read_text())
+    for name, record in data["results"].items():
+        model, tokenizer = rebuild(args, name, record)
+        left = sum(p.numel() for p in model.parameters())
+        if left != record["params"]:
+            raise SystemExit(f"{name}: rebuilt model has {left:,} parameters, the record says {record['params']:,}")
+        record["decode"] = {**decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "retimed": True}
+        write_json_atomic(out_json, data)
+        print(f"{name:<18} decode {record['decode']['tokens_per_s']:.2f} tok/s", flush=True)
+    return out_json
+
+
+def table(out_json: Path) -> str:
+    """The README table: perplexity, parameters removed and decode speed of each configuration."""
+    data = json.loads(out_json.read_text())
+    res = data["results"]
+    dense = res["dense"]
+    total = dense["params"]
+    lines = ["| configuration | removed | params removed | WikiText-2 ppl | decode tok/s | speedup |",
+             "|---|---|---|---|---|---|"]
+    for name, r in res.items():
+        what = "" if name == "dense" else _removed(r)
+        speed = r["decode"]["tokens_per_s"] / dense["decode"]["tokens_per_s"]
+        lines.append(f"| {name} | {what} | {r['params_removed'] / 1e6:.1f} M ({100 * r['params_removed'] / total:.1f}%) "
+                     f"| {r['ppl']:.2f} | {r['decode']['tokens_per_s']:.2f} | {speed:.2f}x |")
+    return "\n".join(lines)
+
+
+def _removed(record: dict) -> str:
+    """Short description of what a configuration removed (block indices, sublayers, kept widths)."""
+    parts = []
+    for rec in record["removed"]:
+        if isinstance(rec, list) and all(isinstance(i, int) for i in rec):
+            parts.append("blocks " + ",".join(map(str, rec)))
+        elif isinstance(rec, list):
+            parts.append(", ".join(f"{k[0] if isinstance(k, str) else k}" for k in rec))
+        elif isinstance(rec, dict):
+            parts.append(", ".join(f"{k}: {v}" for k, v in rec.items()))
+        elif rec is not None:
+            parts.append(str(rec))
+    return "; ".join(parts)
 
 
 def plot(out_json: Path) -> Path:
@@ -158,15 +233,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "structured")
+    p.add_argument("--save-dir", type=Path, default=ROOT / "results-local" / "structured",
+                   help="where each shrunk model's checkpoint goes (for --retime) [results-local/structured]")
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--retime", action="store_true", help="re-time the decode of every finished configuration")
+    p.add_argument("--table", action="store_true", help="print the README's markdown table")
     args = p.parse_args(argv)
     args.argv = argv
     args.configs = [c for c in args.configs.split(",") if c]
     bad = sorted(set(args.configs) - set(configs()))
     if bad:
         p.error(f"unknown configurations {bad}; choose from {', '.join(configs())}")
+    out_json = args.out / f"{Path(args.model).name}_limit{args.limit}.json"
+    if args.table:
+        print(table(out_json))
+        return 0
+    if args.retime:
+        print(plot(retime(args)))
+        return 0
     if args.plot_only:
-        print(plot(args.out / f"{Path(args.model).name}_limit{args.limit}.json"))
+        print(plot(out_json))
         return 0
     print(run(args))
     return 0

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from sparsekit.api import compress, evaluate
-from sparsekit.eval.tasks import TASKS
+from sparsekit.eval.tasks import TASKS, headline
 from sparsekit.models.loader import load_model
 from sparsekit.utils.io import write_json_atomic
 
@@ -43,7 +43,7 @@ def table(out: Path, limit: int | None) -> str:
     head = "| recipe | " + " | ".join(tasks) + " | mean |"
     lines = [head, "|---|" + "---|" * (len(tasks) + 1)]
     for r in rows:
-        vals = [r["tasks"][t].get("acc_norm", r["tasks"][t]["acc"]) for t in tasks]
+        vals = [headline(r["tasks"][t]) for t in tasks]
         lines.append(f"| {r['recipe_name']} | " + " | ".join(f"{100 * v:.1f}" for v in vals)
                      + f" | {100 * sum(vals) / len(vals):.1f} |")
     return "\n".join(lines)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         report.update(model=args.model, recipe_name=name, compress_seconds=seconds,
                       command="python bench/experiments/zero_shot.py " + shlex.join(argv))
         write_json_atomic(path, report)
-        print(f"{name}: " + "  ".join(f"{t} {m.get('acc_norm', m['acc']):.3f}" for t, m in report["tasks"].items()),
+        print(f"{name}: " + "  ".join(f"{t} {headline(m):.3f}" for t, m in report["tasks"].items()),
               flush=True)
     return 0
 

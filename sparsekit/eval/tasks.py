@@ -121,6 +121,12 @@ TASKS: dict[str, tuple[str, Callable[[Path], list[dict]], dict, int]] = {
 }
 
 
+def headline(metrics: dict[str, float]) -> float:
+    """The one accuracy reported per task: acc_norm where the task has it (length-normalised, as the
+    Wanda / SparseGPT tables report ARC, HellaSwag, OpenBookQA, PIQA), else acc."""
+    return metrics.get("acc_norm", metrics["acc"])
+
+
 def task_file(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Where the task's file is (data_dir, then $SPARSEKIT_DATA); a clear error naming where it looked."""
     if name not in TASKS:

@@ -121,7 +121,10 @@ def _load_gguf(path: Path, dtype: torch.dtype, use_cache: bool):
             tokenizer.save_pretrained(tmp)
             os.replace(tmp, target)
         except OSError as exc:  # another process won the race, or the disk is read-only: not fatal
-            log.warning("could not cache %s in %s: %s", path.name, target, exc)
+            if (target / "config.json").is_file():
+                log.info("%s was cached by another process meanwhile", path.name)
+            else:
+                log.warning("could not cache %s in %s: %s", path.name, target, exc)
             shutil.rmtree(tmp, ignore_errors=True)
     return model.to(dtype), tokenizer
 
