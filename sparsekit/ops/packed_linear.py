@@ -58,11 +58,13 @@ def cuda_supports(x: torch.Tensor, layout: Layout) -> bool:
 
 def launch_config(m: int, n: int, k: int, sm_count: int) -> tuple[int, int]:
     """(splits, block_m) for the CUDA kernels: the smallest token tile that holds M (decode wastes
-    at most half an mma n8 side), and split-K until about two blocks per SM are in flight, so that
-    M = 1 still streams the weight from every SM (the kernel is bound by the weight bytes there)."""
+    at most half an mma n8 side), and split-K until about four blocks (16 warps) per SM are in flight.
+    At M = 1 the kernel is bound by streaming the weight, and each warp keeps only one k-tile of it in
+    flight (~1.3 KB), so filling the memory pipe (bandwidth x latency, ~25 KB per H100 SM) needs many
+    resident warps; the fp32 partial sums this costs are M x N x splits floats, small at decode."""
     block_m = next((b for b in (8, 16, 32, 64) if m <= b), 128)
     blocks = -(-n // 64) * -(-m // block_m)
-    splits = max(1, min(k // 64, -(-2 * sm_count // blocks), 16))
+    splits = max(1, min(k // 64, -(-4 * sm_count // blocks), 16))
     return splits, block_m
 
 
