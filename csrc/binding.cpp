@@ -126,12 +126,12 @@ torch::Tensor sparse24_gemm(const torch::Tensor& x, const torch::Tensor& values,
   const char* op = "sparse24_gemm";
   TORCH_CHECK(values.dim() == 4, op, ": values must be [out/16, in/32, 32, 8] (sparsekit.pack.mma_sp), got ",
               values.sizes());
+  const int64_t n = values.size(0) * 16;
+  torch::Tensor out;
+  auto args = common_args(op, x, n, meta, bias, out_arg, out, splits);  // the input first: its errors are likeliest
   check_cuda_tensor(values, op, "values", x);
   TORCH_CHECK(values.scalar_type() == x.scalar_type(), op, ": values are ", values.scalar_type(),
               " but the input is ", x.scalar_type(), "; the tensor cores multiply equal types");
-  const int64_t n = values.size(0) * 16;
-  torch::Tensor out;
-  auto args = common_args(op, x, n, meta, bias, out_arg, out, splits);
   check_shape(values, op, "values", {n / 16, x.size(1) / 32, 32, 8});
   TORCH_CHECK(reinterpret_cast<uintptr_t>(values.data_ptr()) % 16 == 0, op,
               ": values must be 16-byte aligned (each lane loads its fragment with one 16-byte load)");
@@ -147,11 +147,11 @@ torch::Tensor int4_sparse24_gemm(const torch::Tensor& x, const torch::Tensor& co
   const char* op = "int4_sparse24_gemm";
   TORCH_CHECK(codes.dim() == 3, op, ": codes must be [out/16, in/32, 32] int32 (sparsekit.pack.mma_sp), got ",
               codes.sizes());
-  check_cuda_tensor(codes, op, "codes", x);
-  TORCH_CHECK(codes.scalar_type() == torch::kInt32, op, ": codes must be int32, got ", codes.scalar_type());
   const int64_t n = codes.size(0) * 16;
   torch::Tensor out;
   auto args = common_args(op, x, n, meta, bias, out_arg, out, splits);
+  check_cuda_tensor(codes, op, "codes", x);
+  TORCH_CHECK(codes.scalar_type() == torch::kInt32, op, ": codes must be int32, got ", codes.scalar_type());
   const int64_t k = x.size(1);
   check_shape(codes, op, "codes", {n / 16, k / 32, 32});
   TORCH_CHECK(group_size >= 32 && group_size % 32 == 0, op,
