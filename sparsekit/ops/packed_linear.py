@@ -2,9 +2,10 @@
 
 One op over every layout of `sparsekit.pack` (2:4, int4, int4 + 2:4, MXFP4, and the mma.sp-order 2:4
 layouts of `sparsekit.pack.mma_sp`) with the backend switch of DESIGN.md §3: the Triton kernels read
-the plain layouts, the CUDA kernels of `sparsekit._C` (sparse tensor cores) the mma.sp-order ones. The reference is the specification: unpack the layout to the dense weight it
-encodes, then a matmul with fp32 accumulation, cast back to the activation dtype. Kernels must match it
-to a relative error below 1e-3 for fp16 inputs (DESIGN.md §6).
+the plain layouts, the CUDA kernels of `sparsekit._C` (sparse tensor cores) the mma.sp-order ones.
+The reference is the specification: unpack the layout to the dense weight it encodes, then a matmul
+with fp32 accumulation, cast back to the activation dtype. Kernels must match it to a relative error
+below 1e-3 for fp16 inputs (DESIGN.md §6).
 """
 
 from __future__ import annotations

@@ -57,7 +57,6 @@ def choose(linear: nn.Linear, mask: torch.Tensor | None, q: QTensor | None) -> t
     return None, "not compressed"
 
 
-@torch.no_grad()
 def mma_order_wanted(order: str, backend: str, device: torch.device) -> bool:
     """Whether 2:4 layouts go into mma.sp order: 'auto' when the CUDA kernels can run them here."""
     if order not in ("auto", "mma", "plain"):
@@ -67,6 +66,7 @@ def mma_order_wanted(order: str, backend: str, device: torch.device) -> bool:
     return order == "mma"
 
 
+@torch.no_grad()
 def pack_modules(model: nn.Module, masks: dict[str, torch.Tensor], qtensors: dict[str, QTensor], *,
                  backend: str = "auto", dtype: torch.dtype | None = None, order: str = "auto") -> dict[str, str]:
     """Replace every projection of `masks` / `qtensors` that has a packed layout; return name -> what it became.
@@ -75,6 +75,7 @@ def pack_modules(model: nn.Module, masks: dict[str, torch.Tensor], qtensors: dic
     `order`: 'auto' | 'mma' | 'plain' — whether 2:4 layouts are stored in mma.sp order (module docstring);
     a layout the kernels cannot take stays plain and the report says why.
     """
+    mma_order_wanted(order, backend, torch.device("cpu"))  # a bad `order` fails before any module changes
     report = {}
     for name in sorted(set(masks) | set(qtensors)):
         try:
