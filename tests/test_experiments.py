@@ -78,13 +78,20 @@ def test_prune_vs_quant_grid_resumes_and_plots(tiny_dir, data_dir, tmp_path):
 
 def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     study = _script("structured")
-    argv = ["--model", str(tiny_dir), "--configs", "dense,blocks-last-2,mlp-2,heads-33,channels-25", "--limit", "1",
+    argv = ["--model", str(tiny_dir), "--configs", "dense,blocks-last-2,mlp-2,mixed-5,heads-33,channels-25", "--limit", "1",
             "--seqlen", "32", "--nsamples", "2", "--decode", "4", "--repeats", "1", "--device", "cpu",
             "--data-dir", str(data_dir), "--out", str(tmp_path), "--save-dir", str(tmp_path / "ckpt")]
     assert study.main(argv) == 0
     data = json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())
     res = data["results"]
-    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"blocks-last-2", "mlp-2", "heads-33", "channels-25"}
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"blocks-last-2", "mlp-2", "mixed-5", "heads-33",
+                                                               "channels-25"}
+    # mixed-5 reused mlp-2's NRI scores and added the attention ones (each candidate scored alone)
+    mixed = json.loads((tmp_path / "ckpt" / "mixed-5" / "sparsekit.json").read_text())["steps"][0]["scores"]
+    mlp2 = json.loads((tmp_path / "ckpt" / "mlp-2" / "sparsekit.json").read_text())["steps"][0]["scores"]
+    assert set(mixed["nri"]) == {f"{i}:{k}" for i in range(3) for k in ("attention", "mlp")}
+    assert {k: v for k, v in mixed["nri"].items() if k.endswith(":mlp")} == mlp2["nri"]
+    assert mixed["base_loss"] == mlp2["base_loss"]
     assert res["dense"]["params_removed"] == 0 and res["blocks-last-2"]["removed"] == [[1, 2]]
     assert res["mlp-2"]["params_removed"] == 2 * 3 * 64 * 96
     assert all(r["decode"]["tokens_per_s"] > 0 and r["ppl"] > 1 for r in res.values())

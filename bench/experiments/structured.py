@@ -30,11 +30,19 @@ re-times the decode of every configuration (dense included) in one pass from tho
 (`sparsekit.load`: shapes restored without calibration; drop_blocks configurations without a
 checkpoint are rebuilt from their recorded block indices) and records it as `decode` with
 `"retimed": true`. `--table` prints the README's markdown table.
+
+Two workers may share one JSON (e.g. one per core, with disjoint `--configs`): every write re-reads
+the file under a lock and merges. Within one run, the NRI scores of the dense model are computed once
+per sublayer kind and reused by later configurations (each candidate is scored alone on the unmodified
+model with the same calibration windows, so the reuse is exact): attn-12 reuses attn-6's scores, and
+mixed-* the union of the attention and MLP ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import shlex
 import statistics
@@ -44,6 +52,7 @@ from pathlib import Path
 
 import torch
 
+import sparsekit.steps.structured as structured_steps
 from sparsekit.api import compress, evaluate, load, save
 from sparsekit.models.loader import load_model
 from sparsekit.utils.env import device_name, versions
@@ -90,7 +99,50 @@ def decode_tokens_per_s(model, tokenizer, tokens: int, repeats: int) -> dict:
     return {"tokens_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), "runs": len(rates)}
 
 
+def merge_write(out_json: Path, data: dict) -> dict:
+    """Write `data`, keeping results another worker recorded meanwhile (read-merge-write under a lock)."""
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_json.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out_json.exists():
+            on_disk = json.loads(out_json.read_text())
+            data["results"] = {**on_disk["results"], **data["results"]}
+        write_json_atomic(out_json, data)
+    return data
+
+
+@contextlib.contextmanager
+def nri_scores_reused():
+    """Score each sublayer kind once per run (module docstring); the library function does the work."""
+    original = structured_steps.sublayer_scores
+    memo: dict[tuple, tuple[dict, dict, float | None]] = {}
+
+    def per_kind(model, adapter, step, calib_ids, progress=True):
+        scores, params, base = {}, {}, None
+        for kind in step.candidates:
+            key = (kind, step.score, step.nsamples, tuple(calib_ids.shape))
+            if key not in memo:
+                single = type(step)(**{**vars(step), "candidates": [kind]})
+                memo[key] = original(model, adapter, single, calib_ids, progress)
+            s, p, b = memo[key]
+            scores.update(s)
+            params.update(p)
+            base = b if b is not None else base
+        return scores, params, base
+
+    structured_steps.sublayer_scores = per_kind
+    try:
+        yield
+    finally:
+        structured_steps.sublayer_scores = original
+
+
 def run(args: argparse.Namespace) -> Path:
+    with nri_scores_reused():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> Path:
     out_json = args.out / f"{Path(args.model).name}_limit{args.limit}.json"
     data = json.loads(out_json.read_text()) if out_json.exists() else {
         "model": args.model, "protocol": {"ppl": "wikitext2", "seqlen": args.seqlen, "limit": args.limit,
@@ -102,6 +154,8 @@ def run(args: argparse.Namespace) -> Path:
         "command": "python bench/experiments/structured.py " + shlex.join(args.argv), "results": {}}
     table = configs()
     for name in args.configs:
+        if out_json.exists():  # another worker may have finished it meanwhile
+            data["results"] = {**json.loads(out_json.read_text())["results"], **data["results"]}
         if name in data["results"]:
             continue
         model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
@@ -123,7 +177,7 @@ def run(args: argparse.Namespace) -> Path:
             "decode": decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "date": report["date"]}
         if table[name]:
             save(compressed, args.save_dir / name)
-        write_json_atomic(out_json, data)
+        data = merge_write(out_json, data)
         r = data["results"][name]
         print(f"{name:<18} ppl {r['ppl']:9.3f}  removed {r['params_removed']:>11,}  "
               f"decode {r['decode']['tokens_per_s']:.1f} tok/s", flush=True)
@@ -157,7 +211,7 @@ def retime(args: argparse.Namespace) -> Path:
         if left != record["params"]:
             raise SystemExit(f"{name}: rebuilt model has {left:,} parameters, the record says {record['params']:,}")
         record["decode"] = {**decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "retimed": True}
-        write_json_atomic(out_json, data)
+        data = merge_write(out_json, data)
         print(f"{name:<18} decode {record['decode']['tokens_per_s']:.2f} tok/s", flush=True)
     return out_json
 
