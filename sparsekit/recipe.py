@@ -384,7 +384,13 @@ class Quantize:
         128, MX formats 32 — fixed by the spec —, fp6 per channel, ternary per tensor); 0 = per channel.
     method: rtn (round to nearest) | gptq (OBS error compensation from the calibration Hessian).
     symmetric: int formats only; false adds a zero point per group.
-    act_order: GPTQ processes inputs by decreasing Hessian diagonal (static groups).
+    act_order: GPTQ processes inputs by decreasing Hessian diagonal (static groups). Default (None):
+        on for GPTQ, off for joint (SparseGPT chooses masks in the natural order) and RTN. On
+        SmolLM2-135M int4 g128, plain-order GPTQ loses to RTN (WikiText-2, 4 windows, 32 calibration
+        windows: 40.50 vs 38.86) while act-order GPTQ wins (33.69): the attention projections' input
+        Hessians are nearly low-rank (o_proj of block 0: 376 of 576 eigenvalues under 1% of the mean),
+        and in natural order GPTQ parks large weight errors in those directions, which the quantized
+        network's shifted activations then excite.
     joint: GPTQ inside the preceding SparseGPT prune step's sweep (prune + quantize in one pass).
     targets / exclude, modules (RTN only), sequential, blocksize, dampening: as in `prune`.
 
@@ -397,7 +403,7 @@ class Quantize:
     group_size: int | None = None
     method: str = "rtn"
     symmetric: bool = True
-    act_order: bool = False
+    act_order: bool | None = None
     joint: bool = False
     targets: list[str] = field(default_factory=lambda: ["*"])
     exclude: list[str] = field(default_factory=list)
@@ -423,6 +429,9 @@ class Quantize:
                                  "k-means); use method: rtn")
         if self.joint and self.method != "gptq":
             raise SparsekitError(f"{s}: joint: true runs GPTQ inside SparseGPT's sweep, so it needs method: gptq")
+        if self.act_order is None:
+            self.act_order = self.method == "gptq" and not self.joint
+        self.act_order = bool(self.act_order)
         if self.joint and self.act_order:
             raise SparsekitError(f"{s}: joint: true cannot use act_order (SparseGPT's masks are chosen in the "
                                  "natural column order)")

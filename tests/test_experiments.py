@@ -137,3 +137,19 @@ def test_zero_shot_runs_resumes_and_tabulates(tiny_dir, data_dir, tmp_path, caps
     assert zs.main(["--table", "--limit", "3", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| recipe | piqa | lambada | mean |" in printed and "| magnitude-2:4 |" in printed
+
+
+def test_gptq_order_runs_resumes_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):
+    study = _script("gptq_order")
+    argv = ["--model", str(tiny_dir), "--group-size", "32", "--limit", "1", "--seqlen", "32", "--nsamples", "2",
+            "--calib-seqlen", "32", "--data-dir", str(data_dir), "--out", str(tmp_path)]
+    assert study.main(argv) == 0
+    path = tmp_path / f"{tiny_dir.name}_int4_limit1.json"
+    data = json.loads(path.read_text())
+    assert list(data["results"]) == ["rtn", "gptq natural order", "gptq act-order"]
+    assert data["results"]["gptq act-order"]["recipe"][0]["quantize"]["act_order"] is True
+    assert all(r["ppl"] > 1 for r in data["results"].values()) and data["dense_ppl"] > 1
+    assert study.main(argv) == 0  # resumes: nothing recomputed
+    assert json.loads(path.read_text())["results"] == data["results"]
+    assert study.main(argv + ["--table"]) == 0
+    assert "| gptq act-order |" in capsys.readouterr().out

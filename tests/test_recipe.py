@@ -69,3 +69,14 @@ def test_every_step_type_has_a_handler():
 
     with pytest.raises(SparsekitError, match="has no handler"):
         run_steps([Unknown()], StepState(None, None, None, None))
+
+
+def test_gptq_defaults_to_act_order_except_joint_and_rtn():
+    from sparsekit.recipe import Quantize
+
+    assert Quantize(method="gptq").act_order is True
+    assert Quantize(method="gptq", joint=True).act_order is False
+    assert Quantize(method="rtn").act_order is False
+    assert Quantize(method="gptq", act_order=False).act_order is False
+    recipe = Recipe.from_list([{"quantize": {"format": "int4", "method": "gptq"}}])
+    assert Recipe.from_yaml(recipe.to_yaml()).steps[0].act_order is True
