@@ -224,7 +224,8 @@ def table(out_json: Path) -> str:
     total = dense["params"]
     lines = ["| configuration | removed | params removed | WikiText-2 ppl | decode tok/s | speedup |",
              "|---|---|---|---|---|---|"]
-    for name, r in res.items():
+    order = list(configs())
+    for name, r in sorted(res.items(), key=lambda kv: order.index(kv[0])):
         what = "" if name == "dense" else _removed(r)
         speed = r["decode"]["tokens_per_s"] / dense["decode"]["tokens_per_s"]
         lines.append(f"| {name} | {what} | {r['params_removed'] / 1e6:.1f} M ({100 * r['params_removed'] / total:.1f}%) "
@@ -233,17 +234,25 @@ def table(out_json: Path) -> str:
 
 
 def _removed(record: dict) -> str:
-    """Short description of what a configuration removed (block indices, sublayers, kept widths)."""
+    """Short description of what a configuration removed: block indices, sublayers by kind, or the
+    widths kept (KV groups for heads-*, MLP channels for channels-*) per block."""
     parts = []
     for rec in record["removed"]:
-        if isinstance(rec, list) and all(isinstance(i, int) for i in rec):
+        if not rec:
+            continue
+        if record["family"].startswith("blocks-"):
             parts.append("blocks " + ",".join(map(str, rec)))
-        elif isinstance(rec, list):
-            parts.append(", ".join(f"{k[0] if isinstance(k, str) else k}" for k in rec))
-        elif isinstance(rec, dict):
-            parts.append(", ".join(f"{k}: {v}" for k, v in rec.items()))
-        elif rec is not None:
-            parts.append(str(rec))
+        elif record["family"] in ("attn", "mlp", "mixed", "cosine"):
+            kinds: dict[str, list[int]] = {}
+            for block, kind in rec:
+                kinds.setdefault(kind, []).append(block)
+            parts += [f"{'attn' if kind == 'attention' else kind} " + ",".join(map(str, sorted(blocks)))
+                      for kind, blocks in sorted(kinds.items())]
+        else:
+            widths = sorted(set(rec.values() if isinstance(rec, dict) else rec))
+            unit = "KV groups" if record["family"] == "heads" else "channels"
+            parts.append(f"{unit} kept per block: " + (f"{widths[0]}" if len(widths) == 1 else
+                                                       f"{widths[0]}-{widths[-1]}"))
     return "; ".join(parts)
 
 
