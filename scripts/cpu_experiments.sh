@@ -11,10 +11,12 @@ set -uo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PRUNE=magnitude-50,wanda-50,sparsegpt-50,magnitude-2:4,wanda-2:4,sparsegpt-2:4,magnitude-4:8,wanda-4:8,sparsegpt-4:8
 SEARCH=wanda-60,sparsegpt-60,wanda-50-search,wanda-60-search,sparsegpt-50-search,sparsegpt-60-search
-QUANT=int8-rtn,int4-rtn,int4-gptq,int3-rtn,int3-gptq,mxfp4-gptq,mxfp6-gptq,fp6-gptq,ternary-gptq
-QUANT=$QUANT,sparsegpt-2:4+int4-gptq,sparsegpt-2:4+int4-joint
+# GPTQ (act-order) where rounding error matters (<= 4 bits); RTN for the 6- and 8-bit formats
+QUANT=int4-rtn,int4-gptq,int3-rtn,int3-gptq,sparsegpt-2:4+int4-joint,sparsegpt-2:4+int4-gptq,mxfp4-gptq
+QUANT=$QUANT,ternary-gptq,int8-rtn,mxfp6-rtn,fp6-rtn
 (
   python bench/experiments/prune_table.py --recipes "$PRUNE,$SEARCH" --limit 40
+  python bench/experiments/gptq_order.py
   python bench/experiments/prune_table.py --recipes "$QUANT" --limit 40 --out bench/results/quant
   echo "queue A done"
 ) &
