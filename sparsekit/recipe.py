@@ -387,10 +387,10 @@ class Quantize:
     act_order: GPTQ processes inputs by decreasing Hessian diagonal (static groups). Default (None):
         on for GPTQ, off for joint (SparseGPT chooses masks in the natural order) and RTN. On
         SmolLM2-135M int4 g128, plain-order GPTQ loses to RTN (WikiText-2, 4 windows, 32 calibration
-        windows: 40.50 vs 38.86) while act-order GPTQ wins (33.69): the attention projections' input
-        Hessians are nearly low-rank (o_proj of block 0: 376 of 576 eigenvalues under 1% of the mean),
-        and in natural order GPTQ parks large weight errors in those directions, which the quantized
-        network's shifted activations then excite.
+        windows: 40.50 vs 38.86) while act-order GPTQ wins (33.69; bench/experiments/gptq_order.py):
+        the attention projections' input Hessians are nearly low-rank, and in natural order GPTQ parks
+        large weight errors in those directions, which the quantized network's drifting activations
+        then excite.
     joint: GPTQ inside the preceding SparseGPT prune step's sweep (prune + quantize in one pass).
     targets / exclude, modules (RTN only), sequential, blocksize, dampening: as in `prune`.
 

@@ -70,3 +70,30 @@ def test_readme_module_study_table_is_what_the_script_prints():
     printed = module.table(REPO / "bench" / "results" / "module_sensitivity" / "smollm2-135m_wanda_limit4.json")
     readme = (REPO / "README.md").read_text()
     assert printed in readme
+
+
+def test_readme_structured_table_is_what_the_script_prints():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("structured", REPO / "bench" / "experiments" / "structured.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = REPO / "bench" / "results" / "structured" / "smollm2-135m_limit40.json"
+    data = json.loads(result.read_text())
+    assert data["command"].startswith("python bench/experiments/structured.py")
+    assert all(r["decode"].get("retimed") for r in data["results"].values()), "run structured.py --retime"
+    assert module.table(result) in (REPO / "README.md").read_text()
+
+
+def test_readme_gptq_order_table_is_what_the_script_prints():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gptq_order", REPO / "bench" / "experiments" / "gptq_order.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = REPO / "bench" / "results" / "gptq_order" / "smollm2-135m_int4_limit4.json"
+    data = json.loads(result.read_text())
+    results = data["results"]
+    # the reason GPTQ defaults to act-order, as the README says
+    assert results["gptq act-order"]["ppl"] < results["rtn"]["ppl"] < results["gptq natural order"]["ppl"]
+    assert module.table(result) in (REPO / "README.md").read_text()
