@@ -41,12 +41,14 @@ def test_readme_pruning_rows_equal_what_the_table_command_prints():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     printed = set(module.table(REPO / "bench" / "results" / "prune").splitlines())
+    printed |= set(module.table(REPO / "bench" / "results" / "quant", with_bytes=True).splitlines())
     readme = (REPO / "README.md").read_text()
-    rows = [line for line in readme.splitlines() if line.startswith("|") and "`bench/results/prune/" in line]
+    rows = [line for line in readme.splitlines() if line.startswith("|") and
+            ("`bench/results/prune/" in line or "`bench/results/quant/" in line)]
     for line in rows:
         assert line in printed, f"README row differs from the result file: {line}"
     for line in rows:
-        report = json.loads((REPO / re.search(r"`(bench/results/prune/[^`]+)`", line).group(1)).read_text())
+        report = json.loads((REPO / re.search(r"`(bench/results/(?:prune|quant)/[^`]+)`", line).group(1)).read_text())
         assert report["command"].startswith("python bench/experiments/prune_table.py")
 
 
