@@ -14,6 +14,16 @@ def _row(readme: str, result_file: str) -> list[str]:
     raise AssertionError(f"README has no results row for {result_file}")
 
 
+def _script(name: str):
+    """A bench/experiments script as a module (its `table` function prints the README's table)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
@@ -35,11 +45,7 @@ def test_readme_results_equal_result_files():
 
 def test_readme_pruning_rows_equal_what_the_table_command_prints():
     """Rows that cite bench/results/prune/*.json are the lines `prune_table.py --table` prints."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("prune_table", REPO / "bench" / "experiments" / "prune_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("prune_table")
     printed = set(module.table(REPO / "bench" / "results" / "prune").splitlines())
     printed |= set(module.table(REPO / "bench" / "results" / "quant", with_bytes=True).splitlines())
     readme = (REPO / "README.md").read_text()
@@ -63,23 +69,14 @@ def test_readme_packed_sizes_equal_the_result_file():
 
 
 def test_readme_module_study_table_is_what_the_script_prints():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("module_sensitivity",
-                                                  REPO / "bench" / "experiments" / "module_sensitivity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("module_sensitivity")
     printed = module.table(REPO / "bench" / "results" / "module_sensitivity" / "smollm2-135m_wanda_limit4.json")
     readme = (REPO / "README.md").read_text()
     assert printed in readme
 
 
 def test_readme_structured_table_is_what_the_script_prints():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("structured", REPO / "bench" / "experiments" / "structured.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("structured")
     result = REPO / "bench" / "results" / "structured" / "smollm2-135m_limit40.json"
     data = json.loads(result.read_text())
     assert data["command"].startswith("python bench/experiments/structured.py")
@@ -88,11 +85,7 @@ def test_readme_structured_table_is_what_the_script_prints():
 
 
 def test_readme_gptq_order_table_is_what_the_script_prints():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gptq_order", REPO / "bench" / "experiments" / "gptq_order.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("gptq_order")
     result = REPO / "bench" / "results" / "gptq_order" / "smollm2-135m_int4_limit4.json"
     data = json.loads(result.read_text())
     results = data["results"]
