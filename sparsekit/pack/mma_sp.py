@@ -53,6 +53,11 @@ def _check_tiles(name: str, shape: tuple[int, int]) -> tuple[int, int]:
     return n, k
 
 
+def _int32_bits(words: torch.Tensor) -> torch.Tensor:
+    """int64 values in [0, 2^32) -> int32 tensors with the same bit pattern (torch has no uint32 math)."""
+    return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32).contiguous()
+
+
 def to_fragments(compressed: torch.Tensor) -> torch.Tensor:
     """`[N, K/2]` kept entries (2 per chunk of 4, chunk order) -> `[N/16, K/32, 32, 8]` lane fragments."""
     n, half = compressed.shape
@@ -77,8 +82,7 @@ def to_meta_words(meta: torch.Tensor) -> torch.Tensor:
     nib = nib.reshape(n // 16, 2, 8, chunks // 8, 2, 4)                # nt rh g kt h c
     shift = 4 * torch.arange(4, device=meta.device) + 16 * torch.arange(2, device=meta.device)[:, None]
     words = (nib.permute(0, 3, 2, 4, 1, 5) << shift).sum(dim=(-2, -1))  # nt kt g h
-    words = torch.where(words >= 2 ** 31, words - 2 ** 32, words)      # the uint32 bit pattern as int32
-    return words.reshape(n // 16, chunks // 8, 16).to(torch.int32).contiguous()
+    return _int32_bits(words.reshape(n // 16, chunks // 8, 16))
 
 
 def from_meta_words(words: torch.Tensor) -> torch.Tensor:
@@ -98,8 +102,7 @@ _NIBBLE_OF = torch.tensor([0, 4, 1, 5, 2, 6, 3, 7])
 def to_code_words(frag: torch.Tensor) -> torch.Tensor:
     """`[..., 8]` nibbles (0..15) of fragment elements a0..a7 -> `[...]` int32 words (see module docstring)."""
     shift = 4 * _NIBBLE_OF.to(frag.device)
-    words = (frag.to(torch.int64) << shift).sum(dim=-1)
-    return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32).contiguous()
+    return _int32_bits((frag.to(torch.int64) << shift).sum(dim=-1))
 
 
 def from_code_words(words: torch.Tensor) -> torch.Tensor:
