@@ -2,7 +2,10 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +63,9 @@ def test_prune_vs_quant_grid_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     study = _script("prune_vs_quant")
     assert study.recipe_for("0", "bf16") == []
     assert study.recipe_for("2:4", "int4")[1]["quantize"]["joint"] is True
+    assert study.recipe_for("0", "int8") == [{"quantize": {"format": "int8", "method": "rtn"}}]
+    assert study.recipe_for("0", "int4") == [{"quantize": {"format": "int4", "method": "gptq", "joint": False}}]
+    assert study.recipe_for("0.5", "mxfp6")[1]["quantize"] == {"format": "mxfp6", "method": "gptq", "joint": True}
     assert study.pareto([(3, 1.0), (1, 5.0), (2, 6.0), (4, 0.5)]) == [1, 0, 3]
     argv = ["--model", str(tiny_dir), "--sparsity", "0,2:4", "--formats", "bf16,mxfp4", "--limit", "1",
             "--seqlen", "32", "--nsamples", "2", "--calib-seqlen", "32", "--device", "cpu",
@@ -74,6 +80,23 @@ def test_prune_vs_quant_grid_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     assert (tmp_path / f"{tiny_dir.name}_limit1.png").is_file()
     assert study.main(argv) == 0  # resumes: nothing recomputed
     assert (tmp_path / f"{tiny_dir.name}_limit1.jsonl").read_text().splitlines() == lines
+    assert not (tmp_path / f"{tiny_dir.name}_limit1.claims").exists()
+    with pytest.raises(SystemExit, match="another protocol"):  # never mixes calibration protocols in one file
+        study.main([a if a != "2" else "3" for a in argv])
+
+
+def test_prune_vs_quant_workers_claim_points(tmp_path):
+    """Two workers never hold one point; a claim whose process died is taken over."""
+    import subprocess
+    import sys
+
+    study = _script("prune_vs_quant")
+    held = study.claim(tmp_path, "2:4|int4")
+    assert held is not None and held.read_text() == str(os.getpid())
+    assert study.claim(tmp_path, "2:4|int4") is None  # a live process (this one) holds it
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    held.write_text(dead.stdout.strip())
+    assert study.claim(tmp_path, "2:4|int4") == held and held.read_text() == str(os.getpid())
 
 
 def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
@@ -137,6 +160,28 @@ def test_zero_shot_runs_resumes_and_tabulates(tiny_dir, data_dir, tmp_path, caps
     assert zs.main(["--table", "--limit", "3", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| recipe | piqa | lambada | mean |" in printed and "| magnitude-2:4 |" in printed
+
+
+def test_zero_shot_scores_prune_table_checkpoints(tiny_dir, data_dir, tmp_path):
+    """`prune_table.py --save-dir` + `zero_shot.py --checkpoints` score the very weights an in-process run
+    scores; a checkpoint of another calibration protocol is refused."""
+    calib = ["--nsamples", "2", "--calib-seqlen", "32"]
+    assert _script("prune_table").main(["--model", str(tiny_dir), "--recipes", "wanda-2:4", "--limit", "1",
+                                        "--seqlen", "32", *calib, "--device", "cpu", "--data-dir", str(data_dir),
+                                        "--out", str(tmp_path / "ppl"), "--save-dir", str(tmp_path / "ckpt")]) == 0
+    assert (tmp_path / "ckpt" / f"{tiny_dir.name}_wanda-2-4" / "sparsekit.json").is_file()
+    zs = _script("zero_shot")
+    common = ["--model", str(tiny_dir), "--recipes", "wanda-2:4", "--tasks", "piqa", "--limit", "4",
+              "--device", "cpu", "--data-dir", str(data_dir)]
+    assert zs.main(common + calib + ["--out", str(tmp_path / "fresh")]) == 0
+    assert zs.main(common + calib + ["--out", str(tmp_path / "reused"), "--checkpoints", str(tmp_path / "ckpt")]) == 0
+    name = f"{tiny_dir.name}_wanda-2-4_limit4.json"
+    fresh, reused = (json.loads((tmp_path / d / name).read_text()) for d in ("fresh", "reused"))
+    assert reused["checkpoint"].endswith(f"{tiny_dir.name}_wanda-2-4") and reused["compress_seconds"] is None
+    assert reused["tasks"] == fresh["tasks"] and reused["calibration"] == fresh["calibration"]
+    with pytest.raises(SystemExit, match="calibration"):
+        zs.main(common + ["--nsamples", "4", "--calib-seqlen", "32", "--out", str(tmp_path / "other"),
+                          "--checkpoints", str(tmp_path / "ckpt")])
 
 
 def test_gptq_order_runs_resumes_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):

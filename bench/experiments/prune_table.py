@@ -9,7 +9,9 @@ Each recipe is compressed in-process (calibration: DESIGN.md §9, c4 128 x 512, 
 WikiText-2 (seqlen 2048, the first `--limit` windows) and written to
 `{out}/{model}_{recipe}_limit{N}.json`: the `sparsekit eval` report plus the recipe, the pruning time,
 the achieved sparsity per projection type and the allocation record. Existing results are skipped
-(`--force` re-runs them), so an interrupted sweep resumes where it stopped.
+(`--force` re-runs them), so an interrupted sweep resumes where it stopped. `--save-dir DIR` also keeps
+each compressed model as a sparsekit checkpoint `DIR/{model}_{recipe}` (e.g. for `zero_shot.py
+--checkpoints DIR`, which then scores the same weights without calibrating again).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from sparsekit.api import compress, evaluate
+from sparsekit.api import compress, evaluate, save
 from sparsekit.models.loader import load_model
 from sparsekit.recipe import load_recipe
 from sparsekit.utils.io import write_json_atomic
@@ -30,9 +32,14 @@ from sparsekit.utils.io import write_json_atomic
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def result_path(out: Path, model: str, recipe: str, limit: int | None) -> Path:
+def checkpoint_stem(model: str, recipe: str) -> str:
+    """`{model}_{recipe}` with the characters a file name should not hold replaced by '-'."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe)
-    return out / f"{Path(model).name}_{stem}_{'full' if limit is None else f'limit{limit}'}.json"
+    return f"{Path(model).name}_{stem}"
+
+
+def result_path(out: Path, model: str, recipe: str, limit: int | None) -> Path:
+    return out / f"{checkpoint_stem(model, recipe)}_{'full' if limit is None else f'limit{limit}'}.json"
 
 
 def per_type(modules: dict) -> dict[str, float]:
@@ -62,6 +69,8 @@ def run_one(args: argparse.Namespace, recipe_name: str, path: Path) -> dict:
                   sparsity_per_type=per_type(prune["modules"]) if prune else {},
                   allocation={k: v for k, v in (prune["allocation"] if prune else {}).items() if k != "module_error"},
                   command="python bench/experiments/prune_table.py " + shlex.join(args.argv))
+    if args.save_dir is not None:
+        save(compressed, args.save_dir / checkpoint_stem(args.model, recipe_name), command=report["command"])
     write_json_atomic(path, report)
     return report
 
@@ -99,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "prune")
+    p.add_argument("--save-dir", type=Path, default=None,
+                   help="also save each compressed model as a checkpoint DIR/{model}_{recipe}")
     p.add_argument("--force", action="store_true", help="re-run recipes that already have a result")
     p.add_argument("--table", action="store_true", help="only print the markdown table of existing results")
     p.add_argument("--bytes", action="store_true", help="with --table: add the true packed size (quantized recipes)")

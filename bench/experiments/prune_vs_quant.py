@@ -5,25 +5,33 @@
     python bench/experiments/prune_vs_quant.py --plot-only          # redraw the PNG from the JSON lines
 
 Grid: sparsity {0, 25%, 50%, 2:4, 4:8} x format {bf16, int8, int4 g128, int3 g128, MXFP8, MXFP6, MXFP4,
-FP6, ternary}, each point with the best method sparsekit has for it: SparseGPT for the mask and GPTQ for
-the codes — in one joint OBS sweep when both are present (SparseGPT paper §3.5) — and nothing but the
-mask for bf16. Every point is scored on WikiText-2 (seqlen 2048, the first `--limit` windows) and sized
+FP6, ternary}, each point with the best method sparsekit has for it: SparseGPT for the mask and GPTQ
+(act-order) for the codes — in one joint OBS sweep when both are present (SparseGPT paper §3.5) —
+and nothing but the mask for bf16. Unpruned 6- and 8-bit formats round to nearest: their rounding
+error is already at the dense model's noise level (int8 RTN 20.42 vs dense 20.38 in the README's
+table), so a calibration pass would cost minutes and buy nothing.
+
+Every point is scored on WikiText-2 (seqlen 2048, the first `--limit` windows) and sized
 in *true* bytes: projections at their packed bits (codes, scales, zero points, N:M positions or the
 unstructured bitmask, `sparsekit.eval.size.packed_bits_per_weight`), everything else (embeddings,
 norms, LM head) at 16 bits, i.e. the model as it would be stored in bf16 plus compressed projections.
 
 Protocol (stated in the JSON): calibration c4, `--nsamples` windows of 512 tokens, seed 0; the
-defaults (`--limit 8`, `--nsamples 32`) make the 45-point grid affordable on 2 CPU cores; the README's
-headline numbers use the standard protocol through `prune_table.py`.
+defaults (`--limit 4`, `--nsamples 8`) make the 45-point grid affordable on 2 CPU cores (about 90
+core-minutes); the README's headline numbers use the standard protocol through `prune_table.py`.
+The same windows score every point, so the grid ranks recipes; its absolute perplexities are those of
+a short text and a small calibration set.
 
 Writes `{out}/{model}_limit{N}.jsonl` (one line per finished point; a stopped run resumes and never
 recomputes a finished point) and `{out}/{model}_limit{N}.png` (perplexity vs bytes, Pareto frontier).
+Start the same command once per core to share the grid: each worker claims the next free point.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -41,6 +49,8 @@ from sparsekit.utils.env import device_name, versions
 ROOT = Path(__file__).resolve().parents[2]
 SPARSITIES = ("0", "0.25", "0.5", "2:4", "4:8")
 FORMATS = ("bf16", "int8", "int4", "int3", "mxfp8", "mxfp6", "mxfp4", "fp6", "ternary")
+#: formats whose round-to-nearest error is already negligible: unpruned, they skip calibration
+RTN_ENOUGH = ("int8", "mxfp8", "mxfp6", "fp6")
 
 
 def recipe_for(sparsity: str, fmt: str) -> list[dict]:
@@ -51,7 +61,9 @@ def recipe_for(sparsity: str, fmt: str) -> list[dict]:
         steps.append({"prune": {"method": "sparsegpt", "pattern": str(pattern)}})
     elif float(sparsity) > 0:
         steps.append({"prune": {"method": "sparsegpt", "sparsity": float(sparsity)}})
-    if fmt != "bf16":
+    if fmt != "bf16" and not steps and fmt in RTN_ENOUGH:
+        steps.append({"quantize": {"format": fmt, "method": "rtn"}})
+    elif fmt != "bf16":
         steps.append({"quantize": {"format": fmt, "method": "gptq", "joint": bool(steps)}})
     return steps
 
@@ -71,14 +83,63 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def finished(out_jsonl: Path, protocol: dict) -> set[str]:
+    """Keys of the points already in `out_jsonl`; refuses a file written under another protocol."""
+    if not out_jsonl.exists():
+        return set()
+    rows = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
+    other = [r for r in rows if r["protocol"] != protocol]
+    if other:
+        raise SystemExit(f"{out_jsonl} holds points of another protocol ({other[0]['protocol']}, this run: "
+                         f"{protocol}); use another --out or the same options")
+    return {point_key(r["sparsity"], r["format"]) for r in rows}
+
+
+def claim(folder: Path, key: str) -> Path | None:
+    """Take point `key` for this process (a file holding its pid); None when a live process holds it.
+
+    Several workers may run the same command on one grid: each takes the next point nobody holds, so
+    the cores split the grid without a plan, and a claim left by a killed worker is taken over.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (key.replace("|", "_").replace(":", "-") + ".pid")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            text = path.read_text().strip()
+            if not text.isdigit():
+                return None  # being written by a worker that claimed it this instant
+            try:
+                os.kill(int(text), 0)
+                return None
+            except ProcessLookupError:
+                path.unlink(missing_ok=True)  # its worker died: take the point over
+                continue
+            except PermissionError:
+                return None
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return path
+    return None
+
+
 def run(args: argparse.Namespace) -> Path:
     out_jsonl = args.out / f"{Path(args.model).name}_limit{args.limit}.jsonl"
-    done = set()
-    if out_jsonl.exists():
-        done = {point_key(r["sparsity"], r["format"]) for r in map(json.loads, out_jsonl.read_text().splitlines())}
+    claims = out_jsonl.with_suffix(".claims")
+    protocol = {"seqlen": args.seqlen, "limit": args.limit,
+                "calibration": {"source": "c4", "nsamples": args.nsamples, "seqlen": args.calib_seqlen, "seed": 0}}
+    done = finished(out_jsonl, protocol)
     todo = [(s, f) for s in args.sparsity for f in args.formats if point_key(s, f) not in done]
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (sparsity, fmt) in enumerate(todo, 1):
+        key = point_key(sparsity, fmt)
+        if key in finished(out_jsonl, protocol):  # another worker finished it meanwhile
+            continue
+        held = claim(claims, key)
+        if held is None:
+            print(f"[{i}/{len(todo)}] sparsity {sparsity} x {fmt}: another worker has it", flush=True)
+            continue
         recipe = recipe_for(sparsity, fmt)
         print(f"[{i}/{len(todo)}] sparsity {sparsity} x {fmt}: {recipe}", flush=True)
         model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
@@ -93,15 +154,18 @@ def run(args: argparse.Namespace) -> Path:
                           data_dir=args.data_dir)
         row = {"sparsity": sparsity, "format": fmt, "recipe": recipe, "ppl": report["ppl"]["wikitext2"],
                "tokens": report["tokens"]["wikitext2"], "bytes": compressed_bytes(model, storage, dense_bits=16),
-               "compress_seconds": seconds, "protocol": {"seqlen": args.seqlen, "limit": args.limit,
-                                                         "calibration": {"source": "c4", "nsamples": args.nsamples,
-                                                                         "seqlen": args.calib_seqlen, "seed": 0}},
+               "compress_seconds": seconds, "protocol": protocol,
                "model": args.model, "device": device_name(torch.device("cpu")), "versions": versions(),
                "date": report["date"],
                "command": "python bench/experiments/prune_vs_quant.py " + shlex.join(args.argv)}
         with out_jsonl.open("a") as fh:  # one whole line per finished point: a crash loses at most the current one
             fh.write(json.dumps(row) + "\n")
+        held.unlink(missing_ok=True)
         print(f"    ppl {row['ppl']:.3f}  bytes {row['bytes']:,}  ({seconds:.0f} s)", flush=True)
+    try:
+        claims.rmdir()  # only when empty: no other worker holds a point
+    except OSError:
+        pass
     plot(out_jsonl)
     return out_jsonl
 
@@ -152,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--sparsity", default=",".join(SPARSITIES), help="comma list of 0..1 fractions or N:M")
     p.add_argument("--formats", default=",".join(FORMATS))
-    p.add_argument("--limit", type=int, default=8, help="WikiText-2 windows per point [8]")
+    p.add_argument("--limit", type=int, default=4, help="WikiText-2 windows per point [4]")
     p.add_argument("--seqlen", type=int, default=2048)
-    p.add_argument("--nsamples", type=int, default=32, help="calibration windows [32]")
+    p.add_argument("--nsamples", type=int, default=8, help="calibration windows [8]")
     p.add_argument("--calib-seqlen", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)

@@ -1,14 +1,18 @@
 """Zero-shot accuracy of compressed SmolLM2 on the nine tasks (seed 001's downstream comparison).
 
-    python bench/experiments/zero_shot.py --limit 500                      # dense + three recipes, hours on 2 cores
-    python bench/experiments/zero_shot.py --recipes dense,wanda-2:4 --limit 100
-    python bench/experiments/zero_shot.py --table --limit 500              # the README's markdown table
+    python bench/experiments/zero_shot.py                                  # dense + three recipes, limit 100 (~2 h)
+    python bench/experiments/zero_shot.py --recipes dense,wanda-2:4 --limit 20
+    python bench/experiments/zero_shot.py --table                          # the README's markdown table
 
 Every recipe (a built-in name; `dense` = no compression) is applied in-process with the standard
 calibration (c4, 128 x 512, seed 0) and scored on every task through lm-evaluation-harness
 (`sparsekit.eval.harness`), the first `--limit` examples of each task (the same examples for every
 recipe; 0 = the full sets). One JSON per recipe, `{out}/{model}_{recipe}_limit{N}.json`, skipped when it
 exists, so an interrupted run resumes.
+
+`--checkpoints DIR` scores a recipe from the checkpoint `DIR/{model}_{recipe}` written by
+`prune_table.py --save-dir DIR` when there is one, instead of calibrating again: the checkpoint must
+record the same recipe and calibration protocol, or the script refuses it.
 """
 
 from __future__ import annotations
@@ -21,18 +25,40 @@ import sys
 import time
 from pathlib import Path
 
-from sparsekit.api import compress, evaluate
+from sparsekit.api import compress, evaluate, load
 from sparsekit.eval.tasks import TASKS, headline
+from sparsekit.checkpoint import read_metadata
 from sparsekit.models.loader import load_model
+from sparsekit.recipe import load_recipe
 from sparsekit.utils.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT = "dense,wanda-2:4,sparsegpt-2:4+int4-joint,wanda-50-search"
+#: dense, the two headline 2:4 recipes and the best allocation-search recipe of the pruning table
+DEFAULT = "dense,wanda-2:4,sparsegpt-2:4+int4-joint,sparsegpt-50-search"
+
+
+def checkpoint_stem(model: str, recipe: str) -> str:
+    """The folder name `prune_table.py --save-dir` gives this recipe's checkpoint."""
+    return f"{Path(model).name}_{re.sub(r'[^A-Za-z0-9_.-]+', '-', recipe)}"
 
 
 def result_path(out: Path, model: str, recipe: str, limit: int | None) -> Path:
     stem = re.sub(r"[^A-Za-z0-9_.+-]+", "-", recipe)
     return out / f"{Path(model).name}_{stem}_{'full' if limit is None else f'limit{limit}'}.json"
+
+
+def from_checkpoint(folder: Path, recipe: str, calibration: dict):
+    """`(model, tokenizer, metadata)` of a saved compression of `recipe`, or None when `folder` holds none."""
+    meta = read_metadata(folder) if folder.is_dir() else None
+    if meta is None:
+        return None
+    want = load_recipe(recipe).to_list()
+    used = meta.get("calibration")  # None: the recipe needs no calibration data (e.g. magnitude)
+    if meta.get("recipe") != want or (used is not None and used != calibration):
+        raise SystemExit(f"{folder}: its recipe {meta.get('recipe')} / calibration {meta.get('calibration')} differ "
+                         f"from {want} / {calibration}; remove it or drop --checkpoints")
+    model, tokenizer = load(folder, dtype="float32")
+    return model, tokenizer, meta
 
 
 def table(out: Path, limit: int | None) -> str:
@@ -55,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--recipes", default=DEFAULT)
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--limit", type=int, default=500, help="examples per task (0: the full sets) [500]")
+    p.add_argument("--limit", type=int, default=100, help="examples per task (0: the full sets) [100]")
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--calib-seqlen", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "zero_shot")
+    p.add_argument("--checkpoints", type=Path, default=None,
+                   help="reuse checkpoints DIR/{model}_{recipe} from prune_table.py --save-dir DIR")
     p.add_argument("--table", action="store_true")
     args = p.parse_args(argv)
     limit = args.limit or None
@@ -73,14 +101,25 @@ def main(argv: list[str] | None = None) -> int:
         if path.exists():
             print(f"skip {name}: {path} exists", flush=True)
             continue
-        model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
+        calibration = {"source": "c4", "nsamples": args.nsamples, "seqlen": args.calib_seqlen, "seed": 0}
+        saved = None
+        if args.checkpoints is not None and name != "dense":
+            saved = from_checkpoint(args.checkpoints / checkpoint_stem(args.model, name), name, calibration)
         start = time.perf_counter()
-        if name != "dense":
-            compress(model, name, tokenizer, nsamples=args.nsamples, seqlen=args.calib_seqlen, seed=0,
-                     device=args.device, data_dir=args.data_dir)
+        if saved is not None:
+            model, tokenizer, meta = saved
+            origin = {"checkpoint": str(args.checkpoints / checkpoint_stem(args.model, name)),
+                      "checkpoint_command": meta.get("command"), "checkpoint_date": meta.get("date")}
+        else:
+            model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
+            origin = {}
+            if name != "dense":
+                compress(model, name, tokenizer, nsamples=args.nsamples, seqlen=args.calib_seqlen, seed=0,
+                         device=args.device, data_dir=args.data_dir)
         seconds = time.perf_counter() - start
         report = evaluate(model, tokenizer, ppl=[], tasks=tasks, limit=limit, data_dir=args.data_dir)
-        report.update(model=args.model, recipe_name=name, compress_seconds=seconds,
+        report.update(model=args.model, recipe_name=name, compress_seconds=None if saved else seconds,
+                      calibration=None if name == "dense" else calibration, **origin,
                       command="python bench/experiments/zero_shot.py " + shlex.join(argv))
         write_json_atomic(path, report)
         print(f"{name}: " + "  ".join(f"{t} {headline(m):.3f}" for t, m in report["tasks"].items()),
