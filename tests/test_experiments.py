@@ -81,6 +81,10 @@ def test_prune_vs_quant_grid_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     assert study.main(argv) == 0  # resumes: nothing recomputed
     assert (tmp_path / f"{tiny_dir.name}_limit1.jsonl").read_text().splitlines() == lines
     assert not (tmp_path / f"{tiny_dir.name}_limit1.claims").exists()
+    grid = study.table(tmp_path / f"{tiny_dir.name}_limit1.jsonl").splitlines()
+    assert grid[0] == "| sparsity | bf16 | mxfp4 |" and len(grid) == 4
+    smallest = rows[("2:4", "mxfp4")]  # the smallest point is always on the frontier
+    assert f"**{smallest['ppl']:.1f} ({smallest['bytes'] / 2 ** 20:.0f})**" in grid[3]
     with pytest.raises(SystemExit, match="another protocol"):  # never mixes calibration protocols in one file
         study.main([a if a != "2" else "3" for a in argv])
 

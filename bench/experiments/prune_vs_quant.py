@@ -3,6 +3,7 @@
     python bench/experiments/prune_vs_quant.py                      # the whole grid (resumable, hours on 2 cores)
     python bench/experiments/prune_vs_quant.py --sparsity 0,2:4 --formats bf16,int4
     python bench/experiments/prune_vs_quant.py --plot-only          # redraw the PNG from the JSON lines
+    python bench/experiments/prune_vs_quant.py --table              # the README's markdown grid
 
 Grid: sparsity {0, 25%, 50%, 2:4, 4:8} x format {bf16, int8, int4 g128, int3 g128, MXFP8, MXFP6, MXFP4,
 FP6, ternary}, each point with the best method sparsekit has for it: SparseGPT for the mask and GPTQ
@@ -210,6 +211,26 @@ def plot(out_jsonl: Path) -> Path:
     return path
 
 
+def table(out_jsonl: Path) -> str:
+    """Markdown grid: one row per sparsity, one column per format, "perplexity (MiB)" per point; the
+    points on the Pareto frontier in bold."""
+    rows = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
+    front = {point_key(rows[i]["sparsity"], rows[i]["format"])
+             for i in pareto([(r["bytes"], r["ppl"]) for r in rows])}
+    cell = {point_key(r["sparsity"], r["format"]): r for r in rows}
+    formats = [f for f in FORMATS if any(r["format"] == f for r in rows)]
+    sparsities = [s for s in SPARSITIES if any(r["sparsity"] == s for r in rows)]
+    lines = ["| sparsity | " + " | ".join(formats) + " |", "|---|" + "---|" * len(formats)]
+    for sp in sparsities:
+        vals = []
+        for f in formats:
+            r = cell.get(point_key(sp, f))
+            text = "–" if r is None else f"{r['ppl']:.1f} ({r['bytes'] / 2 ** 20:.0f})"
+            vals.append(f"**{text}**" if r is not None and point_key(sp, f) in front else text)
+        lines.append(f"| {sp} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -224,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "prune_vs_quant")
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--table", action="store_true", help="print the markdown grid of the finished points")
     args = p.parse_args(argv)
     args.argv = argv
     args.sparsity = [s.strip() for s in args.sparsity.split(",") if s.strip()]
@@ -238,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             ok = False
         if not ok:
             p.error(f"sparsity {s!r} is neither a fraction in [0, 1) nor an N:M pattern")
+    if args.table:
+        print(table(args.out / f"{Path(args.model).name}_limit{args.limit}.jsonl"))
+        return 0
     if args.plot_only:
         print(plot(args.out / f"{Path(args.model).name}_limit{args.limit}.jsonl"))
         return 0
