@@ -52,8 +52,19 @@ def _ai2(path: Path) -> list[dict]:
     return out
 
 
+_TRUTH = {"true": 1, "false": 0, True: 1, False: 0, 1: 1, 0: 0}
+
+
 def _boolq(path: Path) -> list[dict]:
-    return [{"question": d["question"], "passage": d["passage"], "label": int(bool(d["label"]))} for d in _jsonl(path)]
+    """BoolQ with its label as the harness's 0 = no / 1 = yes; the SuperGLUE file spells it "true"/"false"
+    (a string: `bool("false")` is True, so it must be read, not cast)."""
+    out = []
+    for d in _jsonl(path):
+        label = d["label"].lower() if isinstance(d["label"], str) else d["label"]
+        if label not in _TRUTH:
+            raise SparsekitError(f"{path}: BoolQ label {d['label']!r} is none of true/false/1/0")
+        out.append({"question": d["question"], "passage": d["passage"], "label": _TRUTH[label]})
+    return out
 
 
 def _rte(path: Path) -> list[dict]:

@@ -19,6 +19,20 @@ def test_local_files_give_the_official_example_counts(name, data_dir):
     assert len(task_docs(name, data_dir)) == TASKS[name][3]
 
 
+#: gold-answer counts of the official validation sets (BoolQ: 2,033 yes / 1,237 no; RTE: 146 entailment)
+GOLD_COUNTS = {"boolq": {0: 1237, 1: 2033}, "rte": {0: 146, 1: 131}, "winogrande": {0: 628, 1: 639},
+               "piqa": {0: 910, 1: 928}, "arc_challenge": {0: 266, 1: 311, 2: 310, 3: 285}}
+
+
+@pytest.mark.parametrize("name", sorted(GOLD_COUNTS))
+def test_gold_answers_are_read_not_cast(name, data_dir):
+    """An oracle scores 1.0 whatever the labels say; the label counts catch a misread file (BoolQ's
+    labels are the strings "true"/"false", and `bool("false")` is True)."""
+    from collections import Counter
+
+    assert dict(Counter(gold_index(name, d) for d in task_docs(name, data_dir))) == GOLD_COUNTS[name]
+
+
 class Oracle(SparsekitLM):
     """Prefers the gold answer of every request (and calls every LAMBADA target greedy)."""
 
