@@ -64,7 +64,7 @@ def test_prune_vs_quant_grid_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     assert study.recipe_for("0", "bf16") == []
     assert study.recipe_for("2:4", "int4")[1]["quantize"]["joint"] is True
     assert study.recipe_for("0", "int8") == [{"quantize": {"format": "int8", "method": "rtn"}}]
-    assert study.recipe_for("0", "int4") == [{"quantize": {"format": "int4", "method": "gptq", "joint": False}}]
+    assert study.recipe_for("0", "mxfp6") == [{"quantize": {"format": "mxfp6", "method": "gptq", "joint": False}}]
     assert study.recipe_for("0.5", "mxfp6")[1]["quantize"] == {"format": "mxfp6", "method": "gptq", "joint": True}
     assert study.pareto([(3, 1.0), (1, 5.0), (2, 6.0), (4, 0.5)]) == [1, 0, 3]
     argv = ["--model", str(tiny_dir), "--sparsity", "0,2:4", "--formats", "bf16,mxfp4", "--limit", "1",

@@ -8,9 +8,9 @@
 Grid: sparsity {0, 25%, 50%, 2:4, 4:8} x format {bf16, int8, int4 g128, int3 g128, MXFP8, MXFP6, MXFP4,
 FP6, ternary}, each point with the best method sparsekit has for it: SparseGPT for the mask and GPTQ
 (act-order) for the codes — in one joint OBS sweep when both are present (SparseGPT paper §3.5) —
-and nothing but the mask for bf16. Unpruned 6- and 8-bit formats round to nearest: their rounding
-error is already at the dense model's noise level (int8 RTN 20.42 vs dense 20.38 in the README's
-table), so a calibration pass would cost minutes and buy nothing.
+and nothing but the mask for bf16. Unpruned int8 (per channel) rounds to nearest: its rounding error
+is already at the dense model's noise level (int8 RTN 20.42 vs dense 20.38 in the README's table), so
+a calibration pass would cost minutes and buy nothing.
 
 Every point is scored on WikiText-2 (seqlen 2048, the first `--limit` windows) and sized
 in *true* bytes: projections at their packed bits (codes, scales, zero points, N:M positions or the
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPARSITIES = ("0", "0.25", "0.5", "2:4", "4:8")
 FORMATS = ("bf16", "int8", "int4", "int3", "mxfp8", "mxfp6", "mxfp4", "fp6", "ternary")
 #: formats whose round-to-nearest error is already negligible: unpruned, they skip calibration
-RTN_ENOUGH = ("int8", "mxfp8", "mxfp6", "fp6")
+RTN_ENOUGH = ("int8",)
 
 
 def recipe_for(sparsity: str, fmt: str) -> list[dict]:
