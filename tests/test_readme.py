@@ -92,3 +92,17 @@ def test_readme_gptq_order_table_is_what_the_script_prints():
     # the reason GPTQ defaults to act-order, as the README says
     assert results["gptq act-order"]["ppl"] < results["rtn"]["ppl"] < results["gptq natural order"]["ppl"]
     assert module.table(result) in (REPO / "README.md").read_text()
+
+
+def test_readme_zero_shot_table_is_what_the_script_prints():
+    module = _script("zero_shot")
+    out = REPO / "bench" / "results" / "zero_shot"
+    files = sorted(out.glob("smollm2-135m_*_limit100.json"))
+    reports = [json.loads(f.read_text()) for f in files]
+    # dense and the three recipes the issue names, on one stated protocol, every task
+    assert [r["recipe_name"] for r in reports] == sorted(module.DEFAULT.split(","), key=lambda n: module.result_path(
+        out, "smollm2-135m", n, 100).name)
+    assert all(r["command"].startswith("python bench/experiments/zero_shot.py") for r in reports)
+    assert all(set(r["tasks"]) == set(module.TASKS) for r in reports)
+    assert module.table(out, 100) in (REPO / "README.md").read_text()
+
