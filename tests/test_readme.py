@@ -106,3 +106,13 @@ def test_readme_zero_shot_table_is_what_the_script_prints():
     assert all(set(r["tasks"]) == set(module.TASKS) for r in reports)
     assert module.table(out, 100) in (REPO / "README.md").read_text()
 
+
+def test_readme_pruning_x_quantization_grid_is_what_the_script_prints():
+    module = _script("prune_vs_quant")
+    result = REPO / "bench" / "results" / "prune_vs_quant" / "smollm2-135m_limit4.jsonl"
+    rows = [json.loads(line) for line in result.read_text().splitlines()]
+    assert sorted((r["sparsity"], r["format"]) for r in rows) == sorted(
+        (s, f) for s in module.SPARSITIES for f in module.FORMATS)  # the whole grid, each point once
+    assert all(r["command"].startswith("python bench/experiments/prune_vs_quant.py") for r in rows)
+    assert result.with_suffix(".png").is_file()
+    assert module.table(result) in (REPO / "README.md").read_text()
