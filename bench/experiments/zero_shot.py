@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from sparsekit.api import compress, evaluate, load
-from sparsekit.eval.tasks import TASKS, headline
 from sparsekit.checkpoint import read_metadata
+from sparsekit.eval.tasks import TASKS, headline
 from sparsekit.models.loader import load_model
 from sparsekit.recipe import load_recipe
 from sparsekit.utils.io import write_json_atomic
