@@ -84,11 +84,16 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def read_points(out_jsonl: Path) -> list[dict]:
+    """The finished points of a grid file (none when it does not exist yet)."""
+    if not out_jsonl.exists():
+        return []
+    return [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
+
+
 def finished(out_jsonl: Path, protocol: dict) -> set[str]:
     """Keys of the points already in `out_jsonl`; refuses a file written under another protocol."""
-    if not out_jsonl.exists():
-        return set()
-    rows = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
+    rows = read_points(out_jsonl)
     other = [r for r in rows if r["protocol"] != protocol]
     if other:
         raise SystemExit(f"{out_jsonl} holds points of another protocol ({other[0]['protocol']}, this run: "
@@ -178,7 +183,7 @@ def plot(out_jsonl: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
+    rows = read_points(out_jsonl)
     fig, ax = plt.subplots(figsize=(8, 5))
     markers = dict(zip(FORMATS, "os^vD<>ph"))
     colours = dict(zip(SPARSITIES, plt.cm.viridis([0.0, 0.25, 0.5, 0.75, 0.95])))
@@ -214,7 +219,7 @@ def plot(out_jsonl: Path) -> Path:
 def table(out_jsonl: Path) -> str:
     """Markdown grid: one row per sparsity, one column per format, "perplexity (MiB)" per point; the
     points on the Pareto frontier in bold."""
-    rows = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
+    rows = read_points(out_jsonl)
     front = {point_key(rows[i]["sparsity"], rows[i]["format"])
              for i in pareto([(r["bytes"], r["ppl"]) for r in rows])}
     cell = {point_key(r["sparsity"], r["format"]): r for r in rows}

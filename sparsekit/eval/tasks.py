@@ -52,7 +52,7 @@ def _ai2(path: Path) -> list[dict]:
     return out
 
 
-_TRUTH = {"true": 1, "false": 0, True: 1, False: 0, 1: 1, 0: 0}
+_TRUTH = {"true": 1, "false": 0, 1: 1, 0: 0}  # True / False hash as 1 / 0
 
 
 def _boolq(path: Path) -> list[dict]:
