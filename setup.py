@@ -17,8 +17,7 @@ from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "sparsekit" / "_version.py").read_text()).group(1)
-PACKAGES = find_packages(include=["sparsekit", "sparsekit.*"]) + ["sparsekit.kernels"]
-PACKAGE_DIR = {"sparsekit": "sparsekit", "sparsekit.kernels": "kernels"}
+PACKAGES = find_packages(include=["sparsekit", "sparsekit.*"])
 
 
 def _cuda_extension():
@@ -57,7 +56,6 @@ ext_modules, cmdclass = _cuda_extension()
 setup(
     version=VERSION,
     packages=PACKAGES,
-    package_dir=PACKAGE_DIR,
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -19,7 +19,6 @@ failed save never leaves a half-written DIR.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -64,8 +63,13 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: str | os.Pa
             tokenizer.save_pretrained(tmp)
         if masks:
             packed = {name: pack_mask(m.cpu()) for name, m in masks.items()}
-            shapes = {name: ",".join(str(s) for s in m.shape) for name, m in masks.items()}
-            save_file(packed, tmp / MASKS_FILE, metadata={"format": "bitmask-lsb", **shapes})
+            # One metadata key holding sorted JSON: safetensors writes the `__metadata__` map in a hash
+            # order that changes from process to process, so one key per module (as written before)
+            # gave two identical runs different bytes and sha256. Tensors need nothing: safetensors
+            # orders them by dtype alignment and name, whatever the dict order.
+            layout = {"format": "bitmask-lsb", "shapes": {name: list(m.shape) for name, m in masks.items()}}
+            save_file(packed, tmp / MASKS_FILE,
+                      metadata={"masks": json.dumps(layout, sort_keys=True, separators=(",", ":"))})
         files = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, "packed": packed_records(model),
                 "structure": structure_record(model), "files": files}
@@ -133,9 +137,16 @@ def load_masks(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     out = {}
     with safe_open(str(file), framework="pt") as fh:
         meta = fh.metadata() or {}
+        if "masks" in meta:  # one key: {"format": ..., "shapes": {name: [rows, cols]}} (see save_checkpoint)
+            layout = json.loads(meta["masks"])
+            if layout.get("format") != "bitmask-lsb":
+                raise SparsekitError(f"{file}: masks of format {layout.get('format')!r}; this sparsekit reads "
+                                     "bitmask-lsb: upgrade sparsekit")
+            shapes = {name: tuple(shape) for name, shape in layout["shapes"].items()}
+        else:  # written before: one key per module, its shape as "rows,cols"
+            shapes = {name: tuple(int(s) for s in meta[name].split(",")) for name in fh.keys()}
         for name in fh.keys():
-            shape = tuple(int(s) for s in meta[name].split(","))
-            out[name] = unpack_mask(fh.get_tensor(name), shape)
+            out[name] = unpack_mask(fh.get_tensor(name), shapes[name])
     return out
 
 
@@ -143,7 +154,8 @@ def packed_records(model: torch.nn.Module) -> dict[str, dict]:
     """What `load_checkpoint` needs to rebuild each packed module: layout kind, shape, grouping."""
     from sparsekit.nn.packed import PackedLinear
 
-    return {name: {"kind": m.kind, "shape": [m.out_features, m.in_features], "group_size": m.group_size,
+    # group_size is always written (None where a layout has none): readers of format 2 expect the key
+    return {name: {"kind": m.kind, "shape": [m.out_features, m.in_features], "group_size": None, **m.layout_attrs,
                    "bits_per_weight": m.layout().bits_per_weight}
             for name, m in model.named_modules() if isinstance(m, PackedLinear)}
 
@@ -184,7 +196,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from sparsekit.nn.packed import MODULES
+    from sparsekit.nn.packed import PackedLinear
     from sparsekit.pack import LAYOUTS
 
     path = Path(path).expanduser()
@@ -215,16 +227,17 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
             if count < num_experts(adapter, int(block)):
                 prune_experts(adapter, int(block), torch.arange(count))
     for name, rec in packed.items():
-        cls = LAYOUTS[rec["kind"]]
-        fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("shape", "group_size")]
-        tensors = {f: state.pop(f"{name}.{f}", None) for f in fields}
-        missing = [f for f, t in tensors.items() if t is None and f != "zeros"]
-        if missing:
-            raise SparsekitError(f"{path}: packed module {name} lacks {', '.join(missing)} in its tensor files")
-        extra = {"group_size": rec["group_size"]} if "group_size" in cls.__dataclass_fields__ else {}
+        cls = LAYOUTS.get(rec["kind"])
+        if cls is None:
+            raise SparsekitError(f"{path}: packed module {name} has layout {rec['kind']!r}, which this sparsekit does "
+                                 f"not know (known: {', '.join(LAYOUTS)}); upgrade sparsekit or register the layout")
+        tensors = {f: state.pop(f"{name}.{f}") for f in cls.tensor_fields() if f"{name}.{f}" in state}
+        try:
+            layout = cls.from_tensors(rec["shape"], tensors, {a: rec.get(a) for a in cls.ATTRS}, name)
+        except SparsekitError as exc:
+            raise SparsekitError(f"{path}: {exc} in its tensor files") from None
         bias = state.pop(f"{name}.bias", None)
-        module = MODULES[rec["kind"]](cls(shape=tuple(rec["shape"]), **tensors, **extra),
-                                      None if bias is None else bias.to(dtype), backend)
+        module = PackedLinear(layout, None if bias is None else bias.to(dtype), backend)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, module)
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}

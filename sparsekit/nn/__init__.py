@@ -1,5 +1,8 @@
-"""Packed drop-in modules: `SparseLinear`, `QuantLinear`, `SparseQuantLinear` (forward -> `sparsekit.ops`)."""
+"""Packed drop-in module: `PackedLinear` (any layout; forward -> the `sparsekit::packed_linear` op).
 
-from sparsekit.nn.packed import MODULES, PackedLinear, QuantLinear, SparseLinear, SparseQuantLinear
+`SparseLinear`, `QuantLinear` and `SparseQuantLinear` are aliases kept from earlier releases.
+"""
 
-__all__ = ["MODULES", "PackedLinear", "QuantLinear", "SparseLinear", "SparseQuantLinear"]
+from sparsekit.nn.packed import PackedLinear, QuantLinear, SparseLinear, SparseQuantLinear
+
+__all__ = ["PackedLinear", "QuantLinear", "SparseLinear", "SparseQuantLinear"]

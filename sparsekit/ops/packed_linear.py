@@ -1,21 +1,31 @@
 """packed_linear(x, layout, bias) = x @ W^T (+ bias) for a weight W stored in a packed layout.
 
-One op over every layout of `sparsekit.pack` (2:4, int4, int4 + 2:4, MXFP4, and the mma.sp-order 2:4
-layouts of `sparsekit.pack.mma_sp`) with the backend switch of DESIGN.md §3: the Triton kernels read
-the plain layouts, the CUDA kernels of `sparsekit._C` (sparse tensor cores) the mma.sp-order ones.
-The reference is the specification: unpack the layout to the dense weight it encodes, then a matmul
-with fp32 accumulation, cast back to the activation dtype. Kernels must match it to a relative error
-below 1e-3 for fp16 inputs (DESIGN.md §6).
+One op over every layout of `sparsekit.pack`. The layout is the dispatch point: each layout class
+holds its kernels per backend (`Layout.register_kernel`, done by `sparsekit.ops.backends`), each with
+a `supports(x, layout)` that says yes or why not. `backend='auto'` takes the first backend of
+`BACKENDS` whose kernel supports the inputs; an explicit backend that cannot run is an error that
+names the reason; `explain(x, layout)` lists every backend's answer.
+
+The op is the torch custom op `sparsekit::packed_linear` (a fake implementation gives its output
+shape), so a converted model traces under `torch.compile(fullgraph=True)` and `torch.export` with the
+kernel as one opaque node. A layout crosses the op boundary as its tensors plus a `spec` string (kind,
+shape, field names, attributes), which torch treats as a constant of the graph.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
+
 import torch
 
-from sparsekit import _ext
-from sparsekit.ops._dispatch import pick_backend
-from sparsekit.pack.layouts import Layout
-from sparsekit.pack.mma_sp import MMA_LAYOUTS, Int4Semi24MMA
+import sparsekit.ops.backends  # noqa: F401  (registers the kernels)
+from sparsekit.ops._dispatch import BACKENDS
+from sparsekit.ops.backends.reference import packed_linear_reference
+from sparsekit.pack.layouts import LAYOUTS, Kernel, Layout
+
+log = logging.getLogger(__name__)
 
 ACTIVATION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -37,67 +47,111 @@ def check_inputs(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None) -> 
                          f"{bias.device}")
 
 
-def packed_linear_reference(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The specification: unpack -> fp32 matmul -> activation dtype."""
-    out = torch.nn.functional.linear(x.float(), layout.unpack().float(), None if bias is None else bias.float())
-    return out.to(x.dtype)
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"packed_linear: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def cuda_supports(x: torch.Tensor, layout: Layout) -> bool:
-    """The compiled sparse-tensor-core kernels can run this call (else: fall back, or refuse 'cuda')."""
-    if layout.KIND not in MMA_LAYOUTS or not x.is_cuda or not _ext.available():
-        return False
-    n, k = layout.shape
-    if x.dtype not in (torch.float16, torch.bfloat16) or k % 64 or n % 16:
-        return False
-    if torch.cuda.get_device_capability(x.device) < (8, 0):  # mma.sp needs Ampere or newer
-        return False
-    if isinstance(layout, Int4Semi24MMA):
-        return layout.group_size % 32 == 0
-    return layout.values.dtype == x.dtype
+def explain(x: torch.Tensor, layout: Layout) -> dict[str, str]:
+    """Every backend's answer for these inputs: 'ok' or why it cannot run them (in `auto` order)."""
+    kernels = type(layout).kernels()
+    out = {}
+    for name in BACKENDS[1:]:
+        kernel = kernels.get(name)
+        out[name] = (f"the {layout.KIND} layout has no {name} kernel" if kernel is None
+                     else kernel.supports(x, layout) or "ok")
+    return out
 
 
-def launch_config(m: int, n: int, k: int, sm_count: int) -> tuple[int, int]:
-    """(splits, block_m) for the CUDA kernels: the smallest token tile that holds M (decode wastes
-    at most half an mma n8 side), and split-K until about four blocks (16 warps) per SM are in flight.
-    At M = 1 the kernel is bound by streaming the weight, and each warp keeps only one k-tile of it in
-    flight (~1.3 KB), so filling the memory pipe (bandwidth x latency, ~25 KB per H100 SM) needs many
-    resident warps; the fp32 partial sums this costs are M x N x splits floats, small at decode."""
-    block_m = next((b for b in (8, 16, 32, 64) if m <= b), 128)
-    blocks = -(-n // 64) * -(-m // block_m)
-    splits = max(1, min(k // 64, -(-4 * sm_count // blocks), 16))
-    return splits, block_m
+_warned_fallback = False
 
 
-def packed_linear_cuda(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The sparse-tensor-core kernels of `sparsekit._C` (csrc/sparse24_gemm.cu)."""
-    ext = _ext.load()
-    n, k = layout.shape
-    x2 = x.reshape(-1, k).contiguous()
-    if x2.data_ptr() % 16:
-        x2 = x2.clone()
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-    splits, block_m = launch_config(x2.shape[0], n, k, sms)
-    b = None if bias is None else bias.to(x.dtype).contiguous()
-    if isinstance(layout, Int4Semi24MMA):
-        out = ext.int4_sparse24_gemm(x2, layout.codes, layout.meta, layout.scales, layout.group_size, b, splits,
-                                     block_m)
-    else:
-        out = ext.sparse24_gemm(x2, layout.values, layout.meta, b, splits, block_m)
-    return out.reshape(*x.shape[:-1], n)
+def select_kernel(x: torch.Tensor, layout: Layout, backend: str = "auto") -> Kernel:
+    """The kernel that runs `x` against `layout` for `backend` (see module docstring)."""
+    _check_backend(backend)
+    kernels = type(layout).kernels()
+    op = f"packed_linear[{layout.KIND}]"
+    if backend != "auto":
+        kernel = kernels.get(backend)
+        if kernel is None:
+            raise ValueError(f"{op}: backend={backend!r} requested but the {layout.KIND} layout has no {backend} "
+                             f"kernel (it has: {', '.join(kernels)}); use backend='auto'")
+        why = kernel.supports(x, layout)
+        if why:
+            raise ValueError(f"{op}: backend={backend!r} requested but {why}; use backend='auto'")
+        return kernel
+    for name in BACKENDS[1:]:
+        kernel = kernels.get(name)
+        if kernel is not None and kernel.supports(x, layout) is None:
+            if name == "reference" and x.is_cuda:
+                _warn_fallback(x, layout)
+            return kernel
+    raise ValueError(f"{op}: no backend can run these inputs: {explain(x, layout)}")
+
+
+def _warn_fallback(x: torch.Tensor, layout: Layout) -> None:
+    """A GPU tensor on the reference unpacks the whole weight on every call: say so, once per process."""
+    global _warned_fallback
+    if not _warned_fallback:
+        _warned_fallback = True
+        skipped = {k: v for k, v in explain(x, layout).items() if k != "reference"}
+        log.warning("packed_linear[%s]: a GPU tensor runs the reference (the weight is unpacked to fp32 on every "
+                    "call: slow); why no kernel ran: %s. Shown once per process.", layout.KIND, skipped)
+
+
+# ------------------------------------------------------------------------------------------- custom op
+def layout_spec(layout: Layout) -> str:
+    """The non-tensor part of a layout as a string constant of the op: kind, shape, fields, attributes."""
+    return json.dumps({"kind": layout.KIND, "shape": list(layout.shape), "fields": list(layout.tensors()),
+                       "attrs": layout.attrs()}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_spec(spec: str) -> tuple[type[Layout], tuple[int, int], tuple[str, ...], dict]:
+    d = json.loads(spec)
+    cls = LAYOUTS.get(d["kind"])
+    if cls is None:
+        raise ValueError(f"packed_linear: unknown layout kind {d['kind']!r}; known: {', '.join(LAYOUTS)}")
+    return cls, tuple(d["shape"]), tuple(d["fields"]), d["attrs"]
+
+
+def layout_from_spec(spec: str, tensors: list[torch.Tensor]) -> Layout:
+    cls, shape, names, attrs = _parse_spec(spec)
+    return cls.from_tensors(shape, dict(zip(names, tensors)), attrs)
+
+
+@torch.library.custom_op("sparsekit::packed_linear", mutates_args=())
+def _packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None, spec: str,
+                      backend: str) -> torch.Tensor:
+    layout = layout_from_spec(spec, tensors)
+    check_inputs(x, layout, bias)
+    out = select_kernel(x, layout, backend).fn(x, layout, bias)
+    # a custom op's output may not alias its inputs; a kernel that returned a view of one would break autograd
+    return out if all(out.data_ptr() != t.data_ptr() for t in (x, *tensors)) else out.clone()
+
+
+@_packed_linear_op.register_fake
+def _packed_linear_fake(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None, spec: str,
+                        backend: str) -> torch.Tensor:
+    _, (n, k), _, _ = _parse_spec(spec)
+    torch._check(x.shape[-1] == k, lambda: f"packed_linear: input has {x.shape[-1]} features but the weight has "
+                                           f"in_features={k}")
+    return x.new_empty((*x.shape[:-1], n))
+
+
+def packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None, spec: str,
+                     backend: str = "auto") -> torch.Tensor:
+    """The custom op itself (what `sparsekit.nn.PackedLinear.forward` calls with its buffers)."""
+    return torch.ops.sparsekit.packed_linear(x, tensors, bias, spec, backend)
 
 
 def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None, *,
                   backend: str = "auto") -> torch.Tensor:
     """`x` (`[..., K]`) times the packed `[N, K]` weight, transposed; returns `[..., N]` in x's dtype."""
+    _check_backend(backend)
     check_inputs(x, layout, bias)
-    mma = layout.KIND in MMA_LAYOUTS
-    chosen = pick_backend(f"packed_linear[{layout.KIND}]", backend, x, has_cuda=mma,
-                          cuda_ok=mma and cuda_supports(x, layout), has_triton=not mma)
-    if chosen == "cuda":
-        return packed_linear_cuda(x, layout, bias)
-    if chosen == "triton":
-        from sparsekit.kernels.packed_gemm import packed_linear as triton_packed_linear
+    return packed_linear_op(x, list(layout.tensors().values()), bias, layout_spec(layout), backend)
 
-        return triton_packed_linear(x, layout, bias)
-    return packed_linear_reference(x, layout, bias)
+
+__all__ = ["ACTIVATION_DTYPES", "check_inputs", "explain", "layout_from_spec", "layout_spec", "packed_linear",
+           "packed_linear_op", "packed_linear_reference", "select_kernel"]

@@ -29,10 +29,11 @@ Byte layouts (W is `[N, K]`, kept = the 2 non-zeros of each group of 4 consecuti
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -102,15 +103,122 @@ def _gather24(dense: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class CompressedWeight:
+    """What the recipe left on one projection, as `convert` hands it to the layouts.
+
+    weight: the dense values the model computes with (pruned entries 0, quantized values on the grid);
+    mask: the keep-mask of a prune step (None: not pruned); q: codes + scales of a quantize step.
+    """
+
+    weight: torch.Tensor
+    mask: torch.Tensor | None = None
+    q: QTensor | None = None
+    name: str = "weight"
+
+    def __post_init__(self) -> None:
+        if self.q is not None and tuple(self.q.shape) != tuple(self.weight.shape):
+            raise SparsekitError(f"{self.name}: codes of shape {tuple(self.q.shape)} do not belong to a weight of "
+                                 f"shape {tuple(self.weight.shape)}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.weight.shape)  # type: ignore[return-value]
+
+    @functools.cached_property
+    def is_24(self) -> bool:
+        """The mask keeps exactly 2 of every 4 consecutive inputs (and K fills whole metadata bytes)."""
+        return self.mask is not None and self.shape[1] % 8 == 0 and is_nm(self.mask, 2, 4)
+
+    def describe(self) -> str:
+        """What it is, for the report of a projection that no layout takes."""
+        if self.q is not None:
+            return f"format {self.q.format}"
+        return "unstructured mask" if self.mask is not None else "not compressed"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One backend's implementation of `x @ W^T (+ bias)` for a layout.
+
+    supports(x, layout) -> None when this kernel can run these inputs, else the reason why not (it is
+    shown when the backend is asked for explicitly, and by `explain`); fn(x, layout, bias) -> output.
+    """
+
+    backend: str
+    fn: Callable[[torch.Tensor, "Layout", "torch.Tensor | None"], torch.Tensor]
+    supports: Callable[[torch.Tensor, "Layout"], "str | None"]
+
+
+#: every layout class by its KIND; a subclass with a KIND registers itself when it is defined
+LAYOUTS: dict[str, type["Layout"]] = {}
+
+
+def _always(x: torch.Tensor, layout: "Layout") -> None:
+    return None
+
+
+@dataclass
 class Layout(ABC):
-    """Common behaviour: tensors by field name (for safetensors), byte count, bits per weight."""
+    """A packed weight: its tensors, how it is built, which projections it fits, and its kernels.
+
+    A new layout is one subclass (a dataclass) that sets `KIND`, lists its non-tensor fields in
+    `ATTRS`, implements `unpack` and, if `convert` should choose it, `handles` / `unfit` /
+    `from_compressed`; kernels register per backend with `register_kernel` (`sparsekit.ops.backends`
+    for the built-in ones). The reference kernel (unpack, then a matmul) serves every layout.
+    """
 
     KIND: ClassVar[str] = ""
+    #: non-tensor fields (besides `shape`), stored in checkpoint records and module attributes
+    ATTRS: ClassVar[tuple[str, ...]] = ()
+    #: `convert` tries layouts in decreasing priority: the most compressed layout that fits wins
+    PRIORITY: ClassVar[int] = 0
+    #: the layout this one re-orders for a device's registers (a twin with the same bytes), if any
+    REORDERS: ClassVar["type[Layout] | None"] = None
+    #: backend name -> kernel, for this class only (see `kernels`)
+    KERNELS: ClassVar[dict[str, Kernel]] = {}
+
     shape: tuple[int, int]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.KERNELS = {}
+        if cls.KIND:
+            known = LAYOUTS.get(cls.KIND)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise SparsekitError(f"layout kind {cls.KIND!r} is taken by {known.__module__}.{known.__qualname__}")
+            LAYOUTS[cls.KIND] = cls
+
+    # -- what it stores -------------------------------------------------------------------------
+    @classmethod
+    def tensor_fields(cls) -> tuple[str, ...]:
+        """Names of the tensor fields, in declaration order (None allowed where `optional_fields` says)."""
+        return tuple(f.name for f in fields(cls) if f.name != "shape" and f.name not in cls.ATTRS)
+
+    @classmethod
+    def optional_fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.name in cls.tensor_fields() and "None" in str(f.type))
+
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if isinstance(getattr(self, f.name), torch.Tensor)}
+        """The stored tensors by field name (absent optional ones left out): what safetensors holds."""
+        return {name: getattr(self, name) for name in self.tensor_fields() if getattr(self, name) is not None}
+
+    def attrs(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.ATTRS}
+
+    @classmethod
+    def from_tensors(cls, shape: tuple[int, int] | list[int], tensors: dict[str, torch.Tensor],
+                     attrs: dict[str, Any] | None = None, name: str = "weight") -> "Layout":
+        """The one way back from stored tensors (module buffers, checkpoint files) to a layout."""
+        attrs = attrs or {}
+        missing = [f for f in cls.tensor_fields() if tensors.get(f) is None and f not in cls.optional_fields()]
+        missing += [a for a in cls.ATTRS if attrs.get(a) is None]
+        if missing:
+            raise SparsekitError(f"{name}: the {cls.KIND} layout needs {', '.join(missing)}, which are missing")
+        unknown = sorted(set(tensors) - set(cls.tensor_fields()))
+        if unknown:
+            raise SparsekitError(f"{name}: the {cls.KIND} layout has no tensor(s) {', '.join(unknown)}")
+        return cls(tuple(int(s) for s in shape), **{f: tensors.get(f) for f in cls.tensor_fields()},
+                   **{a: attrs[a] for a in cls.ATTRS})
 
     @property
     def nbytes(self) -> int:
@@ -124,14 +232,97 @@ class Layout(ABC):
     def unpack(self) -> torch.Tensor:
         """The dense `[N, K]` weight this layout encodes."""
 
+    # -- which projections it takes (`sparsekit.steps.convert`) -----------------------------------
+    @classmethod
+    def handles(cls, c: CompressedWeight) -> bool:
+        """This layout is meant for this kind of compression (e.g. int4 codes); False: not a candidate."""
+        return False
+
+    @classmethod
+    def unfit(cls, c: CompressedWeight) -> str | None:
+        """Why this layout cannot hold `c` although it handles its kind (shape, grouping), or None."""
+        return None
+
+    @classmethod
+    def from_compressed(cls, c: CompressedWeight, dtype: torch.dtype | None = None) -> "Layout":
+        """Pack `c` (`dtype`: value dtype where the layout stores plain values)."""
+        raise SparsekitError(f"the {cls.KIND} layout is not built from compressed weights")
+
+    # -- its twin in a device's register order ----------------------------------------------------
+    @classmethod
+    def reorder_unfit(cls, base: "Layout") -> str | None:
+        """Why `base` (a `REORDERS` layout) cannot take this byte order, or None."""
+        return None
+
+    @classmethod
+    def from_base(cls, base: "Layout", name: str = "weight") -> "Layout":
+        raise SparsekitError(f"the {cls.KIND} layout re-orders no other layout")
+
+    # -- kernels ------------------------------------------------------------------------------------
+    @classmethod
+    def register_kernel(cls, backend: str, supports: Callable[[torch.Tensor, "Layout"], str | None] | None = None
+                        ) -> Callable:
+        """Decorator: `fn(x, layout, bias)` is the `backend` kernel of this layout (and of subclasses that
+        register none of their own). `supports` defaults to 'always'."""
+        def register(fn: Callable) -> Callable:
+            cls.KERNELS[backend] = Kernel(backend, fn, supports or _always)
+            return fn
+        return register
+
+    @classmethod
+    def kernels(cls) -> dict[str, Kernel]:
+        """Every backend's kernel for this layout: its own, then those inherited (the reference on `Layout`)."""
+        out: dict[str, Kernel] = {}
+        for klass in cls.__mro__:
+            out = {**getattr(klass, "KERNELS", {}), **out}
+        return out
+
+
+def choose_layout(c: CompressedWeight) -> type[Layout] | str:
+    """The highest-priority layout that holds `c`, or (a string) why none does."""
+    reasons: list[str] = []
+    for cls in sorted(LAYOUTS.values(), key=lambda cls: -cls.PRIORITY):
+        if cls.handles(c):
+            why = cls.unfit(c)
+            if why is None:
+                return cls
+            reasons.append(why)
+    if not reasons:
+        return "not compressed" if c.mask is None and c.q is None else \
+            f"{c.describe()}: no packed kernel yet (the values run dense)"
+    return "; ".join(dict.fromkeys(reasons))
+
+
+def twin_of(layout: type[Layout]) -> type[Layout] | None:
+    """The layout that holds `layout`'s bytes in a device's register order (e.g. mma.sp), if one exists."""
+    return next((cls for cls in LAYOUTS.values() if cls.REORDERS is layout), None)
+
 
 @dataclass
 class Semi24(Layout):
     """2:4 sparse values + 2-bit positions (module docstring)."""
 
     KIND: ClassVar[str] = "semi24"
+    PRIORITY: ClassVar[int] = 10
     values: torch.Tensor
     meta: torch.Tensor
+
+    @classmethod
+    def handles(cls, c: CompressedWeight) -> bool:
+        return c.q is None and c.mask is not None
+
+    @classmethod
+    def unfit(cls, c: CompressedWeight) -> str | None:
+        if not c.is_24:
+            return "unstructured mask: no packed kernel (the 2:4 layout needs 2 kept of every 4 inputs and " \
+                   "in_features % 8 == 0; zeros stay in the dense weight)"
+        return None
+
+    @classmethod
+    def from_compressed(cls, c: CompressedWeight, dtype: torch.dtype | None = None) -> "Semi24":
+        w = c.weight.detach()
+        mask = c.mask.to(w.device)
+        return cls.pack(w.to(dtype or w.dtype).masked_fill(~mask, 0), mask, c.name)
 
     @classmethod
     def pack(cls, weight: torch.Tensor, mask: torch.Tensor | None = None, name: str = "weight") -> "Semi24":
@@ -155,6 +346,9 @@ class Semi24(Layout):
         return keep.reshape(n, k)
 
 
+PER_TENSOR = "per-tensor scales: the packed int4 layouts need per-channel or group scales"
+
+
 def _int4_nibbles(q: QTensor) -> torch.Tensor:
     if q.format != "int4":
         raise SparsekitError(f"the int4 layouts pack int4 codes, got format {q.format!r}")
@@ -175,10 +369,27 @@ class Int4(Layout):
     """Group-wise int4 codes, two per byte, with fp16 scales (module docstring)."""
 
     KIND: ClassVar[str] = "int4"
+    ATTRS: ClassVar[tuple[str, ...]] = ("group_size",)
+    PRIORITY: ClassVar[int] = 20
     codes: torch.Tensor
     scales: torch.Tensor
     zeros: torch.Tensor | None
     group_size: int
+
+    @classmethod
+    def handles(cls, c: CompressedWeight) -> bool:
+        return c.q is not None and c.q.format == "int4"
+
+    @classmethod
+    def unfit(cls, c: CompressedWeight) -> str | None:
+        if c.q.group_size < 0:
+            return PER_TENSOR
+        k = c.shape[1]
+        return None if k % 2 == 0 else f"int4 nibbles need an even in_features, got {k}"
+
+    @classmethod
+    def from_compressed(cls, c: CompressedWeight, dtype: torch.dtype | None = None) -> "Int4":
+        return cls.pack(c.q, c.name)
 
     @classmethod
     def pack(cls, q: QTensor, name: str = "weight") -> "Int4":
@@ -196,11 +407,29 @@ class Int4Semi24(Layout):
     """int4 codes of the kept values of a 2:4 weight + positions + group scales (module docstring)."""
 
     KIND: ClassVar[str] = "int4_semi24"
+    ATTRS: ClassVar[tuple[str, ...]] = ("group_size",)
+    PRIORITY: ClassVar[int] = 30
     codes: torch.Tensor
     meta: torch.Tensor
     scales: torch.Tensor
     zeros: torch.Tensor | None
     group_size: int
+
+    @classmethod
+    def handles(cls, c: CompressedWeight) -> bool:
+        return c.q is not None and c.q.format == "int4" and c.is_24
+
+    @classmethod
+    def unfit(cls, c: CompressedWeight) -> str | None:
+        if c.q.group_size < 0:
+            return PER_TENSOR
+        group = c.q.group_size or c.shape[1]
+        # both kept values of a group of 4 inputs must share one scale (the kernels read one per group of 4)
+        return None if group % 4 == 0 else f"int4 + 2:4 needs group_size % 4 == 0, got {group}"
+
+    @classmethod
+    def from_compressed(cls, c: CompressedWeight, dtype: torch.dtype | None = None) -> "Int4Semi24":
+        return cls.pack(c.q, c.mask.to(c.q.codes.device), c.name)
 
     @classmethod
     def pack(cls, q: QTensor, mask: torch.Tensor, name: str = "weight") -> "Int4Semi24":
@@ -227,8 +456,22 @@ class MXFP4(Layout):
     """E2M1 nibbles + E8M0 scales per 32 inputs (module docstring)."""
 
     KIND: ClassVar[str] = "mxfp4"
+    PRIORITY: ClassVar[int] = 20
     codes: torch.Tensor
     scales: torch.Tensor
+
+    @classmethod
+    def handles(cls, c: CompressedWeight) -> bool:
+        return c.q is not None and c.q.format == "mxfp4"
+
+    @classmethod
+    def unfit(cls, c: CompressedWeight) -> str | None:
+        k = c.shape[1]
+        return None if k % 32 == 0 else f"mxfp4 needs in_features % 32 == 0, got {k}"
+
+    @classmethod
+    def from_compressed(cls, c: CompressedWeight, dtype: torch.dtype | None = None) -> "MXFP4":
+        return cls.pack(c.q, c.name)
 
     @classmethod
     def pack(cls, q: QTensor, name: str = "weight") -> "MXFP4":
@@ -253,9 +496,6 @@ def _dense_group(q: QTensor, k: int, name: str) -> int:
             return k
         raise SparsekitError(f"{name}: the int4 layouts need per-channel or group-wise scales, not per-tensor")
     return q.group_size
-
-
-BASE_LAYOUTS: dict[str, type[Layout]] = {cls.KIND: cls for cls in (Semi24, Int4, Int4Semi24, MXFP4)}
 
 
 def to_torch_semi_structured(weight: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ from typing import ClassVar
 import torch
 
 from sparsekit.errors import SparsekitError
-from sparsekit.pack.layouts import Int4Semi24, Layout, Semi24, pack_nibbles, unpack_nibbles
+from sparsekit.pack.layouts import Int4Semi24, Layout, Semi24, pack_nibbles, twin_of, unpack_nibbles
 
 TILE_N, TILE_K = 16, 32
 
@@ -116,8 +116,20 @@ class Semi24MMA(Layout):
     """2:4 values + metadata in mma.sp fragment order (module docstring)."""
 
     KIND: ClassVar[str] = "semi24_mma"
+    REORDERS: ClassVar[type[Layout]] = Semi24
     values: torch.Tensor
     meta: torch.Tensor
+
+    @classmethod
+    def reorder_unfit(cls, base: Layout) -> str | None:
+        why = _tiles_unfit(base)
+        if why is None and base.values.dtype not in (torch.float16, torch.bfloat16):
+            why = f"the sparse tensor cores take float16/bfloat16 values, got {base.values.dtype}"
+        return why
+
+    @classmethod
+    def from_base(cls, base: Layout, name: str = "weight") -> "Semi24MMA":
+        return cls.from_semi24(base, name)
 
     @classmethod
     def from_semi24(cls, layout: Semi24, name: str = "weight") -> "Semi24MMA":
@@ -141,10 +153,23 @@ class Int4Semi24MMA(Layout):
     """Symmetric int4 codes of the kept 2:4 values in mma.sp order + metadata + fp16 group scales."""
 
     KIND: ClassVar[str] = "int4_semi24_mma"
+    ATTRS: ClassVar[tuple[str, ...]] = ("group_size",)
+    REORDERS: ClassVar[type[Layout]] = Int4Semi24
     codes: torch.Tensor
     meta: torch.Tensor
     scales: torch.Tensor
     group_size: int
+
+    @classmethod
+    def reorder_unfit(cls, base: Layout) -> str | None:
+        why = _tiles_unfit(base)
+        if why is None and (base.zeros is not None or base.group_size % TILE_K):
+            why = "the int4 mma.sp layout needs symmetric codes and group_size % 32 == 0"
+        return why
+
+    @classmethod
+    def from_base(cls, base: Layout, name: str = "weight") -> "Int4Semi24MMA":
+        return cls.from_int4_semi24(base, name)
 
     @classmethod
     def from_int4_semi24(cls, layout: Int4Semi24, name: str = "weight") -> "Int4Semi24MMA":
@@ -168,31 +193,28 @@ class Int4Semi24MMA(Layout):
         return self.to_int4_semi24().unpack()
 
 
-MMA_LAYOUTS: dict[str, type[Layout]] = {cls.KIND: cls for cls in (Semi24MMA, Int4Semi24MMA)}
+def _tiles_unfit(layout: Layout) -> str | None:
+    n, k = layout.shape
+    if n % TILE_N or k % 64:
+        return f"the sparse tensor-core kernels need out_features % 16 == 0 and in_features % 64 == 0, got {n} x {k}"
+    return None
 
 
 def mma_unfit(layout: Layout) -> str | None:
     """Why the CUDA kernels cannot read this layout in mma.sp order (None: they can)."""
-    n, k = layout.shape
-    if not isinstance(layout, (Semi24, Int4Semi24)):
+    twin = twin_of(type(layout))
+    if twin is None:
         return f"{layout.KIND} has no mma.sp layout"
-    if n % TILE_N or k % 64:
-        return f"the sparse tensor-core kernels need out_features % 16 == 0 and in_features % 64 == 0, got {n} x {k}"
-    if isinstance(layout, Int4Semi24) and (layout.zeros is not None or layout.group_size % TILE_K):
-        return "the int4 mma.sp layout needs symmetric codes and group_size % 32 == 0"
-    if isinstance(layout, Semi24) and layout.values.dtype not in (torch.float16, torch.bfloat16):
-        return f"the sparse tensor cores take float16/bfloat16 values, got {layout.values.dtype}"
-    return None
+    return twin.reorder_unfit(layout)
 
 
 def to_mma(layout: Layout, name: str = "weight") -> Layout:
     """The mma.sp-order twin of a `Semi24` / `Int4Semi24` layout (what the CUDA kernels read)."""
-    if isinstance(layout, Semi24):
-        return Semi24MMA.from_semi24(layout, name)
-    if isinstance(layout, Int4Semi24):
-        return Int4Semi24MMA.from_int4_semi24(layout, name)
-    raise SparsekitError(f"{name}: no mma.sp layout for {layout.KIND} (only semi24 and int4_semi24)")
+    twin = twin_of(type(layout))
+    if twin is None:
+        raise SparsekitError(f"{name}: no mma.sp layout for {layout.KIND} (only semi24 and int4_semi24)")
+    return twin.from_base(layout, name)
 
 
-__all__ = ["Int4Semi24MMA", "MMA_LAYOUTS", "Semi24MMA", "from_fragments", "from_meta_words", "to_fragments",
+__all__ = ["Int4Semi24MMA", "Semi24MMA", "from_fragments", "from_meta_words", "to_fragments",
            "to_meta_words", "to_mma", "pack_meta", "unpack_meta"]

@@ -57,7 +57,7 @@ def test_errors_name_the_constraint():
         packed_linear(torch.randn(2, 64), layout, torch.randn(3))
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
         packed_linear(torch.randn(2, 64), layout, backend="fast")
-    with pytest.raises(ValueError, match="backend='cuda' requested but the op has no CUDA kernel"):
+    with pytest.raises(ValueError, match="backend='cuda' requested but the semi24 layout has no cuda kernel"):
         packed_linear(torch.randn(2, 64), layout, backend="cuda")
     if not _dispatch.triton_interpret():
         with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
@@ -104,7 +104,7 @@ def test_triton_fp32_and_batched_input():
 def test_triton_split_k_matches_reference(kind, group, split_k):
     if not (_dispatch.triton_interpret() or torch.cuda.is_available()):
         pytest.skip("needs TRITON_INTERPRET=1 or a GPU")
-    from sparsekit.kernels.packed_gemm import packed_linear as triton_packed_linear
+    from sparsekit.ops.backends.triton import operands, triton_linear
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     k = 576  # 5 tiles of 128 inputs (the last one partial) over 2, 3 or 5 slices
@@ -112,7 +112,7 @@ def test_triton_split_k_matches_reference(kind, group, split_k):
     layout = type(layout)(**{f: (v.to(device) if isinstance(v, torch.Tensor) else v) for f, v in vars(layout).items()})
     x = torch.randn(2, k, generator=_gen(split_k)).to(device=device, dtype=torch.float16)
     bias = torch.randn(40, generator=_gen(7)).to(device=device, dtype=torch.float16)
-    got = triton_packed_linear(x, layout, bias, split_k=split_k)
+    got = triton_linear(x, operands(layout), bias, 40, k, split_k=split_k)
     assert got.dtype == torch.float16
     assert rel_err(got, packed_linear_reference(x, layout, bias)) < 1e-3
 
@@ -146,16 +146,19 @@ def test_triton_smallest_legal_shapes(kind, k, group):
 
 
 def test_mma_layouts_run_the_reference_off_gpu_and_refuse_triton():
+    from sparsekit.ops.packed_linear import select_kernel
     from sparsekit.pack import Semi24, to_mma
-    from sparsekit.prune.patterns import nm_mask
 
-    w = torch.randn(32, 128)
+    w = torch.randn(32, 128, generator=_gen(11))
     mask = nm_mask(w.abs(), 2, 4)
-    layout = to_mma(Semi24.pack(w.masked_fill(~mask, 0).half(), mask))
-    x = torch.randn(3, 128, dtype=torch.float16)
-    out = packed_linear(x, layout)
-    assert torch.equal(out, packed_linear_reference(x, layout))
-    with pytest.raises(ValueError, match="no Triton kernel"):
+    dense = w.masked_fill(~mask, 0).half()
+    layout = to_mma(Semi24.pack(dense, mask))
+    x = torch.randn(3, 128, generator=_gen(12)).half()
+    assert select_kernel(x, layout).backend == "reference"  # no CUDA tensor: the only kernel that can run
+    # checked against the dense weight itself, not against the layout's own unpack
+    want = (x.float() @ dense.float().T).half()
+    torch.testing.assert_close(packed_linear(x, layout), want, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="has no triton kernel"):
         packed_linear(x, layout, backend="triton")
     with pytest.raises(ValueError, match="backend='cuda'"):
         packed_linear(x, layout, backend="cuda")
@@ -163,7 +166,7 @@ def test_mma_layouts_run_the_reference_off_gpu_and_refuse_triton():
 
 @pytest.mark.parametrize("m, want_block", [(1, 8), (9, 16), (16, 16), (33, 64), (65, 128), (4096, 128)])
 def test_cuda_launch_config(m, want_block):
-    from sparsekit.ops.packed_linear import launch_config
+    from sparsekit.ops.backends.cuda import launch_config
 
     splits, block_m = launch_config(m, 4096, 4096, sm_count=132)
     assert block_m == want_block

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sparsekit import _ext
-from sparsekit.ops.packed_linear import launch_config, packed_linear, packed_linear_reference
+from sparsekit.ops.backends.cuda import launch_config
+from sparsekit.ops.packed_linear import packed_linear, packed_linear_reference
 from sparsekit.pack import Int4Semi24, Semi24, to_mma
 from sparsekit.prune.patterns import nm_mask
 from sparsekit.quant.integer import IntFormat

@@ -17,7 +17,7 @@ runs on `tl.dot` (tensor cores) with no shuffle of the weights into input order:
   each nibble plane is dequantized with the scale of its group.
 
 Accumulation is fp32; the dequantized plane is cast to the activation dtype before `tl.dot`, as
-every W4A16 kernel does. Reference: `sparsekit.ops.packed_linear.packed_linear_reference`.
+every W4A16 kernel does. Reference: `sparsekit.ops.backends.reference.packed_linear_reference`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import os
 import torch
 import triton
 import triton.language as tl
-
-from sparsekit.pack.layouts import MXFP4, Int4, Int4Semi24, Layout, Semi24
 
 # what the weight stream holds
 VALUES, INT4, E2M1 = 0, 1, 2
@@ -160,7 +158,7 @@ def _prune_for_m(configs, named_args, **kwargs):
     return keep or configs[:1]
 
 
-_packed_gemm_autotuned = triton.autotune(configs=_autotune_configs(), key=["M_BUCKET", "N", "K", "SPLIT_K"],
+_packed_gemm_autotuned = triton.autotune(configs=_autotune_configs(), key=["M_BUCKET", "N", "K", "SPLIT_K", "SPARSE", "WEIGHT", "HAS_ZERO"],
                                          prune_configs_by={"early_config_prune": _prune_for_m},
                                          reset_to_zero=["out_ptr"])(_packed_gemm_kernel)
 
@@ -178,30 +176,31 @@ def split_k_for(m: int, n: int, k: int, device: torch.device) -> int:
     return max(1, min(16, triton.cdiv(k, bk), triton.cdiv(2 * sms, tiles)))
 
 
-def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None, *,
-                  split_k: int | None = None) -> torch.Tensor:
-    """Triton `x @ W^T (+ bias)` for a packed `layout` (checks are done by `sparsekit.ops.packed_linear`).
+#: what the weight stream holds -> the kernel's WEIGHT constant
+STREAMS = {"values": VALUES, "int4": INT4, "e2m1": E2M1}
 
-    `split_k`: K slices accumulated with fp32 atomics (default: `split_k_for`)."""
-    # 1. check what only this backend needs
+
+def packed_gemm(x: torch.Tensor, *, stream: torch.Tensor, weight: str, n: int, k: int, sparse: bool = False,
+                meta: torch.Tensor | None = None, scales: torch.Tensor | None = None,
+                zeros: torch.Tensor | None = None, group: int | None = None, bias: torch.Tensor | None = None,
+                split_k: int | None = None) -> torch.Tensor:
+    """Triton `x @ W^T (+ bias)` for a packed weight given as its operands (the Triton backend,
+    `sparsekit.ops.backends.triton`, maps each layout to them; `sparsekit.ops.packed_linear` checks shapes).
+
+    stream: the `[N, ...]` packed weight bytes; weight: what they hold ('values' | 'int4' | 'e2m1');
+    sparse: 2:4 with `meta` positions; scales / zeros / group: per-group dequantization (group of K
+    inputs per scale; default K); split_k: K slices accumulated with fp32 atomics (default `split_k_for`).
+    """
+    # 1. check what only this kernel needs
+    if weight not in STREAMS:
+        raise ValueError(f"packed_gemm: weight must be one of {', '.join(STREAMS)}, got {weight!r}")
     if x.dtype == torch.bfloat16 and not x.is_cuda:
         raise ValueError("packed_linear[triton]: the CPU interpreter has no bfloat16; use float16/float32 there")
-    n, k = layout.shape
-    if isinstance(layout, Semi24):
-        sparse, weight, stream, meta = True, VALUES, layout.values, layout.meta
-        if layout.values.dtype != x.dtype:
-            raise ValueError(f"packed_linear[triton]: 2:4 values are {layout.values.dtype} but the input is {x.dtype}; "
-                             "convert the module with .to(dtype)")
-    elif isinstance(layout, (Int4, Int4Semi24)):
-        sparse, weight, stream = isinstance(layout, Int4Semi24), INT4, layout.codes
-        meta = layout.meta if sparse else layout.codes
-    elif isinstance(layout, MXFP4):
-        sparse, weight, stream, meta = False, E2M1, layout.codes, layout.codes
-    else:
-        raise ValueError(f"packed_linear[triton]: no kernel for layout {type(layout).__name__}")
-    scales = getattr(layout, "scales", stream)
-    zeros = getattr(layout, "zeros", None)
-    group = getattr(layout, "group_size", 32 if weight == E2M1 else k)
+    if sparse and meta is None:
+        raise ValueError("packed_gemm: a 2:4 stream needs its meta positions")
+    meta = stream if meta is None else meta          # unused pointers still need a tensor argument
+    scales = stream if scales is None else scales
+    group = k if not group else group
     x2 = x.reshape(-1, k).contiguous()
     m = x2.shape[0]
     bm, bn, bk = _blocks(m)
@@ -221,7 +220,8 @@ def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = N
     args = (x2, stream, meta, scales, zeros if zeros is not None else scales, bias if bias is not None else out, out,
             m, n, k, k_split, _m_bucket(m), x2.stride(0), out.stride(0), stream.stride(0), meta.stride(0),
             scales.stride(0), group)
-    flags = dict(SPARSE=sparse, WEIGHT=weight, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, SPLIT_K=splits)
+    flags = dict(SPARSE=sparse, WEIGHT=STREAMS[weight], HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
+                 SPLIT_K=splits)
     if tuned:
         grid = lambda meta_: (triton.cdiv(m, meta_["BLOCK_M"]), triton.cdiv(n, meta_["BLOCK_N"]), splits)  # noqa: E731
         _packed_gemm_autotuned[grid](*args, **flags)
