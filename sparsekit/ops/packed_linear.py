@@ -83,20 +83,20 @@ def select_kernel(x: torch.Tensor, layout: Layout, backend: str = "auto") -> Ker
     for name in BACKENDS[1:]:
         kernel = kernels.get(name)
         if kernel is not None and kernel.supports(x, layout) is None:
-            if name == "reference" and x.is_cuda:
+            if name == "reference" and x.device.type != "cpu":
                 _warn_fallback(x, layout)
             return kernel
     raise ValueError(f"{op}: no backend can run these inputs: {explain(x, layout)}")
 
 
 def _warn_fallback(x: torch.Tensor, layout: Layout) -> None:
-    """A GPU tensor on the reference unpacks the whole weight on every call: say so, once per process."""
+    """An accelerator tensor on the reference unpacks the whole weight on every call: say so, once per process."""
     global _warned_fallback
     if not _warned_fallback:
         _warned_fallback = True
         skipped = {k: v for k, v in explain(x, layout).items() if k != "reference"}
-        log.warning("packed_linear[%s]: a GPU tensor runs the reference (the weight is unpacked to fp32 on every "
-                    "call: slow); why no kernel ran: %s. Shown once per process.", layout.KIND, skipped)
+        log.warning("packed_linear[%s]: a %s tensor runs the reference (the weight is unpacked to fp32 on every "
+                    "call: slow); why no kernel ran: %s. Shown once per process.", layout.KIND, x.device.type, skipped)
 
 
 # ------------------------------------------------------------------------------------------- custom op

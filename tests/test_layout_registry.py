@@ -1,0 +1,129 @@
+"""Adding a layout is one class plus one kernel registration per backend (docs/ARCHITECTURE.md).
+
+The toy layout below lives in this file only: an int8 per-channel layout (a format no built-in layout
+packs). Defining the class registers it, one decorator registers its kernel, and then `convert` picks
+it, the model runs on its kernel, saves and loads, and `auto` dispatch explains its choices.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+
+import sparsekit
+from sparsekit.api import convert
+from sparsekit.nn import PackedLinear
+from sparsekit.ops.packed_linear import explain, packed_linear, select_kernel
+from sparsekit.pack import LAYOUTS, CompressedWeight, Layout
+from tests.tiny import tiny_model
+
+
+@pytest.fixture
+def toy():
+    """Define (= register) the toy layout and its kernel; unregister afterwards so other tests see the
+    built-in layouts only (int8 has no packed layout there)."""
+    calls = []
+
+    @dataclass
+    class ToyInt8(Layout):
+        KIND: ClassVar[str] = "toy_int8"
+        PRIORITY: ClassVar[int] = 5
+        codes: torch.Tensor   # [N, K] int8
+        scales: torch.Tensor  # [N] fp32, one per output channel
+
+        @classmethod
+        def handles(cls, c: CompressedWeight) -> bool:
+            return c.q is not None and c.q.format == "int8"
+
+        @classmethod
+        def unfit(cls, c: CompressedWeight) -> str | None:
+            return None if c.q.group_size == 0 else "the toy layout takes per-channel int8 only"
+
+        @classmethod
+        def from_compressed(cls, c: CompressedWeight, dtype=None) -> "ToyInt8":
+            return cls(c.shape, c.q.codes.to(torch.int8).contiguous(), c.q.scales.reshape(-1).float())
+
+        def unpack(self) -> torch.Tensor:
+            return self.codes.float() * self.scales[:, None]
+
+    # its one kernel: integer codes times activations, scales applied once per output (not per weight).
+    # Registered as the 'triton' backend because that comes before the reference in `auto` order; it
+    # accepts CPU tensors so that this test can see `auto` choose it.
+    @ToyInt8.register_kernel("triton", supports=lambda x, layout: None if x.dtype == torch.float32
+                             else "the toy kernel takes float32 activations")
+    def toy_kernel(x, layout, bias=None):
+        calls.append(tuple(x.shape))
+        out = (x @ layout.codes.float().T) * layout.scales
+        return out if bias is None else out + bias
+
+    yield ToyInt8, calls
+    LAYOUTS.pop("toy_int8")
+
+
+def test_a_layout_defined_in_a_test_converts_runs_saves_and_loads(toy, tmp_path):
+    cls, calls = toy
+    recipe = [{"quantize": {"format": "int8", "group_size": 0, "targets": ["*.mlp.*"]}}]
+    model = tiny_model("llama", seed=3)
+    simulated = sparsekit.compress(tiny_model("llama", seed=3), recipe, progress=False).model
+    result = convert(model, recipe, progress=False)
+    assert set(result.packed.values()) == {"toy_int8"} and len(result.packed) == 9
+    module = result.model.get_submodule("model.layers.0.mlp.up_proj")
+    assert type(module) is PackedLinear and module.kind == "toy_int8"
+    ids = torch.randint(3, 300, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = simulated(ids).logits
+        got = result.model(ids).logits
+    assert len(calls) == 9  # every packed projection ran the toy kernel once, not the reference
+    assert float((got - want).norm() / want.norm()) < 1e-5
+    from tests.tiny import tiny_tokenizer
+
+    path = sparsekit.save(result.model, tmp_path / "toy", tokenizer=tiny_tokenizer())
+    loaded, _ = sparsekit.load(path)
+    assert loaded.get_submodule("model.layers.2.mlp.down_proj").kind == "toy_int8"
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, got)
+
+
+def test_auto_takes_the_first_backend_that_supports_the_inputs_and_explains_the_rest(toy):
+    cls, calls = toy
+    layout = cls((3, 4), torch.tensor([[1, -2, 3, 0]] * 3, dtype=torch.int8), torch.tensor([1.0, 0.5, 2.0]))
+    x = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    assert select_kernel(x, layout).backend == "triton"
+    assert packed_linear(x, layout).tolist() == [[2.0, 1.0, 4.0]]
+    half = x.half()
+    assert select_kernel(half, layout).backend == "reference"  # the toy kernel refuses fp16
+    assert explain(half, layout) == {"cuda": "the toy_int8 layout has no cuda kernel",
+                                     "triton": "the toy kernel takes float32 activations", "reference": "ok"}
+    with pytest.raises(ValueError, match="backend='triton' requested but the toy kernel takes float32"):
+        packed_linear(half, layout, backend="triton")
+
+
+def test_a_kind_is_registered_once(toy):
+    with pytest.raises(sparsekit.SparsekitError, match="layout kind 'semi24' is taken"):
+        @dataclass
+        class Other(Layout):
+            KIND: ClassVar[str] = "semi24"
+
+            def unpack(self):
+                raise NotImplementedError
+
+
+def test_an_accelerator_tensor_on_the_reference_warns_once(caplog, monkeypatch):
+    """Meta tensors stand in for a GPU here: any non-CPU tensor that falls back to the reference is slow."""
+    from sparsekit.ops import packed_linear as op
+    from sparsekit.pack import Int4
+    from sparsekit.quant.formats import get_format
+
+    monkeypatch.setattr(op, "_warned_fallback", False)
+    layout = Int4.pack(get_format("int4", 32, True).quantize(torch.randn(8, 64)))
+    meta = Int4.from_tensors(layout.shape, {k: v.to("meta") for k, v in layout.tensors().items()}, layout.attrs())
+    x = torch.empty(2, 64, device="meta")
+    with caplog.at_level(logging.WARNING, logger="sparsekit.ops.packed_linear"):
+        assert select_kernel(x, meta).backend == "reference"
+        select_kernel(x, meta)
+    warnings = [r for r in caplog.records if "runs the reference" in r.message]
+    assert len(warnings) == 1 and "triton" in warnings[0].message
