@@ -32,10 +32,21 @@ def test_refuses_to_time_zeros():
 
 def test_bench_report_on_a_model_object():
     report = sparsekit.benchmark(tiny_model("llama"), prefill=32, decode=4, repeats=2)
-    for key in ("model", "latency_ms", "tokens_per_s", "peak_mem_bytes", "bytes", "device", "versions"):
-        assert report[key] is not None, key
+    b = report["bench"]
+    assert report["model"] == "LlamaForCausalLM"  # no name_or_path: the class name
+    assert report["device"].startswith("cpu (") and report["dtype"] == "float32"
+    assert report["versions"]["torch"] == torch.__version__ and report["versions"]["sparsekit"] == sparsekit.__version__
+    # fp32 tiny Llama by hand: untied embed + lm_head (300 x 64), 3 blocks of q/o (64 x 64), k/v (32 x 64),
+    # gate/up/down (96 x 64) and 2 norms, and the final norm
+    assert report["bytes"] == 4 * (2 * 300 * 64 + 3 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 96 * 64 + 2 * 64) + 64)
+    assert b["prefill"]["tokens"] == 32 and b["prefill"]["runs"] == b["decode"]["runs"] == 2
+    assert b["decode"]["new_tokens"] == 4 and b["decode"]["prompt_tokens"] == 16 and b["batch"] == 1
+    assert report["latency_ms"] == b["prefill"]["median_ms"] > 0
+    assert report["tokens_per_s"] == pytest.approx(4 / (b["decode"]["median_ms"] / 1e3))  # new tokens / median s
+    assert b["decode"]["tokens_per_s_min"] <= report["tokens_per_s"] <= b["decode"]["tokens_per_s_max"]
+    assert report["peak_mem_bytes"] == b["peak_mem_bytes"] > report["bytes"]  # the process holds the model
     assert report["joules_per_token"] is None  # CPU: not measured, never estimated
-    assert report["bench"]["decode"]["new_tokens"] == 4 and report["tokens_per_s"] > 0
+    assert report["recipe"] is None and report["ppl"] == report["tokens"] == report["tasks"] == {}
 
 
 def test_cli_bench_json(tiny_dir, tmp_path, capsys):

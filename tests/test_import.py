@@ -56,16 +56,23 @@ def test_import_has_no_heavy_side_effects():
 
 
 def test_missing_extension_is_a_logged_fact():
+    # Hide sparsekit._C the way HIDE_TRITON hides triton, so the test checks the same thing on a CPU
+    # build (never built) and on a CUDA build (built, but here unimportable).
     code = textwrap.dedent("""
-        import logging, sys
+        import importlib.abc, logging, sys
+        class HideExt(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "sparsekit._C":
+                    raise ModuleNotFoundError("No module named 'sparsekit._C' (hidden by the test)")
+                return None
+        sys.meta_path.insert(0, HideExt())
         logging.basicConfig(level=logging.INFO, stream=sys.stdout)
         from sparsekit import _ext
-        import torch
-        if torch.version.cuda is None:          # CPU machines never build it
-            assert _ext.load() is None and _ext.info() == {"available": False}
+        assert _ext.load() is None and not _ext.available() and _ext.info() == {"available": False}
         print("ok")
     """)
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr
-    if "not available" in proc.stdout:
-        assert "Triton/reference backends used" in proc.stdout
+    assert proc.stdout.rstrip().endswith("ok")
+    assert "sparsekit._C is not available (No module named 'sparsekit._C' (hidden by the test))" in proc.stdout
+    assert "Triton/reference backends used" in proc.stdout

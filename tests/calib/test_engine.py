@@ -55,9 +55,10 @@ def test_block_by_block_equals_full_forward(arch, rerun):
 
 @pytest.mark.parametrize("arch", ["gemma2", "gemma3_text", "mistral"])
 def test_per_block_kwargs_matter(arch):
-    """The fixture is discriminative: giving block 1 the kwargs recorded for block 0 changes its output
-    (Gemma: sliding vs global layers; Mistral: sliding window), so the test above would catch a catcher
-    that only records block 0."""
+    """Block 1 run on its own recorded kwargs reproduces the full forward. Gemma 2/3 alternate sliding-window
+    and global layers, so there block 0's kwargs change block 1's output: the test above would catch a
+    catcher that only records block 0. Every Mistral layer uses the same sliding-window mask, so there
+    the kwargs of blocks 0 and 1 are interchangeable (the same tensors, stored once)."""
     model = tiny_model(arch)
     cal = LayerwiseCalibrator(model, device="cpu", progress=False)
     ids = _ids(n=1)
@@ -71,6 +72,7 @@ def test_per_block_kwargs_matter(arch):
     wrong = wrong[0] if isinstance(wrong, tuple) else wrong
     torch.testing.assert_close(right, ref_out[1][0], rtol=1e-5, atol=1e-6)
     if arch == "mistral":  # every Mistral layer shares one sliding mask: kwargs are interchangeable
+        assert kwargs[1][0]["attention_mask"] is kwargs[0][0]["attention_mask"]
         torch.testing.assert_close(wrong, right)
     else:
         assert not torch.allclose(wrong, right, atol=1e-4)
