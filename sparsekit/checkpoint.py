@@ -35,7 +35,7 @@ from sparsekit.utils.io import sha256_file
 METADATA_FILE = "sparsekit.json"
 MASKS_FILE = "masks.safetensors"
 FORMAT = "sparsekit-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: masks.safetensors keeps its shapes under one sorted-JSON key (byte-reproducible)
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:

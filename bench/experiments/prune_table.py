@@ -32,10 +32,22 @@ from sparsekit.utils.io import write_json_atomic
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def recipe_stem(recipe: str, keep: str = "") -> str:
+    """A recipe as a file-name part: a YAML file by its stem, every run of other characters than
+    letters, digits, `_.-` and `keep` as one '-'.
+
+    `keep` exists because the committed result files differ: `zero_shot.py` names its results with '+'
+    kept (`sparsegpt-2-4+int4-joint`) while this script's result and checkpoint names replace it
+    (`sparsegpt-2-4-int4-joint`); renaming either would orphan files under bench/results/.
+    """
+    name = Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe
+    return re.sub(rf"[^A-Za-z0-9_.{re.escape(keep)}-]+", "-", name)
+
+
 def checkpoint_stem(model: str, recipe: str) -> str:
-    """`{model}_{recipe}` with the characters a file name should not hold replaced by '-'."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe)
-    return f"{Path(model).name}_{stem}"
+    """`{model}_{recipe}`: the folder `--save-dir` gives a recipe's checkpoint, and this script's result
+    stem. The one definition: `zero_shot.py --checkpoints` loads it from here to find those folders."""
+    return f"{Path(model).name}_{recipe_stem(recipe)}"
 
 
 def result_path(out: Path, model: str, recipe: str, limit: int | None) -> Path:

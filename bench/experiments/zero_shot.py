@@ -18,12 +18,13 @@ record the same recipe and calibration protocol, or the script refuses it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import re
 import shlex
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 from sparsekit.api import compress, evaluate, load
 from sparsekit.checkpoint import read_metadata
@@ -37,13 +38,24 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = "dense,wanda-2:4,sparsegpt-2:4+int4-joint,sparsegpt-50-search"
 
 
-def checkpoint_stem(model: str, recipe: str) -> str:
-    """The folder name `prune_table.py --save-dir` gives this recipe's checkpoint."""
-    return f"{Path(model).name}_{re.sub(r'[^A-Za-z0-9_.-]+', '-', recipe)}"
+def _prune_table() -> ModuleType:
+    """`prune_table.py`, loaded by file path: a plain `import prune_table` works only when this file runs
+    as a script (its folder on sys.path), not when tests load it by path."""
+    spec = importlib.util.spec_from_file_location("prune_table", Path(__file__).with_name("prune_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_PRUNE_TABLE = _prune_table()
+#: the folder name `prune_table.py --save-dir` gives a recipe's checkpoint: that script's own function, not
+#: a copy that can drift from it (a copy once looked for a YAML recipe's checkpoint under another name)
+checkpoint_stem = _PRUNE_TABLE.checkpoint_stem
 
 
 def result_path(out: Path, model: str, recipe: str, limit: int | None) -> Path:
-    stem = re.sub(r"[^A-Za-z0-9_.+-]+", "-", recipe)
+    """`{out}/{model}_{recipe}_limit{N}.json`; '+' stays in the recipe part, as in the committed results."""
+    stem = _PRUNE_TABLE.recipe_stem(recipe, keep="+")
     return out / f"{Path(model).name}_{stem}_{'full' if limit is None else f'limit{limit}'}.json"
 
 

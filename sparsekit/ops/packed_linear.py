@@ -67,7 +67,10 @@ _warned_fallback = False
 
 
 def select_kernel(x: torch.Tensor, layout: Layout, backend: str = "auto") -> Kernel:
-    """The kernel that runs `x` against `layout` for `backend` (see module docstring)."""
+    """The kernel that runs `x` against `layout` for `backend` (see module docstring).
+
+    Runs on every call (inside the op, so also under torch.compile): a handful of Python checks,
+    microseconds next to a kernel that streams the weight."""
     _check_backend(backend)
     kernels = type(layout).kernels()
     op = f"packed_linear[{layout.KIND}]"
@@ -133,10 +136,9 @@ def _packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.
 @_packed_linear_op.register_fake
 def _packed_linear_fake(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None, spec: str,
                         backend: str) -> torch.Tensor:
-    _, (n, k), _, _ = _parse_spec(spec)
-    torch._check(x.shape[-1] == k, lambda: f"packed_linear: input has {x.shape[-1]} features but the weight has "
-                                           f"in_features={k}")
-    return x.new_empty((*x.shape[:-1], n))
+    layout = layout_from_spec(spec, tensors)
+    check_inputs(x, layout, bias)  # the same errors at trace time (and for meta tensors) as when running
+    return x.new_empty((*x.shape[:-1], layout.shape[0]))
 
 
 def packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None, spec: str,
@@ -147,9 +149,8 @@ def packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.T
 
 def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None, *,
                   backend: str = "auto") -> torch.Tensor:
-    """`x` (`[..., K]`) times the packed `[N, K]` weight, transposed; returns `[..., N]` in x's dtype."""
-    _check_backend(backend)
-    check_inputs(x, layout, bias)
+    """`x` (`[..., K]`) times the packed `[N, K]` weight, transposed; returns `[..., N]` in x's dtype.
+    (The op checks the inputs and the backend: errors name the constraint.)"""
     return packed_linear_op(x, list(layout.tensors().values()), bias, layout_spec(layout), backend)
 
 
