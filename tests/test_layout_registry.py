@@ -127,3 +127,19 @@ def test_an_accelerator_tensor_on_the_reference_warns_once(caplog, monkeypatch):
         select_kernel(x, meta)
     warnings = [r for r in caplog.records if "runs the reference" in r.message]
     assert len(warnings) == 1 and "triton" in warnings[0].message
+
+
+def test_no_switch_over_layouts_outside_pack():
+    """The layouts own their dispatch: no isinstance test against a layout class and no comparison of a
+    layout kind in the ops, kernels, modules or convert (docs/ARCHITECTURE.md §3)."""
+    import re
+    from pathlib import Path
+
+    root = Path(sparsekit.__file__).parent
+    files = [*(root / "ops").rglob("*.py"), *(root / "kernels").rglob("*.py"), *(root / "nn").rglob("*.py"),
+             root / "steps" / "convert.py"]
+    names = "|".join(sorted(cls.__name__ for cls in LAYOUTS.values()))
+    switch = re.compile(rf"isinstance\([^)]*\b({names})\b|\b(kind|KIND)\s*(==|!=|in)\s")
+    hits = [f"{f.relative_to(root)}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
+            if switch.search(line)]
+    assert len(files) >= 8 and not hits, hits
