@@ -76,3 +76,17 @@ def test_missing_extension_is_a_logged_fact():
     assert proc.stdout.rstrip().endswith("ok")
     assert "sparsekit._C is not available (No module named 'sparsekit._C' (hidden by the test))" in proc.stdout
     assert "Triton/reference backends used" in proc.stdout
+
+
+def test_kernels_import_from_a_plain_checkout():
+    """No install needed: with site-packages off (-S, so no editable-install finder and no torch), the
+    source tree on PYTHONPATH alone provides sparsekit.kernels (what a bare GPU machine gets)."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-S", "-c", "import sparsekit.kernels as k; print(k.__file__)"],
+                          capture_output=True, text=True, timeout=60, cwd="/",
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(repo / "sparsekit" / "kernels" / "__init__.py")
