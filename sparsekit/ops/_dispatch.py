@@ -1,8 +1,10 @@
-"""One backend switch for every op: 'auto' | 'cuda' | 'triton' | 'reference' (DESIGN.md §3).
+"""The backends and their `auto` order: 'cuda' -> 'triton' -> 'reference' (docs/ARCHITECTURE.md §3).
 
-'auto' picks the compiled CUDA kernel when the extension is loaded and supports the inputs, else
-Triton when the tensor is on a GPU (or TRITON_INTERPRET=1 lets Triton run on CPU tensors), else the
-pure-torch reference, which is the specification every other backend is tested against.
+`BACKENDS[1:]` is the order `auto` tries. Packed layouts dispatch through their own kernel registry
+(`sparsekit.ops.packed_linear.select_kernel`); ops without layouts (`sum_squares`) use `pick_backend`:
+the compiled CUDA kernel when the extension is loaded and supports the inputs, else Triton when the
+tensor is on a GPU (or TRITON_INTERPRET=1 lets Triton run on CPU tensors), else the pure-torch
+reference, which is the specification every other backend is tested against.
 """
 
 from __future__ import annotations

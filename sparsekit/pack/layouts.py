@@ -157,6 +157,13 @@ def _always(x: torch.Tensor, layout: "Layout") -> None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(tensor fields, optional ones) of a layout class, computed once (dataclasses.fields is slow)."""
+    tensor = [f for f in fields(cls) if f.name != "shape" and f.name not in cls.ATTRS]
+    return tuple(f.name for f in tensor), tuple(f.name for f in tensor if "None" in str(f.type))
+
+
 @dataclass
 class Layout(ABC):
     """A packed weight: its tensors, how it is built, which projections it fits, and its kernels.
@@ -192,11 +199,11 @@ class Layout(ABC):
     @classmethod
     def tensor_fields(cls) -> tuple[str, ...]:
         """Names of the tensor fields, in declaration order (None allowed where `optional_fields` says)."""
-        return tuple(f.name for f in fields(cls) if f.name != "shape" and f.name not in cls.ATTRS)
+        return _field_names(cls)[0]
 
     @classmethod
     def optional_fields(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls) if f.name in cls.tensor_fields() and "None" in str(f.type))
+        return _field_names(cls)[1]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The stored tensors by field name (absent optional ones left out): what safetensors holds."""
@@ -208,16 +215,21 @@ class Layout(ABC):
     @classmethod
     def from_tensors(cls, shape: tuple[int, int] | list[int], tensors: dict[str, torch.Tensor],
                      attrs: dict[str, Any] | None = None, name: str = "weight") -> "Layout":
-        """The one way back from stored tensors (module buffers, checkpoint files) to a layout."""
+        """The one way back from stored tensors (module buffers, checkpoint files) to a layout.
+
+        Runs on every forward of a packed module (inside the op), so it only checks names."""
         attrs = attrs or {}
-        missing = [f for f in cls.tensor_fields() if tensors.get(f) is None and f not in cls.optional_fields()]
-        missing += [a for a in cls.ATTRS if attrs.get(a) is None]
-        if missing:
-            raise SparsekitError(f"{name}: the {cls.KIND} layout needs {', '.join(missing)}, which are missing")
-        unknown = sorted(set(tensors) - set(cls.tensor_fields()))
-        if unknown:
-            raise SparsekitError(f"{name}: the {cls.KIND} layout has no tensor(s) {', '.join(unknown)}")
-        return cls(tuple(int(s) for s in shape), **{f: tensors.get(f) for f in cls.tensor_fields()},
+        names, optional = _field_names(cls)
+        if len(tensors) < len(names) - len(optional) or any(a not in attrs for a in cls.ATTRS) \
+                or not tensors.keys() <= set(names):
+            missing = [f for f in names if tensors.get(f) is None and f not in optional]
+            missing += [a for a in cls.ATTRS if attrs.get(a) is None]
+            if missing:
+                raise SparsekitError(f"{name}: the {cls.KIND} layout needs {', '.join(missing)}, which are missing")
+            unknown = sorted(set(tensors) - set(names))
+            if unknown:
+                raise SparsekitError(f"{name}: the {cls.KIND} layout has no tensor(s) {', '.join(unknown)}")
+        return cls((int(shape[0]), int(shape[1])), **{f: tensors.get(f) for f in names},
                    **{a: attrs[a] for a in cls.ATTRS})
 
     @property
