@@ -1,8 +1,8 @@
 """Ops with backend dispatch (cuda | triton | reference). Each op's reference is its specification.
 
-`packed_linear` dispatches through the layout's kernel registry and is the torch custom op
-`sparsekit::packed_linear`; importing `sparsekit.ops.packed_linear` registers the built-in backends'
-kernels. It is resolved lazily here: `sparsekit.pack` imports `sparsekit.quant`, whose calibration
+`sparsekit.ops.packed_linear.packed_linear` dispatches through the layout's kernel registry and is the
+torch custom op `sparsekit::packed_linear`; importing that module registers the built-in backends'
+kernels. Its helpers are resolved lazily here: `sparsekit.pack` imports `sparsekit.quant`, whose calibration
 statistics use `sum_squares` from this package.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from sparsekit.ops._dispatch import BACKENDS, pick_backend
 from sparsekit.ops.sum_squares import sum_squares, sum_squares_reference
 
-_PACKED = ("explain", "packed_linear", "packed_linear_reference", "select_kernel")
+_PACKED = ("explain", "packed_linear_reference", "select_kernel")
 
 __all__ = ["BACKENDS", *_PACKED, "pick_backend", "sum_squares", "sum_squares_reference"]
 
