@@ -13,7 +13,8 @@
 //     instruction fall in different banks.
 //   * W is read exactly once, so it bypasses shared memory and L1: each lane loads its own fragment
 //     (16 bytes of values, or one 32-bit word of eight int4 codes) straight into registers, one k-tile
-//     ahead of its use, with ld.global.nc.L1::no_allocate (streamed data must not evict X from L1).
+//     ahead of its use for fp values and four for int4 codes at decode (`kWAhead`: equal bytes in flight), with
+//     ld.global.nc.L1::no_allocate (streamed data must not evict X from L1).
 //     The fragment order was fixed at pack time (sparsekit/pack/mma_sp.py), so no shuffles are needed.
 //   * int4 codes become fp16/bf16 in registers: OR-ing a nibble into the mantissa of 1024.0 (fp16) or
 //     128.0 (bf16) gives 1024 + q exactly; one subtraction removes the bias and the +8 code offset.
@@ -131,7 +132,19 @@ __device__ __forceinline__ void mma_sp_16832<__nv_bfloat16>(float (&d)[4], const
 struct WFrag {
   uint32_t a[4];  // fp path: the 8 kept values; int4 path: a[0] holds the 8 codes
   uint32_t meta;
+  float s_lo, s_hi;  // int4 path: the group scales of rows g and g + 8 (loaded with the codes, off the mma path)
 };
+
+// k-tiles of W each warp keeps in flight at decode. Streaming W is the whole cost at M = 1, and the memory
+// pipe stays full only when bandwidth x latency bytes are outstanding per SM (~25 KB on an H100/H200:
+// ~3.3 TB/s / 132 SMs x ~1 us). The fp path loads ~1.3 KB per warp per k-tile (16-byte values + a metadata
+// word per lane); the int4 path only ~384 B (a 4-byte code word + metadata, + scales), so one k-tile ahead
+// leaves it at ~6 KB per SM (16 warps): a quarter of what the pipe needs. Four k-tiles ahead puts it on
+// par with the fp path, for 3 x 8 more registers per lane (codes, metadata and two scales of 2 steps).
+// From 64 tokens per block on, each W fragment feeds 8+ mmas and the block is no longer bound by the
+// stream, so the registers go to occupancy instead (164 vs 126 per lane at 128 tokens, sm_90a ptxas).
+template <bool kInt4, int kNT>
+constexpr int kWAhead = kInt4 && kNT <= 4 ? 4 : 1;
 
 template <bool kInt4>
 __device__ __forceinline__ void load_w(WFrag (&w)[2], const Sparse24GemmArgs& p, int ntile, int kt, int lane) {
@@ -141,6 +154,12 @@ __device__ __forceinline__ void load_w(WFrag (&w)[2], const Sparse24GemmArgs& p,
     const long tile = static_cast<long>(ntile) * k32_tiles + kt * 2 + s;
     if constexpr (kInt4) {
       w[s].a[0] = ld_stream(p.codes + tile * 32 + lane);
+      // group_size % 32 == 0: a k32 step never straddles two scale groups
+      const int groups = (p.k + p.group_size - 1) / p.group_size;
+      const int gi = (kt * kBlockK + s * 32) / p.group_size;
+      const long row = static_cast<long>(ntile) * 16 + (lane >> 2);
+      w[s].s_lo = __half2float(__ushort_as_half(__ldg(p.scales + row * groups + gi)));
+      w[s].s_hi = __half2float(__ushort_as_half(__ldg(p.scales + (row + 8) * groups + gi)));
     } else {
       const uint4 v = ld_stream_v4(static_cast<const uint16_t*>(p.values) + (tile * 32 + lane) * 8);
       w[s].a[0] = v.x;
@@ -192,51 +211,56 @@ __global__ void __launch_bounds__(kThreads) sparse24_gemm_kernel(const Sparse24G
     if (kt_begin + s < kt_end) load_x(s, kt_begin + s);
     cp_async_commit();  // commit even when empty: the group count stays uniform for wait_group
   }
-  WFrag wcur[2] = {}, wnext[2] = {};
-  if (active && kt_begin < kt_end) load_w<kInt4>(wcur, p, ntile, kt_begin, lane);
+  // wq[0] is the k-tile in use, wq[1..] the ones in flight (a shift register: static indices keep it in
+  // registers); wnew is issued before the mmas of tile kt so that its latency overlaps them
+  constexpr int kAhead = kWAhead<kInt4, kNT>;
+  WFrag wq[kAhead][2] = {}, wnew[2] = {};
+#pragma unroll
+  for (int i = 0; i < kAhead; ++i)
+    if (active && kt_begin + i < kt_end) load_w<kInt4>(wq[i], p, ntile, kt_begin + i, lane);
 
-  const int groups = kInt4 ? (p.k + p.group_size - 1) / p.group_size : 0;
   for (int kt = kt_begin; kt < kt_end; ++kt) {
     cp_async_wait<kStages - 2>();
     __syncthreads();  // X tile kt is visible to all warps; the stage refilled next was consumed at kt - 1
     const int next = kt + kStages - 1;
     if (next < kt_end) load_x((next - kt_begin) % kStages, next);
     cp_async_commit();
-    if (active && kt + 1 < kt_end) load_w<kInt4>(wnext, p, ntile, kt + 1, lane);
+    if (active && kt + kAhead < kt_end) load_w<kInt4>(wnew, p, ntile, kt + kAhead, lane);
 
     if (active) {
       const int stage = (kt - kt_begin) % kStages;
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         uint32_t a[4];
+        const WFrag& w = wq[0][s];
         if constexpr (kInt4) {
-          const int gi = (kt * kBlockK + s * 32) / p.group_size;
-          const int row = ntile * 16 + g;
-          const float s_lo = __half2float(__ushort_as_half(__ldg(p.scales + static_cast<long>(row) * groups + gi)));
-          const float s_hi =
-              __half2float(__ushort_as_half(__ldg(p.scales + static_cast<long>(row + 8) * groups + gi)));
-          const uint32_t q = wcur[s].a[0];
+          const uint32_t q = w.a[0];
           // pair j of the fragment sits in nibbles j and j + 4; pairs 0, 2 are row g, pairs 1, 3 row g + 8
-          a[0] = Elem<T>::dequant_pair(q, s_lo);
-          a[1] = Elem<T>::dequant_pair(q >> 4, s_hi);
-          a[2] = Elem<T>::dequant_pair(q >> 8, s_lo);
-          a[3] = Elem<T>::dequant_pair(q >> 12, s_hi);
+          a[0] = Elem<T>::dequant_pair(q, w.s_lo);
+          a[1] = Elem<T>::dequant_pair(q >> 4, w.s_hi);
+          a[2] = Elem<T>::dequant_pair(q >> 8, w.s_lo);
+          a[3] = Elem<T>::dequant_pair(q >> 12, w.s_hi);
         } else {
-          a[0] = wcur[s].a[0];
-          a[1] = wcur[s].a[1];
-          a[2] = wcur[s].a[2];
-          a[3] = wcur[s].a[3];
+          a[0] = w.a[0];
+          a[1] = w.a[1];
+          a[2] = w.a[2];
+          a[3] = w.a[3];
         }
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) {
           // B fragment: token nt*8 + g, inputs 2t, 2t+1 (+8, +16, +24) of this k32 step
           const uint32_t* xrow = reinterpret_cast<const uint32_t*>(&xs[stage][nt * 8 + g][s * 32]);
           const uint32_t b[4] = {xrow[t], xrow[t + 4], xrow[t + 8], xrow[t + 12]};
-          mma_sp_16832<T>(acc[nt], a, b, wcur[s].meta);
+          mma_sp_16832<T>(acc[nt], a, b, wq[0][s].meta);
         }
       }
 #pragma unroll
-      for (int s = 0; s < 2; ++s) wcur[s] = wnext[s];
+      for (int i = 0; i + 1 < kAhead; ++i) {
+#pragma unroll
+        for (int s = 0; s < 2; ++s) wq[i][s] = wq[i + 1][s];
+      }
+#pragma unroll
+      for (int s = 0; s < 2; ++s) wq[kAhead - 1][s] = wnew[s];
     }
   }
   cp_async_wait<0>();

@@ -29,9 +29,10 @@ def _device_unfit(x: torch.Tensor, n: int, k: int) -> str | None:
 def launch_config(m: int, n: int, k: int, sm_count: int) -> tuple[int, int]:
     """(splits, block_m) for the CUDA kernels: the smallest token tile that holds M (decode wastes
     at most half an mma n8 side), and split-K until about four blocks (16 warps) per SM are in flight.
-    At M = 1 the kernel is bound by streaming the weight, and each warp keeps only one k-tile of it in
-    flight (~1.3 KB), so filling the memory pipe (bandwidth x latency, ~25 KB per H100 SM) needs many
-    resident warps; the fp32 partial sums this costs are M x N x splits floats, small at decode."""
+    At M = 1 the kernel is bound by streaming the weight, and each warp keeps ~1.3-1.5 KB of it in flight
+    (one k-tile of fp16 values, or four of int4 codes: `kWAhead` in the .cu), so filling the memory pipe
+    (bandwidth x latency, ~25 KB per H100 SM) needs many resident warps; the fp32 partial sums this
+    costs are M x N x splits floats, small at decode."""
     block_m = next((b for b in (8, 16, 32, 64) if m <= b), 128)
     blocks = -(-n // 64) * -(-m // block_m)
     splits = max(1, min(k // 64, -(-4 * sm_count // blocks), 16))
