@@ -17,7 +17,8 @@ from sparsekit.eval.size import compressed_bytes, packed_bits_per_weight, projec
 from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
 from sparsekit.prune.patterns import masks_sparsity
-from sparsekit.recipe import STRUCTURED_STEPS, Recipe, load_recipe
+from sparsekit.recipe import Recipe, load_recipe
+from sparsekit.steps.records import PruneRecord, QuantizeRecord, StepRecord, records_from_dicts
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
 
@@ -43,7 +44,7 @@ class Compressed:
     recipe: Recipe
     base_model: str
     calibration: dict | None
-    steps: list[dict] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)  # one typed record per step (sparsekit.steps.records)
     masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     storage: dict[str, float] = field(default_factory=dict)  # module -> packed bits per weight
     qtensors: dict[str, Any] = field(default_factory=dict, repr=False)  # module -> QTensor (codes + scales)
@@ -56,7 +57,8 @@ class Compressed:
 
     def metadata(self) -> dict:
         return {"base_model": self.base_model, "recipe": self.recipe.to_list(), "calibration": self.calibration,
-                "sparsity": self.sparsity, "steps": self.steps, "storage_bits_per_weight": self.storage,
+                "sparsity": self.sparsity, "steps": [st.to_dict() for st in self.steps],
+                "storage_bits_per_weight": self.storage,
                 "versions": versions(), "date": _now()}
 
 
@@ -74,8 +76,7 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         device: where blocks are calibrated ('auto': CUDA when visible).
         dtype: of a model loaded by name ('auto': fp32 for CPU calibration, fp16 for CUDA).
     """
-    from sparsekit.steps.prune import check_step_shapes
-    from sparsekit.steps.run import StepState, run_steps
+    from sparsekit.steps.run import StepState, check_step_shapes, run_steps
 
     recipe = load_recipe(recipe)
     compute = resolve_device(device)
@@ -94,8 +95,7 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         calibration = {"source": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed}
     adapter = get_adapter(model)
     for step in recipe.steps:  # every shape constraint of every step, before any step changes a weight
-        if not isinstance(step, STRUCTURED_STEPS):  # (shapes after structured steps are checked when they run)
-            check_step_shapes(adapter, step)
+        check_step_shapes(adapter, step)  # (structured steps check theirs when they run: they change shapes)
     state = run_steps(list(recipe.steps), StepState(model, adapter, ids, compute, progress))
     result = Compressed(model, tokenizer, recipe, name, calibration, steps=state.records, masks=state.masks,
                         qtensors=state.qtensors)
@@ -125,21 +125,23 @@ def convert(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=N
     return result
 
 
-def storage_bits(adapter, steps: list[dict], masks: dict[str, torch.Tensor], dense_bits: int | None = None
-                 ) -> dict[str, float]:
+def storage_bits(adapter, steps: list[StepRecord | dict], masks: dict[str, torch.Tensor],
+                 dense_bits: int | None = None) -> dict[str, float]:
     """Bits per weight of every compressed projection once packed (format, scales, sparsity metadata).
 
+    `steps`: the step records (`Compressed.steps`, or a checkpoint's stored "steps" dicts).
     Unquantized (pruned-only) projections count at their dtype's width, or `dense_bits` (e.g. 16).
     """
     pattern: dict[str, str] = {}
-    quant: dict[str, dict] = {}
-    for st in steps:
-        for name, rec in st["modules"].items():
-            if st["step"] == "prune":
+    quant = {}
+    for st in records_from_dicts(steps):
+        if isinstance(st, PruneRecord):
+            for name, mod in st.modules.items():
+                mine = mod.pattern or "unstructured"
                 prev = pattern.get(name)  # two prune steps with different patterns: count it unstructured
-                pattern[name] = rec["pattern"] if prev in (None, rec["pattern"]) else "unstructured"
-            else:
-                quant[name] = rec
+                pattern[name] = mine if prev in (None, mine) else "unstructured"
+        elif isinstance(st, QuantizeRecord):
+            quant.update(st.modules)
     out = {}
     for name in sorted(set(pattern) | set(quant)):
         try:
@@ -147,8 +149,8 @@ def storage_bits(adapter, steps: list[dict], masks: dict[str, torch.Tensor], den
         except AttributeError:  # fused MoE expert parameters: stored dense (no packed layout for them)
             continue
         q = quant.get(name)
-        element = q["element_bits"] if q else (dense_bits or weight.element_size() * 8)
-        overhead = q["format_bits_per_weight"] - q["element_bits"] if q else 0.0
+        element = q.element_bits if q else (dense_bits or weight.element_size() * 8)
+        overhead = q.scale_bits_per_weight if q else 0.0
         keep = masks.get(name)
         sparsity = 1.0 - float(keep.float().mean()) if keep is not None else 0.0
         out[name] = packed_bits_per_weight(tuple(weight.shape), element_bits=element, overhead_bits=overhead,

@@ -84,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="a grid of recipes: perplexity, bytes (and speed); Pareto plot and HTML report",
                         description="Run (or resume) a sweep over a grid of recipes (see sparsekit.sweep for the YAML).")
-    sw.add_argument("--grid", required=True, help="grid YAML file")
+    sw.add_argument("--grid", help="grid YAML file (required unless --table); start the same command in several "
+                                   "processes to share the grid: each claims the next free point")
     sw.add_argument("--out", required=True, metavar="DIR", help="folder for points.jsonl, plots and report.html")
+    sw.add_argument("--table", action="store_true", help="print DIR's finished points as a markdown grid (rows: "
+                                                         "first axes, columns: last axis; Pareto points in bold)")
     sw.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     sw.set_defaults(func=_cmd_sweep)
 
@@ -158,8 +161,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from sparsekit.sweep import finished, run_sweep
+    from sparsekit.sweep import finished, markdown_table, run_sweep
 
+    if args.table:
+        print(markdown_table(args.out))
+        return 0
+    if not args.grid:
+        raise SparsekitError("--grid GRID.yaml is required to run a sweep (--table alone prints DIR's finished points)")
     report = run_sweep(args.grid, args.out, progress=not args.quiet)
     print(f"points    {len(finished(report.parent))} in {report.parent / 'points.jsonl'}")
     print(f"report    {report}")
@@ -180,40 +188,44 @@ def _emit_json(target: str | None, obj: dict) -> None:
 
 
 def _print_compressed(compressed, out_dir: str, out) -> None:
+    from sparsekit.steps.records import (DropBlocksRecord, DropSublayersRecord, PruneRecord, QuantizeRecord,
+                                         WidthRecord)
+
     print(f"recipe    {compressed.recipe.describe()}", file=out)
     for i, step in enumerate(compressed.steps):
-        if step["step"] in ("prune_heads", "prune_channels", "prune_experts"):
-            widths = sorted(set(step["kept"].values()))
-            print(f"step {i + 1}    {step['step']}: kept widths {widths} over {len(step['kept'])} blocks "
-                  f"({step['params_removed']:,} parameters removed) in {step['seconds']:.1f} s", file=out)
-            continue
-        if step["step"] == "drop_sublayers":
-            print(f"step {i + 1}    drop_sublayers (NRI): removed {step['removed']} ({step['params_removed']:,} "
-                  f"parameters) in {step['seconds']:.1f} s", file=out)
-            continue
-        if step["step"] == "drop_blocks":
-            print(f"step {i + 1}    drop_blocks ({step['method']}): removed blocks {step['removed']} "
-                  f"({step['params_removed']:,} parameters) in {step['seconds']:.1f} s", file=out)
-            continue
-        if step["step"] == "quantize":
-            mods = list(step["modules"].values())
-            fmts = sorted({f"{m['format']} ({m['method']}, {m['format_bits_per_weight']:.3f} bits)" for m in mods})
-            how = "in the previous step's sweep" if step.get("joint_with_previous") else f"in {step['seconds']:.1f} s"
-            print(f"step {i + 1}    quantize: {', '.join(fmts)} over {len(mods)} modules {how}", file=out)
-            continue
-        by_role: dict[str, list[int]] = {}
-        for mod in step["modules"].values():
-            numel = math.prod(mod["shape"])
-            acc = by_role.setdefault(mod["role"], [0, 0])
-            acc[0] += round(mod["sparsity"] * numel)
-            acc[1] += numel
-        roles = "  ".join(f"{role} {removed / total:.3f}" for role, (removed, total) in by_role.items())
-        print(f"step {i + 1}    {step['step']}: sparsity {step['sparsity']:.4f} over {len(step['modules'])} modules "
-              f"in {step['seconds']:.1f} s  [{roles}]", file=out)
+        head = f"step {i + 1}    {step.step}"
+        if isinstance(step, WidthRecord):
+            widths = sorted(set(step.kept.values()))
+            print(f"{head}: kept widths {widths} over {len(step.kept)} blocks "
+                  f"({step.params_removed:,} parameters removed) in {step.seconds:.1f} s", file=out)
+        elif isinstance(step, DropSublayersRecord):
+            removed = [list(r) for r in step.removed]
+            print(f"{head} (NRI): removed {removed} ({step.params_removed:,} parameters) in {step.seconds:.1f} s",
+                  file=out)
+        elif isinstance(step, DropBlocksRecord):
+            print(f"{head} ({step.method}): removed blocks {step.removed} ({step.params_removed:,} parameters) in "
+                  f"{step.seconds:.1f} s", file=out)
+        elif isinstance(step, QuantizeRecord):
+            mods = list(step.modules.values())
+            fmts = sorted({f"{m.format} ({m.method}, {m.format_bits_per_weight:.3f} bits)" for m in mods})
+            how = "in the previous step's sweep" if step.joint_with_previous else f"in {step.seconds:.1f} s"
+            print(f"{head}: {', '.join(fmts)} over {len(mods)} modules {how}", file=out)
+        elif isinstance(step, PruneRecord):
+            by_role: dict[str, list[int]] = {}
+            for mod in step.modules.values():
+                numel = math.prod(mod.shape)
+                acc = by_role.setdefault(mod.role, [0, 0])
+                acc[0] += round(mod.sparsity * numel)
+                acc[1] += numel
+            roles = "  ".join(f"{role} {removed / total:.3f}" for role, (removed, total) in by_role.items())
+            print(f"{head}: sparsity {step.sparsity:.4f} over {len(step.modules)} modules in {step.seconds:.1f} s  "
+                  f"[{roles}]", file=out)
+        else:  # a record kind this summary does not know yet: its name and time
+            print(f"{head} in {step.seconds:.1f} s", file=out)
     print(f"sparsity  {compressed.sparsity:.4f}", file=out)
     if compressed.storage:
         bits = compressed.storage
-        shapes = {n: rec["shape"] for st in compressed.steps for n, rec in st["modules"].items()}
+        shapes = {n: mod.shape for st in compressed.steps for n, mod in st.modules.items()}
         sizes = {n: math.prod(shapes[n]) for n in bits}
         mean = sum(bits[n] * sizes[n] for n in bits) / sum(sizes.values())
         print(f"packed    {mean:.3f} bits per projection weight (codes, scales, sparsity metadata)", file=out)

@@ -12,6 +12,10 @@ Each step is a dataclass whose fields are the YAML keys; validation happens on c
 every problem is a `SparsekitError` naming the step, the key and the allowed values. A recipe may
 also be given by a built-in name (`sparsekit compress smollm2-135m --recipe wanda-2:4`), see
 `builtin_recipes()`.
+
+What a method needs and allows (calibration statistics, N:M support, scores comparable across layers,
+...) is asked of its traits (`sparsekit.prune.methods.TRAITS`, `sparsekit.quant.formats.QUANT_METHOD_TRAITS`);
+the checks here name no method, so error messages list whichever methods have the trait.
 """
 
 from __future__ import annotations
@@ -23,11 +27,20 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sparsekit.errors import SparsekitError
-from sparsekit.prune.methods import METHODS
+from sparsekit.prune.methods import METHODS, MethodTraits, method_traits, methods_with
 from sparsekit.prune.patterns import parse_pattern
+from sparsekit.quant.formats import (QUANT_METHOD_TRAITS, QUANT_METHODS, QuantMethodTraits, get_format,
+                                     quant_methods_for, quant_methods_with)
 
 PRUNE_METHODS = METHODS
 ALLOCATIONS = ("uniform", "global", "per_type", "owl", "search")
+#: allocations that measure the model on calibration data (whatever the method)
+DATA_ALLOCATIONS = ("owl", "search")
+
+
+def _either(names: tuple[str, ...]) -> str:
+    """'a', 'a or b', 'a, b or c': the methods an error message suggests."""
+    return " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _check_keys(step: str, cls: type, data: dict[str, Any]) -> None:
@@ -127,21 +140,27 @@ class Prune:
         s = self.NAME
         if self.method not in PRUNE_METHODS:
             raise SparsekitError(f"{s}: method {self.method!r} is not one of {', '.join(PRUNE_METHODS)}")
+        traits = self.traits
         if self.allocation not in ALLOCATIONS:
             raise SparsekitError(f"{s}: allocation {self.allocation!r} is not one of {', '.join(ALLOCATIONS)}")
         pattern = parse_pattern(self.pattern)
         self.pattern = str(pattern)
         self.sparsity = pattern.sparsity if pattern.structured else _fraction(s, "sparsity", self.sparsity,
                                                                              upper_open=True)
+        if pattern.structured and not traits.nm:
+            raise SparsekitError(f"{s}: method {self.method!r} has no N:M selection; use method: "
+                                 f"{_either(methods_with('nm'))}, or an unstructured pattern")
         if pattern.structured and self.allocation != "uniform":
             raise SparsekitError(f"{s}: allocation {self.allocation!r} needs an unstructured pattern; {self.pattern} "
                                  "fixes every module's sparsity at 1 - N/M (use targets/exclude to choose modules)")
-        if self.allocation == "global" and self.method != "magnitude":
-            raise SparsekitError(f"{s}: allocation 'global' ranks raw scores across layers, which only magnitude "
-                                 "scores allow; use method: magnitude, or allocation: search / owl")
-        if self.allocation == "owl" and self.method == "magnitude":
+        if self.allocation == "global" and not traits.global_scores:
+            comparable = methods_with("global_scores")
+            raise SparsekitError(f"{s}: allocation 'global' ranks raw scores across layers, which only "
+                                 f"{_either(comparable)} scores allow; use method: {_either(comparable)}, or "
+                                 "allocation: search / owl")
+        if self.allocation == "owl" and not traits.activation_aware:
             raise SparsekitError(f"{s}: allocation 'owl' measures outliers of activation-aware (Wanda) scores; "
-                                 "use method: wanda or sparsegpt")
+                                 f"use method: {_either(methods_with('activation_aware'))}")
         if not isinstance(self.ratios, dict):
             raise SparsekitError(f"{s}: ratios must be a mapping such as {{attention: 0.3, mlp: 0.6}}")
         self.ratios = {str(k): _fraction(s, f"ratios.{k}", v) for k, v in self.ratios.items()}
@@ -162,26 +181,34 @@ class Prune:
         if int(self.search.nsamples) < 1:
             raise SparsekitError(f"{s}: search.nsamples must be >= 1")
         _check_globs(self, "pruned")
-        if self.experts and self.method != "wanda":
+        if self.experts and not traits.moe_experts:
             raise SparsekitError(f"{s}: experts: true prunes MoE experts with MoE-Pruner's router-weighted Wanda "
-                                 "score; use method: wanda")
-        if self.modules and (self.method != "magnitude" or self.allocation != "uniform"):
-            raise SparsekitError(f"{s}: modules outside the decoder blocks ({self.modules}) take method magnitude with "
-                                 "allocation uniform: calibration inputs are only captured for the decoder blocks")
-        if int(self.blocksize) < 1 or (self.method == "sparsegpt" and pattern.structured
+                                 f"score; use method: {_either(methods_with('moe_experts'))}")
+        if self.modules and (not traits.data_free or self.allocation != "uniform"):
+            raise SparsekitError(f"{s}: modules outside the decoder blocks ({self.modules}) take method "
+                                 f"{_either(methods_with('data_free'))} with allocation uniform: calibration inputs "
+                                 "are only captured for the decoder blocks")
+        if int(self.blocksize) < 1 or (traits.column_blocks and pattern.structured
                                        and int(self.blocksize) % pattern.m):
-            raise SparsekitError(f"{s}: sparsegpt's blocksize must be a positive multiple of M={pattern.m or 1}, "
+            raise SparsekitError(f"{s}: {self.method}'s blocksize must be a positive multiple of M={pattern.m or 1}, "
                                  f"got {self.blocksize}")
         if float(self.dampening) < 0:
             raise SparsekitError(f"{s}: dampening must be >= 0, got {self.dampening}")
 
     @property
+    def traits(self) -> MethodTraits:
+        """What this step's method needs and allows (`sparsekit.prune.methods.TRAITS`)."""
+        return method_traits(self.method)
+
+    @property
     def needs_data(self) -> bool:
         """Whether this step reads calibration data."""
-        return self.method != "magnitude" or self.allocation == "search"
+        return not self.traits.data_free or self.allocation in DATA_ALLOCATIONS
 
 
 BLOCK_METHODS = ("bi", "angular", "last", "explicit")
+#: block-removal methods that score blocks on calibration data (the others choose by index)
+SCORED_BLOCK_METHODS = ("bi", "angular")
 
 
 @dataclass
@@ -210,7 +237,7 @@ class DropBlocks:
 
     def __post_init__(self) -> None:
         s = self.NAME
-        if self.stack is not None and (not isinstance(self.stack, str) or self.method in ("bi", "angular")):
+        if self.stack is not None and (not isinstance(self.stack, str) or self.method in SCORED_BLOCK_METHODS):
             raise SparsekitError(f"{s}: stack (another ModuleList of blocks, e.g. a vision tower's layers) takes "
                                  "method explicit or last: scores need calibration inputs of that stack")
         if self.method not in BLOCK_METHODS:
@@ -230,7 +257,7 @@ class DropBlocks:
 
     @property
     def needs_data(self) -> bool:
-        return self.method in ("bi", "angular") and self.n > 0
+        return self.method in SCORED_BLOCK_METHODS and self.n > 0
 
 
 @dataclass
@@ -371,9 +398,6 @@ class PruneExperts:
         return self.ratio > 0
 
 
-QUANT_METHODS = ("rtn", "gptq")
-
-
 @dataclass
 class Quantize:
     """Weight quantization of the block projections (see `sparsekit.steps.quantize`).
@@ -413,37 +437,40 @@ class Quantize:
     dampening: float = 0.01
 
     def __post_init__(self) -> None:
-        from sparsekit.quant.formats import GPTQ_FORMATS, get_format
-
         s = self.NAME
         if self.method not in QUANT_METHODS:
             raise SparsekitError(f"{s}: method {self.method!r} is not one of {', '.join(QUANT_METHODS)}")
+        traits = self.traits
         if self.group_size is not None:
             if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
                 raise SparsekitError(f"{s}: group_size must be an integer (e.g. 128, or 0 for per channel), "
                                      f"got {self.group_size!r}")
         self.format = str(self.format).lower()
         fmt = get_format(self.format, self.group_size, bool(self.symmetric))  # validates name + grouping
-        if self.method == "gptq" and self.format not in GPTQ_FORMATS:
-            raise SparsekitError(f"{s}: method gptq does not drive {self.format!r} (its parts are chosen by "
-                                 "k-means); use method: rtn")
-        if self.joint and self.method != "gptq":
-            raise SparsekitError(f"{s}: joint: true runs GPTQ inside SparseGPT's sweep, so it needs method: gptq")
-        if self.act_order is None:
-            self.act_order = self.method == "gptq" and not self.joint
+        why = traits.why_not(self.format)
+        if why is not None:
+            raise SparsekitError(f"{s}: method {self.method} does not drive {self.format!r} ({why}); use method: "
+                                 f"{_either(quant_methods_for(self.format))}")
+        if self.joint and not traits.joint:
+            raise SparsekitError(f"{s}: joint: true runs GPTQ inside SparseGPT's sweep, so it needs method: "
+                                 f"{_either(quant_methods_with('joint'))}")
+        if self.act_order is None:  # on where the method has it, except inside SparseGPT's natural-order sweep
+            self.act_order = traits.act_order and not self.joint
         self.act_order = bool(self.act_order)
         if self.joint and self.act_order:
             raise SparsekitError(f"{s}: joint: true cannot use act_order (SparseGPT's masks are chosen in the "
                                  "natural column order)")
-        if self.act_order and self.method != "gptq":
-            raise SparsekitError(f"{s}: act_order is a GPTQ option; use method: gptq or drop act_order")
+        if self.act_order and not traits.act_order:
+            raise SparsekitError(f"{s}: act_order is a GPTQ option; use method: "
+                                 f"{_either(quant_methods_with('act_order'))} or drop act_order")
         _check_globs(self, "quantized")
-        if self.modules and self.method != "rtn":
-            raise SparsekitError(f"{s}: modules outside the decoder blocks ({self.modules}) take method rtn: "
-                                 "calibration inputs are only captured for the decoder blocks")
+        if self.modules and not traits.data_free:
+            raise SparsekitError(f"{s}: modules outside the decoder blocks ({self.modules}) take method "
+                                 f"{_either(quant_methods_with('data_free'))}: calibration inputs are only captured "
+                                 "for the decoder blocks")
         if int(self.blocksize) < 1:
             raise SparsekitError(f"{s}: blocksize must be >= 1, got {self.blocksize}")
-        if self.method == "gptq" and fmt.group_size > 0 and int(self.blocksize) % fmt.group_size \
+        if traits.column_sweep and fmt.group_size > 0 and int(self.blocksize) % fmt.group_size \
                 and fmt.group_size % int(self.blocksize):
             raise SparsekitError(f"{s}: blocksize {self.blocksize} and group_size {fmt.group_size} must divide one "
                                  "another")
@@ -451,14 +478,17 @@ class Quantize:
             raise SparsekitError(f"{s}: dampening must be >= 0, got {self.dampening}")
 
     @property
+    def traits(self) -> QuantMethodTraits:
+        """What this step's method needs and allows (`sparsekit.quant.formats.QUANT_METHOD_TRAITS`)."""
+        return QUANT_METHOD_TRAITS[self.method]
+
+    @property
     def needs_data(self) -> bool:
         """Whether this step reads calibration data."""
-        return self.method == "gptq"
+        return not self.traits.data_free
 
     def quant_format(self):
         """The format object this step quantizes to."""
-        from sparsekit.quant.formats import get_format
-
         return get_format(self.format, self.group_size, self.symmetric)
 
 
@@ -495,9 +525,10 @@ def _check_order(steps: list[Any]) -> None:
     if quant and any(isinstance(st, Prune) for st in steps[quant[0] + 1:]):
         raise SparsekitError(f"recipe step {quant[0] + 1} quantizes before a prune step; put prune steps first")
     for i in quant:
-        if steps[i].joint and (i == 0 or not isinstance(steps[i - 1], Prune) or steps[i - 1].method != "sparsegpt"):
+        before = steps[i - 1] if i > 0 else None
+        if steps[i].joint and not (isinstance(before, Prune) and before.traits.joint_quantization):
             raise SparsekitError(f"recipe step {i + 1} (quantize): joint: true needs a prune step with method "
-                                 "sparsegpt right before it")
+                                 f"{_either(methods_with('joint_quantization'))} right before it")
 
 
 @dataclass

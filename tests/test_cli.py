@@ -45,21 +45,24 @@ def test_cli_equals_api(tiny_dir, data_dir, capsys):
     assert cli["ppl"] == api["ppl"] and cli["tokens"] == api["tokens"]
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["eval", "/no/such/model/dir"], "does not exist"),
-    (["eval", "MODEL", "--seqlen", "0"], "expected a positive integer"),
-    (["eval", "MODEL", "--seqlen", "abc"], "expected a positive integer"),
-    (["eval", "MODEL", "--seqlen", "100000"], "exceeds the model's context"),
-    (["eval", "MODEL", "--ppl", "ptb"], "unknown perplexity data set 'ptb'"),
-    (["eval", "MODEL", "--limit", "-1"], "expected a positive integer"),
-    (["eval", "MODEL", "--device", "tpu"], "unknown device"),
-    (["eval", "MODEL", "--seqlen", "100000", "--data-dir", "EMPTY"], "WikiText-2 raw not found"),
-    (["frobnicate"], "invalid choice"),
+# needs_data: evaluate() reads the text before it loads the model, so only those errors need the data
+# folder; the others (argument parsing, an unknown data set name, no data at all) run without it.
+@pytest.mark.parametrize("argv, expected, needs_data", [
+    (["eval", "/no/such/model/dir"], "does not exist", True),
+    (["eval", "MODEL", "--seqlen", "0"], "expected a positive integer", False),
+    (["eval", "MODEL", "--seqlen", "abc"], "expected a positive integer", False),
+    (["eval", "MODEL", "--seqlen", "100000"], "exceeds the model's context", True),
+    (["eval", "MODEL", "--ppl", "ptb"], "unknown perplexity data set 'ptb'", False),
+    (["eval", "MODEL", "--limit", "-1"], "expected a positive integer", False),
+    (["eval", "MODEL", "--device", "tpu"], "unknown device", True),
+    (["eval", "MODEL", "--seqlen", "100000", "--data-dir", "EMPTY"], "WikiText-2 raw not found", False),
+    (["frobnicate"], "invalid choice", False),
 ])
-def test_bad_input_exit_code_2_one_line(argv, expected, tiny_dir, data_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("SPARSEKIT_DATA", str(data_dir))
-    if "EMPTY" in argv:
-        monkeypatch.delenv("SPARSEKIT_DATA")
+def test_bad_input_exit_code_2_one_line(argv, expected, needs_data, tiny_dir, tmp_path, capsys, monkeypatch, request):
+    if needs_data:
+        monkeypatch.setenv("SPARSEKIT_DATA", str(request.getfixturevalue("data_dir")))
+    else:  # prove it: no data folder anywhere
+        monkeypatch.delenv("SPARSEKIT_DATA", raising=False)
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = [str(tiny_dir) if a == "MODEL" else str(tmp_path) if a == "EMPTY" else a for a in argv]
     json_path = tmp_path / "never.json"
@@ -71,13 +74,15 @@ def test_bad_input_exit_code_2_one_line(argv, expected, tiny_dir, data_dir, tmp_
     assert not json_path.exists()
 
 
-def test_installed_entry_point(tmp_path, data_dir):
+def test_installed_entry_point(tmp_path):
     exe = shutil.which("sparsekit", path=os.path.dirname(sys.executable)) or shutil.which("sparsekit")
     assert exe, "the sparsekit console script is not installed (pip install -e .)"
-    proc = subprocess.run([exe, "eval", str(tmp_path / "missing"), "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, timeout=120)
+    # an unknown data set name fails before any data or model is read: no data folder needed
+    env = {k: v for k, v in os.environ.items() if k != "SPARSEKIT_DATA"}
+    proc = subprocess.run([exe, "eval", str(tmp_path / "missing"), "--ppl", "ptb"],
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "unknown perplexity data set 'ptb'" in proc.stderr
     assert subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.startswith("sparsekit ")
 
 

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -59,48 +58,49 @@ def test_prune_table_runs_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):
     assert quant["bytes"] < report["bytes"]  # 4.25-bit projections vs 50% unstructured fp32 + bitmask
 
 
-def test_prune_vs_quant_grid_resumes_and_plots(tiny_dir, data_dir, tmp_path):
-    study = _script("prune_vs_quant")
-    assert study.recipe_for("0", "bf16") == []
-    assert study.recipe_for("2:4", "int4")[1]["quantize"]["joint"] is True
-    assert study.recipe_for("0", "int8") == [{"quantize": {"format": "int8", "method": "rtn"}}]
-    assert study.recipe_for("0", "mxfp6") == [{"quantize": {"format": "mxfp6", "method": "gptq", "joint": False}}]
-    assert study.recipe_for("0.5", "mxfp6")[1]["quantize"] == {"format": "mxfp6", "method": "gptq", "joint": True}
-    assert study.pareto([(3, 1.0), (1, 5.0), (2, 6.0), (4, 0.5)]) == [1, 0, 3]
-    argv = ["--model", str(tiny_dir), "--sparsity", "0,2:4", "--formats", "bf16,mxfp4", "--limit", "1",
-            "--seqlen", "32", "--nsamples", "2", "--calib-seqlen", "32", "--device", "cpu",
-            "--data-dir", str(data_dir), "--out", str(tmp_path)]
-    assert study.main(argv) == 0
-    lines = (tmp_path / f"{tiny_dir.name}_limit1.jsonl").read_text().splitlines()
-    rows = {(r["sparsity"], r["format"]): r for r in map(json.loads, lines)}
-    assert sorted(rows) == [("0", "bf16"), ("0", "mxfp4"), ("2:4", "bf16"), ("2:4", "mxfp4")]
-    # true bytes shrink as compression grows: dense bf16 > 2:4 bf16 (9 bits) > mxfp4 (4.25) > 2:4 mxfp4 (3.25)
-    b = {k: r["bytes"] for k, r in rows.items()}
-    assert b[("0", "bf16")] > b[("2:4", "bf16")] > b[("0", "mxfp4")] > b[("2:4", "mxfp4")]
-    assert (tmp_path / f"{tiny_dir.name}_limit1.png").is_file()
-    assert study.main(argv) == 0  # resumes: nothing recomputed
-    assert (tmp_path / f"{tiny_dir.name}_limit1.jsonl").read_text().splitlines() == lines
-    assert not (tmp_path / f"{tiny_dir.name}_limit1.claims").exists()
-    grid = study.table(tmp_path / f"{tiny_dir.name}_limit1.jsonl").splitlines()
-    assert grid[0] == "| sparsity | bf16 | mxfp4 |" and len(grid) == 4
-    smallest = rows[("2:4", "mxfp4")]  # the smallest point is always on the frontier
-    assert f"**{smallest['ppl']:.1f} ({smallest['bytes'] / 2 ** 20:.0f})**" in grid[3]
-    with pytest.raises(SystemExit, match="another protocol"):  # never mixes calibration protocols in one file
-        study.main([a if a != "2" else "3" for a in argv])
+def test_prune_vs_quant_conversion_copies_every_number_exactly(tmp_path):
+    """The grid's former script wrote its own JSON lines; bench/results/prune_vs_quant/convert.py turned them
+    into the sweep's points of bench/sweeps/prune_vs_quant.yaml: every number bit for bit, the grid's ids
+    and protocol; a line of another recipe or protocol is refused."""
+    from sparsekit import sweep
+    from sparsekit.errors import SparsekitError
 
+    path = REPO / "bench" / "results" / "prune_vs_quant" / "convert.py"
+    spec = importlib.util.spec_from_file_location("convert", path)
+    convert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convert)
+    grid = sweep.load_grid(convert.GRID)
+    protocol = {"seqlen": 2048, "limit": 4, "calibration": {"source": "c4", "nsamples": 8, "seqlen": 512, "seed": 0}}
 
-def test_prune_vs_quant_workers_claim_points(tmp_path):
-    """Two workers never hold one point; a claim whose process died is taken over."""
-    import subprocess
-    import sys
+    def line(sparsity: str, fmt: str, recipe: list, ppl: float, **changes) -> dict:
+        return {"sparsity": sparsity, "format": fmt, "recipe": recipe, "ppl": ppl, "tokens": 8188, "bytes": 123456789,
+                "compress_seconds": 1.5, "protocol": protocol, "model": "smollm2-135m", "device": "cpu",
+                "versions": {"torch": "x"}, "date": "2026-11-30T18:26:54+00:00",
+                "command": "python bench/experiments/prune_vs_quant.py ", **changes}
 
-    study = _script("prune_vs_quant")
-    held = study.claim(tmp_path, "2:4|int4")
-    assert held is not None and held.read_text() == str(os.getpid())
-    assert study.claim(tmp_path, "2:4|int4") is None  # a live process (this one) holds it
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    held.write_text(dead.stdout.strip())
-    assert study.claim(tmp_path, "2:4|int4") == held and held.read_text() == str(os.getpid())
+    joint = [{"prune": {"method": "sparsegpt", "pattern": "2:4"}}, {"quantize": {"format": "int4", "method": "gptq",
+                                                                                "joint": True}}]
+    old = [line("0", "int8", [{"quantize": {"format": "int8", "method": "rtn"}}], 24.17856191873295),
+           line("2:4", "int4", joint, 0.1 + 0.2)]
+    (tmp_path / "old.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    out = tmp_path / "out"
+    assert convert.main([str(tmp_path / "old.jsonl"), "--out", str(out)]) == 0
+    rows = [json.loads(text) for text in (out / "points.jsonl").read_text().splitlines()]
+    labels = {sweep.point_id(recipe): lab for lab, recipe in sweep.labelled_points(grid)}
+    assert [labels[r["id"]] for r in rows] == [{"prune": "0", "quantize": "int8"}, {"prune": "2:4", "quantize": "int4"}]
+    assert [r["ppl"]["wikitext2"] for r in rows] == [24.17856191873295, 0.1 + 0.2]  # bit for bit
+    assert [r["bytes"] for r in rows] == [123456789, 123456789] and rows[1]["tokens"] == {"wikitext2": 8188}
+    assert all(r["protocol"] == sweep.protocol(grid) and r["packed"] == [] for r in rows)
+    assert json.loads((out / "grid.json").read_text()) == grid and (out / "pareto.png").is_file()
+    assert sweep.markdown_table(out).splitlines()[2:] == ["| 0 | 24.2 (118) | – |", "| 2:4 | – | **0.3 (118)** |"]
+    with pytest.raises(SystemExit, match="runs once"):
+        convert.main([str(tmp_path / "old.jsonl"), "--out", str(out)])
+    with pytest.raises(SparsekitError, match="the grid's point is"):  # unpruned int4 is act-order GPTQ, not RTN
+        convert.convert([line("0", "int4", [{"quantize": {"format": "int4", "method": "rtn"}}], 30.0)], grid)
+    with pytest.raises(SparsekitError, match="another protocol"):
+        convert.convert([line("2:4", "int4", joint, 30.0, protocol={**protocol, "limit": 40})], grid)
+    with pytest.raises(SparsekitError, match="appears twice"):
+        convert.convert(old + old[:1], grid)
 
 
 def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
@@ -186,6 +186,29 @@ def test_zero_shot_scores_prune_table_checkpoints(tiny_dir, data_dir, tmp_path):
     with pytest.raises(SystemExit, match="calibration"):
         zs.main(common + ["--nsamples", "4", "--calib-seqlen", "32", "--out", str(tmp_path / "other"),
                           "--checkpoints", str(tmp_path / "ckpt")])
+
+
+def test_zero_shot_names_checkpoints_with_prune_table_function_and_results_keep_their_names():
+    """One `checkpoint_stem`: zero_shot.py uses prune_table.py's own, so `--checkpoints` finds every folder
+    `--save-dir` wrote (YAML recipes too); the committed result files keep the names both scripts compute."""
+    import inspect
+
+    table, zs = _script("prune_table"), _script("zero_shot")
+    assert Path(inspect.getsourcefile(zs.checkpoint_stem)).name == "prune_table.py"
+    for recipe in ("wanda-2:4", "sparsegpt-2:4+int4-joint", "recipes/my sweep.yaml", "/abs/mine.yml"):
+        assert zs.checkpoint_stem("models/smollm2-135m", recipe) == table.checkpoint_stem("smollm2-135m", recipe)
+    assert table.checkpoint_stem("m", "recipes/my sweep.yaml") == "m_my-sweep"
+    assert table.checkpoint_stem("m", "sparsegpt-2:4+int4-joint") == "m_sparsegpt-2-4-int4-joint"
+    # zero_shot's result names keep '+', prune_table's do not: as the files under bench/results/ are named
+    assert zs.result_path(Path("o"), "m", "sparsegpt-2:4+int4-joint", 100).name == \
+        "m_sparsegpt-2-4+int4-joint_limit100.json"
+    assert zs.result_path(Path("o"), "m", "recipes/x.yaml", None).name == "m_x_full.json"
+    results = REPO / "bench" / "results"
+    for script, folders in ((table, ("prune", "quant")), (zs, ("zero_shot",))):
+        for file in (f for folder in folders for f in sorted((results / folder).glob("*_limit*.json"))):
+            report = json.loads(file.read_text())
+            limit = int(file.stem.rpartition("_limit")[2])
+            assert script.result_path(file.parent, report["model"], report["recipe_name"], limit) == file
 
 
 def test_gptq_order_runs_resumes_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):

@@ -107,12 +107,19 @@ def test_readme_zero_shot_table_is_what_the_script_prints():
     assert module.table(out, 100) in (REPO / "README.md").read_text()
 
 
-def test_readme_pruning_x_quantization_grid_is_what_the_script_prints():
-    module = _script("prune_vs_quant")
-    result = REPO / "bench" / "results" / "prune_vs_quant" / "smollm2-135m_limit4.jsonl"
-    rows = [json.loads(line) for line in result.read_text().splitlines()]
-    assert sorted((r["sparsity"], r["format"]) for r in rows) == sorted(
-        (s, f) for s in module.SPARSITIES for f in module.FORMATS)  # the whole grid, each point once
-    assert all(r["command"].startswith("python bench/experiments/prune_vs_quant.py") for r in rows)
-    assert result.with_suffix(".png").is_file()
-    assert module.table(result) in (REPO / "README.md").read_text()
+def test_readme_pruning_x_quantization_grid_is_what_the_sweep_prints():
+    """The grid is bench/sweeps/prune_vs_quant.yaml; its folder holds every point once, under the grid's
+    protocol, and `sparsekit sweep --out DIR --table` prints the README's table."""
+    from sparsekit import sweep
+
+    out = REPO / "bench" / "results" / "prune_vs_quant"
+    grid = sweep.load_grid(REPO / "bench" / "sweeps" / "prune_vs_quant.yaml")
+    rows = [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(sweep.point_id(r) for r in sweep.points(grid))  # each once
+    assert all(r["protocol"] == sweep.protocol(grid) for r in rows)
+    assert json.loads((out / "grid.json").read_text()) == grid  # the grid the README's command runs
+    assert (out / "pareto.png").is_file() and (out / "report.html").is_file()
+    readme = (REPO / "README.md").read_text()
+    assert "sparsekit sweep --grid bench/sweeps/prune_vs_quant.yaml --out bench/results/prune_vs_quant\n" in readme
+    assert "sparsekit sweep --out bench/results/prune_vs_quant --table" in readme
+    assert sweep.markdown_table(out) in readme

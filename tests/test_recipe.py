@@ -20,9 +20,23 @@ def test_yaml_round_trip():
 
 
 def test_builtins_load_and_describe():
-    for name in builtin_recipes():
-        assert load_recipe(name).describe()
-    assert load_recipe("sparsegpt-2:4").describe() == "sparsegpt 2:4 (uniform)"
+    expected = {  # one of each family
+        "magnitude-70": "magnitude 70% unstructured (uniform)",
+        "wanda-4:8": "wanda 4:8 (uniform)",
+        "sparsegpt-2:4": "sparsegpt 2:4 (uniform)",
+        "sparsegpt-60-search": "sparsegpt 60% unstructured (search)",
+        "int8-rtn": "int8 per-channel rtn",
+        "int3-gptq": "int3 g128 gptq",
+        "mxfp6-rtn": "mxfp6_e2m3 g32 rtn",
+        "ternary-gptq": "ternary per-tensor gptq",
+        "sparsegpt-4:8+int4-gptq": "sparsegpt 4:8 (uniform) + int4 g128 gptq",
+        "sparsegpt-2:4+int4-joint": "sparsegpt 2:4 (uniform) + int4 g128 gptq (joint)",
+    }
+    assert {name: load_recipe(name).describe() for name in expected} == expected
+    # Every built-in loads, and no two share a description: one that dropped a setting (sparsity,
+    # allocation, format, method, joint) would make two of them collide.
+    described = [load_recipe(name).describe() for name in builtin_recipes()]
+    assert len(set(described)) == len(described)
 
 
 def test_recipe_file(tmp_path):
@@ -62,7 +76,9 @@ def test_every_step_type_has_a_handler():
     from sparsekit.recipe import STEPS
     from sparsekit.steps.run import HANDLERS, StepState, run_steps
 
-    assert set(HANDLERS) == set(STEPS.values())
+    from sparsekit.steps.run import PruneQuantizeJoint
+
+    assert set(HANDLERS) == set(STEPS.values()) | {PruneQuantizeJoint}  # (+ the paired joint unit)
 
     class Unknown:
         pass

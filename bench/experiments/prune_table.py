@@ -27,6 +27,7 @@ from pathlib import Path
 from sparsekit.api import compress, evaluate, save
 from sparsekit.models.loader import load_model
 from sparsekit.recipe import load_recipe
+from sparsekit.steps.records import PrunedModule, PruneRecord
 from sparsekit.utils.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,13 +55,13 @@ def result_path(out: Path, model: str, recipe: str, limit: int | None) -> Path:
     return out / f"{checkpoint_stem(model, recipe)}_{'full' if limit is None else f'limit{limit}'}.json"
 
 
-def per_type(modules: dict) -> dict[str, float]:
+def per_type(modules: dict[str, PrunedModule]) -> dict[str, float]:
     """Achieved sparsity per projection role, weighted by module size."""
     acc: dict[str, list[float]] = {}
     for mod in modules.values():
-        numel = mod["shape"][0] * mod["shape"][1]
-        a = acc.setdefault(mod["role"], [0.0, 0.0])
-        a[0] += mod["sparsity"] * numel
+        numel = mod.shape[0] * mod.shape[1]
+        a = acc.setdefault(mod.role, [0.0, 0.0])
+        a[0] += mod.sparsity * numel
         a[1] += numel
     return {role: removed / total for role, (removed, total) in acc.items()}
 
@@ -74,12 +75,12 @@ def run_one(args: argparse.Namespace, recipe_name: str, path: Path) -> dict:
     seconds = time.perf_counter() - start
     report = evaluate(model, tokenizer, ppl=args.ppl, seqlen=args.seqlen, limit=args.limit, data_dir=args.data_dir,
                       storage=compressed.storage)
-    prune = next((st for st in compressed.steps if st["step"] == "prune"), None)
+    prune = next((st for st in compressed.steps if isinstance(st, PruneRecord)), None)
     report.update(model=args.model, recipe=recipe.to_list(), recipe_name=recipe_name,
                   prune_seconds=seconds, calibration=compressed.calibration,
                   mask_sparsity=compressed.sparsity,
-                  sparsity_per_type=per_type(prune["modules"]) if prune else {},
-                  allocation={k: v for k, v in (prune["allocation"] if prune else {}).items() if k != "module_error"},
+                  sparsity_per_type=per_type(prune.modules) if prune else {},
+                  allocation={k: v for k, v in (prune.allocation if prune else {}).items() if k != "module_error"},
                   command="python bench/experiments/prune_table.py " + shlex.join(args.argv))
     if args.save_dir is not None:
         save(compressed, args.save_dir / checkpoint_stem(args.model, recipe_name), command=report["command"])

@@ -55,6 +55,7 @@ import torch
 import sparsekit.steps.structured as structured_steps
 from sparsekit.api import compress, evaluate, load, save
 from sparsekit.models.loader import load_model
+from sparsekit.steps.records import DropBlocksRecord, DropSublayersRecord, StepRecord, WidthRecord
 from sparsekit.utils.env import device_name, versions
 from sparsekit.utils.io import write_json_atomic
 
@@ -173,7 +174,7 @@ def _run(args: argparse.Namespace) -> Path:
         data["results"][name] = {
             "family": family(name), "recipe": table[name], "ppl": report["ppl"]["wikitext2"],
             "tokens": report["tokens"]["wikitext2"], "params": left, "params_removed": params - left,
-            "removed": [st.get("removed", st.get("kept")) for st in steps], "compress_seconds": seconds,
+            "removed": [_taken_out(st) for st in steps], "compress_seconds": seconds,
             "decode": decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "date": report["date"]}
         if table[name]:
             save(compressed, args.save_dir / name)
@@ -183,6 +184,16 @@ def _run(args: argparse.Namespace) -> Path:
               f"decode {r['decode']['tokens_per_s']:.1f} tok/s", flush=True)
     plot(out_json)
     return out_json
+
+
+def _taken_out(record: StepRecord) -> list | dict[str, int] | None:
+    """What a structured step took out, as the results file stores it: the removed blocks or
+    [block, sublayer] pairs, or the units each block kept (width steps); None for other steps."""
+    if isinstance(record, (DropBlocksRecord, DropSublayersRecord)):
+        return [list(r) if isinstance(r, tuple) else r for r in record.removed]
+    if isinstance(record, WidthRecord):
+        return record.kept
+    return None
 
 
 def rebuild(args: argparse.Namespace, name: str, record: dict):

@@ -7,27 +7,92 @@
 | sparsegpt | w^2 / [H^-1]_qq (OBS)       | column block | OBS update     | X^T X (Hessian)    |
 
 N:M patterns rank inside each group of M inputs for every method.
+
+What each method needs and allows is one `MethodTraits` record in `TRAITS`: recipe validation, the
+prune step and the sensitivity search ask the traits, so a new method is one row there plus its
+branch in `prune_weight`, not a hunt for `method == ...` tests.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from sparsekit.calib.stats import LinearStats
+from sparsekit.errors import SparsekitError
 from sparsekit.prune.magnitude import magnitude_scores
 from sparsekit.prune.patterns import Pattern, check_shape, parse_pattern, select_mask
 from sparsekit.prune.sparsegpt import sparsegpt
 from sparsekit.prune.wanda import wanda_scores
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
-
-#: Which comparison group each method's unstructured selection ranks over.
-GROUP = {"magnitude": "layer", "wanda": "row"}
+Stats = Literal["sum_sq", "hessian"]
 
 
-def needs_stats(method: str) -> str | None:
+@dataclass(frozen=True)
+class MethodTraits:
+    """What a pruning method needs from calibration and which recipe options it supports.
+
+    stats: the per-projection calibration statistics it reads: None (data-free), 'sum_sq' (the
+        squared input norms, Wanda) or 'hessian' (X^T X, SparseGPT).
+    group: what its unstructured selection ranks over: 'layer' (one threshold per module), 'row'
+        (the same count removed from each output row) or 'column_block' (SparseGPT's adaptive masks
+        per lazy-update block of inputs, over all rows).
+    nm: supports N:M patterns (ranks inside each group of M inputs).
+    global_scores: its raw scores are comparable across layers, so one threshold over the whole model
+        (`allocation: global`) means something.
+    activation_aware: its scores weigh the weights by their inputs, so OWL's outlier ratio of those
+        scores measures what OWL assumes (`allocation: owl`).
+    column_blocks: processes inputs in lazy-update blocks of `blocksize` columns; an N:M group must not
+        straddle two blocks.
+    joint_quantization: its column sweep can quantize the kept weights as it goes (`quantize: {joint: true}`).
+    moe_experts: has a score for the fused MoE expert weights (`experts: true`, MoE-Pruner).
+    """
+
+    stats: Stats | None
+    group: Literal["layer", "row", "column_block"]
+    nm: bool = True
+    global_scores: bool = False
+    activation_aware: bool = False
+    column_blocks: bool = False
+    joint_quantization: bool = False
+    moe_experts: bool = False
+
+    @property
+    def data_free(self) -> bool:
+        """Whether the method prunes without calibration data."""
+        return self.stats is None
+
+
+#: Every pruning method with its traits; the order is the one error messages and built-ins list.
+TRAITS: dict[str, MethodTraits] = {
+    "magnitude": MethodTraits(stats=None, group="layer", global_scores=True),
+    "wanda": MethodTraits(stats="sum_sq", group="row", activation_aware=True, moe_experts=True),
+    "sparsegpt": MethodTraits(stats="hessian", group="column_block", activation_aware=True, column_blocks=True,
+                              joint_quantization=True),
+}
+
+METHODS = tuple(TRAITS)
+
+
+def method_traits(method: str) -> MethodTraits:
+    """The traits of `method`; a `SparsekitError` listing the known methods otherwise."""
+    try:
+        return TRAITS[method]
+    except KeyError:
+        raise SparsekitError(f"unknown pruning method {method!r}; known: {', '.join(METHODS)}") from None
+
+
+def methods_with(trait: str) -> tuple[str, ...]:
+    """The methods whose boolean `trait` (or property, e.g. 'data_free') is true, in `METHODS` order; error
+    messages name them so that they stay right when a method is added."""
+    return tuple(m for m, t in TRAITS.items() if getattr(t, trait))
+
+
+def needs_stats(method: str) -> Stats | None:
     """'hessian', 'sum_sq' or None: what calibration must collect for `method`."""
-    return {"sparsegpt": "hessian", "wanda": "sum_sq"}.get(method)
+    return method_traits(method).stats
 
 
 def granularity(method: str, pattern: Pattern | str, shape: tuple[int, int]) -> int:
@@ -35,7 +100,7 @@ def granularity(method: str, pattern: Pattern | str, shape: tuple[int, int]) -> 
     a per-row rule removes the same count from each of the `out_features` rows."""
     if parse_pattern(pattern).structured:
         return shape[0] * shape[1]
-    return shape[0] if GROUP.get(method) == "row" else 1
+    return shape[0] if method_traits(method).group == "row" else 1
 
 
 @torch.no_grad()
@@ -45,16 +110,19 @@ def prune_weight(method: str, weight: torch.Tensor, stats: LinearStats | None, s
     """Return `(pruned_weight, keep_mask)` for a `[out, in]` weight; the input is not modified."""
     pattern = parse_pattern(pattern)
     check_shape(pattern, tuple(weight.shape))
-    if method == "magnitude":
-        mask = select_mask(magnitude_scores(weight), sparsity, pattern, GROUP[method])
-        return weight.masked_fill(~mask, 0), mask
-    if stats is None:
+    if method not in TRAITS:
+        raise ValueError(f"unknown pruning method {method!r}; known: {', '.join(METHODS)}")
+    traits = TRAITS[method]
+    if traits.stats is not None and stats is None:
         raise ValueError(f"{method} needs calibration statistics of the layer inputs")
+    if method == "magnitude":
+        mask = select_mask(magnitude_scores(weight), sparsity, pattern, traits.group)
+        return weight.masked_fill(~mask, 0), mask
     if method == "wanda":
-        mask = select_mask(wanda_scores(weight, stats.sum_sq), sparsity, pattern, GROUP[method])
+        mask = select_mask(wanda_scores(weight, stats.sum_sq), sparsity, pattern, traits.group)
         return weight.masked_fill(~mask, 0), mask
     if method == "sparsegpt":
         if stats.xtx is None:
             raise ValueError("sparsegpt needs the layer Hessian: calibrate with hessian=True")
         return sparsegpt(weight, stats.xtx, sparsity, pattern, blocksize=blocksize, dampening=dampening)
-    raise ValueError(f"unknown pruning method {method!r}; known: {', '.join(METHODS)}")
+    raise ValueError(f"pruning method {method!r} has traits but no branch in prune_weight")

@@ -14,11 +14,16 @@
 | splitquant-<base>         | 3 x base (k-means split)  | the base format's                    | 3 x base      |
 
 `get_format(name, group_size=None, symmetric=True)`; `group_size=None` takes the default above.
+
+The quantization methods (RTN, GPTQ) are described here too, by `QuantMethodTraits` in
+`QUANT_METHOD_TRAITS`: which formats each drives and what it needs, so that recipe validation asks
+the traits instead of testing method names.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 from sparsekit.errors import SparsekitError
 from sparsekit.quant.base import PER_CHANNEL, PER_TENSOR, QuantFormat
@@ -34,8 +39,63 @@ _INT_DEFAULT_GROUP = {8: PER_CHANNEL, 4: 128, 3: 128, 2: 128}
 FORMATS = tuple([f"int{b}" for b in (8, 4, 3, 2)] + list(MX_FORMATS) + ["fp6", "ternary"]
                 + [f"splitquant-int{b}" for b in (8, 4, 3, 2)])
 
+
+def column_sweep_unfit(name: str) -> str | None:
+    """Why GPTQ's column sweep (round one input column to nearest on fixed group scales, then push its
+    error onto the columns not yet quantized) cannot drive format `name`; None when it can."""
+    if str(name).lower().startswith("splitquant-"):
+        return "its parts are chosen by k-means"
+    return None
+
+
 #: which formats GPTQ's column sweep can drive (a per-column round-to-nearest with group scales)
-GPTQ_FORMATS = tuple(f for f in FORMATS if not f.startswith("splitquant"))
+GPTQ_FORMATS = tuple(f for f in FORMATS if column_sweep_unfit(f) is None)
+
+
+@dataclass(frozen=True)
+class QuantMethodTraits:
+    """What a quantization method needs from calibration and which recipe options it supports.
+
+    stats: calibration statistics per projection: None (data-free, RTN) or 'hessian' (X^T X, GPTQ).
+    column_sweep: quantizes input column by column, pushing each column's error onto the columns not yet
+        quantized, in lazy-update blocks of `blocksize` columns (GPTQ): it drives only the formats a
+        column sweep can (`column_sweep_unfit`), and its blocks and the scale groups must tile one another.
+    act_order: can process inputs by decreasing Hessian diagonal.
+    joint: can run inside SparseGPT's column sweep (prune + quantize in one pass, `joint: true`).
+    """
+
+    stats: Literal["hessian"] | None
+    column_sweep: bool = False
+    act_order: bool = False
+    joint: bool = False
+
+    @property
+    def data_free(self) -> bool:
+        """Whether the method quantizes without calibration data."""
+        return self.stats is None
+
+    def why_not(self, fmt: str) -> str | None:
+        """Why this method cannot drive format `fmt` (a valid format name); None when it can."""
+        return column_sweep_unfit(fmt) if self.column_sweep else None
+
+
+#: Every quantization method with its traits, in the order error messages list them.
+QUANT_METHOD_TRAITS: dict[str, QuantMethodTraits] = {
+    "rtn": QuantMethodTraits(stats=None),
+    "gptq": QuantMethodTraits(stats="hessian", column_sweep=True, act_order=True, joint=True),
+}
+
+QUANT_METHODS = tuple(QUANT_METHOD_TRAITS)
+
+
+def quant_methods_with(trait: str) -> tuple[str, ...]:
+    """The quantization methods whose boolean `trait` (or property, e.g. 'data_free') is true."""
+    return tuple(m for m, t in QUANT_METHOD_TRAITS.items() if getattr(t, trait))
+
+
+def quant_methods_for(fmt: str) -> tuple[str, ...]:
+    """The quantization methods that can drive format `fmt`."""
+    return tuple(m for m, t in QUANT_METHOD_TRAITS.items() if t.why_not(fmt) is None)
 
 
 def _plain(name: str, group_size: int | None, symmetric: bool) -> QuantFormat:

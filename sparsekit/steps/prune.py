@@ -11,6 +11,9 @@ Order of work:
    blocks 0..i-1 (sequential mode of both papers) unless `sequential: false`.
 
 The model is modified in place; the keep-masks are returned with per-module results.
+
+`run_prune_quantize` runs a SparseGPT step and a `quantize: {joint: true}` step as one sweep (GPTQ
+inside SparseGPT's column loop) and returns both steps' results.
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.prune.allocation import global_threshold_counts, outlier_ratio, owl_ratios, per_type_ratios
 from sparsekit.prune.magnitude import magnitude_scores
-from sparsekit.prune.methods import needs_stats, prune_weight
+from sparsekit.prune.methods import methods_with, prune_weight
 from sparsekit.prune.moe_pruner import accumulate_expert_stats, moe_pruner_masks
 from sparsekit.prune.patterns import check_shape, masks_sparsity, parse_pattern
 from sparsekit.prune.wanda import wanda_scores
 from sparsekit.quant.base import QTensor
 from sparsekit.quant.gptq import sparsegpt_gptq
 from sparsekit.recipe import Prune, Quantize
+from sparsekit.steps.quantize import QuantizeResult, check_quantize_targets, module_record
+from sparsekit.steps.records import PrunedModule, PruneRecord
 from sparsekit.steps.targets import Target, by_block, module_of, select_modules, select_targets
 from sparsekit.utils.device import resolve_device
 
@@ -48,7 +53,7 @@ class PruneResult:
     targets: list[Target]
     ratios: dict[str, float]                 # allocated sparsity per full module name
     masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # keep-masks (bool, CPU)
-    modules: dict[str, dict] = field(default_factory=dict)  # name -> {role, shape, target, sparsity}
+    modules: dict[str, PrunedModule] = field(default_factory=dict)
     seconds: float = 0.0
     allocation_info: dict = field(default_factory=dict)
     qtensors: dict[str, QTensor] = field(default_factory=dict, repr=False)  # joint quantization: codes + scales
@@ -58,30 +63,24 @@ class PruneResult:
         """Fraction of the targeted weights removed by the masks."""
         return masks_sparsity(self.masks)
 
+    def record(self) -> PruneRecord:
+        """What a checkpoint stores about this step."""
+        return PruneRecord(seconds=self.seconds, modules=dict(self.modules), sparsity=self.sparsity,
+                           allocation=self.allocation_info)
+
 
 def _linear(adapter: Adapter, t: Target) -> nn.Linear:
     return module_of(adapter, t)
 
 
-def _check_targets(adapter: Adapter, step: Prune, targets: list[Target]) -> None:
+def check_prune_shapes(adapter: Adapter, step: Prune, targets: list[Target] | None = None) -> None:
+    """Raise (naming the module) if the step's N:M pattern cannot tile a targeted weight; `targets`
+    defaults to what the step selects."""
+    if targets is None:
+        targets = select_targets(adapter, step) + select_modules(adapter, step)
     pattern = parse_pattern(step.pattern)
     for t in targets:
         check_shape(pattern, tuple(_linear(adapter, t).weight.shape), t.name)
-
-
-def check_step_shapes(adapter: Adapter, step: Prune | Quantize) -> None:
-    """Raise (naming the module) if a pattern or a quantization group cannot tile a targeted weight."""
-    targets = select_targets(adapter, step) + select_modules(adapter, step)
-    if isinstance(step, Prune):
-        _check_targets(adapter, step, targets)
-        return
-    fmt = step.quant_format()
-    for t in targets:
-        shape = tuple(_linear(adapter, t).weight.shape)
-        try:
-            fmt.group_width(shape[1], shape[0])
-        except SparsekitError as exc:
-            raise SparsekitError(f"{t.name}: {exc}") from None
 
 
 def _block_rels(targets: list[Target]) -> list[str]:
@@ -152,26 +151,34 @@ def _prune_one(linear: nn.Linear, step: Prune, stats, ratio: float, joint: Quant
     return mask.cpu(), q
 
 
+def _check_joint(adapter: Adapter, step: Prune, joint: Quantize, targets: list[Target]) -> None:
+    """A joint quantize step runs in the prune step's sweep: the method must have one, the two steps must
+    target the same projections, and the quantize step's own checks must pass on them."""
+    if not step.traits.joint_quantization:
+        raise SparsekitError("joint quantization runs inside the column sweep of "
+                             f"{' or '.join(methods_with('joint_quantization'))}; the prune method is {step.method!r}")
+    if not joint.traits.joint:
+        raise SparsekitError(f"quantize: method {joint.method!r} cannot run inside a pruning sweep (joint: true)")
+    if [t.name for t in select_targets(adapter, joint) + select_modules(adapter, joint)] != [t.name for t in targets]:
+        raise SparsekitError(f"quantize: joint: true needs the same targets/exclude as the {step.method} prune step "
+                             "it runs in")
+    check_quantize_targets(adapter, joint, targets)
+
+
 def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.Tensor | None = None, *,
               device: torch.device | str = "cpu", progress: bool = True, joint: Quantize | None = None
               ) -> PruneResult:
     """Apply `step` to `model` in place and return masks and per-module results.
 
     `joint`: a `Quantize` step (method gptq) to run inside SparseGPT's sweep (prune + quantize at once);
-    its targets must be the prune step's targets.
+    its targets must be the prune step's targets, and the codes land in `result.qtensors`.
+    `run_prune_quantize` does the same and also returns the quantize step's result.
     """
     start = time.perf_counter()
     targets = select_targets(adapter, step) + select_modules(adapter, step)  # (modules: magnitude only)
-    _check_targets(adapter, step, targets)
+    check_prune_shapes(adapter, step, targets)
     if joint is not None:
-        if step.method != "sparsegpt":
-            raise SparsekitError(f"joint quantization runs inside SparseGPT's sweep; the prune method is {step.method!r}")
-        if [t.name for t in select_targets(adapter, joint)] != [t.name for t in targets]:
-            raise SparsekitError("quantize: joint: true needs the same targets/exclude as the sparsegpt prune step "
-                                 "it runs in")
-        check_step_shapes(adapter, joint)
-        for t in targets:
-            joint.quant_format().check_finite(_linear(adapter, t).weight, t.name)
+        _check_joint(adapter, step, joint, targets)
     if step.needs_data and calib_ids is None:
         raise SparsekitError(f"prune: method {step.method!r} with allocation {step.allocation!r} needs calibration "
                              "data (calib_ids)")
@@ -179,14 +186,14 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
     ratios, info = allocate(model, adapter, step, targets, calib_ids, device, progress)
     result = PruneResult(targets, ratios, allocation_info=info)
 
-    if needs_stats(step.method) is None:
+    stats = step.traits.stats
+    if stats is None:
         for t in tqdm(targets, desc=f"{step.method} pruning", unit="module", disable=not progress):
             result.masks[t.name], _ = _prune_one(_linear(adapter, t), step, None, ratios[t.name])
     else:
         groups = by_block(targets)
-        calib = LayerwiseCalibrator(model, adapter=adapter, device=device,
-                                    hessian=needs_stats(step.method) == "hessian", linears=_block_rels(targets),
-                                    sequential=step.sequential, progress=progress)
+        calib = LayerwiseCalibrator(model, adapter=adapter, device=device, hessian=stats == "hessian",
+                                    linears=_block_rels(targets), sequential=step.sequential, progress=progress)
         for ctx in calib.blocks(calib_ids):
             linears = ctx.linears()
             for t in groups.get(ctx.index, []):
@@ -197,12 +204,29 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
                 ctx.stats[t.rel] = None  # type: ignore[assignment]  # free the Hessian early
     for t in targets:
         mask = result.masks[t.name]
-        result.modules[t.name] = {"role": t.role, "shape": list(mask.shape), "target": ratios[t.name],
-                                  "sparsity": 1.0 - float(mask.float().mean())}
+        result.modules[t.name] = PrunedModule(t.role, tuple(mask.shape), ratios[t.name],
+                                              1.0 - float(mask.float().mean()), step.pattern)
     if step.experts:
         _prune_expert_weights(model, adapter, step, calib_ids, device, progress, result)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def run_prune_quantize(model: nn.Module, adapter: Adapter, step: Prune, quantize: Quantize,
+                       calib_ids: torch.Tensor | None = None, *, device: torch.device | str = "cpu",
+                       progress: bool = True) -> tuple[PruneResult, QuantizeResult]:
+    """A SparseGPT prune step and a `quantize: {joint: true}` step in one sweep: every column SparseGPT
+    keeps is quantized (GPTQ) before the error is pushed onward. Returns both steps' results; the
+    quantize result holds the codes + scales and its time is counted in the prune result's."""
+    if not quantize.joint:
+        raise SparsekitError("run_prune_quantize runs a quantize step with joint: true; run a separate quantize "
+                             "step with run_quantize")
+    pruned = run_prune(model, adapter, step, calib_ids, device=device, progress=progress, joint=quantize)
+    quantized = QuantizeResult(pruned.targets, joint=True)
+    for t in pruned.targets:
+        quantized.modules[t.name] = module_record(t, quantize, tuple(pruned.masks[t.name].shape))
+        quantized.qtensors[t.name] = pruned.qtensors[t.name]
+    return pruned, quantized
 
 
 @torch.no_grad()
@@ -230,5 +254,6 @@ def _prune_expert_weights(model: nn.Module, adapter: Adapter, step: Prune, calib
             param.data.masked_fill_(~mask, 0)
             name = f"{adapter.blocks_path}.{ctx.index}.{adapter.spec.experts}.{pname}"
             result.masks[name] = mask.cpu()
-            result.modules[name] = {"role": "expert", "shape": list(mask.shape), "target": step.sparsity,
-                                    "sparsity": 1.0 - float(mask.float().mean())}
+            # (no pattern: checkpoints never recorded one for fused expert weights, which have no packed layout)
+            result.modules[name] = PrunedModule("expert", tuple(mask.shape), step.sparsity,
+                                                1.0 - float(mask.float().mean()))

@@ -6,8 +6,8 @@
   calibrated on the outputs of the already-quantized blocks 0..i-1 (sequential, as the paper) unless
   `sequential: false`.
 - After a prune step the keep-masks are passed in: pruned weights stay exactly 0 and are never
-  counted in a scale. (`joint: true` is not run here: `sparsekit.steps.prune` runs GPTQ inside
-  SparseGPT's sweep.)
+  counted in a scale. (`joint: true` is not run here: `sparsekit.steps.prune.run_prune_quantize`
+  runs GPTQ inside SparseGPT's sweep; the checks below are shared with it.)
 
 The model's weights are replaced by their dequantized values (the accuracy the format gives); the
 codes and scales are packed for the kernels by `sparsekit.pack`.
@@ -29,7 +29,7 @@ from sparsekit.quant.base import QTensor, remask
 from sparsekit.quant.gptq import gptq
 from sparsekit.quant.splitquant import SplitQuant
 from sparsekit.recipe import Quantize
-from sparsekit.steps.prune import check_step_shapes
+from sparsekit.steps.records import QuantizedModule, QuantizeRecord
 from sparsekit.steps.targets import Target, by_block, module_of, select_modules, select_targets
 from sparsekit.utils.device import resolve_device
 
@@ -39,17 +39,43 @@ class QuantizeResult:
     """Per-module outcome of a quantize step."""
 
     targets: list[Target]
-    modules: dict[str, dict] = field(default_factory=dict)  # name -> {role, shape, format, bits_per_weight}
+    modules: dict[str, QuantizedModule] = field(default_factory=dict)
     qtensors: dict[str, QTensor] = field(default_factory=dict, repr=False)  # codes + scales (CPU), for packing
     seconds: float = 0.0
+    joint: bool = False  # ran inside the preceding SparseGPT step's sweep (its time is counted there)
+
+    def record(self) -> QuantizeRecord:
+        """What a checkpoint stores about this step."""
+        return QuantizeRecord(seconds=self.seconds, modules=dict(self.modules), joint_with_previous=self.joint)
 
 
-def module_record(t: Target, step: Quantize, shape: tuple[int, int]) -> dict:
+def module_record(t: Target, step: Quantize, shape: tuple[int, int]) -> QuantizedModule:
     """What a checkpoint records about one quantized module."""
     fmt = step.quant_format()
-    return {"role": t.role, "shape": list(shape), "format": step.format, "group_size": fmt.group_size,
-            "method": step.method, "format_bits_per_weight": fmt.bits_per_weight(shape),
-            "element_bits": fmt.element_bits}
+    return QuantizedModule(t.role, tuple(shape), step.format, fmt.group_size, step.method,
+                           fmt.bits_per_weight(shape), fmt.element_bits)
+
+
+def check_quantize_shapes(adapter: Adapter, step: Quantize, targets: list[Target] | None = None) -> None:
+    """Raise (naming the module) if the step's scale groups cannot tile a targeted weight; `targets`
+    defaults to what the step selects."""
+    if targets is None:
+        targets = select_targets(adapter, step) + select_modules(adapter, step)
+    fmt = step.quant_format()
+    for t in targets:
+        shape = tuple(module_of(adapter, t).weight.shape)
+        try:
+            fmt.group_width(shape[1], shape[0])
+        except SparsekitError as exc:
+            raise SparsekitError(f"{t.name}: {exc}") from None
+
+
+def check_quantize_targets(adapter: Adapter, step: Quantize, targets: list[Target]) -> None:
+    """Everything that can refuse `targets` before a weight changes: group tiling and NaN/Inf weights."""
+    check_quantize_shapes(adapter, step, targets)
+    fmt = step.quant_format()
+    for t in targets:
+        fmt.check_finite(module_of(adapter, t).weight, t.name)
 
 
 @torch.no_grad()
@@ -59,14 +85,12 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
     """Apply `step` to `model` in place; `masks` (keep-masks by full name) protect pruned zeros."""
     if step.joint:
         raise SparsekitError("quantize: joint: true runs inside the preceding sparsegpt prune step; use "
-                             "sparsekit.compress, which pairs the two steps")
+                             "sparsekit.compress or sparsekit.steps.prune.run_prune_quantize, which pair the two steps")
     start = time.perf_counter()
     masks = masks or {}
     targets = select_targets(adapter, step) + select_modules(adapter, step)  # (modules: RTN only)
-    check_step_shapes(adapter, step)
+    check_quantize_targets(adapter, step, targets)
     fmt = step.quant_format()
-    for t in targets:  # refuse NaN/Inf before anything changes
-        fmt.check_finite(module_of(adapter, t).weight, t.name)
     if step.needs_data and calib_ids is None:
         raise SparsekitError(f"quantize: method {step.method!r} needs calibration data (calib_ids)")
     result = QuantizeResult(targets)

@@ -1,23 +1,30 @@
 """One handler per recipe step type: `run_steps` applies a recipe's steps to a model in order.
 
 A handler takes the step and the shared `StepState` (model, adapter, calibration ids, what earlier
-steps left: keep-masks, codes + scales, the per-step records a checkpoint stores) and updates it. A new
-step type is one dataclass in `sparsekit.recipe` and one `@handles(...)` function here.
+steps left: keep-masks, codes + scales, the typed per-step records a checkpoint stores, see
+`sparsekit.steps.records`) and updates it. A new step type is one dataclass in `sparsekit.recipe`, one
+record class in `sparsekit.steps.records` and one `@handles(...)` function here.
+
+Steps that run as one unit are paired up front by `plan_steps`: a SparseGPT prune step followed by a
+`quantize: {joint: true}` step becomes one `PruneQuantizeJoint`, whose handler runs the single sweep and
+records both steps. No handler looks at the steps around its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn as nn
 
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
-from sparsekit.recipe import DropBlocks, DropSublayers, Prune, PruneChannels, PruneExperts, PruneHeads, Quantize
-from sparsekit.steps.prune import run_prune
-from sparsekit.steps.quantize import module_record, run_quantize
+from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Prune, PruneChannels, PruneExperts,
+                              PruneHeads, Quantize)
+from sparsekit.steps.prune import PruneResult, check_prune_shapes, run_prune, run_prune_quantize
+from sparsekit.steps.quantize import check_quantize_shapes, run_quantize
+from sparsekit.steps.records import DropBlocksRecord, DropSublayersRecord, StepRecord, WidthRecord
 from sparsekit.steps.structured import run_drop_blocks, run_drop_sublayers, run_prune_experts, run_prune_width
 
 
@@ -32,8 +39,44 @@ class StepState:
     progress: bool = True
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     qtensors: dict[str, Any] = field(default_factory=dict)
-    records: list[dict] = field(default_factory=list)
-    upcoming: list[Any] = field(default_factory=list)  # the steps after the current one
+    records: list[StepRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PruneQuantizeJoint:
+    """A prune step and the `quantize: {joint: true}` step right after it, run as one sweep (GPTQ inside
+    SparseGPT's column loop). Not a recipe step: `plan_steps` builds it from the two."""
+
+    NAME: ClassVar[str] = "prune+quantize"
+
+    prune: Prune
+    quantize: Quantize
+
+
+def plan_steps(steps: list[Any]) -> list[Any]:
+    """The units `run_steps` hands to handlers: the steps in order, with each joint quantize step paired
+    with the prune step before it (the method check is the prune step's traits, in `run_prune_quantize`)."""
+    units: list[Any] = []
+    for i, step in enumerate(steps):
+        if isinstance(step, Quantize) and step.joint:
+            if not units or not isinstance(units[-1], Prune):
+                raise SparsekitError(f"recipe step {i + 1} (quantize): joint: true needs a prune step right before "
+                                     "it, whose sweep it runs in")
+            units[-1] = PruneQuantizeJoint(units[-1], step)
+        else:
+            units.append(step)
+    return units
+
+
+def check_step_shapes(adapter: Adapter, step: Any) -> None:
+    """Raise (naming the module) if a step's N:M pattern or scale groups cannot tile a targeted weight.
+    Structured steps are not checked: they change shapes and check what they remove when they run."""
+    if isinstance(step, Prune):
+        check_prune_shapes(adapter, step)
+    elif isinstance(step, Quantize):
+        check_quantize_shapes(adapter, step)
+    elif not isinstance(step, STRUCTURED_STEPS):
+        raise SparsekitError(f"recipe step {type(step).__name__} has no shape check in sparsekit.steps.run")
 
 
 HANDLERS: dict[type, Callable[[Any, StepState], None]] = {}
@@ -47,63 +90,65 @@ def handles(*types: type) -> Callable:
     return register
 
 
-@handles(Prune)
-def _prune(step: Prune, st: StepState) -> None:
-    nxt = st.upcoming[0] if st.upcoming else None
-    joint = nxt if isinstance(nxt, Quantize) and nxt.joint else None
-    out = run_prune(st.model, st.adapter, step, st.ids, device=st.device, progress=st.progress, joint=joint)
-    for key in set(out.masks) & set(st.masks):  # a later prune step keeps what earlier ones removed
+def _keep_masks(st: StepState, out: PruneResult) -> None:
+    """Add a prune step's masks; a later prune step keeps what earlier ones removed."""
+    for key in set(out.masks) & set(st.masks):
         out.masks[key] = out.masks[key] & st.masks[key]
     st.masks.update(out.masks)
-    st.qtensors.update(out.qtensors)
-    for t in out.targets:
-        out.modules[t.name]["pattern"] = step.pattern
-    st.records.append({"step": "prune", "seconds": out.seconds, "sparsity": out.sparsity, "modules": out.modules,
-                       "allocation": out.allocation_info})
-    if joint is not None:
-        st.records.append({"step": "quantize", "seconds": 0.0, "joint_with_previous": True,
-                           "modules": {t.name: module_record(t, joint, tuple(out.masks[t.name].shape))
-                                       for t in out.targets}})
+
+
+@handles(Prune)
+def _prune(step: Prune, st: StepState) -> None:
+    out = run_prune(st.model, st.adapter, step, st.ids, device=st.device, progress=st.progress)
+    _keep_masks(st, out)
+    st.records.append(out.record())
+
+
+@handles(PruneQuantizeJoint)
+def _prune_quantize_joint(unit: PruneQuantizeJoint, st: StepState) -> None:
+    pruned, quantized = run_prune_quantize(st.model, st.adapter, unit.prune, unit.quantize, st.ids,
+                                           device=st.device, progress=st.progress)
+    _keep_masks(st, pruned)
+    st.qtensors.update(quantized.qtensors)
+    st.records.append(pruned.record())
+    st.records.append(quantized.record())
 
 
 @handles(Quantize)
 def _quantize(step: Quantize, st: StepState) -> None:
-    if step.joint:
-        return  # ran inside the preceding sparsegpt step
+    # (a joint step never gets here: plan_steps pairs it with its prune step, and run_quantize refuses it)
     out = run_quantize(st.model, st.adapter, step, st.ids, masks=st.masks, device=st.device, progress=st.progress)
     st.qtensors.update(out.qtensors)
-    st.records.append({"step": "quantize", "seconds": out.seconds, "modules": out.modules})
+    st.records.append(out.record())
 
 
 @handles(PruneHeads, PruneChannels, PruneExperts)
 def _prune_width(step: PruneHeads | PruneChannels | PruneExperts, st: StepState) -> None:
     run = run_prune_experts if isinstance(step, PruneExperts) else run_prune_width
     out = run(st.model, st.adapter, step, st.ids, device=st.device, progress=st.progress)
-    st.records.append({"step": step.NAME, "seconds": out.seconds, "params_removed": out.params_removed,
-                       "kept": out.scores["kept"], "modules": {}})
+    st.records.append(WidthRecord(step=step.NAME, seconds=out.seconds, params_removed=out.params_removed,
+                                  kept=out.scores["kept"]))
 
 
 @handles(DropSublayers)
 def _drop_sublayers(step: DropSublayers, st: StepState) -> None:
     out = run_drop_sublayers(st.model, st.adapter, step, st.ids, progress=st.progress)
-    st.records.append({"step": "drop_sublayers", "seconds": out.seconds, "removed": out.removed,
-                       "params_removed": out.params_removed, "scores": out.scores, "modules": {}})
+    st.records.append(DropSublayersRecord(seconds=out.seconds, removed=[(int(i), str(k)) for i, k in out.removed],
+                                          params_removed=out.params_removed, scores=out.scores))
 
 
 @handles(DropBlocks)
 def _drop_blocks(step: DropBlocks, st: StepState) -> None:
     out = run_drop_blocks(st.model, st.adapter, step, st.ids, device=st.device, progress=st.progress)
-    st.records.append({"step": "drop_blocks", "seconds": out.seconds, "method": step.method, "removed": out.removed,
-                       "kept": out.kept, "params_removed": out.params_removed, "scores": out.scores,
-                       "modules": {}})
+    st.records.append(DropBlocksRecord(seconds=out.seconds, method=step.method, removed=out.removed, kept=out.kept,
+                                       params_removed=out.params_removed, scores=out.scores))
 
 
 def run_steps(steps: list[Any], state: StepState) -> StepState:
-    """Apply `steps` in order through their handlers."""
-    for i, step in enumerate(steps):
-        handler = HANDLERS.get(type(step))
+    """Apply `steps` in order through their handlers (joint steps paired first, see `plan_steps`)."""
+    for unit in plan_steps(steps):
+        handler = HANDLERS.get(type(unit))
         if handler is None:
-            raise SparsekitError(f"recipe step {type(step).__name__} has no handler in sparsekit.steps.run")
-        state.upcoming = steps[i + 1:]
-        handler(step, state)
+            raise SparsekitError(f"recipe step {type(unit).__name__} has no handler in sparsekit.steps.run")
+        handler(unit, state)
     return state

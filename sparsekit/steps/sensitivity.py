@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from sparsekit.calib.engine import LayerwiseCalibrator, block_output, module_device
 from sparsekit.models.adapters import Adapter
 from sparsekit.prune.allocation import CostCurve, allocate_budget
-from sparsekit.prune.methods import granularity, needs_stats, prune_weight
+from sparsekit.prune.methods import granularity, prune_weight
 from sparsekit.recipe import Prune
 from sparsekit.steps.targets import Target, by_block
 
@@ -72,9 +72,9 @@ def measure_costs(model: nn.Module, adapter: Adapter, step: Prune, targets: list
     grid = tuple(step.search.ratios)
     groups = by_block(targets)
     rels = list(dict.fromkeys(t.rel for t in targets))
-    calib = LayerwiseCalibrator(model, adapter=adapter, device=device, hessian=needs_stats(step.method) == "hessian",
-                                stats=needs_stats(step.method) is not None, linears=rels, sequential=False,
-                                progress=False)
+    needs = step.traits.stats  # what the method reads: None, 'sum_sq' or 'hessian'
+    calib = LayerwiseCalibrator(model, adapter=adapter, device=device, hessian=needs == "hessian",
+                                stats=needs is not None, linears=rels, sequential=False, progress=False)
 
     def prune(linear: nn.Linear, weight: torch.Tensor, stats, ratio: float) -> None:
         new, _ = prune_weight(step.method, weight, stats, ratio, step.pattern, blocksize=step.blocksize,

@@ -32,7 +32,7 @@ def test_every_method_on_every_architecture(arch, method):
         weight = adapter.linears(t.block)[t.rel].weight
         assert is_nm(mask, 2, 4)
         assert bool((weight[~mask] == 0).all())
-        assert result.modules[t.name]["sparsity"] == 0.5
+        assert result.modules[t.name].sparsity == 0.5
     assert result.sparsity == 0.5
     with torch.no_grad():
         assert torch.isfinite(model(_ids(1)).logits).all()
@@ -66,7 +66,7 @@ def test_per_type_ratios():
     result = run_prune(model, get_adapter(model), step, _ids(), progress=False)
     expected = {"q": 0.25, "k": 0.25, "v": 0.25, "o": 0.25, "gate": 0.5, "up": 0.5, "down": 0.75}
     for t in result.targets:
-        assert result.modules[t.name]["sparsity"] == expected[t.role]
+        assert result.modules[t.name].sparsity == expected[t.role]
 
 
 def test_global_magnitude_uses_one_threshold():
@@ -78,7 +78,7 @@ def test_global_magnitude_uses_one_threshold():
     dropped = torch.cat([weights[n][~m].abs() for n, m in result.masks.items()])
     assert float(dropped.max()) <= float(kept.min())
     assert result.sparsity == pytest.approx(0.6, abs=1 / kept.numel())
-    assert len({round(v["sparsity"], 3) for v in result.modules.values()}) > 1  # not uniform
+    assert len({round(v.sparsity, 3) for v in result.modules.values()}) > 1  # not uniform
 
 
 def test_owl_block_ratios_average_to_the_target():
@@ -101,7 +101,7 @@ def test_search_meets_the_budget_and_varies_ratios(method):
     removed = sum(int((~m).sum()) for m in result.masks.values())
     granularity = max(m.shape[0] for m in result.masks.values()) if method == "wanda" else 1
     assert info["budget"] - granularity < removed <= info["budget"] == round(0.6 * sum(sizes.values()))
-    ratios = [v["sparsity"] for v in result.modules.values()]
+    ratios = [v.sparsity for v in result.modules.values()]
     assert all(0.0 <= r <= 0.8 + 1e-9 for r in ratios) and len(set(ratios)) > 1
     assert set(info["block_kl"]) == {"0", "1", "2"} and all(v >= 0 for v in info["block_kl"].values())
 

@@ -39,7 +39,7 @@ def test_every_architecture(arch, method):
     fmt = get_format("int4", 16)
     for t in result.targets:
         assert _on_grid(fmt, adapter.linears(t.block)[t.rel].weight.data), t.name
-        assert result.modules[t.name]["format_bits_per_weight"] == pytest.approx(5.0)
+        assert result.modules[t.name].format_bits_per_weight == pytest.approx(5.0)
     with torch.no_grad():
         assert torch.isfinite(model(_ids(1)).logits).all()
 

@@ -368,7 +368,7 @@ def test_moe_pruner_inside_experts(pattern):
                     progress=False)
     name = "model.layers.0.mlp.experts.gate_up_proj"
     mask = out.masks[name]
-    assert mask.shape == (4, 2 * 96, 64) and out.modules[name]["sparsity"] == pytest.approx(0.5)
+    assert mask.shape == (4, 2 * 96, 64) and out.modules[name].sparsity == pytest.approx(0.5)
     param = adapter.experts(0).gate_up_proj
     assert bool((param[~mask] == 0).all())
     if pattern == "2:4":
@@ -412,20 +412,30 @@ def test_moe_pruned_model_packs_saves_and_loads(tmp_path):
 
 
 def test_cosine_sublayer_score_is_one_minus_the_output_cosine():
-    from sparsekit.calib.engine import LayerwiseCalibrator
-    from sparsekit.models.surgery import without_sublayer
     from sparsekit.recipe import DropSublayers
     from sparsekit.steps.structured import run_drop_sublayers, sublayer_scores
 
     model = tiny_model("llama")
     adapter = get_adapter(model)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.zero_()  # block 1's MLP adds nothing: its score must be 0
     step = DropSublayers(mlp=1, candidates=["mlp"], score="cosine", nsamples=2)
     scores, params, base = sublayer_scores(model, adapter, step, _ids(), progress=False)
     assert base is None and set(scores) == {(0, "mlp"), (1, "mlp"), (2, "mlp")}
-    ctx = next(iter(LayerwiseCalibrator(model, adapter=adapter, stats=False, sequential=False,
-                                        progress=False).blocks(_ids()[:2])))
-    with without_sublayer(adapter, 0, "mlp"):
-        assert scores[(0, "mlp")] == pytest.approx(block_influence(ctx.outputs, ctx.forward()))
+    # Independent of the calibrator and of the surgery: one plain forward with hooks. A Llama block ends in
+    # `h + mlp(norm(h))`, so without its MLP block i outputs out_i - mlp_i.
+    outs, mlps, hooks = {}, {}, []
+    for i, layer in enumerate(model.model.layers):
+        hooks.append(layer.register_forward_hook(
+            lambda m, a, o, i=i: outs.__setitem__(i, o[0] if isinstance(o, tuple) else o)))
+        hooks.append(layer.mlp.register_forward_hook(lambda m, a, o, i=i: mlps.__setitem__(i, o)))
+    with torch.no_grad():
+        model(_ids()[:2], use_cache=False)  # the first nsamples windows
+    for h in hooks:
+        h.remove()
+    for i in range(3):
+        cos = torch.nn.functional.cosine_similarity(outs[i], outs[i] - mlps[i], dim=-1)  # per token
+        assert scores[(i, "mlp")] == pytest.approx(float(1 - cos.mean()), rel=1e-4, abs=1e-6)
+    assert scores[(1, "mlp")] == pytest.approx(0.0, abs=1e-6) and min(scores[(0, "mlp")], scores[(2, "mlp")]) > 1e-4
     out = run_drop_sublayers(model, adapter, step, _ids(), progress=False)
-    lowest_block = min(scores, key=scores.get)[0]
-    assert out.removed == [[lowest_block, "mlp"]] and "cosine" in out.scores
+    assert out.removed == [[1, "mlp"]] and "cosine" in out.scores
