@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default model: SmolLM2-135M WikiText-2 perplexity at seqlen 2048.
-# Default: the dense model under the standard CPU protocol (first 40 windows, DESIGN.md §9, ~5-10 min
+# Default: the dense model under the standard CPU protocol (first 40 windows, docs/ARCHITECTURE.md §9, ~5-10 min
 # on 2 cores). FULL=1 scores the whole test set (148 windows, ~20-30 min). RECIPE=NAME|FILE first
 # prunes with that recipe (e.g. RECIPE=sparsegpt-2:4, ~5 min more) and scores the pruned checkpoint.
 # Reports go to results-local/.

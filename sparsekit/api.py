@@ -22,7 +22,7 @@ from sparsekit.steps.records import PruneRecord, QuantizeRecord, StepRecord, rec
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
 
-#: Keys of every report (DESIGN.md §8); a value that was not measured is None.
+#: Keys of every report (docs/ARCHITECTURE.md §8); a value that was not measured is None.
 REPORT_KEYS = ("model", "recipe", "ppl", "tokens", "tasks", "sparsity", "bytes", "latency_ms", "tokens_per_s",
                "peak_mem_bytes", "joules_per_token", "device", "versions")
 
@@ -72,7 +72,7 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         model: a loaded causal LM (pass its `tokenizer`) or anything `load_model` accepts; a name is
             loaded on the CPU and its blocks visit `device` one at a time.
         recipe: a `Recipe`, a list of step dicts, a YAML file / text, or a built-in name.
-        calib, nsamples, seqlen, seed: calibration windows (DESIGN.md §9: c4, 128 x 512, seed 0).
+        calib, nsamples, seqlen, seed: calibration windows (docs/ARCHITECTURE.md §9: c4, 128 x 512, seed 0).
         device: where blocks are calibrated ('auto': CUDA when visible).
         dtype: of a model loaded by name ('auto': fp32 for CPU calibration, fp16 for CUDA).
     """

@@ -1,4 +1,4 @@
-"""The `sparsekit` command (DESIGN.md §8): a thin layer over `sparsekit.api`.
+"""The `sparsekit` command (docs/ARCHITECTURE.md §8): a thin layer over `sparsekit.api`.
 
 Contract: bad input (unknown model, missing data set, bad option value) ends with exit code 2 and a
 single line `sparsekit <cmd>: error: <what is wrong and how to fix it>` on stderr; nothing

@@ -1,4 +1,4 @@
-"""Recipes: an ordered list of typed steps that round-trips through YAML / dicts (DESIGN.md §8).
+"""Recipes: an ordered list of typed steps that round-trips through YAML / dicts (docs/ARCHITECTURE.md §8).
 
 ```yaml
 - prune: {method: sparsegpt, sparsity: 0.5, pattern: "2:4"}

@@ -70,7 +70,7 @@ GRID_KEYS = ("model", "ppl", "seqlen", "limit", "calibration", "tasks", "task_li
 #: (`device`, where calibration runs, is left out: it changes speed, not what is measured)
 PROTOCOL_KEYS = ("model", "ppl", "seqlen", "limit", "calibration", "tasks", "task_limit", "bench", "dtype",
                  "dense_bits", "pack")
-CALIBRATION_DEFAULTS = {"source": "c4", "nsamples": 128, "seqlen": 512, "seed": 0}  # DESIGN.md §9
+CALIBRATION_DEFAULTS = {"source": "c4", "nsamples": 128, "seqlen": 512, "seed": 0}  # docs/ARCHITECTURE.md §9
 DEFAULTS: dict[str, Any] = {"model": "smollm2-135m", "ppl": ["wikitext2"], "seqlen": 2048, "limit": None,
                             "calibration": {}, "tasks": [], "task_limit": None, "bench": None, "rules": [],
                             "dtype": "auto", "dense_bits": None, "pack": True, "device": "auto"}

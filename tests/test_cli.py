@@ -1,4 +1,4 @@
-"""The command-line contract (DESIGN.md §8): report keys, exit code 2 with one clear line on bad input."""
+"""The command-line contract (docs/ARCHITECTURE.md §8): report keys, exit code 2 with one clear line on bad input."""
 
 import json
 import math

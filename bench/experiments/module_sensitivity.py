@@ -9,7 +9,7 @@ For each module type (q, k, v, o, gate, up, down, all attention, all MLP) and ea
 unstructured) and WikiText-2 perplexity is measured (seqlen 2048, the first `--limit` windows).
 
 Protocol note: to make 81 configurations affordable, Wanda's statistics (sum of x^2 per input
-channel, DESIGN.md §9 calibration: c4, 128 x 512, seed 0) are collected *once* on the dense model
+channel, docs/ARCHITECTURE.md §9 calibration: c4, 128 x 512, seed 0) are collected *once* on the dense model
 (one-shot, not sequential); each configuration then only re-masks the weights and re-evaluates.
 
 Writes `{out}/{model}_wanda_limit{N}.json` (one record per configuration, saved after each, so an

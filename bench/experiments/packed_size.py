@@ -6,7 +6,7 @@ For each layout the model is converted with a recipe that needs no calibration (
 the bytes of a layout do not depend on how the mask and codes were chosen), saved with
 `sparsekit.save`, loaded back with `sparsekit.load`, and the bytes of every packed projection's tensors
 (what the safetensors file holds for it) are compared with the format's stated bits per weight
-(DESIGN.md §7: 2:4 fp16 9, int4 g128 4.125, int4 g128 + 2:4 3.125). SmolLM2's q/k/v/gate/up have
+(docs/ARCHITECTURE.md §7: 2:4 fp16 9, int4 g128 4.125, int4 g128 + 2:4 3.125). SmolLM2's q/k/v/gate/up have
 K = 576 = 4.5 groups of 128, so their short last group adds one scale per row (+0.3% there). Also
 records the checkpoint's file sizes. Writes `{out}/{model}.json`.
 """

@@ -5,7 +5,7 @@
     python bench/experiments/prune_table.py --recipes int4-rtn,int4-gptq --out bench/results/quant
     python bench/experiments/prune_table.py --table --bytes --out bench/results/quant
 
-Each recipe is compressed in-process (calibration: DESIGN.md §9, c4 128 x 512, seed 0), evaluated on
+Each recipe is compressed in-process (calibration: docs/ARCHITECTURE.md §9, c4 128 x 512, seed 0), evaluated on
 WikiText-2 (seqlen 2048, the first `--limit` windows) and written to
 `{out}/{model}_{recipe}_limit{N}.json`: the `sparsekit eval` report plus the recipe, the pruning time,
 the achieved sparsity per projection type and the allocation record. Existing results are skipped

@@ -1,4 +1,5 @@
-"""Wall-clock timing done right (DESIGN.md §7): warm-up excluded, device work synchronised, median + spread."""
+"""Wall-clock timing done right (docs/ARCHITECTURE.md §7): warm-up excluded, device work synchronised,
+median + spread."""
 
 from __future__ import annotations
 

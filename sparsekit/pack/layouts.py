@@ -338,10 +338,25 @@ class Semi24(Layout):
 
     @classmethod
     def pack(cls, weight: torch.Tensor, mask: torch.Tensor | None = None, name: str = "weight") -> "Semi24":
-        """Pack a 2:4-sparse weight; `mask` defaults to its non-zeros (which must then be 2:4)."""
+        """Pack a 2:4-sparse weight. Without `mask`, each group of 4 inputs keeps its 2 largest-magnitude
+        entries (ties: the lower input first), so kept weights that are exactly 0 still pack; a group with
+        more than 2 non-zeros is refused (the weight is not 2:4: prune it or pass its keep-mask)."""
         if weight.dtype not in FLOAT_DTYPES:
             raise SparsekitError(f"{name}: the 2:4 layout stores float16/bfloat16/float32 values, got {weight.dtype}")
-        mask = weight != 0 if mask is None else mask
+        if mask is None:
+            n, k = _check_2d(name, weight, 8)
+            groups = weight.detach().reshape(n, k // 4, 4)
+            nonzero = (groups != 0).sum(dim=-1)
+            if bool((nonzero > 2).any()):
+                row, group = (int(i) for i in (nonzero > 2).nonzero()[0])
+                raise SparsekitError(
+                    f"{name}: not 2:4 sparse: row {row}, inputs {4 * group}..{4 * group + 3} hold "
+                    f"{int(nonzero[row, group])} non-zeros ({int((nonzero > 2).sum())} such group(s) of 4); the 2:4 "
+                    "layout keeps at most 2 of every 4 consecutive inputs (prune with pattern '2:4' or pass the "
+                    "keep-mask)")
+            # the 2 largest |w| of each group: a stable sort keeps the lower position first among equal ones
+            top = groups.abs().float().sort(dim=-1, descending=True, stable=True).indices[..., :2]
+            mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True).reshape(n, k)
         idx = semi24_indices(mask, name)
         return cls(tuple(weight.shape), _gather24(weight, idx).contiguous(), pack_meta(idx))
 

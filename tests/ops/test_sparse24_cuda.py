@@ -17,7 +17,7 @@ from sparsekit.quant.integer import IntFormat
 
 pytestmark = [pytest.mark.gpu, pytest.mark.cuda_ext]
 DTYPES = [torch.float16, torch.bfloat16]
-TOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2}  # DESIGN.md §6; bf16 weights carry 8-bit mantissas
+TOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2}  # docs/ARCHITECTURE.md §6; bf16 weights carry 8-bit mantissas
 
 
 def _layouts(n: int, k: int, dtype: torch.dtype, seed: int, group: int = 128):

@@ -1,7 +1,7 @@
 """The reference backend: the specification every other kernel is tested against, for every layout.
 
 Unpack the layout to the dense weight it encodes, multiply in fp32, cast back to the activation dtype.
-Kernels must match it to a relative error below 1e-3 for fp16 inputs (DESIGN.md §6). It is registered
+Kernels must match it to a relative error below 1e-3 for fp16 inputs (docs/ARCHITECTURE.md §6). It is registered
 on the `Layout` base class, so a new layout runs (slowly) before it has a kernel of its own.
 """
 
