@@ -22,7 +22,7 @@ CKPT=results-local/checkpoints
   python bench/experiments/prune_table.py --recipes sparsegpt-2:4+int4-joint --limit 40 --out bench/results/quant \
     --save-dir "$CKPT"
   python bench/experiments/prune_table.py --recipes "$QUANT" --limit 40 --out bench/results/quant
-  python bench/experiments/prune_vs_quant.py
+  sparsekit sweep --grid bench/sweeps/prune_vs_quant.yaml --out bench/results/prune_vs_quant  # workers share the folder
   echo "queue A done"
 ) &
 (
@@ -30,7 +30,7 @@ CKPT=results-local/checkpoints
   python bench/experiments/packed_size.py
   python bench/experiments/structured.py --limit 40
   python bench/experiments/zero_shot.py --checkpoints "$CKPT"
-  python bench/experiments/prune_vs_quant.py
+  sparsekit sweep --grid bench/sweeps/prune_vs_quant.yaml --out bench/results/prune_vs_quant  # workers share the folder
   echo "queue B done"
 ) &
 wait

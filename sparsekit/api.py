@@ -106,8 +106,8 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
 def convert(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=None, *, backend: str = "auto",
             packed_dtype: torch.dtype | None = None, order: str = "auto", **compress_options: Any) -> Compressed:
     """Run `recipe` on `model` (see `compress`) and swap every compressed projection that has a packed
-    layout for its drop-in module (`sparsekit.nn`): 2:4 -> SparseLinear, int4 / MXFP4 -> QuantLinear,
-    2:4 + int4 -> SparseQuantLinear. Everything else is untouched; `result.packed` says, per compressed
+    layout for a `sparsekit.nn.PackedLinear` (2:4 -> semi24, int4 / MXFP4 -> int4 / mxfp4, 2:4 + int4 ->
+    int4_semi24; the highest-priority layout that fits). Everything else is untouched; `result.packed` says, per compressed
     module, which layout it got or why it stayed dense. `generate()` keeps working.
 
     Args:
@@ -146,7 +146,7 @@ def storage_bits(adapter, steps: list[StepRecord | dict], masks: dict[str, torch
     for name in sorted(set(pattern) | set(quant)):
         try:
             weight = adapter.model.get_submodule(name).weight
-        except AttributeError:  # fused MoE expert parameters: stored dense (no packed layout for them)
+        except AttributeError:  # fused MoE expert parameters (dense, no layout) or a packed module (its own bytes)
             continue
         q = quant.get(name)
         element = q.element_bits if q else (dense_bits or weight.element_size() * 8)

@@ -188,40 +188,9 @@ def _emit_json(target: str | None, obj: dict) -> None:
 
 
 def _print_compressed(compressed, out_dir: str, out) -> None:
-    from sparsekit.steps.records import (DropBlocksRecord, DropSublayersRecord, PruneRecord, QuantizeRecord,
-                                         WidthRecord)
-
     print(f"recipe    {compressed.recipe.describe()}", file=out)
     for i, step in enumerate(compressed.steps):
-        head = f"step {i + 1}    {step.step}"
-        if isinstance(step, WidthRecord):
-            widths = sorted(set(step.kept.values()))
-            print(f"{head}: kept widths {widths} over {len(step.kept)} blocks "
-                  f"({step.params_removed:,} parameters removed) in {step.seconds:.1f} s", file=out)
-        elif isinstance(step, DropSublayersRecord):
-            removed = [list(r) for r in step.removed]
-            print(f"{head} (NRI): removed {removed} ({step.params_removed:,} parameters) in {step.seconds:.1f} s",
-                  file=out)
-        elif isinstance(step, DropBlocksRecord):
-            print(f"{head} ({step.method}): removed blocks {step.removed} ({step.params_removed:,} parameters) in "
-                  f"{step.seconds:.1f} s", file=out)
-        elif isinstance(step, QuantizeRecord):
-            mods = list(step.modules.values())
-            fmts = sorted({f"{m.format} ({m.method}, {m.format_bits_per_weight:.3f} bits)" for m in mods})
-            how = "in the previous step's sweep" if step.joint_with_previous else f"in {step.seconds:.1f} s"
-            print(f"{head}: {', '.join(fmts)} over {len(mods)} modules {how}", file=out)
-        elif isinstance(step, PruneRecord):
-            by_role: dict[str, list[int]] = {}
-            for mod in step.modules.values():
-                numel = math.prod(mod.shape)
-                acc = by_role.setdefault(mod.role, [0, 0])
-                acc[0] += round(mod.sparsity * numel)
-                acc[1] += numel
-            roles = "  ".join(f"{role} {removed / total:.3f}" for role, (removed, total) in by_role.items())
-            print(f"{head}: sparsity {step.sparsity:.4f} over {len(step.modules)} modules in {step.seconds:.1f} s  "
-                  f"[{roles}]", file=out)
-        else:  # a record kind this summary does not know yet: its name and time
-            print(f"{head} in {step.seconds:.1f} s", file=out)
+        print(f"step {i + 1}    {step.step}{step.summary()}", file=out)
     print(f"sparsity  {compressed.sparsity:.4f}", file=out)
     if compressed.storage:
         bits = compressed.storage

@@ -295,7 +295,12 @@ def claim(folder: Path, pid: str) -> Path | None:
             except FileNotFoundError:
                 continue  # released this instant: try again
             if not text.isdigit():
-                return None  # being written by a worker that claimed it this instant
+                # being written by a worker that claimed it this instant, or left empty by one that died
+                # between creating and writing it: a few seconds settle which
+                if time.time() - path.stat().st_mtime < 10:
+                    return None
+                path.unlink(missing_ok=True)
+                continue
             try:
                 os.kill(int(text), 0)
                 return None

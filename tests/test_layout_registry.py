@@ -119,6 +119,7 @@ def test_an_accelerator_tensor_on_the_reference_warns_once(caplog, monkeypatch):
     from sparsekit.quant.formats import get_format
 
     monkeypatch.setattr(op, "_warned_fallback", False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     layout = Int4.pack(get_format("int4", 32, True).quantize(torch.randn(8, 64)))
     meta = Int4.from_tensors(layout.shape, {k: v.to("meta") for k, v in layout.tensors().items()}, layout.attrs())
     x = torch.empty(2, 64, device="meta")
@@ -139,7 +140,64 @@ def test_no_switch_over_layouts_outside_pack():
     files = [*(root / "ops").rglob("*.py"), *(root / "kernels").rglob("*.py"), *(root / "nn").rglob("*.py"),
              root / "steps" / "convert.py"]
     names = "|".join(sorted(cls.__name__ for cls in LAYOUTS.values()))
-    switch = re.compile(rf"isinstance\([^)]*\b({names})\b|\b(kind|KIND)\s*(==|!=|in)\s")
+    kinds = "|".join(sorted(LAYOUTS))
+    switch = re.compile(rf"isinstance\([^)]*\b({names})\b|\btype\([^)]*\)\s*(is|==|!=|in)\s"
+                        rf"|\b(kind|KIND)\s*(==|!=|in)\s|[\"']({kinds})[\"']\s*(==|!=|in)\s")
     hits = [f"{f.relative_to(root)}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
             if switch.search(line)]
     assert len(files) >= 8 and not hits, hits
+
+
+def test_old_module_names_keep_their_calls():
+    """`SparseLinear.from_linear(lin)` (a weight that is already 2:4), `mask=` and `qtensor=` keywords."""
+    from sparsekit.nn import QuantLinear, SparseLinear
+    from sparsekit.prune.patterns import nm_mask
+    from sparsekit.quant.formats import get_format
+
+    lin = torch.nn.Linear(64, 16)
+    keep = nm_mask(lin.weight.detach().abs(), 2, 4)
+    lin.weight.data.masked_fill_(~keep, 0)
+    lin.weight.data[0, :4] = torch.tensor([0.0, 0.0, 0.5, 0.0])  # a kept weight that is exactly 0 still packs
+    by_default = SparseLinear.from_linear(lin)
+    assert by_default.kind == "semi24" and torch.equal(by_default.dequantized_weight(), lin.weight.detach())
+    assert torch.equal(SparseLinear.from_linear(lin, mask=keep).dequantized_weight(), lin.weight.detach())
+    q = get_format("int4", 32, True).quantize(lin.weight.detach())
+    assert QuantLinear.from_linear(lin, qtensor=q).kind == "int4"
+    assert QuantLinear.from_linear(lin, q, keep).kind == QuantLinear.from_linear(lin, keep, q).kind == "int4_semi24"
+
+
+def test_layout_subclasses_and_field_names(toy):
+    """A subclass without a KIND of its own is no new layout; a field may not shadow the module's weight."""
+    from sparsekit.pack import Semi24
+
+    @dataclass
+    class MySemi(Semi24):
+        pass
+
+    assert LAYOUTS["semi24"] is Semi24
+
+    @dataclass
+    class Clash(Layout):
+        KIND: ClassVar[str] = "toy_clash"
+        weight: torch.Tensor
+
+        def unpack(self):
+            return self.weight
+
+    try:
+        with pytest.raises(sparsekit.SparsekitError, match="clash with the module's own weight"):
+            Clash.tensor_fields()
+    finally:
+        LAYOUTS.pop("toy_clash")
+
+
+def test_from_tensors_refuses_a_missing_tensor_or_attribute():
+    from sparsekit.pack import Int4
+    from sparsekit.quant.formats import get_format
+
+    layout = Int4.pack(get_format("int4", 32, True).quantize(torch.randn(8, 64)))
+    tensors = layout.tensors()
+    with pytest.raises(sparsekit.SparsekitError, match="needs scales"):
+        Int4.from_tensors(layout.shape, {"codes": tensors["codes"], "zeros": tensors["scales"]}, layout.attrs())
+    with pytest.raises(sparsekit.SparsekitError, match="needs group_size"):
+        Int4.from_tensors(layout.shape, tensors, {"group_size": None})

@@ -5,7 +5,7 @@
     python3 bench/experiments/model_speed.py --layers 4 --prefill 512 --decode 32 --repeats 3  # short GPU run
 
 The model is built from a config with random weights (no download; speed does not depend on the values,
-DESIGN.md §5): `llama3-8b` is hidden 4096, MLP 14336, 32 layers, 32 heads / 8 KV heads, vocab 128256.
+docs/ARCHITECTURE.md §5): `llama3-8b` is hidden 4096, MLP 14336, 32 layers, 32 heads / 8 KV heads, vocab 128256.
 Each variant is converted with data-free recipes (the bytes and kernels do not depend on how a mask or
 code was chosen): magnitude 2:4 -> semi24, int4 g128 RTN -> int4, both -> int4_semi24 (`PackedLinear` modules),
 then benchmarked with `sparsekit.bench.benchmark_model` (prefill latency, decode tokens/s, peak memory,

@@ -158,7 +158,10 @@ def _prune_for_m(configs, named_args, **kwargs):
     return keep or configs[:1]
 
 
-_packed_gemm_autotuned = triton.autotune(configs=_autotune_configs(), key=["M_BUCKET", "N", "K", "SPLIT_K", "SPARSE", "WEIGHT", "HAS_ZERO"],
+# the kind flags are part of the key: int4 and int4 + 2:4 share tensor dtypes and shapes, and must not share
+# a tuned configuration
+_AUTOTUNE_KEY = ["M_BUCKET", "N", "K", "SPLIT_K", "SPARSE", "WEIGHT", "HAS_ZERO"]
+_packed_gemm_autotuned = triton.autotune(configs=_autotune_configs(), key=_AUTOTUNE_KEY,
                                          prune_configs_by={"early_config_prune": _prune_for_m},
                                          reset_to_zero=["out_ptr"])(_packed_gemm_kernel)
 
@@ -203,6 +206,8 @@ def packed_gemm(x: torch.Tensor, *, stream: torch.Tensor, weight: str, n: int, k
     group = k if not group else group
     x2 = x.reshape(-1, k).contiguous()
     m = x2.shape[0]
+    if m == 0:  # no tokens: nothing to launch (and no tile count to size split-K by)
+        return x.new_empty((*x.shape[:-1], n))
     bm, bn, bk = _blocks(m)
     tuned = x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
     splits = split_k_for(m, n, k, x.device) if split_k is None else int(split_k)
@@ -214,8 +219,6 @@ def packed_gemm(x: torch.Tensor, *, stream: torch.Tensor, weight: str, n: int, k
     # 2. allocate (split-K accumulates in fp32 and casts once at the end)
     out = (torch.zeros if splits > 1 else torch.empty)(m, n, dtype=torch.float32 if splits > 1 else x.dtype,
                                                        device=x.device)
-    if m == 0:
-        return out.to(x.dtype).reshape(*x.shape[:-1], n)
     # 3. launch
     args = (x2, stream, meta, scales, zeros if zeros is not None else scales, bias if bias is not None else out, out,
             m, n, k, k_split, _m_bucket(m), x2.stride(0), out.stride(0), stream.stride(0), meta.stride(0),

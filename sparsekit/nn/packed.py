@@ -9,7 +9,8 @@
 
 One module class serves every layout: the layout's tensors are buffers (so `state_dict()` holds
 exactly what a checkpoint stores and `.to(device)` moves them), its kind, shape and attributes are
-plain attributes, and `forward` calls the custom op `sparsekit::packed_linear`, which rebuilds the
+plain attributes, and `forward` runs `sparsekit.ops.packed_linear.packed_linear_op` (traced: the custom
+op `sparsekit::packed_linear`; eager: the same code without the dispatcher hop), which rebuilds the
 layout and runs the kernel the layout registered for `backend` ('auto' | 'cuda' | 'triton' |
 'reference'; changeable at any time). `SparseLinear`, `QuantLinear` and `SparseQuantLinear` are the
 names of earlier releases, kept as aliases of `PackedLinear`.
@@ -25,7 +26,7 @@ import torch.nn as nn
 from sparsekit.errors import SparsekitError
 from sparsekit.ops._dispatch import BACKENDS
 from sparsekit.ops.packed_linear import explain, layout_spec, packed_linear_op
-from sparsekit.pack.layouts import LAYOUTS, CompressedWeight, Layout, choose_layout
+from sparsekit.pack.layouts import LAYOUTS, CompressedWeight, Layout, choose_layout, semi24_default_mask
 from sparsekit.quant.base import QTensor
 
 
@@ -47,14 +48,20 @@ class PackedLinear(nn.Module):
         self.backend = backend
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, *parts: torch.Tensor | QTensor, layout: type[Layout] | None = None,
+    def from_linear(cls, linear: nn.Linear, *parts: torch.Tensor | QTensor, mask: torch.Tensor | None = None,
+                    qtensor: QTensor | None = None, layout: type[Layout] | None = None,
                     dtype: torch.dtype | None = None, backend: str = "auto", name: str = "weight") -> "PackedLinear":
         """Pack `linear` with what compression left on it: a bool keep-mask and/or codes + scales (`QTensor`),
-        in any order. `layout`: the layout class (default: the highest-priority layout that fits, as
-        `sparsekit.convert` chooses: `choose_layout`); `dtype`: value dtype of layouts that store plain values."""
-        mask = next((p for p in parts if isinstance(p, torch.Tensor)), None)
-        q = next((p for p in parts if isinstance(p, QTensor)), None)
-        c = CompressedWeight(linear.weight.detach(), None if mask is None else mask.to(linear.weight.device), q, name)
+        positionally in any order or as `mask=` / `qtensor=` (the keywords of earlier releases). With
+        neither, the weight must already be 2:4 (`semi24_default_mask`). `layout`: the layout class
+        (default: the highest-priority layout that fits, as `sparsekit.convert` chooses: `choose_layout`);
+        `dtype`: value dtype of layouts that store plain values."""
+        mask = next((p for p in parts if isinstance(p, torch.Tensor)), mask)
+        qtensor = next((p for p in parts if isinstance(p, QTensor)), qtensor)
+        weight = linear.weight.detach()
+        if mask is None and qtensor is None:
+            mask = semi24_default_mask(weight, name)
+        c = CompressedWeight(weight, None if mask is None else mask.to(weight.device), qtensor, name)
         chosen = choose_layout(c) if layout is None else layout
         if isinstance(chosen, str):
             raise SparsekitError(f"{name}: no packed layout fits: {chosen}")

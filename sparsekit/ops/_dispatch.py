@@ -30,9 +30,22 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def triton_unusable(x: torch.Tensor) -> str | None:
+    """Why Triton cannot run on this tensor, or None: a GPU tensor, or a CPU one under the interpreter."""
+    if not triton_installed():
+        return "triton is not installed"
+    if x.is_cuda:
+        return None
+    if x.device.type != "cpu":
+        return f"Triton runs on CUDA tensors (or CPU ones under TRITON_INTERPRET=1), not on {x.device.type}"
+    if not triton_interpret():
+        return "the tensor is on the CPU (set TRITON_INTERPRET=1 to run Triton there)"
+    return None
+
+
 def triton_usable(x: torch.Tensor) -> bool:
-    """Triton can run on this tensor: a GPU tensor, or any tensor under the CPU interpreter."""
-    return triton_installed() and (x.is_cuda or triton_interpret())
+    """Triton can run on this tensor: a GPU tensor, or a CPU tensor under the interpreter."""
+    return triton_unusable(x) is None
 
 
 def pick_backend(op: str, requested: str, x: torch.Tensor, *, has_cuda: bool = False,
@@ -56,8 +69,7 @@ def pick_backend(op: str, requested: str, x: torch.Tensor, *, has_cuda: bool = F
     if requested == "triton" and not has_triton:
         raise ValueError(f"{op}: backend='triton' requested but the op has no Triton kernel for this layout; "
                          "use backend='auto'")
-    if requested == "triton" and not triton_usable(x):
-        why = "triton is not installed" if not triton_installed() else \
-            "the tensor is on the CPU (set TRITON_INTERPRET=1 to run Triton there)"
+    why = triton_unusable(x) if requested == "triton" else None
+    if why:
         raise ValueError(f"{op}: backend='triton' requested but {why}; use backend='auto'")
     return requested

@@ -77,6 +77,24 @@ def semi24_indices(mask: torch.Tensor, name: str = "weight") -> torch.Tensor:
     return pos.sort(dim=-1).values[..., :2].to(torch.uint8)
 
 
+def semi24_default_mask(weight: torch.Tensor, name: str = "weight") -> torch.Tensor:
+    """The keep-mask of a weight that is already 2:4: each group of 4 inputs keeps its 2 largest-magnitude
+    entries (ties: the lower input first), so kept weights that are exactly 0 still pack; a group with
+    more than 2 non-zeros is refused (the weight is not 2:4: prune it or pass its keep-mask)."""
+    n, k = _check_2d(name, weight, 8)
+    groups = weight.detach().reshape(n, k // 4, 4)
+    nonzero = (groups != 0).sum(dim=-1)
+    if bool((nonzero > 2).any()):
+        row, group = (int(i) for i in (nonzero > 2).nonzero()[0])
+        raise SparsekitError(
+            f"{name}: not 2:4 sparse: row {row}, inputs {4 * group}..{4 * group + 3} hold "
+            f"{int(nonzero[row, group])} non-zeros ({int((nonzero > 2).sum())} such group(s) of 4); the 2:4 "
+            "layout keeps at most 2 of every 4 consecutive inputs (prune with pattern '2:4' or pass the keep-mask)")
+    # the 2 largest |w| of each group: a stable sort keeps the lower position first among equal ones
+    top = groups.abs().float().sort(dim=-1, descending=True, stable=True).indices[..., :2]
+    return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True).reshape(n, k)
+
+
 def pack_meta(idx: torch.Tensor) -> torch.Tensor:
     """`[N, K/4, 2]` positions -> `[N, K/8]` uint8 metadata (a nibble per group, see module docstring)."""
     nib = idx[..., 0] | (idx[..., 1] << 2)
@@ -157,11 +175,27 @@ def _always(x: torch.Tensor, layout: "Layout") -> None:
     return None
 
 
+#: names a layout field cannot take: `PackedLinear` registers the fields as buffers next to these
+RESERVED_FIELDS = ("weight", "bias")
+
+
 @functools.lru_cache(maxsize=None)
 def _field_names(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(tensor fields, optional ones) of a layout class, computed once (dataclasses.fields is slow)."""
+    """(tensor fields, optional ones) of a layout class, computed once (dataclasses.fields is slow).
+    A field is optional when its annotation admits None (`torch.Tensor | None`, `Optional[...]`)."""
     tensor = [f for f in fields(cls) if f.name != "shape" and f.name not in cls.ATTRS]
-    return tuple(f.name for f in tensor), tuple(f.name for f in tensor if "None" in str(f.type))
+    clash = [f.name for f in tensor if f.name in RESERVED_FIELDS]
+    if clash:
+        raise SparsekitError(f"layout {cls.__name__}: field(s) {', '.join(clash)} would clash with the module's own "
+                             f"{' and '.join(RESERVED_FIELDS)}; rename them")
+    optional = [f.name for f in tensor if "None" in str(f.type) or "Optional" in str(f.type)]
+    return tuple(f.name for f in tensor), tuple(optional)
+
+
+@functools.lru_cache(maxsize=None)
+def _required(cls: type) -> frozenset[str]:
+    names, optional = _field_names(cls)
+    return frozenset(names) - frozenset(optional)
 
 
 @dataclass
@@ -189,7 +223,7 @@ class Layout(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.KERNELS = {}
-        if cls.KIND:
+        if "KIND" in cls.__dict__ and cls.KIND:  # a subclass that does not name a kind of its own is no new layout
             known = LAYOUTS.get(cls.KIND)
             if known is not None and known.__qualname__ != cls.__qualname__:
                 raise SparsekitError(f"layout kind {cls.KIND!r} is taken by {known.__module__}.{known.__qualname__}")
@@ -220,8 +254,7 @@ class Layout(ABC):
         Runs on every forward of a packed module (inside the op), so it only checks names."""
         attrs = attrs or {}
         names, optional = _field_names(cls)
-        if len(tensors) < len(names) - len(optional) or any(a not in attrs for a in cls.ATTRS) \
-                or not tensors.keys() <= set(names):
+        if not (_required(cls) <= tensors.keys() <= set(names)) or any(attrs.get(a) is None for a in cls.ATTRS):
             missing = [f for f in names if tensors.get(f) is None and f not in optional]
             missing += [a for a in cls.ATTRS if attrs.get(a) is None]
             if missing:
@@ -338,25 +371,11 @@ class Semi24(Layout):
 
     @classmethod
     def pack(cls, weight: torch.Tensor, mask: torch.Tensor | None = None, name: str = "weight") -> "Semi24":
-        """Pack a 2:4-sparse weight. Without `mask`, each group of 4 inputs keeps its 2 largest-magnitude
-        entries (ties: the lower input first), so kept weights that are exactly 0 still pack; a group with
-        more than 2 non-zeros is refused (the weight is not 2:4: prune it or pass its keep-mask)."""
+        """Pack a 2:4-sparse weight under `mask` (default: `semi24_default_mask`)."""
         if weight.dtype not in FLOAT_DTYPES:
             raise SparsekitError(f"{name}: the 2:4 layout stores float16/bfloat16/float32 values, got {weight.dtype}")
         if mask is None:
-            n, k = _check_2d(name, weight, 8)
-            groups = weight.detach().reshape(n, k // 4, 4)
-            nonzero = (groups != 0).sum(dim=-1)
-            if bool((nonzero > 2).any()):
-                row, group = (int(i) for i in (nonzero > 2).nonzero()[0])
-                raise SparsekitError(
-                    f"{name}: not 2:4 sparse: row {row}, inputs {4 * group}..{4 * group + 3} hold "
-                    f"{int(nonzero[row, group])} non-zeros ({int((nonzero > 2).sum())} such group(s) of 4); the 2:4 "
-                    "layout keeps at most 2 of every 4 consecutive inputs (prune with pattern '2:4' or pass the "
-                    "keep-mask)")
-            # the 2 largest |w| of each group: a stable sort keeps the lower position first among equal ones
-            top = groups.abs().float().sort(dim=-1, descending=True, stable=True).indices[..., :2]
-            mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True).reshape(n, k)
+            mask = semi24_default_mask(weight, name)
         idx = semi24_indices(mask, name)
         return cls(tuple(weight.shape), _gather24(weight, idx).contiguous(), pack_meta(idx))
 
@@ -521,7 +540,7 @@ def _dense_group(q: QTensor, k: int, name: str) -> int:
     if q.group_size <= 0:
         if q.group_size == 0:
             return k
-        raise SparsekitError(f"{name}: the int4 layouts need per-channel or group-wise scales, not per-tensor")
+        raise SparsekitError(f"{name}: {PER_TENSOR}")
     return q.group_size
 
 

@@ -217,4 +217,4 @@ def to_mma(layout: Layout, name: str = "weight") -> Layout:
 
 
 __all__ = ["Int4Semi24MMA", "Semi24MMA", "from_fragments", "from_meta_words", "to_fragments",
-           "to_meta_words", "to_mma", "pack_meta", "unpack_meta"]
+           "to_meta_words", "mma_unfit", "to_mma"]

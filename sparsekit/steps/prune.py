@@ -40,7 +40,7 @@ from sparsekit.quant.gptq import sparsegpt_gptq
 from sparsekit.recipe import Prune, Quantize
 from sparsekit.steps.quantize import QuantizeResult, check_quantize_targets, module_record
 from sparsekit.steps.records import PrunedModule, PruneRecord
-from sparsekit.steps.targets import Target, by_block, module_of, select_modules, select_targets
+from sparsekit.steps.targets import Target, by_block, module_of, step_targets
 from sparsekit.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def check_prune_shapes(adapter: Adapter, step: Prune, targets: list[Target] | No
     """Raise (naming the module) if the step's N:M pattern cannot tile a targeted weight; `targets`
     defaults to what the step selects."""
     if targets is None:
-        targets = select_targets(adapter, step) + select_modules(adapter, step)
+        targets = step_targets(adapter, step)
     pattern = parse_pattern(step.pattern)
     for t in targets:
         check_shape(pattern, tuple(_linear(adapter, t).weight.shape), t.name)
@@ -159,7 +159,7 @@ def _check_joint(adapter: Adapter, step: Prune, joint: Quantize, targets: list[T
                              f"{' or '.join(methods_with('joint_quantization'))}; the prune method is {step.method!r}")
     if not joint.traits.joint:
         raise SparsekitError(f"quantize: method {joint.method!r} cannot run inside a pruning sweep (joint: true)")
-    if [t.name for t in select_targets(adapter, joint) + select_modules(adapter, joint)] != [t.name for t in targets]:
+    if [t.name for t in step_targets(adapter, joint)] != [t.name for t in targets]:
         raise SparsekitError(f"quantize: joint: true needs the same targets/exclude as the {step.method} prune step "
                              "it runs in")
     check_quantize_targets(adapter, joint, targets)
@@ -175,7 +175,7 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
     `run_prune_quantize` does the same and also returns the quantize step's result.
     """
     start = time.perf_counter()
-    targets = select_targets(adapter, step) + select_modules(adapter, step)  # (modules: magnitude only)
+    targets = step_targets(adapter, step)
     check_prune_shapes(adapter, step, targets)
     if joint is not None:
         _check_joint(adapter, step, joint, targets)

@@ -30,7 +30,7 @@ from sparsekit.quant.gptq import gptq
 from sparsekit.quant.splitquant import SplitQuant
 from sparsekit.recipe import Quantize
 from sparsekit.steps.records import QuantizedModule, QuantizeRecord
-from sparsekit.steps.targets import Target, by_block, module_of, select_modules, select_targets
+from sparsekit.steps.targets import Target, by_block, module_of, step_targets
 from sparsekit.utils.device import resolve_device
 
 
@@ -60,7 +60,7 @@ def check_quantize_shapes(adapter: Adapter, step: Quantize, targets: list[Target
     """Raise (naming the module) if the step's scale groups cannot tile a targeted weight; `targets`
     defaults to what the step selects."""
     if targets is None:
-        targets = select_targets(adapter, step) + select_modules(adapter, step)
+        targets = step_targets(adapter, step)
     fmt = step.quant_format()
     for t in targets:
         shape = tuple(module_of(adapter, t).weight.shape)
@@ -88,7 +88,7 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
                              "sparsekit.compress or sparsekit.steps.prune.run_prune_quantize, which pair the two steps")
     start = time.perf_counter()
     masks = masks or {}
-    targets = select_targets(adapter, step) + select_modules(adapter, step)  # (modules: RTN only)
+    targets = step_targets(adapter, step)
     check_quantize_targets(adapter, step, targets)
     fmt = step.quant_format()
     if step.needs_data and calib_ids is None:

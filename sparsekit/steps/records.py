@@ -18,9 +18,10 @@ the same and `from_dict(r.to_dict()) == r`.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from sparsekit.errors import SparsekitError
 
@@ -87,12 +88,16 @@ class StepRecord(ABC):
     seconds: float = 0.0
     modules: dict[str, Any] = field(default_factory=dict)
 
-    #: step names -> record class, filled by `_record_kind`; `from_dict` dispatches on it
+    #: step names -> record class, filled by `record_kind`; `from_dict` dispatches on it
     KINDS: ClassVar[dict[str, type["StepRecord"]]] = {}
 
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """The record as sparsekit.json stores it."""
+
+    def summary(self) -> str:
+        """One line for `sparsekit compress` (after 'step i    <name>'); a kind may say more."""
+        return f" in {self.seconds:.1f} s"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StepRecord":
@@ -112,8 +117,8 @@ class StepRecord(ABC):
         """The record of one stored dict of this kind (keys as `to_dict` writes them)."""
 
 
-def _record_kind(*names: str):
-    """Register a record class for the stored step names it reads."""
+def record_kind(*names: str) -> Callable[[type[StepRecord]], type[StepRecord]]:
+    """Register a record class for the stored step names it reads (a new step type's record uses it)."""
     def register(cls: type[StepRecord]) -> type[StepRecord]:
         for name in names:
             StepRecord.KINDS[name] = cls
@@ -121,7 +126,7 @@ def _record_kind(*names: str):
     return register
 
 
-@_record_kind("prune")
+@record_kind("prune")
 @dataclass
 class PruneRecord(StepRecord):
     """A prune step: overall mask sparsity, per-module results and how the ratios were allocated
@@ -131,6 +136,16 @@ class PruneRecord(StepRecord):
     modules: dict[str, PrunedModule] = field(default_factory=dict)
     sparsity: float = 0.0
     allocation: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        by_role: dict[str, list[int]] = {}
+        for mod in self.modules.values():
+            numel = math.prod(mod.shape)
+            acc = by_role.setdefault(mod.role, [0, 0])
+            acc[0] += round(mod.sparsity * numel)
+            acc[1] += numel
+        roles = "  ".join(f"{role} {removed / total:.3f}" for role, (removed, total) in by_role.items())
+        return f": sparsity {self.sparsity:.4f} over {len(self.modules)} modules in {self.seconds:.1f} s  [{roles}]"
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "seconds": self.seconds, "sparsity": self.sparsity,
@@ -143,7 +158,7 @@ class PruneRecord(StepRecord):
                    allocation=data.get("allocation", {}))
 
 
-@_record_kind("quantize")
+@record_kind("quantize")
 @dataclass
 class QuantizeRecord(StepRecord):
     """A quantize step. `joint_with_previous`: it ran inside the preceding SparseGPT prune step's sweep
@@ -152,6 +167,12 @@ class QuantizeRecord(StepRecord):
     step: str = "quantize"
     modules: dict[str, QuantizedModule] = field(default_factory=dict)
     joint_with_previous: bool = False
+
+    def summary(self) -> str:
+        mods = list(self.modules.values())
+        fmts = sorted({f"{m.format} ({m.method}, {m.format_bits_per_weight:.3f} bits)" for m in mods})
+        how = "in the previous step's sweep" if self.joint_with_previous else f"in {self.seconds:.1f} s"
+        return f": {', '.join(fmts)} over {len(mods)} modules {how}"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"step": self.step, "seconds": self.seconds}
@@ -167,7 +188,7 @@ class QuantizeRecord(StepRecord):
                    joint_with_previous=bool(data.get("joint_with_previous", False)))
 
 
-@_record_kind("prune_heads", "prune_channels", "prune_experts")
+@record_kind("prune_heads", "prune_channels", "prune_experts")
 @dataclass
 class WidthRecord(StepRecord):
     """A width step (prune_heads / prune_channels / prune_experts): the units each pruned block kept
@@ -176,6 +197,11 @@ class WidthRecord(StepRecord):
     step: str = "prune_channels"
     params_removed: int = 0
     kept: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        widths = sorted(set(self.kept.values()))
+        return (f": kept widths {widths} over {len(self.kept)} blocks ({self.params_removed:,} parameters removed) "
+                f"in {self.seconds:.1f} s")
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "seconds": self.seconds, "params_removed": self.params_removed,
@@ -187,7 +213,7 @@ class WidthRecord(StepRecord):
                    kept=data["kept"])
 
 
-@_record_kind("drop_sublayers")
+@record_kind("drop_sublayers")
 @dataclass
 class DropSublayersRecord(StepRecord):
     """A drop_sublayers step: the removed sublayers as (block, 'attention' | 'mlp'), the parameters
@@ -197,6 +223,10 @@ class DropSublayersRecord(StepRecord):
     removed: list[tuple[int, str]] = field(default_factory=list)
     params_removed: int = 0
     scores: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        removed = [list(r) for r in self.removed]
+        return f" (NRI): removed {removed} ({self.params_removed:,} parameters) in {self.seconds:.1f} s"
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "seconds": self.seconds, "removed": [list(r) for r in self.removed],
@@ -208,7 +238,7 @@ class DropSublayersRecord(StepRecord):
                    params_removed=data["params_removed"], scores=data["scores"])
 
 
-@_record_kind("drop_blocks")
+@record_kind("drop_blocks")
 @dataclass
 class DropBlocksRecord(StepRecord):
     """A drop_blocks step: how blocks were chosen, which were removed and which (old indices) kept, the
@@ -220,6 +250,10 @@ class DropBlocksRecord(StepRecord):
     kept: list[int] = field(default_factory=list)
     params_removed: int = 0
     scores: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f" ({self.method}): removed blocks {self.removed} ({self.params_removed:,} parameters) in "
+                f"{self.seconds:.1f} s")
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "seconds": self.seconds, "method": self.method, "removed": self.removed,

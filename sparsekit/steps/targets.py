@@ -62,6 +62,12 @@ def select_modules(adapter: Adapter, step: Prune | Quantize) -> list[Target]:
     return out
 
 
+def step_targets(adapter: Adapter, step: Prune | Quantize) -> list[Target]:
+    """Everything `step` touches: the block projections (`select_targets`), then the modules outside the
+    blocks (`select_modules`; data-free methods only, which recipe validation enforces)."""
+    return select_targets(adapter, step) + select_modules(adapter, step)
+
+
 def module_of(adapter: Adapter, t: Target):
     """The nn.Linear a target names (a block projection, or a module outside the blocks)."""
     return adapter.model.get_submodule(t.name) if t.block < 0 else adapter.linears(t.block)[t.rel]

@@ -51,20 +51,46 @@ def test_fullgraph_compile_matches_eager(kind):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(RECIPES))
 @torch.no_grad()
-def test_inductor_compile_matches_eager():
-    model = _converted("int4_semi24", num_hidden_layers=1)
+def test_inductor_compile_matches_eager(kind):
+    """The default backend (code generation around the opaque op), one block to keep it to seconds."""
+    model = _converted(kind, num_hidden_layers=1)
     eager = model(_ids(), use_cache=False).logits
     compiled = torch.compile(model, fullgraph=True)
     assert _rel(compiled(_ids(), use_cache=False).logits, eager) < 1e-4
 
 
+@pytest.mark.parametrize("kind", sorted(RECIPES))
 @torch.no_grad()
-def test_export_keeps_one_packed_node_per_projection():
-    model = _converted("int4")
+def test_export_keeps_one_packed_node_per_projection(kind):
+    model = _converted(kind)
     program = torch.export.export(model, (_ids(),), kwargs={"use_cache": False})
     nodes = [n for n in program.graph.nodes if n.op == "call_function"
              and n.target == torch.ops.sparsekit.packed_linear.default]
     assert len(nodes) == 21  # 3 blocks x 7 projections
     eager = model(_ids(), use_cache=False).logits
     assert torch.equal(program.module()(_ids(), use_cache=False).logits, eager)
+
+
+def test_gradients_flow_to_the_inputs_compiled_and_eager():
+    """Gradients on (the default): d loss / d input embeddings through packed projections equal those of
+    the same model with dense nn.Linear weights (the dequantized ones), compiled or not."""
+    from sparsekit.nn import PackedLinear
+
+    model = _converted("int4_semi24", num_hidden_layers=1)
+    dense = tiny_model("llama", seed=1, num_hidden_layers=1)
+    dense.load_state_dict({k: v for k, v in model.state_dict().items() if k in dense.state_dict()}, strict=False)
+    for name, module in model.named_modules():
+        if isinstance(module, PackedLinear):
+            dense.get_submodule(name).weight.data.copy_(module.dequantized_weight())
+    embed = model.get_input_embeddings()
+
+    def grad_of(fn):
+        e = embed(_ids()).detach().requires_grad_()
+        fn(inputs_embeds=e, use_cache=False).logits.square().sum().backward()
+        return e.grad
+
+    want = grad_of(dense)
+    assert _rel(grad_of(model), want) < 1e-4
+    assert _rel(grad_of(torch.compile(model, fullgraph=True, backend="aot_eager")), want) < 1e-4

@@ -130,7 +130,7 @@ def test_errors_name_the_constraint():
         Int4.pack(IntFormat(8).quantize(w))
     with pytest.raises(SparsekitError, match="packs mxfp4 codes"):
         MXFP4.pack(IntFormat(4, 32).quantize(w))
-    with pytest.raises(SparsekitError, match="not per-tensor"):
+    with pytest.raises(SparsekitError, match="per-tensor scales: the packed int4 layouts need per-channel or group scales"):
         Int4.pack(IntFormat(4, -1).quantize(w))
     with pytest.raises(SparsekitError, match="CUDA devices"):
         to_torch_semi_structured(w.half())

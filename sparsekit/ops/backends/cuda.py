@@ -39,12 +39,19 @@ def launch_config(m: int, n: int, k: int, sm_count: int) -> tuple[int, int]:
     return splits, block_m
 
 
-def _launch(x: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, int, int]:
+def _gemm(fn_name: str, x: torch.Tensor, layout, bias: torch.Tensor | None, *operands) -> torch.Tensor:
+    """Call `sparsekit._C.<fn_name>(x2, *operands, bias, splits, block_m)` on the [M, K] view of `x`."""
+    n, k = layout.shape
     x2 = x.reshape(-1, k).contiguous()
+    if x2.shape[0] == 0:  # no tokens: no tiles to launch (and no split-K to size)
+        return x.new_empty((*x.shape[:-1], n))
     if x2.data_ptr() % 16:  # cp.async moves 16-byte chunks
         x2 = x2.clone()
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-    return (x2, *launch_config(x2.shape[0], n, k, sms))
+    splits, block_m = launch_config(x2.shape[0], n, k, sms)
+    b = None if bias is None else bias.to(x.dtype).contiguous()
+    out = getattr(_ext.load(), fn_name)(x2, *operands, b, splits, block_m)
+    return out.reshape(*x.shape[:-1], n)
 
 
 def _semi24_unfit(x: torch.Tensor, layout: Semi24MMA) -> str | None:
@@ -56,24 +63,16 @@ def _semi24_unfit(x: torch.Tensor, layout: Semi24MMA) -> str | None:
 
 @Semi24MMA.register_kernel("cuda", _semi24_unfit)
 def semi24_mma(x: torch.Tensor, layout: Semi24MMA, bias: torch.Tensor | None = None) -> torch.Tensor:
-    n, k = layout.shape
-    x2, splits, block_m = _launch(x, n, k)
-    b = None if bias is None else bias.to(x.dtype).contiguous()
-    return _ext.load().sparse24_gemm(x2, layout.values, layout.meta, b, splits, block_m).reshape(*x.shape[:-1], n)
+    return _gemm("sparse24_gemm", x, layout, bias, layout.values, layout.meta)
 
 
 def _int4_unfit(x: torch.Tensor, layout: Int4Semi24MMA) -> str | None:
     why = _device_unfit(x, *layout.shape)
-    if why is None and layout.group_size % 32:
+    if why is None and layout.group_size % 32:  # a layout rebuilt from stored tensors was never re-checked
         why = f"group_size must be a multiple of 32 (one scale per mma k-step), got {layout.group_size}"
     return why
 
 
 @Int4Semi24MMA.register_kernel("cuda", _int4_unfit)
 def int4_semi24_mma(x: torch.Tensor, layout: Int4Semi24MMA, bias: torch.Tensor | None = None) -> torch.Tensor:
-    n, k = layout.shape
-    x2, splits, block_m = _launch(x, n, k)
-    b = None if bias is None else bias.to(x.dtype).contiguous()
-    out = _ext.load().int4_sparse24_gemm(x2, layout.codes, layout.meta, layout.scales, layout.group_size, b, splits,
-                                         block_m)
-    return out.reshape(*x.shape[:-1], n)
+    return _gemm("int4_sparse24_gemm", x, layout, bias, layout.codes, layout.meta, layout.scales, layout.group_size)

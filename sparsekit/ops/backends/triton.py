@@ -11,19 +11,16 @@ from typing import Callable
 
 import torch
 
-from sparsekit.ops._dispatch import triton_installed, triton_interpret
+from sparsekit.ops._dispatch import triton_unusable
 from sparsekit.pack.layouts import MXFP4, Int4, Int4Semi24, Layout, Semi24
 
 
 def usable(x: torch.Tensor) -> str | None:
-    """Why Triton cannot run on this tensor, or None: a GPU tensor, or any tensor under the CPU interpreter."""
-    if not triton_installed():
-        return "triton is not installed"
-    if not (x.is_cuda or triton_interpret()):
-        return "the tensor is on the CPU (set TRITON_INTERPRET=1 to run Triton there)"
-    if x.dtype == torch.bfloat16 and not x.is_cuda:
-        return "the CPU interpreter has no bfloat16; use float16/float32 there"
-    return None
+    """Why Triton cannot run on this tensor, or None (the interpreter has no bfloat16)."""
+    why = triton_unusable(x)
+    if why is None and x.dtype == torch.bfloat16 and not x.is_cuda:
+        why = "the CPU interpreter has no bfloat16; use float16/float32 there"
+    return why
 
 
 def triton_linear(x: torch.Tensor, operands: dict, bias: torch.Tensor | None, n: int, k: int,
