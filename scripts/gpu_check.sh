@@ -114,7 +114,7 @@ step_build() {
     return "$rc"
   fi
   echo "building sparsekit._C for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST with $(nproc) jobs"
-  MAX_JOBS=$(nproc) SPARSEKIT_BUILD_EXT=1 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1
+  MAX_JOBS=$(nproc) SPARSEKIT_BUILD_EXT=1 SPARSEKIT_BUILD_CPU=0 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1
   local rc=$?
   tail -n 15 "$OUT/build.log"
   [ "$rc" -eq 0 ] || { echo "extension build failed (build.log)"; return "$rc"; }

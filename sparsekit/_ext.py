@@ -1,8 +1,13 @@
-"""The compiled extension `sparsekit._C`, loaded lazily; its absence is a logged fact, not an error."""
+"""The compiled extensions, loaded lazily; an absent one is a logged fact, not an error.
+
+`sparsekit._C`: the CUDA kernels (built where CUDA is present). `sparsekit._cpu`: the CPU kernels of the
+packed layouts (built wherever a C++ compiler is). Without them the Triton / reference backends run.
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 from types import ModuleType
 
@@ -11,27 +16,43 @@ from sparsekit._version import __version__
 log = logging.getLogger(__name__)
 
 
+def _load(name: str, what: str) -> ModuleType | None:
+    import torch  # noqa: F401  (the extensions link against libtorch, which importing torch loads)
+
+    try:
+        module = importlib.import_module(f"sparsekit.{name}")
+    except ImportError as exc:
+        log.info("sparsekit.%s is not available (%s): %s off, Triton/reference backends used", name, exc, what)
+        return None
+    built = module.version()
+    if built != __version__:
+        log.warning("sparsekit.%s was built from sparsekit %s but this is %s: rebuild with "
+                    "`pip install --no-build-isolation -e .`", name, built, __version__)
+    return module
+
+
 @functools.lru_cache(maxsize=None)
 def load() -> ModuleType | None:
     """Return `sparsekit._C`, or None where it was not built (no CUDA at install time) or cannot load."""
-    try:
-        from sparsekit import _C  # type: ignore[attr-defined]
-    except ImportError as exc:
-        log.info("sparsekit._C is not available (%s): CUDA C++ kernels off, Triton/reference backends used", exc)
-        return None
-    built = _C.version()
-    if built != __version__:
-        log.warning("sparsekit._C was built from sparsekit %s but this is %s: rebuild with "
-                    "`pip install --no-build-isolation -e .`", built, __version__)
-    return _C
+    return _load("_C", "CUDA C++ kernels")
+
+
+@functools.lru_cache(maxsize=None)
+def load_cpu() -> ModuleType | None:
+    """Return `sparsekit._cpu`, or None where it was not built (no C++ compiler at install time)."""
+    return _load("_cpu", "CPU C++ kernels")
 
 
 def available() -> bool:
     return load() is not None
 
 
+def cpu_available() -> bool:
+    return load_cpu() is not None
+
+
 def info() -> dict:
-    """What the extension offers on this machine: built version and the image running on each GPU."""
+    """What the CUDA extension offers on this machine: built version and the image running on each GPU."""
     ext = load()
     if ext is None:
         return {"available": False}
@@ -39,3 +60,11 @@ def info() -> dict:
 
     archs = {i: ext.compiled_arch(i) for i in range(torch.cuda.device_count())}
     return {"available": True, "version": ext.version(), "compiled_arch": archs}
+
+
+def cpu_info() -> dict:
+    """What the CPU extension offers here: built version and whether its AVX-512 path runs on this CPU."""
+    ext = load_cpu()
+    if ext is None:
+        return {"available": False}
+    return {"available": True, "version": ext.version(), "avx512": bool(ext.has_avx512())}

@@ -47,10 +47,10 @@ def test_converted_model_matches_the_simulation(recipe, kind, tiny_dir, data_dir
 
 def test_what_has_no_kernel_stays_dense_with_a_reason(tiny_dir, data_dir):
     recipe = [{"prune": {"method": "magnitude", "sparsity": 0.5, "targets": ["*.mlp.*"]}},
-              {"quantize": {"format": "int8", "targets": ["*.self_attn.*"]}}]
+              {"quantize": {"format": "int3", "targets": ["*.self_attn.*"]}}]
     result = convert(str(tiny_dir), recipe, data_dir=data_dir, **OPTS)
     assert result.packed["model.layers.0.mlp.up_proj"].startswith("dense: unstructured mask")
-    assert result.packed["model.layers.0.self_attn.q_proj"].startswith("dense: format int8: no packed kernel")
+    assert result.packed["model.layers.0.self_attn.q_proj"].startswith("dense: format int3: no packed kernel")
     assert type(result.model.get_submodule("model.layers.0.mlp.up_proj")) is torch.nn.Linear
 
 

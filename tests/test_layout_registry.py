@@ -1,7 +1,7 @@
 """Adding a layout is one class plus one kernel registration per backend (docs/ARCHITECTURE.md).
 
-The toy layout below lives in this file only: an int8 per-channel layout (a format no built-in layout
-packs). Defining the class registers it, one decorator registers its kernel, and then `convert` picks
+The toy layout below lives in this file only: an int8 per-channel layout, given a priority above the
+built-in one. Defining the class registers it, one decorator registers its kernel, and then `convert` picks
 it, the model runs on its kernel, saves and loads, and `auto` dispatch explains its choices.
 """
 
@@ -25,13 +25,13 @@ from tests.tiny import tiny_model
 @pytest.fixture
 def toy():
     """Define (= register) the toy layout and its kernel; unregister afterwards so other tests see the
-    built-in layouts only (int8 has no packed layout there)."""
+    built-in layouts only."""
     calls = []
 
     @dataclass
     class ToyInt8(Layout):
         KIND: ClassVar[str] = "toy_int8"
-        PRIORITY: ClassVar[int] = 5
+        PRIORITY: ClassVar[int] = 100  # above the built-in int8 layout, which handles the same codes
         codes: torch.Tensor   # [N, K] int8
         scales: torch.Tensor  # [N] fp32, one per output channel
 
@@ -97,7 +97,8 @@ def test_auto_takes_the_first_backend_that_supports_the_inputs_and_explains_the_
     half = x.half()
     assert select_kernel(half, layout).backend == "reference"  # the toy kernel refuses fp16
     assert explain(half, layout) == {"cuda": "the toy_int8 layout has no cuda kernel",
-                                     "triton": "the toy kernel takes float32 activations", "reference": "ok"}
+                                     "triton": "the toy kernel takes float32 activations",
+                                     "cpu": "the toy_int8 layout has no cpu kernel", "reference": "ok"}
     with pytest.raises(ValueError, match="backend='triton' requested but the toy kernel takes float32"):
         packed_linear(half, layout, backend="triton")
 

@@ -1,4 +1,4 @@
-"""The backends and their `auto` order: 'cuda' -> 'triton' -> 'reference' (docs/ARCHITECTURE.md §3).
+"""The backends and their `auto` order: 'cuda' -> 'triton' -> 'cpu' -> 'reference' (docs/ARCHITECTURE.md §3).
 
 `BACKENDS[1:]` is the order `auto` tries. Packed layouts dispatch through their own kernel registry
 (`sparsekit.ops.packed_linear.select_kernel`); ops without layouts (`sum_squares`) use `pick_backend`:
@@ -15,7 +15,7 @@ import os
 
 import torch
 
-BACKENDS = ("auto", "cuda", "triton", "reference")
+BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,6 +66,8 @@ def pick_backend(op: str, requested: str, x: torch.Tensor, *, has_cuda: bool = F
     if requested == "cuda" and not (has_cuda and cuda_ok):
         why = "has no CUDA kernel" if not has_cuda else "cannot use the CUDA kernel for these inputs or this build"
         raise ValueError(f"{op}: backend='cuda' requested but the op {why}; use backend='auto'")
+    if requested == "cpu":
+        raise ValueError(f"{op}: backend='cpu' requested but the op has no CPU kernel; use backend='auto'")
     if requested == "triton" and not has_triton:
         raise ValueError(f"{op}: backend='triton' requested but the op has no Triton kernel for this layout; "
                          "use backend='auto'")

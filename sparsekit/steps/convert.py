@@ -9,13 +9,14 @@ this projection (`Layout.unfit`), and the highest-`PRIORITY` layout that can win
 |-----------|--------------------------|-----------------------------------------------------|
 | 2:4       | int4 (per channel/group) | Int4Semi24                                          |
 | any/none  | int4 or mxfp4            | Int4 / MXFP4; pruned = code of 0                    |
+| any/none  | int8 (per channel)       | Int8; pruned = code of 0                            |
 | 2:4       | none                     | Semi24                                              |
 | otherwise | -                        | stays `nn.Linear` (values already masked / on the grid) |
 
 A layout with a twin in a device's register order (`Layout.REORDERS`: the mma.sp order of the
 sparse tensor cores) is stored in that order when `order` asks for it ('auto': when the CUDA kernels
 can run here). Anything that stays dense is reported with the reason (e.g. 'unstructured mask: no
-packed kernel', 'format int8: no packed kernel yet'), so a user sees what runs simulated and what
+packed kernel', 'format int3: no packed kernel yet'), so a user sees what runs simulated and what
 runs packed.
 """
 

@@ -1,0 +1,208 @@
+// sparsekit._cpu: the CPU kernels of the packed layouts (gemm_avx512.cpp, gemm_scalar.cpp) behind one
+// checked entry point. Checks shapes, dtypes and devices and says which constraint failed; picks the
+// SIMD path at run time from the CPU's features; threads over output rows with at::parallel_for.
+//
+// Decode (M <= kDecodeRows tokens) streams each packed row once per tile of 8 tokens and never
+// materialises W. Prefill dequantizes tiles of rows into an L2-sized fp32 buffer and multiplies them with
+// BLAS (at::mm): at 17+ tokens every weight feeds enough FMAs that decoding it once per tile is cheap,
+// and the BLAS microkernels are what a hand-written loop would not beat.
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <string>
+
+#include "packed_cpu.h"
+
+#ifndef SPARSEKIT_VERSION
+#define SPARSEKIT_VERSION unknown
+#endif
+#define SPARSEKIT_STR2(x) #x
+#define SPARSEKIT_STR(x) SPARSEKIT_STR2(x)
+
+namespace {
+
+using sparsekit::cpu::Kind;
+using sparsekit::cpu::Packed;
+using sparsekit::cpu::ValueType;
+
+constexpr int64_t kDecodeRows = 16;
+
+bool cpu_has_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool ok = sparsekit::cpu::avx512_compiled() && __builtin_cpu_supports("avx512f") &&
+                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vbmi2");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void check_u8(const char* op, const char* name, const torch::Tensor& t, int64_t rows, int64_t cols) {
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor");
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, op, ": ", name, " must have shape [", rows,
+              ", ", cols, "], got ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
+}
+
+// Whether the 16-wide SIMD decoders can read this layout (else the scalar path runs).
+bool simd_fits(const Packed& p) {
+  if (p.kind == Kind::kInt4 || p.kind == Kind::kInt4Semi24) return p.group % 16 == 0 || p.group >= p.k;
+  return true;
+}
+
+std::string path_of(const Packed& p, const std::string& want) {
+  TORCH_CHECK(want == "auto" || want == "avx512" || want == "scalar",
+              "packed_linear[cpu]: path must be 'auto', 'avx512' or 'scalar', got '", want, "'");
+  const bool simd = cpu_has_avx512() && simd_fits(p);
+  if (want == "avx512") {
+    TORCH_CHECK(cpu_has_avx512(), "packed_linear[cpu]: this CPU lacks AVX-512 F/BW/VL/DQ/VBMI2");
+    TORCH_CHECK(simd_fits(p), "packed_linear[cpu]: the AVX-512 path needs group_size % 16 == 0 (or one group "
+                "per row), got ", p.group);
+  }
+  return want == "scalar" || !simd ? "scalar" : "avx512";
+}
+
+torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
+                     const c10::optional<torch::Tensor>& values, const c10::optional<torch::Tensor>& codes,
+                     const c10::optional<torch::Tensor>& meta, const c10::optional<torch::Tensor>& scales,
+                     const c10::optional<torch::Tensor>& zeros, int64_t group, const c10::optional<torch::Tensor>& bias,
+                     const std::string& path) {
+  const char* op = "packed_linear[cpu]";
+  TORCH_CHECK(x.device().is_cpu(), op, ": the input must be a CPU tensor, got ", x.device());
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16, op,
+              ": activations must be float32 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == k, op, ": input has ", x.size(-1), " features but the weight has "
+              "in_features=", k);
+  TORCH_CHECK(n >= 1 && k >= 1, op, ": empty weight ", n, " x ", k);
+  Packed p;
+  p.kind = static_cast<Kind>(kind);
+  p.n = n;
+  p.k = k;
+  p.group = group;
+  auto need = [&](const c10::optional<torch::Tensor>& t, const char* name) -> const torch::Tensor& {
+    TORCH_CHECK(t.has_value(), op, ": this layout needs its ", name, " tensor");
+    return *t;
+  };
+  auto group_tensors = [&](int64_t cols_per_row) {
+    TORCH_CHECK(group >= 1, op, ": group_size must be >= 1, got ", group);
+    const int64_t G = p.groups();
+    const auto& s = need(scales, "scales");
+    TORCH_CHECK(s.scalar_type() == torch::kFloat16, op, ": scales must be float16, got ", s.scalar_type());
+    check_u8(op, "scales", s, n, G);
+    p.scales = reinterpret_cast<const uint16_t*>(s.data_ptr());
+    if (zeros.has_value()) {
+      TORCH_CHECK(zeros->scalar_type() == torch::kUInt8, op, ": zeros must be uint8");
+      check_u8(op, "zeros", *zeros, n, G);
+      p.zeros = zeros->data_ptr<uint8_t>();
+    }
+    const auto& c = need(codes, "codes");
+    TORCH_CHECK(c.scalar_type() == torch::kUInt8, op, ": codes must be uint8, got ", c.scalar_type());
+    check_u8(op, "codes", c, n, cols_per_row);
+    p.codes = c.data_ptr<uint8_t>();
+  };
+  auto meta_tensor = [&]() {
+    TORCH_CHECK(k % 8 == 0, op, ": 2:4 layouts need in_features % 8 == 0, got ", k);
+    const auto& m = need(meta, "meta");
+    TORCH_CHECK(m.scalar_type() == torch::kUInt8, op, ": meta must be uint8");
+    check_u8(op, "meta", m, n, k / 8);
+    p.meta = m.data_ptr<uint8_t>();
+  };
+  switch (p.kind) {
+    case Kind::kSemi24: {
+      meta_tensor();
+      const auto& v = need(values, "values");
+      TORCH_CHECK(v.dim() == 2 && v.size(0) == n && v.size(1) == k / 2 && v.is_contiguous() && v.device().is_cpu(),
+                  op, ": values must be a contiguous CPU [", n, ", ", k / 2, "] tensor, got ", v.sizes());
+      const auto t = v.scalar_type();
+      TORCH_CHECK(t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kFloat16, op,
+                  ": 2:4 values must be float32/bfloat16/float16, got ", t);
+      p.value_type = t == torch::kFloat32 ? ValueType::kFloat32
+                     : t == torch::kBFloat16 ? ValueType::kBFloat16 : ValueType::kFloat16;
+      p.values = v.data_ptr();
+      break;
+    }
+    case Kind::kInt4:
+      TORCH_CHECK(k % 2 == 0, op, ": int4 nibbles need an even in_features, got ", k);
+      group_tensors(k / 2);
+      break;
+    case Kind::kInt4Semi24:
+      meta_tensor();
+      TORCH_CHECK(group % 4 == 0, op, ": int4 + 2:4 needs group_size % 4 == 0, got ", group);
+      group_tensors(k / 4);
+      break;
+    case Kind::kMXFP4: {
+      TORCH_CHECK(k % 32 == 0, op, ": MXFP4 needs in_features % 32 == 0, got ", k);
+      const auto& c = need(codes, "codes");
+      TORCH_CHECK(c.scalar_type() == torch::kUInt8, op, ": codes must be uint8, got ", c.scalar_type());
+      check_u8(op, "codes", c, n, k / 2);
+      const auto& s = need(scales, "scales");
+      TORCH_CHECK(s.scalar_type() == torch::kUInt8, op, ": MXFP4 scales are uint8 E8M0 exponents");
+      check_u8(op, "scales", s, n, k / 32);
+      p.codes = c.data_ptr<uint8_t>();
+      p.e8m0 = s.data_ptr<uint8_t>();
+      break;
+    }
+    case Kind::kInt8: {
+      const auto& c = need(codes, "codes");
+      TORCH_CHECK(c.scalar_type() == torch::kInt8, op, ": int8 codes must be int8, got ", c.scalar_type());
+      check_u8(op, "codes", c, n, k);
+      const auto& s = need(scales, "scales");
+      TORCH_CHECK(s.scalar_type() == torch::kFloat16 && s.dim() == 1 && s.size(0) == n && s.is_contiguous(), op,
+                  ": int8 scales must be a contiguous float16 [", n, "] tensor");
+      p.codes = reinterpret_cast<const uint8_t*>(c.data_ptr<int8_t>());
+      p.scales = reinterpret_cast<const uint16_t*>(s.data_ptr());
+      break;
+    }
+    default: TORCH_CHECK(false, op, ": unknown layout kind ", kind);
+  }
+  const bool simd = path_of(p, path) == "avx512";
+  auto x2 = x.reshape({-1, k}).to(torch::kFloat32).contiguous();
+  const int64_t m = x2.size(0);
+  c10::optional<torch::Tensor> b;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->device().is_cpu() && bias->dim() == 1 && bias->size(0) == n, op, ": bias must be a CPU [", n,
+                "] tensor");
+    b = bias->to(torch::kFloat32).contiguous();
+  }
+  auto out = torch::empty({m, n}, x2.options());
+  if (m > 0) {
+    const float* xp = x2.data_ptr<float>();
+    float* op_ = out.data_ptr<float>();
+    const float* bp = b.has_value() ? b->data_ptr<float>() : nullptr;
+    if (m <= kDecodeRows) {
+      auto rows = simd ? sparsekit::cpu::rows_avx512 : sparsekit::cpu::rows_scalar;
+      // one contiguous range of rows per thread: every row costs the same, and each call prepares the
+      // activations once (the nibble layouts split them into even and odd inputs) for all its rows
+      const int64_t grain = std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
+      at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { rows(p, xp, m, op_, bp, n0, n1); });
+    } else {
+      auto dequant = simd ? sparsekit::cpu::dequant_avx512 : sparsekit::cpu::dequant_scalar;
+      // a tile of fp32 rows that stays in L2 (~1 MiB) while BLAS reads it
+      const int64_t tile = std::max<int64_t>(16, std::min<int64_t>(n, (1 << 18) / k));
+      auto buf = torch::empty({tile, k}, x2.options());
+      for (int64_t n0 = 0; n0 < n; n0 += tile) {
+        const int64_t rows_here = std::min(tile, n - n0);
+        float* dst = buf.data_ptr<float>();
+        at::parallel_for(n0, n0 + rows_here, 8, [&](int64_t a, int64_t z) { dequant(p, dst + (a - n0) * k, a, z); });
+        out.narrow(1, n0, rows_here).copy_(at::mm(x2, buf.narrow(0, 0, rows_here).t()));
+      }
+      if (b.has_value()) out.add_(*b);
+    }
+  }
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return out.to(x.scalar_type()).reshape(shape);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "sparsekit CPU kernels of the packed layouts (csrc/cpu)";
+  m.def("version", [] { return std::string(SPARSEKIT_STR(SPARSEKIT_VERSION)); });
+  m.def("has_avx512", &cpu_has_avx512, "whether the AVX-512 path can run on this CPU");
+  m.def("linear", &linear, "y = x W^T (+ bias) for a packed W (kind: 0 semi24, 1 int4, 2 int4_semi24, 3 mxfp4, 4 int8)",
+        py::arg("x"), py::arg("kind"), py::arg("n"), py::arg("k"), py::arg("values") = py::none(),
+        py::arg("codes") = py::none(), py::arg("meta") = py::none(), py::arg("scales") = py::none(),
+        py::arg("zeros") = py::none(), py::arg("group") = 0, py::arg("bias") = py::none(), py::arg("path") = "auto");
+}

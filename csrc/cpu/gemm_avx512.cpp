@@ -1,0 +1,521 @@
+// AVX-512 path (F, BW, VL, VBMI2 for the 2:4 expand): decode 16 weights of a row into one zmm, FMA them
+// with up to 8 token rows at once.
+//
+// Why it can beat dense: at decode (a few tokens) the product is bound by streaming W from memory, and
+// the packed row is 2-8x fewer bytes than fp32. The decode must keep up with that stream, so each layout
+// turns 16 weights into one register with a handful of instructions and no memory round trip:
+//   int4 / MXFP4: 8 code bytes -> 16 nibbles in input order (mask, shift, byte unpack) -> int32 lanes ->
+//     a 16-entry lookup (vpermps: the int4 code - 8 or the E2M1 value) -> times the group scale;
+//   2:4: the 16-bit keep-mask of 4 groups comes from 2 metadata bytes through a 256-entry table, and
+//     vexpandps / vpexpandw put the 8 kept values at their positions (zeros elsewhere): the zeros cost
+//     FMAs, not bytes;
+//   int8: sign-extend 16 codes (vpmovsxbd), convert, scale.
+// The row's group scale is tracked as k advances (no division per chunk); a group size that is not a
+// multiple of 16 takes the scalar path (the binding decides), so a chunk never straddles two groups.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "packed_cpu.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SPARSEKIT_AVX512 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,fma,f16c")
+#include <immintrin.h>
+
+namespace sparsekit {
+namespace cpu {
+namespace {
+
+// keep-mask bits of two 2:4 groups (one metadata byte: positions p0 | p1 << 2 per nibble)
+struct MaskTable {
+  uint8_t bits[256];
+  MaskTable() {
+    for (int b = 0; b < 256; ++b) {
+      const int lo = b & 15, hi = b >> 4;
+      bits[b] = static_cast<uint8_t>(((1 << (lo & 3)) | (1 << (lo >> 2))) | (((1 << (hi & 3)) | (1 << (hi >> 2))) << 4));
+    }
+  }
+};
+const MaskTable kMask;
+
+inline __mmask16 keep16(const uint8_t* meta_row, int64_t k0) {
+  uint16_t m;
+  std::memcpy(&m, meta_row + k0 / 8, 2);
+  return static_cast<__mmask16>(kMask.bits[m & 0xFF] | (kMask.bits[m >> 8] << 8));
+}
+
+// 16 nibbles (8 bytes at `p`, low nibble first) as int32 lanes in input order
+inline __m512i nibbles16(const uint8_t* p) {
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(0x0F));
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0F));
+  return _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+}
+
+// 8 nibbles (4 bytes) as the low 8 int32 lanes
+inline __m512i nibbles8(const uint8_t* p) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  const __m128i b = _mm_cvtsi32_si128(static_cast<int>(w));
+  const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(0x0F));
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0F));
+  return _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+}
+
+// Group scale (and zero point) of a row, advanced as k grows: chunks of 16 never straddle two groups.
+struct GroupTrack {
+  const uint16_t* scales = nullptr;
+  const uint8_t* zeros = nullptr;
+  int64_t group = 0, end = 0, gi = -1;
+  __m512 scale, zero;
+
+  void begin(const Packed& p, int64_t n) {
+    const int64_t G = p.groups();
+    scales = p.scales + n * G;
+    zeros = p.zeros ? p.zeros + n * G : nullptr;
+    group = p.group;
+    gi = -1;
+    end = 0;
+  }
+  inline void at(int64_t k0) {
+    if (k0 >= end) {
+      gi = k0 / group;
+      end = (gi + 1) * group;
+      scale = _mm512_set1_ps(fp16_to_float(scales[gi]));
+      zero = _mm512_set1_ps(zeros ? static_cast<float>(zeros[gi]) : 8.0f);
+    }
+  }
+};
+
+struct Int4Decoder {
+  const Packed& p;
+  const uint8_t* codes = nullptr;
+  GroupTrack g;
+  explicit Int4Decoder(const Packed& pk) : p(pk) {}
+  void begin(int64_t n) {
+    codes = p.codes + n * (p.k / 2);
+    g.begin(p, n);
+  }
+  inline __m512 chunk(int64_t k0) {
+    g.at(k0);
+    const __m512 q = _mm512_cvtepi32_ps(nibbles16(codes + k0 / 2));
+    return _mm512_mul_ps(_mm512_sub_ps(q, g.zero), g.scale);
+  }
+};
+
+struct Int4Semi24Decoder {
+  const Packed& p;
+  const uint8_t* codes = nullptr;
+  const uint8_t* meta = nullptr;
+  GroupTrack g;
+  explicit Int4Semi24Decoder(const Packed& pk) : p(pk) {}
+  void begin(int64_t n) {
+    codes = p.codes + n * (p.k / 4);
+    meta = p.meta + n * (p.k / 8);
+    g.begin(p, n);
+  }
+  inline __m512 chunk(int64_t k0) {
+    g.at(k0);
+    const __m512 q = _mm512_cvtepi32_ps(nibbles8(codes + k0 / 4));  // the 8 kept codes of 16 inputs
+    const __m512 v = _mm512_mul_ps(_mm512_sub_ps(q, g.zero), g.scale);
+    return _mm512_maskz_expand_ps(keep16(meta, k0), v);
+  }
+};
+
+struct Semi24Decoder {
+  const Packed& p;
+  const uint8_t* meta = nullptr;
+  const char* values = nullptr;
+  int vbytes = 4;
+  explicit Semi24Decoder(const Packed& pk)
+      : p(pk), vbytes(pk.value_type == ValueType::kFloat32 ? 4 : 2) {}
+  void begin(int64_t n) {
+    meta = p.meta + n * (p.k / 8);
+    values = static_cast<const char*>(p.values) + n * (p.k / 2) * vbytes;
+  }
+  inline __m512 chunk(int64_t k0) {
+    const __mmask16 keep = keep16(meta, k0);
+    const char* v = values + (k0 / 2) * vbytes;  // the 8 kept values of these 16 inputs
+    switch (p.value_type) {
+      case ValueType::kFloat32: return _mm512_maskz_expandloadu_ps(keep, v);
+      case ValueType::kBFloat16: {
+        const __m512i w = _mm512_cvtepu16_epi32(_mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v))));
+        return _mm512_maskz_expand_ps(keep, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+      }
+      default: {
+        const __m256i h = _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v)));
+        return _mm512_maskz_expand_ps(keep, _mm512_cvtph_ps(h));
+      }
+    }
+  }
+};
+
+struct MXFP4Decoder {
+  const Packed& p;
+  const uint8_t* codes = nullptr;
+  const uint8_t* e8m0 = nullptr;
+  __m512 lut;
+  explicit MXFP4Decoder(const Packed& pk) : p(pk) {
+    alignas(64) float t[16];
+    for (int c = 0; c < 16; ++c) t[c] = e2m1_to_float(static_cast<uint32_t>(c));
+    lut = _mm512_load_ps(t);
+  }
+  void begin(int64_t n) {
+    codes = p.codes + n * (p.k / 2);
+    e8m0 = p.e8m0 + n * (p.k / 32);
+  }
+  inline __m512 chunk(int64_t k0) {
+    const __m512 v = _mm512_permutexvar_ps(nibbles16(codes + k0 / 2), lut);
+    return _mm512_mul_ps(v, _mm512_set1_ps(e8m0_to_float(e8m0[k0 / 32])));
+  }
+};
+
+struct Int8Decoder {
+  const Packed& p;
+  const int8_t* codes = nullptr;
+  __m512 scale;
+  explicit Int8Decoder(const Packed& pk) : p(pk) {}
+  void begin(int64_t n) {
+    codes = reinterpret_cast<const int8_t*>(p.codes) + n * p.k;
+    scale = _mm512_set1_ps(fp16_to_float(p.scales[n]));
+  }
+  inline __m512 chunk(int64_t k0) {
+    const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k0)));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale);
+  }
+};
+
+// rows n0..n1, tokens [t0, t0 + MT): the row is decoded once per tile of MT tokens
+template <int MT, class D>
+inline void tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, const float* bias, int64_t n0,
+                 int64_t n1) {
+  const int64_t K = p.k, simd_k = K & ~int64_t(15);
+  for (int64_t n = n0; n < n1; ++n) {
+    d.begin(n);
+    __m512 acc[MT];
+    for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
+    const float* xt = x + t0 * K;
+    for (int64_t k0 = 0; k0 < simd_k; k0 += 16) {
+      const __m512 w = d.chunk(k0);
+      for (int t = 0; t < MT; ++t) acc[t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xt + t * K + k0), acc[t]);
+    }
+    for (int t = 0; t < MT; ++t) {
+      float s = _mm512_reduce_add_ps(acc[t]);
+      for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * xt[t * K + k];
+      out[(t0 + t) * p.n + n] = s + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- nibble layouts at decode
+//
+// int4 and MXFP4 store input 2i in the low nibble of byte i and 2i + 1 in the high one. Rather than
+// interleave the nibbles back into input order (3 shuffles per 16 weights), the activations are split
+// once per call into their even and odd inputs, so 16 code bytes become two 16-lane vectors (low
+// nibbles x even inputs, high nibbles x odd inputs) with an AND and a shift: ~6 instructions per 32
+// weights instead of ~20, which is what keeps the decode near the memory stream. The int4 zero point
+// (8, or the stored one) is folded out of the loop: sum (q - z) s x = s (sum q x - z sum x), with
+// sum x per group and token computed once per call.
+struct Split {
+  std::vector<float> even, odd, sums;  // [m, K/2], [m, K/2], [m, G]
+};
+
+inline void split_activations(const Packed& p, const float* x, int64_t m, int64_t group, Split& sp) {
+  const int64_t K = p.k, half = K / 2, G = (K + group - 1) / group;
+  sp.even.resize(m * half);
+  sp.odd.resize(m * half);
+  sp.sums.assign(m * G, 0.0f);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xt = x + t * K;
+    for (int64_t i = 0; i < half; ++i) {
+      sp.even[t * half + i] = xt[2 * i];
+      sp.odd[t * half + i] = xt[2 * i + 1];
+    }
+    for (int64_t k = 0; k < K; ++k) sp.sums[t * G + k / group] += xt[k];
+  }
+}
+
+// out[t, n] for int4 rows whose groups are whole 32-input chunks (group % 32 == 0, K % 32 == 0)
+template <int MT>
+void int4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0, int64_t n1) {
+  const int64_t K = p.k, half = K / 2, G = p.groups();
+  const __m512i low = _mm512_set1_epi32(0x0F);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * half;
+    __m512 acc[MT];
+    float corr[MT];
+    for (int t = 0; t < MT; ++t) {
+      acc[t] = _mm512_setzero_ps();
+      corr[t] = 0.0f;
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t b0 = g * p.group / 2, b1 = std::min(half, (g + 1) * p.group / 2);  // code bytes of group g
+      __m512 accg[MT];
+      for (int t = 0; t < MT; ++t) accg[t] = _mm512_setzero_ps();
+      for (int64_t b = b0; b < b1; b += 16) {
+        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
+        const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, low));
+        const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
+        for (int t = 0; t < MT; ++t) {
+          accg[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(&sp.even[(t0 + t) * half + b]), accg[t]);
+          accg[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(&sp.odd[(t0 + t) * half + b]), accg[t]);
+        }
+      }
+      const float s = fp16_to_float(p.scales[n * G + g]);
+      const float z = p.zeros ? static_cast<float>(p.zeros[n * G + g]) : 8.0f;
+      const __m512 sv = _mm512_set1_ps(s);
+      for (int t = 0; t < MT; ++t) {
+        acc[t] = _mm512_fmadd_ps(sv, accg[t], acc[t]);
+        corr[t] += s * z * sp.sums[(t0 + t) * G + g];
+      }
+    }
+    for (int t = 0; t < MT; ++t)
+      out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(acc[t]) - corr[t] + (bias ? bias[n] : 0.0f);
+  }
+}
+
+// out[t, n] for MXFP4 rows: one 16-byte chunk is exactly one 32-input block with its E8M0 scale
+template <int MT>
+void mxfp4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
+                int64_t n1) {
+  const int64_t K = p.k, half = K / 2;
+  alignas(64) float table[16];
+  for (int c = 0; c < 16; ++c) table[c] = e2m1_to_float(static_cast<uint32_t>(c));
+  const __m512 lut = _mm512_load_ps(table);
+  const __m512i low = _mm512_set1_epi32(0x0F);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * half;
+    const uint8_t* e8m0 = p.e8m0 + n * (K / 32);
+    __m512 acc[MT];
+    for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < half; b += 16) {
+      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
+      const __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(v, low), lut);
+      const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+      const __m512 sv = _mm512_set1_ps(e8m0_to_float(e8m0[b / 16]));
+      for (int t = 0; t < MT; ++t) {
+        const __m512 d = _mm512_fmadd_ps(hi, _mm512_loadu_ps(&sp.odd[(t0 + t) * half + b]),
+                                         _mm512_mul_ps(lo, _mm512_loadu_ps(&sp.even[(t0 + t) * half + b])));
+        acc[t] = _mm512_fmadd_ps(sv, d, acc[t]);
+      }
+    }
+    for (int t = 0; t < MT; ++t) out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(acc[t]) + (bias ? bias[n] : 0.0f);
+  }
+}
+
+template <int MT>
+struct Int4Tile {
+  static void run(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
+                  int64_t n1) {
+    int4_tile<MT>(p, sp, t0, out, bias, n0, n1);
+  }
+};
+
+template <int MT>
+struct MXFP4Tile {
+  static void run(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
+                  int64_t n1) {
+    mxfp4_tile<MT>(p, sp, t0, out, bias, n0, n1);
+  }
+};
+
+template <template <int> class T>
+void nibble_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  Split sp;  // per row range: each thread splits its own copy (K x m floats: small next to the rows it streams)
+  split_activations(p, x, m, p.kind == Kind::kMXFP4 ? 32 : p.group, sp);
+  for (int64_t t0 = 0; t0 < m; t0 += 4) {
+    switch (std::min<int64_t>(4, m - t0)) {
+      case 1: T<1>::run(p, sp, t0, out, bias, n0, n1); break;
+      case 2: T<2>::run(p, sp, t0, out, bias, n0, n1); break;
+      case 3: T<3>::run(p, sp, t0, out, bias, n0, n1); break;
+      default: T<4>::run(p, sp, t0, out, bias, n0, n1); break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- 2:4 layouts at decode
+//
+// Expanding the kept values into a dense row (the `chunk` decoders) multiplies the zeros too and rebuilds
+// a keep-mask per 16 inputs. At decode it is cheaper to gather the activations instead: the 4 metadata
+// bytes of 32 inputs hold the 16 kept positions as consecutive 2-bit fields (lane j at bits 2j, 2j + 1), so
+// one variable shift, an AND and an add of the group bases give the 16 input indices, and one vpermt2ps
+// picks those inputs out of the two 16-float halves of x. 16 kept values then meet 16 activations in one
+// FMA per token; the index math is shared by all tokens of the tile.
+inline __m512i kept_index32(const uint8_t* meta_row, int64_t k0) {
+  uint32_t w;
+  std::memcpy(&w, meta_row + k0 / 8, 4);
+  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+  const __m512i pos = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(w)), shifts),
+                                       _mm512_set1_epi32(3));
+  return _mm512_add_epi32(base, pos);
+}
+
+// the 16 kept weights of inputs k0 .. k0 + 31 (in kept order) of a row
+struct KeptSemi24 {
+  const Packed& p;
+  const char* values = nullptr;
+  int vbytes;
+  explicit KeptSemi24(const Packed& pk) : p(pk), vbytes(pk.value_type == ValueType::kFloat32 ? 4 : 2) {}
+  void begin(int64_t n) { values = static_cast<const char*>(p.values) + n * (p.k / 2) * vbytes; }
+  inline __m512 kept(int64_t k0) {
+    const char* v = values + (k0 / 2) * vbytes;
+    switch (p.value_type) {
+      case ValueType::kFloat32: return _mm512_loadu_ps(v);
+      case ValueType::kBFloat16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v))), 16));
+      default: return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)));
+    }
+  }
+};
+
+struct KeptInt4Semi24 {
+  const Packed& p;
+  const uint8_t* codes = nullptr;
+  GroupTrack g;
+  explicit KeptInt4Semi24(const Packed& pk) : p(pk) {}
+  void begin(int64_t n) {
+    codes = p.codes + n * (p.k / 4);
+    g.begin(p, n);
+  }
+  inline __m512 kept(int64_t k0) {
+    g.at(k0);  // group % 32 == 0 (checked by `kept_fits`): 32 inputs share one scale
+    const __m512 q = _mm512_cvtepi32_ps(nibbles16(codes + k0 / 4));  // 8 bytes: 16 kept codes in kept order
+    return _mm512_mul_ps(_mm512_sub_ps(q, g.zero), g.scale);
+  }
+};
+
+template <int MT, class D>
+void kept_tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, const float* bias, int64_t n0,
+               int64_t n1) {
+  const int64_t K = p.k, simd_k = K & ~int64_t(31);
+  for (int64_t n = n0; n < n1; ++n) {
+    d.begin(n);
+    const uint8_t* meta = p.meta + n * (K / 8);
+    __m512 acc[MT];
+    for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
+    const float* xt = x + t0 * K;
+    for (int64_t k0 = 0; k0 < simd_k; k0 += 32) {
+      const __m512i idx = kept_index32(meta, k0);
+      const __m512 w = d.kept(k0);
+      for (int t = 0; t < MT; ++t) {
+        const float* xk = xt + t * K + k0;
+        const __m512 xs = _mm512_permutex2var_ps(_mm512_loadu_ps(xk), idx, _mm512_loadu_ps(xk + 16));
+        acc[t] = _mm512_fmadd_ps(w, xs, acc[t]);
+      }
+    }
+    for (int t = 0; t < MT; ++t) {
+      float s = _mm512_reduce_add_ps(acc[t]);
+      for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * xt[t * K + k];
+      out[(t0 + t) * p.n + n] = s + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+template <class D>
+void kept_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  D d(p);
+  for (int64_t t0 = 0; t0 < m; t0 += 4) {
+    switch (std::min<int64_t>(4, m - t0)) {
+      case 1: kept_tile<1>(d, p, x, t0, out, bias, n0, n1); break;
+      case 2: kept_tile<2>(d, p, x, t0, out, bias, n0, n1); break;
+      case 3: kept_tile<3>(d, p, x, t0, out, bias, n0, n1); break;
+      default: kept_tile<4>(d, p, x, t0, out, bias, n0, n1); break;
+    }
+  }
+}
+
+inline bool kept_fits(const Packed& p) {
+  if (p.kind == Kind::kSemi24) return true;
+  return p.kind == Kind::kInt4Semi24 && (p.group % 32 == 0 || p.group >= p.k);
+}
+
+inline bool nibble_fits(const Packed& p) {
+  if (p.k % 32) return false;
+  return p.kind == Kind::kMXFP4 || (p.kind == Kind::kInt4 && p.group % 32 == 0);
+}
+
+template <class D>
+void rows_with(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  D d(p);
+  for (int64_t t0 = 0; t0 < m; t0 += 8) {
+    switch (std::min<int64_t>(8, m - t0)) {
+      case 1: tile<1>(d, p, x, t0, out, bias, n0, n1); break;
+      case 2: tile<2>(d, p, x, t0, out, bias, n0, n1); break;
+      case 3: tile<3>(d, p, x, t0, out, bias, n0, n1); break;
+      case 4: tile<4>(d, p, x, t0, out, bias, n0, n1); break;
+      case 5: tile<5>(d, p, x, t0, out, bias, n0, n1); break;
+      case 6: tile<6>(d, p, x, t0, out, bias, n0, n1); break;
+      case 7: tile<7>(d, p, x, t0, out, bias, n0, n1); break;
+      default: tile<8>(d, p, x, t0, out, bias, n0, n1); break;
+    }
+  }
+}
+
+template <class D>
+void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
+  D d(p);
+  const int64_t K = p.k, simd_k = K & ~int64_t(15);
+  for (int64_t n = n0; n < n1; ++n) {
+    d.begin(n);
+    float* row = dst + (n - n0) * K;
+    for (int64_t k0 = 0; k0 < simd_k; k0 += 16) _mm512_storeu_ps(row + k0, d.chunk(k0));
+    for (int64_t k = simd_k; k < K; ++k) row[k] = weight_at(p, n, k);
+  }
+}
+
+}  // namespace
+
+void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  if (nibble_fits(p)) {
+    if (p.kind == Kind::kInt4) return nibble_rows<Int4Tile>(p, x, m, out, bias, n0, n1);
+    return nibble_rows<MXFP4Tile>(p, x, m, out, bias, n0, n1);
+  }
+  if (kept_fits(p)) {
+    if (p.kind == Kind::kSemi24) return kept_rows<KeptSemi24>(p, x, m, out, bias, n0, n1);
+    return kept_rows<KeptInt4Semi24>(p, x, m, out, bias, n0, n1);
+  }
+  switch (p.kind) {
+    case Kind::kSemi24: return rows_with<Semi24Decoder>(p, x, m, out, bias, n0, n1);
+    case Kind::kInt4: return rows_with<Int4Decoder>(p, x, m, out, bias, n0, n1);
+    case Kind::kInt4Semi24: return rows_with<Int4Semi24Decoder>(p, x, m, out, bias, n0, n1);
+    case Kind::kMXFP4: return rows_with<MXFP4Decoder>(p, x, m, out, bias, n0, n1);
+    case Kind::kInt8: return rows_with<Int8Decoder>(p, x, m, out, bias, n0, n1);
+  }
+}
+
+void dequant_avx512(const Packed& p, float* dst, int64_t n0, int64_t n1) {
+  switch (p.kind) {
+    case Kind::kSemi24: return dequant_with<Semi24Decoder>(p, dst, n0, n1);
+    case Kind::kInt4: return dequant_with<Int4Decoder>(p, dst, n0, n1);
+    case Kind::kInt4Semi24: return dequant_with<Int4Semi24Decoder>(p, dst, n0, n1);
+    case Kind::kMXFP4: return dequant_with<MXFP4Decoder>(p, dst, n0, n1);
+    case Kind::kInt8: return dequant_with<Int8Decoder>(p, dst, n0, n1);
+  }
+}
+
+bool avx512_compiled() { return true; }
+
+}  // namespace cpu
+}  // namespace sparsekit
+
+#pragma GCC pop_options
+
+#else  // another compiler or architecture: the scalar path serves (avx512_compiled() is false)
+
+namespace sparsekit {
+namespace cpu {
+
+bool avx512_compiled() { return false; }
+void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  rows_scalar(p, x, m, out, bias, n0, n1);
+}
+void dequant_avx512(const Packed& p, float* dst, int64_t n0, int64_t n1) { dequant_scalar(p, dst, n0, n1); }
+
+}  // namespace cpu
+}  // namespace sparsekit
+
+#endif

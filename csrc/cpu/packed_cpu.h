@@ -1,0 +1,137 @@
+// CPU kernels of the packed layouts: y[M, N] = x[M, K] . W^T (+ bias), W in a sparsekit.pack layout.
+//
+// Plain C++ only (no torch headers): the SIMD translation units are compiled with target attributes
+// of their own, and torch's inline functions must not be compiled under them (one definition rule).
+// The byte layouts are those of sparsekit/pack/layouts.py, read as stored: no conversion at load.
+//
+// One scalar reference decoder per layout (`weight_at`, below) serves the portable path and the tails
+// that a SIMD chunk does not cover; each SIMD path decodes 16 consecutive weights at a time.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace sparsekit {
+namespace cpu {
+
+enum class Kind : int { kSemi24 = 0, kInt4 = 1, kInt4Semi24 = 2, kMXFP4 = 3, kInt8 = 4 };
+enum class ValueType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+
+// One packed weight [N, K], rows contiguous (the layouts' tensors are contiguous [N, ...]).
+struct Packed {
+  Kind kind = Kind::kInt4;
+  int64_t n = 0, k = 0;
+  const void* values = nullptr;     // semi24: [N, K/2] kept values of `value_type`
+  const uint8_t* codes = nullptr;   // int4 / mxfp4: [N, K/2] nibbles; int4_semi24: [N, K/4]; int8: [N, K] (int8)
+  const uint8_t* meta = nullptr;    // 2:4 positions [N, K/8], a nibble per group of 4
+  const uint16_t* scales = nullptr; // int4 / int4_semi24: [N, G] fp16 bits; int8: [N] fp16 bits
+  const uint8_t* zeros = nullptr;   // int4 / int4_semi24 asymmetric: [N, G] (null: symmetric, code + 8)
+  const uint8_t* e8m0 = nullptr;    // mxfp4: [N, K/32] biased exponents
+  int64_t group = 0;                // int4 / int4_semi24: inputs per scale (the last group may be short)
+  ValueType value_type = ValueType::kFloat32;
+
+  int64_t groups() const { return group > 0 ? (k + group - 1) / group : 1; }
+};
+
+// ------------------------------------------------------------------ scalar conversions (exact)
+
+inline float bits_to_float(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+inline float bf16_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
+
+inline float fp16_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
+  if (exp == 0x1Fu) return bits_to_float(sign | 0x7F800000u | (man << 13));  // inf / nan
+  if (exp != 0) return bits_to_float(sign | ((exp + 112u) << 23) | (man << 13));
+  // subnormal: man x 2^-24, exact in fp32
+  const float v = static_cast<float>(man) * 5.9604644775390625e-8f;
+  return sign ? -v : v;
+}
+
+// OCP MX E8M0: 2^(u - 127); u = 0 is the fp32 subnormal 2^-127, u = 255 is NaN
+inline float e8m0_to_float(uint8_t u) {
+  if (u == 255) return bits_to_float(0x7FC00000u);
+  if (u == 0) return bits_to_float(0x00400000u);
+  return bits_to_float(static_cast<uint32_t>(u) << 23);
+}
+
+// E2M1 code (sign in bit 3): 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives
+inline float e2m1_to_float(uint32_t c) {
+  static const float kMag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  return (c & 8u) ? -kMag[c & 7u] : kMag[c & 7u];
+}
+
+inline uint32_t nibble(const uint8_t* bytes, int64_t i) { return (bytes[i >> 1] >> ((i & 1) * 4)) & 0xFu; }
+
+inline float value_at(const Packed& p, int64_t idx) {
+  switch (p.value_type) {
+    case ValueType::kFloat32: return static_cast<const float*>(p.values)[idx];
+    case ValueType::kBFloat16: return bf16_to_float(static_cast<const uint16_t*>(p.values)[idx]);
+    default: return fp16_to_float(static_cast<const uint16_t*>(p.values)[idx]);
+  }
+}
+
+// ------------------------------------------------------------------ the scalar reference decoder
+
+// W[n, k] as the layout encodes it (fp32), the same values as `Layout.unpack()`.
+inline float weight_at(const Packed& p, int64_t n, int64_t k) {
+  switch (p.kind) {
+    case Kind::kSemi24: {
+      const int64_t g = k >> 2;  // group of 4 inputs
+      const uint32_t nib = nibble(p.meta + n * (p.k / 8), g);
+      const int64_t pos = k & 3, base = n * (p.k / 2) + 2 * g;
+      if ((nib & 3u) == pos) return value_at(p, base);
+      if (((nib >> 2) & 3u) == pos) return value_at(p, base + 1);
+      return 0.0f;
+    }
+    case Kind::kInt4: {
+      const int64_t gi = k / p.group, G = p.groups();
+      const float zero = p.zeros ? static_cast<float>(p.zeros[n * G + gi]) : 8.0f;
+      return (static_cast<float>(nibble(p.codes + n * (p.k / 2), k)) - zero) * fp16_to_float(p.scales[n * G + gi]);
+    }
+    case Kind::kInt4Semi24: {
+      const int64_t g = k >> 2;
+      const uint32_t nib = nibble(p.meta + n * (p.k / 8), g);
+      const int64_t pos = k & 3;
+      int64_t slot;
+      if ((nib & 3u) == pos) slot = 2 * g;
+      else if (((nib >> 2) & 3u) == pos) slot = 2 * g + 1;
+      else return 0.0f;
+      const int64_t gi = k / p.group, G = p.groups();
+      const float zero = p.zeros ? static_cast<float>(p.zeros[n * G + gi]) : 8.0f;
+      return (static_cast<float>(nibble(p.codes + n * (p.k / 4), slot)) - zero) * fp16_to_float(p.scales[n * G + gi]);
+    }
+    case Kind::kMXFP4:
+      return e2m1_to_float(nibble(p.codes + n * (p.k / 2), k)) * e8m0_to_float(p.e8m0[n * (p.k / 32) + k / 32]);
+    case Kind::kInt8:
+      return static_cast<float>(reinterpret_cast<const int8_t*>(p.codes)[n * p.k + k]) * fp16_to_float(p.scales[n]);
+  }
+  return 0.0f;
+}
+
+// ------------------------------------------------------------------ kernels
+
+// out[m, n] = sum_k x[m, k] W[n, k] (+ bias[n]) for rows n0 <= n < n1, every m < M; x and out fp32,
+// row-major with leading dimensions K and N. Thread-safe over disjoint row ranges.
+using RowsFn = void (*)(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                        int64_t n1);
+
+// W[n0:n1, :] as fp32 into `dst` ([n1 - n0, K], row-major): the prefill path multiplies tiles of it with BLAS.
+using DequantFn = void (*)(const Packed& p, float* dst, int64_t n0, int64_t n1);
+
+void rows_scalar(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
+void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1);
+
+// AVX-512 (F, BW, VL, DQ, VBMI2): only called where the CPU has them (runtime check in the binding) and
+// where this compiler built them (GCC on x86-64: `avx512_compiled`).
+bool avx512_compiled();
+void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
+void dequant_avx512(const Packed& p, float* dst, int64_t n0, int64_t n1);
+
+}  // namespace cpu
+}  // namespace sparsekit

@@ -1,0 +1,154 @@
+"""The CPU kernels of sparsekit._cpu (csrc/cpu/) against the reference, for every layout.
+
+Thresholds from the arithmetic: both sides accumulate the same fp32 products, the kernel in another
+order (16-lane partial sums, groups, the int4 zero point folded out of the loop), so float32 inputs
+agree to a few fp32 roundings of the sum: 1e-5 relative is ~100 ulps of headroom. bfloat16 inputs are
+widened to fp32 exactly on both sides and only the final cast rounds (8 bits: 2^-8 relative), so the
+output may differ by one bf16 rounding: 1e-2.
+
+CI builds the extension; there `SPARSEKIT_REQUIRE_CPU_EXT=1` (scripts/test.sh) turns a missing build
+into a failure instead of a skip.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sparsekit import _ext
+from sparsekit.ops.backends.cpu import cpu_linear
+from sparsekit.ops.packed_linear import packed_linear, packed_linear_reference, select_kernel
+from sparsekit.pack import MXFP4, Int4, Int4Semi24, Int8, Semi24
+from sparsekit.prune.patterns import nm_mask
+from sparsekit.quant.formats import get_format
+
+if not _ext.cpu_available():
+    if os.environ.get("SPARSEKIT_REQUIRE_CPU_EXT") == "1":
+        raise RuntimeError("sparsekit._cpu is not built but SPARSEKIT_REQUIRE_CPU_EXT=1")
+    pytest.skip("sparsekit._cpu not built (no C++ compiler at install time)", allow_module_level=True)
+
+PATHS = ["scalar"] + (["avx512"] if _ext.cpu_info()["avx512"] else [])
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def make(kind: str, n: int, k: int, *, group: int = 32, symmetric: bool = True, values=torch.float32, seed: int = 0):
+    """A layout of fresh random weights (never zeros or ones)."""
+    w = torch.randn(n, k, generator=_gen(seed)) * 0.1
+    mask = nm_mask(torch.rand(n, k, generator=_gen(seed + 1)), 2, 4) if k % 4 == 0 else None
+    if kind == "semi24":
+        return Semi24.pack(w.masked_fill(~mask, 0).to(values), mask)
+    if kind == "int4":
+        return Int4.pack(get_format("int4", group, symmetric).quantize(w))
+    if kind == "int4_semi24":
+        return Int4Semi24.pack(get_format("int4", group, symmetric).quantize(w.masked_fill(~mask, 0), mask), mask)
+    if kind == "mxfp4":
+        return MXFP4.pack(get_format("mxfp4").quantize(w))
+    if kind == "int8":
+        q = get_format("int8").quantize(w)
+        return Int8(q.shape, q.codes.to(torch.int8), q.scales.reshape(-1).half())
+    raise AssertionError(kind)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
+
+# (kind, options): every layout, the value dtypes of 2:4, asymmetric int4, g128 with a short last group at K = 576
+CASES = [("semi24", {}), ("semi24", {"values": torch.bfloat16}), ("semi24", {"values": torch.float16}),
+         ("int4", {"group": 128}), ("int4", {"group": 32, "symmetric": False}), ("int4_semi24", {"group": 128}),
+         ("int4_semi24", {"group": 32, "symmetric": False}), ("mxfp4", {}), ("int8", {})]
+
+
+@pytest.mark.parametrize("kind, opts", CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in CASES])
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_layout_matches_the_reference(kind, opts, path, dtype):
+    layout = make(kind, 40, 576, **opts)
+    bias = torch.randn(40, generator=_gen(3))
+    for m in (1, 2, 3, 7, 16, 33, 128):  # decode tiles of 1-8 tokens, then the dequantize + BLAS path
+        x = torch.randn(m, 576, generator=_gen(m)).to(dtype)
+        got = cpu_linear(x, layout, bias, path=path)
+        assert got.dtype == dtype and got.shape == (m, 40)
+        assert rel(got, packed_linear_reference(x, layout, bias)) < TOL[dtype], (m, path)
+
+
+@pytest.mark.parametrize("kind, n, k, opts", [("semi24", 1, 8, {}), ("int4", 1, 2, {"group": 2}),
+                                              ("int4_semi24", 1, 8, {"group": 4}), ("mxfp4", 1, 32, {}),
+                                              ("int8", 1, 1, {}), ("int4", 3, 48, {"group": 16}),
+                                              ("semi24", 5, 40, {"values": torch.bfloat16})])
+@pytest.mark.parametrize("path", ["scalar", "auto"])
+def test_smallest_legal_and_odd_shapes(kind, n, k, opts, path):
+    """N = 1 and the smallest K each layout allows, and K that leaves a tail after the 16/32-wide chunks
+    ('auto' takes AVX-512 where the layout's groups allow it, the scalar path where they do not)."""
+    layout = make(kind, n, k, **opts)
+    for m in (1, 5, 17):
+        x = torch.randn(m, k, generator=_gen(k + m))
+        assert rel(cpu_linear(x, layout, path=path), packed_linear_reference(x, layout)) < 1e-5
+
+
+def test_non_contiguous_and_batched_inputs():
+    layout = make("int4", 24, 64, group=32)
+    base = torch.randn(3, 5, 128, generator=_gen(5))
+    x = base[..., ::2]  # a strided view: every other feature
+    assert not x.is_contiguous()
+    got = packed_linear(x, layout, backend="cpu")
+    assert got.shape == (3, 5, 24)
+    assert rel(got, packed_linear_reference(x.contiguous(), layout)) < 1e-5
+
+
+def test_auto_takes_the_cpu_kernel_for_cpu_activations_it_supports():
+    layout = make("int4_semi24", 16, 64)
+    assert select_kernel(torch.randn(2, 64), layout).backend == "cpu"
+    assert select_kernel(torch.randn(2, 64).bfloat16(), layout).backend == "cpu"
+    assert select_kernel(torch.randn(2, 64).half(), layout).backend == "reference"  # fp16 activations: not here
+    with pytest.raises(ValueError, match="backend='cpu' requested but the CPU kernels take float32/bfloat16"):
+        packed_linear(torch.randn(2, 64).half(), layout, backend="cpu")
+
+
+def test_binding_errors_name_the_constraint():
+    ext = _ext.load_cpu()
+    layout = make("int4", 8, 64)
+    t = layout.tensors()
+    x = torch.randn(2, 64)
+    with pytest.raises(RuntimeError, match="input has 32 features but the weight has in_features=64"):
+        ext.linear(torch.randn(2, 32), 1, 8, 64, codes=t["codes"], scales=t["scales"], group=32)
+    with pytest.raises(RuntimeError, match=r"codes must have shape \[8, 32\]"):
+        ext.linear(x, 1, 8, 64, codes=t["codes"][:, :16].contiguous(), scales=t["scales"], group=32)
+    with pytest.raises(RuntimeError, match="scales must be float16"):
+        ext.linear(x, 1, 8, 64, codes=t["codes"], scales=t["scales"].float(), group=32)
+    with pytest.raises(RuntimeError, match="this layout needs its meta tensor"):
+        ext.linear(x, 2, 8, 64, codes=t["codes"], scales=t["scales"], group=32)
+    with pytest.raises(RuntimeError, match="activations must be float32 or bfloat16"):
+        ext.linear(x.half(), 1, 8, 64, codes=t["codes"], scales=t["scales"], group=32)
+    with pytest.raises(RuntimeError, match="path must be 'auto', 'avx512' or 'scalar'"):
+        ext.linear(x, 1, 8, 64, codes=t["codes"], scales=t["scales"], group=32, path="fast")
+    with pytest.raises(RuntimeError, match="unknown layout kind 9"):
+        ext.linear(x, 9, 8, 64, codes=t["codes"], scales=t["scales"], group=32)
+    if "avx512" in PATHS:
+        small = make("int4", 8, 64, group=8)
+        with pytest.raises(RuntimeError, match="the AVX-512 path needs group_size % 16 == 0"):
+            cpu_linear(x, small, path="avx512")
+
+
+def test_int8_layout_converts_and_runs_packed():
+    """`quantize: {format: int8}` (per channel) now packs, and the packed model computes the simulation."""
+    import sparsekit
+    from tests.tiny import tiny_model
+
+    recipe = [{"quantize": {"format": "int8"}}]
+    simulated = sparsekit.compress(tiny_model("llama", seed=2), recipe, progress=False).model
+    result = sparsekit.convert(tiny_model("llama", seed=2), recipe, progress=False)
+    assert set(result.packed.values()) == {"int8"}
+    module = result.model.get_submodule("model.layers.1.mlp.down_proj")
+    assert torch.equal(module.dequantized_weight(), simulated.get_submodule("model.layers.1.mlp.down_proj").weight)
+    assert module.layout().bits_per_weight == pytest.approx(8 + 16 / 96)
+    ids = torch.randint(3, 300, (2, 20), generator=_gen(1))
+    with torch.no_grad():
+        assert rel(result.model(ids).logits, simulated(ids).logits) < 1e-5
