@@ -47,6 +47,14 @@ inline __mmask16 keep16(const uint8_t* meta_row, int64_t k0) {
 }
 
 // 16 nibbles (8 bytes at `p`, low nibble first) as int32 lanes in input order
+// Bytes ahead of the current read that each row loop asks the cache to fetch. One core keeps only ~12-16
+// cache-line misses in flight; the hardware prefetcher does not run far enough ahead of a loop that spends
+// ~10 instructions per 16 bytes, so without this the decode waits on DRAM latency at about a quarter of the
+// stream rate a dense GEMV reaches (measured: int4 4096 x 14336 from DRAM 8.7 ms vs 4.0 ms from L3).
+constexpr int kPrefetch = 2048;
+
+inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p) + kPrefetch, _MM_HINT_T0); }
+
 inline __m512i nibbles16(const uint8_t* p) {
   const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
   const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(0x0F));
@@ -98,6 +106,7 @@ struct Int4Decoder {
     codes = p.codes + n * (p.k / 2);
     g.begin(p, n);
   }
+  inline void ahead(int64_t k0) { prefetch(codes + k0 / 2); }
   inline __m512 chunk(int64_t k0) {
     g.at(k0);
     const __m512 q = _mm512_cvtepi32_ps(nibbles16(codes + k0 / 2));
@@ -116,6 +125,7 @@ struct Int4Semi24Decoder {
     meta = p.meta + n * (p.k / 8);
     g.begin(p, n);
   }
+  inline void ahead(int64_t k0) { prefetch(codes + k0 / 4); }
   inline __m512 chunk(int64_t k0) {
     g.at(k0);
     const __m512 q = _mm512_cvtepi32_ps(nibbles8(codes + k0 / 4));  // the 8 kept codes of 16 inputs
@@ -135,6 +145,7 @@ struct Semi24Decoder {
     meta = p.meta + n * (p.k / 8);
     values = static_cast<const char*>(p.values) + n * (p.k / 2) * vbytes;
   }
+  inline void ahead(int64_t k0) { prefetch(values + (k0 / 2) * vbytes); }
   inline __m512 chunk(int64_t k0) {
     const __mmask16 keep = keep16(meta, k0);
     const char* v = values + (k0 / 2) * vbytes;  // the 8 kept values of these 16 inputs
@@ -166,6 +177,7 @@ struct MXFP4Decoder {
     codes = p.codes + n * (p.k / 2);
     e8m0 = p.e8m0 + n * (p.k / 32);
   }
+  inline void ahead(int64_t k0) { prefetch(codes + k0 / 2); }
   inline __m512 chunk(int64_t k0) {
     const __m512 v = _mm512_permutexvar_ps(nibbles16(codes + k0 / 2), lut);
     return _mm512_mul_ps(v, _mm512_set1_ps(e8m0_to_float(e8m0[k0 / 32])));
@@ -181,6 +193,7 @@ struct Int8Decoder {
     codes = reinterpret_cast<const int8_t*>(p.codes) + n * p.k;
     scale = _mm512_set1_ps(fp16_to_float(p.scales[n]));
   }
+  inline void ahead(int64_t k0) { prefetch(codes + k0); }
   inline __m512 chunk(int64_t k0) {
     const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k0)));
     return _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale);
@@ -198,6 +211,7 @@ inline void tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, 
     for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
     const float* xt = x + t0 * K;
     for (int64_t k0 = 0; k0 < simd_k; k0 += 16) {
+      if ((k0 & 63) == 0) d.ahead(k0);
       const __m512 w = d.chunk(k0);
       for (int t = 0; t < MT; ++t) acc[t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xt + t * K + k0), acc[t]);
     }
@@ -255,6 +269,7 @@ void int4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const f
       __m512 accg[MT];
       for (int t = 0; t < MT; ++t) accg[t] = _mm512_setzero_ps();
       for (int64_t b = b0; b < b1; b += 16) {
+        if ((b & 63) == 0) prefetch(codes + b);
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
         const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, low));
         const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
@@ -291,6 +306,7 @@ void mxfp4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const 
     __m512 acc[MT];
     for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < half; b += 16) {
+      if ((b & 63) == 0) prefetch(codes + b);
       const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
       const __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(v, low), lut);
       const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
@@ -360,6 +376,7 @@ struct KeptSemi24 {
   int vbytes;
   explicit KeptSemi24(const Packed& pk) : p(pk), vbytes(pk.value_type == ValueType::kFloat32 ? 4 : 2) {}
   void begin(int64_t n) { values = static_cast<const char*>(p.values) + n * (p.k / 2) * vbytes; }
+  inline void ahead(int64_t k0) { prefetch(values + (k0 / 2) * vbytes); }
   inline __m512 kept(int64_t k0) {
     const char* v = values + (k0 / 2) * vbytes;
     switch (p.value_type) {
@@ -381,6 +398,7 @@ struct KeptInt4Semi24 {
     codes = p.codes + n * (p.k / 4);
     g.begin(p, n);
   }
+  inline void ahead(int64_t k0) { prefetch(codes + k0 / 4); }
   inline __m512 kept(int64_t k0) {
     g.at(k0);  // group % 32 == 0 (checked by `kept_fits`): 32 inputs share one scale
     const __m512 q = _mm512_cvtepi32_ps(nibbles16(codes + k0 / 4));  // 8 bytes: 16 kept codes in kept order
@@ -399,6 +417,10 @@ void kept_tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, co
     for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
     const float* xt = x + t0 * K;
     for (int64_t k0 = 0; k0 < simd_k; k0 += 32) {
+      if ((k0 & 127) == 0) {  // a cache line of the densest stream (fp32 values) covers 32 inputs: 4 per line
+        d.ahead(k0);
+        if ((k0 & 511) == 0) prefetch(meta + k0 / 8);
+      }
       const __m512i idx = kept_index32(meta, k0);
       const __m512 w = d.kept(k0);
       for (int t = 0; t < MT; ++t) {

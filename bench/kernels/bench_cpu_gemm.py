@@ -1,0 +1,280 @@
+"""CPU packed GEMM kernels vs torch dense and torch's weight-only int8 / int4 kernels, against the memory roofline.
+
+    python bench/kernels/bench_cpu_gemm.py                              # the grid below, 1 and 2 threads
+    python bench/kernels/bench_cpu_gemm.py --quick                      # 2 shapes, M in {1, 16}
+    python bench/kernels/bench_cpu_gemm.py --shapes llama3-8b --ms 1 --threads 1 --out /tmp/cpu.json
+
+For every weight shape (N x K: Llama-3-8B 4096x4096 q/o, 1024x4096 k/v, 14336x4096 gate/up, 4096x14336
+down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down), every M (tokens: 1, 4,
+16 decode; 128, 512 prefill) and every thread count, with random weights (never zeros):
+
+- correctness first: every packed kernel's output against the reference on the same input (relative
+  error recorded; a row above 1e-5 is flagged WRONG);
+- time: `time.perf_counter` median and spread (min, max) over repeats after warm-up, inputs rotated, and
+  weights rotated over enough copies to fill twice the last-level cache (`copies_for`), so that a call
+  streams its weight from memory as a model's decode does (a small SmolLM2 weight may stay cached: the
+  whole int4 model is smaller than some CPUs' L3);
+- bytes: the weight as stored (packed tensors, or the dense matrix) + activations + output; GB/s of
+  that over the median time, and its fraction of the memory bandwidth **measured in the same run** with
+  the same threads (`read`: a sum over a buffer far larger than the last-level cache; `copy`: a copy of
+  one). Decode (M <= 16) is bound by that stream, so the fraction is its figure of merit.
+
+Kernels: `fp32` and `bf16` dense (torch.nn.functional.linear), `torch_int8` (aten._weight_int8pack_mm,
+per channel), `torch_int4` (aten._weight_int4pack_mm_for_cpu, g128), and sparsekit's CPU kernels
+(`sparsekit.ops.backends.cpu`) on `semi24` (bf16 values), `int4` (g128), `int4_semi24` (g128), `mxfp4`,
+`int8`. Activations fp32 (the model's dtype on this CPU) except for `bf16` and the torch int kernels'
+native bf16 path where noted. Writes one JSON (CPU model and flags, threads, versions, date, command,
+bandwidth, rows), rewritten after every shape so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run from a plain checkout: the package is the tree itself
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+SHAPES = {"llama3-8b": [("llama3-8b q/o", 4096, 4096), ("llama3-8b k/v", 1024, 4096),
+                        ("llama3-8b gate/up", 14336, 4096), ("llama3-8b down", 4096, 14336)],
+          "smollm2": [("smollm2 q/o", 576, 576), ("smollm2 k/v", 192, 576), ("smollm2 gate/up", 1536, 576),
+                      ("smollm2 down", 576, 1536)]}
+MS = [1, 4, 16, 128, 512]
+KERNELS = ("fp32", "bf16", "torch_int8", "torch_int4", "semi24", "int4", "int4_semi24", "mxfp4", "int8")
+PACKED = ("semi24", "int4", "int4_semi24", "mxfp4", "int8")
+
+
+def cpu_name() -> tuple[str, list[str]]:
+    model, flags = platform.processor() or "unknown", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("unknown", "x86_64", ""):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma", "f16c", "amx")))
+                break
+    except OSError:
+        pass
+    return model, flags
+
+
+def median_time(fn, *, min_reps: int = 5, budget_s: float = 1.0) -> tuple[float, float, float]:
+    """(median, min, max) seconds of `fn()` after one warm-up call; repeats until `budget_s` or min_reps."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < 200):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), max(times)
+
+
+def llc_bytes() -> int:
+    """The last-level cache of CPU 0 (sysfs), or 64 MiB when it cannot be read."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"), reverse=True):
+        try:
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
+        return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+    return 64 * 2 ** 20
+
+
+def bandwidth(gib: float = 2.0) -> dict:
+    """Read and copy rates (GB/s) of a buffer far larger than the last-level cache, with the current threads.
+    Read is the faster of a sum and a BLAS dot product over the buffer (both stream it once)."""
+    n = int(gib * 2 ** 30 // 4)
+    src = torch.ones(n)
+    dst = torch.empty_like(src)
+    t_read = min(median_time(lambda: src.sum(), min_reps=3, budget_s=2.0)[0],
+                 median_time(lambda: torch.dot(src, src), min_reps=3, budget_s=2.0)[0])
+    t_copy = median_time(lambda: dst.copy_(src), min_reps=3, budget_s=2.0)[0]
+    return {"buffer_gib": gib, "read_gbps": n * 4 / t_read / 1e9, "copy_gbps": 2 * n * 4 / t_copy / 1e9}
+
+
+def copies_for(wbytes: int, llc: int) -> int:
+    """Distinct copies of a weight to rotate through so that each call streams it from memory, not from the
+    last-level cache: their total reaches twice the cache (at most 64 copies; a small weight may stay cached)."""
+    return max(1, min(64, -(-2 * llc // max(1, wbytes))))
+
+
+def _rotating(make_fn, tensors: list[torch.Tensor], wbytes: int, llc: int):
+    """fn(x) that uses the next of `copies_for` clones of `tensors` on every call (see `copies_for`)."""
+    sets = [tensors] + [[t.clone() for t in tensors] for _ in range(copies_for(wbytes, llc) - 1)]
+    fns = [make_fn(*ts) for ts in sets]
+    i = [0]
+
+    def fn(x):
+        i[0] = (i[0] + 1) % len(fns)
+        return fns[i[0]](x)
+
+    fn.copies = len(fns)
+    return fn
+
+
+def make_weights(n: int, k: int, seed: int, llc: int) -> dict:
+    """Every layout of one random weight, plus the torch baselines' own packings:
+    name -> (fn(x) rotating over weight copies, weight bytes, layout or None)."""
+    from sparsekit.ops.backends.cpu import cpu_linear
+    from sparsekit.pack import MXFP4, Int4, Int4Semi24, Int8, Semi24
+    from sparsekit.prune.patterns import nm_mask
+    from sparsekit.quant.formats import get_format
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g) * 0.02
+    mask = nm_mask(torch.rand(n, k, generator=g), 2, 4)
+    w24 = w.masked_fill(~mask, 0)
+    q8 = get_format("int8").quantize(w)
+    layouts = {"semi24": Semi24.pack(w24.bfloat16(), mask),
+               "int4": Int4.pack(get_format("int4", 128, True).quantize(w)),
+               "int4_semi24": Int4Semi24.pack(get_format("int4", 128, True).quantize(w24, mask), mask),
+               "mxfp4": MXFP4.pack(get_format("mxfp4").quantize(w)),
+               "int8": Int8(q8.shape, q8.codes.to(torch.int8), q8.scales.reshape(-1).half())}
+    linear = torch.nn.functional.linear
+    out = {"fp32": (_rotating(lambda t: lambda x: linear(x, t), [w], w.numel() * 4, llc), w.numel() * 4, None),
+           "bf16": (_rotating(lambda t: lambda x: linear(x.bfloat16(), t), [w.bfloat16()], w.numel() * 2, llc),
+                    w.numel() * 2, None)}
+    codes8, scales8 = q8.codes.to(torch.int8).contiguous(), q8.scales.reshape(-1).float().contiguous()
+    b8 = codes8.numel() + n * 4
+    out["torch_int8"] = (_rotating(lambda c, sc: lambda x: torch.ops.aten._weight_int8pack_mm(x, c, sc),
+                                   [codes8, scales8], b8, llc), b8, None)
+    if k % 128 == 0:  # torch's CPU int4 kernel takes groups of 32..256 that divide K
+        wq = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=g)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(wq, 1)
+        sz = torch.rand(k // 128, n, 2, generator=g) * 0.01
+        b4 = packed.numel() * packed.element_size() + sz.numel() * 4
+        out["torch_int4"] = (_rotating(lambda pk, s: lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, pk, 128, s),
+                                       [packed, sz], b4, llc), b4, None)
+    for name, layout in layouts.items():
+        fields = list(layout.tensors())
+        make = (lambda lay, names: lambda *ts: (lambda t: lambda x: cpu_linear(x, t))(
+            type(lay).from_tensors(lay.shape, dict(zip(names, ts)), lay.attrs())))(layout, fields)
+        out[name] = (_rotating(make, list(layout.tensors().values()), layout.nbytes, llc), layout.nbytes, layout)
+    return out
+
+
+#: the README table: the targets' shape (docs: issue targets at M = 1, 4096 x 14336) and a SmolLM2 projection
+TABLE_SHAPES = ("llama3-8b down", "smollm2 gate/up")
+
+
+def table(result: dict, ms: tuple[int, ...] = (1, 16)) -> str:
+    """The README's markdown table of a result file: per kernel, median ms, fraction of the measured read
+    bandwidth and speedup over fp32 dense, per shape, M and thread count."""
+    rows = result["rows"]
+    threads = sorted({r["threads"] for r in rows})
+    keys = [(shape, m, t) for shape in TABLE_SHAPES for m in ms for t in threads
+            if any(r["shape"] == shape and r["m"] == m and r["threads"] == t for r in rows)]
+    head = "| kernel | " + " | ".join(f"{s} M={m} {t}t" for s, m, t in keys) + " |"
+    lines = [head, "|---" * (len(keys) + 1) + "|"]
+    for kernel in KERNELS:
+        cells = []
+        for shape, m, t in keys:
+            r = next((r for r in rows if (r["shape"], r["m"], r["threads"], r["kernel"]) == (shape, m, t, kernel)), None)
+            cells.append("–" if r is None else f"{r['ms']:.3f} ms, {r['read_bw_fraction']:.0%}, x{r['speedup_vs_fp32']:.2f}")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default="llama3-8b,smollm2", help="comma list of shape families: llama3-8b, smollm2")
+    p.add_argument("--ms", default=None, help="comma list of M (default 1,4,16,128,512)")
+    p.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
+    p.add_argument("--kernels", default=None, help=f"comma list among {', '.join(KERNELS)} (default all)")
+    p.add_argument("--quick", action="store_true", help="one shape per family, M in {1, 16}")
+    p.add_argument("--budget", type=float, default=0.6, help="seconds of repeats per measurement [0.6]")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu" / "cpu_gemm.json")
+    p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        if not args.out.is_file():
+            print(f"bench_cpu_gemm: {args.out} does not exist; run the benchmark first", file=sys.stderr)
+            return 2
+        print(table(json.loads(args.out.read_text())))
+        return 0
+    from sparsekit import _ext
+    from sparsekit.ops.backends.reference import packed_linear_reference
+    from sparsekit.utils.env import versions
+
+    if not _ext.cpu_available():
+        print("sparsekit._cpu is not built: install with a C++ compiler (pip install --no-build-isolation -e .)",
+              file=sys.stderr)
+        return 2
+    families = [f.strip() for f in args.shapes.split(",") if f.strip()]
+    bad = [f for f in families if f not in SHAPES]
+    kernels = KERNELS if args.kernels is None else tuple(k.strip() for k in args.kernels.split(","))
+    bad += [k for k in kernels if k not in KERNELS]
+    if bad:
+        print(f"bench_cpu_gemm: unknown shape family or kernel {bad}; shapes: {', '.join(SHAPES)}; kernels: "
+              f"{', '.join(KERNELS)}", file=sys.stderr)
+        return 2
+    shapes = [s for f in families for s in (SHAPES[f][2:3] if args.quick else SHAPES[f])]
+    ms = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16] if args.quick else MS)
+    threads = [int(t) for t in args.threads.split(",")]
+    model, flags = cpu_name()
+    llc = llc_bytes()
+    result = {"cpu": model, "cpu_flags": flags, "llc_bytes": llc, "avx512_path": _ext.cpu_info()["avx512"],
+              "threads": threads,
+              "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": "python bench/kernels/bench_cpu_gemm.py " + shlex.join(argv), "bandwidth": {}, "rows": []}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for nt in threads:
+        torch.set_num_threads(nt)
+        bw = bandwidth()
+        result["bandwidth"][str(nt)] = bw
+        print(f"threads {nt}: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s", flush=True)
+        for si, (label, n, k) in enumerate(shapes):
+            runners = make_weights(n, k, seed=si, llc=llc)
+            for m in ms:
+                xs = [torch.randn(m, k, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+                base = None
+                for name in kernels:
+                    if name not in runners:
+                        continue
+                    fn, wbytes, layout = runners[name]
+                    err = None
+                    if layout is not None:
+                        ref = packed_linear_reference(xs[0], layout)
+                        err = float((fn(xs[0]) - ref).norm() / ref.norm())
+                        if err > 1e-5:
+                            print(f"WRONG {name} {label} M={m}: rel err {err:.2e}", file=sys.stderr)
+                    i = [0]
+
+                    def step():
+                        i[0] = (i[0] + 1) % len(xs)
+                        return fn(xs[i[0]])
+
+                    med, lo, hi = median_time(step, budget_s=args.budget)
+                    moved = wbytes + m * k * 4 + m * n * 4
+                    row = {"shape": label, "n": n, "k": k, "m": m, "threads": nt, "kernel": name,
+                           "weight_copies": fn.copies, "ms": med * 1e3,
+                           "ms_min": lo * 1e3, "ms_max": hi * 1e3, "weight_bytes": wbytes, "gbps": moved / med / 1e9,
+                           "read_bw_fraction": moved / med / 1e9 / bw["read_gbps"], "rel_err": err}
+                    if name == "fp32":
+                        base = med
+                    row["speedup_vs_fp32"] = base / med if base else None
+                    result["rows"].append(row)
+                    print(f"{nt}t {label:<18} M={m:<4} {name:<12} {med * 1e3:9.3f} ms  {row['gbps']:6.1f} GB/s "
+                          f"({row['read_bw_fraction']:.0%} of read)  x{row['speedup_vs_fp32'] or 0:.2f} vs fp32",
+                          flush=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
