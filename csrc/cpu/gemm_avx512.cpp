@@ -207,16 +207,22 @@ inline void tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, 
   const int64_t K = p.k, simd_k = K & ~int64_t(15);
   for (int64_t n = n0; n < n1; ++n) {
     d.begin(n);
-    __m512 acc[MT];
-    for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
+    __m512 acc[2][MT];  // two chains, alternate chunks: the FMA latency overlaps (see int4_tile)
+    for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
     const float* xt = x + t0 * K;
-    for (int64_t k0 = 0; k0 < simd_k; k0 += 16) {
+    auto step = [&](int64_t k0, __m512* a) {
       if ((k0 & 63) == 0) d.ahead(k0);
       const __m512 w = d.chunk(k0);
-      for (int t = 0; t < MT; ++t) acc[t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xt + t * K + k0), acc[t]);
+      for (int t = 0; t < MT; ++t) a[t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xt + t * K + k0), a[t]);
+    };
+    int64_t k0 = 0;
+    for (; k0 + 32 <= simd_k; k0 += 32) {
+      step(k0, acc[0]);
+      step(k0 + 16, acc[1]);
     }
+    if (k0 < simd_k) step(k0, acc[0]);
     for (int t = 0; t < MT; ++t) {
-      float s = _mm512_reduce_add_ps(acc[t]);
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t]));
       for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * xt[t * K + k];
       out[(t0 + t) * p.n + n] = s + (bias ? bias[n] : 0.0f);
     }
@@ -266,18 +272,22 @@ void int4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const f
     }
     for (int64_t g = 0; g < G; ++g) {
       const int64_t b0 = g * p.group / 2, b1 = std::min(half, (g + 1) * p.group / 2);  // code bytes of group g
-      __m512 accg[MT];
-      for (int t = 0; t < MT; ++t) accg[t] = _mm512_setzero_ps();
+      // even and odd inputs accumulate apart: two independent FMA chains (at one token a single chain
+      // would wait the FMA latency, 4 cycles, per 16 code bytes)
+      __m512 acce[MT], acco[MT];
+      for (int t = 0; t < MT; ++t) acce[t] = acco[t] = _mm512_setzero_ps();
       for (int64_t b = b0; b < b1; b += 16) {
         if ((b & 63) == 0) prefetch(codes + b);
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
         const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, low));
         const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
         for (int t = 0; t < MT; ++t) {
-          accg[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(&sp.even[(t0 + t) * half + b]), accg[t]);
-          accg[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(&sp.odd[(t0 + t) * half + b]), accg[t]);
+          acce[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(&sp.even[(t0 + t) * half + b]), acce[t]);
+          acco[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(&sp.odd[(t0 + t) * half + b]), acco[t]);
         }
       }
+      __m512 accg[MT];
+      for (int t = 0; t < MT; ++t) accg[t] = _mm512_add_ps(acce[t], acco[t]);
       const float s = fp16_to_float(p.scales[n * G + g]);
       const float z = p.zeros ? static_cast<float>(p.zeros[n * G + g]) : 8.0f;
       const __m512 sv = _mm512_set1_ps(s);
@@ -303,9 +313,9 @@ void mxfp4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const 
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* codes = p.codes + n * half;
     const uint8_t* e8m0 = p.e8m0 + n * (K / 32);
-    __m512 acc[MT];
-    for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < half; b += 16) {
+    __m512 acc[2][MT];  // two chains, alternate blocks: the FMA latency overlaps (see int4_tile)
+    for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    auto block = [&](int64_t b, __m512* a) {
       if ((b & 63) == 0) prefetch(codes + b);
       const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
       const __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(v, low), lut);
@@ -314,10 +324,17 @@ void mxfp4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const 
       for (int t = 0; t < MT; ++t) {
         const __m512 d = _mm512_fmadd_ps(hi, _mm512_loadu_ps(&sp.odd[(t0 + t) * half + b]),
                                          _mm512_mul_ps(lo, _mm512_loadu_ps(&sp.even[(t0 + t) * half + b])));
-        acc[t] = _mm512_fmadd_ps(sv, d, acc[t]);
+        a[t] = _mm512_fmadd_ps(sv, d, a[t]);
       }
+    };
+    int64_t b = 0;
+    for (; b + 32 <= half; b += 32) {
+      block(b, acc[0]);
+      block(b + 16, acc[1]);
     }
-    for (int t = 0; t < MT; ++t) out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(acc[t]) + (bias ? bias[n] : 0.0f);
+    if (b < half) block(b, acc[0]);
+    for (int t = 0; t < MT; ++t)
+      out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) + (bias ? bias[n] : 0.0f);
   }
 }
 
@@ -389,23 +406,6 @@ struct KeptSemi24 {
   }
 };
 
-struct KeptInt4Semi24 {
-  const Packed& p;
-  const uint8_t* codes = nullptr;
-  GroupTrack g;
-  explicit KeptInt4Semi24(const Packed& pk) : p(pk) {}
-  void begin(int64_t n) {
-    codes = p.codes + n * (p.k / 4);
-    g.begin(p, n);
-  }
-  inline void ahead(int64_t k0) { prefetch(codes + k0 / 4); }
-  inline __m512 kept(int64_t k0) {
-    g.at(k0);  // group % 32 == 0 (checked by `kept_fits`): 32 inputs share one scale
-    const __m512 q = _mm512_cvtepi32_ps(nibbles16(codes + k0 / 4));  // 8 bytes: 16 kept codes in kept order
-    return _mm512_mul_ps(_mm512_sub_ps(q, g.zero), g.scale);
-  }
-};
-
 template <int MT, class D>
 void kept_tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, const float* bias, int64_t n0,
                int64_t n1) {
@@ -413,10 +413,10 @@ void kept_tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, co
   for (int64_t n = n0; n < n1; ++n) {
     d.begin(n);
     const uint8_t* meta = p.meta + n * (K / 8);
-    __m512 acc[MT];
-    for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
+    __m512 acc[2][MT];  // two chains, alternate steps: the FMA latency overlaps (see int4_tile)
+    for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
     const float* xt = x + t0 * K;
-    for (int64_t k0 = 0; k0 < simd_k; k0 += 32) {
+    auto step = [&](int64_t k0, __m512* a) {
       if ((k0 & 127) == 0) {  // a cache line of the densest stream (fp32 values) covers 32 inputs: 4 per line
         d.ahead(k0);
         if ((k0 & 511) == 0) prefetch(meta + k0 / 8);
@@ -426,11 +426,17 @@ void kept_tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, co
       for (int t = 0; t < MT; ++t) {
         const float* xk = xt + t * K + k0;
         const __m512 xs = _mm512_permutex2var_ps(_mm512_loadu_ps(xk), idx, _mm512_loadu_ps(xk + 16));
-        acc[t] = _mm512_fmadd_ps(w, xs, acc[t]);
+        a[t] = _mm512_fmadd_ps(w, xs, a[t]);
       }
+    };
+    int64_t k0 = 0;
+    for (; k0 + 64 <= simd_k; k0 += 64) {
+      step(k0, acc[0]);
+      step(k0 + 32, acc[1]);
     }
+    if (k0 < simd_k) step(k0, acc[0]);
     for (int t = 0; t < MT; ++t) {
-      float s = _mm512_reduce_add_ps(acc[t]);
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t]));
       for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * xt[t * K + k];
       out[(t0 + t) * p.n + n] = s + (bias ? bias[n] : 0.0f);
     }
@@ -450,9 +456,71 @@ void kept_rows(const Packed& p, const float* x, int64_t m, float* out, const flo
   }
 }
 
+}
+
+// int4 + 2:4: the kept codes become values through a 16-entry table (vpermps: code - 8, or the code
+// itself when a zero point follows), and the group scale multiplies the group's partial sum once instead
+// of every weight: per 32 inputs ~11 instructions for 12 bytes (8 of codes, 4 of positions).
+template <int MT>
+void int4_semi24_tile(const Packed& p, const float* x, int64_t t0, float* out, const float* bias, int64_t n0,
+                      int64_t n1) {
+  const int64_t K = p.k, G = p.groups();
+  alignas(64) float table[16];
+  for (int c = 0; c < 16; ++c) table[c] = static_cast<float>(c) - (p.zeros ? 0.0f : 8.0f);
+  const __m512 lut = _mm512_load_ps(table);
+  const float* xt = x + t0 * K;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * (K / 4);
+    const uint8_t* meta = p.meta + n * (K / 8);
+    __m512 acc[MT];
+    for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t k_end = std::min(K, (g + 1) * p.group);
+      const __m512 zero = _mm512_set1_ps(p.zeros ? static_cast<float>(p.zeros[n * G + g]) : 0.0f);
+      __m512 accg[2][MT];  // two chains, alternate steps: the FMA latency overlaps (see int4_tile)
+      for (int t = 0; t < MT; ++t) accg[0][t] = accg[1][t] = _mm512_setzero_ps();
+      auto step = [&](int64_t k0, __m512* a) {
+        if ((k0 & 255) == 0) {  // 64 bytes of codes per 256 inputs, 32 of positions
+          prefetch(codes + k0 / 4);
+          if ((k0 & 511) == 0) prefetch(meta + k0 / 8);
+        }
+        const __m512i idx = kept_index32(meta, k0);
+        __m512 w = _mm512_permutexvar_ps(nibbles16(codes + k0 / 4), lut);
+        if (p.zeros) w = _mm512_sub_ps(w, zero);
+        for (int t = 0; t < MT; ++t) {
+          const float* xk = xt + t * K + k0;
+          const __m512 xs = _mm512_permutex2var_ps(_mm512_loadu_ps(xk), idx, _mm512_loadu_ps(xk + 16));
+          a[t] = _mm512_fmadd_ps(w, xs, a[t]);
+        }
+      };
+      int64_t k0 = g * p.group;
+      for (; k0 + 64 <= k_end; k0 += 64) {
+        step(k0, accg[0]);
+        step(k0 + 32, accg[1]);
+      }
+      if (k0 < k_end) step(k0, accg[0]);
+      const __m512 sv = _mm512_set1_ps(fp16_to_float(p.scales[n * G + g]));
+      for (int t = 0; t < MT; ++t) acc[t] = _mm512_fmadd_ps(sv, _mm512_add_ps(accg[0][t], accg[1][t]), acc[t]);
+    }
+    for (int t = 0; t < MT; ++t) out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(acc[t]) + (bias ? bias[n] : 0.0f);
+  }
+}
+
+void int4_semi24_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                      int64_t n1) {
+  for (int64_t t0 = 0; t0 < m; t0 += 4) {
+    switch (std::min<int64_t>(4, m - t0)) {
+      case 1: int4_semi24_tile<1>(p, x, t0, out, bias, n0, n1); break;
+      case 2: int4_semi24_tile<2>(p, x, t0, out, bias, n0, n1); break;
+      case 3: int4_semi24_tile<3>(p, x, t0, out, bias, n0, n1); break;
+      default: int4_semi24_tile<4>(p, x, t0, out, bias, n0, n1); break;
+    }
+  }
+
 inline bool kept_fits(const Packed& p) {
-  if (p.kind == Kind::kSemi24) return true;
-  return p.kind == Kind::kInt4Semi24 && (p.group % 32 == 0 || p.group >= p.k);
+  if (p.kind == Kind::kSemi24) return true;  // (a K % 32 tail runs the scalar decoder)
+  // int4 + 2:4 steps 32 inputs from each group start: whole 32-input steps in every group
+  return p.kind == Kind::kInt4Semi24 && p.k % 32 == 0 && (p.group % 32 == 0 || p.group >= p.k);
 }
 
 inline bool nibble_fits(const Packed& p) {
@@ -498,7 +566,7 @@ void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const f
   }
   if (kept_fits(p)) {
     if (p.kind == Kind::kSemi24) return kept_rows<KeptSemi24>(p, x, m, out, bias, n0, n1);
-    return kept_rows<KeptInt4Semi24>(p, x, m, out, bias, n0, n1);
+    return int4_semi24_rows(p, x, m, out, bias, n0, n1);
   }
   switch (p.kind) {
     case Kind::kSemi24: return rows_with<Semi24Decoder>(p, x, m, out, bias, n0, n1);
