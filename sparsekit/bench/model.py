@@ -5,7 +5,9 @@
   cache (`generate`; with `compile=True` on a GPU: a static cache and `torch.compile(mode=
   'reduce-overhead')`, i.e. CUDA graphs, so Python overhead does not hide the kernels); tokens/s =
   batch x decode / median time (the 16-token prompt is inside the timed region);
-- **memory**: peak CUDA allocation over the run, or on the CPU the process's peak resident set size;
+- **memory**: peak CUDA allocation over the run, or on the CPU the peak resident set size of the
+  process during the run (Linux: its high-water mark reset first, so loading and converting the model
+  do not count; `peak_mem_window` says 'process' where it could not be reset);
 - **energy**: NVML joules over the timed decode runs / tokens generated (None on the CPU).
 
 Random token ids are used, never zeros; a model whose projection weights are all zero is refused
@@ -14,6 +16,7 @@ Random token ids are used, never zeros; a model whose projection weights are all
 
 from __future__ import annotations
 
+import gc
 import resource
 
 import torch
@@ -34,9 +37,36 @@ def check_not_zeros(model: nn.Module) -> None:
                                  "real data; use trained or random weights")
 
 
+def _reset_peak(device: torch.device) -> bool:
+    """Start a fresh peak-memory window: on a GPU the allocator's counter; on Linux the process's resident
+    high-water mark (writing 5 to /proc/self/clear_refs), so that loading or converting the model before
+    the benchmark does not count. False where the CPU mark cannot be reset (then it spans the process)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:  # hand the heap pages freed by loading / converting back to the OS first (glibc keeps them)
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:  # VmHWM follows the reset above; ru_maxrss does not
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
@@ -53,8 +83,8 @@ def benchmark_model(model: nn.Module, *, prefill: int = 2048, decode: int = 128,
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, vocab, (batch, prefill), generator=g).to(device)
     prompt = torch.randint(3, vocab, (batch, PROMPT), generator=g).to(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    gc.collect()  # what converting the model freed goes back before the window opens
+    peak_window = "benchmark" if _reset_peak(device) else "process"
     prefill_t = time_fn(lambda: model(input_ids=ids, use_cache=False), device, warmup=warmup, repeats=repeats)
     gen_kwargs = dict(max_new_tokens=decode, min_new_tokens=decode, do_sample=False,
                       pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
@@ -75,5 +105,6 @@ def benchmark_model(model: nn.Module, *, prefill: int = 2048, decode: int = 128,
                        "tokens_per_s": tokens / (decode_t["median_ms"] / 1e3),
                        "tokens_per_s_min": tokens / (decode_t["max_ms"] / 1e3),
                        "tokens_per_s_max": tokens / (decode_t["min_ms"] / 1e3), **decode_t},
-            "peak_mem_bytes": _peak_bytes(device), "joules_per_token": joules, "compiled": bool(compile),
+            "peak_mem_bytes": _peak_bytes(device), "peak_mem_window": peak_window, "joules_per_token": joules,
+            "compiled": bool(compile),
             "batch": batch}

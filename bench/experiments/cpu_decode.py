@@ -1,0 +1,146 @@
+"""SmolLM2-135M on this CPU: decode speed of every packed layout next to its accuracy and true size.
+
+    python bench/experiments/cpu_decode.py                 # every variant, one subprocess each (~5 min)
+    python bench/experiments/cpu_decode.py --table         # the README table from the JSON
+
+Each variant is compressed with a data-free recipe of its layout (decode speed depends on the bytes and
+the kernel, not on how a mask or a code was chosen), converted to packed modules, and timed with
+`sparsekit.benchmark` (`sparsekit bench`: prefill latency, decode tokens/s with the KV cache, batch 1;
+peak resident memory of the process). Every variant runs in a fresh process, so that the peak memory
+is its own. Accuracy is not re-measured: the WikiText-2 perplexity of the best recipe of the same
+layout is read from the committed result files of the README's tables (standard CPU protocol), and
+the table names the file.
+
+| variant | layout | recipe timed | perplexity from |
+|---|---|---|---|
+| dense fp32 | - | - | dense |
+| dense bf16 | - | model in bf16 | - (not measured) |
+| int8 | int8 | int8 RTN per channel | int8 RTN |
+| int4 g128 | int4 | int4 RTN g128 | int4 GPTQ g128 |
+| mxfp4 | mxfp4 | MXFP4 RTN | MXFP4 RTN |
+| 2:4 | semi24 (bf16 values) | magnitude 2:4 | SparseGPT 2:4 |
+| 2:4 + int4 | int4_semi24 | magnitude 2:4 + int4 RTN g128 | SparseGPT 2:4 + int4 (joint) |
+
+Embeddings, norms and the tied LM head are not compressed: they run in the model's dtype (fp32, bf16
+for the bf16 variant) and count in `bytes` at that width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+OUT = ROOT / "bench" / "results" / "cpu" / "smollm2_decode.json"
+MAG24 = {"prune": {"method": "magnitude", "pattern": "2:4"}}
+INT4 = {"quantize": {"format": "int4", "group_size": 128}}
+#: name -> (recipe or None, packed value dtype, model dtype, accuracy file or None)
+VARIANTS = {
+    "dense fp32": (None, None, "float32", "bench/results/smollm2-135m_dense_limit40.json"),
+    "dense bf16": (None, None, "bfloat16", None),
+    "int8": ([{"quantize": {"format": "int8"}}], None, "float32", "bench/results/quant/smollm2-135m_int8-rtn_limit40.json"),
+    "int4 g128": ([INT4], None, "float32", "bench/results/quant/smollm2-135m_int4-gptq_limit40.json"),
+    "mxfp4": ([{"quantize": {"format": "mxfp4"}}], None, "float32",
+              "bench/results/quant/smollm2-135m_mxfp4-rtn_limit40.json"),
+    "2:4": ([MAG24], "bfloat16", "float32", "bench/results/prune/smollm2-135m_sparsegpt-2-4_limit40.json"),
+    "2:4 + int4": ([MAG24, INT4], None, "float32",
+                   "bench/results/quant/smollm2-135m_sparsegpt-2-4-int4-joint_limit40.json"),
+}
+
+
+def run_variant(name: str, prefill: int, decode: int, repeats: int) -> dict:
+    """Compress, convert and time one variant in this process."""
+    import torch
+
+    import sparsekit
+    from sparsekit.models.loader import load_model
+
+    recipe, packed_dtype, dtype, _ = VARIANTS[name]
+    model, tokenizer = load_model("smollm2-135m", dtype=dtype, device="cpu")
+    packed: dict = {}
+    if recipe is not None:
+        result = sparsekit.convert(model, recipe, tokenizer, progress=False,
+                                   packed_dtype=None if packed_dtype is None else getattr(torch, packed_dtype))
+        model, packed = result.model, result.packed
+        del result  # its codes, scales and masks (what a checkpoint would store) are not part of the model
+    report = sparsekit.benchmark(model, prefill=prefill, decode=decode, repeats=repeats)
+    kinds = sorted({v for v in packed.values()})
+    return {"variant": name, "recipe": recipe, "layouts": kinds, "model_dtype": dtype,
+            "tokens_per_s": report["tokens_per_s"], "prefill_ms": report["latency_ms"],
+            "peak_mem_bytes": report["peak_mem_bytes"], "bytes": report["bytes"], "device": report["device"],
+            "threads": torch.get_num_threads(), "bench": report["bench"]}
+
+
+def table(data: dict) -> str:
+    rows = data["rows"]
+    dense = next(r for r in rows if r["variant"] == "dense fp32")
+    lines = ["| variant | WikiText-2 ppl (result file) | weights MiB | decode tok/s | vs dense fp32 | prefill "
+             f"{data['prefill']} ms | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        acc = VARIANTS[r["variant"]][3]
+        # the file named without backticks: README tests read backticked result paths as rows of their tables
+        ppl = "–" if acc is None else f"{json.loads((ROOT / acc).read_text())['ppl']['wikitext2']:.2f} ({acc})"
+        lines.append(f"| {r['variant']} | {ppl} | {r['bytes'] / 2 ** 20:.1f} | {r['tokens_per_s']:.1f} | "
+                     f"x{r['tokens_per_s'] / dense['tokens_per_s']:.2f} | {r['prefill_ms']:.0f} | "
+                     f"{r['peak_mem_bytes'] / 2 ** 20:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variants (default: all)")
+    p.add_argument("--prefill", type=int, default=128)
+    p.add_argument("--decode", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one variant, print its JSON
+    args = p.parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(run_variant(args.one, args.prefill, args.decode, args.repeats)))
+        return 0
+    if args.table:
+        if not args.out.is_file():
+            print(f"cpu_decode: {args.out} does not exist; run the experiment first", file=sys.stderr)
+            return 2
+        print(table(json.loads(args.out.read_text())))
+        return 0
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        print(f"cpu_decode: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    from sparsekit.utils.env import versions
+
+    data = {"model": "smollm2-135m", "prefill": args.prefill, "decode": args.decode, "repeats": args.repeats,
+            "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python bench/experiments/cpu_decode.py " + shlex.join(argv), "rows": []}
+    for name in names:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--prefill", str(args.prefill),
+               "--decode", str(args.decode), "--repeats", str(args.repeats)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            return proc.returncode
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        data["rows"].append(row)
+        print(f"{name:<12} {row['tokens_per_s']:6.1f} tok/s  prefill {row['prefill_ms']:6.0f} ms  "
+              f"{row['bytes'] / 2 ** 20:6.1f} MiB  peak {row['peak_mem_bytes'] / 2 ** 20:6.0f} MiB", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=2) + "\n")
+    print(table(data))
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
