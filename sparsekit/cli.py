@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--decode", type=_positive_int, default=128, help="new tokens generated [128]")
     be.add_argument("--batch", type=_positive_int, default=1, help="sequences per batch [1]")
     be.add_argument("--repeats", type=_positive_int, default=5, help="timed runs (the median is reported) [5]")
-    be.add_argument("--compile", action="store_true", help="GPU: static KV cache + torch.compile (CUDA graphs)")
+    be.add_argument("--compile", action="store_true",
+                    help="static KV cache + torch.compile (GPU: CUDA graphs; CPU: inductor)")
     be.set_defaults(func=_cmd_bench)
 
     sw = sub.add_parser("sweep", help="a grid of recipes: perplexity, bytes (and speed); Pareto plot and HTML report",

@@ -60,3 +60,27 @@ def test_cli_bench_json(tiny_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["bench", str(tiny_dir), "--decode", "0"])
     assert info.value.code == 2 and "--decode: expected a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compiled_decode_on_the_cpu_generates_what_eager_generates():
+    """`--compile` on a CPU: a static cache and inductor around the packed op; the compiled forward is the
+    one generate() used (it is restored afterwards) and the greedy tokens equal eager's."""
+    from sparsekit.bench.model import benchmark_model
+
+    model = sparsekit.convert(tiny_model("llama", seed=4), [{"quantize": {"format": "int4", "group_size": 32}}],
+                              progress=False).model
+    prompt = torch.randint(3, 300, (1, 8), generator=torch.Generator().manual_seed(0))
+    eager = model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    forward = model.forward
+    result = benchmark_model(model, prefill=8, decode=6, repeats=1, compile=True)
+    assert result["compiled"] is True and result["decode"]["tokens_per_s"] > 0
+    assert model.forward == forward  # restored
+    compiled = torch.compile(model.forward)
+    model.forward = compiled
+    try:
+        again = model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0,
+                               cache_implementation="static")
+    finally:
+        model.forward = forward
+    assert torch.equal(again, eager)

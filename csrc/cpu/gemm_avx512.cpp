@@ -456,8 +456,6 @@ void kept_rows(const Packed& p, const float* x, int64_t m, float* out, const flo
   }
 }
 
-}
-
 // int4 + 2:4: the kept codes become values through a 16-entry table (vpermps: code - 8, or the code
 // itself when a zero point follows), and the group scale multiplies the group's partial sum once instead
 // of every weight: per 32 inputs ~11 instructions for 12 bytes (8 of codes, 4 of positions).
@@ -516,6 +514,7 @@ void int4_semi24_rows(const Packed& p, const float* x, int64_t m, float* out, co
       default: int4_semi24_tile<4>(p, x, t0, out, bias, n0, n1); break;
     }
   }
+}
 
 inline bool kept_fits(const Packed& p) {
   if (p.kind == Kind::kSemi24) return true;  // (a K % 32 tail runs the scalar decoder)

@@ -2,8 +2,9 @@
 
 - **prefill**: one forward pass over `batch` x `prefill` random tokens (no cache), median of repeats;
 - **decode**: greedy generation of exactly `decode` new tokens after a 16-token prompt with the KV
-  cache (`generate`; with `compile=True` on a GPU: a static cache and `torch.compile(mode=
-  'reduce-overhead')`, i.e. CUDA graphs, so Python overhead does not hide the kernels); tokens/s =
+  cache (`generate`; with `compile=True`: a static cache and `torch.compile` — mode 'reduce-overhead',
+  i.e. CUDA graphs, on a GPU; inductor's default on a CPU — so Python overhead does not hide the
+  kernels; compilation happens in the warm-up run); tokens/s =
   batch x decode / median time (the 16-token prompt is inside the timed region);
 - **memory**: peak CUDA allocation over the run, or on the CPU the peak resident set size of the
   process during the run (Linux: its high-water mark reset first, so loading and converting the model
@@ -89,9 +90,12 @@ def benchmark_model(model: nn.Module, *, prefill: int = 2048, decode: int = 128,
     gen_kwargs = dict(max_new_tokens=decode, min_new_tokens=decode, do_sample=False,
                       pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
     forward = model.forward
-    if compile and device.type == "cuda":
+    if compile:
+        # a static cache gives every decode step the same shapes, so one compiled graph serves them all; on a
+        # GPU CUDA graphs then remove the launch overhead, on a CPU inductor's C++ removes Python's per op
         gen_kwargs["cache_implementation"] = "static"
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=False)
+        mode = "reduce-overhead" if device.type == "cuda" else "default"
+        model.forward = torch.compile(model.forward, mode=mode, fullgraph=False)
     try:
         with EnergyMeter(device) as meter:
             decode_t = time_fn(lambda: model.generate(prompt, **gen_kwargs), device, warmup=warmup, repeats=repeats)
