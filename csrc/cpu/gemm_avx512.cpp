@@ -527,6 +527,8 @@ inline bool nibble_fits(const Packed& p) {
   return p.kind == Kind::kMXFP4 || (p.kind == Kind::kInt4 && p.group % 32 == 0);
 }
 
+// The tile-size switches below are written out per caller on purpose: one generic dispatch through a
+// templated lambda measured 15-20% slower on int4 and int4 + 2:4 decode (GCC 12, 14336 x 4096, M = 1).
 template <class D>
 void rows_with(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
   D d(p);
