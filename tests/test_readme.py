@@ -14,11 +14,11 @@ def _row(readme: str, result_file: str) -> list[str]:
     raise AssertionError(f"README has no results row for {result_file}")
 
 
-def _script(name: str):
-    """A bench/experiments script as a module (its `table` function prints the README's table)."""
+def _script(name: str, folder: str = "experiments"):
+    """A bench/<folder> script as a module (its `table` function prints the README's table)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "experiments" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -125,25 +125,16 @@ def test_readme_pruning_x_quantization_grid_is_what_the_sweep_prints():
     assert sweep.markdown_table(out) in readme
 
 
-def _module(path: str, name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_readme_cpu_tables_are_what_the_scripts_print():
     """The CPU kernel table (`bench_cpu_gemm.py --table`) and the SmolLM2 decode table (`cpu_decode.py
     --table`) are printed from their committed JSON, which names the command that measured it."""
     readme = (REPO / "README.md").read_text()
-    gemm = _module("bench/kernels/bench_cpu_gemm.py", "bench_cpu_gemm")
+    gemm = _script("bench_cpu_gemm", "kernels")
     data = json.loads((REPO / "bench" / "results" / "cpu" / "cpu_gemm.json").read_text())
     assert data["command"].startswith("python bench/kernels/bench_cpu_gemm.py")
     assert all(r["rel_err"] is None or r["rel_err"] < 1e-5 for r in data["rows"])  # no WRONG row was timed
     assert gemm.table(data) in readme
-    decode = _module("bench/experiments/cpu_decode.py", "cpu_decode")
+    decode = _script("cpu_decode")
     data = json.loads((REPO / "bench" / "results" / "cpu" / "smollm2_decode.json").read_text())
     assert data["command"].startswith("python bench/experiments/cpu_decode.py")
     assert decode.table(data) in readme
