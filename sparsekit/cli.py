@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", required=True, metavar="DIR", help="folder for points.jsonl, plots and report.html")
     sw.add_argument("--table", action="store_true", help="print DIR's finished points as a markdown grid (rows: "
                                                          "first axes, columns: last axis; Pareto points in bold)")
+    sw.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: this process (start several to share the grid); ray: one Ray task per point, "
+                         "results gathered by this process [local]")
+    sw.add_argument("--address", default=None, help="with --executor ray: the cluster to join (e.g. ray://host:10001 "
+                                                    "or auto) [a local Ray instance]")
+    sw.add_argument("--cpus-per-point", type=_positive_int, default=None,
+                    help="with --executor ray: CPUs a point reserves [1; the grid's whole device needs on GPU]")
+    sw.add_argument("--gpus-per-point", type=float, default=None,
+                    help="with --executor ray: GPUs a point reserves [1 when the grid's device is cuda, else 0]")
     sw.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     sw.set_defaults(func=_cmd_sweep)
 
@@ -106,6 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--seqlen", type=_positive_int, default=512, help="tokens per calibration window [512]")
     co.add_argument("--seed", type=int, default=0, help="calibration sampling seed [0]")
     co.set_defaults(func=_cmd_compress)
+
+    ex = sub.add_parser("export", help="write a checkpoint in a format serving stacks read (vLLM, llama.cpp)",
+                        description="Export a sparsekit checkpoint folder: compressed-tensors (pack-quantized, for "
+                                    "vLLM / SGLang; a folder) or GGUF (for llama.cpp, Ollama, LM Studio; one file). "
+                                    "Grids that match are written exactly; anything re-grouped or re-quantized is "
+                                    "stated, with its error measured by reading the output back.")
+    ex.add_argument("checkpoint", metavar="DIR", help="a checkpoint folder written by `sparsekit compress`")
+    ex.add_argument("--to", required=True, choices=["compressed-tensors", "gguf"], help="target format")
+    ex.add_argument("--out", required=True, help="new folder (compressed-tensors) or FILE.gguf (gguf)")
+    ex.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                    help="of the tensors that stay floating, and of compressed-tensors' scales [float16: holds "
+                         "sparsekit's fp16 scales exactly]")
+    ex.add_argument("--json", metavar="FILE", default=None, help="write the export summary as JSON ('-' for stdout)")
+    ex.add_argument("--quiet", action="store_true", help="no log lines")
+    ex.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -169,7 +193,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if not args.grid:
         raise SparsekitError("--grid GRID.yaml is required to run a sweep (--table alone prints DIR's finished points)")
-    report = run_sweep(args.grid, args.out, progress=not args.quiet)
+    report = run_sweep(args.grid, args.out, progress=not args.quiet, executor=args.executor, address=args.address,
+                       cpus_per_point=args.cpus_per_point, gpus_per_point=args.gpus_per_point)
     print(f"points    {len(finished(report.parent))} in {report.parent / 'points.jsonl'}")
     print(f"report    {report}")
     return 0
@@ -231,6 +256,33 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if args.json != "-":
         _print_compressed(compressed, out_dir, sys.stdout)
     _emit_json(args.json, {**compressed.metadata(), "out": out_dir, "command": command})
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import shlex
+
+    from sparsekit.export import export
+
+    summary = export(args.checkpoint, args.to, args.out, dtype=args.dtype)
+    summary["command"] = "sparsekit " + shlex.join(args.argv)
+    if args.json != "-":
+        print(f"source    {summary['source']} ({summary.get('base_model')})")
+        if args.to == "gguf":
+            types = ", ".join(f"{n} {t}" for t, n in sorted(summary["tensor_types"].items()))
+            print(f"tensors   {types}; tokenizer pre-split '{summary['tokenizer_pre']}'")
+            print(f"exact     {summary['exact_quantized']} quantized tensors bit-exact, {summary['inexact_quantized']} "
+                  f"re-encoded (errors in the --json summary)")
+        else:
+            for sch in summary["schemes"]:
+                print(f"scheme    int{sch['bits']} {'symmetric' if sch['symmetric'] else 'asymmetric'} group "
+                      f"{sch['group_size']}: {sch['modules']} projections")
+            for line in summary["regrouped"]:
+                print(f"note      {line}")
+        if summary["patterns"]:
+            print(f"sparsity  {', '.join(summary['patterns'])} kept as exact zeros (the format has no sparsity field)")
+        print(f"saved     {args.out}")
+    _emit_json(args.json, summary)
     return 0
 
 

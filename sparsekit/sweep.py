@@ -373,18 +373,47 @@ def run_point(grid: dict, recipe: list[dict], progress: bool = True) -> dict:
     return row
 
 
-def run_sweep(grid_path: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = True) -> Path:
-    """Run (or resume, or share with other workers) a sweep; return the report path."""
+def run_sweep(grid_path: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = True, *,
+              executor: str = "local", address: str | None = None, cpus_per_point: int | None = None,
+              gpus_per_point: float | None = None) -> Path:
+    """Run (or resume, or share with other workers) a sweep; return the report path.
+
+    executor: 'local' runs the points in this process (several processes may share DIR, see `claim`);
+    'ray' runs one Ray task per point (`run_sweep_ray`) and this process appends their rows. Either
+    way `points.jsonl` gets the same rows and the same report is rendered.
+    """
     grid = load_grid(grid_path)
     out = Path(out_dir).expanduser()
+    if executor not in EXECUTORS:
+        raise SparsekitError(f"executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        ray = _import_ray()  # before anything is written: a missing extra is an error with nothing half-done
+    elif address is not None or cpus_per_point is not None or gpus_per_point is not None:
+        raise SparsekitError("--address, --cpus-per-point and --gpus-per-point belong to --executor ray")
     out.mkdir(parents=True, exist_ok=True)
     check_protocol(out, grid)
     (out / "grid.json").write_text(json.dumps(grid, indent=2) + "\n")
     stated = protocol(grid)
     claims = out / "claims"
     todo = [r for r in points(grid) if point_id(r) not in finished(out)]
+    if executor == "ray":
+        _run_ray(ray, grid, todo, out, stated, progress, address, cpus_per_point, gpus_per_point)
+    else:
+        _run_local(grid, todo, out, stated, progress)
+    try:
+        claims.rmdir()  # only when empty: no other worker holds a point
+    except OSError:
+        pass
+    return render(out)
+
+
+EXECUTORS = ("local", "ray")
+
+
+def _run_local(grid: dict, todo: list[list[dict]], out: Path, stated: dict, progress: bool) -> None:
     from tqdm.auto import tqdm
 
+    claims = out / "claims"
     others = 0
     bar = tqdm(todo, desc="sweep", unit="point", disable=not progress)
     for recipe in bar:
@@ -405,11 +434,76 @@ def run_sweep(grid_path: str | os.PathLike, out_dir: str | os.PathLike, progress
         finally:
             held.unlink(missing_ok=True)  # also when stopped: the point is free again at once
     bar.close()
+
+
+def _import_ray() -> Any:
     try:
-        claims.rmdir()  # only when empty: no other worker holds a point
-    except OSError:
-        pass
-    return render(out)
+        import ray
+    except ImportError:
+        raise SparsekitError("--executor ray needs Ray, an optional extra: pip install 'sparsekit[ray]'") from None
+    return ray
+
+
+#: environment a Ray worker needs to find what this process finds (data, caches, offline mode)
+RAY_ENV = ("SPARSEKIT_DATA", "SPARSEKIT_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def _ray_point(grid: dict, recipe: list[dict]) -> dict:
+    """One point in a Ray worker: no progress bars (they would interleave in the driver's log)."""
+    return run_point(grid, recipe, progress=False)
+
+
+def _run_ray(ray: Any, grid: dict, todo: list[list[dict]], out: Path, stated: dict, progress: bool,
+             address: str | None, cpus: int | None, gpus: float | None) -> None:
+    """One Ray task per point with the resources it needs; this process alone appends the rows, so
+    `points.jsonl` stays one whole line per point, and a failed point does not stop the others."""
+    from tqdm.auto import tqdm
+
+    started = not ray.is_initialized()
+    if started:
+        env = {k: os.environ[k] for k in RAY_ENV if k in os.environ}
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, include_dashboard=False,
+                 logging_level="ERROR", log_to_driver=False)
+    try:
+        device = str(grid.get("device", "auto"))
+        if gpus is None:  # a point calibrates where the grid says; 'auto' means a GPU where the cluster has one
+            has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+            gpus = 1.0 if device.startswith("cuda") or (device == "auto" and has_gpu) else 0.0
+        remote = ray.remote(num_cpus=cpus or 1, num_gpus=gpus, max_retries=0)(_ray_point)
+        claims = out / "claims"
+        pending: dict[Any, tuple[list[dict], Path]] = {}
+        for recipe in todo:
+            held = claim(claims, point_id(recipe))  # a local worker on the same DIR keeps its points
+            if held is not None:
+                pending[remote.remote(grid, recipe)] = (recipe, held)
+        failed: list[str] = []
+        bar = tqdm(total=len(pending), desc="sweep (ray)", unit="point", disable=not progress)
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    recipe, held = pending.pop(ref)
+                    try:
+                        row = ray.get(ref)
+                    except Exception as exc:  # the task's own error, re-raised by Ray
+                        failed.append(f"{Recipe.from_list(recipe).describe() if recipe else 'dense'}: "
+                                      f"{getattr(exc, 'cause', None) or exc}")
+                    else:
+                        row["protocol"] = stated
+                        _append(out / "points.jsonl", row)
+                    held.unlink(missing_ok=True)
+                    bar.update()
+        finally:
+            for ref, (_, held) in pending.items():  # stopped: cancel what runs, free the points
+                ray.cancel(ref, force=True)
+                held.unlink(missing_ok=True)
+            bar.close()
+        if failed:
+            raise SparsekitError(f"{len(failed)} point(s) failed on Ray (the others are in {out / 'points.jsonl'}; "
+                                 f"re-running resumes): " + "; ".join(failed))
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def pareto_front(rows: list[dict], metric: str) -> list[dict]:

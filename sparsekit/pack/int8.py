@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 
 from sparsekit.pack.layouts import CompressedWeight, Layout
+from sparsekit.quant.base import QTensor
 
 
 @dataclass
@@ -46,3 +47,7 @@ class Int8(Layout):
 
     def unpack(self) -> torch.Tensor:
         return self.codes.float() * self.scales.float()[:, None]
+
+    def qtensor(self) -> QTensor:
+        return QTensor("int8", self.codes, self.scales.float()[:, None], None, 0, (int(self.shape[0]),
+                                                                                   int(self.shape[1])))

@@ -277,6 +277,12 @@ class Layout(ABC):
     def unpack(self) -> torch.Tensor:
         """The dense `[N, K]` weight this layout encodes."""
 
+    def qtensor(self) -> QTensor | None:
+        """The quantizer's codes, scales and zero points in dense positions (`unpack()` is their decoding),
+        or None for a layout of floating values. Exporters write these into another format's blocks, so
+        grids that match carry over exactly."""
+        return None
+
     # -- which projections it takes (`sparsekit.steps.convert`) -----------------------------------
     @classmethod
     def handles(cls, c: CompressedWeight) -> bool:
@@ -401,6 +407,17 @@ def _int4_nibbles(q: QTensor) -> torch.Tensor:
     return q.codes.to(torch.int16) + (8 if q.zeros is None else 0)
 
 
+def _int4_qtensor(nibbles: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, group: int,
+                  shape: tuple[int, int]) -> QTensor:
+    """The int4 QTensor of dense-position `nibbles` (symmetric codes are stored + 8)."""
+    if zeros is None:
+        codes = (nibbles.to(torch.int16) - 8).to(torch.int8)
+    else:
+        codes = nibbles.to(torch.uint8)
+    return QTensor("int4", codes, scales.float(), None if zeros is None else zeros.float(), group,
+                   (int(shape[0]), int(shape[1])))
+
+
 def _int4_values(nibbles: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, group: int,
                  k: int) -> torch.Tensor:
     """Dequantized `[N, K]` values of dense-position `nibbles` with group scales (fp32)."""
@@ -446,6 +463,9 @@ class Int4(Layout):
 
     def unpack(self) -> torch.Tensor:
         return _int4_values(unpack_nibbles(self.codes), self.scales, self.zeros, self.group_size, self.shape[1])
+
+    def qtensor(self) -> QTensor:
+        return _int4_qtensor(unpack_nibbles(self.codes), self.scales, self.zeros, self.group_size, self.shape)
 
 
 @dataclass
@@ -496,6 +516,15 @@ class Int4Semi24(Layout):
         values = _int4_values(nibbles, self.scales, self.zeros, self.group_size, k)
         return values.masked_fill(~self.mask(), 0.0)
 
+    def qtensor(self) -> QTensor:
+        n, k = self.shape
+        nibbles = _scatter24(unpack_nibbles(self.codes).to(torch.int16), unpack_meta(self.meta))
+        # a pruned position decodes to 0: the code 0 (nibble 8) when symmetric, the group's zero point if not
+        gidx = torch.arange(k, device=nibbles.device) // self.group_size
+        zero = torch.full_like(nibbles, 8) if self.zeros is None else self.zeros.to(torch.int16)[:, gidx]
+        return _int4_qtensor(torch.where(self.mask(), nibbles, zero), self.scales, self.zeros, self.group_size,
+                             self.shape)
+
 
 @dataclass
 class MXFP4(Layout):
@@ -534,6 +563,12 @@ class MXFP4(Layout):
 
         values = mf.decode(unpack_nibbles(self.codes), mf.E2M1)
         return values * e8m0_decode(self.scales).repeat_interleave(MX_BLOCK, dim=1)
+
+    def qtensor(self) -> QTensor:
+        from sparsekit.quant.mx import MX_BLOCK, e8m0_decode
+
+        return QTensor("mxfp4", unpack_nibbles(self.codes), e8m0_decode(self.scales).float(), None, MX_BLOCK,
+                       (int(self.shape[0]), int(self.shape[1])))
 
 
 def _dense_group(q: QTensor, k: int, name: str) -> int:

@@ -41,6 +41,7 @@ import torch
 
 from sparsekit.errors import SparsekitError
 from sparsekit.pack.layouts import Int4Semi24, Layout, Semi24, pack_nibbles, twin_of, unpack_nibbles
+from sparsekit.quant.base import QTensor
 
 TILE_N, TILE_K = 16, 32
 
@@ -191,6 +192,9 @@ class Int4Semi24MMA(Layout):
 
     def unpack(self) -> torch.Tensor:
         return self.to_int4_semi24().unpack()
+
+    def qtensor(self) -> QTensor:
+        return self.to_int4_semi24().qtensor()
 
 
 def _tiles_unfit(layout: Layout) -> str | None:

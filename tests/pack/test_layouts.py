@@ -134,3 +134,42 @@ def test_errors_name_the_constraint():
         Int4.pack(IntFormat(4, -1).quantize(w))
     with pytest.raises(SparsekitError, match="CUDA devices"):
         to_torch_semi_structured(w.half())
+
+
+# --- qtensor(): the codes an exporter writes (their decoding is the layout's unpack, exactly) ------------------
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_int4_qtensor_decodes_to_unpack(symmetric: bool, sparse: bool) -> None:
+    from sparsekit.pack.layouts import Int4, Int4Semi24
+    from sparsekit.prune.patterns import nm_mask
+    from sparsekit.quant.formats import get_format
+
+    torch.manual_seed(3)
+    w = torch.randn(32, 576)  # K = 576 at g128: a short last group
+    fmt = get_format("int4", 128, symmetric)
+    mask = nm_mask(w.abs(), 2, 4) if sparse else None
+    q = fmt.quantize(w if mask is None else w * mask, mask)
+    layout = Int4Semi24.pack(q, mask) if sparse else Int4.pack(q)
+    back = layout.qtensor()
+    assert back.format == "int4" and back.shape == (32, 576) and back.group_size == 128
+    assert (back.zeros is None) == symmetric
+    assert torch.equal(fmt.dequantize(back), layout.unpack())
+    if sparse:  # pruned positions decode to exactly 0
+        assert bool((fmt.dequantize(back)[~mask] == 0).all())
+
+
+def test_int8_mxfp4_qtensor_and_float_layouts() -> None:
+    from sparsekit.pack.int8 import Int8
+    from sparsekit.pack.layouts import MXFP4, CompressedWeight, Semi24
+    from sparsekit.prune.patterns import nm_mask
+    from sparsekit.quant.formats import get_format
+
+    torch.manual_seed(4)
+    w = torch.randn(16, 64)
+    for name, cls, group in (("int8", Int8, 0), ("mxfp4", MXFP4, 32)):
+        fmt = get_format(name, group) if name == "int8" else get_format(name)
+        q = fmt.quantize(w)
+        layout = cls.from_compressed(CompressedWeight(w, None, q, "w"))
+        assert torch.equal(fmt.dequantize(layout.qtensor()), layout.unpack()), name
+    mask = nm_mask(w.abs(), 2, 4)
+    assert Semi24.pack(w * mask, mask).qtensor() is None  # floating values: nothing to re-encode
