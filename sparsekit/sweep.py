@@ -36,7 +36,10 @@ A point's id is the sha256 of its recipe, and `DIR/points.jsonl` gets one whole 
 point, so a sweep that crashed or was stopped resumes where it stopped: finished points are never
 recomputed or duplicated. Several processes may run the same command on one DIR (e.g. one per
 core): each claims the next point nobody holds (`DIR/claims/ID.pid`; the claim of a dead process is
-taken over), so they split the grid without a plan. A DIR holds the points of one protocol
+taken over), so they split the grid without a plan. On a cluster, `--executor ray` runs one Ray task
+per point instead (`_run_ray`: each reserves `--cpus-per-point` / `--gpus-per-point`, one GPU by
+default when the grid's device is CUDA) and this process alone appends their rows; the points, files
+and report are the same as the local executor's. A DIR holds the points of one protocol
 (`PROTOCOL_KEYS`, stated in every line): a grid whose protocol differs is refused, so that every
 point in a report is comparable.
 

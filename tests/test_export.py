@@ -155,6 +155,7 @@ def _gguf_weights(file: Path, config) -> dict[str, tuple[np.ndarray, str]]:
     ([{"quantize": {"format": "int8"}}], "Q8_0", True),
     ([{"quantize": {"format": "int4", "group_size": 32}}], "Q4_0", True),
     ([MAG24, {"quantize": {"format": "int4", "group_size": 64}}], "Q4_0", True),
+    ([{"quantize": {"format": "int4", "group_size": 0}}], "Q4_0", True),  # per channel: every block takes the row's
     ([{"quantize": {"format": "int4", "group_size": 32, "symmetric": False}}], "Q4_1", False),
 ])
 def test_gguf_reads_back_sparsekits_weights(tmp_path, recipe, kind, exact):
@@ -214,11 +215,13 @@ def test_refusals_exit_2_with_one_line_and_leave_nothing(tmp_path, capsys):
     mx = _checkpoint(tmp_path, [{"quantize": {"format": "mxfp4"}}], name="mx")
     dense = _checkpoint(tmp_path, [MAG24], name="pruned")
     gemma = _checkpoint(tmp_path, [{"quantize": {"format": "int8"}}], arch="gemma", name="gemma")
+    window = _checkpoint(tmp_path, [{"quantize": {"format": "int8"}}], arch="mistral", name="window")
     cases = [
         (["export", str(mx), "--to", "compressed-tensors", "--out", str(tmp_path / "o1")], "holds integer codes"),
         (["export", str(dense), "--to", "compressed-tensors", "--out", str(tmp_path / "o2")], "no quantized projection"),
         (["export", str(gemma), "--to", "gguf", "--out", str(tmp_path / "o4.gguf")], "'gemma'"),
         (["export", str(mx), "--to", "gguf", "--out", str(tmp_path / "o5.bin")], "a .gguf file name"),
+        (["export", str(window), "--to", "gguf", "--out", str(tmp_path / "o7.gguf")], "sliding window of 8 tokens"),
         (["export", str(tmp_path), "--to", "gguf", "--out", str(tmp_path / "o6.gguf")], "not a sparsekit checkpoint"),
         (["export", str(mx), "--to", "gguf", "--out", str(mx)], "already exists"),
     ]
@@ -238,6 +241,14 @@ def test_per_block_widths_are_refused(tmp_path, data_dir, monkeypatch, capsys):
         assert main(["export", str(narrow), "--to", to, "--out", str(tmp_path / out)]) == 2
         assert "per-block widths" in capsys.readouterr().err
         assert not (tmp_path / out).exists()
+
+
+def test_formats_without_a_gguf_grid_are_requantized_with_the_error_stated(tmp_path):
+    ck = _checkpoint(tmp_path, [{"quantize": {"format": "int3", "group_size": 32}}])
+    summary = export(ck, "gguf", tmp_path / "i3.gguf")
+    assert summary["tensor_types"]["Q4_0"] == 21 and summary["inexact_quantized"] == 21
+    entry = summary["tensors"]["blk.0.ffn_down.weight"]
+    assert entry["how"] == "int3 g32 re-quantized to Q4_0" and 0 < entry["max_abs_error"] < 0.1
 
 
 def test_mxfp4_goes_to_gguf_mxfp4(tmp_path):
@@ -264,3 +275,49 @@ def test_unknown_target_and_dtype(tmp_path):
         export(tmp_path, "onnx", tmp_path / "x")
     with pytest.raises(SparsekitError, match="--dtype"):
         export(tmp_path, "gguf", tmp_path / "x.gguf", dtype="int8")
+
+
+# --- the default model (acceptance) -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smollm2_int4(tmp_path_factory) -> Path:
+    result = sparsekit.convert("smollm2-135m", [{"quantize": {"format": "int4", "group_size": 128}}], progress=False)
+    return Path(sparsekit.save(result, tmp_path_factory.mktemp("smollm2") / "int4"))
+
+
+@pytest.mark.slow
+def test_smollm2_int4_g128_compressed_tensors_is_exact(smollm2_int4, tmp_path):
+    want = _sparsekit_weights(smollm2_int4)
+    summary = export(smollm2_int4, "compressed-tensors", tmp_path / "ct", dtype="float32")
+    # K = 576 at g128 has a short last group: those rows are written at g64, down_proj (K = 1536) at g128
+    assert summary["regrouped"] == ["group 128 written as group 64 (scales repeated; values exact)"]
+    got = _library_decompress(tmp_path / "ct")
+    assert got.keys() == want.keys() and len(want) == 210
+    for name, values in want.items():
+        assert torch.equal(got[name], values), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, kind", [("int4", "Q4_0"), ("int8", "Q8_0")])
+def test_smollm2_gguf_is_exact_and_speaks_llama_cpps_tokenizer(smollm2_int4, tmp_path, fmt, kind):
+    import gguf
+
+    from sparsekit.models.loader import SHORT_NAMES
+
+    ck = smollm2_int4
+    if fmt == "int8":
+        result = sparsekit.convert("smollm2-135m", [{"quantize": {"format": "int8"}}], progress=False)
+        ck = Path(sparsekit.save(result, tmp_path / "int8"))
+    file = tmp_path / "m.gguf"
+    summary = export(ck, "gguf", file)
+    assert summary["tensor_types"][kind] == 210 and summary["inexact_quantized"] == 0
+    from transformers import AutoConfig
+
+    got = _gguf_weights(file, AutoConfig.from_pretrained(ck))
+    for name, values in _sparsekit_weights(ck).items():
+        assert np.array_equal(got[name][0], values.numpy()), name
+    ours = gguf.GGUFReader(str(file)).fields
+    theirs = gguf.GGUFReader(str(SHORT_NAMES["smollm2-135m"].path())).fields  # written by llama.cpp's converter
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.pre",
+                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "llama.rope.freq_base",
+                "llama.attention.head_count_kv", "llama.context_length"):
+        assert ours[key].contents() == theirs[key].contents(), key

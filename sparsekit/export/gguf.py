@@ -284,6 +284,10 @@ def export_gguf(source: Source, out: Path, dtype: torch.dtype = torch.float16) -
     if arch is None:
         raise ExportError(f"GGUF export knows the {', '.join(sorted(ARCHS))} architectures; this model is "
                           f"{getattr(config, 'model_type', type(source.model).__name__)!r}")
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True):
+        raise ExportError(f"this {config.model_type} model attends through a sliding window of {window} tokens, which "
+                          f"llama.cpp's {arch.gguf_name} architecture does not apply; export a model with full attention")
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.gguf_name.upper()], config.num_hidden_layers)
     heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or \
         config.num_attention_heads
