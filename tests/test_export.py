@@ -39,26 +39,9 @@ def _sparsekit_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _library_decompress(out: Path) -> dict[str, torch.Tensor]:
-    """Every quantized weight of a compressed-tensors export, decompressed by the library's own compressor
-    (the scheme of each module found by the library's target matching, as its loaders do)."""
-    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
-    from compressed_tensors.quantization import QuantizationConfig
-    from compressed_tensors.utils.match import is_match
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from sparsekit.export.compressed_tensors import read_back
 
-    config = QuantizationConfig.model_validate(json.loads((out / "config.json").read_text())["quantization_config"])
-    state = load_file(str(out / "model.safetensors"))
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out))
-    weights = {}
-    for name, module in skeleton.named_modules():
-        if f"{name}.weight_packed" not in state or is_match(name, module, config.ignore or []):
-            continue
-        (scheme,) = [s for s in config.config_groups.values() if is_match(name, module, s.targets)]
-        local = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
-        weights[name] = PackedQuantizationCompressor.decompress(local, scheme)["weight"]
-    return weights
+    return read_back(out)
 
 
 def _decompressed(out: Path) -> torch.nn.Module:
@@ -88,6 +71,7 @@ def test_compressed_tensors_decompresses_to_sparsekits_weights(tmp_path, quant, 
     assert group["targets"] == ["Linear"] and config["ignore"] == ["lm_head"]
     assert {k: group["weights"][k] for k in scheme} == scheme
     assert summary["schemes"][0]["modules"] == len(want) == 21
+    assert summary["exact_quantized"] == 21 and summary["max_abs_error"] == 0
     got = _library_decompress(out)
     assert got.keys() == want.keys()
     for name, values in want.items():
@@ -321,3 +305,23 @@ def test_smollm2_gguf_is_exact_and_speaks_llama_cpps_tokenizer(smollm2_int4, tmp
                 "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "llama.rope.freq_base",
                 "llama.attention.head_count_kv", "llama.context_length"):
         assert ours[key].contents() == theirs[key].contents(), key
+
+
+def test_llama_cpp_runs_the_gguf_export_like_sparsekit(tmp_path):
+    """The real reader: llama.cpp's logits for the tiny exported model match sparsekit's (runs where
+    llama-cpp-python is installed; CI does not build it: ~8 minutes of C++ on 2 cores)."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    ck = _checkpoint(tmp_path, [{"quantize": {"format": "int8"}}])
+    file = tmp_path / "m.gguf"
+    export(ck, "gguf", file, dtype="float32")
+    model, _ = sparsekit.load(ck)
+    ids = [5, 17, 42, 99, 7, 250, 3, 64, 128, 11]
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0].numpy()
+    llm = llama_cpp.Llama(model_path=str(file), n_ctx=64, logits_all=True, verbose=False, n_threads=1)
+    llm.eval(ids)
+    got = np.asarray(llm.scores[: len(ids)])
+    del llm
+    # llama.cpp multiplies Q8_0 weights with activations rounded to 8 bits: close, not equal
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9

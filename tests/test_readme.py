@@ -140,3 +140,21 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
     assert decode.table(data) in readme
     assert "python bench/kernels/bench_cpu_gemm.py --table" in readme
     assert "python bench/experiments/cpu_decode.py --table" in readme
+
+
+def test_readme_export_table_is_what_the_script_prints():
+    """The Deploy table (`export_readers.py --table`) is printed from its committed JSON; every quantized
+    tensor of the exact variants was bit-exact in GGUF, and the readers' perplexities are within 1% of
+    sparsekit's on the same windows."""
+    readme = (REPO / "README.md").read_text()
+    script = _script("export_readers")
+    data = json.loads((REPO / "bench" / "results" / "export" / "readers.json").read_text())
+    assert data["command"].startswith("python bench/experiments/export_readers.py")
+    assert script.table(data) in readme
+    assert "python bench/experiments/export_readers.py --table" in readme
+    for row in data["rows"]:
+        assert abs(row["compressed_tensors"]["ppl"] / row["sparsekit_ppl"] - 1) < 0.01, row["variant"]
+        if row["gguf"]["ppl"] is not None:
+            assert abs(row["gguf"]["ppl"] / row["sparsekit_ppl"] - 1) < 0.01, row["variant"]
+        if "asym" not in row["variant"]:
+            assert row["gguf"]["inexact_quantized"] == 0, row["variant"]

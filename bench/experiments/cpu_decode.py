@@ -1,12 +1,14 @@
 """SmolLM2-135M on this CPU: decode speed of every packed layout next to its accuracy and true size.
 
-    python bench/experiments/cpu_decode.py                 # every variant, one subprocess each (~5 min)
+    python bench/experiments/cpu_decode.py                 # every variant, one subprocess each (~15 min)
     python bench/experiments/cpu_decode.py --table         # the README table from the JSON
 
 Each variant is compressed with a data-free recipe of its layout (decode speed depends on the bytes and
 the kernel, not on how a mask or a code was chosen), converted to packed modules, and timed with
-`sparsekit.benchmark` (`sparsekit bench`: prefill latency, decode tokens/s with the KV cache, batch 1;
-peak resident memory of the process). Every variant runs in a fresh process, so that the peak memory
+`sparsekit.benchmark` twice (`sparsekit bench`, then `sparsekit bench --compile`: prefill latency,
+decode tokens/s with the KV cache, batch 1, under inference mode; the compiled run adds a static cache
+and torch.compile, where the packed op's C++ CPU kernel runs with no Python frame; peak resident
+memory of the process). Every variant runs in a fresh process, so that the peak memory
 is its own. Accuracy is not re-measured: the WikiText-2 perplexity of the best recipe of the same
 layout is read from the committed result files of the README's tables (standard CPU protocol), and
 the table names the file.
@@ -72,25 +74,30 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int) -> dict:
         model, packed = result.model, result.packed
         del result  # its codes, scales and masks (what a checkpoint would store) are not part of the model
     report = sparsekit.benchmark(model, prefill=prefill, decode=decode, repeats=repeats)
+    compiled = sparsekit.benchmark(model, prefill=prefill, decode=decode, repeats=repeats, compile=True)
     kinds = sorted({v for v in packed.values()})
     return {"variant": name, "recipe": recipe, "layouts": kinds, "model_dtype": dtype,
             "tokens_per_s": report["tokens_per_s"], "prefill_ms": report["latency_ms"],
             "peak_mem_bytes": report["peak_mem_bytes"], "bytes": report["bytes"], "device": report["device"],
-            "threads": torch.get_num_threads(), "bench": report["bench"]}
+            "threads": torch.get_num_threads(), "bench": report["bench"],
+            "compiled": {"tokens_per_s": compiled["tokens_per_s"], "prefill_ms": compiled["latency_ms"],
+                         "peak_mem_bytes": compiled["peak_mem_bytes"], "bench": compiled["bench"]}}
 
 
 def table(data: dict) -> str:
     rows = data["rows"]
     dense = next(r for r in rows if r["variant"] == "dense fp32")
-    lines = ["| variant | WikiText-2 ppl (result file) | weights MiB | decode tok/s | vs dense fp32 | prefill "
-             f"{data['prefill']} ms | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | WikiText-2 ppl (result file) | weights MiB | decode tok/s eager | vs dense | decode tok/s "
+             f"compiled | vs dense compiled | prefill {data['prefill']} ms | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = VARIANTS[r["variant"]][3]
         # the file named without backticks: README tests read backticked result paths as rows of their tables
         ppl = "–" if acc is None else f"{json.loads((ROOT / acc).read_text())['ppl']['wikitext2']:.2f} ({acc})"
+        c, dc = r["compiled"]["tokens_per_s"], dense["compiled"]["tokens_per_s"]
         lines.append(f"| {r['variant']} | {ppl} | {r['bytes'] / 2 ** 20:.1f} | {r['tokens_per_s']:.1f} | "
-                     f"x{r['tokens_per_s'] / dense['tokens_per_s']:.2f} | {r['prefill_ms']:.0f} | "
-                     f"{r['peak_mem_bytes'] / 2 ** 20:.0f} |")
+                     f"x{r['tokens_per_s'] / dense['tokens_per_s']:.2f} | {c:.1f} | x{c / dc:.2f} | "
+                     f"{r['prefill_ms']:.0f} | {r['peak_mem_bytes'] / 2 ** 20:.0f} |")
     return "\n".join(lines)
 
 
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return proc.returncode
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         data["rows"].append(row)
-        print(f"{name:<12} {row['tokens_per_s']:6.1f} tok/s  prefill {row['prefill_ms']:6.0f} ms  "
+        print(f"{name:<12} {row['tokens_per_s']:6.1f} tok/s (compiled {row['compiled']['tokens_per_s']:6.1f})  prefill {row['prefill_ms']:6.0f} ms  "
               f"{row['bytes'] / 2 ** 20:6.1f} MiB  peak {row['peak_mem_bytes'] / 2 ** 20:6.0f} MiB", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")

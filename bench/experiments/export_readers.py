@@ -9,7 +9,8 @@ Each variant is a data-free recipe (RTN; magnitude for 2:4): the point is that t
 same model, not which recipe is best. Windows: the first `--limit` windows of 2048 tokens of the
 WikiText-2 test split, tokenized once by sparsekit and fed as the same token ids to every reader.
 The compressed-tensors export is float16 (the default: scales exact, values rounded to fp16 as vLLM
-runs them) and is scored after an fp32 upcast, so its gap to sparsekit is the fp16 rounding alone.
+runs them), decompressed by the library and scored in fp32, so its gap to sparsekit is the fp16
+rounding of the weights alone.
 llama.cpp computes its Q4_0 / Q8_0 dot products on activations quantized to 8 bits (its CPU path), so
 its gap includes that. Without llama-cpp-python the GGUF column says why it is empty.
 """
@@ -75,9 +76,6 @@ def torch_ppl(model, windows) -> float:
 
 
 def run_variant(name: str, windows, workdir: Path, threads: int) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM
-
     import sparsekit
     from sparsekit.export import export
 
@@ -96,23 +94,31 @@ def run_variant(name: str, windows, workdir: Path, threads: int) -> dict:
                    "bytes": gguf_file.stat().st_size, **llama_cpp_ppl(gguf_file, windows, threads)}
     ct = ck.with_name(ck.name + "-ct")
     summary = export(ck, "compressed-tensors", ct)
-    loaded = AutoModelForCausalLM.from_pretrained(ct)
-    with torch.no_grad():
-        loaded(torch.tensor([[1, 2]]))  # compressed-tensors decompresses on the first forward
     row["compressed_tensors"] = {"schemes": summary["schemes"], "regrouped": summary["regrouped"],
+                                 "max_abs_error": summary["max_abs_error"],
                                  "bytes": sum(f.stat().st_size for f in ct.glob("*.safetensors")),
-                                 "ppl": torch_ppl(_upcast(loaded), windows)}
+                                 "ppl": torch_ppl(decompressed_model(ct), windows)}
     return row
 
 
-def _upcast(model):
-    """fp32 parameters (transformers refuses `.float()` on a model it loaded quantized; the weights are
-    plain fp16 tensors once decompressed)."""
+def decompressed_model(folder: Path):
+    """The compressed-tensors export as an fp32 model: its quantized weights decompressed by the library
+    (`read_back`), every other tensor as stored. (transformers' own loader would do the same for symmetric
+    exports; transformers 5.24 refuses asymmetric ones: it expects the zero points unpacked, while the
+    library writes them packed, as vLLM reads them.)"""
     import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    for p in model.parameters():
-        p.data = p.data.to(torch.float32)
-    return model
+    from sparsekit.export.compressed_tensors import read_back
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.float32)
+    state = load_file(str(folder / "model.safetensors"))
+    weights = {f"{name}.weight": w for name, w in read_back(folder).items()}
+    plain = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] in ("weight", "bias")}
+    model.load_state_dict({k: v.float() for k, v in {**plain, **weights}.items()}, strict=False)
+    model.tie_weights()
+    return model.eval()
 
 
 def table(data: dict) -> str:

@@ -127,9 +127,43 @@ def export_compressed_tensors(source: Source, out: Path, dtype: torch.dtype = to
         logger.enable("compressed_tensors")
     if source.tokenizer is not None:
         source.tokenizer.save_pretrained(out)
+    back = read_back(out)
+    errors = {name: float((back[name].double() - proj.values.double()).abs().max()) for name, proj in quantized.items()}
     regrouped = sorted({(p.q.group_size, g) for (b, g, s), names in schemes.items() for n in names
                         for p in [quantized[n]] if g and g != p.q.group_size})
     return {"schemes": [{"bits": b, "group_size": g or "channel", "symmetric": s, "modules": len(n)}
                         for (b, g, s), n in sorted(schemes.items())],
             "regrouped": [f"group {a} written as group {b} (scales repeated; values exact)" for a, b in regrouped],
-            "scales_exact": dtype != torch.bfloat16}
+            "scales_exact": dtype != torch.bfloat16,
+            # decompressed in the scales' dtype: float32 gives sparsekit's values exactly, float16 their rounding
+            "max_abs_error": max(errors.values()), "exact_quantized": sum(e == 0 for e in errors.values())}
+
+
+def read_back(out: str | Path) -> dict[str, torch.Tensor]:
+    """Every quantized weight of an export, decompressed by the library's own compressor, by module name
+    (each module's scheme found by the library's target matching, as its loaders do)."""
+    import json
+
+    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationConfig
+    from compressed_tensors.utils.match import is_match
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = Path(out)
+    config = QuantizationConfig.model_validate(json.loads((out / "config.json").read_text())["quantization_config"])
+    state = {}
+    for file in sorted(out.glob("*.safetensors")):
+        state.update(load_file(str(file)))
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out))
+    weights = {}
+    for name, module in skeleton.named_modules():
+        if f"{name}.weight_packed" not in state or is_match(name, module, config.ignore or []):
+            continue
+        schemes = [s for s in config.config_groups.values() if is_match(name, module, s.targets)]
+        if len(schemes) != 1:
+            raise ExportError(f"{out}: {name} matches {len(schemes)} schemes of its quantization_config")
+        local = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+        weights[name] = PackedQuantizationCompressor.decompress(local, schemes[0])["weight"]
+    return weights

@@ -21,6 +21,7 @@ import logging
 import torch
 
 import sparsekit.ops.backends  # noqa: F401  (registers the kernels)
+from sparsekit import _ext
 from sparsekit.ops._dispatch import BACKENDS
 from sparsekit.ops.backends.reference import packed_linear_reference
 from sparsekit.pack.layouts import LAYOUTS, Kernel, Layout
@@ -130,12 +131,26 @@ def _run(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None
     return select_kernel(x, layout, backend).fn(x, layout, bias)
 
 
-@torch.library.custom_op("sparsekit::packed_linear", mutates_args=())
-def _packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None, spec: str,
-                      backend: str) -> torch.Tensor:
+def _op_impl(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None, spec: str,
+             backend: str) -> torch.Tensor:
     out = _run(x, tensors, bias, spec, backend)
     # a custom op's output may not alias its inputs; a kernel that returned a view of one would break autograd
     return out if all(out.data_ptr() != t.data_ptr() for t in (x, *tensors)) else out.clone()
+
+
+@torch.library.custom_op("sparsekit::packed_linear", mutates_args=())
+def _packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None, spec: str,
+                      backend: str) -> torch.Tensor:
+    # Once sparsekit._cpu is loaded, its C++ kernel serves this op for CPU tensors (csrc/cpu/binding.cpp: no
+    # Python frame per call in a compiled graph) and hands what it does not serve to packed_linear_py below.
+    return _op_impl(x, tensors, bias, spec, backend)
+
+
+@torch.library.custom_op("sparsekit::packed_linear_py", mutates_args=())
+def _packed_linear_py(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.Tensor | None, spec: str,
+                      backend: str) -> torch.Tensor:
+    """The Python implementation of sparsekit::packed_linear, for the C++ CPU kernel to hand cases back to."""
+    return _op_impl(x, tensors, bias, spec, backend)
 
 
 @_packed_linear_op.register_fake
@@ -170,10 +185,12 @@ def packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.T
                      backend: str = "auto") -> torch.Tensor:
     """The custom op (what `sparsekit.nn.PackedLinear.forward` calls with its buffers).
 
-    Traced (torch.compile, torch.export) it is the op `sparsekit::packed_linear`; in eager mode without
-    gradients the same implementation runs without the dispatcher hop, which costs ~20 us a call: a fifth
-    of a small decode GEMV on the CPU."""
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and x.requires_grad):
+    Traced (torch.compile, torch.export) it is the op `sparsekit::packed_linear`. In eager mode without
+    gradients: on the CPU with sparsekit._cpu built, the op too (its C++ kernel, csrc/cpu/binding.cpp, is
+    ~10 us a call cheaper than the Python selection); elsewhere the Python implementation directly,
+    skipping the dispatcher hop into torch.library's Python kernel (~20 us a call)."""
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and x.requires_grad) or \
+            (x.device.type == "cpu" and _ext.cpu_available()):
         return torch.ops.sparsekit.packed_linear(x, tensors, bias, spec, backend)
     return _run(x, tensors, bias, spec, backend)
 

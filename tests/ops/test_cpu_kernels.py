@@ -152,3 +152,50 @@ def test_int8_layout_converts_and_runs_packed():
     ids = torch.randint(3, 300, (2, 20), generator=_gen(1))
     with torch.no_grad():
         assert rel(result.model(ids).logits, simulated(ids).logits) < 1e-5
+
+
+# --- the C++ kernel of the custom op (csrc/cpu/binding.cpp: TORCH_LIBRARY_IMPL(sparsekit, CPU)) ----------------
+KINDS = ["semi24", "int4", "int4_semi24", "mxfp4", "int8"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_op_runs_the_cpp_kernel_without_python(kind, monkeypatch):
+    """Once sparsekit._cpu is loaded the op's CPU kernel is C++: with the Python implementation made to
+    fail, 'auto' and 'cpu' still run (and agree with the C++ entry point), while an explicit 'reference'
+    is handed back to Python (and fails here, as patched)."""
+    from sparsekit.ops import packed_linear as pl
+
+    _ext.load_cpu()
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("sparsekit::packed_linear", "CPU")
+    layout = make(kind, 48, 128)
+    x = torch.randn(3, 128, generator=_gen(5))
+    tensors, spec = list(layout.tensors().values()), pl.layout_spec(layout)
+    want = cpu_linear(x, layout)
+
+    def python_ran(*args, **kwargs):
+        raise RuntimeError("the Python implementation ran")
+
+    monkeypatch.setattr(pl, "_run", python_ran)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    for backend in ("auto", "cpu"):
+        assert torch.equal(torch.ops.sparsekit.packed_linear(x, tensors, None, spec, backend), want)
+    with pytest.raises(RuntimeError, match="the Python implementation ran"):
+        torch.ops.sparsekit.packed_linear(x, tensors, None, spec, "reference")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # auto may pick Triton then: Python decides
+    with pytest.raises(RuntimeError, match="the Python implementation ran"):
+        torch.ops.sparsekit.packed_linear(x, tensors, None, spec, "auto")
+
+
+def test_cases_the_cpp_kernel_hands_back_give_the_python_result():
+    from sparsekit.ops import packed_linear as pl
+
+    _ext.load_cpu()
+    layout = make("int4", 32, 64, symmetric=False)
+    tensors, spec = list(layout.tensors().values()), pl.layout_spec(layout)
+    x = torch.randn(2, 64, generator=_gen(6))
+    ref = packed_linear_reference(x, layout)
+    assert torch.equal(torch.ops.sparsekit.packed_linear(x, tensors, None, spec, "reference"), ref)
+    half = torch.ops.sparsekit.packed_linear(x.half(), tensors, None, spec, "auto")  # fp16: the reference serves it
+    assert half.dtype == torch.float16 and rel(half, ref) < 1e-2
+    with pytest.raises(Exception, match="unknown backend"):
+        torch.ops.sparsekit.packed_linear(x, tensors, None, spec, "tpu")
