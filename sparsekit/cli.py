@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="prefill latency, decode tokens/s, peak memory, energy of a model",
                         description="Benchmark a model or compressed checkpoint: prefill latency and decode tokens/s "
-                                    "(median of repeats, warm-up excluded), peak memory, joules/token (GPU, NVML).")
+                                    "(median of repeats, warm-up excluded), peak memory, joules/token (GPU: NVML; CPU: "
+                                    "RAPL where readable).")
     _add_model_options(be)
     be.add_argument("--prefill", type=_positive_int, default=2048, help="prefill tokens per sequence [2048]")
     be.add_argument("--decode", type=_positive_int, default=128, help="new tokens generated [128]")
@@ -178,7 +179,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"decode    {b['decode']['tokens_per_s']:.1f} tokens/s median ({b['decode']['tokens_per_s_min']:.1f}.."
               f"{b['decode']['tokens_per_s_max']:.1f}), batch {b['batch']}")
         print(f"memory    {report['peak_mem_bytes']:,} bytes peak")
-        energy = "not measured (CPU)" if report["joules_per_token"] is None else f"{report['joules_per_token']:.4f} J/token"
+        energy = (f"not measured ({b.get('energy_note') or 'no counter'})" if report["joules_per_token"] is None
+                  else f"{report['joules_per_token']:.4f} J/token ({b.get('energy_source')})")
         print(f"energy    {energy}")
         print(f"bytes     {report['bytes']:,}")
     _emit_json(args.json, report)

@@ -54,8 +54,13 @@ def test_cli_bench_json(tiny_dir, tmp_path, capsys):
     assert main(["bench", str(tiny_dir), "--prefill", "16", "--decode", "3", "--repeats", "1", "--json", str(out),
                  "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "decode" in printed and "energy    not measured (CPU)" in printed
     report = json.loads(out.read_text())
+    energy = report["bench"]
+    if report["joules_per_token"] is None:  # this machine: no readable RAPL; the report says why
+        assert energy["energy_note"] and f"energy    not measured ({energy['energy_note']})" in printed
+    else:
+        assert energy["energy_source"] == "rapl" and "J/token (rapl)" in printed
+    assert "decode" in printed
     assert report["command"].startswith("sparsekit bench") and report["tokens_per_s"] > 0
     with pytest.raises(SystemExit) as info:
         main(["bench", str(tiny_dir), "--decode", "0"])
@@ -84,3 +89,46 @@ def test_compiled_decode_on_the_cpu_generates_what_eager_generates():
     finally:
         model.forward = forward
     assert torch.equal(again, eager)
+
+
+# --- CPU energy: RAPL package counters (a fake sysfs tree: this machine exposes none) ----------------------------
+def _fake_rapl(root, packages: dict[str, int], wrap: int = 2**32) -> None:
+    for name, value in packages.items():
+        d = root / name
+        d.mkdir(parents=True)
+        (d / "energy_uj").write_text(f"{value}\n")
+        (d / "max_energy_range_uj").write_text(f"{wrap - 1}\n")
+    sub = root / "intel-rapl:0:0"  # a sub-domain (cores) of package 0: part of it, never added again
+    sub.mkdir()
+    (sub / "energy_uj").write_text("5\n")
+
+
+def test_rapl_sums_package_counters_and_handles_a_wrap(tmp_path, monkeypatch):
+    from sparsekit.bench import energy
+
+    _fake_rapl(tmp_path, {"intel-rapl:0": 1_000_000, "intel-rapl:1": 2**32 - 500_000})
+    monkeypatch.setattr(energy, "RAPL_ROOT", tmp_path)
+    with energy.EnergyMeter("cpu") as meter:
+        (tmp_path / "intel-rapl:0" / "energy_uj").write_text("3500000\n")  # +2.5 J
+        (tmp_path / "intel-rapl:1" / "energy_uj").write_text("1000000\n")  # wrapped: +1.5 J
+        (tmp_path / "intel-rapl:0:0" / "energy_uj").write_text("999999999\n")
+    assert meter.source == "rapl" and meter.why is None
+    assert meter.joules == pytest.approx(4.0)
+
+
+def test_without_rapl_energy_is_none_with_the_reason(tmp_path, monkeypatch):
+    from sparsekit.bench import energy
+
+    monkeypatch.setattr(energy, "RAPL_ROOT", tmp_path / "absent")
+    with energy.EnergyMeter("cpu") as meter:
+        pass
+    assert meter.joules is None and "does not exist" in meter.why
+    _fake_rapl(tmp_path, {"intel-rapl:0": 1})
+    (tmp_path / "intel-rapl:0" / "energy_uj").chmod(0)
+    monkeypatch.setattr(energy, "RAPL_ROOT", tmp_path)
+    import os
+
+    if os.geteuid() != 0:  # root reads a file whatever its mode
+        with energy.EnergyMeter("cpu") as meter:
+            pass
+        assert meter.joules is None and "not readable" in meter.why

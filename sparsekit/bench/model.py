@@ -9,7 +9,9 @@
 - **memory**: peak CUDA allocation over the run, or on the CPU the peak resident set size of the
   process during the run (Linux: its high-water mark reset first, so loading and converting the model
   do not count; `peak_mem_window` says 'process' where it could not be reset);
-- **energy**: NVML joules over the timed decode runs / tokens generated (None on the CPU).
+- **energy**: joules over the decode runs / tokens generated: NVML on a GPU, RAPL package counters on a
+  CPU (the whole socket: other processes count too); None with `energy_note` saying why where neither
+  can be read.
 
 Random token ids are used, never zeros; a model whose projection weights are all zero is refused
 (`check_not_zeros`): zeros can run faster than real data and would hide wrong kernels.
@@ -118,5 +120,6 @@ def benchmark_model(model: nn.Module, *, prefill: int = 2048, decode: int = 128,
                        "tokens_per_s_min": tokens / (decode_t["max_ms"] / 1e3),
                        "tokens_per_s_max": tokens / (decode_t["min_ms"] / 1e3), **decode_t},
             "peak_mem_bytes": _peak_bytes(device), "peak_mem_window": peak_window, "joules_per_token": joules,
+            "energy_source": meter.source, "energy_note": meter.why,
             "compiled": bool(compile),
             "batch": batch}
