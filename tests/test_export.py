@@ -325,3 +325,14 @@ def test_llama_cpp_runs_the_gguf_export_like_sparsekit(tmp_path):
     # llama.cpp multiplies Q8_0 weights with activations rounded to 8 bits: close, not equal
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9
+
+
+def test_a_missing_writer_library_says_how_to_install_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "compressed_tensors" else
+                        real(name, *a))
+    with pytest.raises(SparsekitError, match=r"pip install 'sparsekit\[export\]'"):
+        export(tmp_path, "compressed-tensors", tmp_path / "o")
+    assert not (tmp_path / "o").exists()

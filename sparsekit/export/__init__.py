@@ -5,7 +5,7 @@
 
 `source.py` turns a checkpoint into plain projections with their codes; each target is one module with
 one function `export_<target>(source, out, dtype) -> summary`. Adding a target is one module plus one
-line in `TARGETS`. Output is written under a temporary name beside `out` and renamed into place at the
+entry in `TARGETS`. Output is written under a temporary name beside `out` and renamed into place at the
 end, so a refused or failed export leaves nothing behind.
 """
 
@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,28 +24,39 @@ import torch
 from sparsekit.errors import SparsekitError
 from sparsekit.export.source import ExportError, Source, load_source
 
-#: target name -> (module, function, writes a folder (True) or one file (False), file suffix)
-TARGETS: dict[str, tuple[str, str, bool, str]] = {
-    "compressed-tensors": ("sparsekit.export.compressed_tensors", "export_compressed_tensors", True, ""),
-    "gguf": ("sparsekit.export.gguf", "export_gguf", False, ".gguf"),
+@dataclass(frozen=True)
+class Target:
+    """Where a target's writer lives, what it writes and the library it needs."""
+
+    module: str
+    function: str
+    folder: bool  # writes a folder (else one file)
+    suffix: str  # the file name's suffix, for a file
+    needs: str  # the importable library that writes the format
+    extra: str  # the pip extra that installs it
+
+
+TARGETS: dict[str, Target] = {
+    "compressed-tensors": Target("sparsekit.export.compressed_tensors", "export_compressed_tensors", True, "",
+                                 "compressed_tensors", "sparsekit[export]"),
+    "gguf": Target("sparsekit.export.gguf", "export_gguf", False, ".gguf", "gguf", "sparsekit"),
 }
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 SUMMARY_FILE = "sparsekit_export.json"
 
-__all__ = ["DTYPES", "ExportError", "TARGETS", "export", "load_source"]
+__all__ = ["DTYPES", "ExportError", "Source", "TARGETS", "Target", "export", "load_source"]
 
 
-def _target(to: str) -> tuple[Callable[..., dict], bool, str]:
+def _target(to: str) -> tuple[Callable[..., dict], Target]:
     import importlib
+    import importlib.util
 
     if to not in TARGETS:
         raise SparsekitError(f"unknown export target {to!r}; known: {', '.join(TARGETS)}")
-    module, fn, folder, suffix = TARGETS[to]
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:  # an optional dependency of this target
-        raise SparsekitError(f"exporting to {to} needs {exc.name}: pip install 'sparsekit[export]'") from None
-    return getattr(mod, fn), folder, suffix
+    target = TARGETS[to]
+    if importlib.util.find_spec(target.needs) is None:
+        raise SparsekitError(f"exporting to {to} needs the {target.needs} library: pip install '{target.extra}'")
+    return getattr(importlib.import_module(target.module), target.function), target
 
 
 def _check_out(out: Path, folder: bool, suffix: str) -> None:
@@ -57,8 +69,8 @@ def _check_out(out: Path, folder: bool, suffix: str) -> None:
         raise SparsekitError(f"cannot write into {parent}: permission denied")
 
 
-def export(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, dtype: str | torch.dtype = "float16",
-           source: Source | None = None) -> dict:
+def export(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, dtype: str | torch.dtype = "float16"
+           ) -> dict:
     """Export sparsekit checkpoint folder `checkpoint` to target `to` at `out`; return the summary.
 
     Args:
@@ -66,29 +78,29 @@ def export(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, dt
         dtype: of the tensors that stay floating (embeddings, norms, unquantized projections) and of
             compressed-tensors' scales: float16 (default: holds sparsekit's fp16 scales exactly),
             bfloat16 or float32.
-        source: an already loaded `load_source(checkpoint)` (tests export one checkpoint twice).
     The summary (also written as sparsekit_export.json beside a folder export) names the source, the
     target's schemes or tensor types, anything re-grouped or re-quantized and its measured error,
     and each projection's sparsity (formats that cannot declare sparsity keep pruned weights as zeros).
     """
-    fn, folder, suffix = _target(to)
+    fn, target = _target(to)
+    folder, suffix = target.folder, target.suffix
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise SparsekitError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
     out = Path(out).expanduser()
     _check_out(out, folder, suffix)
-    source = source or load_source(checkpoint)
+    source = load_source(checkpoint)  # a target may consume it (compressed-tensors packs the model in place)
     out.parent.mkdir(parents=True, exist_ok=True)
     if folder:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        target = tmp
+        dest = tmp
     else:
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
         os.close(fd)
-        tmp = target = Path(name)
+        tmp = dest = Path(name)
     try:
-        summary = fn(source, target, dtype)
+        summary = fn(source, dest, dtype)
         summary = {"format": to, "source": str(source.path), "base_model": source.meta.get("base_model"),
                    "recipe": source.meta.get("recipe"), "dtype": str(dtype).replace("torch.", ""), **summary,
                    "sparsity": {n: round(p.sparsity, 6) for n, p in source.projections.items() if p.pattern},
