@@ -30,7 +30,7 @@ import torch
 
 from sparsekit.errors import SparsekitError
 from sparsekit.pack.bitmask import pack_mask, unpack_mask
-from sparsekit.utils.io import sha256_file
+from sparsekit.utils.io import default_mode, sha256_file
 
 METADATA_FILE = "sparsekit.json"
 MASKS_FILE = "masks.safetensors"
@@ -76,6 +76,7 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, out_dir: str | os.Pa
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             out.rmdir()  # empty, checked above
+        os.chmod(tmp, default_mode(folder=True))
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

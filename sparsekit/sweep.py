@@ -469,16 +469,24 @@ def _run_ray(ray: Any, grid: dict, todo: list[list[dict]], out: Path, stated: di
                  logging_level="ERROR", log_to_driver=False)
     try:
         device = str(grid.get("device", "auto"))
+        resources = ray.cluster_resources()
         if gpus is None:  # a point calibrates where the grid says; 'auto' means a GPU where the cluster has one
-            has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-            gpus = 1.0 if device.startswith("cuda") or (device == "auto" and has_gpu) else 0.0
+            gpus = 1.0 if device.startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0) else 0.0
+        for what, need in (("GPU", gpus), ("CPU", float(cpus or 1))):
+            if need > resources.get(what, 0):  # Ray would queue the tasks forever
+                raise SparsekitError(f"each point reserves {need:g} {what}(s) but the Ray cluster has "
+                                     f"{resources.get(what, 0):g}: lower --{what.lower()}s-per-point or add nodes")
         remote = ray.remote(num_cpus=cpus or 1, num_gpus=gpus, max_retries=0)(_ray_point)
         claims = out / "claims"
         pending: dict[Any, tuple[list[dict], Path]] = {}
         for recipe in todo:
             held = claim(claims, point_id(recipe))  # a local worker on the same DIR keeps its points
-            if held is not None:
-                pending[remote.remote(grid, recipe)] = (recipe, held)
+            if held is None:
+                continue
+            if point_id(recipe) in finished(out):  # finished and released by a local worker meanwhile
+                held.unlink(missing_ok=True)
+                continue
+            pending[remote.remote(grid, recipe)] = (recipe, held)
         failed: list[str] = []
         bar = tqdm(total=len(pending), desc="sweep (ray)", unit="point", disable=not progress)
         try:
@@ -494,7 +502,8 @@ def _run_ray(ray: Any, grid: dict, todo: list[list[dict]], out: Path, stated: di
                     else:
                         row["protocol"] = stated
                         _append(out / "points.jsonl", row)
-                    held.unlink(missing_ok=True)
+                    finally:  # also when stopped while collecting it: the point is free again
+                        held.unlink(missing_ok=True)
                     bar.update()
         finally:
             for ref, (_, held) in pending.items():  # stopped: cancel what runs, free the points

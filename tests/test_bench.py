@@ -93,11 +93,16 @@ def test_compiled_decode_on_the_cpu_generates_what_eager_generates():
 
 # --- CPU energy: RAPL package counters (a fake sysfs tree: this machine exposes none) ----------------------------
 def _fake_rapl(root, packages: dict[str, int], wrap: int = 2**32) -> None:
-    for name, value in packages.items():
+    for i, (name, value) in enumerate(packages.items()):
         d = root / name
         d.mkdir(parents=True)
+        (d / "name").write_text(f"package-{i}\n")
         (d / "energy_uj").write_text(f"{value}\n")
         (d / "max_energy_range_uj").write_text(f"{wrap - 1}\n")
+    psys = root / "intel-rapl:9"  # the platform domain contains the packages: never added to them
+    psys.mkdir()
+    (psys / "name").write_text("psys\n")
+    (psys / "energy_uj").write_text("7\n")
     sub = root / "intel-rapl:0:0"  # a sub-domain (cores) of package 0: part of it, never added again
     sub.mkdir()
     (sub / "energy_uj").write_text("5\n")
@@ -112,6 +117,7 @@ def test_rapl_sums_package_counters_and_handles_a_wrap(tmp_path, monkeypatch):
         (tmp_path / "intel-rapl:0" / "energy_uj").write_text("3500000\n")  # +2.5 J
         (tmp_path / "intel-rapl:1" / "energy_uj").write_text("1000000\n")  # wrapped: +1.5 J
         (tmp_path / "intel-rapl:0:0" / "energy_uj").write_text("999999999\n")
+        (tmp_path / "intel-rapl:9" / "energy_uj").write_text("888888888\n")
     assert meter.source == "rapl" and meter.why is None
     assert meter.joules == pytest.approx(4.0)
 

@@ -109,16 +109,28 @@ def test_a_short_last_group_is_written_at_the_common_divisor(tmp_path):
         assert torch.equal(got[name], values), name
 
 
+def test_projections_left_dense_are_ignored_by_every_scheme(tmp_path):
+    # two schemes (g64 -> per channel on K=64, g32 on K=96), and block 1's down_proj left dense: the role regex
+    # for down_proj must not reach it (the library would pack it with uninitialised scales)
+    ck = _checkpoint(tmp_path, [{"quantize": {"format": "int4", "group_size": 64,
+                                              "exclude": ["model.layers.1.mlp.down_proj"]}}])
+    want = _sparsekit_weights(ck)
+    out = tmp_path / "ct"
+    export(ck, "compressed-tensors", out, dtype="float32")
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert sorted(config["ignore"]) == ["lm_head", "model.layers.1.mlp.down_proj"]
+    targets = [t for g in config["config_groups"].values() for t in g["targets"]]
+    assert "re:.*mlp\\.down_proj$" not in targets and "model.layers.0.mlp.down_proj" in targets
+    got = _library_decompress(out)
+    assert "model.layers.1.mlp.down_proj" not in got and len(got) == 20
+    for name, values in got.items():
+        assert torch.equal(values, want[name]), name
+
+
 # --- GGUF ------------------------------------------------------------------------------------------------------
-def _unpermute(rows: np.ndarray, heads: int) -> np.ndarray:
-    """ggml interleaved RoPE rows -> Hugging Face rotate-half rows (the inverse of the export's permutation)."""
-    n = rows.shape[0]
-    return rows.reshape(heads, n // heads // 2, 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
-
-
 def _gguf_weights(file: Path, config) -> dict[str, tuple[np.ndarray, str]]:
     """Every projection of a GGUF file, dequantized by `gguf`, by Hugging Face module name."""
-    from sparsekit.export.gguf import read_back
+    from sparsekit.export.gguf import _unpermute, read_back
 
     back = read_back(file)
     roles = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -252,6 +264,20 @@ def test_cli_export_prints_a_summary_and_writes_json(tmp_path, capsys):
     assert "21 quantized tensors bit-exact" in out and "saved" in out
     data = json.loads(report.read_text())
     assert data["command"].startswith("sparsekit export") and data["exact_quantized"] == 21
+
+
+def test_exports_are_readable_by_other_accounts(tmp_path):
+    import os
+    import stat
+
+    ck = _checkpoint(tmp_path, [{"quantize": {"format": "int4", "group_size": 32}}])
+    export(ck, "gguf", tmp_path / "m.gguf")
+    export(ck, "compressed-tensors", tmp_path / "ct")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "m.gguf").stat().st_mode) == 0o666 & ~mask  # not mkstemp's private 0600
+    assert stat.S_IMODE((tmp_path / "ct").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE(ck.stat().st_mode) == 0o777 & ~mask  # the checkpoint folder too
 
 
 def test_unknown_target_and_dtype(tmp_path):

@@ -53,3 +53,16 @@ def test_without_ray_the_executor_says_how_to_install_it(tmp_path, tiny_dir, mon
     with pytest.raises(SparsekitError, match=r"pip install 'sparsekit\[ray\]'"):
         sweep.run_sweep(_grid(tmp_path, tiny_dir, AXES), tmp_path / "o", progress=False, executor="ray")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_point_the_cluster_cannot_place_is_refused_before_it_queues(tmp_path, tiny_dir, data_dir, monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("SPARSEKIT_DATA", str(data_dir))
+    grid = _grid(tmp_path, tiny_dir, AXES)
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, object_store_memory=100 * 2**20, logging_level="ERROR")
+    try:
+        with pytest.raises(SparsekitError, match=r"reserves 1 GPU\(s\) but the Ray cluster has 0"):
+            sweep.run_sweep(grid, tmp_path / "o", progress=False, executor="ray", gpus_per_point=1)
+    finally:
+        ray.shutdown()
+    assert not (tmp_path / "o" / "points.jsonl").exists()

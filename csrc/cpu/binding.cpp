@@ -249,6 +249,16 @@ Spec parse_spec(const std::string& s) {
     out.fields.push_back(s.substr(q + 1, q2 - q - 1));
     q = s.find('"', q2 + 1);
   }
+  // what layout_spec would have written for these values; anything else (an attribute this file does not
+  // know, keys nested differently) is not parsed here but handed to Python, which reads JSON properly
+  const bool grouped = it->second == Kind::kInt4 || it->second == Kind::kInt4Semi24;
+  std::string canonical = "{\"attrs\": {";
+  if (grouped) canonical += "\"group_size\": " + std::to_string(out.group);
+  canonical += "}, \"fields\": [";
+  for (size_t i = 0; i < out.fields.size(); ++i) canonical += (i ? ", \"" : "\"") + out.fields[i] + "\"";
+  canonical += "], \"kind\": \"" + it->first + "\", \"shape\": [" + std::to_string(out.n) + ", " +
+               std::to_string(out.k) + "]}";
+  if (canonical != s) return Spec{};
   out.kind = static_cast<int64_t>(it->second);
   return out;
 }
@@ -283,7 +293,10 @@ torch::Tensor packed_linear_cpu(const torch::Tensor& x, at::TensorList tensors, 
   const Spec& s = spec_of(spec);
   const bool mine = backend == "cpu" || (backend == "auto" && !triton_interpreter_on());
   const bool dtype_ok = x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16;
-  if (!mine || s.kind < 0 || !dtype_ok || s.fields.size() != tensors.size()) {
+  // inputs that do not fit are Python's to refuse, with the messages (and ValueError) every backend gives
+  const bool fits = x.dim() >= 1 && x.size(-1) == s.k &&
+                    (!bias.has_value() || (bias->dim() == 1 && bias->size(0) == s.n && bias->device().is_cpu()));
+  if (!mine || s.kind < 0 || !dtype_ok || !fits || s.fields.size() != tensors.size()) {
     return packed_linear_python(x, tensors, bias, spec, backend);
   }
   c10::optional<torch::Tensor> values, codes, meta, scales, zeros;

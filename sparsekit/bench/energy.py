@@ -28,10 +28,12 @@ def rapl_packages(root: Path | None = None) -> tuple[list[Path], str | None]:
     root = RAPL_ROOT if root is None else root
     if not root.is_dir():
         return [], f"{root} does not exist (no RAPL driver, or a VM / container that does not expose it)"
-    # package domains are intel-rapl:N (sub-domains intel-rapl:N:M are parts of them: not summed twice)
-    domains = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1 and (p / "energy_uj").exists())
+    # package domains are intel-rapl:N named package-N; their sub-domains (intel-rapl:N:M: cores, dram) are
+    # parts of them, and a 'psys' domain (the whole platform) contains them: neither is added again
+    domains = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1 and (p / "energy_uj").exists()
+                     and _name(p).startswith("package"))
     if not domains:
-        return [], f"{root} has no RAPL package domain (intel-rapl:N)"
+        return [], f"{root} has no RAPL package domain (intel-rapl:N named package-N)"
     try:
         for d in domains:
             int((d / "energy_uj").read_text())
@@ -41,6 +43,13 @@ def rapl_packages(root: Path | None = None) -> tuple[list[Path], str | None]:
     except (OSError, ValueError) as exc:
         return [], f"{domains[0] / 'energy_uj'} could not be read: {exc}"
     return domains, None
+
+
+def _name(domain: Path) -> str:
+    try:
+        return (domain / "name").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _read_uj(domains: list[Path]) -> list[int]:

@@ -107,13 +107,14 @@ def benchmark_model(model: nn.Module, *, prefill: int = 2048, decode: int = 128,
             model.forward = torch.compile(model.forward, fullgraph=False,
                                           options={"guard_filter_fn": skip} if skip is not None else None)
     try:
+        for _ in range(warmup):  # outside the meter: compiling is not decoding
+            model.generate(prompt, **gen_kwargs)
         with EnergyMeter(device) as meter:
-            decode_t = time_fn(lambda: model.generate(prompt, **gen_kwargs), device, warmup=warmup, repeats=repeats)
+            decode_t = time_fn(lambda: model.generate(prompt, **gen_kwargs), device, warmup=0, repeats=repeats)
     finally:
         model.forward = forward
     tokens = batch * decode
-    # the meter spans warm-up and timed runs alike: divide by every token generated inside it
-    joules = None if meter.joules is None else meter.joules / (tokens * (warmup + repeats))
+    joules = None if meter.joules is None else meter.joules / (tokens * repeats)
     return {"prefill": {"tokens": batch * prefill, **prefill_t},
             "decode": {"new_tokens": tokens, "prompt_tokens": batch * PROMPT,
                        "tokens_per_s": tokens / (decode_t["median_ms"] / 1e3),

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from sparsekit.errors import SparsekitError
+from sparsekit.utils.io import default_mode
 from sparsekit.export.source import ExportError, Source, load_source
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def export(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, dt
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
             if out.exists():
                 out.rmdir()  # empty, checked above
+        os.chmod(tmp, default_mode(folder))
         os.replace(tmp, out)
     except BaseException:
         if tmp.is_dir():

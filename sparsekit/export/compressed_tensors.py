@@ -52,9 +52,9 @@ def scheme_of(name: str, q: QTensor) -> tuple[int, int, bool]:
     return INT_FORMATS[q.format], group, q.zeros is None
 
 
-def role_targets(names: list[str], every: dict) -> list[str]:
+def role_targets(names: list[str], every: list[str]) -> list[str]:
     """Targets naming `names` compactly: `re:.*mlp\\.down_proj$` for a role (the name after the block index)
-    that has all its projections here, the module's full name otherwise."""
+    all of whose linear modules (`every`) are here, the modules' full names otherwise."""
     def role(name: str) -> str:
         parts = name.split(".")
         digits = [i for i, p in enumerate(parts) if p.isdigit()]
@@ -101,9 +101,11 @@ def export_compressed_tensors(source: Source, out: Path, dtype: torch.dtype = to
         args = QuantizationArgs(num_bits=bits, type="int", symmetric=symmetric,
                                 strategy="group" if group else "channel", group_size=group or None)
         # one scheme over every projection: the compact form vLLM configs use; otherwise one regex per role
-        targets = ["Linear"] if len(schemes) == 1 else role_targets(names, quantized)
+        targets = ["Linear"] if len(schemes) == 1 else role_targets(names, linear)
         config_groups[f"group_{i}"] = QuantizationScheme(targets=targets, weights=args)
-    ignore = sorted(set(linear) - set(quantized)) if len(schemes) == 1 else []
+    # every linear module left unquantized is named, whatever the targets: a role regex or "Linear" must not
+    # give a dense projection a scheme (the library would pack it with uninitialised scales)
+    ignore = sorted(set(linear) - set(quantized))
     model = source.model.to(dtype)
     logger.disable("compressed_tensors")  # it logs one line per module; the summary says what matters
     try:
@@ -128,6 +130,9 @@ def export_compressed_tensors(source: Source, out: Path, dtype: torch.dtype = to
     if source.tokenizer is not None:
         source.tokenizer.save_pretrained(out)
     back = read_back(out)
+    if back.keys() != quantized.keys():
+        raise ExportError(f"the written file packs {sorted(back.keys() ^ quantized.keys())[:3]}, which differ from the "
+                          "quantized projections: a bug in the scheme targets, nothing was kept")
     errors = {name: float((back[name].double() - proj.values.double()).abs().max()) for name, proj in quantized.items()}
     regrouped = sorted({(p.q.group_size, g) for (b, g, s), names in schemes.items() for n in names
                         for p in [quantized[n]] if g and g != p.q.group_size})

@@ -160,6 +160,12 @@ def _permute(rows: np.ndarray | torch.Tensor, heads: int) -> Any:
     return rows.reshape(shape).swapaxes(1, 2).reshape(rows.shape)
 
 
+def _unpermute(rows: np.ndarray, heads: int) -> np.ndarray:
+    """ggml interleaved rows -> Hugging Face rotate-half rows (the inverse of `_permute`)."""
+    n = rows.shape[0]
+    return rows.reshape(heads, n // heads // 2, 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+
+
 def _permute_projection(proj: Projection, heads: int) -> Projection:
     q = proj.q
     if q is not None:
@@ -222,9 +228,14 @@ def _tokenizer(writer: Any, tokenizer: Any, vocab_size: int, base: Path | None) 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     spec = json.loads(backend.to_str()) if backend is not None else {}
     model = spec.get("model") or {}
-    if model.get("type") != "BPE":
-        raise ExportError(f"the GGUF export writes byte-level BPE tokenizers (tokenizer.json with a BPE model); this "
-                          f"tokenizer's model is {model.get('type') or type(tokenizer).__name__}")
+    byte_level = "ByteLevel" in json.dumps(spec.get("pre_tokenizer") or {})
+    if model.get("type") != "BPE" or not byte_level or model.get("byte_fallback"):
+        # a SentencePiece-style BPE (Llama-2, Mistral: Metaspace + byte fallback) written as gpt2 would tokenize
+        # wrongly in llama.cpp; it needs the 'llama' vocabulary with scores, which this export does not write
+        what = model.get("type") or type(tokenizer).__name__
+        raise ExportError(f"the GGUF export writes byte-level BPE tokenizers (tokenizer.json: a BPE model behind a "
+                          f"ByteLevel pre-tokenizer, no byte fallback); this tokenizer is {what}"
+                          f"{'' if byte_level else ' without ByteLevel'}{' with byte fallback' if model.get('byte_fallback') else ''}")
     vocab: dict[str, int] = dict(model["vocab"])
     added = {t["id"]: t for t in spec.get("added_tokens") or []}
     for tid, t in added.items():
@@ -241,11 +252,18 @@ def _tokenizer(writer: Any, tokenizer: Any, vocab_size: int, base: Path | None) 
             tokens.append(f"[PAD{i}]")
             types.append(gguf.TokenType.UNUSED)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-    pre = "default"
+    pre = None
     if base is not None:
         field = gguf.GGUFReader(str(base)).fields.get("tokenizer.ggml.pre")
         if field is not None:
             pre = str(field.contents())
+    if pre is None:
+        # llama.cpp picks its pre-tokenizer regex by this name, which its converter finds by hashing the
+        # tokenizer's output on a probe text; without the source GGUF the name is not known here
+        pre = "default"
+        log.warning("GGUF export: the tokenizer's llama.cpp pre-tokenizer name is unknown (no source GGUF); writing "
+                    "'default', which splits text like GPT-2: models trained with another split (Llama-3, Qwen2) "
+                    "tokenize slightly differently in llama.cpp")
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
@@ -296,10 +314,53 @@ def export_gguf(source: Source, out: Path, dtype: torch.dtype = torch.float16) -
     writer.add_name(str(source.meta.get("base_model") or source.path.name))
     _hparams(writer, config)
     pre = _tokenizer(writer, source.tokenizer, int(config.vocab_size), _source_gguf(source.meta.get("base_model")))
-    expected: dict[str, np.ndarray] = {}
-    how: dict[str, dict[str, str]] = {}
+    expected: dict[str, tuple[np.ndarray, int | None]] = {}  # GGUF name -> (sparsekit's values, heads permuted)
+    how: dict[str, dict[str, Any]] = {}
     types: dict[str, int] = {}
     seen = set()
+    try:
+        _write_tensors(writer, source, name_map, arch, heads, kv_heads, tied, dtype, expected, how, types, seen)
+        ftype = gguf.LlamaFileType.MOSTLY_Q4_0 if "Q4_0" in types else \
+            gguf.LlamaFileType.MOSTLY_Q8_0 if "Q8_0" in types else gguf.LlamaFileType.MOSTLY_F16
+        writer.add_file_type(int(ftype))
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file(progress=False)
+    finally:
+        writer.close()
+    errors = compare(out, expected)
+    for gname, entry in how.items():
+        entry["max_abs_error"] = errors[gname]
+    inexact = {g: e for g, e in how.items() if e["max_abs_error"] > 0}
+    if inexact:
+        worst = max(inexact.items(), key=lambda kv: kv[1]["max_abs_error"])
+        log.warning("GGUF export: %d of %d quantized tensors are not bit-exact (largest error %.3g in %s: %s)",
+                    len(inexact), len(how), worst[1]["max_abs_error"], worst[0], worst[1]["how"])
+    return {"architecture": arch.gguf_name, "tokenizer_pre": pre, "tensor_types": types, "tensors": how,
+            "exact_quantized": len(how) - len(inexact), "inexact_quantized": len(inexact),
+            "max_abs_error_floating": max((e for g, e in errors.items() if g not in how), default=0.0),
+            "bytes": out.stat().st_size if out.exists() else None}
+
+
+def compare(file: Path, expected: dict[str, tuple[np.ndarray, int | None]]) -> dict[str, float]:
+    """Largest |GGUF - sparsekit| per tensor, reading and dequantizing one tensor at a time (a 7B model's
+    fp32 copy is never held whole); permuted q/k rows are put back in Hugging Face order first."""
+    import gguf
+    from gguf.quants import dequantize
+
+    errors = {}
+    for t in gguf.GGUFReader(str(file)).tensors:
+        want, heads = expected[t.name]
+        got = dequantize(t.data, t.tensor_type).reshape(want.shape)
+        if heads is not None:
+            got = _unpermute(got, heads)
+        errors[t.name] = float(np.abs(got.astype(np.float64) - want).max()) if want.size else 0.0
+    return errors
+
+
+def _write_tensors(writer: Any, source: Source, name_map: Any, arch: Arch, heads: int, kv_heads: int, tied: bool,
+                   dtype: torch.dtype, expected: dict, how: dict, types: dict, seen: set) -> None:
     for key, tensor in source.model.state_dict().items():
         module = key.rpartition(".")[0]
         if tied and module == "lm_head":
@@ -313,35 +374,15 @@ def export_gguf(source: Source, out: Path, dtype: torch.dtype = torch.float16) -
             raise ExportError(f"{key} has no GGUF name in llama.cpp's {arch.gguf_name} architecture")
         proj = source.projections.get(module) if key.endswith(".weight") else None
         proj = proj or Projection(module, tensor.detach().float())
+        permuted = None
         if arch.permute_qk and key.endswith(("q_proj.weight", "k_proj.weight", "q_proj.bias", "k_proj.bias")):
-            proj = _permute_projection(proj, heads if "q_proj" in key else kv_heads)
+            permuted = heads if "q_proj" in key else kv_heads
+        expected[gname] = (proj.values.numpy(), permuted)  # a view: the comparison un-permutes what it reads
+        if permuted is not None:
+            proj = _permute_projection(proj, permuted)
         data, qtype, note = encode(proj, dtype)
         writer.add_tensor(gname, data, raw_dtype=qtype)
-        expected[gname] = proj.values.numpy()
         types[qtype.name] = types.get(qtype.name, 0) + 1
         if proj.q is not None:
             how[gname] = {"source": f"{proj.q.format} g{proj.q.group_size}", "type": qtype.name, "how": note}
-    ftype = gguf.LlamaFileType.MOSTLY_Q4_0 if "Q4_0" in types else gguf.LlamaFileType.MOSTLY_Q8_0 if "Q8_0" in types \
-        else gguf.LlamaFileType.MOSTLY_F16
-    writer.add_file_type(int(ftype))
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file(progress=False)
-    writer.close()
-    back = read_back(out)
-    errors = {}
-    for gname, want in expected.items():
-        got = back[gname][0]
-        errors[gname] = float(np.abs(got.astype(np.float64) - want.reshape(got.shape)).max()) if want.size else 0.0
-    for gname, entry in how.items():
-        entry["max_abs_error"] = errors[gname]
-    inexact = {g: e for g, e in how.items() if e["max_abs_error"] > 0}
-    if inexact:
-        worst = max(inexact.items(), key=lambda kv: kv[1]["max_abs_error"])
-        log.warning("GGUF export: %d of %d quantized tensors are not bit-exact (largest error %.3g in %s: %s)",
-                    len(inexact), len(how), worst[1]["max_abs_error"], worst[0], worst[1]["how"])
-    return {"architecture": arch.gguf_name, "tokenizer_pre": pre, "tensor_types": types, "tensors": how,
-            "exact_quantized": len(how) - len(inexact), "inexact_quantized": len(inexact),
-            "max_abs_error_floating": max((e for g, e in errors.items() if g not in how), default=0.0),
-            "bytes": out.stat().st_size if out.exists() else None}
+

@@ -189,10 +189,17 @@ def packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.T
     gradients: on the CPU with sparsekit._cpu built, the op too (its C++ kernel, csrc/cpu/binding.cpp, is
     ~10 us a call cheaper than the Python selection); elsewhere the Python implementation directly,
     skipping the dispatcher hop into torch.library's Python kernel (~20 us a call)."""
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and x.requires_grad) or \
-            (x.device.type == "cpu" and _ext.cpu_available()):
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and x.requires_grad) or _cpp_serves(x, spec):
         return torch.ops.sparsekit.packed_linear(x, tensors, bias, spec, backend)
     return _run(x, tensors, bias, spec, backend)
+
+
+def _cpp_serves(x: torch.Tensor, spec: str) -> bool:
+    """The op's C++ CPU kernel runs this call itself (else it would hand it back: two hops instead of none)."""
+    from sparsekit.ops.backends.cpu import CPP_KINDS
+
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and _parse_spec(spec)[0] in CPP_KINDS
+            and _ext.cpu_available())
 
 
 def packed_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None, *,

@@ -181,6 +181,13 @@ def test_the_op_runs_the_cpp_kernel_without_python(kind, monkeypatch):
         assert torch.equal(torch.ops.sparsekit.packed_linear(x, tensors, None, spec, backend), want)
     with pytest.raises(RuntimeError, match="the Python implementation ran"):
         torch.ops.sparsekit.packed_linear(x, tensors, None, spec, "reference")
+    import json
+
+    unsorted = json.dumps(dict(reversed(list(json.loads(spec).items()))))  # valid JSON, not layout_spec's text
+    with pytest.raises(RuntimeError, match="the Python implementation ran"):  # C++ reads only the canonical form
+        torch.ops.sparsekit.packed_linear(x, tensors, None, unsorted, "auto")
+    with pytest.raises(RuntimeError, match="the Python implementation ran"):  # misfit inputs: Python's errors
+        torch.ops.sparsekit.packed_linear(x[:, :64], tensors, None, spec, "auto")
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # auto may pick Triton then: Python decides
     with pytest.raises(RuntimeError, match="the Python implementation ran"):
         torch.ops.sparsekit.packed_linear(x, tensors, None, spec, "auto")

@@ -16,6 +16,8 @@ from sparsekit.pack.layouts import MXFP4, Int4, Int4Semi24, Layout, Semi24
 
 #: the binding's layout codes (csrc/cpu/packed_cpu.h: Kind)
 _KIND = {Semi24: 0, Int4: 1, Int4Semi24: 2, MXFP4: 3, Int8: 4}
+#: the layout kinds whose calls the op's C++ CPU kernel serves itself (csrc/cpu/binding.cpp: packed_linear_cpu)
+CPP_KINDS = frozenset(cls.KIND for cls in _KIND)
 
 
 def unusable(x: torch.Tensor, layout: Layout | None = None) -> str | None:
