@@ -335,6 +335,7 @@ def run_point(grid: dict, recipe: list[dict], progress: bool = True) -> dict:
     from sparsekit.eval.size import compressed_bytes
     from sparsekit.models.adapters import get_adapter
     from sparsekit.models.loader import load_model
+    from sparsekit.prune.patterns import masks_sparsity
 
     calib = {**CALIBRATION_DEFAULTS, **(grid.get("calibration") or {})}
     model, tokenizer = load_model(grid["model"], dtype=grid.get("dtype", "auto"), device="cpu")
@@ -361,7 +362,9 @@ def run_point(grid: dict, recipe: list[dict], progress: bool = True) -> dict:
         size = compressed_bytes(model, storage_bits(get_adapter(model), steps, masks, dense_bits=bits) if steps
                                 else {}, dense_bits=bits)
     row = {"id": point_id(recipe), "recipe": recipe, "name": Recipe.from_list(recipe).describe() if recipe else "dense",
-           "ppl": report["ppl"], "tokens": report["tokens"], "bytes": size, "sparsity": report["sparsity"],
+           "ppl": report["ppl"], "tokens": report["tokens"], "bytes": size,
+           # what the masks removed: weights that merely quantize to 0 are not pruned
+           "sparsity": masks_sparsity(masks) if masks else 0.0,
            "packed": sorted(set(packed.values())), "compress_seconds": seconds, "device": report["device"],
            "versions": report["versions"], "date": report["date"]}
     if grid["tasks"]:
@@ -588,10 +591,11 @@ def _pareto_plot(out: Path, rows: list[dict], metric: str) -> str:
     front = pareto_front(rows, metric)
     ax.plot([mib[r["id"]] for r in front], [r["ppl"][metric] for r in front], "-", color="crimson", lw=1.2,
             label="Pareto frontier", zorder=2)
-    for r in front:
+    on_front = {r["id"] for r in front}
+    for r in rows:  # every point named (the frontier's in bold): a reader must find any recipe on the plot
         name = "/".join(labels[r["id"]].values()) if two else r["name"]
-        ax.annotate(name, (mib[r["id"]], r["ppl"][metric]), fontsize=7 if two else 6, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(name, (mib[r["id"]], r["ppl"][metric]), fontsize=6, xytext=(3, 3), textcoords="offset points",
+                    fontweight="bold" if r["id"] in on_front else "normal", alpha=1.0 if r["id"] in on_front else 0.75)
     if two:
         present = [labels[r["id"]] for r in rows]
         for label, m in markers.items():
@@ -622,7 +626,7 @@ def _task_plot(out: Path, rows: list[dict], tasks: list[str]) -> str:
 
     rows = sorted(rows, key=lambda r: -r["bytes"])
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(max(7.5, 1.2 * len(tasks) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.2 * len(tasks) + 2) + 3, 4.5))
     for i, r in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(tasks))]
         ax.bar(xs, [100 * headline(r["tasks"][t]) for t in tasks], width, label=r["name"])
@@ -631,9 +635,9 @@ def _task_plot(out: Path, rows: list[dict], tasks: list[str]) -> str:
     limit = rows[0].get("task_limit")
     ax.set_title("zero-shot accuracy per task" + (f" (first {limit} examples)" if limit else ""), fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     fig.tight_layout()
-    fig.savefig(out / "tasks.png", dpi=110)
+    fig.savefig(out / "tasks.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return "tasks.png"
 
@@ -656,7 +660,26 @@ def _protocol(out: Path, tasks: list[str]) -> str:
     if tasks:
         parts.append(f"tasks {', '.join(tasks)} ({'all' if grid.get('task_limit') is None else grid['task_limit']}"
                      " examples each)")
+    if grid.get("bench"):
+        b = grid["bench"]
+        parts.append(f"speed: prefill {b.get('prefill')} tokens, decode {b.get('decode')} new tokens, batch 1")
+    rows = list(finished(out).values())
+    machines = sorted({str(r.get("bench_device") or r.get("device")) for r in rows if r.get("bench_device") or
+                       r.get("device")})
+    if machines:
+        parts.append(f"measured on {', '.join(machines)}")
+    versions = sorted({", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items() if v) for r in rows})
+    if len(versions) == 1:
+        parts.append(versions[0])
     return f"<p>{html.escape('; '.join(parts))}</p>"
+
+
+def pruned_sparsity(row: dict) -> float:
+    """The fraction of weights a point's prune steps removed (rows written before sparsity came from the
+    masks counted every zero, also int4 codes that round to 0: a recipe without a prune step removed none)."""
+    if not any(kind in ("prune", "prune_experts") for step in row["recipe"] for kind in step):
+        return 0.0
+    return float(row.get("sparsity") or 0.0)
 
 
 def render(out: Path) -> Path:
@@ -691,17 +714,26 @@ def render(out: Path) -> Path:
         fig.savefig(out / "speed.png", dpi=110)
         plt.close(fig)
         images.append("speed.png")
-    cols = ["name", "bytes", *[f"ppl {k}" for k in sorted(rows[0]["ppl"])], *[f"task {t}" for t in tasks],
-            "sparsity", "tokens_per_s", "latency_ms", "joules_per_token", "packed"]
+    speed = any(r.get("tokens_per_s") for r in rows)
+    cols = ["name", "MiB", *[f"ppl {k}" for k in sorted(rows[0]["ppl"])], *[f"task {t}" for t in tasks],
+            "pruned", *(["tokens/s", "speedup", "latency ms", "J/token"] if speed else []), "packed"]
 
     def cell(r: dict, c: str) -> str:
         v: Any = r["ppl"].get(c[4:]) if c.startswith("ppl ") else r.get(c)
         if c.startswith("task "):
             v = headline(r["tasks"][c[5:]])
+        elif c == "MiB":
+            return f"{r['bytes'] / 2 ** 20:.1f}"
+        elif c == "pruned":
+            return f"{pruned_sparsity(r):.1%}"
+        elif c in ("tokens/s", "latency ms", "J/token"):
+            v = r.get({"tokens/s": "tokens_per_s", "latency ms": "latency_ms", "J/token": "joules_per_token"}[c])
+        elif c == "speedup":
+            v = (r["tokens_per_s"] / dense["tokens_per_s"] if dense is not None and dense.get("tokens_per_s")
+                 and r.get("tokens_per_s") else None)
+            return "" if v is None else f"x{v:.2f}"
         if isinstance(v, float):
             return f"{v:.4g}"
-        if isinstance(v, int) and c == "bytes":
-            return f"{v:,}"
         return html.escape(", ".join(v) if isinstance(v, list) else str("" if v is None else v))
 
     table = "".join("<tr>" + "".join(f"<td>{cell(r, c)}</td>" for c in cols) + "</tr>"

@@ -331,3 +331,27 @@ def test_dense_bits_size_what_is_not_packed_at_16_bits(tmp_path, tiny_dir, data_
         "semi24"]
     for name in simulated:
         assert simulated[name]["ppl"] == packed[name]["ppl"] and simulated[name]["bytes"] == packed[name]["bytes"]
+
+
+def test_report_states_sizes_in_mib_sparsity_from_pruning_speed_and_the_machine(tmp_path, monkeypatch):
+    path = _write(tmp_path, LABELLED)
+    out = tmp_path / "out"
+
+    def with_speed(grid, recipe, progress=True):
+        row = _stand_in(grid, recipe)
+        # 0.17: what counting zeros said of an int4 model (codes that round to 0), pruned or not
+        row.update(sparsity=0.17, tokens_per_s=10.0 + len(recipe), device="cpu (x86_64, 2 threads)",
+                   versions={"torch": "2.13.0"})
+        return row
+
+    monkeypatch.setattr(sweep, "run_point", with_speed)
+    page = sweep.run_sweep(path, out, progress=False).read_text()
+    header = page[page.index("<table>"):page.index("</tr>")]
+    assert "<th>MiB</th>" in header and "<th>pruned</th>" in header and "<th>speedup</th>" in header
+    rows = {r.split("</td>")[0][4:]: r for r in page.split("<tr>")[2:]}  # name -> its table row
+    quant_only = next(r for name, r in rows.items() if "sparsegpt" not in name and "int4" in name)
+    pruned = next(r for name, r in rows.items() if "sparsegpt" in name)
+    assert "<td>0.0%</td>" in quant_only and "<td>17.0%</td>" in pruned
+    dense = rows["[]"]
+    assert "<td>x1.00</td>" in dense and f"<td>{(2 ** 20 * 498) / 2 ** 20:.1f}</td>" in dense
+    assert "measured on cpu (x86_64, 2 threads)" in page and "torch 2.13.0" in page
