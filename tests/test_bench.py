@@ -91,6 +91,20 @@ def test_compiled_decode_on_the_cpu_generates_what_eager_generates():
     assert torch.equal(again, eager)
 
 
+@pytest.mark.slow
+def test_compiled_benchmarks_of_two_models_in_one_process(tmp_path):
+    """A sweep benchmarks one model after another in one process: the second compiled model must not reuse
+    the first one's graph (module guards are skipped while timing), e.g. dense nn.Linear then packed."""
+    from sparsekit.bench.model import benchmark_model
+
+    dense = tiny_model("llama", seed=5)
+    packed = sparsekit.convert(tiny_model("llama", seed=6), [{"quantize": {"format": "int4", "group_size": 32}}],
+                               progress=False).model
+    for model in (dense, packed):
+        result = benchmark_model(model, prefill=8, decode=4, repeats=1, compile=True)
+        assert result["compiled"] is True and result["decode"]["tokens_per_s"] > 0
+
+
 # --- CPU energy: RAPL package counters (a fake sysfs tree: this machine exposes none) ----------------------------
 def _fake_rapl(root, packages: dict[str, int], wrap: int = 2**32) -> None:
     for i, (name, value) in enumerate(packages.items()):

@@ -95,6 +95,9 @@ def benchmark_model(model: nn.Module, *, prefill: int = 2048, decode: int = 128,
                       pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
     forward = model.forward
     if compile:
+        # without module guards (below) a graph compiled for another model in this process (a sweep's previous
+        # point) would be reused for this one: start from an empty cache, and leave one behind
+        torch._dynamo.reset()
         # a static cache gives every decode step the same shapes, so one compiled graph serves them all; on a
         # GPU CUDA graphs then remove the launch overhead, on a CPU inductor's C++ removes Python's per op
         gen_kwargs["cache_implementation"] = "static"
@@ -113,6 +116,8 @@ def benchmark_model(model: nn.Module, *, prefill: int = 2048, decode: int = 128,
             decode_t = time_fn(lambda: model.generate(prompt, **gen_kwargs), device, warmup=0, repeats=repeats)
     finally:
         model.forward = forward
+        if compile:
+            torch._dynamo.reset()
     tokens = batch * decode
     joules = None if meter.joules is None else meter.joules / (tokens * repeats)
     return {"prefill": {"tokens": batch * prefill, **prefill_t},
