@@ -138,6 +138,8 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
     data = json.loads((REPO / "bench" / "results" / "cpu" / "smollm2_decode.json").read_text())
     assert data["command"].startswith("python bench/experiments/cpu_decode.py")
     assert decode.table(data) in readme
+    data = json.loads((REPO / "bench" / "results" / "cpu" / "llama32_1b_random_decode.json").read_text())
+    assert data["model"] == "llama-3.2-1b-random" and decode.table(data) in readme
     assert "python bench/kernels/bench_cpu_gemm.py --table" in readme
     assert "python bench/experiments/cpu_decode.py --table" in readme
 

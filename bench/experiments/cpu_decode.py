@@ -2,6 +2,7 @@
 
     python bench/experiments/cpu_decode.py                 # every variant, one subprocess each (~15 min)
     python bench/experiments/cpu_decode.py --table         # the README table from the JSON
+    python bench/experiments/cpu_decode.py --model llama-3.2-1b-random --variants "dense fp32,int8,int4 g128,2:4 + int4" --decode 32 --repeats 3
 
 Each variant is compressed with a data-free recipe of its layout (decode speed depends on the bytes and
 the kernel, not on how a mask or a code was chosen), converted to packed modules, and timed with
@@ -42,6 +43,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 OUT = ROOT / "bench" / "results" / "cpu" / "smollm2_decode.json"
+#: --model -> default output; `llama-3.2-1b-random` is Llama-3.2-1B's configuration with random weights (no
+#: download; a speed run needs real shapes, not trained values): there the projections and the 1 GB fp32
+#: tied LM head dominate the bytes of a token, where SmolLM2's non-weight work is a large share
+MODELS = {"smollm2-135m": OUT, "llama-3.2-1b-random": ROOT / "bench" / "results" / "cpu" / "llama32_1b_random_decode.json"}
+#: Llama-3.2-1B's config.json (RoPE scaling left out: it changes no shape and no cost)
+LLAMA32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                  num_key_value_heads=8, head_dim=64, vocab_size=128256, max_position_embeddings=131072,
+                  rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=128000,
+                  eos_token_id=128001)
 MAG24 = {"prune": {"method": "magnitude", "pattern": "2:4"}}
 INT4 = {"quantize": {"format": "int4", "group_size": 128}}
 #: name -> (recipe or None, packed value dtype, model dtype, accuracy file or None)
@@ -58,15 +68,28 @@ VARIANTS = {
 }
 
 
-def run_variant(name: str, prefill: int, decode: int, repeats: int) -> dict:
+def load(model_name: str, dtype: str):
+    """(model, tokenizer or None) on the CPU in `dtype`."""
+    import torch
+
+    from sparsekit.models.loader import load_model
+
+    if model_name == "llama-3.2-1b-random":
+        from transformers import AutoModelForCausalLM, LlamaConfig
+
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_config(LlamaConfig(**LLAMA32_1B), dtype=getattr(torch, dtype)).eval(), None
+    return load_model(model_name, dtype=dtype, device="cpu")
+
+
+def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: str = "smollm2-135m") -> dict:
     """Compress, convert and time one variant in this process."""
     import torch
 
     import sparsekit
-    from sparsekit.models.loader import load_model
 
     recipe, packed_dtype, dtype, _ = VARIANTS[name]
-    model, tokenizer = load_model("smollm2-135m", dtype=dtype, device="cpu")
+    model, tokenizer = load(model_name, dtype)
     packed: dict = {}
     if recipe is not None:
         result = sparsekit.convert(model, recipe, tokenizer, progress=False,
@@ -91,7 +114,7 @@ def table(data: dict) -> str:
              f"compiled | vs dense compiled | prefill {data['prefill']} ms | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        acc = VARIANTS[r["variant"]][3]
+        acc = VARIANTS[r["variant"]][3] if data["model"] == "smollm2-135m" else None  # random weights: no accuracy
         # the file named without backticks: README tests read backticked result paths as rows of their tables
         ppl = "–" if acc is None else f"{json.loads((ROOT / acc).read_text())['ppl']['wikitext2']:.2f} ({acc})"
         c, dc = r["compiled"]["tokens_per_s"], dense["compiled"]["tokens_per_s"]
@@ -108,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefill", type=int, default=128)
     p.add_argument("--decode", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--model", choices=list(MODELS), default="smollm2-135m")
+    p.add_argument("--out", type=Path, default=None, help="[bench/results/cpu/<model>_decode.json]")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one variant, print its JSON
     args = p.parse_args(argv)
+    args.out = args.out or MODELS[args.model]
     if args.one is not None:
-        print(json.dumps(run_variant(args.one, args.prefill, args.decode, args.repeats)))
+        print(json.dumps(run_variant(args.one, args.prefill, args.decode, args.repeats, args.model)))
         return 0
     if args.table:
         if not args.out.is_file():
@@ -128,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sparsekit.utils.env import versions
 
-    data = {"model": "smollm2-135m", "prefill": args.prefill, "decode": args.decode, "repeats": args.repeats,
+    data = {"model": args.model, "prefill": args.prefill, "decode": args.decode, "repeats": args.repeats,
             "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python bench/experiments/cpu_decode.py " + shlex.join(argv), "rows": []}
     for name in names:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--prefill", str(args.prefill),
-               "--decode", str(args.decode), "--repeats", str(args.repeats)]
+               "--decode", str(args.decode), "--repeats", str(args.repeats), "--model", args.model]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-2000:], file=sys.stderr)
