@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import pick, print_table  # noqa: E402  (after the path insert)
+
 OUT = ROOT / "bench" / "results" / "cpu" / "smollm2_decode.json"
 #: --model -> default output; `llama-3.2-1b-random` is Llama-3.2-1B's configuration with random weights (no
 #: download; a speed run needs real shapes, not trained values): there the projections and the 1 GB fp32
@@ -141,15 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_variant(args.one, args.prefill, args.decode, args.repeats, args.model)))
         return 0
     if args.table:
-        if not args.out.is_file():
-            print(f"cpu_decode: {args.out} does not exist; run the experiment first", file=sys.stderr)
-            return 2
-        print(table(json.loads(args.out.read_text())))
-        return 0
-    names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        print(f"cpu_decode: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return print_table("cpu_decode", args.out, table)
+    names = pick("cpu_decode", args.variants, VARIANTS)
+    if names is None:
         return 2
     from sparsekit.utils.env import versions
 

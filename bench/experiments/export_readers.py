@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import pick, print_table  # noqa: E402  (after the path insert)
+
 OUT = ROOT / "bench" / "results" / "export" / "readers.json"
 MAG24 = {"prune": {"method": "magnitude", "pattern": "2:4"}}
 #: name -> recipe (GGUF type the export picks is in the JSON)
@@ -122,7 +124,7 @@ def decompressed_model(folder: Path):
 
 
 def table(data: dict) -> str:
-    lines = [f"| variant | sparsekit ppl | GGUF types | GGUF exact | llama.cpp ppl | compressed-tensors ppl (fp16) |",
+    lines = ["| variant | sparsekit ppl | GGUF types | GGUF exact | llama.cpp ppl | compressed-tensors ppl (fp16) |",
              "|---|---|---|---|---|---|"]
     for r in data["rows"]:
         g, c = r["gguf"], r["compressed_tensors"]
@@ -143,15 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     args = p.parse_args(argv)
     if args.table:
-        if not args.out.is_file():
-            print(f"export_readers: {args.out} does not exist; run the experiment first", file=sys.stderr)
-            return 2
-        print(table(json.loads(args.out.read_text())))
-        return 0
-    names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        print(f"export_readers: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return print_table("export_readers", args.out, table)
+    names = pick("export_readers", args.variants, VARIANTS)
+    if names is None:
         return 2
     from sparsekit.data.datasets import wikitext2_text
     from sparsekit.models.loader import load_model

@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a plain checkout: the package is the tree itself
     sys.path.insert(0, str(ROOT))
 
+from bench.common import print_table  # noqa: E402  (after the path insert)
+
 import torch  # noqa: E402
 
 SHAPES = {"llama3-8b": [("llama3-8b q/o", 4096, 4096), ("llama3-8b k/v", 1024, 4096),
@@ -201,11 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     args = p.parse_args(argv)
     if args.table:
-        if not args.out.is_file():
-            print(f"bench_cpu_gemm: {args.out} does not exist; run the benchmark first", file=sys.stderr)
-            return 2
-        print(table(json.loads(args.out.read_text())))
-        return 0
+        return print_table("bench_cpu_gemm", args.out, table)
     from sparsekit import _ext
     from sparsekit.ops.backends.reference import packed_linear_reference
     from sparsekit.utils.env import versions

@@ -92,9 +92,10 @@ def export_compressed_tensors(source: Source, out: Path, dtype: torch.dtype = to
         raise ExportError(f"{source.path} holds no quantized projection: compressed-tensors' pack-quantized format is "
                           "for quantized weights (a pruned-only or dense model is a plain Hugging Face folder: "
                           "sparsekit.load(DIR) and save_pretrained)")
+    scheme = {name: scheme_of(name, proj.q) for name, proj in quantized.items()}
     schemes: dict[tuple[int, int, bool], list[str]] = defaultdict(list)
-    for name, proj in quantized.items():
-        schemes[scheme_of(name, proj.q)].append(name)
+    for name, key in scheme.items():
+        schemes[key].append(name)
     linear = [n for n, m in source.model.named_modules() if isinstance(m, torch.nn.Linear)]
     config_groups = {}
     for i, ((bits, group, symmetric), names) in enumerate(sorted(schemes.items())):
@@ -113,7 +114,7 @@ def export_compressed_tensors(source: Source, out: Path, dtype: torch.dtype = to
                                   show_progress=False)
         with torch.no_grad():
             for name, proj in quantized.items():
-                bits, group, symmetric = scheme_of(name, proj.q)
+                bits, group, symmetric = scheme[name]
                 module = source.model.get_submodule(name)
                 k = proj.q.shape[1]
                 module.weight.data = proj.values.clone()  # fp32: the library re-derives the codes from it

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,19 +306,12 @@ def export_gguf(source: Source, out: Path, dtype: torch.dtype = torch.float16) -
         raise ExportError(f"this {config.model_type} model attends through a sliding window of {window} tokens, which "
                           f"llama.cpp's {arch.gguf_name} architecture does not apply; export a model with full attention")
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.gguf_name.upper()], config.num_hidden_layers)
-    heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or \
-        config.num_attention_heads
-    tied = bool(getattr(config, "tie_word_embeddings", False))
     writer = gguf.GGUFWriter(str(out), arch.gguf_name)
     writer.add_name(str(source.meta.get("base_model") or source.path.name))
     _hparams(writer, config)
     pre = _tokenizer(writer, source.tokenizer, int(config.vocab_size), _source_gguf(source.meta.get("base_model")))
-    expected: dict[str, tuple[np.ndarray, int | None]] = {}  # GGUF name -> (sparsekit's values, heads permuted)
-    how: dict[str, dict[str, Any]] = {}
-    types: dict[str, int] = {}
-    seen = set()
     try:
-        _write_tensors(writer, source, name_map, arch, heads, kv_heads, tied, dtype, expected, how, types, seen)
+        expected, how, types = _write_tensors(writer, source, name_map, arch, dtype)
         ftype = gguf.LlamaFileType.MOSTLY_Q4_0 if "Q4_0" in types else \
             gguf.LlamaFileType.MOSTLY_Q8_0 if "Q8_0" in types else gguf.LlamaFileType.MOSTLY_F16
         writer.add_file_type(int(ftype))
@@ -359,8 +351,18 @@ def compare(file: Path, expected: dict[str, tuple[np.ndarray, int | None]]) -> d
     return errors
 
 
-def _write_tensors(writer: Any, source: Source, name_map: Any, arch: Arch, heads: int, kv_heads: int, tied: bool,
-                   dtype: torch.dtype, expected: dict, how: dict, types: dict, seen: set) -> None:
+def _write_tensors(writer: Any, source: Source, name_map: Any, arch: Arch, dtype: torch.dtype
+                   ) -> tuple[dict[str, tuple[np.ndarray, int | None]], dict[str, dict[str, Any]], dict[str, int]]:
+    """Add every tensor to `writer`; return (GGUF name -> (sparsekit's values, heads if its rows were permuted),
+    GGUF name -> how a quantized projection was encoded, tensor type -> count)."""
+    config = source.model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    expected: dict[str, tuple[np.ndarray, int | None]] = {}
+    how: dict[str, dict[str, Any]] = {}
+    types: dict[str, int] = {}
+    seen = set()
     for key, tensor in source.model.state_dict().items():
         module = key.rpartition(".")[0]
         if tied and module == "lm_head":
@@ -385,4 +387,5 @@ def _write_tensors(writer: Any, source: Source, name_map: Any, arch: Arch, heads
         types[qtype.name] = types.get(qtype.name, 0) + 1
         if proj.q is not None:
             how[gname] = {"source": f"{proj.q.format} g{proj.q.group_size}", "type": qtype.name, "how": note}
+    return expected, how, types
 

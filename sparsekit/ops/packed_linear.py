@@ -23,6 +23,7 @@ import torch
 import sparsekit.ops.backends  # noqa: F401  (registers the kernels)
 from sparsekit import _ext
 from sparsekit.ops._dispatch import BACKENDS
+from sparsekit.ops.backends.cpu import CPP_KINDS
 from sparsekit.ops.backends.reference import packed_linear_reference
 from sparsekit.pack.layouts import LAYOUTS, Kernel, Layout
 
@@ -196,8 +197,6 @@ def packed_linear_op(x: torch.Tensor, tensors: list[torch.Tensor], bias: torch.T
 
 def _cpp_serves(x: torch.Tensor, spec: str) -> bool:
     """The op's C++ CPU kernel runs this call itself (else it would hand it back: two hops instead of none)."""
-    from sparsekit.ops.backends.cpu import CPP_KINDS
-
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and _parse_spec(spec)[0] in CPP_KINDS
             and _ext.cpu_available())
 
