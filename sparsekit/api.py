@@ -16,6 +16,7 @@ from sparsekit.eval.perplexity import perplexity
 from sparsekit.eval.size import compressed_bytes, packed_bits_per_weight, projection_sparsity, weight_bytes
 from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
+from sparsekit.nn.packed import set_backend
 from sparsekit.prune.patterns import masks_sparsity
 from sparsekit.recipe import Recipe, load_recipe
 from sparsekit.steps.records import PruneRecord, QuantizeRecord, StepRecord, records_from_dicts
@@ -184,7 +185,7 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
              tasks: Sequence[str] = (), seqlen: int = 2048, limit: int | None = None, batch_size: int = 1,
              device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
              data_dir: str | os.PathLike | None = None, progress: bool = True,
-             storage: dict[str, float] | None = None) -> dict:
+             storage: dict[str, float] | None = None, backend: str = "auto") -> dict:
     """Evaluate a model and return one report with the keys of `REPORT_KEYS` (plus `protocol`, `date`).
 
     Args:
@@ -197,6 +198,7 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
         data_dir: folder with the data sets (default: $SPARSEKIT_DATA).
         storage: packed bits per weight of compressed modules (`Compressed.storage`), so that `bytes`
             is the true size; a checkpoint folder brings its own.
+        backend: kernel of the packed modules (`sparsekit.nn.set_backend`; e.g. the opt-in 'cpu_a8').
     """
     sets = [perplexity_set(name) for name in ppl]
     texts = {s.name: s.text(data_dir) for s in sets}  # fail on missing data before loading a model
@@ -214,8 +216,10 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
         name = str(model)
         checkpoint = read_metadata(name) if os.path.isdir(os.path.expanduser(name)) else None
         model, tokenizer = load_model(model, dtype=dtype, device=resolve_device(device))
+    if backend != "auto":
+        set_backend(model, backend)
     report: dict = {key: None for key in REPORT_KEYS}
-    report.update(model=name, ppl={}, tokens={}, tasks={})
+    report.update(model=name, ppl={}, tokens={}, tasks={}, backend=backend)
     if checkpoint is not None:
         report["recipe"] = checkpoint.get("recipe")
         report["base_model"] = checkpoint.get("base_model")
@@ -249,13 +253,14 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
 
 def benchmark(model: str | os.PathLike | torch.nn.Module, *, prefill: int = 2048, decode: int = 128, batch: int = 1,
           repeats: int = 5, warmup: int = 1, compile: bool = False, device: str | torch.device = "auto",
-          dtype: str | torch.dtype = "auto") -> dict:
+          dtype: str | torch.dtype = "auto", backend: str = "auto") -> dict:
     """Speed, memory and energy of a model (see `sparsekit.bench.model`) in one report with the keys of
     `REPORT_KEYS`: `latency_ms` (prefill, median), `tokens_per_s` (decode), `peak_mem_bytes`,
     `joules_per_token` (None on the CPU), `bytes` (true weight storage), plus `bench` (spreads, settings).
 
     Args:
         model: a loaded model (benchmarked where it is) or anything `load_model` accepts (checkpoints too).
+        backend: kernel of the packed modules (`sparsekit.nn.set_backend`; e.g. the opt-in 'cpu_a8').
     """
     from sparsekit.bench.model import benchmark_model
 
@@ -266,6 +271,8 @@ def benchmark(model: str | os.PathLike | torch.nn.Module, *, prefill: int = 2048
         name = str(model)
         checkpoint = read_metadata(name) if os.path.isdir(os.path.expanduser(name)) else None
         model, _ = load_model(model, dtype=dtype, device=resolve_device(device))
+    if backend != "auto":
+        set_backend(model, backend)
     result = benchmark_model(model, prefill=prefill, decode=decode, batch=batch, repeats=repeats, warmup=warmup,
                              compile=compile)
     report: dict = {key: None for key in REPORT_KEYS}
@@ -276,5 +283,5 @@ def benchmark(model: str | os.PathLike | torch.nn.Module, *, prefill: int = 2048
                   latency_ms=result["prefill"]["median_ms"], tokens_per_s=result["decode"]["tokens_per_s"],
                   peak_mem_bytes=result["peak_mem_bytes"], joules_per_token=result["joules_per_token"],
                   device=device_name(dev), versions=versions(), bench=result,
-                  dtype=str(next(model.parameters()).dtype).replace("torch.", ""), date=_now())
+                  dtype=str(next(model.parameters()).dtype).replace("torch.", ""), date=_now(), backend=backend)
     return report

@@ -52,6 +52,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 
+def _add_backend_option(p: argparse.ArgumentParser) -> None:
+    from sparsekit.ops._dispatch import BACKENDS
+
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="kernel of the packed modules: auto picks the fastest exact one; cpu_a8 (opt-in) quantizes "
+                        "activations to int8 blocks of 32 for int4 / int4+2:4 / MXFP4 modules [auto]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparsekit", description="Prune and quantize LLMs; measure accuracy, speed, memory.")
     parser.add_argument("--version", action="version", version=f"sparsekit {__version__}")
@@ -69,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, default=None,
                     help="score only the first N windows per data set (and the first N examples per task)")
     ev.add_argument("--batch-size", type=_positive_int, default=1, help="windows per forward pass [1]")
+    _add_backend_option(ev)
     ev.set_defaults(func=_cmd_eval)
 
     be = sub.add_parser("bench", help="prefill latency, decode tokens/s, peak memory, energy of a model",
@@ -80,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--decode", type=_positive_int, default=128, help="new tokens generated [128]")
     be.add_argument("--batch", type=_positive_int, default=1, help="sequences per batch [1]")
     be.add_argument("--repeats", type=_positive_int, default=5, help="timed runs (the median is reported) [5]")
+    _add_backend_option(be)
     be.add_argument("--compile", action="store_true",
                     help="static KV cache + torch.compile (GPU: CUDA graphs; CPU: inductor)")
     be.set_defaults(func=_cmd_bench)
@@ -154,8 +164,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     ppl = args.ppl if args.ppl is not None else ([] if args.tasks else ["wikitext2"])
     report = evaluate(args.model, ppl=ppl, tasks=args.tasks, seqlen=args.seqlen, limit=args.limit,
-                      batch_size=args.batch_size,
-                      device=args.device, dtype=args.dtype, data_dir=args.data_dir, progress=not args.quiet)
+                      batch_size=args.batch_size, device=args.device, dtype=args.dtype, data_dir=args.data_dir,
+                      progress=not args.quiet, backend=args.backend)
     report["command"] = "sparsekit " + shlex.join(args.argv)
     if args.json != "-":
         _print_report(report, sys.stdout)
@@ -169,7 +179,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from sparsekit.api import benchmark
 
     report = benchmark(args.model, prefill=args.prefill, decode=args.decode, batch=args.batch, repeats=args.repeats,
-                   compile=args.compile, device=args.device, dtype=args.dtype)
+                   compile=args.compile, device=args.device, dtype=args.dtype, backend=args.backend)
     report["command"] = "sparsekit " + shlex.join(args.argv)
     if args.json != "-":
         b = report["bench"]

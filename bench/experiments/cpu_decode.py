@@ -23,6 +23,7 @@ the table names the file.
 | mxfp4 | mxfp4 | MXFP4 RTN | MXFP4 RTN |
 | 2:4 | semi24 (bf16 values) | magnitude 2:4 | SparseGPT 2:4 |
 | 2:4 + int4 | int4_semi24 | magnitude 2:4 + int4 RTN g128 | SparseGPT 2:4 + int4 (joint) |
+| int4 g128 a8, mxfp4 a8, 2:4 + int4 a8 | as above, on the opt-in backend 'cpu_a8' (int8 activations) | as above | the same recipes scored with 'cpu_a8' (a8_accuracy.py) |
 
 Embeddings, norms and the tied LM head are not compressed: they run in the model's dtype (fp32, bf16
 for the bf16 variant) and count in `bytes` at that width.
@@ -56,18 +57,33 @@ LLAMA32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16
                   eos_token_id=128001)
 MAG24 = {"prune": {"method": "magnitude", "pattern": "2:4"}}
 INT4 = {"quantize": {"format": "int4", "group_size": 128}}
-#: name -> (recipe or None, packed value dtype, model dtype, accuracy file or None)
+MXFP4 = {"quantize": {"format": "mxfp4"}}
+A8 = "bench/results/cpu/a8_accuracy.json"
+#: name -> (recipe or None, packed value dtype, model dtype, accuracy file or None, backend); an accuracy
+#: file `FILE#RECIPE` is a row of a8_accuracy.py's results (the a8 perplexity of that recipe)
 VARIANTS = {
-    "dense fp32": (None, None, "float32", "bench/results/smollm2-135m_dense_limit40.json"),
-    "dense bf16": (None, None, "bfloat16", None),
-    "int8": ([{"quantize": {"format": "int8"}}], None, "float32", "bench/results/quant/smollm2-135m_int8-rtn_limit40.json"),
-    "int4 g128": ([INT4], None, "float32", "bench/results/quant/smollm2-135m_int4-gptq_limit40.json"),
-    "mxfp4": ([{"quantize": {"format": "mxfp4"}}], None, "float32",
-              "bench/results/quant/smollm2-135m_mxfp4-rtn_limit40.json"),
-    "2:4": ([MAG24], "bfloat16", "float32", "bench/results/prune/smollm2-135m_sparsegpt-2-4_limit40.json"),
+    "dense fp32": (None, None, "float32", "bench/results/smollm2-135m_dense_limit40.json", "auto"),
+    "dense bf16": (None, None, "bfloat16", None, "auto"),
+    "int8": ([{"quantize": {"format": "int8"}}], None, "float32", "bench/results/quant/smollm2-135m_int8-rtn_limit40.json",
+             "auto"),
+    "int4 g128": ([INT4], None, "float32", "bench/results/quant/smollm2-135m_int4-gptq_limit40.json", "auto"),
+    "mxfp4": ([MXFP4], None, "float32", "bench/results/quant/smollm2-135m_mxfp4-rtn_limit40.json", "auto"),
+    "2:4": ([MAG24], "bfloat16", "float32", "bench/results/prune/smollm2-135m_sparsegpt-2-4_limit40.json", "auto"),
     "2:4 + int4": ([MAG24, INT4], None, "float32",
-                   "bench/results/quant/smollm2-135m_sparsegpt-2-4-int4-joint_limit40.json"),
+                   "bench/results/quant/smollm2-135m_sparsegpt-2-4-int4-joint_limit40.json", "auto"),
+    "int4 g128 a8": ([INT4], None, "float32", f"{A8}#int4-gptq", "cpu_a8"),
+    "mxfp4 a8": ([MXFP4], None, "float32", f"{A8}#mxfp4-rtn", "cpu_a8"),
+    "2:4 + int4 a8": ([MAG24, INT4], None, "float32", f"{A8}#sparsegpt-2:4+int4-joint", "cpu_a8"),
 }
+
+
+def perplexity_of(acc: str) -> float:
+    """The WikiText-2 perplexity an accuracy entry of VARIANTS names."""
+    path, _, recipe = acc.partition("#")
+    data = json.loads((ROOT / path).read_text())
+    if not recipe:
+        return data["ppl"]["wikitext2"]
+    return next(r["ppl"]["a8"] for r in data["rows"] if r["recipe"] == recipe)
 
 
 def load(model_name: str, dtype: str):
@@ -90,7 +106,7 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: 
 
     import sparsekit
 
-    recipe, packed_dtype, dtype, _ = VARIANTS[name]
+    recipe, packed_dtype, dtype, _, backend = VARIANTS[name]
     model, tokenizer = load(model_name, dtype)
     packed: dict = {}
     if recipe is not None:
@@ -98,10 +114,14 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: 
                                    packed_dtype=None if packed_dtype is None else getattr(torch, packed_dtype))
         model, packed = result.model, result.packed
         del result  # its codes, scales and masks (what a checkpoint would store) are not part of the model
+    if backend != "auto":
+        from sparsekit.nn import set_backend
+
+        set_backend(model, backend)
     report = sparsekit.benchmark(model, prefill=prefill, decode=decode, repeats=repeats)
     compiled = sparsekit.benchmark(model, prefill=prefill, decode=decode, repeats=repeats, compile=True)
     kinds = sorted({v for v in packed.values()})
-    return {"variant": name, "recipe": recipe, "layouts": kinds, "model_dtype": dtype,
+    return {"variant": name, "recipe": recipe, "layouts": kinds, "model_dtype": dtype, "backend": backend,
             "tokens_per_s": report["tokens_per_s"], "prefill_ms": report["latency_ms"],
             "peak_mem_bytes": report["peak_mem_bytes"], "bytes": report["bytes"], "device": report["device"],
             "threads": torch.get_num_threads(), "bench": report["bench"],
@@ -118,7 +138,7 @@ def table(data: dict) -> str:
     for r in rows:
         acc = VARIANTS[r["variant"]][3] if data["model"] == "smollm2-135m" else None  # random weights: no accuracy
         # the file named without backticks: README tests read backticked result paths as rows of their tables
-        ppl = "–" if acc is None else f"{json.loads((ROOT / acc).read_text())['ppl']['wikitext2']:.2f} ({acc})"
+        ppl = "–" if acc is None else f"{perplexity_of(acc):.2f} ({acc.partition('#')[0]})"
         c, dc = r["compiled"]["tokens_per_s"], dense["compiled"]["tokens_per_s"]
         lines.append(f"| {r['variant']} | {ppl} | {r['bytes'] / 2 ** 20:.1f} | {r['tokens_per_s']:.1f} | "
                      f"x{r['tokens_per_s'] / dense['tokens_per_s']:.2f} | {c:.1f} | x{c / dc:.2f} | "

@@ -22,7 +22,9 @@ down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down), e
 Kernels: `fp32` and `bf16` dense (torch.nn.functional.linear), `torch_int8` (aten._weight_int8pack_mm,
 per channel), `torch_int4` (aten._weight_int4pack_mm_for_cpu, g128), and sparsekit's CPU kernels
 (`sparsekit.ops.backends.cpu`) on `semi24` (bf16 values), `int4` (g128), `int4_semi24` (g128), `mxfp4`,
-`int8`. Activations fp32 (the model's dtype on this CPU) except for `bf16` and the torch int kernels'
+`int8`, and the opt-in int8-activation variant (backend 'cpu_a8') on three of them: `int4_a8`,
+`int4_semi24_a8`, `mxfp4_a8` (checked against the exact product on the quantized activations; the
+distance to the exact product is recorded as `rel_err_vs_exact`). Activations fp32 (the model's dtype on this CPU) except for `bf16` and the torch int kernels'
 native bf16 path where noted. Writes one JSON (CPU model and flags, threads, versions, date, command,
 bandwidth, rows), rewritten after every shape so an interrupted run keeps what it measured.
 """
@@ -52,8 +54,11 @@ SHAPES = {"llama3-8b": [("llama3-8b q/o", 4096, 4096), ("llama3-8b k/v", 1024, 4
           "smollm2": [("smollm2 q/o", 576, 576), ("smollm2 k/v", 192, 576), ("smollm2 gate/up", 1536, 576),
                       ("smollm2 down", 576, 1536)]}
 MS = [1, 4, 16, 128, 512]
-KERNELS = ("fp32", "bf16", "torch_int8", "torch_int4", "semi24", "int4", "int4_semi24", "mxfp4", "int8")
+KERNELS = ("fp32", "bf16", "torch_int8", "torch_int4", "semi24", "int4", "int4_semi24", "mxfp4", "int8", "int4_a8",
+           "int4_semi24_a8", "mxfp4_a8")
 PACKED = ("semi24", "int4", "int4_semi24", "mxfp4", "int8")
+#: the opt-in backend 'cpu_a8' (int8 activation blocks) on these layouts: kernel name -> layout name
+A8 = {"int4_a8": "int4", "int4_semi24_a8": "int4_semi24", "mxfp4_a8": "mxfp4"}
 
 
 def cpu_name() -> tuple[str, list[str]]:
@@ -112,9 +117,11 @@ def copies_for(wbytes: int, llc: int) -> int:
     return max(1, min(64, -(-2 * llc // max(1, wbytes))))
 
 
-def _rotating(make_fn, tensors: list[torch.Tensor], wbytes: int, llc: int):
-    """fn(x) that uses the next of `copies_for` clones of `tensors` on every call (see `copies_for`)."""
-    sets = [tensors] + [[t.clone() for t in tensors] for _ in range(copies_for(wbytes, llc) - 1)]
+def _rotating(make_fn, tensors: list[torch.Tensor], wbytes: int, llc: int, sets: list | None = None):
+    """fn(x) that uses the next of `copies_for` clones of `tensors` on every call (see `copies_for`); `sets`:
+    the clones of another kernel of the same weight (`fn.sets`), shared instead of made again (memory)."""
+    if sets is None:
+        sets = [tensors] + [[t.clone() for t in tensors] for _ in range(copies_for(wbytes, llc) - 1)]
     fns = [make_fn(*ts) for ts in sets]
     i = [0]
 
@@ -122,7 +129,7 @@ def _rotating(make_fn, tensors: list[torch.Tensor], wbytes: int, llc: int):
         i[0] = (i[0] + 1) % len(fns)
         return fns[i[0]](x)
 
-    fn.copies = len(fns)
+    fn.copies, fn.sets = len(fns), sets
     return fn
 
 
@@ -159,11 +166,13 @@ def make_weights(n: int, k: int, seed: int, llc: int) -> dict:
         b4 = packed.numel() * packed.element_size() + sz.numel() * 4
         out["torch_int4"] = (_rotating(lambda pk, s: lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, pk, 128, s),
                                        [packed, sz], b4, llc), b4, None)
-    for name, layout in layouts.items():
-        fields = list(layout.tensors())
-        make = (lambda lay, names: lambda *ts: (lambda t: lambda x: cpu_linear(x, t))(
-            type(lay).from_tensors(lay.shape, dict(zip(names, ts)), lay.attrs())))(layout, fields)
-        out[name] = (_rotating(make, list(layout.tensors().values()), layout.nbytes, llc), layout.nbytes, layout)
+    for name, layout in [*layouts.items(), *((a8, layouts[base]) for a8, base in A8.items())]:
+        fields, acts = list(layout.tensors()), "int8" if name in A8 else "float"
+        make = (lambda lay, names, acts: lambda *ts: (lambda t: lambda x: cpu_linear(x, t, acts=acts))(
+            type(lay).from_tensors(lay.shape, dict(zip(names, ts)), lay.attrs())))(layout, fields, acts)
+        shared = out[A8[name]][0].sets if name in A8 else None  # the a8 kernels read their base layout's copies
+        out[name] = (_rotating(make, list(layout.tensors().values()), layout.nbytes, llc, shared), layout.nbytes,
+                     layout)
     return out
 
 
@@ -205,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         return print_table("bench_cpu_gemm", args.out, table)
     from sparsekit import _ext
+    from sparsekit.ops.backends.cpu import fake_quant_acts
     from sparsekit.ops.backends.reference import packed_linear_reference
     from sparsekit.utils.env import versions
 
@@ -244,10 +254,17 @@ def main(argv: list[str] | None = None) -> int:
                     if name not in runners:
                         continue
                     fn, wbytes, layout = runners[name]
-                    err = None
+                    err = err_exact = None
                     if layout is not None:
-                        ref = packed_linear_reference(xs[0], layout)
-                        err = float((fn(xs[0]) - ref).norm() / ref.norm())
+                        # the a8 variant is checked against its definition: the exact product on the
+                        # quantized activations; its distance to the exact product is recorded beside
+                        x_ref = fake_quant_acts(xs[0]) if name in A8 else xs[0]
+                        ref = packed_linear_reference(x_ref, layout)
+                        got = fn(xs[0])
+                        err = float((got - ref).norm() / ref.norm())
+                        if name in A8:
+                            exact = packed_linear_reference(xs[0], layout)
+                            err_exact = float((got - exact).norm() / exact.norm())
                         if err > 1e-5:
                             print(f"WRONG {name} {label} M={m}: rel err {err:.2e}", file=sys.stderr)
                     i = [0]
@@ -261,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                     row = {"shape": label, "n": n, "k": k, "m": m, "threads": nt, "kernel": name,
                            "weight_copies": fn.copies, "ms": med * 1e3,
                            "ms_min": lo * 1e3, "ms_max": hi * 1e3, "weight_bytes": wbytes, "gbps": moved / med / 1e9,
-                           "read_bw_fraction": moved / med / 1e9 / bw["read_gbps"], "rel_err": err}
+                           "read_bw_fraction": moved / med / 1e9 / bw["read_gbps"], "rel_err": err,
+                           "rel_err_vs_exact": err_exact}
                     if name == "fp32":
                         base = med
                     row["speedup_vs_fp32"] = base / med if base else None

@@ -3,8 +3,8 @@
 // SIMD path at run time from the CPU's features; threads over output rows with at::parallel_for.
 //
 // Decode (M <= kDecodeRows tokens) streams each packed row once per tile of 8 tokens and never
-// materialises W. Prefill dequantizes tiles of rows into an L2-sized fp32 buffer and multiplies them with
-// BLAS (at::mm): at 17+ tokens every weight feeds enough FMAs that decoding it once per tile is cheap,
+// materialises W. Prefill dequantizes tiles of rows into a 16 MiB buffer and multiplies them with BLAS
+// (at::mm; in bf16 for bf16 activations): at 17+ tokens every weight feeds enough FMAs that decoding it once per tile is cheap,
 // and the BLAS microkernels are what a hand-written loop would not beat.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -43,6 +43,16 @@ bool cpu_has_avx512() {
 #endif
 }
 
+bool cpu_has_a8() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool ok = cpu_has_avx512() && sparsekit::cpu::a8_compiled() &&
+                         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+  return ok;
+#else
+  return false;
+#endif
+}
+
 void check_u8(const char* op, const char* name, const torch::Tensor& t, int64_t rows, int64_t cols) {
   TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor");
   TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, op, ": ", name, " must have shape [", rows,
@@ -72,8 +82,10 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
                      const c10::optional<torch::Tensor>& values, const c10::optional<torch::Tensor>& codes,
                      const c10::optional<torch::Tensor>& meta, const c10::optional<torch::Tensor>& scales,
                      const c10::optional<torch::Tensor>& zeros, int64_t group, const c10::optional<torch::Tensor>& bias,
-                     const std::string& path) {
+                     const std::string& path, const std::string& acts) {
   const char* op = "packed_linear[cpu]";
+  TORCH_CHECK(acts == "float" || acts == "int8", op, ": acts must be 'float' (exact) or 'int8' (a8: activations in "
+              "int8 blocks of 32), got '", acts, "'");
   TORCH_CHECK(x.device().is_cpu(), op, ": the input must be a CPU tensor, got ", x.device());
   TORCH_CHECK(x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16, op,
               ": activations must be float32 or bfloat16, got ", x.scalar_type());
@@ -162,8 +174,22 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
     default: TORCH_CHECK(false, op, ": unknown layout kind ", kind);
   }
   const bool simd = path_of(p, path) == "avx512";
+  const bool a8 = acts == "int8";
+  if (a8) {
+    TORCH_CHECK(p.kind == Kind::kInt4 || p.kind == Kind::kInt4Semi24 || p.kind == Kind::kMXFP4, op,
+                ": int8 activations (a8) serve the int4, int4 + 2:4 and MXFP4 layouts only");
+    TORCH_CHECK(sparsekit::cpu::a8_fits(p), op, ": int8 activations (a8) need in_features % 32 == 0 and group_size "
+                "% 32 == 0 (or one group per row), got in_features=", k, ", group_size=", group);
+  }
   auto x2 = x.reshape({-1, k}).to(torch::kFloat32).contiguous();
   const int64_t m = x2.size(0);
+  const bool vnni = a8 && simd && cpu_has_a8() && m <= kDecodeRows;
+  if (a8 && !vnni && m > 0) {
+    // the exact kernels on d * q: the same product as the VNNI kernels (prefill, CPUs without VNNI)
+    auto fq = torch::empty_like(x2);
+    sparsekit::cpu::fake_quant_acts(x2.data_ptr<float>(), m, k, fq.data_ptr<float>());
+    x2 = fq;
+  }
   c10::optional<torch::Tensor> b;
   if (bias.has_value()) {
     TORCH_CHECK(bias->device().is_cpu() && bias->dim() == 1 && bias->size(0) == n, op, ": bias must be a CPU [", n,
@@ -175,7 +201,12 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
     const float* xp = x2.data_ptr<float>();
     float* op_ = out.data_ptr<float>();
     const float* bp = b.has_value() ? b->data_ptr<float>() : nullptr;
-    if (m <= kDecodeRows) {
+    if (vnni) {
+      sparsekit::cpu::QActs qa;
+      sparsekit::cpu::quantize_acts(p, xp, m, qa);
+      const int64_t grain = std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
+      at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { sparsekit::cpu::rows_a8(p, qa, m, op_, bp, n0, n1); });
+    } else if (m <= kDecodeRows) {
       auto rows = simd ? sparsekit::cpu::rows_avx512 : sparsekit::cpu::rows_scalar;
       // one contiguous range of rows per thread: every row costs the same, and each call prepares the
       // activations once (the nibble layouts split them into even and odd inputs) for all its rows
@@ -183,14 +214,21 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
       at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { rows(p, xp, m, op_, bp, n0, n1); });
     } else {
       auto dequant = simd ? sparsekit::cpu::dequant_avx512 : sparsekit::cpu::dequant_scalar;
-      // a tile of fp32 rows that stays in L2 (~1 MiB) while BLAS reads it
-      const int64_t tile = std::max<int64_t>(16, std::min<int64_t>(n, (1 << 18) / k));
+      // Tiles of 16 MiB of fp32 rows: BLAS packs the activations again for every call, so a tile must hold
+      // enough rows to amortise that (measured, 4096 x 14336 at M = 512, one thread: 1344 ms with L2-sized
+      // tiles of 18 rows, 477 ms with 16 MiB ones; dense fp32 404 ms). bfloat16 activations multiply the
+      // tile in bfloat16 (AMX / AVX512-BF16 where oneDNN has them: 2-3x the fp32 rate), as a bf16 model's
+      // dense layers do; the weight's dequantized values are rounded to bf16 for it (2^-9 relative).
+      const int64_t tile = std::max<int64_t>(16, std::min<int64_t>(n, (int64_t(1) << 22) / k));
+      const bool bf16 = x.scalar_type() == torch::kBFloat16;
+      const auto xb = bf16 ? x2.to(torch::kBFloat16) : x2;
       auto buf = torch::empty({tile, k}, x2.options());
       for (int64_t n0 = 0; n0 < n; n0 += tile) {
         const int64_t rows_here = std::min(tile, n - n0);
         float* dst = buf.data_ptr<float>();
         at::parallel_for(n0, n0 + rows_here, 8, [&](int64_t a, int64_t z) { dequant(p, dst + (a - n0) * k, a, z); });
-        out.narrow(1, n0, rows_here).copy_(at::mm(x2, buf.narrow(0, 0, rows_here).t()));
+        const auto w = buf.narrow(0, 0, rows_here);
+        out.narrow(1, n0, rows_here).copy_(at::mm(xb, (bf16 ? w.to(torch::kBFloat16) : w).t()));
       }
       if (b.has_value()) out.add_(*b);
     }
@@ -291,7 +329,13 @@ torch::Tensor packed_linear_python(const torch::Tensor& x, at::TensorList tensor
 torch::Tensor packed_linear_cpu(const torch::Tensor& x, at::TensorList tensors, const c10::optional<torch::Tensor>& bias,
                                 c10::string_view spec, c10::string_view backend) {
   const Spec& s = spec_of(spec);
-  const bool mine = backend == "cpu" || (backend == "auto" && !triton_interpreter_on());
+  const bool a8 = backend == "cpu_a8";
+  const bool mine = backend == "cpu" || (backend == "auto" && !triton_interpreter_on()) ||
+                    (a8 && (s.kind == static_cast<int64_t>(Kind::kInt4) || s.kind == static_cast<int64_t>(Kind::kMXFP4) ||
+                            s.kind == static_cast<int64_t>(Kind::kInt4Semi24)) &&
+                     s.k % sparsekit::cpu::kActBlock == 0 &&
+                     (s.kind == static_cast<int64_t>(Kind::kMXFP4) || s.group % sparsekit::cpu::kActBlock == 0 ||
+                      s.group >= s.k));
   const bool dtype_ok = x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16;
   // inputs that do not fit are Python's to refuse, with the messages (and ValueError) every backend gives
   const bool fits = x.dim() >= 1 && x.size(-1) == s.k &&
@@ -308,7 +352,8 @@ torch::Tensor packed_linear_cpu(const torch::Tensor& x, at::TensorList tensors, 
     else if (f == "scales") scales = tensors[i];
     else if (f == "zeros") zeros = tensors[i];
   }
-  return linear(x, s.kind, s.n, s.k, values, codes, meta, scales, zeros, s.group, bias, "auto");
+  return linear(x, s.kind, s.n, s.k, values, codes, meta, scales, zeros, s.group, bias, "auto",
+                backend == "cpu_a8" ? "int8" : "float");
 }
 
 }  // namespace
@@ -319,8 +364,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsekit CPU kernels of the packed layouts (csrc/cpu)";
   m.def("version", [] { return std::string(SPARSEKIT_STR(SPARSEKIT_VERSION)); });
   m.def("has_avx512", &cpu_has_avx512, "whether the AVX-512 path can run on this CPU");
+  m.def("has_a8", &cpu_has_a8, "whether the int8-activation (a8) AVX-512 VNNI kernels can run on this CPU");
+  m.def("fake_quant_acts", [](const torch::Tensor& x) {
+    TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(),
+                "fake_quant_acts: x must be a contiguous float32 CPU [M, K] tensor");
+    auto out = torch::empty_like(x);
+    sparsekit::cpu::fake_quant_acts(x.data_ptr<float>(), x.size(0), x.size(1), out.data_ptr<float>());
+    return out;
+  }, "x replaced by its int8 blocks of 32 (d * q): what the a8 kernels multiply", py::arg("x"));
   m.def("linear", &linear, "y = x W^T (+ bias) for a packed W (kind: 0 semi24, 1 int4, 2 int4_semi24, 3 mxfp4, 4 int8)",
         py::arg("x"), py::arg("kind"), py::arg("n"), py::arg("k"), py::arg("values") = py::none(),
         py::arg("codes") = py::none(), py::arg("meta") = py::none(), py::arg("scales") = py::none(),
-        py::arg("zeros") = py::none(), py::arg("group") = 0, py::arg("bias") = py::none(), py::arg("path") = "auto");
+        py::arg("zeros") = py::none(), py::arg("group") = 0, py::arg("bias") = py::none(), py::arg("path") = "auto",
+        py::arg("acts") = "float");
 }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace sparsekit {
 namespace cpu {
@@ -132,6 +133,45 @@ void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1);
 bool avx512_compiled();
 void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 void dequant_avx512(const Packed& p, float* dst, int64_t n0, int64_t n1);
+
+// ------------------------------------------------------------------ int8 activations (the "a8" variant)
+//
+// llama.cpp's way of keeping up with memory: quantize the activations to int8 per block of 32 inputs
+// (symmetric, absmax: d = max|x| / 127, q = rint(x * (127 / max|x|))) and multiply the weight codes
+// with integer dot instructions (AVX-512 VNNI vpdpbusd: 64 u8 x s8 products a cycle into int32 lanes)
+// instead of converting every weight to fp32. The weights are used exactly as stored; the only rounding
+// added is that of x, so the result equals the exact kernel run on `d * q` (see quantize_block32).
+
+constexpr int64_t kActBlock = 32;
+
+// One row of activations into int8 blocks: q[0, k) and d[0, ceil(k / 32)); the one definition of the
+// variant's rounding (the prefill path and the tests' emulation use the same arithmetic).
+void quantize_block32(const float* x, int64_t k, int8_t* q, float* d);
+
+// The activations of one call, quantized and arranged for the layout's kernel (built once, shared by
+// every thread). Buffers run to `kpad` (K rounded up to 128, plus 128) so that full-width loads near
+// the end of a row stay inside them; padding holds x = 0.
+struct QActs {
+  int64_t m = 0, k = 0, kpad = 0, blocks = 0;
+  std::vector<float> d;         // [m, kpad / 32] block scales
+  std::vector<uint8_t> even;    // int4: [m, kpad / 2] q of inputs 0, 2, 4, ... (s8); MXFP4: q + 128 (u8)
+  std::vector<uint8_t> odd;     // the same for inputs 1, 3, 5, ...
+  std::vector<uint8_t> natural; // int4 + 2:4: [m, kpad] q + 128 (u8), input order
+  std::vector<float> lanes;     // int4, MXFP4: [m, kpad / 8] the d of each 4-byte lane of even / odd
+  std::vector<float> lanes24;   // int4 + 2:4: [m, kpad / 32, 16] the d of each lane of a chunk at block b
+  std::vector<float> gsum;      // int4: [m, G] sum over the group's blocks of d * sum q (zero points)
+};
+
+void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa);
+
+// x replaced by d * q (what the a8 kernels compute with): the prefill path and CPUs without VNNI run the
+// exact kernels on it.
+void fake_quant_acts(const float* x, int64_t m, int64_t k, float* out);
+
+// The AVX-512 VNNI + VBMI kernels: int4 (group % 32 == 0), int4 + 2:4 (group % 32 == 0), MXFP4; K % 32 == 0.
+bool a8_compiled();
+bool a8_fits(const Packed& p);
+void rows_a8(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 
 }  // namespace cpu
 }  // namespace sparsekit

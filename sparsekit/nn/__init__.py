@@ -3,6 +3,6 @@
 `SparseLinear`, `QuantLinear` and `SparseQuantLinear` are aliases kept from earlier releases.
 """
 
-from sparsekit.nn.packed import PackedLinear, QuantLinear, SparseLinear, SparseQuantLinear
+from sparsekit.nn.packed import PackedLinear, QuantLinear, SparseLinear, SparseQuantLinear, set_backend
 
-__all__ = ["PackedLinear", "QuantLinear", "SparseLinear", "SparseQuantLinear"]
+__all__ = ["PackedLinear", "QuantLinear", "SparseLinear", "SparseQuantLinear", "set_backend"]

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from sparsekit.errors import SparsekitError
-from sparsekit.ops._dispatch import BACKENDS
+from sparsekit.ops._dispatch import BACKENDS, OPT_IN
 from sparsekit.ops.packed_linear import explain, layout_spec, packed_linear_op
 from sparsekit.pack.layouts import LAYOUTS, CompressedWeight, Layout, choose_layout, semi24_default_mask
 from sparsekit.quant.base import QTensor
@@ -110,3 +110,21 @@ class PackedLinear(nn.Module):
 
 # names of earlier releases (one class per layout family); every packed module is a PackedLinear now
 SparseLinear = QuantLinear = SparseQuantLinear = PackedLinear
+
+
+def set_backend(model: nn.Module, backend: str) -> int:
+    """Run every packed module of `model` whose layout has a `backend` kernel on it (e.g. the opt-in
+    'cpu_a8' for the int4 / int4 + 2:4 / MXFP4 modules; the others keep theirs); returns how many.
+    'auto' and the `AUTO_ORDER` backends apply to every packed module. Raises SparsekitError for an
+    unknown backend or one that no packed module of the model has."""
+    if backend not in BACKENDS:
+        raise SparsekitError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    chosen = [m for m in packed if backend not in OPT_IN or backend in LAYOUTS[m.kind].kernels()]
+    if backend != "auto" and not chosen:
+        kinds = sorted({m.kind for m in packed}) or ["none: the model has no packed modules"]
+        raise SparsekitError(f"backend {backend!r}: no packed module of this model has a kernel for it (layouts: "
+                             f"{', '.join(kinds)})")
+    for m in chosen:
+        m.backend = backend
+    return len(chosen)

@@ -1,6 +1,6 @@
 """The backends and their `auto` order: 'cuda' -> 'triton' -> 'cpu' -> 'reference' (docs/ARCHITECTURE.md §3).
 
-`BACKENDS[1:]` is the order `auto` tries. Packed layouts dispatch through their own kernel registry
+`AUTO_ORDER` is the order `auto` tries; `OPT_IN` backends run only when named. Packed layouts dispatch through their own kernel registry
 (`sparsekit.ops.packed_linear.select_kernel`); ops without layouts (`sum_squares`) use `pick_backend`:
 the compiled CUDA kernel when the extension is loaded and supports the inputs, else Triton when the
 tensor is on a GPU (or TRITON_INTERPRET=1 lets Triton run on CPU tensors), else the pure-torch
@@ -15,7 +15,13 @@ import os
 
 import torch
 
-BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
+#: the order `auto` tries
+AUTO_ORDER = ("cuda", "triton", "cpu", "reference")
+#: backends `auto` never picks: variants whose arithmetic differs from the reference beyond rounding,
+#: taken only by name. 'cpu_a8': the CPU kernels with activations quantized to int8 blocks of 32
+#: (llama.cpp's Q8_0) for the int4, int4 + 2:4 and MXFP4 layouts (sparsekit/ops/backends/cpu.py).
+OPT_IN = ("cpu_a8",)
+BACKENDS = ("auto", *AUTO_ORDER, *OPT_IN)
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,8 +72,8 @@ def pick_backend(op: str, requested: str, x: torch.Tensor, *, has_cuda: bool = F
     if requested == "cuda" and not (has_cuda and cuda_ok):
         why = "has no CUDA kernel" if not has_cuda else "cannot use the CUDA kernel for these inputs or this build"
         raise ValueError(f"{op}: backend='cuda' requested but the op {why}; use backend='auto'")
-    if requested == "cpu":
-        raise ValueError(f"{op}: backend='cpu' requested but the op has no CPU kernel; use backend='auto'")
+    if requested in ("cpu", *OPT_IN):
+        raise ValueError(f"{op}: backend={requested!r} requested but the op has no such kernel; use backend='auto'")
     if requested == "triton" and not has_triton:
         raise ValueError(f"{op}: backend='triton' requested but the op has no Triton kernel for this layout; "
                          "use backend='auto'")

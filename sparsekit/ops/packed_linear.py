@@ -3,8 +3,8 @@
 One op over every layout of `sparsekit.pack`. The layout is the dispatch point: each layout class
 holds its kernels per backend (`Layout.register_kernel`, done by `sparsekit.ops.backends`), each with
 a `supports(x, layout)` that says yes or why not. `backend='auto'` takes the first backend of
-`BACKENDS` whose kernel supports the inputs; an explicit backend that cannot run is an error that
-names the reason; `explain(x, layout)` lists every backend's answer.
+`AUTO_ORDER` whose kernel supports the inputs (an `OPT_IN` backend runs only when named); an explicit
+backend that cannot run is an error that names the reason; `explain(x, layout)` lists every backend's answer.
 
 The op is the torch custom op `sparsekit::packed_linear` (a fake implementation gives its output
 shape), so a converted model traces under `torch.compile(fullgraph=True)` and `torch.export` with the
@@ -22,7 +22,7 @@ import torch
 
 import sparsekit.ops.backends  # noqa: F401  (registers the kernels)
 from sparsekit import _ext
-from sparsekit.ops._dispatch import BACKENDS
+from sparsekit.ops._dispatch import AUTO_ORDER, BACKENDS, OPT_IN
 from sparsekit.ops.backends.cpu import CPP_KINDS
 from sparsekit.ops.backends.reference import packed_linear_reference
 from sparsekit.pack.layouts import LAYOUTS, Kernel, Layout
@@ -55,10 +55,11 @@ def _check_backend(backend: str) -> None:
 
 
 def explain(x: torch.Tensor, layout: Layout) -> dict[str, str]:
-    """Every backend's answer for these inputs: 'ok' or why it cannot run them (in `auto` order)."""
+    """Every backend's answer for these inputs: 'ok' or why it cannot run them (in `auto` order, then the
+    opt-in backends this layout has)."""
     kernels = type(layout).kernels()
     out = {}
-    for name in BACKENDS[1:]:
+    for name in (*AUTO_ORDER, *(b for b in OPT_IN if b in kernels)):
         kernel = kernels.get(name)
         out[name] = (f"the {layout.KIND} layout has no {name} kernel" if kernel is None
                      else kernel.supports(x, layout) or "ok")
@@ -85,7 +86,7 @@ def select_kernel(x: torch.Tensor, layout: Layout, backend: str = "auto") -> Ker
         if why:
             raise ValueError(f"{op}: backend={backend!r} requested but {why}; use backend='auto'")
         return kernel
-    for name in BACKENDS[1:]:
+    for name in AUTO_ORDER:
         kernel = kernels.get(name)
         if kernel is not None and kernel.supports(x, layout) is None:
             if name == "reference" and x.device.type != "cpu":
