@@ -57,6 +57,8 @@ def test_cli_equals_api(tiny_dir, data_dir, capsys):
     (["eval", "MODEL", "--device", "tpu"], "unknown device", True),
     (["eval", "MODEL", "--seqlen", "100000", "--data-dir", "EMPTY"], "WikiText-2 raw not found", False),
     (["frobnicate"], "invalid choice", False),
+    (["eval", "MODEL", "--backend", "gpu"], "invalid choice", False),
+    (["eval", "MODEL", "--backend", "cpu_a8"], "no packed module of this model has a kernel for it", True),
 ])
 def test_bad_input_exit_code_2_one_line(argv, expected, needs_data, tiny_dir, tmp_path, capsys, monkeypatch, request):
     if needs_data:
