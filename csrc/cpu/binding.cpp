@@ -4,8 +4,9 @@
 //
 // Decode (M <= kDecodeRows tokens) streams each packed row once per tile of 8 tokens and never
 // materialises W. Prefill dequantizes tiles of rows into a 16 MiB buffer and multiplies them with BLAS
-// (at::mm; in bf16 for bf16 activations): at 17+ tokens every weight feeds enough FMAs that decoding it once per tile is cheap,
-// and the BLAS microkernels are what a hand-written loop would not beat.
+// (at::mm; in bf16 for bf16 activations): at 17+ tokens every weight feeds enough FMAs that decoding it
+// once per tile is cheap, and the BLAS microkernels are what a hand-written loop would not beat.
+// acts = "int8" is the a8 variant (gemm_avx512_vnni.cpp): activations in int8 blocks of 32.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 #include <torch/library.h>
@@ -205,7 +206,8 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
       sparsekit::cpu::QActs qa;
       sparsekit::cpu::quantize_acts(p, xp, m, qa);
       const int64_t grain = std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
-      at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { sparsekit::cpu::rows_a8(p, qa, m, op_, bp, n0, n1); });
+      at::parallel_for(0, n, grain,
+                       [&](int64_t n0, int64_t n1) { sparsekit::cpu::rows_a8(p, qa, m, op_, bp, n0, n1); });
     } else if (m <= kDecodeRows) {
       auto rows = simd ? sparsekit::cpu::rows_avx512 : sparsekit::cpu::rows_scalar;
       // one contiguous range of rows per thread: every row costs the same, and each call prepares the
@@ -330,12 +332,12 @@ torch::Tensor packed_linear_cpu(const torch::Tensor& x, at::TensorList tensors, 
                                 c10::string_view spec, c10::string_view backend) {
   const Spec& s = spec_of(spec);
   const bool a8 = backend == "cpu_a8";
+  Packed shape;  // what a8_fits reads: the kind, K and the group size
+  shape.kind = static_cast<Kind>(s.kind);
+  shape.k = s.k;
+  shape.group = s.group;
   const bool mine = backend == "cpu" || (backend == "auto" && !triton_interpreter_on()) ||
-                    (a8 && (s.kind == static_cast<int64_t>(Kind::kInt4) || s.kind == static_cast<int64_t>(Kind::kMXFP4) ||
-                            s.kind == static_cast<int64_t>(Kind::kInt4Semi24)) &&
-                     s.k % sparsekit::cpu::kActBlock == 0 &&
-                     (s.kind == static_cast<int64_t>(Kind::kMXFP4) || s.group % sparsekit::cpu::kActBlock == 0 ||
-                      s.group >= s.k));
+                    (a8 && s.kind >= 0 && sparsekit::cpu::a8_fits(shape));
   const bool dtype_ok = x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16;
   // inputs that do not fit are Python's to refuse, with the messages (and ValueError) every backend gives
   const bool fits = x.dim() >= 1 && x.size(-1) == s.k &&
@@ -352,8 +354,7 @@ torch::Tensor packed_linear_cpu(const torch::Tensor& x, at::TensorList tensors, 
     else if (f == "scales") scales = tensors[i];
     else if (f == "zeros") zeros = tensors[i];
   }
-  return linear(x, s.kind, s.n, s.k, values, codes, meta, scales, zeros, s.group, bias, "auto",
-                backend == "cpu_a8" ? "int8" : "float");
+  return linear(x, s.kind, s.n, s.k, values, codes, meta, scales, zeros, s.group, bias, "auto", a8 ? "int8" : "float");
 }
 
 }  // namespace

@@ -42,8 +42,9 @@ struct RowScales {
     for (int64_t g = 0; g < G; g += 16) {
       const __mmask16 mk = static_cast<__mmask16>(G - g >= 16 ? 0xFFFF : (1u << (G - g)) - 1);
       const __m512 sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, p.scales + n * G + g));
-      const __m512 zv = p.zeros ? _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, p.zeros + n * G + g)))
-                                : _mm512_set1_ps(8.0f);
+      const __m512 zv =
+          p.zeros ? _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, p.zeros + n * G + g)))
+                  : _mm512_set1_ps(8.0f);
       _mm512_storeu_ps(&s[g], sv);
       _mm512_storeu_ps(&sz[g], _mm512_mul_ps(sv, zv));
     }
@@ -268,10 +269,12 @@ void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* ou
     // the chunk of `groups` groups of 4 (8, 16, 24 or 32) at input k0, inside group g, times scale sv
     auto chunk = [&](int64_t k0, int64_t groups, int64_t g, __m512 sv, __m512* a) {
       // a code byte per group (its two kept nibbles), a metadata byte per two groups
-      const __m256i c = groups == 32 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + k0 / 4))
-                                     : _mm256_maskz_loadu_epi8(static_cast<__mmask32>(low_bytes(groups)), codes + k0 / 4);
-      const __m128i m16 = groups == 32 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(meta + k0 / 8))
-                                       : _mm_maskz_loadu_epi8(static_cast<__mmask16>(low_bytes(groups / 2)), meta + k0 / 8);
+      const uint8_t* cp = codes + k0 / 4;
+      const uint8_t* mp = meta + k0 / 8;
+      const __m256i c = groups == 32 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp))
+                                     : _mm256_maskz_loadu_epi8(static_cast<__mmask32>(low_bytes(groups)), cp);
+      const __m128i m16 = groups == 32 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(mp))
+                                       : _mm_maskz_loadu_epi8(static_cast<__mmask16>(low_bytes(groups / 2)), mp);
       const __mmask64 live = low_bytes(groups) | (low_bytes(groups) << 32);
       const __m512i zero = _mm512_set1_epi8(static_cast<char>(zeros ? zeros[g] : 8));
       const __m512i cw = _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i64x4(c), nib_shift), low);

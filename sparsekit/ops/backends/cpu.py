@@ -62,7 +62,8 @@ def unusable_a8(x: torch.Tensor, layout: Layout) -> str | None:
         return f"int8 activations come in blocks of 32 inputs: in_features % 32 == 0 is needed, got {k}"
     group = layout.attrs().get("group_size")
     if group is not None and group % 32 and group < k:
-        return f"int8 activation blocks of 32 must not straddle weight groups: group_size % 32 == 0 is needed, got {group}"
+        return (f"int8 activation blocks of 32 must not straddle weight groups: group_size % 32 == 0 is needed, "
+                f"got {group}")
     return None
 
 
