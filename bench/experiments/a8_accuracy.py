@@ -48,12 +48,12 @@ def run_recipe(name: str, limit: int, data_dir: str | None) -> dict:
     seconds = time.perf_counter() - start
     row = {"recipe": name, "compress_seconds": seconds, "layouts": sorted(set(result.packed.values())),
            "committed": RECIPES[name], "ppl": {}}
-    for backend in ("auto", "cpu_a8"):
+    for key, backend in (("exact", "auto"), ("a8", "cpu_a8")):
         modules = set_backend(result.model, backend)
         report = sparsekit.evaluate(result.model, tokenizer, ppl=["wikitext2"], limit=limit, data_dir=data_dir,
                                     progress=False)
-        row["ppl"]["exact" if backend == "auto" else "a8"] = report["ppl"]["wikitext2"]
-        row["a8_modules"] = modules if backend == "cpu_a8" else row.get("a8_modules")
+        row["ppl"][key] = report["ppl"]["wikitext2"]
+    row["a8_modules"] = modules
     row["committed_ppl"] = json.loads((ROOT / RECIPES[name]).read_text())["ppl"]["wikitext2"]
     return row
 
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sparsekit import _ext
     from sparsekit.utils.env import versions
+    from sparsekit.utils.io import write_json_atomic
 
     if not _ext.cpu_available():
         print("a8_accuracy: sparsekit._cpu is not built (pip install --no-build-isolation -e .)", file=sys.stderr)
@@ -96,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         data["rows"].append(row)
         print(f"{name:<26} exact {row['ppl']['exact']:.3f}  a8 {row['ppl']['a8']:.3f}  (committed "
               f"{row['committed_ppl']:.3f})", flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=2) + "\n")
+        write_json_atomic(args.out, data)  # after every recipe: an interrupted run keeps what it measured
     print(table(data))
     print(f"-> {args.out}")
     return 0

@@ -112,51 +112,45 @@ void int4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, cons
     rs.load(p, n);
     __m512 acc[MT];
     for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_ps();
-    if (flat) {
-      __m512 acc1[MT];
-      for (int t = 0; t < MT; ++t) acc1[t] = _mm512_setzero_ps();
-      auto chunk = [&](int64_t c, __m512i v, __m512* a) {
-        const uint64_t b = static_cast<uint64_t>(c) * 64;
-        const __m512i lo = _mm512_and_si512(v, low);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        const __m512 sv = _mm512_set1_ps(rs.s[group_of[c]]);
-        for (int t = 0; t < MT; ++t) {
-          __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(ev[t] + b));
-          d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(od[t] + b));
-          a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(sv, _mm512_loadu_ps(ln[t] + b / 4)), a[t]);
-        }
-      };
+    // the 64 code bytes v at byte b (zeros past a short chunk: their products vanish whatever the
+    // activation bytes there are), times scale sv, into a
+    auto chunk = [&](uint64_t b, __m512i v, __m512 sv, __m512* a) {
+      const __m512i lo = _mm512_and_si512(v, low);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      for (int t = 0; t < MT; ++t) {
+        __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(ev[t] + b));
+        d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(od[t] + b));
+        a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(sv, _mm512_loadu_ps(ln[t] + b / 4)), a[t]);
+      }
+    };
+    __m512 acc1[MT];
+    for (int t = 0; t < MT; ++t) acc1[t] = _mm512_setzero_ps();
+    if (flat) {  // acc and acc1 alternate chunks
       const int64_t full = half / 64;
+      auto scale = [&](int64_t c) { return _mm512_set1_ps(rs.s[group_of[c]]); };
       int64_t c = 0;
       for (; c + 2 <= full; c += 2) {
         prefetch_a8(codes + c * 64);
         prefetch_a8(codes + c * 64 + 64);
-        chunk(c, _mm512_loadu_si512(codes + c * 64), acc);
-        chunk(c + 1, _mm512_loadu_si512(codes + c * 64 + 64), acc1);
+        chunk(c * 64, _mm512_loadu_si512(codes + c * 64), scale(c), acc);
+        chunk(c * 64 + 64, _mm512_loadu_si512(codes + c * 64 + 64), scale(c + 1), acc1);
       }
-      if (c < full) chunk(c, _mm512_loadu_si512(codes + c * 64), acc), ++c;
-      if (c * 64 < half) chunk(c, _mm512_maskz_loadu_epi8(low_bytes(half - c * 64), codes + c * 64), acc1);
+      if (c < full) chunk(c * 64, _mm512_loadu_si512(codes + c * 64), scale(c), acc), ++c;
+      if (c * 64 < half)
+        chunk(c * 64, _mm512_maskz_loadu_epi8(low_bytes(half - c * 64), codes + c * 64), scale(c), acc1);
       for (int t = 0; t < MT; ++t) acc[t] = _mm512_add_ps(acc[t], acc1[t]);
-    }
-    for (int64_t g = 0; g < (flat ? 0 : G); ++g) {
-      const int64_t b0 = g * p.group / 2, b1 = std::min(half, (g + 1) * p.group / 2);
-      __m512 accg[MT];
-      for (int t = 0; t < MT; ++t) accg[t] = _mm512_setzero_ps();
-      for (int64_t b = b0; b < b1; b += 64) {
-        prefetch_a8(codes + b);
-        // a short chunk (a group of 32 or 96 inputs, a short last group) loads zeros past its end: their
-        // products vanish whatever the activation bytes there are
-        const __m512i v = _mm512_maskz_loadu_epi8(low_bytes(b1 - b), codes + b);
-        const __m512i lo = _mm512_and_si512(v, low);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        for (int t = 0; t < MT; ++t) {
-          __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(ev[t] + b));
-          a = _mm512_dpbusd_epi32(a, hi, _mm512_loadu_si512(od[t] + b));
-          accg[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(ln[t] + b / 4), accg[t]);
+    } else {  // acc1 holds one group's sum, then its scale multiplies it into acc
+      const __m512 one = _mm512_set1_ps(1.0f);
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t b0 = g * p.group / 2, b1 = std::min(half, (g + 1) * p.group / 2);
+        for (int t = 0; t < MT; ++t) acc1[t] = _mm512_setzero_ps();
+        for (int64_t b = b0; b < b1; b += 64) {
+          prefetch_a8(codes + b);
+          chunk(b, _mm512_maskz_loadu_epi8(low_bytes(b1 - b), codes + b), one, acc1);
         }
+        const __m512 sv = _mm512_set1_ps(rs.s[g]);
+        for (int t = 0; t < MT; ++t) acc[t] = _mm512_fmadd_ps(sv, acc1[t], acc[t]);
       }
-      const __m512 sv = _mm512_set1_ps(rs.s[g]);
-      for (int t = 0; t < MT; ++t) acc[t] = _mm512_fmadd_ps(sv, accg[t], acc[t]);
     }
     for (int t = 0; t < MT; ++t)
       out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(acc[t]) - dot(rs.sz.data(), &qa.gsum[(t0 + t) * G], G) +
