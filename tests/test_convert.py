@@ -7,6 +7,7 @@ import sparsekit
 from sparsekit.api import compress, convert
 from sparsekit.nn import PackedLinear, SparseQuantLinear
 from sparsekit.ops import _dispatch
+from sparsekit.quant import get_format
 
 OPTS = dict(nsamples=4, seqlen=64, progress=False)
 
@@ -151,3 +152,37 @@ def test_load_keeps_the_stored_packed_dtypes(tiny_dir, tmp_path):
     module = model.get_submodule("model.layers.0.mlp.up_proj")
     assert module.values.dtype == torch.float16 and module.layout().bits_per_weight == 9.0
     assert model.get_submodule("model.embed_tokens").weight.dtype == torch.float32
+
+
+def test_a_tied_lm_head_quantized_by_its_own_step_is_untied(tmp_path):
+    """A second quantize step over `modules: [lm_head]` packs the head in int8 (the bytes every decoded
+    token streams) while the input embeddings it was tied to keep their exact values, through save/load."""
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    model = tiny_model("llama", tie_word_embeddings=True)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    embed = model.model.embed_tokens.weight.detach().clone()
+    head_q = get_format("int8", 0).fake_quantize(embed)
+    ids = torch.randint(3, 300, (1, 16), generator=torch.Generator().manual_seed(5))
+    recipe = [{"quantize": {"format": "int4", "group_size": 32}},
+              {"quantize": {"format": "int8", "targets": [], "modules": ["lm_head"]}}]
+    result = convert(model, recipe, tokenizer=tiny_tokenizer(), progress=False)
+    assert result.packed["lm_head"] == "int8" and isinstance(result.model.lm_head, PackedLinear)
+    assert torch.equal(result.model.model.embed_tokens.weight, embed)  # the embeddings stay exact
+    assert not result.model.config.tie_word_embeddings
+    assert torch.equal(result.model.lm_head.layout().unpack(), head_q)  # the head is the int8 grid of the old weight
+    assert "int8 per-channel rtn" in sparsekit.load_recipe(recipe).describe()
+    model2, _ = sparsekit.load(sparsekit.save(result, tmp_path / "c"))
+    assert isinstance(model2.lm_head, PackedLinear) and torch.equal(model2.model.embed_tokens.weight, embed)
+    assert torch.equal(_logits(model2, ids), _logits(result.model, ids))
+    assert model2.generate(ids, max_new_tokens=3, do_sample=False).shape == (1, 19)
+
+
+def test_two_quantize_steps_over_the_same_module_are_refused():
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    model = tiny_model("llama", tie_word_embeddings=True)
+    recipe = [{"quantize": {"format": "int8", "targets": [], "modules": ["lm_head"]}},
+              {"quantize": {"format": "int4", "group_size": 32, "targets": [], "modules": ["lm_*"]}}]
+    with pytest.raises(sparsekit.SparsekitError, match="lm_head would be quantized by two steps"):
+        compress(model, recipe, tokenizer=tiny_tokenizer(), progress=False)

@@ -269,6 +269,34 @@ def apply_shapes(adapter: Adapter, shapes: dict[str, list[int]]) -> None:
             sync_attention(adapter, i)
 
 
+def untie_weight(model: nn.Module, name: str) -> list[str]:
+    """Give module `name` its own copy of a weight it shares with other modules (the tied input and output
+    embeddings of most small LMs), so that compressing it in place leaves them exact; returns the names of
+    the modules it shared with ([] when it shared with none, and nothing changes).
+
+    Untying the output embedding clears `tie_word_embeddings` in the config (and in its text config), so
+    that transformers' `tie_weights()` (which `checkpoint.load` calls) and a saved config keep them apart.
+    The copy costs its storage: the input embedding is only gathered from (one row a token), the output
+    embedding is streamed whole every token, so it is the one worth compressing.
+    """
+    module = model.get_submodule(name)
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, nn.Parameter):
+        return []
+    sharers = [n for n, m in model.named_modules() if n != name and getattr(m, "weight", None) is weight]
+    if not sharers:
+        return []
+    module.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
+    get_out = getattr(model, "get_output_embeddings", None)
+    if callable(get_out) and get_out() is module:
+        cfg = getattr(model, "config", None)
+        text = getattr(cfg, "get_text_config", None)
+        for c in {id(c): c for c in (cfg, text() if callable(text) else None) if c is not None}.values():
+            if getattr(c, "tie_word_embeddings", False):
+                c.tie_word_embeddings = False
+    return sharers
+
+
 def num_experts(adapter: Adapter, block: int) -> int:
     return int(adapter.router(block).weight.shape[0])
 

@@ -40,7 +40,7 @@ from sparsekit.quant.gptq import sparsegpt_gptq
 from sparsekit.recipe import Prune, Quantize
 from sparsekit.steps.quantize import QuantizeResult, check_quantize_targets, module_record
 from sparsekit.steps.records import PrunedModule, PruneRecord
-from sparsekit.steps.targets import Target, by_block, module_of, step_targets
+from sparsekit.steps.targets import Target, by_block, module_of, own_weights, step_targets
 from sparsekit.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,7 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
     if step.needs_data and calib_ids is None:
         raise SparsekitError(f"prune: method {step.method!r} with allocation {step.allocation!r} needs calibration "
                              "data (calib_ids)")
+    own_weights(adapter, targets)
     device = resolve_device(device)
     ratios, info = allocate(model, adapter, step, targets, calib_ids, device, progress)
     result = PruneResult(targets, ratios, allocation_info=info)

@@ -30,7 +30,7 @@ from sparsekit.quant.gptq import gptq
 from sparsekit.quant.splitquant import SplitQuant
 from sparsekit.recipe import Quantize
 from sparsekit.steps.records import QuantizedModule, QuantizeRecord
-from sparsekit.steps.targets import Target, by_block, module_of, step_targets
+from sparsekit.steps.targets import Target, by_block, module_of, own_weights, step_targets
 from sparsekit.utils.device import resolve_device
 
 
@@ -93,6 +93,7 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
     fmt = step.quant_format()
     if step.needs_data and calib_ids is None:
         raise SparsekitError(f"quantize: method {step.method!r} needs calibration data (calib_ids)")
+    own_weights(adapter, targets)
     result = QuantizeResult(targets)
 
     def keep_of(t: Target, weight: torch.Tensor) -> torch.Tensor | None:

@@ -24,7 +24,8 @@ from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Prune
                               PruneHeads, Quantize)
 from sparsekit.steps.prune import PruneResult, check_prune_shapes, run_prune, run_prune_quantize
 from sparsekit.steps.quantize import check_quantize_shapes, run_quantize
-from sparsekit.steps.records import DropBlocksRecord, DropSublayersRecord, StepRecord, WidthRecord
+from sparsekit.steps.targets import step_targets
+from sparsekit.steps.records import DropBlocksRecord, DropSublayersRecord, QuantizeRecord, StepRecord, WidthRecord
 from sparsekit.steps.structured import run_drop_blocks, run_drop_sublayers, run_prune_experts, run_prune_width
 
 
@@ -117,6 +118,11 @@ def _prune_quantize_joint(unit: PruneQuantizeJoint, st: StepState) -> None:
 @handles(Quantize)
 def _quantize(step: Quantize, st: StepState) -> None:
     # (a joint step never gets here: plan_steps pairs it with its prune step, and run_quantize refuses it)
+    done = {name for r in st.records if isinstance(r, QuantizeRecord) for name in r.modules}
+    twice = sorted({t.name for t in step_targets(st.adapter, step)} & done)
+    if twice:
+        raise SparsekitError(f"quantize: {', '.join(twice[:3])} would be quantized by two steps; give each quantize "
+                             "step its own modules (exclude them from one)")
     out = run_quantize(st.model, st.adapter, step, st.ids, masks=st.masks, device=st.device, progress=st.progress)
     st.qtensors.update(out.qtensors)
     st.records.append(out.record())

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 from dataclasses import dataclass
 
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.recipe import Prune, Quantize
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,19 @@ def step_targets(adapter: Adapter, step: Prune | Quantize) -> list[Target]:
     """Everything `step` touches: the block projections (`select_targets`), then the modules outside the
     blocks (`select_modules`; data-free methods only, which recipe validation enforces)."""
     return select_targets(adapter, step) + select_modules(adapter, step)
+
+
+def own_weights(adapter: Adapter, targets: list[Target]) -> None:
+    """Untie every module outside the blocks that shares its weight (a tied LM head), before a step changes
+    it in place: the modules it shared with (the input embeddings) keep their exact values."""
+    from sparsekit.models.surgery import untie_weight
+
+    for t in targets:
+        if t.block < 0:
+            sharers = untie_weight(adapter.model, t.name)
+            if sharers:
+                log.info("%s shared its weight with %s; untied (a copy of %s elements) so that they stay exact",
+                         t.name, ", ".join(sharers), f"{module_of(adapter, t).weight.numel():,}")
 
 
 def module_of(adapter: Adapter, t: Target):

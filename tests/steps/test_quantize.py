@@ -103,7 +103,9 @@ def test_nan_weight_is_refused_naming_the_module_and_nothing_changes():
     ([{"prune": {"method": "wanda"}}, {"quantize": {"format": "int4", "method": "gptq", "joint": True}}],
      "needs a prune step with method sparsegpt"),
     ([{"quantize": {"format": "int4"}}, {"prune": {"method": "wanda"}}], "put prune steps first"),
-    ([{"quantize": {"format": "int4"}}, {"quantize": {"format": "int8"}}], "a recipe quantizes once"),
+    ([{"quantize": {"format": "int4"}}, {"quantize": {"format": "int8"}}], "a recipe quantizes them once"),
+    ([{"quantize": {"format": "int4"}}, {"quantize": {"format": "int8", "targets": [], "modules": ["lm_head"],
+                                                      "method": "gptq"}}], "take method rtn"),
     ([{"quantize": {"format": "int4", "group_size": "big"}}], "group_size must be an integer"),
     ([{"quantize": {"format": "int4", "bits": 4}}], "unknown option"),
 ])
