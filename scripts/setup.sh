@@ -34,8 +34,9 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
       echo "setup: apt could not install chromium; the report rendering test skips" >&2
   fi
   # the CPU kernels are an optional extension: say whether this install has them (pip -q hides the build)
-  python -c "from sparsekit import _ext; i = _ext.cpu_info(); print('setup: sparsekit._cpu', 'built, AVX-512 path:'
-    if i['available'] else 'NOT built (see: pip install --no-build-isolation -v -e .)', i.get('avx512', ''))" >&2
+  python -c "from sparsekit import _ext; i = _ext.cpu_info(); print('setup: sparsekit._cpu', (
+    f\"built, SIMD path: {'AVX-512' if i['avx512'] else 'AVX2' if i['avx2'] else 'portable scalar'}\")
+    if i['available'] else 'NOT built (see: pip install --no-build-isolation -v -e .)')" >&2
   echo "$want" > "$stamp"
 fi
 if [ -z "${SPARSEKIT_DATA:-}" ] && [ -d "$ROOT/../shared/data" ]; then

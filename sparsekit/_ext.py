@@ -63,8 +63,10 @@ def info() -> dict:
 
 
 def cpu_info() -> dict:
-    """What the CPU extension offers here: built version and whether its AVX-512 path runs on this CPU."""
+    """What the CPU extension offers here: built version and which of its SIMD paths run on this CPU
+    ('auto' takes AVX-512, then AVX2, then the portable scalar path)."""
     ext = load_cpu()
     if ext is None:
         return {"available": False}
-    return {"available": True, "version": ext.version(), "avx512": bool(ext.has_avx512())}
+    return {"available": True, "version": ext.version(), "avx512": bool(ext.has_avx512()),
+            "avx2": bool(ext.has_avx2())}

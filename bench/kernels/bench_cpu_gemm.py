@@ -3,6 +3,7 @@
     python bench/kernels/bench_cpu_gemm.py                              # the grid below, 1 and 2 threads
     python bench/kernels/bench_cpu_gemm.py --quick                      # 2 shapes, M in {1, 16}
     python bench/kernels/bench_cpu_gemm.py --shapes llama3-8b --ms 1 --threads 1 --out /tmp/cpu.json
+    python bench/kernels/bench_cpu_gemm.py --path avx2 --kernels int4,int8 --out /tmp/avx2.json  # a forced path
 
 For every weight shape (N x K: Llama-3-8B 4096x4096 q/o, 1024x4096 k/v, 14336x4096 gate/up, 4096x14336
 down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down), every M (tokens: 1, 4,
@@ -25,8 +26,11 @@ per channel), `torch_int4` (aten._weight_int4pack_mm_for_cpu, g128), and sparsek
 `int8`, and the opt-in int8-activation variant (backend 'cpu_a8') on three of them: `int4_a8`,
 `int4_semi24_a8`, `mxfp4_a8` (checked against the exact product on the quantized activations; the
 distance to the exact product is recorded as `rel_err_vs_exact`). Activations fp32 (the model's dtype on this CPU) except for `bf16` and the torch int kernels'
-native bf16 path where noted. Writes one JSON (CPU model and flags, threads, versions, date, command,
-bandwidth, rows), rewritten after every shape so an interrupted run keeps what it measured.
+native bf16 path where noted. `--path` forces sparsekit's kernels onto one SIMD path ('auto': AVX-512, else
+AVX2, else scalar; 'avx2' measures the AVX2 kernels on an AVX-512 machine; the a8 kernels are VNNI on 'avx512'
+and 'auto' only, the exact kernels on the quantized activations elsewhere). Writes one JSON (CPU model and
+flags, threads, versions, date, command, path, bandwidth, rows), rewritten after every shape so an
+interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -133,9 +137,9 @@ def _rotating(make_fn, tensors: list[torch.Tensor], wbytes: int, llc: int, sets:
     return fn
 
 
-def make_weights(n: int, k: int, seed: int, llc: int) -> dict:
+def make_weights(n: int, k: int, seed: int, llc: int, path: str = "auto") -> dict:
     """Every layout of one random weight, plus the torch baselines' own packings:
-    name -> (fn(x) rotating over weight copies, weight bytes, layout or None)."""
+    name -> (fn(x) rotating over weight copies, weight bytes, layout or None); sparsekit's kernels on `path`."""
     from sparsekit.ops.backends.cpu import cpu_linear
     from sparsekit.pack import MXFP4, Int4, Int4Semi24, Int8, Semi24
     from sparsekit.prune.patterns import nm_mask
@@ -168,7 +172,7 @@ def make_weights(n: int, k: int, seed: int, llc: int) -> dict:
                                        [packed, sz], b4, llc), b4, None)
     for name, layout in [*layouts.items(), *((a8, layouts[base]) for a8, base in A8.items())]:
         fields, acts = list(layout.tensors()), "int8" if name in A8 else "float"
-        make = (lambda lay, names, acts: lambda *ts: (lambda t: lambda x: cpu_linear(x, t, acts=acts))(
+        make = (lambda lay, names, acts: lambda *ts: (lambda t: lambda x: cpu_linear(x, t, path=path, acts=acts))(
             type(lay).from_tensors(lay.shape, dict(zip(names, ts)), lay.attrs())))(layout, fields, acts)
         shared = out[A8[name]][0].sets if name in A8 else None  # the a8 kernels read their base layout's copies
         out[name] = (_rotating(make, list(layout.tensors().values()), layout.nbytes, llc, shared), layout.nbytes,
@@ -208,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernels", default=None, help=f"comma list among {', '.join(KERNELS)} (default all)")
     p.add_argument("--quick", action="store_true", help="one shape per family, M in {1, 16}")
     p.add_argument("--budget", type=float, default=0.6, help="seconds of repeats per measurement [0.6]")
+    p.add_argument("--path", choices=("auto", "avx512", "avx2", "scalar"), default="auto",
+                   help="SIMD path of sparsekit's kernels (default auto: AVX-512, else AVX2, else scalar)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu" / "cpu_gemm.json")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     args = p.parse_args(argv)
@@ -230,13 +236,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_cpu_gemm: unknown shape family or kernel {bad}; shapes: {', '.join(SHAPES)}; kernels: "
               f"{', '.join(KERNELS)}", file=sys.stderr)
         return 2
+    has = {**_ext.cpu_info(), "auto": True, "scalar": True}
+    if not has.get(args.path):
+        print(f"bench_cpu_gemm: --path {args.path}: this CPU (or build) has no such path", file=sys.stderr)
+        return 2
     shapes = [s for f in families for s in (SHAPES[f][2:3] if args.quick else SHAPES[f])]
     ms = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16] if args.quick else MS)
     threads = [int(t) for t in args.threads.split(",")]
     model, flags = cpu_name()
     llc = llc_bytes()
-    result = {"cpu": model, "cpu_flags": flags, "llc_bytes": llc, "avx512_path": _ext.cpu_info()["avx512"],
-              "threads": threads,
+    result = {"cpu": model, "cpu_flags": flags, "llc_bytes": llc, "avx512_path": has.get("avx512", False),
+              "avx2_path": has.get("avx2", False), "path": args.path, "threads": threads,
               "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/kernels/bench_cpu_gemm.py " + shlex.join(argv), "bandwidth": {}, "rows": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         result["bandwidth"][str(nt)] = bw
         print(f"threads {nt}: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s", flush=True)
         for si, (label, n, k) in enumerate(shapes):
-            runners = make_weights(n, k, seed=si, llc=llc)
+            runners = make_weights(n, k, seed=si, llc=llc, path=args.path)
             for m in ms:
                 xs = [torch.randn(m, k, generator=torch.Generator().manual_seed(i)) for i in range(4)]
                 base = None

@@ -1,6 +1,7 @@
-// sparsekit._cpu: the CPU kernels of the packed layouts (gemm_avx512.cpp, gemm_scalar.cpp) behind one
-// checked entry point. Checks shapes, dtypes and devices and says which constraint failed; picks the
-// SIMD path at run time from the CPU's features; threads over output rows with at::parallel_for.
+// sparsekit._cpu: the CPU kernels of the packed layouts (gemm_avx512.cpp, gemm_avx2.cpp, gemm_scalar.cpp)
+// behind one checked entry point. Checks shapes, dtypes and devices and says which constraint failed; picks
+// the SIMD path at run time from the CPU's features ('auto': AVX-512, else AVX2, else scalar; `path` forces
+// one); threads over output rows with at::parallel_for.
 //
 // Decode (M <= kDecodeRows tokens) streams each packed row once per tile of 8 tokens and never
 // materialises W. Prefill dequantizes tiles of rows into a 16 MiB buffer and multiplies them with BLAS
@@ -44,6 +45,31 @@ bool cpu_has_avx512() {
 #endif
 }
 
+// AVX2 with FMA and F16C (the fp16 scales): every x86-64 CPU since Haswell / Zen 1
+bool cpu_has_avx2() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool ok = sparsekit::cpu::avx2_compiled() && __builtin_cpu_supports("avx2") &&
+                         __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// What the AVX2 path lacks here: the features this CPU does not have, or the build
+std::string avx2_missing() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!sparsekit::cpu::avx2_compiled()) return "this build has no AVX2 kernels (compiled for another compiler)";
+  std::string missing;  // __builtin_cpu_supports takes a literal only
+  if (!__builtin_cpu_supports("avx2")) missing += " avx2";
+  if (!__builtin_cpu_supports("fma")) missing += " fma";
+  if (!__builtin_cpu_supports("f16c")) missing += " f16c";
+  return "this CPU lacks" + missing;
+#else
+  return "this build has no AVX2 kernels (not x86-64)";
+#endif
+}
+
 bool cpu_has_a8() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool ok = cpu_has_avx512() && sparsekit::cpu::a8_compiled() &&
@@ -61,22 +87,31 @@ void check_u8(const char* op, const char* name, const torch::Tensor& t, int64_t 
   TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
 }
 
-// Whether the 16-wide SIMD decoders can read this layout (else the scalar path runs).
+// Whether the SIMD decoders (16 inputs a step, AVX-512 and AVX2 alike) can read this layout (else the scalar
+// path runs): a step must not straddle two groups.
 bool simd_fits(const Packed& p) {
   if (p.kind == Kind::kInt4 || p.kind == Kind::kInt4Semi24) return p.group % 16 == 0 || p.group >= p.k;
   return true;
 }
 
+// The path that runs: 'avx512', 'avx2' or 'scalar'. A forced SIMD path the CPU or the layout cannot take is an
+// error naming why; 'auto' takes the widest one that can.
 std::string path_of(const Packed& p, const std::string& want) {
-  TORCH_CHECK(want == "auto" || want == "avx512" || want == "scalar",
-              "packed_linear[cpu]: path must be 'auto', 'avx512' or 'scalar', got '", want, "'");
-  const bool simd = cpu_has_avx512() && simd_fits(p);
+  TORCH_CHECK(want == "auto" || want == "avx512" || want == "avx2" || want == "scalar",
+              "packed_linear[cpu]: path must be 'auto', 'avx512', 'avx2' or 'scalar', got '", want, "'");
   if (want == "avx512") {
     TORCH_CHECK(cpu_has_avx512(), "packed_linear[cpu]: this CPU lacks AVX-512 F/BW/VL/DQ/VBMI2");
     TORCH_CHECK(simd_fits(p), "packed_linear[cpu]: the AVX-512 path needs group_size % 16 == 0 (or one group "
                 "per row), got ", p.group);
   }
-  return want == "scalar" || !simd ? "scalar" : "avx512";
+  if (want == "avx2") {
+    TORCH_CHECK(cpu_has_avx2(), "packed_linear[cpu]: the AVX2 path is unavailable: ", avx2_missing());
+    TORCH_CHECK(simd_fits(p), "packed_linear[cpu]: the AVX2 path needs group_size % 16 == 0 (or one group "
+                "per row), got ", p.group);
+  }
+  if (want != "auto") return want;
+  if (!simd_fits(p)) return "scalar";
+  return cpu_has_avx512() ? "avx512" : cpu_has_avx2() ? "avx2" : "scalar";
 }
 
 torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
@@ -174,7 +209,7 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
     }
     default: TORCH_CHECK(false, op, ": unknown layout kind ", kind);
   }
-  const bool simd = path_of(p, path) == "avx512";
+  const std::string use = path_of(p, path);
   const bool a8 = acts == "int8";
   if (a8) {
     TORCH_CHECK(p.kind == Kind::kInt4 || p.kind == Kind::kInt4Semi24 || p.kind == Kind::kMXFP4, op,
@@ -184,9 +219,10 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
   }
   auto x2 = x.reshape({-1, k}).to(torch::kFloat32).contiguous();
   const int64_t m = x2.size(0);
-  const bool vnni = a8 && simd && cpu_has_a8() && m <= kDecodeRows;
+  const bool vnni = a8 && use == "avx512" && cpu_has_a8() && m <= kDecodeRows;
   if (a8 && !vnni && m > 0) {
-    // the exact kernels on d * q: the same product as the VNNI kernels (prefill, CPUs without VNNI)
+    // the exact kernels on d * q: the same product as the VNNI kernels (prefill, CPUs without VNNI, the
+    // AVX2 and scalar paths)
     auto fq = torch::empty_like(x2);
     sparsekit::cpu::fake_quant_acts(x2.data_ptr<float>(), m, k, fq.data_ptr<float>());
     x2 = fq;
@@ -209,13 +245,17 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
       at::parallel_for(0, n, grain,
                        [&](int64_t n0, int64_t n1) { sparsekit::cpu::rows_a8(p, qa, m, op_, bp, n0, n1); });
     } else if (m <= kDecodeRows) {
-      auto rows = simd ? sparsekit::cpu::rows_avx512 : sparsekit::cpu::rows_scalar;
+      const sparsekit::cpu::RowsFn rows = use == "avx512" ? sparsekit::cpu::rows_avx512
+                                          : use == "avx2"   ? sparsekit::cpu::rows_avx2
+                                                            : sparsekit::cpu::rows_scalar;
       // one contiguous range of rows per thread: every row costs the same, and each call prepares the
       // activations once (the nibble layouts split them into even and odd inputs) for all its rows
       const int64_t grain = std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
       at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { rows(p, xp, m, op_, bp, n0, n1); });
     } else {
-      auto dequant = simd ? sparsekit::cpu::dequant_avx512 : sparsekit::cpu::dequant_scalar;
+      const sparsekit::cpu::DequantFn dequant = use == "avx512" ? sparsekit::cpu::dequant_avx512
+                                                : use == "avx2"   ? sparsekit::cpu::dequant_avx2
+                                                                  : sparsekit::cpu::dequant_scalar;
       // Tiles of 16 MiB of fp32 rows: BLAS packs the activations again for every call, so a tile must hold
       // enough rows to amortise that (measured, 4096 x 14336 at M = 512, one thread: 1344 ms with L2-sized
       // tiles of 18 rows, 477 ms with 16 MiB ones; dense fp32 404 ms). bfloat16 activations multiply the
@@ -365,6 +405,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsekit CPU kernels of the packed layouts (csrc/cpu)";
   m.def("version", [] { return std::string(SPARSEKIT_STR(SPARSEKIT_VERSION)); });
   m.def("has_avx512", &cpu_has_avx512, "whether the AVX-512 path can run on this CPU");
+  m.def("has_avx2", &cpu_has_avx2, "whether the AVX2 (+ FMA, F16C) path can run on this CPU");
   m.def("has_a8", &cpu_has_a8, "whether the int8-activation (a8) AVX-512 VNNI kernels can run on this CPU");
   m.def("fake_quant_acts", [](const torch::Tensor& x) {
     TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(),

@@ -5,7 +5,8 @@
 // The byte layouts are those of sparsekit/pack/layouts.py, read as stored: no conversion at load.
 //
 // One scalar reference decoder per layout (`weight_at`, below) serves the portable path and the tails
-// that a SIMD chunk does not cover; each SIMD path decodes 16 consecutive weights at a time.
+// that a SIMD chunk does not cover; each SIMD path decodes 16 consecutive weights at a time (AVX-512: one
+// zmm, AVX2: two ymm).
 #pragma once
 
 #include <cstdint>
@@ -133,6 +134,12 @@ void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1);
 bool avx512_compiled();
 void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 void dequant_avx512(const Packed& p, float* dst, int64_t n0, int64_t n1);
+
+// AVX2 + FMA + F16C (gemm_avx2.cpp): the same kernels at 8 lanes, for x86-64 CPUs without AVX-512; only called
+// where the CPU has them (runtime check in the binding) and where this compiler built them (`avx2_compiled`).
+bool avx2_compiled();
+void rows_avx2(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
+void dequant_avx2(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
 // ------------------------------------------------------------------ int8 activations (the "a8" variant)
 //

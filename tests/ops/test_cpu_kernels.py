@@ -29,7 +29,10 @@ if not _ext.cpu_available():
         raise RuntimeError("sparsekit._cpu is not built but SPARSEKIT_REQUIRE_CPU_EXT=1")
     pytest.skip("sparsekit._cpu not built (no C++ compiler at install time)", allow_module_level=True)
 
-PATHS = ["scalar"] + (["avx512"] if _ext.cpu_info()["avx512"] else [])
+INFO = _ext.cpu_info()
+HAS_AVX2 = INFO.get("avx2", False)
+PATHS = ["scalar"] + (["avx512"] if INFO.get("avx512") else []) + (["avx2"] if HAS_AVX2 else [])
+SIMD_PATHS = [p for p in PATHS if p != "scalar"]
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -83,14 +86,60 @@ def test_every_layout_matches_the_reference(kind, opts, path, dtype):
                                               ("int4_semi24", 1, 8, {"group": 4}), ("mxfp4", 1, 32, {}),
                                               ("int8", 1, 1, {}), ("int4", 3, 48, {"group": 16}),
                                               ("semi24", 5, 40, {"values": torch.bfloat16})])
-@pytest.mark.parametrize("path", ["scalar", "auto"])
+@pytest.mark.parametrize("path", ["scalar", "auto"] + (["avx2"] if HAS_AVX2 else []))
 def test_smallest_legal_and_odd_shapes(kind, n, k, opts, path):
     """N = 1 and the smallest K each layout allows, and K that leaves a tail after the 16/32-wide chunks
-    ('auto' takes AVX-512 where the layout's groups allow it, the scalar path where they do not)."""
+    ('auto' takes AVX-512 or AVX2 where the layout's groups allow it, the scalar path where they do not;
+    'avx2' is forced where they allow it)."""
+    group = opts.get("group")
+    if path == "avx2" and group is not None and group % 16 and group < k:
+        pytest.skip("a forced SIMD path refuses groups that are not whole 16-input steps (tested above)")
     layout = make(kind, n, k, **opts)
     for m in (1, 5, 17):
         x = torch.randn(m, k, generator=_gen(k + m))
         assert rel(cpu_linear(x, layout, path=path), packed_linear_reference(x, layout)) < 1e-5
+
+
+# Groups and K that the SIMD paths cannot run through their fastest loops (int4 groups of 16 / 48: not whole
+# 32-input steps; K = 592 and 600: a 16-input tail after the 32-input steps, an 8-input tail after the 16-input
+# chunks; one group per row that is not a multiple of 16): the per-chunk decoders, their group tracking and the
+# scalar tails. M covers every decode tile size (1-8 tokens, then 9 = 8 + 1, 16) and the dequantize path (17).
+GENERIC_CASES = [("int4", 592, {"group": 16}), ("int4", 576, {"group": 48, "symmetric": False}),
+                 ("int4", 600, {"group": 600}), ("int4_semi24", 592, {"group": 16, "symmetric": False}),
+                 ("int4_semi24", 576, {"group": 48}), ("int4_semi24", 600, {"group": 600}), ("semi24", 600, {}),
+                 ("semi24", 600, {"values": torch.bfloat16}), ("semi24", 600, {"values": torch.float16}),
+                 ("int8", 600, {}), ("mxfp4", 608, {})]
+
+
+@pytest.mark.parametrize("kind, k, opts", GENERIC_CASES,
+                         ids=[f"{k}-{K}-{'-'.join(map(str, o.values()))}" for k, K, o in GENERIC_CASES])
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_simd_paths_outside_their_fastest_loops(kind, k, opts, path):
+    layout = make(kind, 24, k, **opts, seed=k)
+    bias = torch.randn(24, generator=_gen(4))
+    for m in (1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17):
+        x = torch.randn(m, k, generator=_gen(100 + m))
+        assert rel(cpu_linear(x, layout, bias, path=path), packed_linear_reference(x, layout, bias)) < 1e-5, m
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="this CPU has no AVX2 path")
+@pytest.mark.parametrize("kind, opts", [("int4", {"group": 128}), ("int4_semi24", {"group": 32, "symmetric": False}),
+                                        ("mxfp4", {})])
+def test_a8_forced_onto_avx2_is_the_exact_avx2_kernel_on_quantized_activations(kind, opts):
+    """acts='int8' with path='avx2' runs no VNNI kernel: the binding quantizes the activations (d * q) and runs
+    the AVX2 kernels on them, so the result is bit for bit the exact AVX2 kernel on `fake_quant_acts(x)`, at
+    decode (1-16 tokens) and prefill (33); and that is the reference product on d * q (1e-5: see the top)."""
+    from sparsekit.ops.backends.cpu import fake_quant_acts
+
+    layout = make(kind, 40, 576, **opts)
+    bias = torch.randn(40, generator=_gen(3))
+    for m in (1, 3, 16, 33):
+        x = torch.randn(m, 576, generator=_gen(200 + m))
+        got = cpu_linear(x, layout, bias, path="avx2", acts="int8")
+        xq = fake_quant_acts(x)
+        assert torch.equal(got, cpu_linear(xq, layout, bias, path="avx2")), m
+        assert rel(got, packed_linear_reference(xq, layout, bias)) < 1e-5, m
+        assert not torch.equal(xq, x)  # the activations were quantized: the check above can tell
 
 
 def test_non_contiguous_and_batched_inputs():
@@ -127,7 +176,7 @@ def test_binding_errors_name_the_constraint():
         ext.linear(x, 2, 8, 64, codes=t["codes"], scales=t["scales"], group=32)
     with pytest.raises(RuntimeError, match="activations must be float32 or bfloat16"):
         ext.linear(x.half(), 1, 8, 64, codes=t["codes"], scales=t["scales"], group=32)
-    with pytest.raises(RuntimeError, match="path must be 'auto', 'avx512' or 'scalar'"):
+    with pytest.raises(RuntimeError, match="path must be 'auto', 'avx512', 'avx2' or 'scalar'"):
         ext.linear(x, 1, 8, 64, codes=t["codes"], scales=t["scales"], group=32, path="fast")
     with pytest.raises(RuntimeError, match="unknown layout kind 9"):
         ext.linear(x, 9, 8, 64, codes=t["codes"], scales=t["scales"], group=32)
@@ -135,6 +184,10 @@ def test_binding_errors_name_the_constraint():
         small = make("int4", 8, 64, group=8)
         with pytest.raises(RuntimeError, match="the AVX-512 path needs group_size % 16 == 0"):
             cpu_linear(x, small, path="avx512")
+    if HAS_AVX2:
+        small = make("int4", 8, 64, group=8)
+        with pytest.raises(RuntimeError, match="the AVX2 path needs group_size % 16 == 0"):
+            cpu_linear(x, small, path="avx2")
 
 
 def test_int8_layout_converts_and_runs_packed():

@@ -1,9 +1,9 @@
 """The CPU backend: the C++ kernels of `sparsekit._cpu` (csrc/cpu/) for every plain layout.
 
 Decode (up to 16 tokens) streams each packed row once per tile of tokens with AVX-512 where the CPU
-has it (a portable scalar path elsewhere); prefill dequantizes 16 MiB tiles of rows and multiplies
-them with BLAS. Float32 and bfloat16 activations, fp32 accumulation (the reference's arithmetic, so
-results match it to rounding). The opt-in backend 'cpu_a8' (below) quantizes the activations to int8 for
+has it, else AVX2 (+ FMA, F16C: x86-64 since Haswell / Zen 1), else a portable scalar path; prefill
+dequantizes 16 MiB tiles of rows and multiplies them with BLAS. Float32 and bfloat16 activations, fp32
+accumulation (the reference's arithmetic, so results match it to rounding). The opt-in backend 'cpu_a8' (below) quantizes the activations to int8 for
 the int4, int4 + 2:4 and MXFP4 layouts. The extension is imported on the first call, not here.
 """
 
@@ -34,8 +34,11 @@ def unusable(x: torch.Tensor, layout: Layout | None = None) -> str | None:
 
 def cpu_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None, path: str = "auto",
                acts: str = "float") -> torch.Tensor:
-    """`x @ W^T (+ bias)` on the C++ kernels; `path` 'auto' | 'avx512' | 'scalar' (tests pin each one);
-    `acts` 'float' (exact) or 'int8' (the a8 variant, see `cpu_a8_linear`)."""
+    """`x @ W^T (+ bias)` on the C++ kernels; `path` 'auto' (AVX-512, else AVX2, else scalar) | 'avx512' |
+    'avx2' | 'scalar' (tests and benchmarks pin each one; a forced SIMD path the CPU lacks, or whose 16-input
+    steps the layout's group size does not fit, raises); `acts` 'float' (exact) or 'int8' (the a8 variant,
+    see `cpu_a8_linear`: its VNNI kernels run where the path is AVX-512; on 'avx2' and 'scalar' it is the
+    exact kernels on the quantized activations)."""
     t = layout.tensors()
     n, k = layout.shape
     return _ext.load_cpu().linear(x, _KIND[type(layout)], n, k, values=t.get("values"), codes=t.get("codes"),

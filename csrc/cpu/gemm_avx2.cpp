@@ -1,0 +1,662 @@
+// AVX2 path (AVX2, FMA, F16C): the design of the AVX-512 path (gemm_avx512.cpp) at 8 lanes, for the x86-64
+// CPUs that have no AVX-512 (AMD Zen 1-3, Intel client cores from Alder Lake on, Haswell-Broadwell servers).
+//
+// Decode must keep up with streaming W, as there; what the narrower ISA changes, and why:
+// - 16 ymm registers instead of 32 zmm: tiles hold at most 8 tokens x 1 accumulator, 4 x 2, 1 x 4 (the
+//   nibble layouts and int4 + 2:4, which also keep per-group sums: 4 tokens), sized so that accumulators,
+//   the decoded weights and the loop's constants stay in registers (a spill in the inner loop costs a
+//   store and a reload on an FMA chain).
+// - FMA latency (4 cycles) x issue rate (2 a cycle) = 8 chains in flight to hide it; few tokens give few
+//   chains, so at 1-2 tokens the loops alternate accumulator sets (more chains, same registers).
+// - no vexpandps / vpermt2ps: a 2:4 row is expanded to dense (zeros at the pruned inputs) with one 8-lane
+//   vpermps per 8 inputs, its indices read from a 256-entry table by the metadata byte, its source
+//   zero-padded so that pruned lanes pick a zero. Gathering the activations at the kept positions (the
+//   AVX-512 way) would cost two vpermps and a blend per token per 8 kept values, expanding costs one
+//   extra FMA per token: cheaper at every tile size.
+// - no 16-entry vpermps: E2M1 is sign + 3 magnitude bits, so an 8-entry vpermps on the magnitude and the
+//   sign bit XORed in do the lookup (`MXFP4Table`); int4 codes are converted (vcvtdq2ps), as there.
+// The nibble layouts split the activations into even / odd inputs and fold the int4 zero point out of
+// the loop, exactly as the AVX-512 path does (see Split); the group size rules are the same (the binding's
+// `simd_fits`: group % 16 == 0 or one group per row), so a 16-input step never straddles two groups.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "packed_cpu.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SPARSEKIT_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#include <immintrin.h>
+
+namespace sparsekit {
+namespace cpu {
+namespace {
+
+// The decoders' small functions are called from large templated loops, where GCC's size heuristics
+// otherwise leave some of them out of line: a call per 16 weights, and the vectors through memory.
+#define SK_INLINE inline __attribute__((always_inline))
+
+// One core keeps only ~12-16 cache-line misses in flight and the hardware prefetcher does not run far
+// enough ahead of a decode loop (see gemm_avx512.cpp: measured 2x there); each stream is prefetched this far
+// ahead, once per 64-byte line of it.
+constexpr int kPrefetch = 2048;
+
+SK_INLINE void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p) + kPrefetch, _MM_HINT_T0); }
+
+// fp16 -> fp32 in one instruction (F16C), exact as `fp16_to_float` (which GCC leaves out of line: a call, and
+// vzeroupper with every live ymm spilled around it, once per group)
+SK_INLINE float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+
+SK_INLINE float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// ---------------------------------------------------------------- decoding helpers
+
+// vpermps indices of one 2:4 metadata byte (2 groups of 4 inputs): dense lane 4h + i takes source lane
+// 2h (the group's first kept value) or 2h + 1 (its second) when i is their position, else lane 4, which the
+// callers keep zero. The first position is tested first, as `weight_at` does.
+struct ExpandTable {
+  alignas(32) int32_t idx[256][8];
+  ExpandTable() {
+    for (int b = 0; b < 256; ++b)
+      for (int h = 0; h < 2; ++h) {
+        const int nib = (b >> (4 * h)) & 15, p0 = nib & 3, p1 = nib >> 2;
+        for (int i = 0; i < 4; ++i) idx[b][4 * h + i] = i == p0 ? 2 * h : i == p1 ? 2 * h + 1 : 4;
+      }
+  }
+};
+const ExpandTable kExpand;
+
+// 4 kept values (the 2 groups of one metadata byte; lanes 4-7 of `kept` zero) at their 8 dense positions
+SK_INLINE __m256 expand8(__m256 kept, uint8_t meta) {
+  return _mm256_permutevar8x32_ps(kept, _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[meta])));
+}
+
+SK_INLINE __m256 expand8(__m128 kept, uint8_t meta) { return expand8(_mm256_zextps128_ps256(kept), meta); }
+
+// the high half of v in lanes 0-3, zeros above: one vperm2f128 (an extract and the zero extension GCC emits
+// after it are two)
+SK_INLINE __m256 high_half(__m256 v) { return _mm256_permute2f128_ps(v, v, 0x81); }
+
+// 16 nibbles (8 bytes, low nibble first) as two vectors of 8 int32 in input order
+SK_INLINE void nibbles16(const uint8_t* p, __m256i& a, __m256i& b) {
+  const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  const __m128i lo = _mm_and_si128(x, _mm_set1_epi8(0x0F));
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), _mm_set1_epi8(0x0F));
+  const __m128i v = _mm_unpacklo_epi8(lo, hi);
+  a = _mm256_cvtepu8_epi32(v);
+  b = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v, v));
+}
+
+// 8 nibbles (4 bytes, low nibble first) as 8 int32 in order: one variable shift of the broadcast word
+SK_INLINE __m256i nibbles8(const uint8_t* p) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w)), shifts), _mm256_set1_epi32(15));
+}
+
+// E2M1 through an 8-entry vpermps (it reads only the low 3 bits of each index: the magnitude). The sign,
+// bit 3 of the code, reaches bit 31 by a left shift of the code by 28, which also drops bits 0-2 into
+// bits 28-30 (the exponent); the table entries are pre-XORed with their own index << 28, so one XOR with
+// (code << 28) cancels those and flips the sign: lut[c & 7] ^ (c << 28) = +-|value| bit for bit, whatever
+// the entry (a subnormal, a NaN). One table per E8M0 exponent (256 x 32 bytes), its entries |E2M1| x 2^e
+// rounded as `weight_at` rounds them: a block costs a byte load and the table row as vpermps's memory
+// operand, no arithmetic.
+struct MXFP4Table {
+  alignas(32) float lut[256][8];
+  MXFP4Table() {
+    for (int u = 0; u < 256; ++u)
+      for (uint32_t i = 0; i < 8; ++i) {
+        const float v = e2m1_to_float(i) * e8m0_to_float(static_cast<uint8_t>(u));
+        uint32_t b;
+        std::memcpy(&b, &v, 4);
+        b ^= i << 28;
+        std::memcpy(&lut[u][i], &b, 4);
+      }
+  }
+};
+const MXFP4Table kMXFP4;
+
+SK_INLINE __m256 mxfp4_values(const float* lut, __m256i codes) {
+  return _mm256_castsi256_ps(_mm256_xor_si256(
+      _mm256_castps_si256(_mm256_permutevar8x32_ps(_mm256_load_ps(lut), codes)), _mm256_slli_epi32(codes, 28)));
+}
+
+// ---------------------------------------------------------------- 16-input decoders
+//
+// chunk(k0, w0, w1): W[n, k0 .. k0 + 15] in input order (k0 % 16 == 0); ahead(k0): prefetch, called every
+// chunk; row_scale(): a factor of the whole row left out of the chunks (int8) and applied to the row's sum.
+
+// Group scale (and zero point) of a row, advanced as k grows: chunks of 16 are visited in order from k = 0
+// and never straddle two groups, so each group starts at a chunk and the next group is always gi + 1.
+struct GroupTrack {
+  const uint16_t* scales = nullptr;
+  const uint8_t* zeros = nullptr;
+  int64_t group = 0, end = 0, gi = -1;
+  __m256 scale, zero;
+
+  SK_INLINE void begin(const Packed& p, int64_t n) {
+    const int64_t G = p.groups();
+    scales = p.scales + n * G;
+    zeros = p.zeros ? p.zeros + n * G : nullptr;
+    group = p.group;
+    gi = -1;
+    end = 0;
+  }
+  SK_INLINE void at(int64_t k0) {
+    if (k0 >= end) {
+      ++gi;
+      end += group;
+      scale = _mm256_set1_ps(half_to_float(scales[gi]));
+      zero = _mm256_set1_ps(zeros ? static_cast<float>(zeros[gi]) : 8.0f);
+    }
+  }
+};
+
+struct Int4Decoder {
+  const Packed& p;
+  const uint8_t* codes = nullptr;
+  GroupTrack g;
+  explicit Int4Decoder(const Packed& pk) : p(pk) {}
+  SK_INLINE void begin(int64_t n) {
+    codes = p.codes + n * (p.k / 2);
+    g.begin(p, n);
+  }
+  float row_scale() const { return 1.0f; }
+  SK_INLINE void ahead(int64_t k0) {
+    if ((k0 & 127) == 0) prefetch(codes + (k0 >> 1));
+  }
+  SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
+    g.at(k0);
+    __m256i a, b;
+    nibbles16(codes + (k0 >> 1), a, b);
+    w0 = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(a), g.zero), g.scale);
+    w1 = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(b), g.zero), g.scale);
+  }
+};
+
+// int4 + 2:4: the 8 kept codes of 16 inputs (4 bytes) become values, then are expanded like 2:4 values
+// (dequant; decode runs int4_semi24_tile, which scales per group instead of per weight)
+struct Int4Semi24Decoder {
+  const Packed& p;
+  const uint8_t* codes = nullptr;
+  const uint8_t* meta = nullptr;
+  GroupTrack g;
+  explicit Int4Semi24Decoder(const Packed& pk) : p(pk) {}
+  SK_INLINE void begin(int64_t n) {
+    codes = p.codes + n * (p.k / 4);
+    meta = p.meta + n * (p.k / 8);
+    g.begin(p, n);
+  }
+  float row_scale() const { return 1.0f; }
+  SK_INLINE void ahead(int64_t k0) {
+    if ((k0 & 255) == 0) prefetch(codes + (k0 >> 2));  // 64 bytes of codes per 256 inputs, 32 of positions
+    if ((k0 & 511) == 0) prefetch(meta + (k0 >> 3));
+  }
+  SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
+    g.at(k0);
+    const __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(nibbles8(codes + (k0 >> 2))), g.zero), g.scale);
+    w0 = expand8(_mm256_castps256_ps128(v), meta[k0 >> 3]);
+    w1 = expand8(high_half(v), meta[(k0 >> 3) + 1]);
+  }
+};
+
+// 2:4 values of one type, templated so that the type is not re-tested in the inner loop
+template <ValueType VT>
+struct Semi24Decoder {
+  static constexpr int kBytes = VT == ValueType::kFloat32 ? 4 : 2;
+  const Packed& p;
+  const uint8_t* meta = nullptr;
+  const char* values = nullptr;
+  explicit Semi24Decoder(const Packed& pk) : p(pk) {}
+  SK_INLINE void begin(int64_t n) {
+    meta = p.meta + n * (p.k / 8);
+    values = static_cast<const char*>(p.values) + n * (p.k / 2) * kBytes;
+  }
+  float row_scale() const { return 1.0f; }
+  SK_INLINE void ahead(int64_t k0) {
+    if ((k0 & (128 / kBytes - 1)) == 0) prefetch(values + (k0 >> 1) * kBytes);  // 64 bytes of values
+    if ((k0 & 511) == 0) prefetch(meta + (k0 >> 3));
+  }
+  static SK_INLINE __m128 kept4(const char* v) {
+    if (VT == ValueType::kFloat32) return _mm_loadu_ps(reinterpret_cast<const float*>(v));
+    const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(v));
+    if (VT == ValueType::kBFloat16) return _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16));
+    return _mm_cvtph_ps(h);
+  }
+  SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
+    const char* v = values + (k0 >> 1) * kBytes;  // the 8 kept values of these 16 inputs
+    w0 = expand8(kept4(v), meta[k0 >> 3]);
+    w1 = expand8(kept4(v + 4 * kBytes), meta[(k0 >> 3) + 1]);
+  }
+};
+
+struct MXFP4Decoder {
+  const Packed& p;
+  const uint8_t* codes = nullptr;
+  const uint8_t* e8m0 = nullptr;
+  explicit MXFP4Decoder(const Packed& pk) : p(pk) {}
+  SK_INLINE void begin(int64_t n) {
+    codes = p.codes + n * (p.k / 2);
+    e8m0 = p.e8m0 + n * (p.k / 32);
+  }
+  float row_scale() const { return 1.0f; }
+  SK_INLINE void ahead(int64_t k0) {
+    if ((k0 & 127) == 0) prefetch(codes + (k0 >> 1));
+  }
+  SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
+    const float* lut = kMXFP4.lut[e8m0[k0 / 32]];
+    __m256i a, b;
+    nibbles16(codes + (k0 >> 1), a, b);
+    w0 = mxfp4_values(lut, a);
+    w1 = mxfp4_values(lut, b);
+  }
+};
+
+// kScaled: the per-channel scale in every weight (dequant); else applied once to the row's sum (decode:
+// one multiply fewer per 8 weights, and int8 is the layout closest to the memory stream's rate)
+template <bool kScaled>
+struct Int8Decoder {
+  const Packed& p;
+  const int8_t* codes = nullptr;
+  float s = 1.0f;
+  __m256 scale;
+  explicit Int8Decoder(const Packed& pk) : p(pk) {}
+  SK_INLINE void begin(int64_t n) {
+    codes = reinterpret_cast<const int8_t*>(p.codes) + n * p.k;
+    s = half_to_float(p.scales[n]);
+    scale = _mm256_set1_ps(s);
+  }
+  float row_scale() const { return kScaled ? 1.0f : s; }
+  SK_INLINE void ahead(int64_t k0) {
+    if ((k0 & 63) == 0) prefetch(codes + k0);
+  }
+  SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
+    w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k0))));
+    w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k0 + 8))));
+    if (kScaled) {
+      w0 = _mm256_mul_ps(w0, scale);
+      w1 = _mm256_mul_ps(w1, scale);
+    }
+  }
+};
+
+// rows n0..n1, tokens [t0, t0 + MT): the row is decoded once per tile of MT tokens. NA accumulator sets
+// per token, the chunks' two vectors and consecutive chunks going to different sets: 4 chains at one token,
+// 2 per token up to 4 tokens (8 registers), 1 from 5 (each chain then takes 2 FMAs per chunk, hidden by the
+// 2 x MT FMAs that issue meanwhile).
+template <int MT, class D>
+inline void tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, const float* bias, int64_t n0,
+                 int64_t n1) {
+  constexpr int NA = MT == 1 ? 4 : (MT <= 4 ? 2 : 1);
+  const int64_t K = p.k, simd_k = K & ~int64_t(15);
+  const float* xt = x + t0 * K;
+  for (int64_t n = n0; n < n1; ++n) {
+    d.begin(n);
+    __m256 acc[NA][MT];
+    for (int a = 0; a < NA; ++a)
+      for (int t = 0; t < MT; ++t) acc[a][t] = _mm256_setzero_ps();
+    auto step = [&](int64_t k0, int s) __attribute__((always_inline)) {  // s: the first set of this chunk
+      d.ahead(k0);
+      __m256 w0, w1;
+      d.chunk(k0, w0, w1);
+      constexpr int kNext = NA > 1 ? 1 : 0;
+      for (int t = 0; t < MT; ++t) {
+        acc[s][t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt + t * K + k0), acc[s][t]);
+        acc[s + kNext][t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + t * K + k0 + 8), acc[s + kNext][t]);
+      }
+    };
+    int64_t k0 = 0;
+    for (; k0 + 32 <= simd_k; k0 += 32) {
+      step(k0, 0);
+      step(k0 + 16, NA == 4 ? 2 : 0);
+    }
+    if (k0 < simd_k) step(k0, 0);
+    const float rs = d.row_scale();
+    for (int t = 0; t < MT; ++t) {
+      __m256 sum = acc[0][t];
+      for (int a = 1; a < NA; ++a) sum = _mm256_add_ps(sum, acc[a][t]);
+      float s = hsum(sum) * rs;
+      for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * xt[t * K + k];
+      out[(t0 + t) * p.n + n] = s + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+// The tile-size switch is written out per caller (see gemm_avx512.cpp: a generic dispatch through a
+// templated lambda measured slower there).
+template <class D>
+void rows_with(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  D d(p);
+  for (int64_t t0 = 0; t0 < m; t0 += 8) {
+    switch (std::min<int64_t>(8, m - t0)) {
+      case 1: tile<1>(d, p, x, t0, out, bias, n0, n1); break;
+      case 2: tile<2>(d, p, x, t0, out, bias, n0, n1); break;
+      case 3: tile<3>(d, p, x, t0, out, bias, n0, n1); break;
+      case 4: tile<4>(d, p, x, t0, out, bias, n0, n1); break;
+      case 5: tile<5>(d, p, x, t0, out, bias, n0, n1); break;
+      case 6: tile<6>(d, p, x, t0, out, bias, n0, n1); break;
+      case 7: tile<7>(d, p, x, t0, out, bias, n0, n1); break;
+      default: tile<8>(d, p, x, t0, out, bias, n0, n1); break;
+    }
+  }
+}
+
+template <class D>
+void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
+  D d(p);
+  const int64_t K = p.k, simd_k = K & ~int64_t(15);
+  for (int64_t n = n0; n < n1; ++n) {
+    d.begin(n);
+    float* row = dst + (n - n0) * K;
+    for (int64_t k0 = 0; k0 < simd_k; k0 += 16) {
+      d.ahead(k0);
+      __m256 w0, w1;
+      d.chunk(k0, w0, w1);
+      _mm256_storeu_ps(row + k0, w0);
+      _mm256_storeu_ps(row + k0 + 8, w1);
+    }
+    for (int64_t k = simd_k; k < K; ++k) row[k] = weight_at(p, n, k);
+  }
+}
+
+// ---------------------------------------------------------------- int4 + 2:4 at decode
+//
+// Per group, as the AVX-512 path: the codes become q - z (the stored zero point, or 8), are expanded to the
+// 16 dense inputs of each step, and the group scale multiplies the group's partial sums once, not every
+// weight (per 16 inputs ~9 instructions for 6 bytes: 4 of codes, 2 of positions). Tiles of up to 4 tokens:
+// the group sums and the row sums must both stay in registers.
+template <int MT>
+void int4_semi24_tile(const Packed& p, const float* x, int64_t t0, float* out, const float* bias, int64_t n0,
+                      int64_t n1) {
+  constexpr int NA = MT == 1 ? 4 : (MT <= 3 ? 2 : 1);  // chains per token, as in `tile`
+  constexpr int kNext = NA > 1 ? 1 : 0;
+  const int64_t K = p.k, G = p.groups(), simd_k = K & ~int64_t(15);
+  const float* xt = x + t0 * K;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * (K / 4);
+    const uint8_t* meta = p.meta + n * (K / 8);
+    __m256 acc[MT];
+    for (int t = 0; t < MT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < G && g * p.group < simd_k; ++g) {
+      const int64_t k_end = std::min(simd_k, (g + 1) * p.group);  // a multiple of 16 (group % 16 == 0 or G == 1)
+      const __m256 zero = _mm256_set1_ps(p.zeros ? static_cast<float>(p.zeros[n * G + g]) : 8.0f);
+      __m256 ag[NA][MT];
+      for (int a = 0; a < NA; ++a)
+        for (int t = 0; t < MT; ++t) ag[a][t] = _mm256_setzero_ps();
+      // c, m: this chunk's 4 code bytes and 2 metadata bytes; xk: its activations
+      auto step = [&](const uint8_t* c, const uint8_t* m, const float* xk, int s) __attribute__((always_inline)) {
+        const __m256 v = _mm256_sub_ps(_mm256_cvtepi32_ps(nibbles8(c)), zero);
+        const __m256 w0 = expand8(_mm256_castps256_ps128(v), m[0]);
+        const __m256 w1 = expand8(high_half(v), m[1]);
+        for (int t = 0; t < MT; ++t) {
+          ag[s][t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xk + t * K), ag[s][t]);
+          ag[s + kNext][t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xk + t * K + 8), ag[s + kNext][t]);
+        }
+      };
+      int64_t k0 = g * p.group;
+      const uint8_t* c = codes + (k0 >> 2);  // pointers advanced by the loop: fewer scalar instructions than
+      const uint8_t* m = meta + (k0 >> 3);   // indexing from k0 in every chunk (issue-bound loop: ~6% measured)
+      const float* xk = xt + k0;
+      for (; k0 + 32 <= k_end; k0 += 32, c += 8, m += 4, xk += 32) {
+        // 64 bytes of codes per 256 inputs, 32 of positions: a pair [k0, k0 + 32) holds a line start when
+        // k0 % 256 is 0 or 240 (pairs start at any multiple of 16 when group % 32 == 16)
+        if (((k0 + 16) & 255) < 32) {
+          prefetch(codes + ((k0 + 16) >> 2));
+          if (((k0 + 16) & 511) < 32) prefetch(meta + ((k0 + 16) >> 3));
+        }
+        step(c, m, xk, 0);
+        step(c + 4, m + 2, xk + 16, NA == 4 ? 2 : 0);
+      }
+      if (k0 < k_end) step(c, m, xk, 0);
+      const __m256 sv = _mm256_set1_ps(half_to_float(p.scales[n * G + g]));
+      for (int t = 0; t < MT; ++t) {
+        __m256 sum = ag[0][t];
+        for (int a = 1; a < NA; ++a) sum = _mm256_add_ps(sum, ag[a][t]);
+        acc[t] = _mm256_fmadd_ps(sv, sum, acc[t]);
+      }
+    }
+    for (int t = 0; t < MT; ++t) {
+      float s = hsum(acc[t]);
+      for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * xt[t * K + k];
+      out[(t0 + t) * p.n + n] = s + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+void int4_semi24_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                      int64_t n1) {
+  for (int64_t t0 = 0; t0 < m; t0 += 4) {
+    switch (std::min<int64_t>(4, m - t0)) {
+      case 1: int4_semi24_tile<1>(p, x, t0, out, bias, n0, n1); break;
+      case 2: int4_semi24_tile<2>(p, x, t0, out, bias, n0, n1); break;
+      case 3: int4_semi24_tile<3>(p, x, t0, out, bias, n0, n1); break;
+      default: int4_semi24_tile<4>(p, x, t0, out, bias, n0, n1); break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- nibble layouts at decode
+//
+// As in gemm_avx512.cpp: the activations are split once per call into even and odd inputs, so that code
+// byte j (input 2j low, 2j + 1 high) meets even[j] and odd[j]; 8 code bytes become two 8-lane vectors with
+// one zero-extension, an AND and a shift, instead of an interleave back to input order. The int4 zero
+// point is folded out: sum (q - z) s x = s (sum q x - z sum x), sum x per group and token computed here.
+struct Split {
+  std::vector<float> even, odd, sums;  // [m, K/2], [m, K/2], [m, G]
+};
+
+inline void split_activations(const Packed& p, const float* x, int64_t m, int64_t group, Split& sp) {
+  const int64_t K = p.k, half = K / 2, G = (K + group - 1) / group;
+  sp.even.resize(m * half);
+  sp.odd.resize(m * half);
+  sp.sums.assign(m * G, 0.0f);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xt = x + t * K;
+    for (int64_t i = 0; i < half; ++i) {
+      sp.even[t * half + i] = xt[2 * i];
+      sp.odd[t * half + i] = xt[2 * i + 1];
+    }
+    for (int64_t k = 0; k < K; ++k) sp.sums[t * G + k / group] += xt[k];
+  }
+}
+
+// Chains: even and odd inputs accumulate apart (2 per token); at 1-2 tokens the two 8-byte halves of each
+// 16-byte step alternate between 2 sets, for 4 chains at one token: a step there issues ~10 instructions
+// on the two FMA-capable ports (conversions, shifts, FMAs), ~5 cycles, just over the FMA latency a chain
+// waits per step.
+template <int MT>
+constexpr int nibble_sets() {
+  return MT <= 2 ? 2 : 1;
+}
+
+// out[t, n] for int4 rows whose groups are whole 32-input steps (group % 32 == 0, K % 32 == 0)
+template <int MT>
+void int4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0, int64_t n1) {
+  constexpr int NC = nibble_sets<MT>();
+  const int64_t K = p.k, half = K / 2, G = p.groups();
+  const __m256i low = _mm256_set1_epi32(0x0F);
+  const float* even = sp.even.data() + t0 * half;
+  const float* odd = sp.odd.data() + t0 * half;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * half;
+    __m256 acc[MT];
+    float corr[MT];
+    for (int t = 0; t < MT; ++t) {
+      acc[t] = _mm256_setzero_ps();
+      corr[t] = 0.0f;
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t b0 = g * p.group / 2, b1 = std::min(half, (g + 1) * p.group / 2);  // code bytes of group g
+      // [set][even, odd][token], indexed by constants once the lambda is inlined: a loop over the two halves
+      // indexing a[h % NC] made GCC keep one set in memory, a store and a reload on its FMA chain every step
+      // (int4 4096 x 14336, one token: 6.2 ms, 5.2 with this and the forced inlining)
+      __m256 a[NC][2][MT];
+      for (int c = 0; c < NC; ++c)
+        for (int t = 0; t < MT; ++t) a[c][0][t] = a[c][1][t] = _mm256_setzero_ps();
+      auto eight = [&](int64_t j, __m256 (&ac)[2][MT]) __attribute__((always_inline)) {  // code bytes j .. j + 7
+        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + j)));
+        const __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(v, low));
+        const __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+        for (int t = 0; t < MT; ++t) {
+          ac[0][t] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(even + t * half + j), ac[0][t]);
+          ac[1][t] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(odd + t * half + j), ac[1][t]);
+        }
+      };
+      for (int64_t b = b0; b < b1; b += 16) {
+        if ((b & 63) == 0) prefetch(codes + b);
+        eight(b, a[0]);
+        eight(b + 8, a[NC - 1]);
+      }
+      const float s = half_to_float(p.scales[n * G + g]);
+      const float z = p.zeros ? static_cast<float>(p.zeros[n * G + g]) : 8.0f;
+      const __m256 sv = _mm256_set1_ps(s);
+      for (int t = 0; t < MT; ++t) {
+        __m256 sum = _mm256_add_ps(a[0][0][t], a[0][1][t]);
+        if (NC > 1) sum = _mm256_add_ps(sum, _mm256_add_ps(a[NC - 1][0][t], a[NC - 1][1][t]));
+        acc[t] = _mm256_fmadd_ps(sv, sum, acc[t]);
+        corr[t] += s * z * sp.sums[(t0 + t) * G + g];
+      }
+    }
+    for (int t = 0; t < MT; ++t) out[(t0 + t) * p.n + n] = hsum(acc[t]) - corr[t] + (bias ? bias[n] : 0.0f);
+  }
+}
+
+// out[t, n] for MXFP4 rows: one 16-byte step is one 32-input block, its E8M0 scale in the table it reads
+template <int MT>
+void mxfp4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
+                int64_t n1) {
+  constexpr int NC = nibble_sets<MT>();
+  const int64_t K = p.k, half = K / 2;
+  const float* even = sp.even.data() + t0 * half;
+  const float* odd = sp.odd.data() + t0 * half;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * half;
+    const uint8_t* e8m0 = p.e8m0 + n * (K / 32);
+    __m256 a[NC][2][MT];  // [set][even, odd][token], as in int4_tile
+    for (int c = 0; c < NC; ++c)
+      for (int t = 0; t < MT; ++t) a[c][0][t] = a[c][1][t] = _mm256_setzero_ps();
+    auto eight = [&](int64_t j, const float* lut, __m256 (&ac)[2][MT]) __attribute__((always_inline)) {  // code bytes j .. j + 7
+      const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + j)));
+      const __m256 lo = mxfp4_values(lut, v);  // vpermps reads bits 0-2, the shift drops bits 4-7
+      const __m256 hi = mxfp4_values(lut, _mm256_srli_epi32(v, 4));
+      for (int t = 0; t < MT; ++t) {
+        ac[0][t] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(even + t * half + j), ac[0][t]);
+        ac[1][t] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(odd + t * half + j), ac[1][t]);
+      }
+    };
+    for (int64_t b = 0; b < half; b += 16) {
+      if ((b & 63) == 0) prefetch(codes + b);
+      const float* lut = kMXFP4.lut[e8m0[b / 16]];
+      eight(b, lut, a[0]);
+      eight(b + 8, lut, a[NC - 1]);
+    }
+    for (int t = 0; t < MT; ++t) {
+      __m256 sum = _mm256_add_ps(a[0][0][t], a[0][1][t]);
+      if (NC > 1) sum = _mm256_add_ps(sum, _mm256_add_ps(a[NC - 1][0][t], a[NC - 1][1][t]));
+      out[(t0 + t) * p.n + n] = hsum(sum) + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+template <int MT>
+struct Int4Tile {
+  static void run(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
+                  int64_t n1) {
+    int4_tile<MT>(p, sp, t0, out, bias, n0, n1);
+  }
+};
+
+template <int MT>
+struct MXFP4Tile {
+  static void run(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
+                  int64_t n1) {
+    mxfp4_tile<MT>(p, sp, t0, out, bias, n0, n1);
+  }
+};
+
+template <template <int> class T>
+void nibble_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  Split sp;  // per row range: each thread splits its own copy (K x m floats: small next to the rows it streams)
+  split_activations(p, x, m, p.kind == Kind::kMXFP4 ? 32 : p.group, sp);
+  for (int64_t t0 = 0; t0 < m; t0 += 4) {
+    switch (std::min<int64_t>(4, m - t0)) {
+      case 1: T<1>::run(p, sp, t0, out, bias, n0, n1); break;
+      case 2: T<2>::run(p, sp, t0, out, bias, n0, n1); break;
+      case 3: T<3>::run(p, sp, t0, out, bias, n0, n1); break;
+      default: T<4>::run(p, sp, t0, out, bias, n0, n1); break;
+    }
+  }
+}
+
+inline bool nibble_fits(const Packed& p) {
+  if (p.k % 32) return false;
+  return p.kind == Kind::kMXFP4 || (p.kind == Kind::kInt4 && p.group % 32 == 0);
+}
+
+}  // namespace
+
+void rows_avx2(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  if (nibble_fits(p)) {
+    if (p.kind == Kind::kInt4) return nibble_rows<Int4Tile>(p, x, m, out, bias, n0, n1);
+    return nibble_rows<MXFP4Tile>(p, x, m, out, bias, n0, n1);
+  }
+  switch (p.kind) {
+    case Kind::kSemi24:
+      switch (p.value_type) {
+        case ValueType::kFloat32: return rows_with<Semi24Decoder<ValueType::kFloat32>>(p, x, m, out, bias, n0, n1);
+        case ValueType::kBFloat16: return rows_with<Semi24Decoder<ValueType::kBFloat16>>(p, x, m, out, bias, n0, n1);
+        default: return rows_with<Semi24Decoder<ValueType::kFloat16>>(p, x, m, out, bias, n0, n1);
+      }
+    case Kind::kInt4: return rows_with<Int4Decoder>(p, x, m, out, bias, n0, n1);
+    case Kind::kInt4Semi24: return int4_semi24_rows(p, x, m, out, bias, n0, n1);
+    case Kind::kMXFP4: return rows_with<MXFP4Decoder>(p, x, m, out, bias, n0, n1);
+    case Kind::kInt8: return rows_with<Int8Decoder<false>>(p, x, m, out, bias, n0, n1);
+  }
+}
+
+void dequant_avx2(const Packed& p, float* dst, int64_t n0, int64_t n1) {
+  switch (p.kind) {
+    case Kind::kSemi24:
+      switch (p.value_type) {
+        case ValueType::kFloat32: return dequant_with<Semi24Decoder<ValueType::kFloat32>>(p, dst, n0, n1);
+        case ValueType::kBFloat16: return dequant_with<Semi24Decoder<ValueType::kBFloat16>>(p, dst, n0, n1);
+        default: return dequant_with<Semi24Decoder<ValueType::kFloat16>>(p, dst, n0, n1);
+      }
+    case Kind::kInt4: return dequant_with<Int4Decoder>(p, dst, n0, n1);
+    case Kind::kInt4Semi24: return dequant_with<Int4Semi24Decoder>(p, dst, n0, n1);
+    case Kind::kMXFP4: return dequant_with<MXFP4Decoder>(p, dst, n0, n1);
+    case Kind::kInt8: return dequant_with<Int8Decoder<true>>(p, dst, n0, n1);
+  }
+}
+
+bool avx2_compiled() { return true; }
+
+}  // namespace cpu
+}  // namespace sparsekit
+
+#undef SK_INLINE
+#pragma GCC pop_options
+
+#else  // another compiler or architecture: the scalar path serves (avx2_compiled() is false)
+
+namespace sparsekit {
+namespace cpu {
+
+bool avx2_compiled() { return false; }
+void rows_avx2(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  rows_scalar(p, x, m, out, bias, n0, n1);
+}
+void dequant_avx2(const Packed& p, float* dst, int64_t n0, int64_t n1) { dequant_scalar(p, dst, n0, n1); }
+
+}  // namespace cpu
+}  // namespace sparsekit
+
+#endif
