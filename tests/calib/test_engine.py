@@ -97,6 +97,19 @@ def test_statistics_equal_direct_computation(arch):
         torch.testing.assert_close(s.hessian(), s.xtx * 2 / s.count)
 
 
+def test_projections_that_read_one_input_share_its_statistics():
+    """q/k/v read the attention norm's output and gate/up the MLP norm's: one X^T X each, computed once;
+    o_proj and down_proj read tensors of their own."""
+    model = tiny_model("llama")
+    groups = []
+    cal = LayerwiseCalibrator(model, device="cpu", hessian=True, batch_size=2, progress=False)
+    cal.run(_ids(n=4, seqlen=16), lambda ctx: groups.append(ctx.stats))
+    for stats in groups:
+        q, k, v = (stats[f"self_attn.{p}_proj"] for p in "qkv")
+        assert q is k is v and stats["mlp.gate_proj"] is stats["mlp.up_proj"]
+        assert len({id(s) for s in stats.values()}) == 4 and q.count == 4 * 16
+
+
 def _zero_o_proj(model, index):
     with torch.no_grad():
         model.model.layers[index].self_attn.o_proj.weight.zero_()
