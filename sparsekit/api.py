@@ -13,7 +13,8 @@ from sparsekit.checkpoint import read_metadata, save_checkpoint
 from sparsekit.data.calibration import calibration_texts, calibration_windows
 from sparsekit.data.datasets import perplexity_set
 from sparsekit.eval.perplexity import perplexity
-from sparsekit.eval.size import compressed_bytes, packed_bits_per_weight, projection_sparsity, weight_bytes
+from sparsekit.eval.size import (compressed_bytes, lm_head_precision, packed_bits_per_weight, projection_sparsity,
+                                weight_bytes)
 from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
 from sparsekit.nn.packed import set_backend
@@ -256,7 +257,8 @@ def benchmark(model: str | os.PathLike | torch.nn.Module, *, prefill: int = 2048
           dtype: str | torch.dtype = "auto", backend: str = "auto") -> dict:
     """Speed, memory and energy of a model (see `sparsekit.bench.model`) in one report with the keys of
     `REPORT_KEYS`: `latency_ms` (prefill, median), `tokens_per_s` (decode), `peak_mem_bytes`,
-    `joules_per_token` (None on the CPU), `bytes` (true weight storage), plus `bench` (spreads, settings).
+    `joules_per_token` (None on the CPU), `bytes` (true weight storage), plus `bench` (spreads, settings)
+    and `lm_head` (what the LM head runs in: `sparsekit.eval.size.lm_head_precision`).
 
     Args:
         model: a loaded model (benchmarked where it is) or anything `load_model` accepts (checkpoints too).
@@ -283,5 +285,6 @@ def benchmark(model: str | os.PathLike | torch.nn.Module, *, prefill: int = 2048
                   latency_ms=result["prefill"]["median_ms"], tokens_per_s=result["decode"]["tokens_per_s"],
                   peak_mem_bytes=result["peak_mem_bytes"], joules_per_token=result["joules_per_token"],
                   device=device_name(dev), versions=versions(), bench=result,
-                  dtype=str(next(model.parameters()).dtype).replace("torch.", ""), date=_now(), backend=backend)
+                  dtype=str(next(model.parameters()).dtype).replace("torch.", ""), date=_now(), backend=backend,
+                  lm_head=lm_head_precision(model))
     return report

@@ -193,6 +193,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                   else f"{report['joules_per_token']:.4f} J/token ({b.get('energy_source')})")
         print(f"energy    {energy}")
         print(f"bytes     {report['bytes']:,}")
+        print(f"lm head   {report['lm_head']}")
     _emit_json(args.json, report)
     return 0
 

@@ -47,6 +47,9 @@ def test_bench_report_on_a_model_object():
     assert report["peak_mem_bytes"] == b["peak_mem_bytes"] > report["bytes"]  # the process holds the model
     assert report["joules_per_token"] is None  # CPU: not measured, never estimated
     assert report["recipe"] is None and report["ppl"] == report["tokens"] == report["tasks"] == {}
+    assert report["lm_head"] == "float32 (untied)"
+    tied = tiny_model("llama", tie_word_embeddings=True)
+    assert sparsekit.benchmark(tied, prefill=8, decode=2, repeats=1)["lm_head"] == "float32 (tied)"
 
 
 def test_cli_bench_json(tiny_dir, tmp_path, capsys):
@@ -60,7 +63,7 @@ def test_cli_bench_json(tiny_dir, tmp_path, capsys):
         assert energy["energy_note"] and f"energy    not measured ({energy['energy_note']})" in printed
     else:
         assert energy["energy_source"] == "rapl" and "J/token (rapl)" in printed
-    assert "decode" in printed
+    assert "decode" in printed and f"lm head   {report['lm_head']}" in printed
     assert report["command"].startswith("sparsekit bench") and report["tokens_per_s"] > 0
     with pytest.raises(SystemExit) as info:
         main(["bench", str(tiny_dir), "--decode", "0"])

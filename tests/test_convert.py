@@ -7,6 +7,7 @@ import sparsekit
 from sparsekit.api import compress, convert
 from sparsekit.nn import PackedLinear, SparseQuantLinear
 from sparsekit.ops import _dispatch
+from sparsekit.eval.size import lm_head_precision
 from sparsekit.quant import get_format
 
 OPTS = dict(nsamples=4, seqlen=64, progress=False)
@@ -174,6 +175,7 @@ def test_a_tied_lm_head_quantized_by_its_own_step_is_untied(tmp_path):
     assert "int8 per-channel rtn" in sparsekit.load_recipe(recipe).describe()
     model2, _ = sparsekit.load(sparsekit.save(result, tmp_path / "c"))
     assert isinstance(model2.lm_head, PackedLinear) and torch.equal(model2.model.embed_tokens.weight, embed)
+    assert lm_head_precision(model2) == "int8 (packed)"
     assert torch.equal(_logits(model2, ids), _logits(result.model, ids))
     assert model2.generate(ids, max_new_tokens=3, do_sample=False).shape == (1, 19)
 

@@ -25,6 +25,25 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+def lm_head_precision(model: torch.nn.Module) -> str | None:
+    """What the output embedding (LM head) runs in, since every decoded token streams all of it: its packed
+    layout ('int8 (packed)'), or its dtype and whether it is the input embeddings' weight ('float32 (tied)').
+    None for a model without one."""
+    get_out = getattr(model, "get_output_embeddings", None)
+    head = get_out() if callable(get_out) else None
+    if head is None:
+        return None
+    layout = getattr(head, "layout", None)
+    if callable(layout):  # a sparsekit.nn.PackedLinear (not imported here: eval/ sits below nn/)
+        return f"{layout().KIND} (packed)"
+    weight = getattr(head, "weight", None)
+    if weight is None:
+        return type(head).__name__
+    get_in = getattr(model, "get_input_embeddings", None)
+    tied = callable(get_in) and getattr(get_in(), "weight", None) is weight
+    return f"{str(weight.dtype).removeprefix('torch.')} ({'tied' if tied else 'untied'})"
+
+
 def projection_sparsity(adapter: Adapter) -> float:
     """Fraction of exact zeros over the weights of every block projection (the prunable Linears)."""
     zeros = total = 0
