@@ -362,3 +362,24 @@ def test_a_missing_writer_library_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(SparsekitError, match=r"pip install 'sparsekit\[export\]'"):
         export(tmp_path, "compressed-tensors", tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_an_int8_lm_head_exports_as_its_own_scheme_and_q8_0(tmp_path):
+    """A head packed by its own quantize step (untied from the embeddings): compressed-tensors gets a
+    per-channel int8 scheme that targets lm_head (no longer ignored), GGUF an `output.weight` in Q8_0 next
+    to a float `token_embd.weight`."""
+    import gguf
+
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", vocab_size=len(tok), tie_word_embeddings=True)
+    recipe = [{"quantize": {"format": "int4", "group_size": 32}},
+              {"quantize": {"format": "int8", "targets": [], "modules": ["lm_head"]}}]
+    ck = Path(sparsekit.save(sparsekit.convert(model, recipe, tok, progress=False), tmp_path / "ck"))
+    export(ck, "compressed-tensors", tmp_path / "ct")
+    config = json.loads((tmp_path / "ct" / "config.json").read_text())["quantization_config"]
+    head = [g for g in config["config_groups"].values() if g["targets"] == ["lm_head"]]
+    assert len(head) == 1 and head[0]["weights"]["num_bits"] == 8 and head[0]["weights"]["strategy"] == "channel"
+    assert "lm_head" not in config["ignore"]
+    export(ck, "gguf", tmp_path / "m.gguf")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(tmp_path / "m.gguf")).tensors}
+    assert types["output.weight"] == "Q8_0" and types["token_embd.weight"] in ("F16", "F32")

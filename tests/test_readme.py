@@ -161,6 +161,25 @@ def test_readme_a8_accuracy_table_is_what_the_script_prints():
         assert row["a8_modules"] > 0 and abs(row["ppl"]["a8"] / row["ppl"]["exact"] - 1) < 0.01, row["recipe"]
 
 
+def test_readme_head_accuracy_table_is_what_the_script_prints():
+    """The int8 LM head table (`head_accuracy.py --table`) comes from its committed JSON; its dense row with
+    the fp32 head reproduces the committed dense result (same pipeline), the int8 head is packed and
+    costs under 1% perplexity on every row, and it cuts the head's bytes (the model grows by the untied
+    copy, a quarter of the fp32 head)."""
+    readme = (REPO / "README.md").read_text()
+    script = _script("head_accuracy")
+    data = json.loads((REPO / "bench" / "results" / "cpu" / "head_accuracy.json").read_text())
+    assert data["command"].startswith("python bench/experiments/head_accuracy.py")
+    assert script.table(data) in readme and "python bench/experiments/head_accuracy.py --table" in readme
+    assert [r["recipe"] for r in data["rows"]] == list(script.RECIPES)
+    dense = json.loads((REPO / "bench" / "results" / "smollm2-135m_dense_limit40.json").read_text())["ppl"]["wikitext2"]
+    assert abs(data["rows"][0]["ppl"]["fp32_head"] / dense - 1) < 1e-3
+    for row in data["rows"]:
+        assert row["head_layout"] == "int8" and abs(row["ppl"]["int8_head"] / row["ppl"]["fp32_head"] - 1) < 0.01
+        growth = row["bytes"]["int8_head"] - row["bytes"]["fp32_head"]
+        assert 0.24 < growth / (49152 * 576 * 4) < 0.27, row["recipe"]  # int8 codes + fp16 scales of the head
+
+
 def test_readme_export_table_is_what_the_script_prints():
     """The Deploy table (`export_readers.py --table`) is printed from its committed JSON; every quantized
     tensor of the exact variants was bit-exact in GGUF, and the readers' perplexities are within 1% of

@@ -1,0 +1,104 @@
+"""What an int8 LM head costs in accuracy, and what it saves in the bytes of every decoded token.
+
+    python bench/experiments/head_accuracy.py              # -> bench/results/cpu/head_accuracy.json (~45 min, 2 threads)
+    python bench/experiments/head_accuracy.py --table      # the README table from the JSON
+
+SmolLM2-135M ties its LM head to the input embeddings and keeps it in fp32: 49152 x 576 weights, 108 MiB
+streamed for every decoded token, more than all of its projections in int4 (~39 MiB). For each recipe
+(dense; int4 GPTQ g128; SparseGPT 2:4 + int4 joint: the recipes of the README's decode table), the model
+is compressed once (calibration as in the README's tables: c4, 128 x 512, seed 0) and converted to
+packed modules, scored on the standard CPU protocol (WikiText-2, seqlen 2048, the first 40 windows),
+then given the head step `{quantize: {format: int8, targets: [], modules: [lm_head]}}` (per-channel
+RTN; the head is untied, so the input embeddings stay exact) and scored again: the same block weights
+with and without the int8 head, so the difference is the head's alone. True sizes (`sparsekit.eval.size.weight_bytes`)
+of both are recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import pick, print_table  # noqa: E402  (after the path insert)
+
+OUT = ROOT / "bench" / "results" / "cpu" / "head_accuracy.json"
+#: the step that packs the LM head (the recipes' `INT8_HEAD`; cpu_decode.py times it)
+INT8_HEAD = {"quantize": {"format": "int8", "targets": [], "modules": ["lm_head"]}}
+#: row name -> the block recipe (None: dense)
+RECIPES = {"dense": None, "int4-gptq": "int4-gptq", "sparsegpt-2:4+int4-joint": "sparsegpt-2:4+int4-joint"}
+
+
+def run_recipe(name: str, limit: int, data_dir: str | None) -> dict:
+    """Compress + convert once; the perplexity and true size with the fp32 head, then with the int8 head."""
+    import sparsekit
+    from sparsekit.eval.size import weight_bytes
+    from sparsekit.models.loader import load_model
+
+    model, tokenizer = load_model("smollm2-135m", dtype="float32", device="cpu")
+    start = time.perf_counter()
+    if RECIPES[name] is not None:
+        model = sparsekit.convert(model, RECIPES[name], tokenizer, progress=False, data_dir=data_dir).model
+    seconds = time.perf_counter() - start
+    row: dict = {"recipe": name, "compress_seconds": seconds, "ppl": {}, "bytes": {}}
+
+    def score(key: str) -> None:
+        report = sparsekit.evaluate(model, tokenizer, ppl=["wikitext2"], limit=limit, data_dir=data_dir, progress=False)
+        row["ppl"][key] = report["ppl"]["wikitext2"]
+        row["bytes"][key] = weight_bytes(model)
+
+    score("fp32_head")
+    head = sparsekit.convert(model, [INT8_HEAD], tokenizer, progress=False, data_dir=data_dir)
+    row["head_layout"] = head.packed["lm_head"]
+    score("int8_head")
+    return row
+
+
+def table(data: dict) -> str:
+    lines = ["| recipe | fp32 tied head: ppl | MiB | int8 head (untied): ppl | MiB | change |", "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        f, i = r["ppl"]["fp32_head"], r["ppl"]["int8_head"]
+        lines.append(f"| {r['recipe']} | {f:.3f} | {r['bytes']['fp32_head'] / 2**20:.1f} | {i:.3f} | "
+                     f"{r['bytes']['int8_head'] / 2**20:.1f} | {100 * (i / f - 1):+.2f}% |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipes", default=",".join(RECIPES), help="comma list (default: all)")
+    p.add_argument("--limit", type=int, default=40, help="WikiText-2 windows [40: the standard CPU protocol]")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        return print_table("head_accuracy", args.out, table)
+    names = pick("head_accuracy", args.recipes, RECIPES)
+    if names is None:
+        return 2
+    from sparsekit.utils.env import versions
+    from sparsekit.utils.io import write_json_atomic
+
+    data = {"protocol": {"ppl": "wikitext2", "seqlen": 2048, "limit": args.limit}, "head_step": INT8_HEAD,
+            "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python bench/experiments/head_accuracy.py " + shlex.join(argv), "rows": []}
+    for name in names:
+        row = run_recipe(name, args.limit, args.data_dir)
+        data["rows"].append(row)
+        print(f"{name:<26} fp32 head {row['ppl']['fp32_head']:.3f}  int8 head {row['ppl']['int8_head']:.3f}", flush=True)
+        write_json_atomic(args.out, data)  # after every recipe: an interrupted run keeps what it measured
+    print(table(data))
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
