@@ -2,7 +2,7 @@
 
     python bench/experiments/cpu_decode.py                 # every variant, one subprocess each (~15 min)
     python bench/experiments/cpu_decode.py --table         # the README table from the JSON
-    python bench/experiments/cpu_decode.py --model llama-3.2-1b-random --variants "dense fp32,int8,int4 g128,2:4 + int4" --decode 32 --repeats 3
+    python bench/experiments/cpu_decode.py --model llama-3.2-1b-random --variants "dense fp32,int8,int4 g128,2:4 + int4,int4 g128 + int8 head,2:4 + int4 + int8 head" --decode 32 --repeats 3
 
 Each variant is compressed with a data-free recipe of its layout (decode speed depends on the bytes and
 the kernel, not on how a mask or a code was chosen), converted to packed modules, and timed with
@@ -24,9 +24,12 @@ the table names the file.
 | 2:4 | semi24 (bf16 values) | magnitude 2:4 | SparseGPT 2:4 |
 | 2:4 + int4 | int4_semi24 | magnitude 2:4 + int4 RTN g128 | SparseGPT 2:4 + int4 (joint) |
 | int4 g128 a8, mxfp4 a8, 2:4 + int4 a8 | as above, on the opt-in backend 'cpu_a8' (int8 activations) | as above | the same recipes scored with 'cpu_a8' (a8_accuracy.py) |
+| int4 g128 + int8 head, 2:4 + int4 + int8 head | as above + int8 (LM head) | as above + the head step `INT8_HEAD` | the same recipes with the head step (head_accuracy.py) |
 
-Embeddings, norms and the tied LM head are not compressed: they run in the model's dtype (fp32, bf16
-for the bf16 variant) and count in `bytes` at that width.
+Embeddings and norms are not compressed: they run in the model's dtype (fp32, bf16 for the bf16
+variant) and count in `bytes` at that width; so does the tied LM head, except in the `+ int8 head`
+variants, whose head is untied and packed in int8 per channel (the `lm_head` column of every row says
+what it runs in).
 """
 
 from __future__ import annotations
@@ -58,9 +61,12 @@ LLAMA32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16
 MAG24 = {"prune": {"method": "magnitude", "pattern": "2:4"}}
 INT4 = {"quantize": {"format": "int4", "group_size": 128}}
 MXFP4 = {"quantize": {"format": "mxfp4"}}
+#: the step that packs the LM head in int8 (untied from the embeddings): head_accuracy.py measures its cost
+INT8_HEAD = {"quantize": {"format": "int8", "targets": [], "modules": ["lm_head"]}}
 A8 = "bench/results/cpu/a8_accuracy.json"
+HEAD = "bench/results/cpu/head_accuracy.json"
 #: name -> (recipe or None, packed value dtype, model dtype, accuracy file or None, backend); an accuracy
-#: file `FILE#RECIPE` is a row of a8_accuracy.py's results (the a8 perplexity of that recipe)
+#: file `FILE#RECIPE#KEY` is the perplexity `KEY` of a row of a8_accuracy.py's or head_accuracy.py's results
 VARIANTS = {
     "dense fp32": (None, None, "float32", "bench/results/smollm2-135m_dense_limit40.json", "auto"),
     "dense bf16": (None, None, "bfloat16", None, "auto"),
@@ -71,19 +77,23 @@ VARIANTS = {
     "2:4": ([MAG24], "bfloat16", "float32", "bench/results/prune/smollm2-135m_sparsegpt-2-4_limit40.json", "auto"),
     "2:4 + int4": ([MAG24, INT4], None, "float32",
                    "bench/results/quant/smollm2-135m_sparsegpt-2-4-int4-joint_limit40.json", "auto"),
-    "int4 g128 a8": ([INT4], None, "float32", f"{A8}#int4-gptq", "cpu_a8"),
-    "mxfp4 a8": ([MXFP4], None, "float32", f"{A8}#mxfp4-rtn", "cpu_a8"),
-    "2:4 + int4 a8": ([MAG24, INT4], None, "float32", f"{A8}#sparsegpt-2:4+int4-joint", "cpu_a8"),
+    "int4 g128 a8": ([INT4], None, "float32", f"{A8}#int4-gptq#a8", "cpu_a8"),
+    "mxfp4 a8": ([MXFP4], None, "float32", f"{A8}#mxfp4-rtn#a8", "cpu_a8"),
+    "2:4 + int4 a8": ([MAG24, INT4], None, "float32", f"{A8}#sparsegpt-2:4+int4-joint#a8", "cpu_a8"),
+    "int4 g128 + int8 head": ([INT4, INT8_HEAD], None, "float32", f"{HEAD}#int4-gptq#int8_head", "auto"),
+    "2:4 + int4 + int8 head": ([MAG24, INT4, INT8_HEAD], None, "float32",
+                               f"{HEAD}#sparsegpt-2:4+int4-joint#int8_head", "auto"),
 }
 
 
 def perplexity_of(acc: str) -> float:
     """The WikiText-2 perplexity an accuracy entry of VARIANTS names."""
-    path, _, recipe = acc.partition("#")
+    path, _, row = acc.partition("#")
     data = json.loads((ROOT / path).read_text())
-    if not recipe:
+    if not row:
         return data["ppl"]["wikitext2"]
-    return next(r["ppl"]["a8"] for r in data["rows"] if r["recipe"] == recipe)
+    recipe, _, key = row.rpartition("#")
+    return next(r["ppl"][key] for r in data["rows"] if r["recipe"] == recipe)
 
 
 def load(model_name: str, dtype: str):
@@ -122,6 +132,7 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: 
     compiled = sparsekit.benchmark(model, prefill=prefill, decode=decode, repeats=repeats, compile=True)
     kinds = sorted({v for v in packed.values()})
     return {"variant": name, "recipe": recipe, "layouts": kinds, "model_dtype": dtype, "backend": backend,
+            "lm_head": report["lm_head"],
             "tokens_per_s": report["tokens_per_s"], "prefill_ms": report["latency_ms"],
             "peak_mem_bytes": report["peak_mem_bytes"], "bytes": report["bytes"], "device": report["device"],
             "threads": torch.get_num_threads(), "bench": report["bench"],
@@ -132,15 +143,15 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: 
 def table(data: dict) -> str:
     rows = data["rows"]
     dense = next(r for r in rows if r["variant"] == "dense fp32")
-    lines = ["| variant | WikiText-2 ppl (result file) | weights MiB | decode tok/s eager | vs dense | decode tok/s "
-             f"compiled | vs dense compiled | prefill {data['prefill']} ms | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | LM head | WikiText-2 ppl (result file) | weights MiB | decode tok/s eager | vs dense | decode "
+             f"tok/s compiled | vs dense compiled | prefill {data['prefill']} ms | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = VARIANTS[r["variant"]][3] if data["model"] == "smollm2-135m" else None  # random weights: no accuracy
         # the file named without backticks: README tests read backticked result paths as rows of their tables
         ppl = "–" if acc is None else f"{perplexity_of(acc):.2f} ({acc.partition('#')[0]})"
         c, dc = r["compiled"]["tokens_per_s"], dense["compiled"]["tokens_per_s"]
-        lines.append(f"| {r['variant']} | {ppl} | {r['bytes'] / 2 ** 20:.1f} | {r['tokens_per_s']:.1f} | "
+        lines.append(f"| {r['variant']} | {r.get('lm_head', '–')} | {ppl} | {r['bytes'] / 2 ** 20:.1f} | {r['tokens_per_s']:.1f} | "
                      f"x{r['tokens_per_s'] / dense['tokens_per_s']:.2f} | {c:.1f} | x{c / dc:.2f} | "
                      f"{r['prefill_ms']:.0f} | {r['peak_mem_bytes'] / 2 ** 20:.0f} |")
     return "\n".join(lines)
