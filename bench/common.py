@@ -1,13 +1,17 @@
 """What the scripts of bench/kernels and bench/experiments share: the `--table` mode that prints a README
-table from the committed JSON, and the `--variants` list check. (Scripts put the repository root on
-sys.path, so `bench` imports as a namespace package from a plain checkout.)"""
+table from the committed JSON, the `--variants` list check, and the driver of the perplexity
+experiments that score one row per recipe. (Scripts put the repository root on sys.path, so `bench`
+imports as a namespace package from a plain checkout.)"""
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
+import shlex
 import sys
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 
 def print_table(script: str, out: Path, table: Callable[[dict], str]) -> int:
@@ -28,3 +32,40 @@ def pick(script: str, text: str, known: Iterable[str]) -> list[str] | None:
         print(f"{script}: unknown variant(s) {unknown}; known: {', '.join(known)}", file=sys.stderr)
         return None
     return names
+
+
+def recipe_rows(script: str, doc: str, recipes: Iterable[str], out: Path, table: Callable[[dict], str],
+                run: Callable[[str, int, str | None], dict], line: Callable[[dict], str],
+                argv: list[str] | None = None, extra: dict[str, Any] | None = None) -> int:
+    """The command line of an experiment that scores each of `recipes` on the standard CPU protocol:
+    `--recipes`, `--limit` (40), `--data-dir`, `--out`, `--table`. `run(name, limit, data_dir)` measures
+    one row; the JSON (protocol, `extra`, versions, date, command, rows) is rewritten after every row,
+    so an interrupted run keeps what it measured; `line(row)` is the progress line of a row."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    recipes = list(recipes)
+    p = argparse.ArgumentParser(prog=f"{script}.py", description=doc.split("\n\n")[0])
+    p.add_argument("--recipes", default=",".join(recipes), help="comma list (default: all)")
+    p.add_argument("--limit", type=int, default=40, help="WikiText-2 windows [40: the standard CPU protocol]")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", type=Path, default=out)
+    p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        return print_table(script, args.out, table)
+    names = pick(script, args.recipes, recipes)
+    if names is None:
+        return 2
+    from sparsekit.utils.env import versions
+    from sparsekit.utils.io import write_json_atomic
+
+    data = {"protocol": {"ppl": "wikitext2", "seqlen": 2048, "limit": args.limit}, **(extra or {}),
+            "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": f"python bench/experiments/{script}.py " + shlex.join(argv), "rows": []}
+    for name in names:
+        row = run(name, args.limit, args.data_dir)
+        data["rows"].append(row)
+        print(f"{name:<26} {line(row)}", flush=True)
+        write_json_atomic(args.out, data)
+    print(table(data))
+    print(f"-> {args.out}")
+    return 0

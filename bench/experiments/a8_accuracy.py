@@ -15,10 +15,7 @@ the comparison is of the same weights.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import pick, print_table  # noqa: E402  (after the path insert)
+from bench.common import recipe_rows  # noqa: E402  (after the path insert)
 
 OUT = ROOT / "bench" / "results" / "cpu" / "a8_accuracy.json"
 #: recipe -> the committed result file of its exact perplexity (README tables)
@@ -69,38 +66,14 @@ def table(data: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipes", default=",".join(RECIPES), help="comma list (default: all)")
-    p.add_argument("--limit", type=int, default=40, help="WikiText-2 windows [40: the standard CPU protocol]")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
-    args = p.parse_args(argv)
-    if args.table:
-        return print_table("a8_accuracy", args.out, table)
-    names = pick("a8_accuracy", args.recipes, RECIPES)
-    if names is None:
-        return 2
     from sparsekit import _ext
-    from sparsekit.utils.env import versions
-    from sparsekit.utils.io import write_json_atomic
 
-    if not _ext.cpu_available():
+    if not _ext.cpu_available() and "--table" not in (sys.argv[1:] if argv is None else argv):
         print("a8_accuracy: sparsekit._cpu is not built (pip install --no-build-isolation -e .)", file=sys.stderr)
         return 2
-    data = {"protocol": {"ppl": "wikitext2", "seqlen": 2048, "limit": args.limit}, "versions": versions(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python bench/experiments/a8_accuracy.py " + shlex.join(argv), "rows": []}
-    for name in names:
-        row = run_recipe(name, args.limit, args.data_dir)
-        data["rows"].append(row)
-        print(f"{name:<26} exact {row['ppl']['exact']:.3f}  a8 {row['ppl']['a8']:.3f}  (committed "
-              f"{row['committed_ppl']:.3f})", flush=True)
-        write_json_atomic(args.out, data)  # after every recipe: an interrupted run keeps what it measured
-    print(table(data))
-    print(f"-> {args.out}")
-    return 0
+    return recipe_rows("a8_accuracy", __doc__, RECIPES, OUT, table, run_recipe, argv=argv,
+                       line=lambda r: f"exact {r['ppl']['exact']:.3f}  a8 {r['ppl']['a8']:.3f}  (committed "
+                                      f"{r['committed_ppl']:.3f})")
 
 
 if __name__ == "__main__":

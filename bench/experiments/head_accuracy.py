@@ -16,9 +16,6 @@ of both are recorded.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import pick, print_table  # noqa: E402  (after the path insert)
+from bench.common import recipe_rows  # noqa: E402  (after the path insert)
 
 OUT = ROOT / "bench" / "results" / "cpu" / "head_accuracy.json"
 #: the step that packs the LM head (the recipes' `INT8_HEAD`; cpu_decode.py times it)
@@ -71,33 +68,9 @@ def table(data: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipes", default=",".join(RECIPES), help="comma list (default: all)")
-    p.add_argument("--limit", type=int, default=40, help="WikiText-2 windows [40: the standard CPU protocol]")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
-    args = p.parse_args(argv)
-    if args.table:
-        return print_table("head_accuracy", args.out, table)
-    names = pick("head_accuracy", args.recipes, RECIPES)
-    if names is None:
-        return 2
-    from sparsekit.utils.env import versions
-    from sparsekit.utils.io import write_json_atomic
-
-    data = {"protocol": {"ppl": "wikitext2", "seqlen": 2048, "limit": args.limit}, "head_step": INT8_HEAD,
-            "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python bench/experiments/head_accuracy.py " + shlex.join(argv), "rows": []}
-    for name in names:
-        row = run_recipe(name, args.limit, args.data_dir)
-        data["rows"].append(row)
-        print(f"{name:<26} fp32 head {row['ppl']['fp32_head']:.3f}  int8 head {row['ppl']['int8_head']:.3f}", flush=True)
-        write_json_atomic(args.out, data)  # after every recipe: an interrupted run keeps what it measured
-    print(table(data))
-    print(f"-> {args.out}")
-    return 0
+    return recipe_rows("head_accuracy", __doc__, RECIPES, OUT, table, run_recipe, argv=argv,
+                       extra={"head_step": INT8_HEAD},
+                       line=lambda r: f"fp32 head {r['ppl']['fp32_head']:.3f}  int8 head {r['ppl']['int8_head']:.3f}")
 
 
 if __name__ == "__main__":
