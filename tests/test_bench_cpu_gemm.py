@@ -1,21 +1,15 @@
 """bench/kernels/bench_cpu_gemm.py: a forced SIMD path is timed, checked and recorded; a bad one is exit 2."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from sparsekit import _ext
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.bench_scripts import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_cpu_gemm", REPO / "bench" / "kernels" / "bench_cpu_gemm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_cpu_gemm", "kernels")
 
 
 @pytest.mark.skipif(not _ext.cpu_info().get("avx2"), reason="needs the AVX2 path of sparsekit._cpu")

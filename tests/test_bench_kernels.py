@@ -1,19 +1,13 @@
 """The GPU kernel benchmark: its weights carry the promised bits, and without a GPU it says where to run."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.bench_scripts import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_packed_gemm", REPO / "bench" / "kernels" / "bench_packed_gemm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_packed_gemm", "kernels")
 
 
 def test_weights_have_the_stated_bits_per_weight():

@@ -4,6 +4,8 @@ import json
 import re
 from pathlib import Path
 
+from tests.bench_scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -15,13 +17,7 @@ def _row(readme: str, result_file: str) -> list[str]:
 
 
 def _script(name: str, folder: str = "experiments"):
-    """A bench/<folder> script as a module (its `table` function prints the README's table)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name, folder)
 
 
 def _fmt(value: float) -> str:
