@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+#: the recipe step that packs the LM head in int8 per channel (untied from the input embeddings):
+#: head_accuracy.py measures what it costs, cpu_decode.py what it gains
+INT8_HEAD = {"quantize": {"format": "int8", "targets": [], "modules": ["lm_head"]}}
+
 
 def print_table(script: str, out: Path, table: Callable[[dict], str]) -> int:
     """Print `table(json of out)`; exit status 2 with one line when `out` was never measured."""
@@ -36,11 +40,13 @@ def pick(script: str, text: str, known: Iterable[str]) -> list[str] | None:
 
 def recipe_rows(script: str, doc: str, recipes: Iterable[str], out: Path, table: Callable[[dict], str],
                 run: Callable[[str, int, str | None], dict], line: Callable[[dict], str],
-                argv: list[str] | None = None, extra: dict[str, Any] | None = None) -> int:
+                argv: list[str] | None = None, extra: dict[str, Any] | None = None,
+                unavailable: Callable[[], str | None] | None = None) -> int:
     """The command line of an experiment that scores each of `recipes` on the standard CPU protocol:
     `--recipes`, `--limit` (40), `--data-dir`, `--out`, `--table`. `run(name, limit, data_dir)` measures
     one row; the JSON (protocol, `extra`, versions, date, command, rows) is rewritten after every row,
-    so an interrupted run keeps what it measured; `line(row)` is the progress line of a row."""
+    so an interrupted run keeps what it measured; `line(row)` is the progress line of a row.
+    `unavailable()`: why this machine cannot measure (exit 2 before anything runs; `--table` still works)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     recipes = list(recipes)
     p = argparse.ArgumentParser(prog=f"{script}.py", description=doc.split("\n\n")[0])
@@ -54,6 +60,10 @@ def recipe_rows(script: str, doc: str, recipes: Iterable[str], out: Path, table:
         return print_table(script, args.out, table)
     names = pick(script, args.recipes, recipes)
     if names is None:
+        return 2
+    why = unavailable() if unavailable is not None else None
+    if why is not None:
+        print(f"{script}: {why}", file=sys.stderr)
         return 2
     from sparsekit.utils.env import versions
     from sparsekit.utils.io import write_json_atomic

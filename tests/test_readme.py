@@ -20,6 +20,17 @@ def _script(name: str, folder: str = "experiments"):
     return load_script(name, folder)
 
 
+def _committed_table(name: str, result: str):
+    """(script, data): the experiment `name`'s committed JSON `result` names the command that measured it,
+    and the README holds the table its `--table` prints, with that command."""
+    script = _script(name)
+    data = json.loads((REPO / result).read_text())
+    assert data["command"].startswith(f"python bench/experiments/{name}.py")
+    readme = (REPO / "README.md").read_text()
+    assert script.table(data) in readme and f"python bench/experiments/{name}.py --table" in readme
+    return script, data
+
+
 def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
@@ -149,11 +160,7 @@ def test_readme_a8_accuracy_table_is_what_the_script_prints():
     recipe's exact row reproduces its committed result file (same pipeline, same weights); the calibrated
     ones are compression runs of their own (another thread count than those files: GPTQ / SparseGPT moved
     by up to 5% between runs), which is why the table compares both backends on one packed model."""
-    readme = (REPO / "README.md").read_text()
-    script = _script("a8_accuracy")
-    data = json.loads((REPO / "bench" / "results" / "cpu" / "a8_accuracy.json").read_text())
-    assert data["command"].startswith("python bench/experiments/a8_accuracy.py")
-    assert script.table(data) in readme and "python bench/experiments/a8_accuracy.py --table" in readme
+    script, data = _committed_table("a8_accuracy", "bench/results/cpu/a8_accuracy.json")
     assert [r["recipe"] for r in data["rows"]] == list(script.RECIPES)
     rtn = next(r for r in data["rows"] if r["recipe"] == "mxfp4-rtn")
     assert abs(rtn["ppl"]["exact"] / rtn["committed_ppl"] - 1) < 1e-3
@@ -166,11 +173,7 @@ def test_readme_head_accuracy_table_is_what_the_script_prints():
     the fp32 head reproduces the committed dense result (same pipeline), the int8 head is packed and
     costs under 1% perplexity on every row, and it cuts the head's bytes (the model grows by the untied
     copy, a quarter of the fp32 head)."""
-    readme = (REPO / "README.md").read_text()
-    script = _script("head_accuracy")
-    data = json.loads((REPO / "bench" / "results" / "cpu" / "head_accuracy.json").read_text())
-    assert data["command"].startswith("python bench/experiments/head_accuracy.py")
-    assert script.table(data) in readme and "python bench/experiments/head_accuracy.py --table" in readme
+    script, data = _committed_table("head_accuracy", "bench/results/cpu/head_accuracy.json")
     assert [r["recipe"] for r in data["rows"]] == list(script.RECIPES)
     dense = json.loads((REPO / "bench" / "results" / "smollm2-135m_dense_limit40.json").read_text())["ppl"]["wikitext2"]
     assert abs(data["rows"][0]["ppl"]["fp32_head"] / dense - 1) < 1e-3

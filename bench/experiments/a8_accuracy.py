@@ -65,13 +65,14 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _unavailable() -> str | None:
     from sparsekit import _ext
 
-    if not _ext.cpu_available() and "--table" not in (sys.argv[1:] if argv is None else argv):
-        print("a8_accuracy: sparsekit._cpu is not built (pip install --no-build-isolation -e .)", file=sys.stderr)
-        return 2
-    return recipe_rows("a8_accuracy", __doc__, RECIPES, OUT, table, run_recipe, argv=argv,
+    return None if _ext.cpu_available() else "sparsekit._cpu is not built (pip install --no-build-isolation -e .)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    return recipe_rows("a8_accuracy", __doc__, RECIPES, OUT, table, run_recipe, argv=argv, unavailable=_unavailable,
                        line=lambda r: f"exact {r['ppl']['exact']:.3f}  a8 {r['ppl']['a8']:.3f}  (committed "
                                       f"{r['committed_ppl']:.3f})")
 

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import pick, print_table  # noqa: E402  (after the path insert)
+from bench.common import INT8_HEAD, pick, print_table  # noqa: E402  (after the path insert)
 
 OUT = ROOT / "bench" / "results" / "cpu" / "smollm2_decode.json"
 #: --model -> default output; `llama-3.2-1b-random` is Llama-3.2-1B's configuration with random weights (no
@@ -61,8 +61,6 @@ LLAMA32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16
 MAG24 = {"prune": {"method": "magnitude", "pattern": "2:4"}}
 INT4 = {"quantize": {"format": "int4", "group_size": 128}}
 MXFP4 = {"quantize": {"format": "mxfp4"}}
-#: the step that packs the LM head in int8 (untied from the embeddings): head_accuracy.py measures its cost
-INT8_HEAD = {"quantize": {"format": "int8", "targets": [], "modules": ["lm_head"]}}
 A8 = "bench/results/cpu/a8_accuracy.json"
 HEAD = "bench/results/cpu/head_accuracy.json"
 #: name -> (recipe or None, packed value dtype, model dtype, accuracy file or None, backend); an accuracy

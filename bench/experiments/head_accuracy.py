@@ -10,8 +10,8 @@ is compressed once (calibration as in the README's tables: c4, 128 x 512, seed 0
 packed modules, scored on the standard CPU protocol (WikiText-2, seqlen 2048, the first 40 windows),
 then given the head step `{quantize: {format: int8, targets: [], modules: [lm_head]}}` (per-channel
 RTN; the head is untied, so the input embeddings stay exact) and scored again: the same block weights
-with and without the int8 head, so the difference is the head's alone. True sizes (`sparsekit.eval.size.weight_bytes`)
-of both are recorded.
+with and without the int8 head, so the difference is the head's alone. True sizes of both
+(`sparsekit.eval.size.weight_bytes`) are recorded.
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import recipe_rows  # noqa: E402  (after the path insert)
+from bench.common import INT8_HEAD, recipe_rows  # noqa: E402  (after the path insert)
 
 OUT = ROOT / "bench" / "results" / "cpu" / "head_accuracy.json"
-#: the step that packs the LM head (the recipes' `INT8_HEAD`; cpu_decode.py times it)
-INT8_HEAD = {"quantize": {"format": "int8", "targets": [], "modules": ["lm_head"]}}
 #: row name -> the block recipe (None: dense)
 RECIPES = {"dense": None, "int4-gptq": "int4-gptq", "sparsegpt-2:4+int4-joint": "sparsegpt-2:4+int4-joint"}
 

@@ -214,8 +214,9 @@ class LayerwiseCalibrator:
 
         Projections that read the same input tensor (q/k/v after the attention norm, gate/up after the
         MLP norm) share one `LinearStats` object: X^T X is the costliest part of collection (K^2 per
-        token), and computing it once per input instead of once per reader removes ~30% of it on a
-        Llama block. A reader whose input is another tensor keeps its own statistics.
+        token), and a Llama block then builds 4 of them instead of 7 (on SmolLM2-135M, with
+        K = 576 six times and 1536 once, 23% fewer multiply-adds). A reader whose input is another
+        tensor keeps its own statistics.
         """
         stats: dict[str, LinearStats] = {}
         hooks = []

@@ -24,9 +24,9 @@ from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Prune
                               PruneHeads, Quantize)
 from sparsekit.steps.prune import PruneResult, check_prune_shapes, run_prune, run_prune_quantize
 from sparsekit.steps.quantize import check_quantize_shapes, run_quantize
-from sparsekit.steps.targets import step_targets
 from sparsekit.steps.records import DropBlocksRecord, DropSublayersRecord, QuantizeRecord, StepRecord, WidthRecord
 from sparsekit.steps.structured import run_drop_blocks, run_drop_sublayers, run_prune_experts, run_prune_width
+from sparsekit.steps.targets import step_targets
 
 
 @dataclass

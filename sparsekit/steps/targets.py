@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
+from sparsekit.models.surgery import untie_weight
 from sparsekit.recipe import Prune, Quantize
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,6 @@ def step_targets(adapter: Adapter, step: Prune | Quantize) -> list[Target]:
 def own_weights(adapter: Adapter, targets: list[Target]) -> None:
     """Untie every module outside the blocks that shares its weight (a tied LM head), before a step changes
     it in place: the modules it shared with (the input embeddings) keep their exact values."""
-    from sparsekit.models.surgery import untie_weight
-
     for t in targets:
         if t.block < 0:
             sharers = untie_weight(adapter.model, t.name)
