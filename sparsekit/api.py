@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import os
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
+from sparsekit.calib.engine import CalibSettings
 from sparsekit.checkpoint import read_metadata, save_checkpoint
 from sparsekit.data.calibration import calibration_texts, calibration_windows
 from sparsekit.data.datasets import perplexity_set
@@ -19,7 +21,7 @@ from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
 from sparsekit.nn.packed import set_backend
 from sparsekit.prune.patterns import masks_sparsity
-from sparsekit.recipe import Recipe, load_recipe
+from sparsekit.recipe import Heal, Recipe, load_recipe
 from sparsekit.steps.records import PruneRecord, QuantizeRecord, StepRecord, records_from_dicts
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
@@ -67,7 +69,7 @@ class Compressed:
 def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=None, *, calib: str = "c4",
              nsamples: int = 128, seqlen: int = 512, seed: int = 0, device: str | torch.device = "auto",
              dtype: str | torch.dtype = "auto", data_dir: str | os.PathLike | None = None,
-             progress: bool = True) -> Compressed:
+             progress: bool = True, calib_batch_size: int = 8, calib_dtype: str = "float32") -> Compressed:
     """Apply every step of `recipe` to `model` (in place) and return the result.
 
     Args:
@@ -77,11 +79,16 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         calib, nsamples, seqlen, seed: calibration windows (docs/ARCHITECTURE.md §9: c4, 128 x 512, seed 0).
         device: where blocks are calibrated ('auto': CUDA when visible).
         dtype: of a model loaded by name ('auto': fp32 for CPU calibration, fp16 for CUDA).
+        calib_batch_size, calib_dtype: windows per calibration forward and the forwards' precision
+            ('float32', 'bfloat16' or 'auto': bf16 where the device has it natively) in prune and quantize
+            steps; statistics stay fp32 (`sparsekit.calib.CalibSettings`). Both land in the calibration
+            record.
     """
     from sparsekit.steps.run import StepState, check_step_shapes, run_steps
 
     recipe = load_recipe(recipe)
     compute = resolve_device(device)
+    settings = CalibSettings(calib_batch_size, calib_dtype)
     needs_data = any(getattr(step, "needs_data", False) for step in recipe.steps)
     if isinstance(model, torch.nn.Module) and tokenizer is None and needs_data:
         raise ValueError("compress(model_object, recipe) with calibration needs the model's tokenizer: "
@@ -94,11 +101,18 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
     calibration = None
     if needs_data:
         ids = calibration_windows(tokenizer, calib, nsamples=nsamples, seqlen=seqlen, seed=seed, texts=texts)
-        calibration = {"source": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed}
+        calibration = {"source": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
+                       **settings.record(compute)}
     adapter = get_adapter(model)
     for step in recipe.steps:  # every shape constraint of every step, before any step changes a weight
         check_step_shapes(adapter, step)  # (structured steps check theirs when they run: they change shapes)
-    state = run_steps(list(recipe.steps), StepState(model, adapter, ids, compute, progress))
+    state = StepState(model, adapter, ids, compute, progress, settings)
+    if any(isinstance(step, Heal) for step in recipe.steps):
+        state.teacher = copy.deepcopy(model)  # the model as it entered the recipe
+        state.windows = lambda n, length, s: calibration_windows(tokenizer, calib, nsamples=n, seqlen=length, seed=s,
+                                                                 texts=texts)
+    state = run_steps(list(recipe.steps), state)
+    state.teacher = None
     result = Compressed(model, tokenizer, recipe, name, calibration, steps=state.records, masks=state.masks,
                         qtensors=state.qtensors)
     result.storage = storage_bits(adapter, result.steps, result.masks)

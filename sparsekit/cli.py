@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--nsamples", type=_positive_int, default=128, help="calibration windows [128]")
     co.add_argument("--seqlen", type=_positive_int, default=512, help="tokens per calibration window [512]")
     co.add_argument("--seed", type=int, default=0, help="calibration sampling seed [0]")
+    co.add_argument("--calib-batch-size", type=_positive_int, default=8,
+                    help="calibration windows per block forward [8]")
+    co.add_argument("--calib-dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                    help="precision of the calibration forwards (statistics stay fp32); auto: bf16 where the "
+                         "device has it natively [float32]")
     co.set_defaults(func=_cmd_compress)
 
     ex = sub.add_parser("export", help="write a checkpoint in a format serving stacks read (vLLM, llama.cpp)",
@@ -264,7 +269,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     command = "sparsekit " + shlex.join(args.argv)
     compressed = convert(args.model, recipe, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                          seed=args.seed, device=args.device, dtype=args.dtype, data_dir=args.data_dir,
-                         progress=not args.quiet)
+                         progress=not args.quiet, calib_batch_size=args.calib_batch_size,
+                         calib_dtype=args.calib_dtype)
     out_dir = save(compressed, args.out, command=command)
     if args.json != "-":
         _print_compressed(compressed, out_dir, sys.stdout)

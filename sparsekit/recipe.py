@@ -99,10 +99,37 @@ class SearchOptions:
 
 
 @dataclass
+class DSnoTOptions:
+    """DSnoT mask refinement (`sparsekit.prune.dsnot`): at most `max_cycles` swaps per output row; growth
+    candidates are ranked by contribution / Var(x_j)^`var_power` (the paper's 50 and 1)."""
+
+    max_cycles: int = 50
+    var_power: float = 1.0
+
+
+@dataclass
+class ReconstructOptions:
+    """Block-wise reconstruction after masking (`sparsekit.prune.reconstruct`): `epochs` passes of Adam at
+    learning rate `lr` over the calibration batches, per block, masks fixed."""
+
+    epochs: int = 2
+    lr: float = 1e-4
+
+
+def _optional(step: str, key: str, cls: type, value: Any) -> Any:
+    """An optional nested option block: null / false (off), true (the defaults) or a mapping."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return cls()
+    return _nested(step, key, cls, value)
+
+
+@dataclass
 class Prune:
     """Unstructured or N:M pruning of the block projections (see `sparsekit.steps.prune`).
 
-    method: magnitude | wanda | sparsegpt.
+    method: magnitude | wanda | ria | sparsegpt.
     sparsity: fraction of the targeted weights to remove (unstructured); N:M patterns imply 1 - N/M.
     pattern: 'unstructured' or 'N:M' along the input dimension (2:4, 4:8, ...).
     allocation: uniform | global (one magnitude threshold over all modules) | per_type (`ratios`)
@@ -117,6 +144,12 @@ class Prune:
         |W| x ||X * gate|| (method wanda).
     sequential: calibrate block i on the outputs of the already-pruned blocks (Wanda/SparseGPT).
     blocksize, dampening: SparseGPT's lazy-update block width and relative Hessian dampening.
+    permute: reorder input channels where that is exact and free before N:M masking (RIA's channel
+        permutation: MLP intermediate channels for down_proj, value channels inside each head for
+        o_proj; `sparsekit.prune.permute`).
+    dsnot: refine each mask with DSnoT (`true` or `{max_cycles, var_power}`; score methods only).
+    reconstruct: after each block is masked, fit its kept weights to the dense block's outputs
+        (`true` or `{epochs, lr}`; calibrated methods).
     """
 
     NAME: ClassVar[str] = "prune"
@@ -135,6 +168,9 @@ class Prune:
     sequential: bool = True
     blocksize: int = 128
     dampening: float = 0.01
+    permute: bool = False
+    dsnot: DSnoTOptions | None = None
+    reconstruct: ReconstructOptions | None = None
 
     def __post_init__(self) -> None:
         s = self.NAME
@@ -194,6 +230,28 @@ class Prune:
                                  f"got {self.blocksize}")
         if float(self.dampening) < 0:
             raise SparsekitError(f"{s}: dampening must be >= 0, got {self.dampening}")
+        if not isinstance(self.permute, bool):
+            raise SparsekitError(f"{s}: permute must be true or false, got {self.permute!r}")
+        if self.permute and (not pattern.structured or traits.data_free):
+            raise SparsekitError(f"{s}: permute reorders channels for an N:M mask scored on calibration data; it needs "
+                                 f"an N:M pattern (got {self.pattern}) and a calibrated method (got {self.method})")
+        self.dsnot = _optional(s, "dsnot", DSnoTOptions, self.dsnot)
+        if self.dsnot is not None:
+            if not traits.refinable:
+                raise SparsekitError(f"{s}: dsnot refines the masks of score methods on calibration statistics; use "
+                                     f"method: {_either(methods_with('refinable'))}")
+            _at_least(s, "dsnot.max_cycles", self.dsnot.max_cycles, 1)
+            if float(self.dsnot.var_power) < 0:
+                raise SparsekitError(f"{s}: dsnot.var_power must be >= 0, got {self.dsnot.var_power}")
+        self.reconstruct = _optional(s, "reconstruct", ReconstructOptions, self.reconstruct)
+        if self.reconstruct is not None:
+            if traits.data_free:
+                calibrated = tuple(m for m in PRUNE_METHODS if not method_traits(m).data_free)
+                raise SparsekitError(f"{s}: reconstruct fits each block on calibration inputs; method {self.method!r} "
+                                     f"uses none: use method: {_either(calibrated)}")
+            _at_least(s, "reconstruct.epochs", self.reconstruct.epochs, 1)
+            if not float(self.reconstruct.lr) > 0:
+                raise SparsekitError(f"{s}: reconstruct.lr must be > 0, got {self.reconstruct.lr}")
 
     @property
     def traits(self) -> MethodTraits:
@@ -507,9 +565,60 @@ def _nested(step: str, key: str, cls: type, value: Any) -> Any:
     return cls(**value)
 
 
+@dataclass
+class Heal:
+    """Healing by distillation (see `sparsekit.steps.heal`): train the compressed model to match the model
+    as it entered the recipe (the teacher) on C4 windows, with every pruned weight held at exactly zero.
+
+    tokens: the budget, in training tokens (windows of `seqlen` tokens, `batch_size` per step).
+    lr: AdamW peak learning rate (linear warm-up over the first `warmup` fraction, then linear decay).
+    temperature: of the softened distributions in the KL loss (the loss is scaled by T^2).
+    seed: draws the training windows (another draw than calibration's seed 0).
+    resume: a folder for the resumable state (written every `save_every` steps; a later run of the same
+        step continues from it), or null.
+    """
+
+    NAME: ClassVar[str] = "heal"
+
+    tokens: int = 262144
+    seqlen: int = 512
+    batch_size: int = 4
+    lr: float = 1e-4
+    warmup: float = 0.05
+    temperature: float = 1.0
+    seed: int = 1
+    resume: str | None = None
+    save_every: int = 25
+
+    def __post_init__(self) -> None:
+        s = self.NAME
+        _at_least(s, "seqlen", self.seqlen, 2)
+        _at_least(s, "batch_size", self.batch_size, 1)
+        _at_least(s, "tokens", self.tokens, self.seqlen * self.batch_size)
+        _at_least(s, "save_every", self.save_every, 1)
+        _at_least(s, "seed", self.seed, 0)
+        if not float(self.lr) > 0:
+            raise SparsekitError(f"{s}: lr must be > 0, got {self.lr}")
+        if not float(self.temperature) > 0:
+            raise SparsekitError(f"{s}: temperature must be > 0, got {self.temperature}")
+        self.warmup = _fraction(s, "warmup", self.warmup, upper_open=True)
+        if self.resume is not None and not isinstance(self.resume, str):
+            raise SparsekitError(f"{s}: resume must be a folder path or null, got {self.resume!r}")
+
+    @property
+    def needs_data(self) -> bool:
+        """Healing reads its own C4 windows."""
+        return True
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps the token budget buys."""
+        return self.tokens // (self.seqlen * self.batch_size)
+
+
 STEPS: dict[str, type] = {"drop_blocks": DropBlocks, "drop_sublayers": DropSublayers, "prune_heads": PruneHeads,
                            "prune_channels": PruneChannels, "prune_experts": PruneExperts, "prune": Prune,
-                           "quantize": Quantize}
+                           "quantize": Quantize, "heal": Heal}
 
 
 STRUCTURED_STEPS = (DropBlocks, DropSublayers, PruneHeads, PruneChannels, PruneExperts)
@@ -533,6 +642,12 @@ def _check_order(steps: list[Any]) -> None:
                              "and modules outside the blocks, e.g. modules: [lm_head])")
     if quant and any(isinstance(st, Prune) for st in steps[quant[0] + 1:]):
         raise SparsekitError(f"recipe step {quant[0] + 1} quantizes before a prune step; put prune steps first")
+    heal = [i for i, st in enumerate(steps) if isinstance(st, Heal)]
+    if heal and quant and heal[-1] > quant[0]:
+        raise SparsekitError(f"recipe step {heal[-1] + 1} (heal) comes after step {quant[0] + 1} (quantize); heal "
+                             "before quantizing: training moves weights off the quantization grid")
+    if heal and any(isinstance(st, Prune) for st in steps[heal[0] + 1:]):
+        raise SparsekitError(f"recipe step {heal[0] + 1} (heal) comes before a prune step; heal after pruning")
     for i in quant:
         before = steps[i - 1] if i > 0 else None
         if steps[i].joint and not (isinstance(before, Prune) and before.traits.joint_quantization):
@@ -598,7 +713,11 @@ class Recipe:
         for step in self.steps:
             if isinstance(step, Prune):
                 amount = step.pattern if step.pattern != "unstructured" else f"{step.sparsity:.0%} unstructured"
-                parts.append(f"{step.method} {amount} ({step.allocation})")
+                extras = [name for name, on in (("permute", step.permute), ("dsnot", step.dsnot is not None),
+                                                 ("reconstruct", step.reconstruct is not None)) if on]
+                parts.append(f"{step.method} {amount} ({step.allocation})" + "".join(f" + {e}" for e in extras))
+            elif isinstance(step, Heal):
+                parts.append(f"heal ({step.tokens:,} tokens)")
             elif isinstance(step, Quantize):
                 parts.append(f"{step.quant_format().describe()} {step.method}" + (" (joint)" if step.joint else ""))
             elif isinstance(step, DropSublayers):

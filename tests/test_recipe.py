@@ -46,7 +46,7 @@ def test_recipe_file(tmp_path):
 
 
 @pytest.mark.parametrize("data, message", [
-    ([{"prune": {"method": "obs"}}], "method 'obs' is not one of magnitude, wanda, sparsegpt"),
+    ([{"prune": {"method": "obs"}}], "method 'obs' is not one of magnitude, wanda, ria, sparsegpt"),
     ([{"prune": {"sparsty": 0.5}}], r"unknown option\(s\) 'sparsty'"),
     ([{"prune": {"sparsity": 1.0}}], r"sparsity must be in \[0, 1\)"),
     ([{"prune": {"sparsity": "half"}}], "sparsity must be a number"),
@@ -96,3 +96,25 @@ def test_gptq_defaults_to_act_order_except_joint_and_rtn():
     assert Quantize(method="gptq", act_order=False).act_order is False
     recipe = Recipe.from_list([{"quantize": {"format": "int4", "method": "gptq"}}])
     assert Recipe.from_yaml(recipe.to_yaml()).steps[0].act_order is True
+
+
+def test_dsnot_and_reconstruct_options_round_trip_and_refusals():
+    text = """
+- prune: {method: ria, pattern: "2:4", dsnot: true, reconstruct: {epochs: 3, lr: 0.0002}}
+- prune: {method: sparsegpt, pattern: "2:4", reconstruct: true, dsnot: null}
+"""
+    recipe = Recipe.from_yaml(text)
+    a, b = recipe.steps
+    assert a.dsnot.max_cycles == 50 and a.reconstruct.epochs == 3 and a.reconstruct.lr == 0.0002
+    assert b.dsnot is None and b.reconstruct.epochs == 2
+    assert Recipe.from_yaml(recipe.to_yaml()) == recipe
+    with pytest.raises(SparsekitError, match="dsnot refines .* use method: wanda or ria"):
+        Prune(method="sparsegpt", pattern="2:4", dsnot=True)
+    with pytest.raises(SparsekitError, match="reconstruct fits each block .* use method: wanda, ria or sparsegpt"):
+        Prune(method="magnitude", reconstruct=True)
+    with pytest.raises(SparsekitError, match="dsnot.max_cycles must be an integer >= 1"):
+        Prune(method="wanda", dsnot={"max_cycles": 0})
+    with pytest.raises(SparsekitError, match="reconstruct.lr must be > 0"):
+        Prune(method="wanda", reconstruct={"lr": 0})
+    with pytest.raises(SparsekitError, match=r"prune.reconstruct: unknown option\(s\) 'steps'"):
+        Prune(method="wanda", reconstruct={"steps": 3})

@@ -22,6 +22,8 @@ per-expert statistics here; their router and attention projections do.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -36,6 +38,65 @@ from sparsekit.models.adapters import Adapter, get_adapter
 from sparsekit.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
+
+
+FORWARD_DTYPES = ("float32", "bfloat16", "auto")
+
+
+@dataclass(frozen=True)
+class CalibSettings:
+    """How the calibration forwards run (what they compute is the recipe's business).
+
+    batch_size: calibration windows per block forward. Windows have equal length, so batching changes
+        nothing but the order of fp32 sums, and fewer, larger calls amortise a small model's per-call
+        overhead.
+    forward_dtype: 'float32', 'bfloat16' (the block forwards under bf16 autocast: the projections and
+        attention run in bf16 with fp32 accumulation, norms, residual adds and every statistic stay fp32)
+        or 'auto' (bf16 where the device computes it natively: a CUDA GPU with bf16, a CPU with
+        AVX512_BF16 or AMX; fp32 elsewhere, where bf16 would be emulated and slower). The inputs the
+        statistics see are then bf16-rounded, so masks can differ from an fp32 run: the pruned
+        model's perplexity, not its masks, is what stays within calibration noise (README, issue 18).
+    """
+
+    batch_size: int = 8
+    forward_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise SparsekitError(f"calibration batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.forward_dtype not in FORWARD_DTYPES:
+            raise SparsekitError(f"calibration forward_dtype must be one of {', '.join(FORWARD_DTYPES)}, "
+                                 f"got {self.forward_dtype!r}")
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype of the block forwards on `device` (None: plain fp32)."""
+        if self.forward_dtype == "float32":
+            return None
+        if self.forward_dtype == "auto" and not native_bf16(device):
+            return None
+        return torch.bfloat16
+
+    def record(self, device: torch.device) -> dict[str, Any]:
+        """What a checkpoint's calibration record says about the forwards (the resolved dtype)."""
+        dtype = self.autocast_dtype(device)
+        return {"batch_size": self.batch_size, "forward_dtype": "bfloat16" if dtype else "float32"}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 matmuls in hardware."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and _cpu_has_bf16()
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: no way to tell here, so no bf16
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class _StopForward(Exception):
@@ -60,6 +121,7 @@ class BlockContext:
     outputs: list[torch.Tensor]
     device: torch.device
     _kwargs: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    autocast: torch.dtype | None = None  # the forwards' autocast dtype (CalibSettings.forward_dtype)
 
     def linears(self) -> dict[str, nn.Linear]:
         """The block's projections by block-relative name."""
@@ -68,7 +130,19 @@ class BlockContext:
     @torch.no_grad()
     def forward(self) -> list[torch.Tensor]:
         """Run the block (as it is now) on its calibration inputs, e.g. to measure reconstruction error."""
-        return [block_output(self.block(x, **kw)) for x, kw in zip(self.inputs, self._kwargs)]
+        return [self.forward_batch(b) for b in range(len(self.inputs))]
+
+    def forward_batch(self, b: int) -> torch.Tensor:
+        """The block's output on calibration batch `b` (with gradients if enabled: reconstruction)."""
+        with autocast(self.device, self.autocast):
+            return block_output(self.block(self.inputs[b], **self._kwargs[b]))
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device`'s type, or nothing when `dtype` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def block_output(out: Any) -> torch.Tensor:
@@ -133,7 +207,7 @@ class LayerwiseCalibrator:
         linears: block-relative projection names to track (default: every projection of the adapter).
         sequential: feed block i+1 with the outputs of the *modified* block i (default, as in
             SparseGPT/Wanda); False feeds the unmodified outputs.
-        batch_size: calibration windows per forward.
+        settings: batch size and precision of the forwards (`CalibSettings`; default: 8 windows, fp32).
         progress: show a progress bar over blocks.
 
     Use `run(input_ids, on_block)` with a callback, or iterate `blocks(input_ids)` and modify each
@@ -142,7 +216,7 @@ class LayerwiseCalibrator:
 
     def __init__(self, model: nn.Module, *, adapter: Adapter | None = None, device: str | torch.device = "auto",
                  hessian: bool = False, stats: bool = True, linears: Iterable[str] | None = None,
-                 sequential: bool = True, batch_size: int = 1, progress: bool = True):
+                 sequential: bool = True, settings: CalibSettings | None = None, progress: bool = True):
         self.model = model
         self.adapter = adapter or get_adapter(model)
         self.device = resolve_device(device)
@@ -155,9 +229,9 @@ class LayerwiseCalibrator:
             raise SparsekitError(f"unknown projections {unknown} for the '{self.adapter.spec.name}' layout; "
                                  f"known: {sorted(known)}")
         self.sequential = sequential
-        if batch_size < 1:
-            raise SparsekitError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
+        self.settings = settings or CalibSettings()
+        self.batch_size = self.settings.batch_size
+        self.autocast = self.settings.autocast_dtype(self.device)
         self.progress = progress
 
     # -- capture ---------------------------------------------------------------------------------
@@ -248,9 +322,10 @@ class LayerwiseCalibrator:
                 hooks.append(lin.register_forward_pre_hook(hook))
         try:
             outputs = []
-            for x, kw in zip(inputs, kwargs):
-                outputs.append(block_output(block(x, **kw)))
-                seen.clear()
+            with autocast(self.device, self.autocast):
+                for x, kw in zip(inputs, kwargs):
+                    outputs.append(block_output(block(x, **kw)))
+                    seen.clear()
         finally:
             for h in hooks:
                 h.remove()
@@ -269,7 +344,7 @@ class LayerwiseCalibrator:
                 with torch.no_grad():
                     stats, outputs = self._collect(block, inputs, kwargs[i])
                 ctx = BlockContext(i, f"{self.adapter.blocks_path}.{i}", block, self.adapter, stats, inputs, outputs,
-                                   self.device, kwargs[i])
+                                   self.device, kwargs[i], self.autocast)
                 yield ctx
                 if self.sequential:
                     outputs = ctx.forward()

@@ -192,6 +192,67 @@ def prune_mlp_channels(adapter: Adapter, block: int, keep: torch.Tensor) -> int:
     return removed
 
 
+def _permute_rows_(linear: nn.Linear, rows: torch.Tensor, at: int = 0) -> None:
+    """Reorder output rows at..at+len(rows) of `linear` in place: new row at+i = old row at+rows[i]."""
+    idx = rows.to(linear.weight.device) + at
+    span = slice(at, at + rows.numel())
+    linear.weight.data[span] = linear.weight.data[idx]
+    if linear.bias is not None:
+        linear.bias.data[span] = linear.bias.data[idx]
+
+
+def _permute_cols_(linear: nn.Linear, cols: torch.Tensor) -> None:
+    linear.weight.data.copy_(linear.weight.data[:, cols.to(linear.weight.device)])
+
+
+def permute_mlp_channels(adapter: Adapter, block: int, perm: torch.Tensor) -> None:
+    """Reorder the intermediate channels of a dense MLP in place (gate/up rows and down columns by one
+    permutation: new channel i = old channel perm[i]). The block computes exactly what it did: the
+    activation and the gate product are elementwise per channel, and down sums over channels in any
+    order. Lets an N:M mask of down_proj group its input channels freely (`sparsekit.prune.permute`)."""
+    if adapter.spec.experts is not None:
+        raise SparsekitError("permuting MLP channels needs a dense MLP; MoE experts are not permuted")
+    roles = _by_role(adapter, block)
+    perm = torch.as_tensor(perm, dtype=torch.long)
+    width = roles["down"][1].in_features
+    if sorted(perm.tolist()) != list(range(width)):
+        raise SparsekitError(f"block {block}: an MLP channel permutation must hold each of 0..{width - 1} once")
+    for role in ("gate", "up"):
+        if role in roles:
+            _permute_rows_(roles[role][1], perm)
+    if "gate_up" in roles:  # fused [gate; up] rows
+        _permute_rows_(roles["gate_up"][1], perm)
+        _permute_rows_(roles["gate_up"][1], perm, at=width)
+    _permute_cols_(roles["down"][1], perm)
+
+
+def value_channel_order(adapter: Adapter, block: int, perms: torch.Tensor) -> torch.Tensor:
+    """The order of o_proj's input channels that per-KV-head permutations `perms` ([kv_heads, head_dim])
+    of the value channels imply: every query head reads the value head of its group."""
+    q_heads, kv_heads, d = attention_geometry(adapter, block)
+    perms = torch.as_tensor(perms, dtype=torch.long)
+    if tuple(perms.shape) != (kv_heads, d) or any(sorted(p.tolist()) != list(range(d)) for p in perms):
+        raise SparsekitError(f"block {block}: value permutations must be [{kv_heads}, {d}], each a permutation "
+                             f"of 0..{d - 1}")
+    per = q_heads // kv_heads
+    return torch.cat([h * d + perms[h // per] for h in range(q_heads)])
+
+
+def permute_value_channels(adapter: Adapter, block: int, perms: torch.Tensor) -> None:
+    """Reorder the channels inside each value head in place (v_proj rows; o_proj columns of every query
+    head of that KV group) by `perms[kv_head]`. Exact: attention mixes value vectors across positions,
+    never across channels, and rotary embeddings touch only queries and keys."""
+    q_heads, kv_heads, d = attention_geometry(adapter, block)
+    order = value_channel_order(adapter, block, perms)
+    roles = _by_role(adapter, block)
+    kv_rows = torch.cat([h * d + torch.as_tensor(perms[h], dtype=torch.long) for h in range(kv_heads)])
+    if "qkv" in roles:
+        _permute_rows_(roles["qkv"][1], kv_rows, at=(q_heads + kv_heads) * d)
+    else:
+        _permute_rows_(roles["v"][1], kv_rows)
+    _permute_cols_(roles["o"][1], order)
+
+
 def attention_geometry(adapter: Adapter, block: int) -> tuple[int, int, int]:
     """(query heads, KV heads, head_dim) of a block's attention, read from its modules."""
     attn = adapter.attention(block)

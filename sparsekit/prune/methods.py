@@ -4,9 +4,12 @@
 |-----------|-----------------------------|--------------|----------------|--------------------|
 | magnitude | abs(W)                      | layer        | none           | nothing            |
 | wanda     | abs(W) * norm of input col  | output row   | none           | sum x^2            |
+| ria       | relative abs(W) * norm^0.5  | output row   | none           | sum x^2            |
 | sparsegpt | w^2 / [H^-1]_qq (OBS)       | column block | OBS update     | X^T X (Hessian)    |
 
-N:M patterns rank inside each group of M inputs for every method.
+N:M patterns rank inside each group of M inputs for every method. The score methods (no weight
+update) may have their masks refined by DSnoT (`sparsekit.prune.dsnot`), which needs the inputs'
+channel means and variances (collected with sum x^2).
 
 What each method needs and allows is one `MethodTraits` record in `TRAITS`: recipe validation, the
 prune step and the sensitivity search ask the traits, so a new method is one row there plus its
@@ -22,8 +25,10 @@ import torch
 
 from sparsekit.calib.stats import LinearStats
 from sparsekit.errors import SparsekitError
+from sparsekit.prune.dsnot import dsnot_refine
 from sparsekit.prune.magnitude import magnitude_scores
 from sparsekit.prune.patterns import Pattern, check_shape, parse_pattern, select_mask
+from sparsekit.prune.ria import ria_scores
 from sparsekit.prune.sparsegpt import sparsegpt
 from sparsekit.prune.wanda import wanda_scores
 
@@ -48,6 +53,8 @@ class MethodTraits:
         straddle two blocks.
     joint_quantization: its column sweep can quantize the kept weights as it goes (`quantize: {joint: true}`).
     moe_experts: has a score for the fused MoE expert weights (`experts: true`, MoE-Pruner).
+    refinable: a score method on calibration statistics whose masks DSnoT may refine (`dsnot` option):
+        the weights stay the dense ones, so swapping which are kept is meaningful.
     """
 
     stats: Stats | None
@@ -58,6 +65,7 @@ class MethodTraits:
     column_blocks: bool = False
     joint_quantization: bool = False
     moe_experts: bool = False
+    refinable: bool = False
 
     @property
     def data_free(self) -> bool:
@@ -68,7 +76,8 @@ class MethodTraits:
 #: Every pruning method with its traits; the order is the one error messages and built-ins list.
 TRAITS: dict[str, MethodTraits] = {
     "magnitude": MethodTraits(stats=None, group="layer", global_scores=True),
-    "wanda": MethodTraits(stats="sum_sq", group="row", activation_aware=True, moe_experts=True),
+    "wanda": MethodTraits(stats="sum_sq", group="row", activation_aware=True, moe_experts=True, refinable=True),
+    "ria": MethodTraits(stats="sum_sq", group="row", activation_aware=True, refinable=True),
     "sparsegpt": MethodTraits(stats="hessian", group="column_block", activation_aware=True, column_blocks=True,
                               joint_quantization=True),
 }
@@ -103,11 +112,27 @@ def granularity(method: str, pattern: Pattern | str, shape: tuple[int, int]) -> 
     return shape[0] if method_traits(method).group == "row" else 1
 
 
+def method_scores(method: str, weight: torch.Tensor, stats: LinearStats | None) -> torch.Tensor:
+    """The importance scores of a score method (higher = keep), fp32, shaped like `weight`."""
+    if method == "magnitude":
+        return magnitude_scores(weight)
+    if method == "wanda":
+        return wanda_scores(weight, stats.sum_sq)
+    if method == "ria":
+        return ria_scores(weight, stats.sum_sq)
+    raise ValueError(f"pruning method {method!r} has no importance score of its own")
+
+
 @torch.no_grad()
 def prune_weight(method: str, weight: torch.Tensor, stats: LinearStats | None, sparsity: float,
                  pattern: Pattern | str = "unstructured", *, blocksize: int = 128,
-                 dampening: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return `(pruned_weight, keep_mask)` for a `[out, in]` weight; the input is not modified."""
+                 dampening: float = 0.01, dsnot: tuple[int, float] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return `(pruned_weight, keep_mask)` for a `[out, in]` weight; the input is not modified.
+
+    dsnot: `(max_cycles, var_power)` to refine a score method's mask with DSnoT (needs `stats` with
+    channel sums), or None.
+    """
     pattern = parse_pattern(pattern)
     check_shape(pattern, tuple(weight.shape))
     if method not in TRAITS:
@@ -115,11 +140,15 @@ def prune_weight(method: str, weight: torch.Tensor, stats: LinearStats | None, s
     traits = TRAITS[method]
     if traits.stats is not None and stats is None:
         raise ValueError(f"{method} needs calibration statistics of the layer inputs")
-    if method == "magnitude":
-        mask = select_mask(magnitude_scores(weight), sparsity, pattern, traits.group)
-        return weight.masked_fill(~mask, 0), mask
-    if method == "wanda":
-        mask = select_mask(wanda_scores(weight, stats.sum_sq), sparsity, pattern, traits.group)
+    if dsnot is not None and (not traits.refinable or stats is None):
+        raise ValueError(f"dsnot refines the masks of {', '.join(methods_with('refinable'))} (with calibration "
+                         f"statistics); got method {method!r}")
+    if method in ("magnitude", "wanda", "ria"):
+        scores = method_scores(method, weight, stats)
+        mask = select_mask(scores, sparsity, pattern, traits.group)
+        if dsnot is not None:
+            mask = dsnot_refine(weight, mask, scores, stats.mean(), stats.var(), pattern, max_cycles=dsnot[0],
+                                var_power=dsnot[1])
         return weight.masked_fill(~mask, 0), mask
     if method == "sparsegpt":
         if stats.xtx is None:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from sparsekit.calib.engine import LayerwiseCalibrator
+from sparsekit.calib.engine import CalibSettings, LayerwiseCalibrator
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.quant.base import QTensor, remask
@@ -81,8 +81,9 @@ def check_quantize_targets(adapter: Adapter, step: Quantize, targets: list[Targe
 @torch.no_grad()
 def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: torch.Tensor | None = None, *,
                  masks: dict[str, torch.Tensor] | None = None, device: torch.device | str = "cpu",
-                 progress: bool = True) -> QuantizeResult:
-    """Apply `step` to `model` in place; `masks` (keep-masks by full name) protect pruned zeros."""
+                 progress: bool = True, settings: CalibSettings | None = None) -> QuantizeResult:
+    """Apply `step` to `model` in place; `masks` (keep-masks by full name) protect pruned zeros;
+    `settings`: batch size and precision of GPTQ's calibration forwards (`CalibSettings`)."""
     if step.joint:
         raise SparsekitError("quantize: joint: true runs inside the preceding sparsegpt prune step; use "
                              "sparsekit.compress or sparsekit.steps.prune.run_prune_quantize, which pair the two steps")
@@ -115,7 +116,7 @@ def run_quantize(model: nn.Module, adapter: Adapter, step: Quantize, calib_ids: 
         groups = by_block(targets)
         rels = list(dict.fromkeys(t.rel for t in targets))
         calib = LayerwiseCalibrator(model, adapter=adapter, device=resolve_device(device), hessian=True,
-                                    linears=rels, sequential=step.sequential, progress=progress)
+                                    linears=rels, sequential=step.sequential, settings=settings, progress=progress)
         for ctx in calib.blocks(calib_ids):
             linears = ctx.linears()
             for t in groups.get(ctx.index, []):

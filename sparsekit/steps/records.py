@@ -136,6 +136,10 @@ class PruneRecord(StepRecord):
     modules: dict[str, PrunedModule] = field(default_factory=dict)
     sparsity: float = 0.0
     allocation: dict[str, Any] = field(default_factory=dict)
+    #: block-wise reconstruction (`reconstruct` option): block index -> [relative error before, after]
+    reconstruction: dict[str, list[float]] = field(default_factory=dict)
+    #: channel permutation (`permute` option): module -> input channels that moved (folded into the weights)
+    permuted: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         by_role: dict[str, list[int]] = {}
@@ -149,13 +153,15 @@ class PruneRecord(StepRecord):
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "seconds": self.seconds, "sparsity": self.sparsity,
-                "modules": {n: m.to_dict() for n, m in self.modules.items()}, "allocation": self.allocation}
+                "modules": {n: m.to_dict() for n, m in self.modules.items()}, "allocation": self.allocation,
+                "reconstruction": self.reconstruction, "permuted": self.permuted}
 
     @classmethod
     def _parse(cls, data: dict[str, Any]) -> "PruneRecord":
         return cls(step=data["step"], seconds=data["seconds"], sparsity=data["sparsity"],
                    modules={n: PrunedModule.from_dict(m) for n, m in data["modules"].items()},
-                   allocation=data.get("allocation", {}))
+                   allocation=data.get("allocation", {}), reconstruction=data.get("reconstruction", {}),
+                   permuted=data.get("permuted", {}))
 
 
 @record_kind("quantize")
@@ -211,6 +217,36 @@ class WidthRecord(StepRecord):
     def _parse(cls, data: dict[str, Any]) -> "WidthRecord":
         return cls(step=data["step"], seconds=data["seconds"], params_removed=data["params_removed"],
                    kept=data["kept"])
+
+
+@record_kind("heal")
+@dataclass
+class HealRecord(StepRecord):
+    """A heal step: optimizer steps and training tokens, the distillation loss of its first and last
+    step, and the step it resumed from (0: a fresh run)."""
+
+    step: str = "heal"
+    steps: int = 0
+    tokens: int = 0
+    loss_first: float | None = None
+    loss_last: float | None = None
+    resumed_from: int = 0
+
+    def summary(self) -> str:
+        first = "-" if self.loss_first is None else f"{self.loss_first:.4f}"
+        last = "-" if self.loss_last is None else f"{self.loss_last:.4f}"
+        return (f": {self.steps} steps, {self.tokens:,} tokens, distillation loss {first} -> {last} "
+                f"in {self.seconds:.1f} s")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "seconds": self.seconds, "steps": self.steps, "tokens": self.tokens,
+                "loss_first": self.loss_first, "loss_last": self.loss_last, "resumed_from": self.resumed_from,
+                "modules": {}}
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> "HealRecord":
+        return cls(step=data["step"], seconds=data["seconds"], steps=data["steps"], tokens=data["tokens"],
+                   loss_first=data["loss_first"], loss_last=data["loss_last"], resumed_from=data["resumed_from"])
 
 
 @record_kind("drop_sublayers")

@@ -18,13 +18,16 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.nn as nn
 
+from sparsekit.calib.engine import CalibSettings
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
-from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Prune, PruneChannels, PruneExperts,
-                              PruneHeads, Quantize)
+from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Heal, Prune, PruneChannels,
+                              PruneExperts, PruneHeads, Quantize)
 from sparsekit.steps.prune import PruneResult, check_prune_shapes, run_prune, run_prune_quantize
 from sparsekit.steps.quantize import check_quantize_shapes, run_quantize
-from sparsekit.steps.records import DropBlocksRecord, DropSublayersRecord, QuantizeRecord, StepRecord, WidthRecord
+from sparsekit.steps.heal import run_heal
+from sparsekit.steps.records import (DropBlocksRecord, DropSublayersRecord, HealRecord, QuantizeRecord, StepRecord,
+                                     WidthRecord)
 from sparsekit.steps.structured import run_drop_blocks, run_drop_sublayers, run_prune_experts, run_prune_width
 from sparsekit.steps.targets import step_targets
 
@@ -38,6 +41,9 @@ class StepState:
     ids: torch.Tensor | None
     device: torch.device
     progress: bool = True
+    calib: CalibSettings = field(default_factory=CalibSettings)  # the prune / quantize / heal steps' forwards
+    teacher: nn.Module | None = None  # the model as it entered the recipe (heal steps distil it)
+    windows: Callable[[int, int, int], torch.Tensor] | None = None  # (n, seqlen, seed) -> C4 token windows
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     qtensors: dict[str, Any] = field(default_factory=dict)
     records: list[StepRecord] = field(default_factory=list)
@@ -76,7 +82,7 @@ def check_step_shapes(adapter: Adapter, step: Any) -> None:
         check_prune_shapes(adapter, step)
     elif isinstance(step, Quantize):
         check_quantize_shapes(adapter, step)
-    elif not isinstance(step, STRUCTURED_STEPS):
+    elif not isinstance(step, (*STRUCTURED_STEPS, Heal)):
         raise SparsekitError(f"recipe step {type(step).__name__} has no shape check in sparsekit.steps.run")
 
 
@@ -100,7 +106,7 @@ def _keep_masks(st: StepState, out: PruneResult) -> None:
 
 @handles(Prune)
 def _prune(step: Prune, st: StepState) -> None:
-    out = run_prune(st.model, st.adapter, step, st.ids, device=st.device, progress=st.progress)
+    out = run_prune(st.model, st.adapter, step, st.ids, device=st.device, progress=st.progress, settings=st.calib)
     _keep_masks(st, out)
     st.records.append(out.record())
 
@@ -108,7 +114,7 @@ def _prune(step: Prune, st: StepState) -> None:
 @handles(PruneQuantizeJoint)
 def _prune_quantize_joint(unit: PruneQuantizeJoint, st: StepState) -> None:
     pruned, quantized = run_prune_quantize(st.model, st.adapter, unit.prune, unit.quantize, st.ids,
-                                           device=st.device, progress=st.progress)
+                                           device=st.device, progress=st.progress, settings=st.calib)
     _keep_masks(st, pruned)
     st.qtensors.update(quantized.qtensors)
     st.records.append(pruned.record())
@@ -123,9 +129,21 @@ def _quantize(step: Quantize, st: StepState) -> None:
     if twice:
         raise SparsekitError(f"quantize: {', '.join(twice[:3])} would be quantized by two steps; give each quantize "
                              "step its own modules (exclude them from one)")
-    out = run_quantize(st.model, st.adapter, step, st.ids, masks=st.masks, device=st.device, progress=st.progress)
+    out = run_quantize(st.model, st.adapter, step, st.ids, masks=st.masks, device=st.device, progress=st.progress,
+                       settings=st.calib)
     st.qtensors.update(out.qtensors)
     st.records.append(out.record())
+
+
+@handles(Heal)
+def _heal(step: Heal, st: StepState) -> None:
+    if st.teacher is None or st.windows is None:
+        raise SparsekitError("heal needs the model as it entered the recipe and C4 windows; run it through "
+                             "sparsekit.compress, which keeps both")
+    out = run_heal(st.model, st.teacher, st.adapter, step, st.masks, st.windows, settings=st.calib,
+                   progress=st.progress)
+    st.records.append(HealRecord(seconds=out.seconds, steps=out.steps, tokens=out.tokens, loss_first=out.loss_first,
+                                 loss_last=out.loss_last, resumed_from=out.resumed_from))
 
 
 @handles(PruneHeads, PruneChannels, PruneExperts)

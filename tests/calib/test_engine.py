@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sparsekit.calib import LayerwiseCalibrator
+from sparsekit.calib import CalibSettings, LayerwiseCalibrator
 from sparsekit.errors import SparsekitError
 from sparsekit.models import get_adapter
 from tests.tiny import TINY, tiny_model
@@ -41,11 +41,13 @@ def test_block_by_block_equals_full_forward(arch, rerun):
     ids = _ids()
     _, ref_out, _ = _full_forward_io(model, ids)
     seen = {}
-    cal = LayerwiseCalibrator(model, device="cpu", batch_size=3, progress=False)
+    cal = LayerwiseCalibrator(model, device="cpu", settings=CalibSettings(batch_size=3), progress=False)
     on_block = (lambda ctx: None) if rerun else None
     final = cal.run(ids, on_block) if rerun else None
     if not rerun:
-        for ctx in LayerwiseCalibrator(model, device="cpu", batch_size=3, progress=False, sequential=False).blocks(ids):
+        cal1 = LayerwiseCalibrator(model, device="cpu", settings=CalibSettings(batch_size=3), progress=False,
+                                   sequential=False)
+        for ctx in cal1.blocks(ids):
             seen[ctx.index] = ctx.outputs[0]
         for i in range(3):
             torch.testing.assert_close(seen[i], ref_out[i][0], rtol=1e-5, atol=1e-6)
@@ -84,7 +86,7 @@ def test_statistics_equal_direct_computation(arch):
     ids = _ids(n=4, seqlen=20)
     _, _, lin_in = _full_forward_io(model, ids)
     collected = {}
-    cal = LayerwiseCalibrator(model, device="cpu", hessian=True, batch_size=3, progress=False)
+    cal = LayerwiseCalibrator(model, device="cpu", hessian=True, settings=CalibSettings(batch_size=3), progress=False)
     cal.run(ids, lambda ctx: collected.update({(ctx.index, n): s for n, s in ctx.stats.items()}))
     assert set(collected) == set(lin_in)
     for key, x in lin_in.items():
@@ -102,7 +104,7 @@ def test_projections_that_read_one_input_share_its_statistics():
     o_proj and down_proj read tensors of their own."""
     model = tiny_model("llama")
     groups = []
-    cal = LayerwiseCalibrator(model, device="cpu", hessian=True, batch_size=2, progress=False)
+    cal = LayerwiseCalibrator(model, device="cpu", hessian=True, settings=CalibSettings(batch_size=2), progress=False)
     cal.run(_ids(n=4, seqlen=16), lambda ctx: groups.append(ctx.stats))
     for stats in groups:
         q, k, v = (stats[f"self_attn.{p}_proj"] for p in "qkv")
@@ -134,7 +136,7 @@ def test_modification_propagates_in_sequential_mode(sequential):
         if ctx.index == 1:
             block1["inputs"], block1["stats"] = ctx.inputs[0], ctx.stats["mlp.down_proj"]
 
-    LayerwiseCalibrator(model, device="cpu", batch_size=2, sequential=sequential, progress=False).run(ids, on_block)
+    LayerwiseCalibrator(model, device="cpu", settings=CalibSettings(batch_size=2), sequential=sequential, progress=False).run(ids, on_block)
     want_in, want_lin = (mod_in, mod_lin) if sequential else (dense_in, dense_lin)
     torch.testing.assert_close(block1["inputs"], want_in[1][0], rtol=1e-5, atol=1e-6)
     x = want_lin[(1, "mlp.down_proj")]
@@ -205,5 +207,52 @@ def test_default_model_block_by_block(smollm2):
     model, _ = smollm2
     ids = _ids(n=2, seqlen=64, vocab=49152)
     _, ref_out, _ = _full_forward_io(model, ids)
-    final = LayerwiseCalibrator(model, device="cpu", batch_size=2, progress=False).run(ids)
+    final = LayerwiseCalibrator(model, device="cpu", settings=CalibSettings(batch_size=2), progress=False).run(ids)
     torch.testing.assert_close(final[0], ref_out[29][0], rtol=1e-4, atol=1e-4)
+
+
+def test_calib_settings_validate_and_resolve():
+    from sparsekit.calib.engine import native_bf16
+
+    with pytest.raises(SparsekitError, match="batch_size must be an integer >= 1"):
+        CalibSettings(batch_size=0)
+    with pytest.raises(SparsekitError, match="forward_dtype must be one of float32, bfloat16, auto"):
+        CalibSettings(forward_dtype="fp8")
+    cpu = torch.device("cpu")
+    assert CalibSettings().autocast_dtype(cpu) is None
+    assert CalibSettings(forward_dtype="bfloat16").autocast_dtype(cpu) is torch.bfloat16
+    auto = CalibSettings(forward_dtype="auto")
+    assert auto.autocast_dtype(cpu) is (torch.bfloat16 if native_bf16(cpu) else None)
+    assert auto.record(cpu) == {"batch_size": 8, "forward_dtype": "bfloat16" if native_bf16(cpu) else "float32"}
+
+
+def test_bf16_forwards_keep_fp32_statistics_close_to_fp32():
+    """bf16 autocast: the statistics stay fp32 and within bf16 rounding of the fp32 run's; outputs too."""
+    model = tiny_model("llama")
+    ids = _ids()
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        cal = LayerwiseCalibrator(model, device="cpu", hessian=True, settings=CalibSettings(2, dtype), progress=False)
+        ctx = next(iter(cal.blocks(ids)))
+        runs[dtype] = ctx
+        assert ctx.stats["self_attn.o_proj"].xtx.dtype == torch.float32
+    a, b = runs["float32"], runs["bfloat16"]
+    assert b.autocast is torch.bfloat16 and a.autocast is None
+    for name in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"):
+        torch.testing.assert_close(b.stats[name].xtx, a.stats[name].xtx, rtol=0.05, atol=0.05 * float(
+            a.stats[name].xtx.abs().max()))
+        assert not torch.equal(b.stats[name].xtx, a.stats[name].xtx) or name == "self_attn.q_proj"
+    torch.testing.assert_close(b.outputs[0], a.outputs[0], rtol=0.05, atol=0.05)
+
+
+def test_batched_windows_give_the_same_statistics():
+    model = tiny_model("llama")
+    ids = _ids(n=5)
+    got = []
+    for bs in (1, 4):
+        ctx = next(iter(LayerwiseCalibrator(model, device="cpu", hessian=True, settings=CalibSettings(bs),
+                                            progress=False).blocks(ids)))
+        got.append(ctx.stats["mlp.down_proj"])
+    torch.testing.assert_close(got[0].xtx, got[1].xtx, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got[0].sum_x, got[1].sum_x, rtol=1e-5, atol=1e-5)
+    assert got[0].count == got[1].count == 5 * ids.shape[1]

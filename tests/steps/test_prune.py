@@ -21,7 +21,7 @@ def _weights(model):
 
 
 @pytest.mark.parametrize("arch", sorted(TINY))
-@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "ria", "sparsegpt"])
 def test_every_method_on_every_architecture(arch, method):
     model = tiny_model(arch)
     adapter = get_adapter(model)
@@ -133,3 +133,29 @@ def test_data_methods_need_calibration_ids():
     model = tiny_model("llama")
     with pytest.raises(SparsekitError, match="needs calibration data"):
         run_prune(model, get_adapter(model), Prune(method="wanda"), None, progress=False)
+
+
+def test_ria_dsnot_reconstruct_step_records_and_keeps_patterns():
+    model = tiny_model("llama")
+    adapter = get_adapter(model)
+    step = Prune(method="ria", pattern="2:4", dsnot=True, reconstruct={"epochs": 2, "lr": 1e-3})
+    result = run_prune(model, adapter, step, _ids(), progress=False)
+    record = result.record()
+    assert sorted(record.reconstruction, key=int) == [str(i) for i in range(adapter.num_blocks)]
+    assert all(after <= before for before, after in record.reconstruction.values())
+    for t in result.targets:
+        weight = adapter.linears(t.block)[t.rel].weight
+        assert is_nm(result.masks[t.name], 2, 4)
+        assert bool((weight[~result.masks[t.name]] == 0).all())
+    again = type(record).from_dict(record.to_dict())
+    assert again.reconstruction == record.reconstruction
+
+
+def test_reconstruct_refused_inside_a_joint_sweep():
+    from sparsekit.recipe import Quantize
+    from sparsekit.steps.prune import run_prune_quantize
+
+    model = tiny_model("llama")
+    with pytest.raises(SparsekitError, match="reconstruct refits the kept weights"):
+        run_prune_quantize(model, get_adapter(model), Prune(method="sparsegpt", pattern="2:4", reconstruct=True),
+                           Quantize(method="gptq", format="int4", group_size=32, joint=True), _ids(), progress=False)

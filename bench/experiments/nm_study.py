@@ -1,0 +1,159 @@
+"""The 2:4 study: each row adds one technique (RIA score, channel permutation, DSnoT, block-wise
+reconstruction) on SmolLM2-135M, for 2:4, 4:8 and 50% unstructured, on several calibration seeds.
+
+    python bench/experiments/nm_study.py --patterns 2:4 --seeds 0          # one seed of the 2:4 rows
+    python bench/experiments/nm_study.py --patterns 2:4 --rows wanda,sparsegpt --seeds 0,1,2
+    python bench/experiments/nm_study.py --table                           # the README table from the JSON
+
+Each (pattern, row, seed) is compressed in-process (calibration: c4, 128 x 512 windows drawn with that
+seed; forwards as `--calib-dtype`), scored on WikiText-2 (seqlen 2048, the first `--limit` windows: the
+standard CPU protocol at 40) and written to `{out}/{pattern}_{row}_seed{seed}.json` with its recipe, the
+pruning wall time and what reconstruction did per block. Existing results are skipped (`--force` re-runs),
+so an interrupted study resumes. The table gives, per row, the mean perplexity over the seeds measured
+and their spread (max - min): a gain smaller than the spread of the calibration draw is not a gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "bench" / "results" / "nm_study"
+
+#: row name -> prune options added to {pattern / sparsity}; each row adds one technique to one above it
+ROWS: dict[str, dict] = {
+    "wanda": {"method": "wanda"},
+    "sparsegpt": {"method": "sparsegpt"},
+    "ria": {"method": "ria"},
+    "ria+permute": {"method": "ria", "permute": True},
+    "ria+permute+dsnot": {"method": "ria", "permute": True, "dsnot": True},
+    "ria+permute+dsnot+reconstruct": {"method": "ria", "permute": True, "dsnot": True, "reconstruct": True},
+    "sparsegpt+permute": {"method": "sparsegpt", "permute": True},
+    "sparsegpt+permute+reconstruct": {"method": "sparsegpt", "permute": True, "reconstruct": True},
+    "ria+dsnot": {"method": "ria", "dsnot": True},
+    "ria+dsnot+reconstruct": {"method": "ria", "dsnot": True, "reconstruct": True},
+    "sparsegpt+reconstruct": {"method": "sparsegpt", "reconstruct": True},
+}
+PATTERNS = ("2:4", "4:8", "50%")
+#: a second step that quantizes the kept weights (GPTQ int4 g128) after pruning (and reconstruction)
+INT4 = {"quantize": {"format": "int4", "group_size": 128, "method": "gptq"}}
+
+
+def recipe_for(pattern: str, row: str, int4: bool = False) -> list[dict]:
+    """The recipe of one study cell; permutation rows do not apply to unstructured sparsity."""
+    opts = dict(ROWS[row])
+    prune = {**opts, "sparsity": 0.5} if pattern == "50%" else {**opts, "pattern": pattern}
+    return [{"prune": prune}] + ([INT4] if int4 else [])
+
+
+def applies(pattern: str, row: str) -> bool:
+    return not (pattern == "50%" and ROWS[row].get("permute"))
+
+
+def result_path(out: Path, pattern: str, row: str, seed: int, int4: bool) -> Path:
+    tag = pattern.replace(":", "-").replace("%", "pct")
+    return out / f"{tag}_{row}{'+int4' if int4 else ''}_seed{seed}.json"
+
+
+def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: bool) -> dict:
+    from sparsekit.api import compress, evaluate
+    from sparsekit.models.loader import load_model
+    from sparsekit.steps.records import PruneRecord
+
+    recipe = recipe_for(pattern, row, int4)
+    model, tokenizer = load_model("smollm2-135m", dtype="float32", device="cpu")
+    start = time.perf_counter()
+    compressed = compress(model, recipe, tokenizer, seed=seed, data_dir=args.data_dir, progress=not args.quiet,
+                          calib_dtype=args.calib_dtype)
+    seconds = time.perf_counter() - start
+    report = evaluate(model, tokenizer, ppl=["wikitext2"], limit=args.limit, data_dir=args.data_dir,
+                      progress=not args.quiet)
+    prune = next(st for st in compressed.steps if isinstance(st, PruneRecord))
+    fits = list(prune.reconstruction.values())
+    return {"pattern": pattern, "row": row, "int4": int4, "seed": seed, "recipe": recipe,
+            "ppl": report["ppl"]["wikitext2"], "compress_seconds": seconds, "prune_seconds": prune.seconds,
+            "sparsity": compressed.sparsity, "calibration": compressed.calibration,
+            "reconstruction": {"blocks": len(fits),
+                               "mean_error_before": statistics.fmean(f[0] for f in fits) if fits else None,
+                               "mean_error_after": statistics.fmean(f[1] for f in fits) if fits else None},
+            "permuted_modules": len(prune.permuted), "protocol": report["protocol"], "device": report["device"],
+            "versions": report.get("versions"), "date": report.get("date"),
+            "command": "python bench/experiments/nm_study.py " + shlex.join(args.argv)}
+
+
+def table(out: Path) -> str:
+    """Per pattern and row: mean ppl over the seeds measured, their spread, seconds; rows in study order."""
+    cells: dict[tuple[str, str, bool], list[dict]] = {}
+    for file in sorted(out.glob("*.json")):
+        r = json.loads(file.read_text())
+        cells.setdefault((r["pattern"], r["row"], r["int4"]), []).append(r)
+    lines = ["| pattern | row | seeds | WikiText-2 ppl (mean) | spread (max - min) | prune time (s) |",
+             "|---|---|---|---|---|---|"]
+    order = {row: i for i, row in enumerate(ROWS)}
+    for (pattern, row, int4), rs in sorted(cells.items(), key=lambda kv: (PATTERNS.index(kv[0][0]), kv[0][2],
+                                                                           order[kv[0][1]])):
+        ppl = [r["ppl"] for r in rs]
+        spread = f"{max(ppl) - min(ppl):.2f}" if len(ppl) > 1 else "-"
+        secs = statistics.fmean(r["prune_seconds"] for r in rs)
+        lines.append(f"| {pattern}{' + int4' if int4 else ''} | {row} | {','.join(str(r['seed']) for r in rs)} | "
+                     f"{statistics.fmean(ppl):.2f} | {spread} | {secs:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="nm_study.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--patterns", default=",".join(PATTERNS), help=f"comma list of {', '.join(PATTERNS)}")
+    p.add_argument("--rows", default=",".join(ROWS), help="comma list (default: all)")
+    p.add_argument("--seeds", default="0", help="calibration seeds, comma list [0]")
+    p.add_argument("--int4", action="store_true", help="add GPTQ int4 g128 after pruning")
+    p.add_argument("--limit", type=int, default=40, help="WikiText-2 windows [40: the standard CPU protocol]")
+    p.add_argument("--calib-dtype", default="float32", choices=["float32", "bfloat16", "auto"])
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--force", action="store_true", help="re-run cells that already have a result")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
+    args = p.parse_args(argv)
+    args.argv = argv
+    if args.table:
+        print(table(args.out))
+        return 0
+    patterns = [x for x in args.patterns.split(",") if x]
+    rows = [x for x in args.rows.split(",") if x]
+    bad = [x for x in patterns if x not in PATTERNS] + [x for x in rows if x not in ROWS]
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x]
+    except ValueError:
+        bad.append(args.seeds)
+    if bad:
+        print(f"nm_study: unknown pattern(s) / row(s) / seeds {bad}; patterns: {', '.join(PATTERNS)}; rows: "
+              f"{', '.join(ROWS)}", file=sys.stderr)
+        return 2
+    from sparsekit.utils.io import write_json_atomic
+
+    for seed in seeds:
+        for pattern in patterns:
+            for row in rows:
+                if not applies(pattern, row):
+                    continue
+                path = result_path(args.out, pattern, row, seed, args.int4)
+                if path.exists() and not args.force:
+                    print(f"skip {path.name}: exists", flush=True)
+                    continue
+                r = run_cell(args, pattern, row, seed, args.int4)
+                write_json_atomic(path, r)
+                print(f"{pattern:<4} {row:<32} seed {seed}: ppl {r['ppl']:.3f}  prune {r['prune_seconds']:.0f} s",
+                      flush=True)
+    print(table(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

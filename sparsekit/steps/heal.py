@@ -1,0 +1,154 @@
+"""Healing by distillation: the compressed model (student) learns the next-token distributions of the model
+as it entered the recipe (teacher) on C4 windows, with its sparsity held exactly.
+
+Loss per token (Hinton et al.'s distillation; the recipe Sparse-Llama-3.1-8B-2of4 was healed with):
+
+    L = T^2 * KL( softmax(z_teacher / T) || softmax(z_student / T) )
+
+- **What trains**: every parameter inside the decoder blocks (projections and norms); embeddings, the
+  final norm and the LM head stay frozen (a tied head stays tied to unchanged embeddings).
+- **Sparsity kept exactly**: gradients of pruned weights are zeroed before the step and the keep-masks
+  are re-applied after it (AdamW's decoupled weight decay is 0, so nothing else could move a zero), so
+  every pruned weight is exactly 0 and an N:M mask stays N:M.
+- **Schedule**: AdamW, linear warm-up over `warmup` of the steps, then linear decay to 0.
+- **Resumable**: with `resume: DIR`, the trainable parameters, the optimizer and the step count are
+  written to DIR/heal_state.pt every `save_every` steps (atomically); a later run of the same step
+  (same options) continues from there, on the same windows in the same order.
+- The forwards run under the calibration settings' autocast (`CalibSettings.forward_dtype`: bf16
+  where asked for); master weights, gradients and the optimizer stay fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from sparsekit.calib.engine import CalibSettings, autocast, module_device
+from sparsekit.errors import SparsekitError
+from sparsekit.models.adapters import Adapter
+from sparsekit.recipe import Heal
+
+
+@dataclass
+class HealResult:
+    seconds: float
+    steps: int
+    tokens: int
+    loss_first: float | None
+    loss_last: float | None
+    resumed_from: int
+
+
+def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """T^2 * KL(teacher || student) of the softened distributions, mean over tokens (fp32)."""
+    t = temperature
+    s = F.log_softmax(student_logits.float().reshape(-1, student_logits.shape[-1]) / t, dim=-1)
+    p = F.log_softmax(teacher_logits.float().reshape(-1, teacher_logits.shape[-1]) / t, dim=-1)
+    return F.kl_div(s, p, log_target=True, reduction="batchmean") * t * t
+
+
+def _lr_factor(step: int, total: int, warmup: float) -> float:
+    w = max(1, math.ceil(warmup * total)) if warmup > 0 else 0
+    if step < w:
+        return (step + 1) / w
+    return max(0.0, (total - step) / max(1, total - w))
+
+
+def _trainable(adapter: Adapter) -> dict[str, nn.Parameter]:
+    prefix = adapter.blocks_path
+    return {f"{prefix}.{i}.{name}": p for i, block in enumerate(adapter.blocks) for name, p in block.named_parameters()}
+
+
+def _state_path(step: Heal) -> Path | None:
+    return None if step.resume is None else Path(step.resume) / "heal_state.pt"
+
+
+def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal, masks: dict[str, torch.Tensor],
+             windows: Callable[[int, int, int], torch.Tensor], *, settings: CalibSettings | None = None,
+             progress: bool = True) -> HealResult:
+    """Distil `teacher` into `model` (in place) under `step`'s budget; `masks`: keep-masks by module name
+    (a module's weight keeps exactly its zeros); `windows(n, seqlen, seed)`: n token windows of C4."""
+    start = time.perf_counter()
+    settings = settings or CalibSettings()
+    device = module_device(model)
+    params = _trainable(adapter)
+    keep: dict[str, torch.Tensor] = {}
+    for name, mask in masks.items():
+        key = f"{name}.weight"
+        if key in params:
+            if tuple(mask.shape) != tuple(params[key].shape):
+                raise SparsekitError(f"heal: the mask of {name} has shape {tuple(mask.shape)} but its weight "
+                                     f"{tuple(params[key].shape)}")
+            keep[key] = mask.to(device=device, dtype=params[key].dtype)
+    total = step.steps
+    ids = windows(total * step.batch_size, step.seqlen, step.seed)
+    frozen = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(list(params.values()), lr=step.lr, weight_decay=0.0)
+    config = dataclasses.asdict(step)
+    config.pop("resume")
+    begin, first, last = 0, None, None
+    state_path = _state_path(step)
+    if state_path is not None and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state["config"] != config:
+            raise SparsekitError(f"heal: {state_path} holds a run with other options ({state['config']}); use "
+                                 "another resume folder or delete it")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state["params"][name])
+        opt.load_state_dict(state["optimizer"])
+        begin, first = int(state["step"]), state["loss_first"]
+    cast = settings.autocast_dtype(device)
+    teacher.eval()
+    model.train(False)  # no dropout: the student is trained as it will run
+    bar = tqdm(range(begin, total), desc="healing", unit="step", disable=not progress, initial=begin, total=total)
+    try:
+        for k in bar:
+            batch = ids[k * step.batch_size:(k + 1) * step.batch_size].to(device)
+            for group in opt.param_groups:
+                group["lr"] = step.lr * _lr_factor(k, total, step.warmup)
+            with torch.no_grad(), autocast(device, cast):
+                target = teacher(input_ids=batch, use_cache=False).logits
+            with torch.enable_grad(), autocast(device, cast):
+                loss = distill_loss(model(input_ids=batch, use_cache=False).logits, target, step.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for key, m in keep.items():
+                params[key].grad.mul_(m)
+            opt.step()
+            with torch.no_grad():
+                for key, m in keep.items():
+                    params[key].mul_(m)
+            last = float(loss.detach())
+            first = last if first is None else first
+            bar.set_postfix(loss=f"{last:.4f}")
+            if state_path is not None and ((k + 1) % step.save_every == 0 or k + 1 == total):
+                _save_state(state_path, k + 1, params, opt, config, first)
+    finally:
+        for p, flag in frozen.items():
+            p.requires_grad_(flag)
+            p.grad = None
+    return HealResult(time.perf_counter() - start, total, total * step.batch_size * step.seqlen, first, last, begin)
+
+
+def _save_state(path: Path, done: int, params: dict[str, nn.Parameter], opt: torch.optim.Optimizer, config: dict,
+                first: float | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": done, "params": {n: p.detach().cpu() for n, p in params.items()},
+                "optimizer": opt.state_dict(), "config": config, "loss_first": first}, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,95 @@
+"""Healing by distillation: pruned weights stay exactly zero (N:M stays N:M), the student moves toward the
+teacher, the run resumes from its saved state, and the recipe refuses what cannot work."""
+
+import pytest
+import torch
+
+from sparsekit.api import compress
+from sparsekit.errors import SparsekitError
+from sparsekit.models.adapters import get_adapter
+from sparsekit.prune.patterns import is_nm
+from sparsekit.recipe import Heal, Recipe
+from sparsekit.steps.heal import distill_loss
+from sparsekit.steps.records import HealRecord, StepRecord
+
+OPTS = dict(nsamples=4, seqlen=32, progress=False)
+PRUNE = {"prune": {"method": "wanda", "pattern": "2:4"}}
+
+
+def _heal(**kw):
+    return {"heal": {"tokens": 8 * 2 * 32, "seqlen": 32, "batch_size": 2, "lr": 1e-3, **kw}}
+
+
+def _teacher_gap(compressed, teacher_model, ids):
+    with torch.no_grad():
+        return float(distill_loss(compressed.model(ids).logits, teacher_model(ids).logits))
+
+
+def test_distill_loss_is_kl_and_zero_on_equal_logits():
+    z = torch.randn(2, 5, 11)
+    assert float(distill_loss(z, z)) == pytest.approx(0.0, abs=1e-6)
+    t = torch.randn(2, 5, 11)
+    p = torch.softmax(t, -1)
+    kl = (p * (torch.log_softmax(t, -1) - torch.log_softmax(z, -1))).sum(-1).mean()
+    assert float(distill_loss(z, t)) == pytest.approx(float(kl), rel=1e-5)
+    assert float(distill_loss(z, t, 2.0)) != pytest.approx(float(kl), rel=1e-3)
+
+
+def test_heal_keeps_the_mask_and_closes_the_gap(tiny_dir, data_dir):
+    pruned = compress(str(tiny_dir), [PRUNE], data_dir=data_dir, **OPTS)
+    healed = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
+    record = healed.steps[-1]
+    assert isinstance(record, HealRecord) and record.steps == 8 and record.tokens == 512
+    assert record.loss_last < record.loss_first
+    assert StepRecord.from_dict(record.to_dict()) == record
+    adapter = get_adapter(healed.model)
+    for name, mask in healed.masks.items():
+        w = healed.model.get_submodule(name).weight
+        assert bool((w[~mask] == 0).all()) and is_nm(mask, 2, 4)
+    assert torch.equal(healed.masks[next(iter(healed.masks))], pruned.masks[next(iter(pruned.masks))])
+    # the embeddings stay as they were; block weights moved
+    emb = adapter.embed_tokens.weight
+    assert torch.equal(emb, get_adapter(pruned.model).embed_tokens.weight)
+    name = next(iter(healed.masks))
+    assert not torch.equal(healed.model.get_submodule(name).weight, pruned.model.get_submodule(name).weight)
+
+
+def test_heal_resumes_where_it_stopped(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """A run interrupted after its step-4 save, run again, ends with the weights of an uninterrupted run."""
+    import sparsekit.steps.heal as heal
+
+    full = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
+    resume = tmp_path / "state"
+    step = _heal(resume=str(resume), save_every=4)
+    save = heal._save_state
+
+    def save_then_stop(path, done, *args):
+        save(path, done, *args)
+        if done == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(heal, "_save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        compress(str(tiny_dir), [PRUNE, step], data_dir=data_dir, **OPTS)
+    monkeypatch.setattr(heal, "_save_state", save)
+    assert torch.load(resume / "heal_state.pt", weights_only=True)["step"] == 4
+    resumed = compress(str(tiny_dir), [PRUNE, step], data_dir=data_dir, **OPTS)
+    assert resumed.steps[-1].resumed_from == 4 and resumed.steps[-1].loss_first == full.steps[-1].loss_first
+    for name in full.masks:
+        torch.testing.assert_close(resumed.model.get_submodule(name).weight, full.model.get_submodule(name).weight)
+    other = _heal(resume=str(resume), lr=5e-4)
+    with pytest.raises(SparsekitError, match="holds a run with other options"):
+        compress(str(tiny_dir), [PRUNE, other], data_dir=data_dir, **OPTS)
+
+
+def test_recipe_order_and_options():
+    with pytest.raises(SparsekitError, match="heal before quantizing"):
+        Recipe.from_list([PRUNE, {"quantize": {"format": "int4", "group_size": 32}}, _heal()])
+    with pytest.raises(SparsekitError, match="heal after pruning"):
+        Recipe.from_list([_heal(), PRUNE])
+    with pytest.raises(SparsekitError, match="heal: tokens must be an integer >= 64"):
+        Heal(tokens=10, seqlen=32, batch_size=2)
+    with pytest.raises(SparsekitError, match="heal: lr must be > 0"):
+        Heal(lr=0)
+    r = Recipe.from_list([PRUNE, _heal(resume="x")])
+    assert Recipe.from_yaml(r.to_yaml()) == r and r.steps[1].steps == 8
