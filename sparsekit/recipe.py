@@ -110,10 +110,12 @@ class DSnoTOptions:
 @dataclass
 class ReconstructOptions:
     """Block-wise reconstruction after masking (`sparsekit.prune.reconstruct`): `epochs` passes of Adam at
-    learning rate `lr` over the calibration batches, per block, masks fixed."""
+    learning rate `lr` over the first `nsamples` calibration windows, per block, masks fixed; the epoch
+    kept is the one with the least error on all the calibration windows."""
 
-    epochs: int = 2
-    lr: float = 1e-4
+    epochs: int = 4
+    lr: float = 2e-3
+    nsamples: int = 32
 
 
 def _optional(step: str, key: str, cls: type, value: Any) -> Any:
@@ -250,6 +252,7 @@ class Prune:
                 raise SparsekitError(f"{s}: reconstruct fits each block on calibration inputs; method {self.method!r} "
                                      f"uses none: use method: {_either(calibrated)}")
             _at_least(s, "reconstruct.epochs", self.reconstruct.epochs, 1)
+            _at_least(s, "reconstruct.nsamples", self.reconstruct.nsamples, 1)
             if not float(self.reconstruct.lr) > 0:
                 raise SparsekitError(f"{s}: reconstruct.lr must be > 0, got {self.reconstruct.lr}")
 

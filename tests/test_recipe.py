@@ -106,7 +106,7 @@ def test_dsnot_and_reconstruct_options_round_trip_and_refusals():
     recipe = Recipe.from_yaml(text)
     a, b = recipe.steps
     assert a.dsnot.max_cycles == 50 and a.reconstruct.epochs == 3 and a.reconstruct.lr == 0.0002
-    assert b.dsnot is None and b.reconstruct.epochs == 2
+    assert b.dsnot is None and b.reconstruct.epochs == 4 and b.reconstruct.nsamples == 32
     assert Recipe.from_yaml(recipe.to_yaml()) == recipe
     with pytest.raises(SparsekitError, match="dsnot refines .* use method: wanda or ria"):
         Prune(method="sparsegpt", pattern="2:4", dsnot=True)

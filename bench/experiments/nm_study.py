@@ -4,6 +4,7 @@ reconstruction) on SmolLM2-135M, for 2:4, 4:8 and 50% unstructured, on several c
     python bench/experiments/nm_study.py --patterns 2:4 --seeds 0          # one seed of the 2:4 rows
     python bench/experiments/nm_study.py --patterns 2:4 --rows wanda,sparsegpt --seeds 0,1,2
     python bench/experiments/nm_study.py --table                           # the README table from the JSON
+    python bench/experiments/nm_study.py --flops                           # each technique's cost at 7B, on paper
 
 Each (pattern, row, seed) is compressed in-process (calibration: c4, 128 x 512 windows drawn with that
 seed; forwards as `--calib-dtype`), scored on WikiText-2 (seqlen 2048, the first `--limit` windows: the
@@ -106,6 +107,39 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+#: Llama-2-7B's shapes (hidden, intermediate, blocks, KV heads x head_dim) for the cost table
+LLAMA7B = {"hidden": 4096, "intermediate": 11008, "blocks": 32, "kv_dim": 4096, "head_dim": 128}
+
+
+def flops_table(tokens: int = 128 * 2048, heal_tokens: int = 10_000_000, rate: float = 400e12) -> str:
+    """What each technique costs for a 7B model, from its algorithm (multiply-adds x 2), and the time at a
+    sustained `rate` FLOP/s (an H100-class GPU in bf16 at ~40% of its dense peak; fp32 parts are slower).
+    `tokens`: calibration tokens (the papers' 128 x 2048); `heal_tokens`: a healing budget."""
+    h, i, n_blocks, kv, hd = (LLAMA7B[k] for k in ("hidden", "intermediate", "blocks", "kv_dim", "head_dim"))
+    shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]   # q k v o gate up down: [out, in]
+    params = sum(o * k for o, k in shapes)                                 # per block
+    fwd = 2 * params * tokens                                             # one block forward over the calibration set
+    xtx = 2 * tokens * (3 * h * h + i * i)                                 # shared X^T X: qkv, o, gate/up (one each), down
+    obs = sum(2 * o * k * k + k ** 3 for o, k in shapes)                  # SparseGPT sweep + inverse per projection
+    score = 4 * params                                                    # |W| x norm (RIA: + row / column sums)
+    dsnot = 50 * 12 * params                                              # 50 cycles x ~12 ops per weight
+    g = i // 4                                                            # groups of down_proj's inputs at 2:4
+    permute = 12 * (h * g * g * 2 + g ** 3)                               # 12 rounds: gain matrix + Hungarian
+    recon = (4 * 2 + 3) * fwd                                             # 2 epochs of fwd+bwd (3 fwd) + 3 evaluations
+    rows = [("calibration forwards (stats + sequential re-forward)", 2 * fwd),
+            ("X^T X (shared per input)", xtx), ("Wanda / RIA scores", score), ("SparseGPT (OBS sweep + inverse)", obs),
+            ("DSnoT (50 cycles)", dsnot), ("channel permutation (down_proj, 12 rounds)", permute),
+            ("block-wise reconstruction (2 epochs)", recon)]
+    lines = ["| technique (Llama-2-7B, 128 x 2048 calibration tokens) | TFLOP | time at 400 TFLOP/s (a lower bound) |", "|---|---|---|"]
+    for name, per_block in rows:
+        total = per_block * n_blocks
+        lines.append(f"| {name} | {total / 1e12:,.1f} | {total / rate:,.2f} s |")
+    heal = 8 * params * n_blocks * heal_tokens                           # teacher fwd (2P) + student fwd+bwd (6P)
+    lines.append(f"| healing, {heal_tokens / 1e6:.0f}M tokens (teacher fwd + student fwd/bwd) | {heal / 1e12:,.0f} | "
+                 f"{heal / rate / 60:,.0f} min |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="nm_study.py", description=__doc__.split("\n\n")[0])
@@ -120,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="re-run cells that already have a result")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
+    p.add_argument("--flops", action="store_true", help="print the cost of each technique for a 7B model and exit")
     args = p.parse_args(argv)
     args.argv = argv
+    if args.flops:
+        print(flops_table())
+        return 0
     if args.table:
         print(table(args.out))
         return 0

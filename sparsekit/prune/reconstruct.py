@@ -4,7 +4,8 @@ that it reproduces what the dense block produced on the same calibration inputs.
 Layer-wise pruning (Wanda, SparseGPT) minimises each projection's error alone; the errors of q/k/v,
 o, gate/up and down then compound through attention and the MLP's nonlinearity. Minimising the
 *block's* output error with the masks held fixed recovers much of that: a few epochs of Adam over
-the calibration batches the layer-wise engine already holds, on the loss
+the calibration batches the layer-wise engine already holds (the first few batches: a block has millions of weights and a few epochs over 32 windows
+already fit it; the others are held out), on the loss
 
     L = sum_b ||block(x_b) - y_b||^2 / sum_b ||y_b||^2
 
@@ -41,10 +42,12 @@ def _relative_error(run: Callable[[int], torch.Tensor], targets: list[torch.Tens
 
 
 def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor],
-                      run: Callable[[int], torch.Tensor], targets: list[torch.Tensor], *, epochs: int = 2,
-                      lr: float = 1e-4) -> ReconstructionResult:
+                      run: Callable[[int], torch.Tensor], targets: list[torch.Tensor], *, epochs: int = 4,
+                      lr: float = 2e-3, train_batches: int | None = None) -> ReconstructionResult:
     """Fit the kept weights of `linears` (name -> module inside `block`; `masks[name]`: keep-mask of its
     weight) so that `run(b)`, the block's output on calibration batch b, reproduces `targets[b]`.
+    Adam steps over the first `train_batches` batches (None: all); the error that decides which epoch's
+    weights are kept is measured on every batch, so the held-out ones guard against overfitting.
     Everything else in the block stays frozen."""
     params = {name: lin.weight for name, lin in linears.items()}
     keep = {name: masks[name].to(device=p.device, dtype=p.dtype) for name, p in params.items()}
@@ -60,9 +63,10 @@ def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: di
         for p in params.values():
             p.requires_grad_(True)
         opt = torch.optim.Adam(list(params.values()), lr=lr)
-        den = sum(float(y.float().pow(2).sum()) for y in targets) / len(targets)
+        train = targets[:train_batches] if train_batches else targets
+        den = sum(float(y.float().pow(2).sum()) for y in train) / len(train)
         for epoch in range(1, epochs + 1):
-            for b, y in enumerate(targets):
+            for b, y in enumerate(train):
                 with torch.enable_grad():
                     loss = (run(b).float() - y.float()).pow(2).sum() / den
                     opt.zero_grad(set_to_none=True)

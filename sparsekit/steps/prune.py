@@ -19,6 +19,7 @@ inside SparseGPT's column loop) and returns both steps' results.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -274,7 +275,8 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
                 # ctx.outputs: what the dense block produced on these inputs (before pruning)
                 fit = reconstruct_block(ctx.block, {t.rel: linears[t.rel] for t in block_targets},
                                         {t.rel: result.masks[t.name] for t in block_targets}, ctx.forward_batch,
-                                        ctx.outputs, epochs=step.reconstruct.epochs, lr=step.reconstruct.lr)
+                                        ctx.outputs, epochs=step.reconstruct.epochs, lr=step.reconstruct.lr,
+                                        train_batches=math.ceil(step.reconstruct.nsamples / calib.batch_size))
                 result.reconstruction[str(ctx.index)] = [fit.before, fit.after]
     for t in targets:
         mask = result.masks[t.name]
