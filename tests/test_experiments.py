@@ -225,3 +225,43 @@ def test_gptq_order_runs_resumes_and_tabulates(tiny_dir, data_dir, tmp_path, cap
     assert json.loads(path.read_text())["results"] == data["results"]
     assert study.main(argv + ["--table"]) == 0
     assert "| gptq act-order |" in capsys.readouterr().out
+
+
+def test_nm_study_runs_resumes_and_tabulates_seeds(tiny_dir, data_dir, tmp_path, capsys):
+    study = _script("nm_study")
+    argv = ["--model", str(tiny_dir), "--patterns", "2:4,50%", "--rows", "ria,ria+permute+dsnot+reconstruct",
+            "--seeds", "0,1", "--limit", "1", "--seqlen", "32", "--nsamples", "4", "--calib-seqlen", "32",
+            "--data-dir", str(data_dir), "--out", str(tmp_path), "--quiet"]
+    assert study.main(argv) == 0
+    names = sorted(p.name for p in tmp_path.glob("*.json"))
+    # permutation does not apply to unstructured sparsity: no 50% row with permute
+    assert names == ["2-4_ria+permute+dsnot+reconstruct_seed0.json", "2-4_ria+permute+dsnot+reconstruct_seed1.json",
+                     "2-4_ria_seed0.json", "2-4_ria_seed1.json", "50pct_ria_seed0.json", "50pct_ria_seed1.json"]
+    cell = json.loads((tmp_path / names[0]).read_text())
+    assert cell["recipe"][0]["prune"]["permute"] and cell["recipe"][0]["prune"]["reconstruct"]
+    assert cell["reconstruction"]["blocks"] == 3
+    assert cell["reconstruction"]["mean_error_after"] <= cell["reconstruction"]["mean_error_before"]
+    assert cell["permuted_modules"] == 6 and cell["calibration"]["seed"] == 0
+    seeds = [json.loads((tmp_path / n).read_text())["ppl"] for n in names[2:4]]
+    capsys.readouterr()
+    assert study.main(argv) == 0  # resumes: every cell exists
+    out = capsys.readouterr().out
+    assert out.count("skip") == 6
+    assert f"| 2:4 | ria | 0,1 | {sum(seeds) / 2:.2f} | {max(seeds) - min(seeds):.2f} |" in out
+    assert study.main(argv[:4] + ["--rows", "nope"]) == 2
+    assert study.main(["--flops"]) == 0
+    assert "block-wise reconstruction" in capsys.readouterr().out
+
+
+def test_calib_speed_table_reads_committed_shape(tmp_path, capsys):
+    speed = _script("calib_speed")
+    data = {"before": "abc1234", "rows": [
+        {"variant": "before", "prune_seconds": 200.0, "masks_sha256": "x", "ppl": 90.0},
+        {"variant": "bf16-b8", "prune_seconds": 100.0, "masks_sha256": "y", "ppl": 91.0}]}
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    assert speed.main(["--table", "--out", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| before | commit abc1234 | 200.0 | 100% | yes | 90.000 |" in out
+    assert "| bf16-b8 | + bf16 forwards | 100.0 | 50% | no | 91.000 |" in out
+    assert speed.main(["--table", "--out", str(tmp_path / "missing.json")]) == 2
+    assert speed.main(["--variants", "bogus"]) == 2

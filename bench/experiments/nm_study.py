@@ -68,16 +68,16 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
     from sparsekit.steps.records import PruneRecord
 
     recipe = recipe_for(pattern, row, int4)
-    model, tokenizer = load_model("smollm2-135m", dtype="float32", device="cpu")
+    model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
     start = time.perf_counter()
-    compressed = compress(model, recipe, tokenizer, seed=seed, data_dir=args.data_dir, progress=not args.quiet,
-                          calib_dtype=args.calib_dtype)
+    compressed = compress(model, recipe, tokenizer, seed=seed, nsamples=args.nsamples, seqlen=args.calib_seqlen,
+                          data_dir=args.data_dir, progress=not args.quiet, calib_dtype=args.calib_dtype)
     seconds = time.perf_counter() - start
-    report = evaluate(model, tokenizer, ppl=["wikitext2"], limit=args.limit, data_dir=args.data_dir,
-                      progress=not args.quiet)
+    report = evaluate(model, tokenizer, ppl=["wikitext2"], seqlen=args.seqlen, limit=args.limit,
+                      data_dir=args.data_dir, progress=not args.quiet)
     prune = next(st for st in compressed.steps if isinstance(st, PruneRecord))
     fits = list(prune.reconstruction.values())
-    return {"pattern": pattern, "row": row, "int4": int4, "seed": seed, "recipe": recipe,
+    return {"model": args.model, "pattern": pattern, "row": row, "int4": int4, "seed": seed, "recipe": recipe,
             "ppl": report["ppl"]["wikitext2"], "compress_seconds": seconds, "prune_seconds": prune.seconds,
             "sparsity": compressed.sparsity, "calibration": compressed.calibration,
             "reconstruction": {"blocks": len(fits),
@@ -147,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=",".join(ROWS), help="comma list (default: all)")
     p.add_argument("--seeds", default="0", help="calibration seeds, comma list [0]")
     p.add_argument("--int4", action="store_true", help="add GPTQ int4 g128 after pruning")
+    p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--limit", type=int, default=40, help="WikiText-2 windows [40: the standard CPU protocol]")
+    p.add_argument("--seqlen", type=int, default=2048, help="WikiText-2 window length [2048]")
+    p.add_argument("--nsamples", type=int, default=128, help="calibration windows [128]")
+    p.add_argument("--calib-seqlen", type=int, default=512, help="calibration window length [512]")
     p.add_argument("--calib-dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=OUT)
