@@ -166,14 +166,14 @@ def structure_record(model: torch.nn.Module) -> dict:
     removed blocks need nothing: config.json already has the new layer count)."""
     from sparsekit.errors import UnsupportedArchitectureError
     from sparsekit.models.adapters import get_adapter
-    from sparsekit.models.surgery import moe_structure, projection_shapes, removed_sublayers
+    from sparsekit.models.surgery import moe_structure, projection_biases, projection_shapes, removed_sublayers
 
     try:
         adapter = get_adapter(model)
     except UnsupportedArchitectureError:
         return {}
     return {"removed_sublayers": removed_sublayers(adapter), "shapes": projection_shapes(adapter),
-            "experts": moe_structure(adapter)}
+            "biases": projection_biases(adapter), "experts": moe_structure(adapter)}
 
 
 def verify_files(path: Path, meta: dict) -> None:
@@ -223,7 +223,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
         adapter = get_adapter(model)
         for block, kind in skipped:
             drop_sublayer(adapter, int(block), kind)
-        apply_shapes(adapter, structure.get("shapes") or {})
+        apply_shapes(adapter, structure.get("shapes") or {}, structure.get("biases"))
         for block, count in (structure.get("experts") or {}).items():  # the first `count` slots; values load next
             if count < num_experts(adapter, int(block)):
                 prune_experts(adapter, int(block), torch.arange(count))

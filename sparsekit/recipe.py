@@ -367,6 +367,63 @@ class DropSublayers:
         return True
 
 
+@dataclass
+class StructuredSearch:
+    """One budgeted search over every structure of every block (see `sparsekit.steps.structured_search`):
+    per block, how many KV groups (with their query heads) and MLP channels stay, and whether its attention
+    or MLP sublayer goes, chosen by measured importance per unit of cost, re-measured on the shrunk model
+    after each of `rounds` rounds.
+
+    budget: fraction of the decoder blocks' parameters to remove; or
+    speedup: a decode speedup to reach on this device, from a cost model profiled on the real model
+        (the achieved speedup is measured after the search and recorded).
+    channel_group: MLP channels are removed in chunks of this many (kept widths stay multiples of it).
+    bias_compensation: add the removed channels' mean contribution to the next projection's bias (FLAP).
+    candidates: which structures may go: heads (KV groups), channels, sublayers (a whole attention / MLP).
+    nsamples: calibration windows each measurement runs on.
+    """
+
+    NAME: ClassVar[str] = "structured_search"
+
+    budget: float | None = None
+    speedup: float | None = None
+    rounds: int = 4
+    channel_group: int = 64
+    bias_compensation: bool = True
+    candidates: list[str] = field(default_factory=lambda: ["heads", "channels", "sublayers"])
+    nsamples: int = 32
+
+    def __post_init__(self) -> None:
+        s = self.NAME
+        if (self.budget is None) == (self.speedup is None):
+            raise SparsekitError(f"{s}: give exactly one of budget (a fraction of parameters, e.g. 0.15) or speedup "
+                                 "(a measured decode speedup, e.g. 1.15)")
+        if self.budget is not None:
+            self.budget = _fraction(s, "budget", self.budget, upper_open=True)
+            if self.budget <= 0:
+                raise SparsekitError(f"{s}: budget must be > 0, got {self.budget}")
+        if self.speedup is not None:
+            try:
+                self.speedup = float(self.speedup)
+            except (TypeError, ValueError):
+                raise SparsekitError(f"{s}: speedup must be a number > 1, got {self.speedup!r}") from None
+            if not 1.0 < self.speedup < 10.0:
+                raise SparsekitError(f"{s}: speedup must be in (1, 10), got {self.speedup}")
+        _at_least(s, "rounds", self.rounds, 1)
+        _at_least(s, "channel_group", self.channel_group, 1)
+        _at_least(s, "nsamples", self.nsamples, 1)
+        if not isinstance(self.bias_compensation, bool):
+            raise SparsekitError(f"{s}: bias_compensation must be true or false")
+        known = ("heads", "channels", "sublayers")
+        if not isinstance(self.candidates, list) or not self.candidates or any(c not in known for c in self.candidates):
+            raise SparsekitError(f"{s}: candidates must be a non-empty list of {', '.join(known)}, got "
+                                 f"{self.candidates!r}")
+
+    @property
+    def needs_data(self) -> bool:
+        return True
+
+
 def _blocks_list(step: str, value: Any) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0
                                               for b in value):
@@ -621,10 +678,10 @@ class Heal:
 
 STEPS: dict[str, type] = {"drop_blocks": DropBlocks, "drop_sublayers": DropSublayers, "prune_heads": PruneHeads,
                            "prune_channels": PruneChannels, "prune_experts": PruneExperts, "prune": Prune,
-                           "quantize": Quantize, "heal": Heal}
+                           "quantize": Quantize, "heal": Heal, "structured_search": StructuredSearch}
 
 
-STRUCTURED_STEPS = (DropBlocks, DropSublayers, PruneHeads, PruneChannels, PruneExperts)
+STRUCTURED_STEPS = (DropBlocks, DropSublayers, PruneHeads, PruneChannels, PruneExperts, StructuredSearch)
 
 
 def _check_order(steps: list[Any]) -> None:
@@ -730,6 +787,9 @@ class Recipe:
             elif isinstance(step, (PruneHeads, PruneChannels, PruneExperts)):
                 what = {PruneHeads: "KV groups", PruneChannels: "MLP channels", PruneExperts: "experts"}[type(step)]
                 parts.append(f"remove {step.ratio:.0%} of {what}")
+            elif isinstance(step, StructuredSearch):
+                goal = f"{step.budget:.0%} of block parameters" if step.budget else f"{step.speedup:.2f}x decode"
+                parts.append(f"structured search ({goal}{', bias compensation' if step.bias_compensation else ''})")
             elif isinstance(step, DropBlocks):
                 which = f"blocks {step.blocks}" if step.method == "explicit" else f"{step.n} blocks by {step.method}"
                 parts.append(f"drop {which}")

@@ -163,9 +163,37 @@ def _by_role(adapter: Adapter, block: int) -> dict[str, tuple[str, nn.Linear]]:
     return {adapter.role(rel): (rel, lin) for rel, lin in adapter.linears(block).items()}
 
 
-def prune_mlp_channels(adapter: Adapter, block: int, keep: torch.Tensor) -> int:
+def add_bias(adapter: Adapter, block: int, rel: str, delta: torch.Tensor) -> None:
+    """Add `delta` to the bias of projection `rel` of `block`, giving it a bias first if it has none (the
+    module is replaced by a Linear with the same weight and a bias: nn.Linear adds it in forward, so
+    every architecture's code picks it up; checkpoints record which projections have one)."""
+    lin = adapter.linears(block)[rel]
+    delta = delta.to(device=lin.weight.device, dtype=lin.weight.dtype)
+    if lin.bias is None:
+        new = nn.Linear(lin.in_features, lin.out_features, bias=True, device=lin.weight.device, dtype=lin.weight.dtype)
+        new.weight.data.copy_(lin.weight.detach())
+        new.bias.data.copy_(delta)
+        _set(adapter.blocks[block], rel, new)
+    else:
+        lin.bias.data.add_(delta)
+
+
+def _compensate(adapter: Adapter, block: int, rel: str, lin: nn.Linear, keep: torch.Tensor,
+                mean: torch.Tensor | None) -> None:
+    """FLAP's bias compensation: the removed input channels' expected contribution W[:, removed] E[x_removed]
+    goes into the projection's bias, so its output keeps its mean."""
+    if mean is None:
+        return
+    removed = torch.ones(lin.in_features, dtype=torch.bool)
+    removed[keep] = False
+    w = lin.weight.detach().float()[:, removed.to(lin.weight.device)]
+    add_bias(adapter, block, rel, w @ mean.to(w.device, torch.float32)[removed.to(w.device)])
+
+
+def prune_mlp_channels(adapter: Adapter, block: int, keep: torch.Tensor, mean: torch.Tensor | None = None) -> int:
     """Keep only the intermediate channels `keep` of a dense MLP (gate/up rows, down columns); return the
-    parameters removed."""
+    parameters removed. `mean`: E[x] of down_proj's inputs over calibration tokens, for bias compensation
+    (None: none)."""
     if adapter.spec.experts is not None:
         raise SparsekitError("prune_channels shrinks dense MLPs; for MoE models prune experts (prune_experts)")
     roles = _by_role(adapter, block)
@@ -175,6 +203,8 @@ def prune_mlp_channels(adapter: Adapter, block: int, keep: torch.Tensor) -> int:
     width = down.in_features
     if keep.numel() == 0 or int(keep.max()) >= width:
         raise SparsekitError(f"block {block}: keep at least one of the {width} MLP channels (indices < {width})")
+    _compensate(adapter, block, down_rel, down, keep, mean)
+    down_rel, down = _by_role(adapter, block)["down"]
     for role in ("gate", "up"):
         if role in roles:
             rel, lin = roles[role]
@@ -266,9 +296,10 @@ def attention_geometry(adapter: Adapter, block: int) -> tuple[int, int, int]:
     return q_out // head_dim, q_out // head_dim // groups, head_dim
 
 
-def prune_kv_groups(adapter: Adapter, block: int, keep: torch.Tensor) -> int:
+def prune_kv_groups(adapter: Adapter, block: int, keep: torch.Tensor, mean: torch.Tensor | None = None) -> int:
     """Keep only the KV groups `keep` of a block's attention: each kept KV head with all its query heads
-    (so grouped-query attention stays valid); return the parameters removed."""
+    (so grouped-query attention stays valid); return the parameters removed. `mean`: E[x] of o_proj's
+    inputs over calibration tokens, for bias compensation (None: none)."""
     q_heads, kv_heads, d = attention_geometry(adapter, block)
     per = q_heads // kv_heads
     keep = torch.as_tensor(keep, dtype=torch.long).sort().values
@@ -276,6 +307,8 @@ def prune_kv_groups(adapter: Adapter, block: int, keep: torch.Tensor) -> int:
         raise SparsekitError(f"block {block}: keep at least one of the {kv_heads} KV groups (indices < {kv_heads})")
     kv_rows = (keep[:, None] * d + torch.arange(d)).reshape(-1)
     q_rows = ((keep[:, None] * per + torch.arange(per))[..., None] * d + torch.arange(d)).reshape(-1)
+    roles = _by_role(adapter, block)
+    _compensate(adapter, block, roles["o"][0], roles["o"][1], q_rows, mean)
     roles = _by_role(adapter, block)
     removed = 0
     plan = {"q": q_rows, "k": kv_rows, "v": kv_rows}
@@ -316,15 +349,23 @@ def projection_shapes(adapter: Adapter) -> dict[str, list[int]]:
             for i in range(adapter.num_blocks) for rel, lin in adapter.linears(i).items()}
 
 
-def apply_shapes(adapter: Adapter, shapes: dict[str, list[int]]) -> None:
-    """Replace projections whose recorded shape differs by empty Linears of that shape (before loading a
-    state dict into them)."""
+def projection_biases(adapter: Adapter) -> list[str]:
+    """Names of the projections that have a bias (bias compensation may add one; for checkpoints)."""
+    return [f"{adapter.blocks_path}.{i}.{rel}" for i in range(adapter.num_blocks)
+            for rel, lin in adapter.linears(i).items() if lin.bias is not None]
+
+
+def apply_shapes(adapter: Adapter, shapes: dict[str, list[int]], biases: list[str] | None = None) -> None:
+    """Replace projections whose recorded shape (or, when `biases` is given, bias presence) differs by
+    empty Linears of that shape (before loading a state dict into them)."""
+    with_bias = None if biases is None else set(biases)
     for i in range(adapter.num_blocks):
         for rel, lin in adapter.linears(i).items():
-            want = shapes.get(f"{adapter.blocks_path}.{i}.{rel}")
-            if want and [lin.out_features, lin.in_features] != list(want):
-                new = nn.Linear(want[1], want[0], bias=lin.bias is not None, device=lin.weight.device,
-                                dtype=lin.weight.dtype)
+            name = f"{adapter.blocks_path}.{i}.{rel}"
+            want = shapes.get(name) or [lin.out_features, lin.in_features]
+            bias = lin.bias is not None if with_bias is None else name in with_bias
+            if [lin.out_features, lin.in_features] != list(want) or bias != (lin.bias is not None):
+                new = nn.Linear(want[1], want[0], bias=bias, device=lin.weight.device, dtype=lin.weight.dtype)
                 _set(adapter.blocks[i], rel, new)
         if not isinstance(adapter.attention(i), SkippedAttention):
             sync_attention(adapter, i)

@@ -219,6 +219,37 @@ class WidthRecord(StepRecord):
                    kept=data["kept"])
 
 
+@record_kind("structured_search")
+@dataclass
+class SearchRecord(StepRecord):
+    """A structured_search step: parameters of the decoder blocks before and removed, the widths chosen per
+    block ({'kv_groups': n, 'channels': n}; 0: sublayer removed), what each round removed, and for a speedup
+    budget the target, the cost model's prediction and the measured speedup."""
+
+    step: str = "structured_search"
+    params_before: int = 0
+    params_removed: int = 0
+    widths: dict[str, dict[str, int]] = field(default_factory=dict)
+    rounds: list[dict] = field(default_factory=list)
+    speedup: dict | None = None
+
+    def summary(self) -> str:
+        share = self.params_removed / self.params_before if self.params_before else 0.0
+        fast = f", decode {self.speedup['measured']:.2f}x (target {self.speedup['target']:.2f}x)" if self.speedup else ""
+        return f": removed {self.params_removed:,} block parameters ({share:.1%}){fast} in {self.seconds:.1f} s"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "seconds": self.seconds, "params_before": self.params_before,
+                "params_removed": self.params_removed, "widths": self.widths, "rounds": self.rounds,
+                "speedup": self.speedup, "modules": {}}
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> "SearchRecord":
+        return cls(step=data["step"], seconds=data["seconds"], params_before=data["params_before"],
+                   params_removed=data["params_removed"], widths=data["widths"], rounds=data["rounds"],
+                   speedup=data.get("speedup"))
+
+
 @record_kind("heal")
 @dataclass
 class HealRecord(StepRecord):

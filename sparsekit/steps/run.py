@@ -22,12 +22,13 @@ from sparsekit.calib.engine import CalibSettings
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Heal, Prune, PruneChannels,
-                              PruneExperts, PruneHeads, Quantize)
+                              PruneExperts, PruneHeads, Quantize, StructuredSearch)
 from sparsekit.steps.prune import PruneResult, check_prune_shapes, run_prune, run_prune_quantize
 from sparsekit.steps.quantize import check_quantize_shapes, run_quantize
 from sparsekit.steps.heal import run_heal
-from sparsekit.steps.records import (DropBlocksRecord, DropSublayersRecord, HealRecord, QuantizeRecord, StepRecord,
-                                     WidthRecord)
+from sparsekit.steps.records import (DropBlocksRecord, DropSublayersRecord, HealRecord, QuantizeRecord, SearchRecord,
+                                     StepRecord, WidthRecord)
+from sparsekit.steps.structured_search import run_structured_search
 from sparsekit.steps.structured import run_drop_blocks, run_drop_sublayers, run_prune_experts, run_prune_width
 from sparsekit.steps.targets import step_targets
 
@@ -152,6 +153,14 @@ def _prune_width(step: PruneHeads | PruneChannels | PruneExperts, st: StepState)
     out = run(st.model, st.adapter, step, st.ids, device=st.device, progress=st.progress)
     st.records.append(WidthRecord(step=step.NAME, seconds=out.seconds, params_removed=out.params_removed,
                                   kept=out.scores["kept"]))
+
+
+@handles(StructuredSearch)
+def _structured_search(step: StructuredSearch, st: StepState) -> None:
+    out = run_structured_search(st.model, st.adapter, step, st.ids, device=st.device, progress=st.progress)
+    st.records.append(SearchRecord(seconds=out.seconds, params_before=out.params_before,
+                                   params_removed=out.params_removed, widths=out.widths, rounds=out.rounds,
+                                   speedup=out.speedup))
 
 
 @handles(DropSublayers)

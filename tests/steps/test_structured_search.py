@@ -1,0 +1,140 @@
+"""structured_search: budgets respected, every architecture, bias compensation exact in the mean,
+re-measurement between rounds, checkpoints that restore widths and added biases, clear refusals."""
+
+import pytest
+import torch
+
+import sparsekit
+from sparsekit.errors import SparsekitError
+from sparsekit.models.adapters import get_adapter
+from sparsekit.models.surgery import add_bias, prune_mlp_channels
+from sparsekit.recipe import Recipe, StructuredSearch
+from sparsekit.steps import structured_search as ss
+from tests.tiny import TINY, tiny_model
+
+
+def _ids(n=4, seqlen=24, seed=0):
+    return torch.randint(3, 300, (n, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def _block_params(model):
+    return sum(p.numel() for b in get_adapter(model).blocks for p in b.parameters())
+
+
+@pytest.mark.parametrize("arch", sorted(a for a in TINY if a not in ("mixtral", "qwen2_moe")))
+@pytest.mark.parametrize("compensate", [True, False])
+def test_budget_is_respected_on_every_dense_architecture(arch, compensate):
+    model = tiny_model(arch)
+    adapter = get_adapter(model)
+    before = _block_params(model)
+    step = StructuredSearch(budget=0.3, rounds=2, channel_group=8, bias_compensation=compensate, nsamples=4)
+    out = ss.run_structured_search(model, adapter, step, _ids(), progress=False)
+    removed = before - _block_params(model)
+    assert out.params_removed == removed and out.params_before == before
+    assert removed <= 0.3 * before  # never over
+    assert removed >= 0.3 * before - 2 * 8 * 3 * 64 - 2 * 4 * 16 * 64  # short by less than a few units
+    assert len(out.rounds) == 2 and set(out.widths) == {"0", "1", "2"}
+    with torch.no_grad():
+        assert torch.isfinite(model(_ids(1)).logits).all()
+    gen = model.generate(_ids(1, 6), max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert gen.shape == (1, 9)
+
+
+@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe"])
+def test_moe_channels_are_refused_heads_and_sublayers_work(arch):
+    model = tiny_model(arch)
+    with pytest.raises(SparsekitError, match="mixtures of experts"):
+        ss.run_structured_search(model, get_adapter(model), StructuredSearch(budget=0.1), _ids(), progress=False)
+    step = StructuredSearch(budget=0.2, candidates=["heads", "sublayers"], nsamples=4, rounds=1)
+    out = ss.run_structured_search(model, get_adapter(model), step, _ids(), progress=False)
+    assert 0 < out.params_removed <= 0.2 * out.params_before
+
+
+def test_bias_compensation_keeps_the_output_mean_exactly():
+    torch.manual_seed(0)
+    model = tiny_model("llama")
+    adapter = get_adapter(model)
+    down = adapter.linears(0)["mlp.down_proj"]
+    x = torch.randn(50, down.in_features) + torch.randn(down.in_features)
+    ref = down(x).mean(0)
+    keep = torch.arange(0, down.in_features, 2)
+    prune_mlp_channels(adapter, 0, keep, x.mean(0))
+    new = adapter.linears(0)["mlp.down_proj"]
+    assert new.bias is not None and new.in_features == keep.numel()
+    torch.testing.assert_close(new(x[:, keep]).mean(0), ref, rtol=1e-4, atol=1e-5)
+    add_bias(adapter, 0, "mlp.down_proj", torch.ones(new.out_features))  # adds to an existing bias
+    torch.testing.assert_close(adapter.linears(0)["mlp.down_proj"].bias, new.bias)
+
+
+def test_rounds_re_measure_the_shrunk_model(monkeypatch):
+    calls = []
+    real = ss.measure
+
+    def counting(model, adapter, *args, **kw):
+        calls.append(sum(p.numel() for p in model.parameters()))
+        return real(model, adapter, *args, **kw)
+
+    monkeypatch.setattr(ss, "measure", counting)
+    model = tiny_model("llama")
+    ss.run_structured_search(model, get_adapter(model), StructuredSearch(budget=0.3, rounds=3, channel_group=8,
+                                                                        nsamples=4), _ids(), progress=False)
+    assert len(calls) == 3 and calls[0] > calls[1] > calls[2]  # each round sees the model the last one shrank
+
+
+def test_choice_takes_the_cheapest_per_cost_and_excludes_a_sublayer_with_its_units():
+    C = ss.Candidate
+    cands = [C(0, "channels", [1], 0.1, 10), C(0, "mlp", [], 0.5, 100), C(1, "heads", [0], 0.05, 10),
+             C(1, "attention", [], 0.2, 40), C(2, "channels", [3], 5.0, 10)]
+    chosen = ss.choose(cands, 60)
+    kinds = [(c.block, c.kind) for c in chosen]
+    # by score per cost: heads (0.005), channels of block 0 (0.01); attention 1 (0.005) is excluded because its
+    # own KV group was taken this round; mlp 0 does not fit; the costly channels of block 2 fill what is left
+    assert kinds == [(1, "heads"), (0, "channels"), (2, "channels")]
+    assert ss.choose(cands, 15) == [cands[2]]
+
+
+def test_saved_search_loads_with_widths_and_biases(tiny_dir, data_dir, tmp_path):
+    recipe = [{"structured_search": {"budget": 0.25, "rounds": 2, "channel_group": 8, "nsamples": 4}}]
+    result = sparsekit.compress(str(tiny_dir), recipe, nsamples=4, seqlen=32, data_dir=data_dir, progress=False)
+    record = result.steps[0]
+    assert record.step == "structured_search" and record.params_removed > 0
+    path = sparsekit.save(result, tmp_path / "s")
+    model, _ = sparsekit.load(path)
+    ids = _ids(1, 16)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, result.model(ids).logits)
+    assert any(lin.bias is not None for lin in get_adapter(model).linears(0).values()) or \
+        any(w["channels"] == 0 or w["kv_groups"] == 0 for w in record.widths.values())
+    assert Recipe.from_yaml(Recipe.from_list(recipe).to_yaml()) == Recipe.from_list(recipe)
+
+
+def test_speedup_budget_spends_the_cost_model_and_measures(monkeypatch):
+    """The cost model's seconds are the budget (a fixed model here: timings of a tiny model are noise);
+    the profile itself gives non-negative per-block costs."""
+    model = tiny_model("llama", num_hidden_layers=2)
+    adapter = get_adapter(model)
+    profiled = ss.profile_costs(model, adapter, reps=3)
+    assert profiled.total > 0 and min(profiled.mlp_fixed, profiled.mlp_per_channel, profiled.attn_fixed,
+                                      profiled.attn_per_group) >= 0
+    fixed = ss.CostModel("seconds", mlp_fixed=1.0, mlp_per_channel=0.1, attn_fixed=1.0, attn_per_group=2.0, total=40.0)
+    monkeypatch.setattr(ss, "profile_costs", lambda *a, **k: fixed)
+    step = StructuredSearch(speedup=1.3, rounds=2, channel_group=8, nsamples=2)
+    out = ss.run_structured_search(model, adapter, step, _ids(2), progress=False)
+    assert set(out.speedup) == {"target", "predicted", "measured", "seconds_before", "seconds_after"}
+    saved = 40.0 * (1 - 1 / 1.3)
+    assert 1.0 < out.speedup["predicted"] <= 1.3 + 1e-9
+    assert 40.0 / out.speedup["predicted"] >= 40.0 - saved - 1e-9
+    assert out.params_removed > 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, "exactly one of budget"),
+    ({"budget": 0.1, "speedup": 1.2}, "exactly one of budget"),
+    ({"budget": 0}, "budget must be > 0"),
+    ({"speedup": 0.9}, r"speedup must be in \(1, 10\)"),
+    ({"budget": 0.1, "candidates": ["experts"]}, "candidates must be a non-empty list of heads, channels, sublayers"),
+    ({"budget": 0.1, "rounds": 0}, "rounds must be an integer >= 1"),
+])
+def test_bad_options(options, message):
+    with pytest.raises(SparsekitError, match=message):
+        StructuredSearch(**options)
