@@ -28,7 +28,8 @@ def test_compress_save_load_eval(tiny_dir, data_dir, tmp_path):
     save(compressed, out, command="test")
     meta = read_metadata(out)
     assert meta["recipe"][0]["prune"]["pattern"] == "2:4" and meta["command"] == "test"
-    assert meta["calibration"] == {"source": "c4", "nsamples": 4, "seqlen": 64, "seed": 0}
+    assert meta["calibration"] == {"source": "c4", "nsamples": 4, "seqlen": 64, "seed": 0, "batch_size": 8,
+                                   "forward_dtype": "float32"}
     modules = meta["steps"][0]["modules"]
     assert len(modules) == 3 * 7 and all(m["sparsity"] == 0.5 for m in modules.values())
     masks = load_masks(out)
