@@ -105,14 +105,18 @@ def test_prune_vs_quant_conversion_copies_every_number_exactly(tmp_path):
 
 def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     study = _script("structured")
-    argv = ["--model", str(tiny_dir), "--configs", "dense,blocks-last-2,mlp-2,mixed-5,heads-33,channels-25", "--limit", "1",
+    argv = ["--model", str(tiny_dir), "--configs", "dense,blocks-last-2,mlp-2,mixed-5,heads-33,channels-25,search-25",
+            "--limit", "1",
             "--seqlen", "32", "--nsamples", "2", "--decode", "4", "--repeats", "1", "--device", "cpu",
             "--data-dir", str(data_dir), "--out", str(tmp_path), "--save-dir", str(tmp_path / "ckpt")]
     assert study.main(argv) == 0
     data = json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())
     res = data["results"]
     assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"blocks-last-2", "mlp-2", "mixed-5", "heads-33",
-                                                               "channels-25"}
+                                                               "channels-25", "search-25"}
+    search = res["search-25"]
+    assert 0 < search["params_removed"] and set(search["removed"][0]["widths"]) == {"0", "1", "2"}
+    assert (tmp_path / f"{tiny_dir.name}_limit1_search_widths.png").is_file()
     # mixed-5 reused mlp-2's NRI scores and added the attention ones (each candidate scored alone)
     mixed = json.loads((tmp_path / "ckpt" / "mixed-5" / "sparsekit.json").read_text())["steps"][0]["scores"]
     mlp2 = json.loads((tmp_path / "ckpt" / "mlp-2" / "sparsekit.json").read_text())["steps"][0]["scores"]
@@ -137,6 +141,8 @@ def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     table = study.table(tmp_path / f"{tiny_dir.name}_limit1.json").splitlines()
     assert len(table) == 2 + len(res) and table[2].startswith("| dense |  | 0.0 M (0.0%) |")
     assert "blocks 1,2" in next(line for line in table if line.startswith("| blocks-last-2 |"))
+    assert "per block" in next(line for line in table if line.startswith("| search-25 |")) or \
+        "sublayers removed" in next(line for line in table if line.startswith("| search-25 |"))
 
 
 def test_model_speed_smoke_on_cpu(tmp_path):

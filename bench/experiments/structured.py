@@ -13,6 +13,11 @@ Configurations (`--configs`, default all):
 - `mixed-{5,10}`: NRI over both kinds under a budget of 5% (10%) of the block parameters (about what
   attn-6 / mlp-2 (attn-12 / mlp-4) remove); `cosine-{5,10}`: the same budgets ranked by the cosine score;
 - `heads-{33,67}`, `channels-{25,50}`: width pruning (KV groups with their query heads; MLP channels).
+- `search-{10,15,25}` / `search-nobias-{10,15,25}`: one `structured_search` over KV groups, MLP channels and
+  sublayers at that share of the block parameters, with / without bias compensation (`search-15` is
+  `bench/recipes/structured-search-15.yaml`); `search-speed-{115,130}`: the same with a decode-speedup budget
+  of 1.15x / 1.3x from the profiled cost model. The widths each search kept per block are drawn in
+  `{out}/{model}_limit{N}_search_widths.png`.
 
 Each configuration is applied to a fresh model (calibration: c4, `--nsamples` windows of 512 tokens,
 seed 0), scored on WikiText-2 (seqlen 2048, the first `--limit` windows) and timed on CPU decode:
@@ -55,7 +60,8 @@ import torch
 import sparsekit.steps.structured as structured_steps
 from sparsekit.api import compress, evaluate, load, save
 from sparsekit.models.loader import load_model
-from sparsekit.steps.records import DropBlocksRecord, DropSublayersRecord, StepRecord, WidthRecord
+from sparsekit.recipe import load_recipe
+from sparsekit.steps.records import DropBlocksRecord, DropSublayersRecord, SearchRecord, StepRecord, WidthRecord
 from sparsekit.utils.env import device_name, versions
 from sparsekit.utils.io import write_json_atomic
 
@@ -79,6 +85,12 @@ def configs() -> dict[str, list[dict]]:
         out[f"heads-{pct}"] = [{"prune_heads": {"ratio": pct / 100}}]
     for pct in (25, 50):
         out[f"channels-{pct}"] = [{"prune_channels": {"ratio": pct / 100}}]
+    for pct in (10, 15, 25):
+        out[f"search-{pct}"] = [{"structured_search": {"budget": pct / 100}}]
+        out[f"search-nobias-{pct}"] = [{"structured_search": {"budget": pct / 100, "bias_compensation": False}}]
+    out["search-15"] = load_recipe(str(ROOT / "bench" / "recipes" / "structured-search-15.yaml")).to_list()
+    for x in (115, 130):
+        out[f"search-speed-{x}"] = [{"structured_search": {"speedup": x / 100}}]
     return out
 
 
@@ -183,6 +195,7 @@ def _run(args: argparse.Namespace) -> Path:
         print(f"{name:<18} ppl {r['ppl']:9.3f}  removed {r['params_removed']:>11,}  "
               f"decode {r['decode']['tokens_per_s']:.1f} tok/s", flush=True)
     plot(out_json)
+    plot_widths(out_json)
     return out_json
 
 
@@ -193,6 +206,8 @@ def _taken_out(record: StepRecord) -> list | dict[str, int] | None:
         return [list(r) if isinstance(r, tuple) else r for r in record.removed]
     if isinstance(record, WidthRecord):
         return record.kept
+    if isinstance(record, SearchRecord):
+        return {"widths": record.widths, "speedup": record.speedup}
     return None
 
 
@@ -253,6 +268,13 @@ def _removed(record: dict) -> str:
             continue
         if record["family"].startswith("blocks-"):
             parts.append("blocks " + ",".join(map(str, rec)))
+        elif record["family"].startswith("search"):
+            w = rec["widths"].values()
+            kv = sorted(x["kv_groups"] for x in w if x["kv_groups"])
+            ch = sorted(x["channels"] for x in w if x["channels"])
+            gone = sum(x["kv_groups"] == 0 for x in w) + sum(x["channels"] == 0 for x in w)
+            parts.append(f"KV groups {kv[0]}-{kv[-1]}, channels {ch[0]}-{ch[-1]} per block, {gone} sublayers removed"
+                         if kv and ch else f"{gone} sublayers removed")
         elif record["family"] in ("attn", "mlp", "mixed", "cosine"):
             kinds: dict[str, list[int]] = {}
             for block, kind in rec:
@@ -294,6 +316,37 @@ def plot(out_json: Path) -> Path:
     return path
 
 
+def plot_widths(out_json: Path) -> Path | None:
+    """KV groups and MLP channels each search configuration kept, per block (0: the sublayer is gone)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = json.loads(out_json.read_text())["results"]
+    runs = {n: r["removed"][0]["widths"] for n, r in res.items() if r["family"].startswith("search") and r["removed"]}
+    if not runs:
+        return None
+    fig, (ax_kv, ax_ch) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+    for name, w in sorted(runs.items()):
+        blocks = sorted(w, key=int)
+        x = [int(b) for b in blocks]
+        ax_kv.plot(x, [w[b]["kv_groups"] for b in blocks], marker="o", ms=3, label=name)
+        ax_ch.plot(x, [w[b]["channels"] or 0 for b in blocks], marker="o", ms=3, label=name)
+    ax_kv.set_ylabel("KV groups kept")
+    ax_ch.set_ylabel("MLP channels kept")
+    ax_ch.set_xlabel("block")
+    ax_kv.set_title("structured_search: widths kept per block (0: sublayer removed)")
+    for ax in (ax_kv, ax_ch):
+        ax.grid(True, alpha=0.3)
+    ax_kv.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    path = out_json.with_name(out_json.stem + "_search_widths.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -326,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         print(plot(retime(args)))
         return 0
     if args.plot_only:
-        print(plot(out_json))
+        print(plot(out_json), plot_widths(out_json) or "")
         return 0
     print(run(args))
     return 0
