@@ -237,8 +237,9 @@ def test_nm_study_runs_resumes_and_tabulates_seeds(tiny_dir, data_dir, tmp_path,
     study = _script("nm_study")
     argv = ["--model", str(tiny_dir), "--patterns", "2:4,50%", "--rows", "ria,ria+permute+dsnot+reconstruct",
             "--seeds", "0,1", "--limit", "1", "--seqlen", "32", "--nsamples", "4", "--calib-seqlen", "32",
-            "--data-dir", str(data_dir), "--out", str(tmp_path), "--quiet"]
+            "--data-dir", str(data_dir), "--out", str(tmp_path), "--quiet", "--save-dir", str(tmp_path / "ckpt")]
     assert study.main(argv) == 0
+    assert (tmp_path / "ckpt" / "2-4_ria+permute+dsnot+reconstruct_seed1" / "sparsekit.json").is_file()
     names = sorted(p.name for p in tmp_path.glob("*.json"))
     # permutation does not apply to unstructured sparsity: no 50% row with permute
     assert names == ["2-4_ria+permute+dsnot+reconstruct_seed0.json", "2-4_ria+permute+dsnot+reconstruct_seed1.json",

@@ -63,7 +63,7 @@ def result_path(out: Path, pattern: str, row: str, seed: int, int4: bool) -> Pat
 
 
 def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: bool) -> dict:
-    from sparsekit.api import compress, evaluate
+    from sparsekit.api import compress, evaluate, save
     from sparsekit.models.loader import load_model
     from sparsekit.steps.records import PruneRecord
 
@@ -75,6 +75,9 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
     seconds = time.perf_counter() - start
     report = evaluate(model, tokenizer, ppl=["wikitext2"], seqlen=args.seqlen, limit=args.limit,
                       data_dir=args.data_dir, progress=not args.quiet)
+    if args.save_dir is not None:  # e.g. for zero_shot.py --checkpoints
+        save(compressed, args.save_dir / result_path(Path(), pattern, row, seed, int4).stem,
+             command="python bench/experiments/nm_study.py " + shlex.join(args.argv))
     prune = next(st for st in compressed.steps if isinstance(st, PruneRecord))
     fits = list(prune.reconstruction.values())
     return {"model": args.model, "pattern": pattern, "row": row, "int4": int4, "seed": seed, "recipe": recipe,
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib-dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--save-dir", type=Path, default=None, help="also save each compressed model as a checkpoint")
     p.add_argument("--force", action="store_true", help="re-run cells that already have a result")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
