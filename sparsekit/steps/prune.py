@@ -6,9 +6,11 @@ Order of work:
    N:M patterns are checked against every target's shape before anything changes.
 2. **Allocation** (ratio per module): uniform, per-type, global magnitude threshold, OWL (one dense
    calibration pass for the outlier ratios) or search (`sparsekit.steps.sensitivity`).
-3. **Pruning.** Magnitude needs no data and prunes module by module. Wanda / SparseGPT run inside
+3. **Pruning.** Magnitude needs no data and prunes module by module. Wanda / RIA / SparseGPT run inside
    the layer-wise calibrator: block i's statistics are taken on the outputs of the already-pruned
-   blocks 0..i-1 (sequential mode of both papers) unless `sequential: false`.
+   blocks 0..i-1 (sequential mode of both papers) unless `sequential: false`. Per block: the channel
+   permutation (`permute`), the masks (refined by DSnoT with `dsnot`), then block-wise reconstruction
+   of the kept weights (`reconstruct`) before the block's outputs feed the next one.
 
 The model is modified in place; the keep-masks are returned with per-module results.
 
@@ -28,16 +30,16 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from sparsekit.calib.engine import CalibSettings, LayerwiseCalibrator
+from sparsekit.calib.stats import LinearStats
 from sparsekit.errors import SparsekitError
+from sparsekit.models import surgery
 from sparsekit.models.adapters import Adapter
 from sparsekit.prune.allocation import global_threshold_counts, outlier_ratio, owl_ratios, per_type_ratios
 from sparsekit.prune.magnitude import magnitude_scores
-from sparsekit.calib.stats import LinearStats
-from sparsekit.models import surgery
 from sparsekit.prune.methods import method_scores, methods_with, prune_weight
-from sparsekit.prune.permute import nm_permutation
 from sparsekit.prune.moe_pruner import accumulate_expert_stats, moe_pruner_masks
 from sparsekit.prune.patterns import check_shape, masks_sparsity, parse_pattern
+from sparsekit.prune.permute import nm_permutation
 from sparsekit.prune.reconstruct import reconstruct_block
 from sparsekit.prune.wanda import wanda_scores
 from sparsekit.quant.base import QTensor
