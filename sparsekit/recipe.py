@@ -111,11 +111,15 @@ class DSnoTOptions:
 class ReconstructOptions:
     """Block-wise reconstruction after masking (`sparsekit.prune.reconstruct`): `epochs` passes of Adam at
     learning rate `lr` over the first `nsamples` calibration windows, per block, masks fixed; the epoch
-    kept is the one with the least error on all the calibration windows."""
+    kept is the one with the least error on all the calibration windows. `target`: 'block' (what the
+    dense block computes on the same, already-pruned inputs) or 'model' (what the original model computes
+    at this block's output: the block also makes up for the errors of the blocks before it; one more
+    block forward per block)."""
 
     epochs: int = 4
     lr: float = 2e-3
     nsamples: int = 32
+    target: str = "block"
 
 
 def _optional(step: str, key: str, cls: type, value: Any) -> Any:
@@ -253,6 +257,8 @@ class Prune:
                                      f"uses none: use method: {_either(calibrated)}")
             _at_least(s, "reconstruct.epochs", self.reconstruct.epochs, 1)
             _at_least(s, "reconstruct.nsamples", self.reconstruct.nsamples, 1)
+            if self.reconstruct.target not in ("block", "model"):
+                raise SparsekitError(f"{s}: reconstruct.target must be 'block' or 'model', got {self.reconstruct.target!r}")
             if not float(self.reconstruct.lr) > 0:
                 raise SparsekitError(f"{s}: reconstruct.lr must be > 0, got {self.reconstruct.lr}")
 

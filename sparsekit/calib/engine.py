@@ -122,6 +122,7 @@ class BlockContext:
     device: torch.device
     _kwargs: list[dict[str, Any]] = field(repr=False, default_factory=list)
     autocast: torch.dtype | None = None  # the forwards' autocast dtype (CalibSettings.forward_dtype)
+    dense_outputs: list[torch.Tensor] | None = None  # the unmodified model's hidden states here (dense_stream)
 
     def linears(self) -> dict[str, nn.Linear]:
         """The block's projections by block-relative name."""
@@ -331,9 +332,16 @@ class LayerwiseCalibrator:
                 h.remove()
         return stats, outputs
 
-    def blocks(self, input_ids: torch.Tensor) -> Iterator[BlockContext]:
-        """Yield a `BlockContext` per block; modifications made in the loop body feed the next block."""
+    def blocks(self, input_ids: torch.Tensor, *, dense_stream: bool = False) -> Iterator[BlockContext]:
+        """Yield a `BlockContext` per block; modifications made in the loop body feed the next block.
+
+        dense_stream: also carry the hidden states of the *unmodified* model alongside (one more forward
+        of each block, on the dense inputs, before the caller touches it): `ctx.dense_outputs` is then what
+        the original model computes at this block's output, the target that lets block i make up for the
+        errors of blocks 0..i-1 (block-wise reconstruction against the model, not just the block).
+        """
         inputs, kwargs = self.capture(input_ids)
+        dense = inputs
         n = self.adapter.num_blocks
         bar = tqdm(range(n), desc="calibrating blocks", unit="block", disable=not self.progress)
         for i in bar:
@@ -343,8 +351,13 @@ class LayerwiseCalibrator:
             try:
                 with torch.no_grad():
                     stats, outputs = self._collect(block, inputs, kwargs[i])
+                    if dense_stream and dense is not inputs:
+                        with autocast(self.device, self.autocast):
+                            dense = [block_output(block(x, **kw)) for x, kw in zip(dense, kwargs[i])]
+                    elif dense_stream:  # nothing modified yet: the dense stream is this one
+                        dense = outputs
                 ctx = BlockContext(i, f"{self.adapter.blocks_path}.{i}", block, self.adapter, stats, inputs, outputs,
-                                   self.device, kwargs[i], self.autocast)
+                                   self.device, kwargs[i], self.autocast, dense if dense_stream else None)
                 yield ctx
                 if self.sequential:
                     outputs = ctx.forward()

@@ -261,7 +261,8 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
         calib = LayerwiseCalibrator(model, adapter=adapter, device=device, hessian=stats == "hessian",
                                     linears=_block_rels(targets), sequential=step.sequential, settings=settings,
                                     progress=progress)
-        for ctx in calib.blocks(calib_ids):
+        to_model = step.reconstruct is not None and step.reconstruct.target == "model"
+        for ctx in calib.blocks(calib_ids, dense_stream=to_model):
             linears = ctx.linears()
             block_targets = groups.get(ctx.index, [])
             if step.permute and block_targets:
@@ -274,10 +275,11 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
                     result.qtensors[t.name] = q
                 ctx.stats[t.rel] = None  # type: ignore[assignment]  # free the Hessian early
             if step.reconstruct is not None and block_targets:
-                # ctx.outputs: what the dense block produced on these inputs (before pruning)
+                # ctx.outputs: the dense block on these inputs; ctx.dense_outputs: the original model here
                 fit = reconstruct_block(ctx.block, {t.rel: linears[t.rel] for t in block_targets},
                                         {t.rel: result.masks[t.name] for t in block_targets}, ctx.forward_batch,
-                                        ctx.outputs, epochs=step.reconstruct.epochs, lr=step.reconstruct.lr,
+                                        ctx.dense_outputs if to_model else ctx.outputs,
+                                        epochs=step.reconstruct.epochs, lr=step.reconstruct.lr,
                                         train_batches=math.ceil(step.reconstruct.nsamples / calib.batch_size))
                 result.reconstruction[str(ctx.index)] = [fit.before, fit.after]
     for t in targets:

@@ -256,3 +256,20 @@ def test_batched_windows_give_the_same_statistics():
     torch.testing.assert_close(got[0].xtx, got[1].xtx, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(got[0].sum_x, got[1].sum_x, rtol=1e-5, atol=1e-5)
     assert got[0].count == got[1].count == 5 * ids.shape[1]
+
+
+def test_dense_stream_carries_the_unmodified_model():
+    """With dense_stream, ctx.dense_outputs are the original model's block outputs even after earlier blocks
+    were modified (ctx.outputs then differ: they are this block on the modified stream)."""
+    model = tiny_model("llama")
+    ids = _ids()
+    _, ref_out, _ = _full_forward_io(model, ids)
+    cal = LayerwiseCalibrator(model, device="cpu", settings=CalibSettings(batch_size=3), progress=False)
+    for ctx in cal.blocks(ids, dense_stream=True):
+        torch.testing.assert_close(ctx.dense_outputs[0], ref_out[ctx.index][0], rtol=1e-5, atol=1e-6)
+        if ctx.index == 0:
+            torch.testing.assert_close(ctx.outputs[0], ctx.dense_outputs[0])
+            with torch.no_grad():
+                ctx.linears()["mlp.down_proj"].weight.mul_(0.5)
+        else:
+            assert not torch.allclose(ctx.outputs[0], ctx.dense_outputs[0])

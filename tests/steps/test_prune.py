@@ -159,3 +159,12 @@ def test_reconstruct_refused_inside_a_joint_sweep():
     with pytest.raises(SparsekitError, match="reconstruct refits the kept weights"):
         run_prune_quantize(model, get_adapter(model), Prune(method="sparsegpt", pattern="2:4", reconstruct=True),
                            Quantize(method="gptq", format="int4", group_size=32, joint=True), _ids(), progress=False)
+
+
+def test_reconstruct_to_the_model_target():
+    model = tiny_model("llama")
+    step = Prune(method="wanda", pattern="2:4", reconstruct={"epochs": 2, "lr": 1e-3, "target": "model"})
+    record = run_prune(model, get_adapter(model), step, _ids(), progress=False).record()
+    assert all(after <= before for before, after in record.reconstruction.values())
+    with pytest.raises(SparsekitError, match="reconstruct.target must be 'block' or 'model'"):
+        Prune(method="wanda", reconstruct={"target": "layer"})
