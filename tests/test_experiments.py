@@ -245,7 +245,7 @@ def test_nm_study_runs_resumes_and_tabulates_seeds(tiny_dir, data_dir, tmp_path,
     assert names == ["2-4_ria+permute+dsnot+reconstruct_seed0.json", "2-4_ria+permute+dsnot+reconstruct_seed1.json",
                      "2-4_ria_seed0.json", "2-4_ria_seed1.json", "50pct_ria_seed0.json", "50pct_ria_seed1.json"]
     cell = json.loads((tmp_path / names[0]).read_text())
-    assert cell["recipe"][0]["prune"]["permute"] and cell["recipe"][0]["prune"]["reconstruct"]
+    assert cell["recipe"][0]["prune"]["permute"] and cell["recipe"][0]["prune"]["reconstruct"]["target"] == "block"
     assert cell["reconstruction"]["blocks"] == 3
     assert cell["reconstruction"]["mean_error_after"] <= cell["reconstruction"]["mean_error_before"]
     assert cell["permuted_modules"] == 6 and cell["calibration"]["seed"] == 0

@@ -27,6 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench" / "results" / "nm_study"
 
+#: block-wise reconstruction as the first study rows ran it (the dense block's outputs as the target), and
+#: against the original model's hidden states (the block also makes up for the errors before it)
+TO_BLOCK = {"epochs": 4, "lr": 2e-3, "nsamples": 32, "target": "block"}
+TO_MODEL = {**TO_BLOCK, "target": "model"}
 #: row name -> prune options added to {pattern / sparsity}; each row adds one technique to one above it
 ROWS: dict[str, dict] = {
     "wanda": {"method": "wanda"},
@@ -34,12 +38,14 @@ ROWS: dict[str, dict] = {
     "ria": {"method": "ria"},
     "ria+permute": {"method": "ria", "permute": True},
     "ria+permute+dsnot": {"method": "ria", "permute": True, "dsnot": True},
-    "ria+permute+dsnot+reconstruct": {"method": "ria", "permute": True, "dsnot": True, "reconstruct": True},
+    "ria+permute+dsnot+reconstruct": {"method": "ria", "permute": True, "dsnot": True, "reconstruct": TO_BLOCK},
+    "ria+permute+dsnot+reconstruct-model": {"method": "ria", "permute": True, "dsnot": True,
+                                            "reconstruct": TO_MODEL},
     "sparsegpt+permute": {"method": "sparsegpt", "permute": True},
-    "sparsegpt+permute+reconstruct": {"method": "sparsegpt", "permute": True, "reconstruct": True},
+    "sparsegpt+permute+reconstruct": {"method": "sparsegpt", "permute": True, "reconstruct": TO_BLOCK},
+    "sparsegpt+permute+reconstruct-model": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL},
     "ria+dsnot": {"method": "ria", "dsnot": True},
-    "ria+dsnot+reconstruct": {"method": "ria", "dsnot": True, "reconstruct": True},
-    "sparsegpt+reconstruct": {"method": "sparsegpt", "reconstruct": True},
+    "ria+dsnot+reconstruct-model": {"method": "ria", "dsnot": True, "reconstruct": TO_MODEL},
 }
 PATTERNS = ("2:4", "4:8", "50%")
 #: a second step that quantizes the kept weights (GPTQ int4 g128) after pruning (and reconstruction)
@@ -65,6 +71,7 @@ def result_path(out: Path, pattern: str, row: str, seed: int, int4: bool) -> Pat
 def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: bool) -> dict:
     from sparsekit.api import compress, evaluate, save
     from sparsekit.models.loader import load_model
+    from sparsekit.recipe import load_recipe
     from sparsekit.steps.records import PruneRecord
 
     recipe = recipe_for(pattern, row, int4)
@@ -80,7 +87,8 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
              command="python bench/experiments/nm_study.py " + shlex.join(args.argv))
     prune = next(st for st in compressed.steps if isinstance(st, PruneRecord))
     fits = list(prune.reconstruction.values())
-    return {"model": args.model, "pattern": pattern, "row": row, "int4": int4, "seed": seed, "recipe": recipe,
+    return {"model": args.model, "pattern": pattern, "row": row, "int4": int4, "seed": seed,
+            "recipe": load_recipe(recipe).to_list(),  # every option spelled out, defaults included
             "ppl": report["ppl"]["wikitext2"], "compress_seconds": seconds, "prune_seconds": prune.seconds,
             "sparsity": compressed.sparsity, "calibration": compressed.calibration,
             "reconstruction": {"blocks": len(fits),
