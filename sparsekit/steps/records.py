@@ -152,9 +152,14 @@ class PruneRecord(StepRecord):
         return f": sparsity {self.sparsity:.4f} over {len(self.modules)} modules in {self.seconds:.1f} s  [{roles}]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "seconds": self.seconds, "sparsity": self.sparsity,
-                "modules": {n: m.to_dict() for n, m in self.modules.items()}, "allocation": self.allocation,
-                "reconstruction": self.reconstruction, "permuted": self.permuted}
+        out = {"step": self.step, "seconds": self.seconds, "sparsity": self.sparsity,
+               "modules": {n: m.to_dict() for n, m in self.modules.items()}, "allocation": self.allocation}
+        # (only when used: a stored record of a step without them round-trips to the same dict)
+        if self.reconstruction:
+            out["reconstruction"] = self.reconstruction
+        if self.permuted:
+            out["permuted"] = self.permuted
+        return out
 
     @classmethod
     def _parse(cls, data: dict[str, Any]) -> "PruneRecord":
