@@ -128,7 +128,7 @@ def test_validation_asks_the_method_traits(monkeypatch):
     with pytest.raises(SparsekitError, match="which only magnitude or wanda scores allow; use method: magnitude or "
                                              "wanda, or allocation"):
         Prune(method="sparsegpt", allocation="global")
-    with pytest.raises(SparsekitError, match="method 'magnitude' has no N:M selection; use method: wanda or sparsegpt"):
+    with pytest.raises(SparsekitError, match="method 'magnitude' has no N:M selection; use method: wanda, ria or sparsegpt"):
         Prune(method="magnitude", pattern="2:4")
     joint = {"quantize": {"format": "int4", "method": "gptq", "joint": True}}
     assert Recipe.from_list([{"prune": {"method": "wanda"}}, joint]).steps[1].joint
