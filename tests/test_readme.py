@@ -199,3 +199,30 @@ def test_readme_export_table_is_what_the_script_prints():
             assert abs(row["gguf"]["ppl"] / row["sparsekit_ppl"] - 1) < 0.01, row["variant"]
         if "asym" not in row["variant"]:
             assert row["gguf"]["inexact_quantized"] == 0, row["variant"]
+
+
+def test_readme_calibration_speed_table_is_what_the_script_prints():
+    """The faster-pipeline table comes from its committed JSON: the shared statistics left the masks
+    bit-identical, bf16 forwards brought the prune step under 60% of the time before, and every variant's
+    perplexity stays within 5% of the one before the change."""
+    _, data = _committed_table("calib_speed", "bench/results/cpu/calib_speed.json")
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert rows["fp32-b1"]["masks_sha256"] == rows["before"]["masks_sha256"]
+    assert rows["fp32-b1"]["ppl"] == rows["before"]["ppl"]
+    assert rows["bf16-b8"]["prune_seconds"] <= 0.6 * rows["before"]["prune_seconds"]
+    assert rows["bf16-b8"]["calibration"]["forward_dtype"] == "bfloat16"
+    for r in data["rows"]:
+        assert abs(r["ppl"] / rows["before"]["ppl"] - 1) < 0.05, r["variant"]
+
+
+def test_readme_nm_study_table_is_what_the_script_prints():
+    """The 2:4 study table is what `nm_study.py --table` prints from the committed cells, each measured by
+    that script on the standard protocol."""
+    script = _script("nm_study")
+    readme = (REPO / "README.md").read_text()
+    out = REPO / "bench" / "results" / "nm_study"
+    assert script.table(out) in readme and "python bench/experiments/nm_study.py --table" in readme
+    for file in out.glob("*.json"):
+        cell = json.loads(file.read_text())
+        assert cell["command"].startswith("python bench/experiments/nm_study.py"), file.name
+        assert cell["protocol"]["limit"] == 40 and cell["calibration"]["nsamples"] == 128, file.name
