@@ -226,3 +226,14 @@ def test_readme_nm_study_table_is_what_the_script_prints():
         cell = json.loads(file.read_text())
         assert cell["command"].startswith("python bench/experiments/nm_study.py"), file.name
         assert cell["protocol"]["limit"] == 40 and cell["calibration"]["nsamples"] == 128, file.name
+
+
+def test_best_2_4_recipe_is_the_study_row_it_names():
+    from sparsekit.recipe import load_recipe
+
+    script = _script("nm_study")
+    best = load_recipe(str(REPO / "bench" / "recipes" / "best-2-4.yaml"))
+    assert best == load_recipe(script.recipe_for("2:4", "sparsegpt+permute+reconstruct-model"))
+    cell = json.loads((REPO / "bench" / "results" / "nm_study" /
+                       "2-4_sparsegpt+permute+reconstruct-model_seed0.json").read_text())
+    assert load_recipe(cell["recipe"]) == best
