@@ -222,6 +222,7 @@ def test_readme_nm_study_table_is_what_the_script_prints():
     readme = (REPO / "README.md").read_text()
     out = REPO / "bench" / "results" / "nm_study"
     assert script.table(out) in readme and "python bench/experiments/nm_study.py --table" in readme
+    assert script.flops_table() in readme and "python bench/experiments/nm_study.py --flops" in readme
     for file in out.glob("*.json"):
         cell = json.loads(file.read_text())
         assert cell["command"].startswith("python bench/experiments/nm_study.py"), file.name
