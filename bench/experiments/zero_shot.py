@@ -66,7 +66,11 @@ def from_checkpoint(folder: Path, recipe: str, calibration: dict):
         return None
     want = load_recipe(recipe).to_list()
     used = meta.get("calibration")  # None: the recipe needs no calibration data (e.g. magnitude)
-    if meta.get("recipe") != want or (used is not None and used != calibration):
+    # the same windows, and fp32 forwards as this script's own compression runs (the batch size only
+    # reorders fp32 sums); checkpoints written before those settings were recorded have neither key
+    same = used is None or ({k: used.get(k) for k in calibration} == calibration
+                            and used.get("forward_dtype", "float32") == "float32")
+    if meta.get("recipe") != want or not same:
         raise SystemExit(f"{folder}: its recipe {meta.get('recipe')} / calibration {meta.get('calibration')} differ "
                          f"from {want} / {calibration}; remove it or drop --checkpoints")
     model, tokenizer = load(folder, dtype="float32")
