@@ -268,10 +268,11 @@ def value_channel_order(adapter: Adapter, block: int, perms: torch.Tensor) -> to
     return torch.cat([h * d + perms[h // per] for h in range(q_heads)])
 
 
-def permute_value_channels(adapter: Adapter, block: int, perms: torch.Tensor) -> None:
+def permute_value_channels(adapter: Adapter, block: int, perms: torch.Tensor) -> torch.Tensor:
     """Reorder the channels inside each value head in place (v_proj rows; o_proj columns of every query
     head of that KV group) by `perms[kv_head]`. Exact: attention mixes value vectors across positions,
-    never across channels, and rotary embeddings touch only queries and keys."""
+    never across channels, and rotary embeddings touch only queries and keys. Returns o_proj's new input
+    order (`value_channel_order`)."""
     q_heads, kv_heads, d = attention_geometry(adapter, block)
     order = value_channel_order(adapter, block, perms)
     roles = _by_role(adapter, block)
@@ -281,6 +282,7 @@ def permute_value_channels(adapter: Adapter, block: int, perms: torch.Tensor) ->
     else:
         _permute_rows_(roles["v"][1], kv_rows)
     _permute_cols_(roles["o"][1], order)
+    return order
 
 
 def attention_geometry(adapter: Adapter, block: int) -> tuple[int, int, int]:

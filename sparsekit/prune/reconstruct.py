@@ -33,12 +33,9 @@ class ReconstructionResult:
     epoch: int
 
 
-def _relative_error(run: Callable[[int], torch.Tensor], targets: list[torch.Tensor]) -> float:
-    num = den = 0.0
-    for b, y in enumerate(targets):
-        num += float((run(b).float() - y.float()).pow(2).sum())
-        den += float(y.float().pow(2).sum())
-    return num / max(den, 1e-30)
+def _relative_error(run: Callable[[int], torch.Tensor], targets: list[torch.Tensor], energy: list[float]) -> float:
+    num = sum(float((run(b).float() - y.float()).pow(2).sum()) for b, y in enumerate(targets))
+    return num / max(sum(energy), 1e-30)
 
 
 def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor],
@@ -55,16 +52,17 @@ def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: di
     for p, _ in frozen:
         p.requires_grad_(False)
 
+    energy = [float(y.float().pow(2).sum()) for y in targets]  # ||y_b||^2, once
     try:
         with torch.no_grad():
-            best = before = _relative_error(run, targets)
+            best = before = _relative_error(run, targets, energy)
         best_state = {name: p.detach().clone() for name, p in params.items()}
         best_epoch = 0
         for p in params.values():
             p.requires_grad_(True)
         opt = torch.optim.Adam(list(params.values()), lr=lr)
         train = targets[:train_batches] if train_batches else targets
-        den = sum(float(y.float().pow(2).sum()) for y in train) / len(train)
+        den = sum(energy[:len(train)]) / len(train)
         for epoch in range(1, epochs + 1):
             for b, y in enumerate(train):
                 with torch.enable_grad():
@@ -78,7 +76,7 @@ def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: di
                     for name, p in params.items():
                         p.mul_(keep[name])
             with torch.no_grad():
-                err = _relative_error(run, targets)
+                err = _relative_error(run, targets, energy)
             if err < best:
                 best, best_epoch = err, epoch
                 best_state = {name: p.detach().clone() for name, p in params.items()}

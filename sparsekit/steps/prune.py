@@ -204,8 +204,7 @@ def permute_block(adapter: Adapter, step: Prune, index: int, linears: dict[str, 
             perms = torch.stack([
                 nm_permutation(torch.cat([scores[:, h * d:(h + 1) * d] for h in range(g * per, (g + 1) * per)]),
                                pattern) for g in range(kv_heads)])
-            order = surgery.value_channel_order(adapter, index, perms)
-            surgery.permute_value_channels(adapter, index, perms)
+            order = surgery.permute_value_channels(adapter, index, perms)
             _permute_stats(stats[o.rel], order)
             moved[o.rel] = int((order != torch.arange(order.numel())).sum())
     return moved
