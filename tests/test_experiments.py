@@ -192,6 +192,9 @@ def test_zero_shot_scores_prune_table_checkpoints(tiny_dir, data_dir, tmp_path):
     with pytest.raises(SystemExit, match="calibration"):
         zs.main(common + ["--nsamples", "4", "--calib-seqlen", "32", "--out", str(tmp_path / "other"),
                           "--checkpoints", str(tmp_path / "ckpt")])
+    with pytest.raises(SystemExit, match="forward_dtype"):  # compressed with fp32 forwards, asked for bf16
+        zs.main(common + calib + ["--calib-dtype", "bfloat16", "--out", str(tmp_path / "bf16"),
+                                  "--checkpoints", str(tmp_path / "ckpt")])
 
 
 def test_zero_shot_names_checkpoints_with_prune_table_function_and_results_keep_their_names():

@@ -238,3 +238,16 @@ def test_best_2_4_recipe_is_the_study_row_it_names():
     cell = json.loads((REPO / "bench" / "results" / "nm_study" /
                        "2-4_sparsegpt+permute+reconstruct-model_seed0.json").read_text())
     assert load_recipe(cell["recipe"]) == best
+
+
+def test_best_2_4_healed_recipe_is_the_study_row_it_names():
+    from sparsekit.recipe import load_recipe
+
+    script = _script("nm_study")
+    healed = load_recipe(str(REPO / "bench" / "recipes" / "best-2-4-healed.yaml"))
+    assert healed == load_recipe(script.recipe_for("2:4", "sparsegpt+permute+reconstruct-model+heal"))
+    assert healed.steps[0] == load_recipe(str(REPO / "bench" / "recipes" / "best-2-4.yaml")).steps[0]
+    cell = REPO / "bench" / "results" / "nm_study" / "2-4_sparsegpt+permute+reconstruct-model+heal_seed0.json"
+    if cell.exists():  # the healing run writes it
+        assert load_recipe(json.loads(cell.read_text())["recipe"]) == healed
+

@@ -46,7 +46,13 @@ ROWS: dict[str, dict] = {
     "sparsegpt+permute+reconstruct-model": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL},
     "ria+dsnot": {"method": "ria", "dsnot": True},
     "ria+dsnot+reconstruct-model": {"method": "ria", "dsnot": True, "reconstruct": TO_MODEL},
+    "sparsegpt+reconstruct-model": {"method": "sparsegpt", "reconstruct": TO_MODEL},
+    "sparsegpt+permute+reconstruct-model+heal": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
+                                                 "heal": True},
 }
+#: the healing step of the `+heal` rows (`bench/recipes/best-2-4-healed.yaml`): 160 steps of 4 x 512 C4 tokens,
+#: distilled from the dense model; sized so that pruning + healing run in well under 2 hours on this machine
+HEAL = {"tokens": 327_680, "seqlen": 512, "batch_size": 4, "lr": 2e-4, "warmup": 0.05}
 PATTERNS = ("2:4", "4:8", "50%")
 #: a second step that quantizes the kept weights (GPTQ int4 g128) after pruning (and reconstruction)
 INT4 = {"quantize": {"format": "int4", "group_size": 128, "method": "gptq"}}
@@ -55,8 +61,9 @@ INT4 = {"quantize": {"format": "int4", "group_size": 128, "method": "gptq"}}
 def recipe_for(pattern: str, row: str, int4: bool = False) -> list[dict]:
     """The recipe of one study cell; permutation rows do not apply to unstructured sparsity."""
     opts = dict(ROWS[row])
+    heal = [{"heal": dict(HEAL)}] if opts.pop("heal", False) else []
     prune = {**opts, "sparsity": 0.5} if pattern == "50%" else {**opts, "pattern": pattern}
-    return [{"prune": prune}] + ([INT4] if int4 else [])
+    return [{"prune": prune}] + heal + ([INT4] if int4 else [])
 
 
 def applies(pattern: str, row: str) -> bool:
@@ -72,7 +79,7 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
     from sparsekit.api import compress, evaluate, save
     from sparsekit.models.loader import load_model
     from sparsekit.recipe import load_recipe
-    from sparsekit.steps.records import PruneRecord
+    from sparsekit.steps.records import HealRecord, PruneRecord
 
     recipe = recipe_for(pattern, row, int4)
     model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
@@ -86,6 +93,7 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
         save(compressed, args.save_dir / result_path(Path(), pattern, row, seed, int4).stem,
              command="python bench/experiments/nm_study.py " + shlex.join(args.argv))
     prune = next(st for st in compressed.steps if isinstance(st, PruneRecord))
+    heal = next((st for st in compressed.steps if isinstance(st, HealRecord)), None)
     fits = list(prune.reconstruction.values())
     return {"model": args.model, "pattern": pattern, "row": row, "int4": int4, "seed": seed,
             "recipe": load_recipe(recipe).to_list(),  # every option spelled out, defaults included
@@ -94,6 +102,7 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
             "reconstruction": {"blocks": len(fits),
                                "mean_error_before": statistics.fmean(f[0] for f in fits) if fits else None,
                                "mean_error_after": statistics.fmean(f[1] for f in fits) if fits else None},
+            "heal": None if heal is None else heal.to_dict(),
             "permuted_modules": len(prune.permuted), "protocol": report["protocol"], "device": report["device"],
             "versions": report.get("versions"), "date": report.get("date"),
             "command": "python bench/experiments/nm_study.py " + shlex.join(args.argv)}
@@ -105,16 +114,19 @@ def table(out: Path) -> str:
     for file in sorted(out.glob("*.json")):
         r = json.loads(file.read_text())
         cells.setdefault((r["pattern"], r["row"], r["int4"]), []).append(r)
-    lines = ["| pattern | row | seeds | WikiText-2 ppl (mean) | spread (max - min) | prune time (s) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| pattern | row | seeds | WikiText-2 ppl (mean) | spread (max - min) | prune time (s) | healing |",
+             "|---|---|---|---|---|---|---|"]
     order = {row: i for i, row in enumerate(ROWS)}
     for (pattern, row, int4), rs in sorted(cells.items(), key=lambda kv: (PATTERNS.index(kv[0][0]), kv[0][2],
                                                                            order[kv[0][1]])):
         ppl = [r["ppl"] for r in rs]
         spread = f"{max(ppl) - min(ppl):.2f}" if len(ppl) > 1 else "-"
         secs = statistics.fmean(r["prune_seconds"] for r in rs)
+        heals = [r["heal"] for r in rs if r.get("heal")]
+        heal = (f"{statistics.fmean(h['tokens'] for h in heals) / 1e3:,.0f}k tokens, "
+                f"{statistics.fmean(h['seconds'] for h in heals) / 60:.0f} min") if heals else "-"
         lines.append(f"| {pattern}{' + int4' if int4 else ''} | {row} | {','.join(str(r['seed']) for r in rs)} | "
-                     f"{statistics.fmean(ppl):.2f} | {spread} | {secs:.0f} |")
+                     f"{statistics.fmean(ppl):.2f} | {spread} | {secs:.0f} | {heal} |")
     return "\n".join(lines)
 
 

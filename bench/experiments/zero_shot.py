@@ -12,7 +12,8 @@ exists, so an interrupted run resumes.
 
 `--checkpoints DIR` scores a recipe from the checkpoint `DIR/{model}_{recipe}` written by
 `prune_table.py --save-dir DIR` when there is one, instead of calibrating again: the checkpoint must
-record the same recipe and calibration protocol, or the script refuses it.
+record the same recipe and calibration protocol (`--calib-dtype`: the forwards' dtype included), or the
+script refuses it.
 """
 
 from __future__ import annotations
@@ -59,17 +60,18 @@ def result_path(out: Path, model: str, recipe: str, limit: int | None) -> Path:
     return out / f"{Path(model).name}_{stem}_{'full' if limit is None else f'limit{limit}'}.json"
 
 
-def from_checkpoint(folder: Path, recipe: str, calibration: dict):
-    """`(model, tokenizer, metadata)` of a saved compression of `recipe`, or None when `folder` holds none."""
+def from_checkpoint(folder: Path, recipe: str, calibration: dict, forward_dtype: str = "float32"):
+    """`(model, tokenizer, metadata)` of a saved compression of `recipe`, or None when `folder` holds none;
+    the checkpoint must record the same calibration windows and forward dtype."""
     meta = read_metadata(folder) if folder.is_dir() else None
     if meta is None:
         return None
     want = load_recipe(recipe).to_list()
     used = meta.get("calibration")  # None: the recipe needs no calibration data (e.g. magnitude)
-    # the same windows, and fp32 forwards as this script's own compression runs (the batch size only
-    # reorders fp32 sums); checkpoints written before those settings were recorded have neither key
+    # the same windows, and the forwards this script's own compression would run (the batch size only
+    # reorders sums); checkpoints written before those settings were recorded have neither key (fp32)
     same = used is None or ({k: used.get(k) for k in calibration} == calibration
-                            and used.get("forward_dtype", "float32") == "float32")
+                            and used.get("forward_dtype", "float32") == forward_dtype)
     if meta.get("recipe") != want or not same:
         raise SystemExit(f"{folder}: its recipe {meta.get('recipe')} / calibration {meta.get('calibration')} differ "
                          f"from {want} / {calibration}; remove it or drop --checkpoints")
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=100, help="examples per task (0: the full sets) [100]")
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--calib-seqlen", type=int, default=512)
+    p.add_argument("--calib-dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="calibration forwards (a checkpoint must have been compressed with the same) [float32]")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "zero_shot")
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         calibration = {"source": "c4", "nsamples": args.nsamples, "seqlen": args.calib_seqlen, "seed": 0}
         saved = None
         if args.checkpoints is not None and name != "dense":
-            saved = from_checkpoint(args.checkpoints / checkpoint_stem(args.model, name), name, calibration)
+            saved = from_checkpoint(args.checkpoints / checkpoint_stem(args.model, name), name, calibration,
+                                    args.calib_dtype)
         start = time.perf_counter()
         if saved is not None:
             model, tokenizer, meta = saved
@@ -131,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             origin = {}
             if name != "dense":
                 compress(model, name, tokenizer, nsamples=args.nsamples, seqlen=args.calib_seqlen, seed=0,
-                         device=args.device, data_dir=args.data_dir)
+                         device=args.device, data_dir=args.data_dir, calib_dtype=args.calib_dtype)
         seconds = time.perf_counter() - start
         report = evaluate(model, tokenizer, ppl=[], tasks=tasks, limit=limit, data_dir=args.data_dir)
         report.update(model=args.model, recipe_name=name, compress_seconds=None if saved else seconds,
-                      calibration=None if name == "dense" else calibration, **origin,
+                      calibration=None if name == "dense" else {**calibration, "forward_dtype": args.calib_dtype},
+                      **origin,
                       command="python bench/experiments/zero_shot.py " + shlex.join(argv))
         write_json_atomic(path, report)
         print(f"{name}: " + "  ".join(f"{t} {headline(m):.3f}" for t, m in report["tasks"].items()),
