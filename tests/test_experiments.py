@@ -192,6 +192,13 @@ def test_zero_shot_scores_prune_table_checkpoints(tiny_dir, data_dir, tmp_path):
     with pytest.raises(SystemExit, match="calibration"):
         zs.main(common + ["--nsamples", "4", "--calib-seqlen", "32", "--out", str(tmp_path / "other"),
                           "--checkpoints", str(tmp_path / "ckpt")])
+    # --saved: any checkpoint as it is, named by the caller
+    saved = ["--recipes", "", "--saved", f"mine={tmp_path / 'ckpt' / f'{tiny_dir.name}_wanda-2-4'}"]
+    assert zs.main(common + saved + ["--out", str(tmp_path / "saved")]) == 0
+    mine = json.loads((tmp_path / "saved" / f"{tiny_dir.name}_mine_limit4.json").read_text())
+    assert mine["tasks"] == fresh["tasks"] and mine["checkpoint_recipe"][0]["prune"]["method"] == "wanda"
+    assert mine["calibration"]["nsamples"] == 2 and mine["recipe_name"] == "mine"
+    assert zs.main(common + ["--recipes", "", "--saved", f"x={tmp_path}", "--out", str(tmp_path / "bad")]) == 2
     with pytest.raises(SystemExit, match="forward_dtype"):  # compressed with fp32 forwards, asked for bf16
         zs.main(common + calib + ["--calib-dtype", "bfloat16", "--out", str(tmp_path / "bf16"),
                                   "--checkpoints", str(tmp_path / "ckpt")])

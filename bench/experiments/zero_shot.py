@@ -13,7 +13,8 @@ exists, so an interrupted run resumes.
 `--checkpoints DIR` scores a recipe from the checkpoint `DIR/{model}_{recipe}` written by
 `prune_table.py --save-dir DIR` when there is one, instead of calibrating again: the checkpoint must
 record the same recipe and calibration protocol (`--calib-dtype`: the forwards' dtype included), or the
-script refuses it.
+script refuses it. `--saved NAME=DIR` scores any checkpoint as it is, under its own recipe and
+calibration (e.g. the shrunk models `structured.py --save-dir` keeps).
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "zero_shot")
     p.add_argument("--checkpoints", type=Path, default=None,
                    help="reuse checkpoints DIR/{model}_{recipe} from prune_table.py --save-dir DIR")
+    p.add_argument("--saved", default="",
+                   help="also score saved checkpoints as they are: NAME=DIR[,NAME=DIR...] (their own recipe and "
+                        "calibration, e.g. structured.py --save-dir's shrunk models)")
     p.add_argument("--table", action="store_true")
     args = p.parse_args(argv)
     limit = args.limit or None
@@ -116,20 +120,33 @@ def main(argv: list[str] | None = None) -> int:
         print(table(args.out, limit))
         return 0
     tasks = [t for t in args.tasks.split(",") if t]
-    for name in [r for r in args.recipes.split(",") if r]:
+    named = {}
+    for item in (x for x in args.saved.split(",") if x):
+        name, sep, folder = item.partition("=")
+        if not sep or not name or read_metadata(Path(folder)) is None:
+            print(f"zero_shot: --saved wants NAME=DIR with DIR a sparsekit checkpoint, got {item!r}", file=sys.stderr)
+            return 2
+        named[name] = Path(folder)
+    for name in [r for r in args.recipes.split(",") if r] + list(named):
         path = result_path(args.out, args.model, name, limit)
         if path.exists():
             print(f"skip {name}: {path} exists", flush=True)
             continue
         calibration = {"source": "c4", "nsamples": args.nsamples, "seqlen": args.calib_seqlen, "seed": 0}
         saved = None
-        if args.checkpoints is not None and name != "dense":
+        if name in named:
+            model, tokenizer = load(named[name], dtype="float32")
+            meta = read_metadata(named[name])
+            saved = model, tokenizer, meta
+            calibration = meta.get("calibration") or {}
+        elif args.checkpoints is not None and name != "dense":
             saved = from_checkpoint(args.checkpoints / checkpoint_stem(args.model, name), name, calibration,
                                     args.calib_dtype)
         start = time.perf_counter()
         if saved is not None:
             model, tokenizer, meta = saved
-            origin = {"checkpoint": str(args.checkpoints / checkpoint_stem(args.model, name)),
+            folder = named.get(name) or args.checkpoints / checkpoint_stem(args.model, name)
+            origin = {"checkpoint": str(folder), "checkpoint_recipe": meta.get("recipe"),
                       "checkpoint_command": meta.get("command"), "checkpoint_date": meta.get("date")}
         else:
             model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
@@ -140,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         report = evaluate(model, tokenizer, ppl=[], tasks=tasks, limit=limit, data_dir=args.data_dir)
         report.update(model=args.model, recipe_name=name, compress_seconds=None if saved else seconds,
-                      calibration=None if name == "dense" else {**calibration, "forward_dtype": args.calib_dtype},
+                      calibration=None if name == "dense" else {"forward_dtype": args.calib_dtype, **calibration},
                       **origin,
                       command="python bench/experiments/zero_shot.py " + shlex.join(argv))
         write_json_atomic(path, report)
