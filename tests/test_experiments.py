@@ -137,6 +137,12 @@ def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
     retimed = json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())["results"]
     assert all(r["decode"]["retimed"] and r["decode"]["tokens_per_s"] > 0 for r in retimed.values())
     assert {n: r["ppl"] for n, r in retimed.items()} == {n: r["ppl"] for n, r in res.items()}
+    # a partial pass: dense and mlp-2 again; every other record keeps the dense rate of the pass it was timed in
+    assert study.main(argv + ["--retime", "--configs", "mlp-2"]) == 0
+    again = json.loads((tmp_path / f"{tiny_dir.name}_limit1.json").read_text())["results"]
+    assert again["mlp-2"]["decode"]["dense_tokens_per_s"] == again["dense"]["decode"]["tokens_per_s"]
+    assert again["heads-33"]["decode"] == {**retimed["heads-33"]["decode"],
+                                           "dense_tokens_per_s": retimed["dense"]["decode"]["tokens_per_s"]}
     assert study.main(argv + ["--table"]) == 0
     table = study.table(tmp_path / f"{tiny_dir.name}_limit1.json").splitlines()
     assert len(table) == 2 + len(res) and table[2].startswith("| dense |  | 0.0 M (0.0%) |")

@@ -34,7 +34,9 @@ saved as a sparsekit checkpoint under `--save-dir` (not committed), and
 re-times the decode of every configuration (dense included) in one pass from those checkpoints
 (`sparsekit.load`: shapes restored without calibration; drop_blocks configurations without a
 checkpoint are rebuilt from their recorded block indices) and records it as `decode` with
-`"retimed": true`. `--table` prints the README's markdown table.
+`"retimed": true`; `--retime --configs a,b` re-times only those, with dense again in the same pass. Each
+record keeps the dense rate of the pass that timed it, and its speedup divides by that one.
+`--table` prints the README's markdown table.
 
 Two workers may share one JSON (e.g. one per core, with disjoint `--configs`): every write re-reads
 the file under a lock and merges. Within one run, the NRI scores of the dense model are computed once
@@ -227,16 +229,25 @@ def rebuild(args: argparse.Namespace, name: str, record: dict):
     raise SystemExit(f"{name}: no checkpoint in {ckpt}; re-run it (delete its record) to time it again")
 
 
-def retime(args: argparse.Namespace) -> Path:
-    """Decode tokens/s of every finished configuration, re-measured in one pass (module docstring)."""
+def retime(args: argparse.Namespace, only: list[str] | None = None) -> Path:
+    """Decode tokens/s of every finished configuration (or of `only`), re-measured in one pass (module
+    docstring). Dense is always timed first in the pass, and every record keeps the dense rate of the pass
+    that timed it (`dense_tokens_per_s`), so a speedup always divides two rates of one pass."""
     out_json = args.out / f"{Path(args.model).name}_limit{args.limit}.json"
     data = json.loads(out_json.read_text())
-    for name, record in data["results"].items():
+    old_dense = data["results"]["dense"]["decode"]["tokens_per_s"]
+    for record in data["results"].values():  # records of an earlier pass keep its dense rate
+        record["decode"].setdefault("dense_tokens_per_s", old_dense)
+    names = ["dense"] + [n for n in data["results"] if n != "dense" and (only is None or n in only)]
+    for name in names:
+        record = data["results"][name]
         model, tokenizer = rebuild(args, name, record)
         left = sum(p.numel() for p in model.parameters())
         if left != record["params"]:
             raise SystemExit(f"{name}: rebuilt model has {left:,} parameters, the record says {record['params']:,}")
-        record["decode"] = {**decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "retimed": True}
+        record["decode"] = {**decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "retimed": True,
+                            "threads": torch.get_num_threads()}
+        record["decode"]["dense_tokens_per_s"] = data["results"]["dense"]["decode"]["tokens_per_s"]
         data = merge_write(out_json, data)
         print(f"{name:<18} decode {record['decode']['tokens_per_s']:.2f} tok/s", flush=True)
     return out_json
@@ -253,7 +264,7 @@ def table(out_json: Path) -> str:
     order = list(configs())
     for name, r in sorted(res.items(), key=lambda kv: order.index(kv[0])):
         what = "" if name == "dense" else _removed(r)
-        speed = r["decode"]["tokens_per_s"] / dense["decode"]["tokens_per_s"]
+        speed = r["decode"]["tokens_per_s"] / r["decode"].get("dense_tokens_per_s", dense["decode"]["tokens_per_s"])
         lines.append(f"| {name} | {what} | {r['params_removed'] / 1e6:.1f} M ({100 * r['params_removed'] / total:.1f}%) "
                      f"| {r['ppl']:.2f} | {r['decode']['tokens_per_s']:.2f} | {speed:.2f}x |")
     return "\n".join(lines)
@@ -351,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--configs", default=",".join(configs()))
+    p.add_argument("--configs", default=None, help="comma list [all]; with --retime: re-time only these (and dense)")
     p.add_argument("--limit", type=int, default=40, help="WikiText-2 windows per configuration [40]")
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--nsamples", type=int, default=128)
@@ -367,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", action="store_true", help="print the README's markdown table")
     args = p.parse_args(argv)
     args.argv = argv
-    args.configs = [c for c in args.configs.split(",") if c]
+    only = None if args.configs is None else [c for c in args.configs.split(",") if c]
+    args.configs = list(configs()) if only is None else only
     bad = sorted(set(args.configs) - set(configs()))
     if bad:
         p.error(f"unknown configurations {bad}; choose from {', '.join(configs())}")
@@ -376,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(out_json))
         return 0
     if args.retime:
-        print(plot(retime(args)))
+        print(plot(retime(args, only)))
         return 0
     if args.plot_only:
         print(plot(out_json), plot_widths(out_json) or "")
