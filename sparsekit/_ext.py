@@ -63,10 +63,14 @@ def info() -> dict:
 
 
 def cpu_info() -> dict:
-    """What the CPU extension offers here: built version and which of its SIMD paths run on this CPU
-    ('auto' takes AVX-512, then AVX2, then the portable scalar path)."""
+    """What the CPU extension offers here: built version, which of its SIMD paths run on this CPU ('auto'
+    takes AVX-512, then AVX2, then the portable scalar path), and which int8-activation decode kernels the
+    'cpu_a8' backend runs ('a8': 'vnni', 'avx2', or 'none': the exact kernels on the quantized activations)."""
     ext = load_cpu()
     if ext is None:
         return {"available": False}
-    return {"available": True, "version": ext.version(), "avx512": bool(ext.has_avx512()),
+    info = {"available": True, "version": ext.version(), "avx512": bool(ext.has_avx512()),
             "avx2": bool(ext.has_avx2())}
+    if hasattr(ext, "a8_kernels"):  # an extension built before the AVX2 a8 kernels has no such function
+        info["a8"] = ext.a8_kernels()
+    return info

@@ -1,10 +1,11 @@
-// Activations to int8 blocks for the a8 kernels (gemm_avx512_vnni.cpp): portable C++, run once per call.
+// Activations to int8 blocks for the a8 kernels (gemm_avx512_vnni.cpp, and the AVX2 ones of gemm_avx2.cpp, which
+// read the same arrangement): portable C++, run once per call.
 //
 // The quantization is llama.cpp's Q8_0 (blocks of 32, symmetric absmax) with round-half-to-even, so that
 // torch.round reproduces it bit for bit in the tests' emulation. Arranged per layout so the kernels load
 // whole vectors: the nibble layouts keep input 2i in the low nibble of byte i, so their activations are
 // split into even and odd inputs (a code byte's two nibbles meet the same byte offset of each); MXFP4 and
-// int4 + 2:4 multiply signed weights, and vpdpbusd needs one unsigned operand, so their activations are
+// int4 + 2:4 multiply signed weights, and vpdpbusd (AVX2: vpmaddubsw) needs one unsigned operand, so their activations are
 // stored biased by 128 (the kernels subtract 128 x sum w, which they get from the same instruction).
 #include <algorithm>
 #include <cmath>

@@ -7,7 +7,8 @@
 // materialises W. Prefill dequantizes tiles of rows into a 16 MiB buffer and multiplies them with BLAS
 // (at::mm; in bf16 for bf16 activations): at 17+ tokens every weight feeds enough FMAs that decoding it
 // once per tile is cheap, and the BLAS microkernels are what a hand-written loop would not beat.
-// acts = "int8" is the a8 variant (gemm_avx512_vnni.cpp): activations in int8 blocks of 32.
+// acts = "int8" is the a8 variant (gemm_avx512_vnni.cpp, and gemm_avx2.cpp for CPUs without VNNI): activations
+// in int8 blocks of 32.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 #include <torch/library.h>
@@ -219,10 +220,15 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
   }
   auto x2 = x.reshape({-1, k}).to(torch::kFloat32).contiguous();
   const int64_t m = x2.size(0);
-  const bool vnni = a8 && use == "avx512" && cpu_has_a8() && m <= kDecodeRows;
-  if (a8 && !vnni && m > 0) {
-    // the exact kernels on d * q: the same product as the VNNI kernels (prefill, CPUs without VNNI, the
-    // AVX2 and scalar paths)
+  // the a8 decode kernels: AVX-512 VNNI where the CPU has it, else AVX2 (an AVX-512 path without VNNI, or
+  // path = 'avx2', which forces them where VNNI is present too)
+  sparsekit::cpu::A8RowsFn a8_rows = nullptr;
+  if (a8 && m <= kDecodeRows) {
+    if (use == "avx512" && cpu_has_a8()) a8_rows = sparsekit::cpu::rows_a8;
+    else if ((use == "avx512" || use == "avx2") && cpu_has_avx2()) a8_rows = sparsekit::cpu::rows_a8_avx2;
+  }
+  if (a8 && !a8_rows && m > 0) {
+    // the exact kernels on d * q: the same product as the a8 kernels (prefill, the scalar path)
     auto fq = torch::empty_like(x2);
     sparsekit::cpu::fake_quant_acts(x2.data_ptr<float>(), m, k, fq.data_ptr<float>());
     x2 = fq;
@@ -238,12 +244,11 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
     const float* xp = x2.data_ptr<float>();
     float* op_ = out.data_ptr<float>();
     const float* bp = b.has_value() ? b->data_ptr<float>() : nullptr;
-    if (vnni) {
+    if (a8_rows) {
       sparsekit::cpu::QActs qa;
       sparsekit::cpu::quantize_acts(p, xp, m, qa);
       const int64_t grain = std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
-      at::parallel_for(0, n, grain,
-                       [&](int64_t n0, int64_t n1) { sparsekit::cpu::rows_a8(p, qa, m, op_, bp, n0, n1); });
+      at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { a8_rows(p, qa, m, op_, bp, n0, n1); });
     } else if (m <= kDecodeRows) {
       const sparsekit::cpu::RowsFn rows = use == "avx512" ? sparsekit::cpu::rows_avx512
                                           : use == "avx2"   ? sparsekit::cpu::rows_avx2
@@ -407,6 +412,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("has_avx512", &cpu_has_avx512, "whether the AVX-512 path can run on this CPU");
   m.def("has_avx2", &cpu_has_avx2, "whether the AVX2 (+ FMA, F16C) path can run on this CPU");
   m.def("has_a8", &cpu_has_a8, "whether the int8-activation (a8) AVX-512 VNNI kernels can run on this CPU");
+  m.def("a8_kernels", [] { return std::string(cpu_has_a8() ? "vnni" : cpu_has_avx2() ? "avx2" : "none"); },
+        "which int8-activation (a8) decode kernels path='auto' runs here: 'vnni', 'avx2' or 'none' (the exact "
+        "kernels on the quantized activations)");
   m.def("fake_quant_acts", [](const torch::Tensor& x) {
     TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(),
                 "fake_quant_acts: x must be a contiguous float32 CPU [M, K] tensor");

@@ -18,10 +18,12 @@
 // The nibble layouts split the activations into even / odd inputs and fold the int4 zero point out of
 // the loop, exactly as the AVX-512 path does (see Split); the group size rules are the same (the binding's
 // `simd_fits`: group % 16 == 0 or one group per row), so a 16-input step never straddles two groups.
+// At the end: the int8-activation (a8) kernels of `cpu_a8` for CPUs without AVX-512 VNNI (rows_a8_avx2).
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "a8_common.h"
 #include "packed_cpu.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -601,6 +603,324 @@ inline bool nibble_fits(const Packed& p) {
   return p.kind == Kind::kMXFP4 || (p.kind == Kind::kInt4 && p.group % 32 == 0);
 }
 
+
+// ---------------------------------------------------------------- int8 activations (the a8 variant)
+//
+// The a8 kernels of gemm_avx512_vnni.cpp for CPUs without AVX-512 VNNI, on the same QActs (acts_int8.cpp):
+// llama.cpp's AVX2 Q4_0 x Q8_0 dot. AVX2 has no vpdpbusd; its integer dot is vpmaddubsw (32 unsigned x
+// signed byte products, adjacent pairs summed to int16 *with saturation*) then vpmaddwd against ones (pairs
+// of int16 summed to int32, exact), so every kernel below bounds its int16 sums: they stay exact.
+// - A chunk is 64 inputs (a ymm of 32 code bytes, or 16 for int4 + 2:4): two activation blocks, each inside one
+//   weight group (a8_fits), so each int32 lane has one block scale d and one group scale: the lanes convert to
+//   fp32 and take one FMA per chunk and token, with a vector of the 8 lanes' scale products.
+// - The operand that is the same for every token of a tile (the weights) is prepared once per chunk; the
+//   per-token work is two activation loads, the integer dot (two vpmaddubsw and a vpmaddwd for 64 int4 or
+//   MXFP4 weights; for the 32 kept weights of int4 + 2:4, first two vpshufb and a vpblendd that gather them),
+//   the conversion and one FMA. Not measured yet (written on a busy machine): timings are still to be taken.
+// - Tiles of up to 4 tokens (a8_rows): accumulators, the chunk's weight vectors and the constants stay in the 16
+//   ymm registers; at 1-2 tokens consecutive chunks alternate two accumulator sets (the FMA latency).
+
+// A row's fp16 group scales as fp32 (F16C, 8 at a time) and, for int4, scale x zero point per group: converted
+// once per row, not once per chunk
+struct RowScalesA8 {
+  std::vector<float> s, sz;  // [G] scale, scale x zero point
+  void load(const Packed& p, int64_t n, bool with_zero) {
+    const int64_t G = p.groups();
+    const uint16_t* sc = p.scales + n * G;
+    const uint8_t* z = p.zeros ? p.zeros + n * G : nullptr;
+    s.resize(G);
+    sz.resize(G);
+    int64_t g = 0;
+    for (; g + 8 <= G; g += 8) {
+      const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g)));
+      _mm256_storeu_ps(&s[g], sv);
+      if (with_zero) {
+        const __m256 zv = z ? _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z + g))))
+                            : _mm256_set1_ps(8.0f);
+        _mm256_storeu_ps(&sz[g], _mm256_mul_ps(sv, zv));
+      }
+    }
+    for (; g < G; ++g) {
+      s[g] = half_to_float(sc[g]);
+      sz[g] = s[g] * (z ? static_cast<float>(z[g]) : 8.0f);
+    }
+  }
+};
+
+// sum_g a[g] b[g]
+inline float dot_a8(const float* a, const float* b, int64_t G) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= G; g += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + g), _mm256_loadu_ps(b + g), acc);
+  float s = hsum(acc);
+  for (; g < G; ++g) s += a[g] * b[g];
+  return s;
+}
+
+// [lo x 4 | hi x 4]: the scales of the chunk's two blocks, one per 128-bit half (the nibble layouts: a half is
+// 16 code bytes, 32 inputs, one block)
+SK_INLINE __m256 halves(float lo, float hi) {
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(lo)), _mm_set1_ps(hi), 1);
+}
+
+// The int16 pair sums of even and odd inputs added, then to int32 lanes: lane i holds the 8 products of inputs
+// 8i .. 8i + 7 of the chunk (even bytes 4i .. 4i + 3 meet odd bytes 4i .. 4i + 3), one activation block's.
+SK_INLINE __m256i pairs_to_lanes(__m256i even_pairs, __m256i odd_pairs) {
+  return _mm256_madd_epi16(_mm256_add_epi16(even_pairs, odd_pairs), _mm256_set1_epi16(1));
+}
+
+// the even / odd activation bytes and lane scales of tokens t0 .. t0 + MT - 1 (the nibble layouts)
+template <int MT>
+struct EvenOddA8 {
+  const uint8_t* ev[MT];
+  const uint8_t* od[MT];
+  const float* ln[MT];
+  EvenOddA8(const QActs& qa, int64_t t0) {
+    for (int t = 0; t < MT; ++t) {
+      ev[t] = &qa.even[(t0 + t) * (qa.kpad / 2)];
+      od[t] = &qa.odd[(t0 + t) * (qa.kpad / 2)];
+      ln[t] = &qa.lanes[(t0 + t) * (qa.kpad / 8)];
+    }
+  }
+};
+
+// The chunk loop of a row of K inputs, 64 at a time: chunk(k0, full, set) for the full chunks and, when K % 64
+// is 32, a last half chunk (full = false); consecutive chunks alternate accumulator sets 0 and NA - 1.
+// prefetch(k0) is called for every other chunk (k0 % 128 == 0).
+template <int NA, class Chunk, class Ahead>
+SK_INLINE void chunks64(int64_t K, Chunk&& chunk, Ahead&& ahead) {
+  const int64_t full = K / 64;
+  int64_t c = 0;
+  for (; c + 2 <= full; c += 2) {
+    ahead(c * 64);
+    chunk(c * 64, true, 0);
+    chunk(c * 64 + 64, true, NA - 1);
+  }
+  if (c < full) chunk(c * 64, true, 0), ++c;
+  if (c * 64 < K) chunk(c * 64, false, NA - 1);
+}
+
+// ------------------------------------------ int4: codes (u8, 0..15) x q (s8)
+//
+// vpmaddubsw takes the codes as its unsigned operand and q (-127..127) as the signed one: a pair sum is at most
+// 2 x 15 x 127 = 3810, and even + odd pairs 7620, far from the int16 limit (32767): exact, no saturation. The
+// activations are the VNNI kernels' (unbiased even / odd bytes); the zero point is folded out as there:
+// sum d q (c - z) s = s sum d q c - s z sum d q, the last sum per group and token from QActs::gsum.
+template <int MT>
+void int4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
+                       int64_t n1) {
+  constexpr int NA = MT <= 2 ? 2 : 1;
+  const int64_t half = p.k / 2, G = p.groups();
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  const EvenOddA8<MT> eo(qa, t0);
+  std::vector<int32_t> group_of;
+  block_groups(p, group_of, 1);
+  RowScalesA8 rs;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * half;
+    rs.load(p, n, true);
+    __m256 acc[NA][MT];
+    for (int a = 0; a < NA; ++a)
+      for (int t = 0; t < MT; ++t) acc[a][t] = _mm256_setzero_ps();
+    auto chunk = [&](int64_t k0, bool full, int a) __attribute__((always_inline)) {
+      const int64_t b = k0 / 2;  // code byte, and even / odd byte, of input k0
+      // past K (a half chunk) the codes are zero: their products vanish whatever the activation bytes
+      const __m256i v = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + b))
+                             : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
+      const __m256i lo = _mm256_and_si256(v, low);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+      const __m256 sv = halves(rs.s[group_of[k0 / 32]], rs.s[group_of[k0 / 32 + 1]]);
+      for (int t = 0; t < MT; ++t) {
+        const __m256i d = pairs_to_lanes(
+            _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.ev[t] + b))),
+            _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.od[t] + b))));
+        acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sv, _mm256_loadu_ps(eo.ln[t] + b / 4)),
+                                    acc[a][t]);
+      }
+    };
+    chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) { prefetch(codes + k0 / 2); });
+    for (int t = 0; t < MT; ++t) {
+      const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
+      out[(t0 + t) * p.n + n] =
+          hsum(sum) - dot_a8(rs.sz.data(), &qa.gsum[(t0 + t) * G], G) + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+// ------------------------------------------ MXFP4: (q + 128) (u8) x 2 E2M1 (s8)
+//
+// The weights are signed, so they are vpmaddubsw's signed operand, through the byte table of 2 x E2M1
+// (integers in [-12, 12]), and the activations its unsigned one: the VNNI kernels' biased bytes q + 128 (1..255).
+// A pair sum is at most 2 x 255 x 12 = 6120, even + odd pairs 12240 < 32767: exact. The bias is removed as
+// there: sum (q + 128) w - 128 sum w, sum w per lane once per chunk (the same instructions against ones) and
+// shared by every token. (The alternative, |w| x sign(w) q with vpsignb, costs a vpsignb per token per vector.)
+// The E8M0 scales come from a table of exact fp32 values, one per 128-bit half of a chunk.
+struct E8M0Table {
+  float v[256];
+  E8M0Table() {
+    for (int u = 0; u < 256; ++u) v[u] = e8m0_to_float(static_cast<uint8_t>(u));
+  }
+};
+const E8M0Table kE8M0;
+
+template <int MT>
+void mxfp4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
+                        int64_t n1) {
+  constexpr int NA = MT <= 2 ? 2 : 1;
+  const int64_t half = p.k / 2;
+  alignas(16) int8_t table[16];
+  mxfp4_x2_table(table);
+  const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(table)));
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi8(1);
+  const EvenOddA8<MT> eo(qa, t0);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * half;
+    const uint8_t* e8m0 = p.e8m0 + n * (p.k / 32);
+    __m256 acc[NA][MT];
+    for (int a = 0; a < NA; ++a)
+      for (int t = 0; t < MT; ++t) acc[a][t] = _mm256_setzero_ps();
+    auto chunk = [&](int64_t k0, bool full, int a) __attribute__((always_inline)) {
+      const int64_t b = k0 / 2;
+      // past K (a half chunk): codes 0 are the weight +0, and the scale there is 0, not a byte past the row
+      const __m256i v = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + b))
+                             : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
+      const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+      const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+      const __m256i wsum = _mm256_slli_epi32(
+          pairs_to_lanes(_mm256_maddubs_epi16(ones, lo), _mm256_maddubs_epi16(ones, hi)), 7);  // |.| <= 96 x 128
+      const __m256 sv = halves(kE8M0.v[e8m0[k0 / 32]], full ? kE8M0.v[e8m0[k0 / 32 + 1]] : 0.0f);
+      for (int t = 0; t < MT; ++t) {
+        const __m256i d = _mm256_sub_epi32(
+            pairs_to_lanes(
+                _mm256_maddubs_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.ev[t] + b)), lo),
+                _mm256_maddubs_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.od[t] + b)), hi)),
+            wsum);
+        acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sv, _mm256_loadu_ps(eo.ln[t] + b / 4)),
+                                    acc[a][t]);
+      }
+    };
+    chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) { prefetch(codes + k0 / 2); });
+    for (int t = 0; t < MT; ++t) {  // the table held 2 x E2M1
+      const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
+      out[(t0 + t) * p.n + n] = 0.5f * hsum(sum) + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+// ------------------------------------------ int4 + 2:4: gathered (q + 128) (u8) x (c - z) (s8)
+//
+// The VNNI kernel gathers the kept activations with vpermi2b (any byte of 128); AVX2's byte shuffle (vpshufb)
+// picks only within a 16-byte half, and a gather within halves is what makes every product count: expanding
+// the codes to dense (zeros at the pruned inputs) would multiply twice the bytes per token. A chunk of 64
+// inputs (16 groups of 4, 16 code bytes, 8 metadata bytes) is read as A = inputs 0..31 and B = 32..63, two
+// loads of the natural activation bytes: the 128-bit halves of A and B hold inputs 0-15, 16-31, 32-47, 48-63,
+// and int32 lane i of the product takes the kept inputs of metadata byte j(i) = 0, 4, 1, 5, 2, 6, 3, 7 (8
+// inputs, 2 groups) from A (even i: j < 4) or B (odd i: j >= 4) with one vpshufb each and a vpblendd. Even
+// lanes then hold block 0 of the chunk and odd lanes block 1: the token's two block scales are one 64-bit
+// broadcast, and the two group scales (and zero points) of the chunk are placed the same way.
+// The shuffle indices of a metadata byte (group 2j low nibble, 2j + 1 high; each nibble the 2-bit positions of
+// its first and second kept value) are a 256-entry table, gathered for the 8 lanes with one vpgatherdd.
+// The codes are in slot order (code byte g: group g's first kept value low, second high), so a chunk's 16 code
+// bytes, permuted in pairs to the lane order and zero-extended to 16 bits, become the lane bytes with an AND,
+// a shift and an OR. Weights are c - z (z in [0, 15], so -15..15): signed, the activations biased (1..255) as
+// for MXFP4: a pair sum is at most 2 x 255 x 15 = 7650 < 32767, exact; the bias removed with 128 sum (c - z).
+struct Gather24Table {
+  int32_t idx[256];  // bytes: first, second kept of the low nibble's group; of the high nibble's group, + 4
+  Gather24Table() {
+    for (int m = 0; m < 256; ++m) {
+      const uint32_t b0 = m & 3, b1 = (m >> 2) & 3, b2 = 4 + ((m >> 4) & 3), b3 = 4 + ((m >> 6) & 3);
+      idx[m] = static_cast<int32_t>(b0 | (b1 << 8) | (b2 << 16) | (b3 << 24));
+    }
+  }
+};
+const Gather24Table kGather24;
+
+template <int MT>
+void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,
+                              int64_t n0, int64_t n1) {
+  constexpr int NA = MT <= 2 ? 2 : 1;
+  const int64_t K = p.k, G = p.groups(), kp = qa.kpad, nb = qa.blocks;
+  // code bytes (as 16-bit pairs) and metadata bytes in lane order j(i) = 0, 4, 1, 5, 2, 6, 3, 7
+  const __m128i pair_order = _mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+  const __m128i meta_order = _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+  // lanes 2, 3, 6, 7 (metadata bytes 1, 5, 3, 7) take the upper 8 inputs of their 16-byte half
+  const __m256i upper8 = _mm256_setr_epi32(0, 0, 0x08080808, 0x08080808, 0, 0, 0x08080808, 0x08080808);
+  const __m256i nib_lo = _mm256_set1_epi16(0x000F), nib_hi = _mm256_set1_epi16(0x0F00);
+  const __m256i ones = _mm256_set1_epi8(1);
+  const uint8_t* xq[MT];
+  const float* dq[MT];
+  for (int t = 0; t < MT; ++t) {
+    xq[t] = &qa.natural[(t0 + t) * kp];
+    dq[t] = &qa.d[(t0 + t) * nb];
+  }
+  std::vector<int32_t> group_of;
+  block_groups(p, group_of, 1);
+  RowScalesA8 rs;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * (K / 4);
+    const uint8_t* meta = p.meta + n * (K / 8);
+    const uint8_t* zeros = p.zeros ? p.zeros + n * G : nullptr;
+    rs.load(p, n, false);
+    __m256 acc[NA][MT];
+    for (int a = 0; a < NA; ++a)
+      for (int t = 0; t < MT; ++t) acc[a][t] = _mm256_setzero_ps();
+    auto chunk = [&](int64_t k0, bool full, int a) __attribute__((always_inline)) {
+      const uint8_t* cp = codes + k0 / 4;
+      const uint8_t* mp = meta + k0 / 8;
+      __m128i c, m8;
+      if (full) {
+        c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cp));
+        m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mp));
+      } else {  // 8 code bytes and 4 metadata bytes left: no read past the row
+        c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cp));
+        int32_t w;
+        std::memcpy(&w, mp, 4);
+        m8 = _mm_cvtsi32_si128(w);
+      }
+      const __m256i c16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(c, pair_order));
+      const __m256i codes8 = _mm256_or_si256(_mm256_and_si256(c16, nib_lo),
+                                             _mm256_and_si256(_mm256_slli_epi16(c16, 4), nib_hi));
+      const int32_t g0 = group_of[k0 / 32], g1 = group_of[k0 / 32 + 1];
+      const __m256i zero = zeros ? _mm256_blend_epi32(_mm256_set1_epi8(static_cast<char>(zeros[g0])),
+                                                      _mm256_set1_epi8(static_cast<char>(zeros[g1])), 0xAA)
+                                 : _mm256_set1_epi8(8);
+      // a half chunk (the last 32 inputs of a row): its block-1 lanes (odd) get codes 0, weights -z; they meet
+      // the padding of QActs (q = 0, d = 0), so they add 0 x d = 0 whatever their integer sum
+      const __m256i w = _mm256_sub_epi8(codes8, zero);
+      const __m256i wsum = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones, w), _mm256_set1_epi16(1)), 7);
+      const __m256i idx = _mm256_add_epi32(
+          _mm256_i32gather_epi32(kGather24.idx, _mm256_cvtepu8_epi32(_mm_shuffle_epi8(m8, meta_order)), 4), upper8);
+      // [s0, s1, s0, s1, ...]: even lanes block 0, odd lanes block 1
+      const __m256 sv = _mm256_castpd_ps(
+          _mm256_broadcastsd_pd(_mm_castps_pd(_mm_unpacklo_ps(_mm_set_ss(rs.s[g0]), _mm_set_ss(rs.s[g1])))));
+      for (int t = 0; t < MT; ++t) {
+        const uint8_t* x = xq[t] + k0;
+        const __m256i xa = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)), idx);
+        const __m256i xb = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32)), idx);
+        const __m256i xs = _mm256_blend_epi32(xa, xb, 0xAA);
+        const __m256i d = _mm256_sub_epi32(
+            _mm256_madd_epi16(_mm256_maddubs_epi16(xs, w), _mm256_set1_epi16(1)), wsum);
+        // the token's d of blocks k0 / 32 and k0 / 32 + 1 (0 past K: QActs pads d with zeros)
+        const __m256 dv = _mm256_castsi256_ps(
+            _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(dq[t] + k0 / 32))));
+        acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sv, dv), acc[a][t]);
+      }
+    };
+    // 64 bytes of codes per 256 inputs, 32 of positions per 256: a prefetch per line of each
+    chunks64<NA>(K, chunk, [&](int64_t k0) __attribute__((always_inline)) {
+      if ((k0 & 255) == 0) prefetch(codes + k0 / 4);
+      if ((k0 & 511) == 0) prefetch(meta + k0 / 8);
+    });
+    for (int t = 0; t < MT; ++t) {
+      const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
+      out[(t0 + t) * p.n + n] = hsum(sum) + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+SPARSEKIT_A8_TILE(Int4A8Avx2, int4_a8_avx2_tile)
+SPARSEKIT_A8_TILE(MXFP4A8Avx2, mxfp4_a8_avx2_tile)
+SPARSEKIT_A8_TILE(Int4Semi24A8Avx2, int4_semi24_a8_avx2_tile)
 }  // namespace
 
 void rows_avx2(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
@@ -639,6 +959,16 @@ void dequant_avx2(const Packed& p, float* dst, int64_t n0, int64_t n1) {
 
 bool avx2_compiled() { return true; }
 
+void rows_a8_avx2(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0,
+                  int64_t n1) {
+  switch (p.kind) {
+    case Kind::kInt4: return a8_rows<Int4A8Avx2>(p, qa, m, out, bias, n0, n1);
+    case Kind::kMXFP4: return a8_rows<MXFP4A8Avx2>(p, qa, m, out, bias, n0, n1);
+    case Kind::kInt4Semi24: return a8_rows<Int4Semi24A8Avx2>(p, qa, m, out, bias, n0, n1);
+    default: return;  // a8_fits() is false: the binding never calls it
+  }
+}
+
 }  // namespace cpu
 }  // namespace sparsekit
 
@@ -655,6 +985,7 @@ void rows_avx2(const Packed& p, const float* x, int64_t m, float* out, const flo
   rows_scalar(p, x, m, out, bias, n0, n1);
 }
 void dequant_avx2(const Packed& p, float* dst, int64_t n0, int64_t n1) { dequant_scalar(p, dst, n0, n1); }
+void rows_a8_avx2(const Packed&, const QActs&, int64_t, float*, const float*, int64_t, int64_t) {}
 
 }  // namespace cpu
 }  // namespace sparsekit

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "a8_common.h"
 #include "packed_cpu.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -168,8 +169,9 @@ template <int MT>
 void mxfp4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                    int64_t n1) {
   const int64_t half = p.k / 2;
-  alignas(64) int8_t table[64];
-  for (int i = 0; i < 64; ++i) table[i] = static_cast<int8_t>(2.0f * e2m1_to_float(static_cast<uint32_t>(i % 16)));
+  alignas(64) int8_t table[64];  // vpshufb looks up within each 16-byte quarter: the table in all four
+  mxfp4_x2_table(table);
+  for (int i = 16; i < 64; ++i) table[i] = table[i % 16];
   const __m512i lut = _mm512_load_si512(table);
   const __m512i low = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi8(1);
   const __m128i rep4 = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
@@ -312,30 +314,9 @@ void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* ou
   }
 }
 
-template <template <int> class T>
-void a8_rows(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
-  for (int64_t t0 = 0; t0 < m; t0 += 4) {
-    switch (std::min<int64_t>(4, m - t0)) {
-      case 1: T<1>::run(p, qa, t0, out, bias, n0, n1); break;
-      case 2: T<2>::run(p, qa, t0, out, bias, n0, n1); break;
-      case 3: T<3>::run(p, qa, t0, out, bias, n0, n1); break;
-      default: T<4>::run(p, qa, t0, out, bias, n0, n1); break;
-    }
-  }
-}
-
-#define SPARSEKIT_TILE(Name, fn)                                                                                  \
-  template <int MT>                                                                                               \
-  struct Name {                                                                                                   \
-    static void run(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,      \
-                    int64_t n1) {                                                                                 \
-      fn<MT>(p, qa, t0, out, bias, n0, n1);                                                                       \
-    }                                                                                                             \
-  };
-SPARSEKIT_TILE(Int4A8, int4_a8_tile)
-SPARSEKIT_TILE(MXFP4A8, mxfp4_a8_tile)
-SPARSEKIT_TILE(Int4Semi24A8, int4_semi24_a8_tile)
-#undef SPARSEKIT_TILE
+SPARSEKIT_A8_TILE(Int4A8, int4_a8_tile)
+SPARSEKIT_A8_TILE(MXFP4A8, mxfp4_a8_tile)
+SPARSEKIT_A8_TILE(Int4Semi24A8, int4_semi24_a8_tile)
 
 }  // namespace
 

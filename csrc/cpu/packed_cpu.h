@@ -145,7 +145,8 @@ void dequant_avx2(const Packed& p, float* dst, int64_t n0, int64_t n1);
 //
 // llama.cpp's way of keeping up with memory: quantize the activations to int8 per block of 32 inputs
 // (symmetric, absmax: d = max|x| / 127, q = rint(x * (127 / max|x|))) and multiply the weight codes
-// with integer dot instructions (AVX-512 VNNI vpdpbusd: 64 u8 x s8 products a cycle into int32 lanes)
+// with integer dot instructions (AVX-512 VNNI vpdpbusd: 64 u8 x s8 products a cycle into int32 lanes; on
+// CPUs without it, AVX2 vpmaddubsw + vpmaddwd)
 // instead of converting every weight to fp32. The weights are used exactly as stored; the only rounding
 // added is that of x, so the result equals the exact kernel run on `d * q` (see quantize_block32).
 
@@ -171,14 +172,21 @@ struct QActs {
 
 void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa);
 
-// x replaced by d * q (what the a8 kernels compute with): the prefill path and CPUs without VNNI run the
-// exact kernels on it.
+// x replaced by d * q (what the a8 kernels compute with): the prefill path, and the scalar path (CPUs with
+// neither VNNI nor AVX2), run the exact kernels on it.
 void fake_quant_acts(const float* x, int64_t m, int64_t k, float* out);
 
 // The AVX-512 VNNI + VBMI kernels: int4 (group % 32 == 0), int4 + 2:4 (group % 32 == 0), MXFP4; K % 32 == 0.
 bool a8_compiled();
 bool a8_fits(const Packed& p);
+using A8RowsFn = void (*)(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0,
+                          int64_t n1);
 void rows_a8(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
+
+// The same kernels with AVX2 (vpmaddubsw, vpmaddwd; gemm_avx2.cpp) for CPUs without AVX-512 VNNI, on the same
+// QActs and under the same a8_fits(); built where avx2_compiled() is true.
+void rows_a8_avx2(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0,
+                  int64_t n1);
 
 }  // namespace cpu
 }  // namespace sparsekit

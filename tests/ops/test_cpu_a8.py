@@ -80,6 +80,107 @@ def test_smallest_shapes_and_strided_inputs(kind):
         assert rel(got, want) < 1e-5
 
 
+# --- the AVX2 a8 kernels (csrc/cpu/gemm_avx2.cpp: vpmaddubsw + vpmaddwd), forced with path='avx2' --------------
+INFO = _ext.cpu_info()
+HAS_AVX2 = INFO.get("avx2", False)
+HAS_VNNI = INFO.get("a8") == "vnni"
+avx2_only = pytest.mark.skipif(not HAS_AVX2, reason="this CPU has no AVX2 path")
+
+
+def test_cpu_info_names_the_a8_kernels():
+    assert INFO["a8"] in ("vnni", "avx2", "none")
+    assert (INFO["a8"] == "vnni") == bool(_ext.load_cpu().has_a8())
+    assert INFO["a8"] != "none" or not HAS_AVX2
+
+
+@avx2_only
+@pytest.mark.parametrize("kind, opts", CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in CASES])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_avx2_a8_kernels_are_the_exact_product_on_quantized_activations(kind, opts, dtype):
+    """path='avx2' runs the AVX2 integer-dot kernels at 1-16 tokens (tiles of 1-4, then 5 = 4 + 1 ...): the
+    emulation's product to fp32 rounding (K = 576: nine chunks of 64, the last group of g128 short; groups of
+    32 put two groups in one chunk), the VNNI kernels' result to fp32 rounding, and neither the exact product
+    on x (it quantizes) nor bit for bit the exact kernel on d * q (the binding's fallback: another kernel ran)."""
+    layout = make(kind, 40, 576, **opts)
+    bias = torch.randn(40, generator=_gen(3))
+    for m in (1, 2, 3, 4, 5, 7, 8, 16):
+        x = torch.randn(m, 576, generator=_gen(50 + m)).to(dtype)
+        got = cpu_linear(x, layout, bias, path="avx2", acts="int8")
+        assert got.dtype == dtype and got.shape == (m, 40)
+        tol = 1e-5 if dtype == torch.float32 else 1e-2
+        assert rel(got, packed_linear_reference(q8_blocks(x.float()), layout, bias)) < tol, m
+        exact = cpu_linear(x, layout, bias, path="avx2")
+        assert 1e-4 < rel(got, exact) < 2e-2, m  # the int8 rounding of x shows, and stays small
+        if dtype == torch.float32:
+            assert not torch.equal(got, cpu_linear(fake_quant_acts(x), layout, bias, path="avx2")), m
+        if HAS_VNNI:
+            assert rel(got, cpu_linear(x, layout, bias, path="avx512", acts="int8")) < tol, m
+
+
+@avx2_only
+@pytest.mark.parametrize("kind", ["int4", "int4_semi24", "mxfp4"])
+def test_avx2_a8_kernels_at_the_smallest_shapes_and_strided_inputs(kind):
+    """K = 32 (one block: only the half chunk of 32 inputs), K = 96 (a chunk of 64 and a half one), K = 4096;
+    N = 1; asymmetric int4; a strided input of 8 tokens (two tiles of 4)."""
+    for n, k in ((1, 32), (3, 96), (5, 4096)):
+        layout = make(kind, n, k, group=32, symmetric=False) if kind != "mxfp4" else make(kind, n, k)
+        x = torch.randn(2, 4, 2 * k, generator=_gen(k))[..., ::2]
+        assert not x.is_contiguous()
+        got = cpu_linear(x, layout, path="avx2", acts="int8")
+        want = packed_linear_reference(q8_blocks(x.reshape(-1, k)), layout).reshape(2, 4, n)
+        assert rel(got, want) < 1e-5, (n, k)
+        assert not torch.equal(got, cpu_linear(x, layout, path="avx2")), (n, k)
+
+
+@avx2_only
+def test_avx2_a8_int4_semi24_reads_each_kept_position():
+    """Every 2:4 position pair in every group of a chunk: the metadata drives the vpshufb gather, so a wrong
+    index for any of the 6 pairs or any of the 8 lanes of a chunk would pick another activation."""
+    n, k = 6, 192
+    w = torch.randn(n, k, generator=_gen(11)) * 0.1
+    pairs = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
+    choice = pairs[(torch.arange(n)[:, None] + torch.arange(k // 4)[None, :]) % 6]  # [n, k / 4, 2]
+    mask = torch.zeros(n, k // 4, 4, dtype=torch.bool)
+    mask.scatter_(2, choice, True)
+    mask = mask.reshape(n, k)
+    from sparsekit.pack import Int4Semi24
+    from sparsekit.quant.formats import get_format
+
+    layout = Int4Semi24.pack(get_format("int4", 64, False).quantize(w.masked_fill(~mask, 0), mask), mask)
+    x = torch.randn(3, k, generator=_gen(12))
+    got = cpu_linear(x, layout, path="avx2", acts="int8")
+    assert rel(got, packed_linear_reference(q8_blocks(x), layout)) < 1e-5
+
+
+@avx2_only
+@pytest.mark.parametrize("kind", ["int4", "int4_semi24", "mxfp4"])
+def test_avx2_a8_kernels_do_not_saturate_at_the_extremes(kind):
+    """vpmaddubsw saturates its int16 pair sums: the largest sums the kernels form (int4: codes 15 x q 127,
+    8 products per int16 sum of even + odd pairs = 15240 / 2 per pair set; MXFP4: (q + 128) = 255 x 2 x 6;
+    int4 + 2:4: 255 x (c - z) = +-15) must come out exact. x = +-1 everywhere gives q = +-127."""
+    from sparsekit.pack import MXFP4, Int4, Int4Semi24
+    from sparsekit.quant.formats import get_format
+
+    n, k = 4, 256
+    sign = torch.ones(n, k)
+    sign[1::2] = -1.0  # rows of +weights and rows of -weights
+    if kind == "mxfp4":
+        layout = MXFP4.pack(get_format("mxfp4").quantize(6.0 * sign))  # every code +-6: 2 x E2M1 = +-12
+    else:
+        w = sign.clone()
+        w[:, ::32] = 0.0  # each group spans [0, 1] or [-1, 0]: codes 15 (z 0) or 0 (z 15), weights +-15
+        if kind == "int4":
+            layout = Int4.pack(get_format("int4", 32, False).quantize(w))
+        else:
+            mask = torch.zeros(n, k, dtype=torch.bool)
+            mask[:, 0::4] = mask[:, 1::4] = True
+            layout = Int4Semi24.pack(get_format("int4", 32, False).quantize(w.masked_fill(~mask, 0), mask), mask)
+    for x in (torch.ones(2, k), -torch.ones(2, k), torch.ones(2, k) * torch.where(torch.arange(k) % 3 == 0, -1.0, 1.0)):
+        want = packed_linear_reference(q8_blocks(x), layout)
+        assert want.abs().min() > 0
+        assert rel(cpu_linear(x, layout, path="avx2", acts="int8"), want) < 1e-6
+
+
 def test_auto_never_picks_the_variant_and_explain_lists_it():
     layout = make("int4", 16, 64, group=32)
     x = torch.randn(2, 64)

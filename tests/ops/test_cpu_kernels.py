@@ -122,22 +122,23 @@ def test_simd_paths_outside_their_fastest_loops(kind, k, opts, path):
         assert rel(cpu_linear(x, layout, bias, path=path), packed_linear_reference(x, layout, bias)) < 1e-5, m
 
 
-@pytest.mark.skipif(not HAS_AVX2, reason="this CPU has no AVX2 path")
 @pytest.mark.parametrize("kind, opts", [("int4", {"group": 128}), ("int4_semi24", {"group": 32, "symmetric": False}),
                                         ("mxfp4", {})])
-def test_a8_forced_onto_avx2_is_the_exact_avx2_kernel_on_quantized_activations(kind, opts):
-    """acts='int8' with path='avx2' runs no VNNI kernel: the binding quantizes the activations (d * q) and runs
-    the AVX2 kernels on them, so the result is bit for bit the exact AVX2 kernel on `fake_quant_acts(x)`, at
-    decode (1-16 tokens) and prefill (33); and that is the reference product on d * q (1e-5: see the top)."""
+@pytest.mark.parametrize("path", ["scalar"] + (["avx2"] if HAS_AVX2 else []))
+def test_a8_without_its_decode_kernels_is_the_exact_kernel_on_quantized_activations(kind, opts, path):
+    """acts='int8' where no a8 kernel serves the call (prefill, 17+ tokens, on every path; the scalar path at
+    every M): the binding quantizes the activations (d * q) and runs the exact kernels on them, so the result
+    is bit for bit the exact kernel on `fake_quant_acts(x)`; and that is the reference product on d * q (1e-5:
+    see the top). The AVX2 a8 decode kernels (1-16 tokens) are tested in test_cpu_a8.py."""
     from sparsekit.ops.backends.cpu import fake_quant_acts
 
     layout = make(kind, 40, 576, **opts)
     bias = torch.randn(40, generator=_gen(3))
-    for m in (1, 3, 16, 33):
+    for m in ((1, 3, 16, 33) if path == "scalar" else (17, 33)):
         x = torch.randn(m, 576, generator=_gen(200 + m))
-        got = cpu_linear(x, layout, bias, path="avx2", acts="int8")
+        got = cpu_linear(x, layout, bias, path=path, acts="int8")
         xq = fake_quant_acts(x)
-        assert torch.equal(got, cpu_linear(xq, layout, bias, path="avx2")), m
+        assert torch.equal(got, cpu_linear(xq, layout, bias, path=path)), m
         assert rel(got, packed_linear_reference(xq, layout, bias)) < 1e-5, m
         assert not torch.equal(xq, x)  # the activations were quantized: the check above can tell
 

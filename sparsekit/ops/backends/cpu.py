@@ -37,8 +37,9 @@ def cpu_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None
     """`x @ W^T (+ bias)` on the C++ kernels; `path` 'auto' (AVX-512, else AVX2, else scalar) | 'avx512' |
     'avx2' | 'scalar' (tests and benchmarks pin each one; a forced SIMD path the CPU lacks, or whose 16-input
     steps the layout's group size does not fit, raises); `acts` 'float' (exact) or 'int8' (the a8 variant,
-    see `cpu_a8_linear`: its VNNI kernels run where the path is AVX-512; on 'avx2' and 'scalar' it is the
-    exact kernels on the quantized activations)."""
+    see `cpu_a8_linear`: its VNNI kernels run where the path is AVX-512 and the CPU has VNNI, its AVX2
+    kernels on 'avx2' (which forces them) or an AVX-512 CPU without VNNI; on 'scalar' it is the exact
+    kernels on the quantized activations)."""
     t = layout.tensors()
     n, k = layout.shape
     return _ext.load_cpu().linear(x, _KIND[type(layout)], n, k, values=t.get("values"), codes=t.get("codes"),
@@ -51,7 +52,7 @@ for _layout in _KIND:
 
 
 # ------------------------------------------------------------------------------------------- cpu_a8
-#: the layouts with int8-activation kernels (csrc/cpu/gemm_avx512_vnni.cpp)
+#: the layouts with int8-activation kernels (csrc/cpu/gemm_avx512_vnni.cpp, and gemm_avx2.cpp without VNNI)
 A8_LAYOUTS = (Int4, Int4Semi24, MXFP4)
 
 
@@ -72,9 +73,9 @@ def unusable_a8(x: torch.Tensor, layout: Layout) -> str | None:
 
 def cpu_a8_linear(x: torch.Tensor, layout: Layout, bias: torch.Tensor | None = None) -> torch.Tensor:
     """The opt-in backend 'cpu_a8': activations quantized per block of 32 inputs to int8 (absmax,
-    round half to even: llama.cpp's Q8_0) and multiplied with the weight codes by AVX-512 VNNI integer dot
-    products at decode (up to 16 tokens); prefill, and CPUs without VNNI, run the exact kernels on the
-    same quantized activations. The weights are used as stored; the result is the exact product with x
+    round half to even: llama.cpp's Q8_0) and multiplied with the weight codes by integer dot products at
+    decode (up to 16 tokens: AVX-512 VNNI, else AVX2 vpmaddubsw); prefill, and CPUs without AVX2, run the
+    exact kernels on the same quantized activations. The weights are used as stored; the result is the exact product with x
     replaced by `fake_quant_acts(x)` (to fp32 rounding)."""
     return cpu_linear(x, layout, bias, acts="int8")
 
