@@ -380,7 +380,8 @@ class StructuredSearch:
     or MLP sublayer goes, chosen by measured importance per unit of cost, re-measured on the shrunk model
     after each of `rounds` rounds.
 
-    budget: fraction of the decoder blocks' parameters to remove; or
+    budget: fraction of parameters to remove: of the decoder blocks' (`budget_of: blocks`, the default) or
+        of the whole model's (`budget_of: model`; embeddings and LM head count but are not candidates); or
     speedup: a decode speedup to reach on this device, from a cost model profiled on the real model
         (the achieved speedup is measured after the search and recorded).
     channel_group: MLP channels are removed in chunks of this many (kept widths stay multiples of it).
@@ -393,6 +394,7 @@ class StructuredSearch:
 
     budget: float | None = None
     speedup: float | None = None
+    budget_of: str = "blocks"
     rounds: int = 4
     channel_group: int = 64
     bias_compensation: bool = True
@@ -408,6 +410,8 @@ class StructuredSearch:
             self.budget = _fraction(s, "budget", self.budget, upper_open=True)
             if self.budget <= 0:
                 raise SparsekitError(f"{s}: budget must be > 0, got {self.budget}")
+        if self.budget_of not in ("blocks", "model"):
+            raise SparsekitError(f"{s}: budget_of must be blocks or model, got {self.budget_of!r}")
         if self.speedup is not None:
             try:
                 self.speedup = float(self.speedup)

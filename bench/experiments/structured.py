@@ -14,7 +14,7 @@ Configurations (`--configs`, default all):
   attn-6 / mlp-2 (attn-12 / mlp-4) remove); `cosine-{5,10}`: the same budgets ranked by the cosine score;
 - `heads-{33,67}`, `channels-{25,50}`: width pruning (KV groups with their query heads; MLP channels).
 - `search-{10,15,25}` / `search-nobias-{10,15,25}`: one `structured_search` over KV groups, MLP channels and
-  sublayers at that share of the block parameters, with / without bias compensation (`search-15` is
+  sublayers removing that share of the model's parameters (`budget_of: model`, as the table counts), with / without bias compensation (`search-15` is
   `bench/recipes/structured-search-15.yaml`); `search-speed-{115,130}`: the same with a decode-speedup budget
   of 1.15x / 1.3x from the profiled cost model. The widths each search kept per block are drawn in
   `{out}/{model}_limit{N}_search_widths.png`.
@@ -52,6 +52,7 @@ import contextlib
 import fcntl
 import json
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -88,8 +89,9 @@ def configs() -> dict[str, list[dict]]:
     for pct in (25, 50):
         out[f"channels-{pct}"] = [{"prune_channels": {"ratio": pct / 100}}]
     for pct in (10, 15, 25):
-        out[f"search-{pct}"] = [{"structured_search": {"budget": pct / 100}}]
-        out[f"search-nobias-{pct}"] = [{"structured_search": {"budget": pct / 100, "bias_compensation": False}}]
+        share = {"budget": pct / 100, "budget_of": "model"}  # of all parameters, as the table's column counts
+        out[f"search-{pct}"] = [{"structured_search": share}]
+        out[f"search-nobias-{pct}"] = [{"structured_search": {**share, "bias_compensation": False}}]
     out["search-15"] = load_recipe(str(ROOT / "bench" / "recipes" / "structured-search-15.yaml")).to_list()
     for x in (115, 130):
         out[f"search-speed-{x}"] = [{"structured_search": {"speedup": x / 100}}]
@@ -173,6 +175,8 @@ def _run(args: argparse.Namespace) -> Path:
             data["results"] = {**json.loads(out_json.read_text())["results"], **data["results"]}
         if name in data["results"]:
             continue
+        if (args.save_dir / name).exists():  # left by a run stopped before it recorded this configuration
+            shutil.rmtree(args.save_dir / name)
         model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
         params = sum(p.numel() for p in model.parameters())
         start = time.perf_counter()

@@ -339,7 +339,11 @@ def run_structured_search(model: nn.Module, adapter: Adapter, step: StructuredSe
         cost = profile_costs(model, adapter)
         target = cost.total * (1 - 1 / step.speedup)
     else:
-        target = step.budget * params_before
+        of = params_before if step.budget_of == "blocks" else sum(p.numel() for p in model.parameters())
+        target = step.budget * of
+        if target >= params_before:
+            raise SparsekitError(f"structured_search: a budget of {step.budget} of the model's {of:,} parameters "
+                                 f"is {target:,.0f}, not less than all {params_before:,} the decoder blocks hold")
     result = SearchResult(params_before, 0)
     spent = 0.0  # parameters actually removed (budget) or seconds the cost model expects saved (speedup)
     bar = tqdm(range(step.rounds), desc="structured search", unit="round", disable=not progress)

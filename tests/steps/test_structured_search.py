@@ -40,6 +40,23 @@ def test_budget_is_respected_on_every_dense_architecture(arch, compensate):
     assert gen.shape == (1, 9)
 
 
+def test_a_budget_of_the_model_counts_every_parameter():
+    """`budget_of: model`: the share is of all parameters (embeddings, head), still taken from the blocks;
+    a share larger than the blocks hold is refused before anything changes."""
+    model = tiny_model("llama")
+    total, before = sum(p.numel() for p in model.parameters()), _block_params(model)
+    step = StructuredSearch(budget=0.2, budget_of="model", rounds=2, channel_group=8, nsamples=4)
+    out = ss.run_structured_search(model, get_adapter(model), step, _ids(), progress=False)
+    assert 0.2 * total - 2 * 8 * 3 * 64 - 2 * 4 * 16 * 64 <= out.params_removed <= 0.2 * total
+    assert out.params_removed > 0.2 * before  # more than the same share of the blocks alone
+    fresh = tiny_model("llama")
+    state = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(SparsekitError, match="not less than all"):
+        ss.run_structured_search(fresh, get_adapter(fresh), StructuredSearch(budget=0.99, budget_of="model"),
+                                 _ids(), progress=False)
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in state.items())
+
+
 @pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe"])
 def test_moe_channels_are_refused_heads_and_sublayers_work(arch):
     model = tiny_model(arch)
@@ -134,6 +151,7 @@ def test_speedup_budget_spends_the_cost_model_and_measures(monkeypatch):
     ({"speedup": 0.9}, r"speedup must be in \(1, 10\)"),
     ({"budget": 0.1, "candidates": ["experts"]}, "candidates must be a non-empty list of heads, channels, sublayers"),
     ({"budget": 0.1, "rounds": 0}, "rounds must be an integer >= 1"),
+    ({"budget": 0.1, "budget_of": "layers"}, "budget_of must be blocks or model"),
 ])
 def test_bad_options(options, message):
     with pytest.raises(SparsekitError, match=message):
