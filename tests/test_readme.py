@@ -248,6 +248,7 @@ def test_best_2_4_healed_recipe_is_the_study_row_it_names():
     assert healed == load_recipe(script.recipe_for("2:4", "sparsegpt+permute+reconstruct-model+heal"))
     assert healed.steps[0] == load_recipe(str(REPO / "bench" / "recipes" / "best-2-4.yaml")).steps[0]
     cell = REPO / "bench" / "results" / "nm_study" / "2-4_sparsegpt+permute+reconstruct-model+heal_seed0.json"
-    if cell.exists():  # the healing run writes it
-        assert load_recipe(json.loads(cell.read_text())["recipe"]) == healed
+    result = json.loads(cell.read_text())
+    assert load_recipe(result["recipe"]) == healed
+    assert result["heal"]["tokens"] == healed.steps[1].tokens and result["heal"]["steps"] == 160
 

@@ -100,7 +100,9 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
     opt = torch.optim.AdamW(list(params.values()), lr=step.lr, weight_decay=0.0)
     config = dataclasses.asdict(step)
     config.pop("resume")
-    begin, first, last = 0, None, None
+    # the loss of one batch is noisy: the record keeps the mean over the first and the last tenth of the steps
+    tenth = max(1, total // 10)
+    begin, firsts, lasts = 0, [], []
     state_path = _state_path(step)
     if state_path is not None and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=True)
@@ -111,7 +113,7 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
             for name, p in params.items():
                 p.copy_(state["params"][name])
         opt.load_state_dict(state["optimizer"])
-        begin, first = int(state["step"]), state["loss_first"]
+        begin, firsts = int(state["step"]), list(state["first_losses"])
     cast = settings.autocast_dtype(device)
     teacher.eval()
     model.train(False)  # no dropout: the student is trained as it will run
@@ -133,22 +135,26 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
             with torch.no_grad():
                 for key, m in keep.items():
                     params[key].mul_(m)
-            last = float(loss.detach())
-            first = last if first is None else first
-            bar.set_postfix(loss=f"{last:.4f}")
+            value = float(loss.detach())
+            if k < tenth:
+                firsts.append(value)
+            lasts = (lasts + [value])[-tenth:]
+            bar.set_postfix(loss=f"{value:.4f}")
             if state_path is not None and ((k + 1) % step.save_every == 0 or k + 1 == total):
-                _save_state(state_path, k + 1, params, opt, config, first)
+                _save_state(state_path, k + 1, params, opt, config, firsts)
     finally:
         for p, flag in frozen.items():
             p.requires_grad_(flag)
             p.grad = None
-    return HealResult(time.perf_counter() - start, total, total * step.batch_size * step.seqlen, first, last, begin)
+    mean = (lambda xs: sum(xs) / len(xs) if xs else None)
+    return HealResult(time.perf_counter() - start, total, total * step.batch_size * step.seqlen, mean(firsts),
+                      mean(lasts), begin)
 
 
 def _save_state(path: Path, done: int, params: dict[str, nn.Parameter], opt: torch.optim.Optimizer, config: dict,
-                first: float | None) -> None:
+                first_losses: list[float]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"step": done, "params": {n: p.detach().cpu() for n, p in params.items()},
-                "optimizer": opt.state_dict(), "config": config, "loss_first": first}, tmp)
+                "optimizer": opt.state_dict(), "config": config, "first_losses": first_losses}, tmp)
     os.replace(tmp, path)

@@ -258,8 +258,8 @@ class SearchRecord(StepRecord):
 @record_kind("heal")
 @dataclass
 class HealRecord(StepRecord):
-    """A heal step: optimizer steps and training tokens, the distillation loss of its first and last
-    step, and the step it resumed from (0: a fresh run)."""
+    """A heal step: optimizer steps and training tokens, the mean distillation loss over the first and the
+    last tenth of its steps, and the step it resumed from (0: a fresh run)."""
 
     step: str = "heal"
     steps: int = 0
