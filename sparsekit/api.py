@@ -108,7 +108,8 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
         check_step_shapes(adapter, step)  # (structured steps check theirs when they run: they change shapes)
     state = StepState(model, adapter, ids, compute, progress, settings)
     if any(isinstance(step, Heal) for step in recipe.steps):
-        state.teacher = copy.deepcopy(model)  # the model as it entered the recipe
+        if any(isinstance(step, Heal) and step.teacher is None for step in recipe.steps):
+            state.teacher = copy.deepcopy(model)  # the model as it entered the recipe
         state.windows = lambda n, length, s: calibration_windows(tokenizer, calib, nsamples=n, seqlen=length, seed=s,
                                                                  texts=texts)
     state = run_steps(list(recipe.steps), state)

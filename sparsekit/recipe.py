@@ -646,6 +646,10 @@ class Heal:
     seed: draws the training windows (another draw than calibration's seed 0).
     resume: a folder for the resumable state (written every `save_every` steps; a later run of the same
         step continues from it), or null.
+    teacher: a model name or folder to distil instead (its vocabulary must be the student's): to heal a
+        saved compressed checkpoint further against the dense model it came from. Weights that are
+        exactly zero when healing starts stay zero, whether a prune step of this recipe or an earlier
+        run made them so.
     """
 
     NAME: ClassVar[str] = "heal"
@@ -659,6 +663,7 @@ class Heal:
     seed: int = 1
     resume: str | None = None
     save_every: int = 25
+    teacher: str | None = None
 
     def __post_init__(self) -> None:
         s = self.NAME
@@ -674,6 +679,8 @@ class Heal:
         self.warmup = _fraction(s, "warmup", self.warmup, upper_open=True)
         if self.resume is not None and not isinstance(self.resume, str):
             raise SparsekitError(f"{s}: resume must be a folder path or null, got {self.resume!r}")
+        if self.teacher is not None and not (isinstance(self.teacher, str) and self.teacher):
+            raise SparsekitError(f"{s}: teacher must be a model name or folder, or null, got {self.teacher!r}")
 
     @property
     def needs_data(self) -> bool:

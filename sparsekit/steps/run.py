@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.nn as nn
 
-from sparsekit.calib.engine import CalibSettings
+from sparsekit.calib.engine import CalibSettings, module_device
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Heal, Prune, PruneChannels,
@@ -138,10 +138,25 @@ def _quantize(step: Quantize, st: StepState) -> None:
 
 @handles(Heal)
 def _heal(step: Heal, st: StepState) -> None:
-    if st.teacher is None or st.windows is None:
+    if (st.teacher is None and step.teacher is None) or st.windows is None:
         raise SparsekitError("heal needs the model as it entered the recipe and C4 windows; run it through "
                              "sparsekit.compress, which keeps both")
-    out = run_heal(st.model, st.teacher, st.adapter, step, st.masks, st.windows, settings=st.calib,
+    teacher = st.teacher
+    if step.teacher is not None:
+        from sparsekit.models.loader import load_model
+
+        teacher, _ = load_model(step.teacher, dtype="float32", device=str(module_device(st.model)))
+        vocab = (teacher.get_output_embeddings().weight.shape[0], st.model.get_output_embeddings().weight.shape[0])
+        if vocab[0] != vocab[1]:
+            raise SparsekitError(f"heal: teacher {step.teacher} has a vocabulary of {vocab[0]} tokens, the model "
+                                 f"{vocab[1]}; distillation compares their next-token distributions")
+    masks = dict(st.masks)
+    for i in range(st.adapter.num_blocks):  # zeros from an earlier run (a loaded checkpoint) stay zeros too
+        for rel, lin in st.adapter.linears(i).items():
+            name = f"{st.adapter.blocks_path}.{i}.{rel}"
+            if name not in masks and bool((lin.weight == 0).any()):
+                masks[name] = lin.weight != 0
+    out = run_heal(st.model, teacher, st.adapter, step, masks, st.windows, settings=st.calib,
                    progress=st.progress)
     st.records.append(HealRecord(seconds=out.seconds, steps=out.steps, tokens=out.tokens, loss_first=out.loss_first,
                                  loss_last=out.loss_last, resumed_from=out.resumed_from))

@@ -91,5 +91,42 @@ def test_recipe_order_and_options():
         Heal(tokens=10, seqlen=32, batch_size=2)
     with pytest.raises(SparsekitError, match="heal: lr must be > 0"):
         Heal(lr=0)
+    with pytest.raises(SparsekitError, match="heal: teacher must be a model name or folder"):
+        Heal(teacher="")
     r = Recipe.from_list([PRUNE, _heal(resume="x")])
     assert Recipe.from_yaml(r.to_yaml()) == r and r.steps[1].steps == 8
+
+
+def test_heal_a_saved_checkpoint_against_a_named_teacher(tiny_dir, data_dir, tmp_path):
+    """`teacher:` heals a loaded 2:4 checkpoint (no prune step in this recipe) against the dense model:
+    its zeros stay zeros, so 2:4 stays 2:4, and it moves toward that teacher; a teacher with another
+    vocabulary is refused before any weight moves."""
+    from transformers import AutoModelForCausalLM
+
+    from sparsekit.api import load, save
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    pruned = compress(str(tiny_dir), [PRUNE], data_dir=data_dir, **OPTS)
+    save(pruned, tmp_path / "ckpt")
+    model, tokenizer = load(tmp_path / "ckpt", dtype="float32")
+    kept = {name: model.get_submodule(name).weight != 0 for name in pruned.masks}
+    dense = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    ids = torch.randint(3, 250, (2, 32), generator=torch.Generator().manual_seed(0))
+
+    def gap():
+        with torch.no_grad():
+            return float(distill_loss(model(ids).logits, dense(ids).logits))
+
+    before = gap()
+    healed = compress(model, [_heal(teacher=str(tiny_dir))], tokenizer, data_dir=data_dir, **OPTS)
+    assert isinstance(healed.steps[-1], HealRecord) and gap() < before
+    for name, keep in kept.items():
+        w = model.get_submodule(name).weight
+        assert bool((w[~keep] == 0).all()) and is_nm(w != 0, 2, 4), name
+    other = tmp_path / "other-vocab"
+    tiny_model("llama", 0, vocab_size=301).save_pretrained(other)
+    tiny_tokenizer().save_pretrained(other)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(SparsekitError, match="vocabulary of 301 tokens"):
+        compress(model, [_heal(teacher=str(other))], tokenizer, data_dir=data_dir, **OPTS)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
