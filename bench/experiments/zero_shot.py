@@ -120,32 +120,31 @@ def main(argv: list[str] | None = None) -> int:
         print(table(args.out, limit))
         return 0
     tasks = [t for t in args.tasks.split(",") if t]
-    named = {}
+    named: dict[str, tuple[Path, dict]] = {}  # --saved: name -> (folder, its metadata)
     for item in (x for x in args.saved.split(",") if x):
         name, sep, folder = item.partition("=")
-        if not sep or not name or read_metadata(Path(folder)) is None:
+        meta = read_metadata(Path(folder)) if sep and name else None
+        if meta is None:
             print(f"zero_shot: --saved wants NAME=DIR with DIR a sparsekit checkpoint, got {item!r}", file=sys.stderr)
             return 2
-        named[name] = Path(folder)
+        named[name] = Path(folder), meta
     for name in [r for r in args.recipes.split(",") if r] + list(named):
         path = result_path(args.out, args.model, name, limit)
         if path.exists():
             print(f"skip {name}: {path} exists", flush=True)
             continue
         calibration = {"source": "c4", "nsamples": args.nsamples, "seqlen": args.calib_seqlen, "seed": 0}
-        saved = None
+        saved, folder = None, None
         if name in named:
-            model, tokenizer = load(named[name], dtype="float32")
-            meta = read_metadata(named[name])
-            saved = model, tokenizer, meta
+            folder, meta = named[name]
+            saved = (*load(folder, dtype="float32"), meta)
             calibration = meta.get("calibration") or {}
         elif args.checkpoints is not None and name != "dense":
-            saved = from_checkpoint(args.checkpoints / checkpoint_stem(args.model, name), name, calibration,
-                                    args.calib_dtype)
+            folder = args.checkpoints / checkpoint_stem(args.model, name)
+            saved = from_checkpoint(folder, name, calibration, args.calib_dtype)
         start = time.perf_counter()
         if saved is not None:
             model, tokenizer, meta = saved
-            folder = named.get(name) or args.checkpoints / checkpoint_stem(args.model, name)
             origin = {"checkpoint": str(folder), "checkpoint_recipe": meta.get("recipe"),
                       "checkpoint_command": meta.get("command"), "checkpoint_date": meta.get("date")}
         else:
