@@ -49,6 +49,12 @@ ROWS: dict[str, dict] = {
     "sparsegpt+reconstruct-model": {"method": "sparsegpt", "reconstruct": TO_MODEL},
     "sparsegpt+permute+reconstruct-model+heal": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
                                                  "heal": True},
+    # twice the tokens, at the first row's learning rate and at 2.5x it (its loss curve flattened after a tenth)
+    "sparsegpt+permute+reconstruct-model+heal-655k": {"method": "sparsegpt", "permute": True,
+                                                      "reconstruct": TO_MODEL, "heal": {"tokens": 655_360}},
+    "sparsegpt+permute+reconstruct-model+heal-655k-lr5e-4": {"method": "sparsegpt", "permute": True,
+                                                             "reconstruct": TO_MODEL,
+                                                             "heal": {"tokens": 655_360, "lr": 5e-4}},
 }
 #: the healing step of the `+heal` rows (`bench/recipes/best-2-4-healed.yaml`): 160 steps of 4 x 512 C4 tokens,
 #: distilled from the dense model; sized so that pruning + healing run in well under 2 hours on this machine
@@ -61,7 +67,8 @@ INT4 = {"quantize": {"format": "int4", "group_size": 128, "method": "gptq"}}
 def recipe_for(pattern: str, row: str, int4: bool = False) -> list[dict]:
     """The recipe of one study cell; permutation rows do not apply to unstructured sparsity."""
     opts = dict(ROWS[row])
-    heal = [{"heal": dict(HEAL)}] if opts.pop("heal", False) else []
+    extra = opts.pop("heal", False)  # True: HEAL; a dict: HEAL with these options changed
+    heal = [{"heal": {**HEAL, **(extra if isinstance(extra, dict) else {})}}] if extra else []
     prune = {**opts, "sparsity": 0.5} if pattern == "50%" else {**opts, "pattern": pattern}
     return [{"prune": prune}] + heal + ([INT4] if int4 else [])
 

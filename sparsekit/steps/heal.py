@@ -47,6 +47,8 @@ class HealResult:
     loss_first: float | None
     loss_last: float | None
     resumed_from: int
+    #: mean loss over each tenth of the steps (fewer parts for runs under 10 steps): where the learning stops
+    loss_curve: list[float] = dataclasses.field(default_factory=list)
 
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -55,6 +57,15 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     s = F.log_softmax(student_logits.float().reshape(-1, student_logits.shape[-1]) / t, dim=-1)
     p = F.log_softmax(teacher_logits.float().reshape(-1, teacher_logits.shape[-1]) / t, dim=-1)
     return F.kl_div(s, p, log_target=True, reduction="batchmean") * t * t
+
+
+def loss_curve(losses: list[float], parts: int = 10) -> list[float]:
+    """Mean of each of `parts` consecutive, near-equal slices of `losses` (fewer when there are fewer losses)."""
+    parts = min(parts, len(losses))
+    if parts == 0:
+        return []
+    bounds = [round(i * len(losses) / parts) for i in range(parts + 1)]
+    return [sum(losses[a:b]) / (b - a) for a, b in zip(bounds, bounds[1:])]
 
 
 def _lr_factor(step: int, total: int, warmup: float) -> float:
@@ -100,9 +111,10 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
     opt = torch.optim.AdamW(list(params.values()), lr=step.lr, weight_decay=0.0)
     config = dataclasses.asdict(step)
     config.pop("resume")
-    # the loss of one batch is noisy: the record keeps the mean over the first and the last tenth of the steps
+    # the loss of one batch is noisy: the record keeps means over the first and the last tenth of the steps and
+    # over each tenth (the curve); the resume state holds every step's loss so a resumed run reports the same
     tenth = max(1, total // 10)
-    begin, firsts, lasts = 0, [], []
+    begin, losses = 0, []
     state_path = _state_path(step)
     if state_path is not None and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=True)
@@ -113,7 +125,7 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
             for name, p in params.items():
                 p.copy_(state["params"][name])
         opt.load_state_dict(state["optimizer"])
-        begin, firsts = int(state["step"]), list(state["first_losses"])
+        begin, losses = int(state["step"]), list(state["losses"])
     cast = settings.autocast_dtype(device)
     teacher.eval()
     model.train(False)  # no dropout: the student is trained as it will run
@@ -136,25 +148,23 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
                 for key, m in keep.items():
                     params[key].mul_(m)
             value = float(loss.detach())
-            if k < tenth:
-                firsts.append(value)
-            lasts = (lasts + [value])[-tenth:]
+            losses.append(value)
             bar.set_postfix(loss=f"{value:.4f}")
             if state_path is not None and ((k + 1) % step.save_every == 0 or k + 1 == total):
-                _save_state(state_path, k + 1, params, opt, config, firsts)
+                _save_state(state_path, k + 1, params, opt, config, losses)
     finally:
         for p, flag in frozen.items():
             p.requires_grad_(flag)
             p.grad = None
     mean = (lambda xs: sum(xs) / len(xs) if xs else None)
-    return HealResult(time.perf_counter() - start, total, total * step.batch_size * step.seqlen, mean(firsts),
-                      mean(lasts), begin)
+    return HealResult(time.perf_counter() - start, total, total * step.batch_size * step.seqlen, mean(losses[:tenth]),
+                      mean(losses[-tenth:]), begin, loss_curve(losses))
 
 
 def _save_state(path: Path, done: int, params: dict[str, nn.Parameter], opt: torch.optim.Optimizer, config: dict,
-                first_losses: list[float]) -> None:
+                losses: list[float]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"step": done, "params": {n: p.detach().cpu() for n, p in params.items()},
-                "optimizer": opt.state_dict(), "config": config, "first_losses": first_losses}, tmp)
+                "optimizer": opt.state_dict(), "config": config, "losses": losses}, tmp)
     os.replace(tmp, path)

@@ -259,7 +259,7 @@ class SearchRecord(StepRecord):
 @dataclass
 class HealRecord(StepRecord):
     """A heal step: optimizer steps and training tokens, the mean distillation loss over the first and the
-    last tenth of its steps, and the step it resumed from (0: a fresh run)."""
+    last tenth of its steps and over each tenth (`loss_curve`), and the step it resumed from (0: a fresh run)."""
 
     step: str = "heal"
     steps: int = 0
@@ -267,6 +267,7 @@ class HealRecord(StepRecord):
     loss_first: float | None = None
     loss_last: float | None = None
     resumed_from: int = 0
+    loss_curve: list[float] = field(default_factory=list)
 
     def summary(self) -> str:
         first = "-" if self.loss_first is None else f"{self.loss_first:.4f}"
@@ -277,12 +278,13 @@ class HealRecord(StepRecord):
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "seconds": self.seconds, "steps": self.steps, "tokens": self.tokens,
                 "loss_first": self.loss_first, "loss_last": self.loss_last, "resumed_from": self.resumed_from,
-                "modules": {}}
+                "loss_curve": list(self.loss_curve), "modules": {}}
 
     @classmethod
     def _parse(cls, data: dict[str, Any]) -> "HealRecord":
         return cls(step=data["step"], seconds=data["seconds"], steps=data["steps"], tokens=data["tokens"],
-                   loss_first=data["loss_first"], loss_last=data["loss_last"], resumed_from=data["resumed_from"])
+                   loss_first=data["loss_first"], loss_last=data["loss_last"], resumed_from=data["resumed_from"],
+                   loss_curve=list(data.get("loss_curve", [])))
 
 
 @record_kind("drop_sublayers")

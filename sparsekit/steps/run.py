@@ -159,7 +159,8 @@ def _heal(step: Heal, st: StepState) -> None:
     out = run_heal(st.model, teacher, st.adapter, step, masks, st.windows, settings=st.calib,
                    progress=st.progress)
     st.records.append(HealRecord(seconds=out.seconds, steps=out.steps, tokens=out.tokens, loss_first=out.loss_first,
-                                 loss_last=out.loss_last, resumed_from=out.resumed_from))
+                                 loss_last=out.loss_last, resumed_from=out.resumed_from,
+                                 loss_curve=out.loss_curve))
 
 
 @handles(PruneHeads, PruneChannels, PruneExperts)

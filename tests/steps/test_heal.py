@@ -9,7 +9,7 @@ from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import get_adapter
 from sparsekit.prune.patterns import is_nm
 from sparsekit.recipe import Heal, Recipe
-from sparsekit.steps.heal import distill_loss
+from sparsekit.steps.heal import distill_loss, loss_curve
 from sparsekit.steps.records import HealRecord, StepRecord
 
 OPTS = dict(nsamples=4, seqlen=32, progress=False)
@@ -35,12 +35,20 @@ def test_distill_loss_is_kl_and_zero_on_equal_logits():
     assert float(distill_loss(z, t, 2.0)) != pytest.approx(float(kl), rel=1e-3)
 
 
+def test_loss_curve_means_each_tenth():
+    assert loss_curve([float(i) for i in range(20)]) == [0.5 + 2 * i for i in range(10)]
+    assert loss_curve([1.0, 3.0, 5.0]) == [1.0, 3.0, 5.0]
+    assert loss_curve([2.0] * 15, parts=4) == [2.0] * 4 and loss_curve([]) == []
+
+
 def test_heal_keeps_the_mask_and_closes_the_gap(tiny_dir, data_dir):
     pruned = compress(str(tiny_dir), [PRUNE], data_dir=data_dir, **OPTS)
     healed = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
     record = healed.steps[-1]
     assert isinstance(record, HealRecord) and record.steps == 8 and record.tokens == 512
     assert record.loss_last < record.loss_first
+    assert len(record.loss_curve) == 8 and record.loss_curve[0] == record.loss_first
+    assert record.loss_curve[-1] == record.loss_last
     assert StepRecord.from_dict(record.to_dict()) == record
     adapter = get_adapter(healed.model)
     for name, mask in healed.masks.items():
@@ -75,6 +83,7 @@ def test_heal_resumes_where_it_stopped(tiny_dir, data_dir, tmp_path, monkeypatch
     assert torch.load(resume / "heal_state.pt", weights_only=True)["step"] == 4
     resumed = compress(str(tiny_dir), [PRUNE, step], data_dir=data_dir, **OPTS)
     assert resumed.steps[-1].resumed_from == 4 and resumed.steps[-1].loss_first == full.steps[-1].loss_first
+    assert resumed.steps[-1].loss_curve == pytest.approx(full.steps[-1].loss_curve, rel=1e-4)
     for name in full.masks:
         torch.testing.assert_close(resumed.model.get_submodule(name).weight, full.model.get_submodule(name).weight)
     other = _heal(resume=str(resume), lr=5e-4)
