@@ -21,7 +21,7 @@ from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
 from sparsekit.nn.packed import set_backend
 from sparsekit.prune.patterns import masks_sparsity
-from sparsekit.recipe import Heal, Recipe, load_recipe
+from sparsekit.recipe import Heal, Recipe, Reconstruct, load_recipe
 from sparsekit.steps.records import PruneRecord, QuantizeRecord, StepRecord, records_from_dicts
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
@@ -107,9 +107,10 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
     for step in recipe.steps:  # every shape constraint of every step, before any step changes a weight
         check_step_shapes(adapter, step)  # (structured steps check theirs when they run: they change shapes)
     state = StepState(model, adapter, ids, compute, progress, settings)
+    if any((isinstance(step, Heal) and step.teacher is None) or isinstance(step, Reconstruct)
+           for step in recipe.steps):
+        state.teacher = copy.deepcopy(model)  # the model as it entered the recipe
     if any(isinstance(step, Heal) for step in recipe.steps):
-        if any(isinstance(step, Heal) and step.teacher is None for step in recipe.steps):
-            state.teacher = copy.deepcopy(model)  # the model as it entered the recipe
         state.windows = lambda n, length, s: calibration_windows(tokenizer, calib, nsamples=n, seqlen=length, seed=s,
                                                                  texts=texts)
     state = run_steps(list(recipe.steps), state)

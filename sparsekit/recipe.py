@@ -693,9 +693,40 @@ class Heal:
         return self.tokens // (self.seqlen * self.batch_size)
 
 
+@dataclass
+class Reconstruct:
+    """Block-wise reconstruction as a step of its own (`sparsekit.steps.reconstruct`): every projection of
+    each decoder block in turn, on the model as the earlier steps left it (structurally shrunk, pruned),
+    is fitted so that the block's output matches what the model as it entered the recipe computes at that
+    block on the calibration windows: the block also makes up for the errors of the blocks before it (the
+    prune step's `reconstruct: {target: model}`, for removals the prune step does not make). `epochs`
+    passes of Adam at `lr` over the first `nsamples` windows; a block keeps the epoch with the least error
+    on all of them, so no block's calibration error grows. Weights that are exactly zero stay zero (a
+    mask stays valid). The model must keep the entry model's number of blocks (after drop_blocks block i
+    is another block), and quantization comes after it (training moves weights off the grid)."""
+
+    NAME: ClassVar[str] = "reconstruct"
+
+    epochs: int = 4
+    lr: float = 2e-3
+    nsamples: int = 32
+
+    def __post_init__(self) -> None:
+        _at_least(self.NAME, "epochs", self.epochs, 1)
+        _at_least(self.NAME, "nsamples", self.nsamples, 1)
+        if not float(self.lr) > 0:
+            raise SparsekitError(f"{self.NAME}: lr must be > 0, got {self.lr}")
+
+    @property
+    def needs_data(self) -> bool:
+        """It fits the blocks on the calibration windows."""
+        return True
+
+
 STEPS: dict[str, type] = {"drop_blocks": DropBlocks, "drop_sublayers": DropSublayers, "prune_heads": PruneHeads,
                            "prune_channels": PruneChannels, "prune_experts": PruneExperts, "prune": Prune,
-                           "quantize": Quantize, "heal": Heal, "structured_search": StructuredSearch}
+                           "quantize": Quantize, "heal": Heal, "structured_search": StructuredSearch,
+                           "reconstruct": Reconstruct}
 
 
 STRUCTURED_STEPS = (DropBlocks, DropSublayers, PruneHeads, PruneChannels, PruneExperts, StructuredSearch)
@@ -723,6 +754,10 @@ def _check_order(steps: list[Any]) -> None:
     if heal and quant and heal[-1] > quant[0]:
         raise SparsekitError(f"recipe step {heal[-1] + 1} (heal) comes after step {quant[0] + 1} (quantize); heal "
                              "before quantizing: training moves weights off the quantization grid")
+    fitted = [i for i, st in enumerate(steps) if isinstance(st, Reconstruct)]
+    if fitted and quant and fitted[-1] > quant[0]:
+        raise SparsekitError(f"recipe step {fitted[-1] + 1} (reconstruct) comes after step {quant[0] + 1} (quantize); "
+                             "reconstruct before quantizing: fitting moves weights off the quantization grid")
     if heal and any(isinstance(st, Prune) for st in steps[heal[0] + 1:]):
         raise SparsekitError(f"recipe step {heal[0] + 1} (heal) comes before a prune step; heal after pruning")
     for i in quant:
@@ -795,6 +830,8 @@ class Recipe:
                 parts.append(f"{step.method} {amount} ({step.allocation})" + "".join(f" + {e}" for e in extras))
             elif isinstance(step, Heal):
                 parts.append(f"heal ({step.tokens:,} tokens)")
+            elif isinstance(step, Reconstruct):
+                parts.append("block-wise reconstruction")
             elif isinstance(step, Quantize):
                 parts.append(f"{step.quant_format().describe()} {step.method}" + (" (joint)" if step.joint else ""))
             elif isinstance(step, DropSublayers):
@@ -805,7 +842,8 @@ class Recipe:
                 what = {PruneHeads: "KV groups", PruneChannels: "MLP channels", PruneExperts: "experts"}[type(step)]
                 parts.append(f"remove {step.ratio:.0%} of {what}")
             elif isinstance(step, StructuredSearch):
-                goal = f"{step.budget:.0%} of block parameters" if step.budget else f"{step.speedup:.2f}x decode"
+                goal = (f"{step.budget:.0%} of {'model' if step.budget_of == 'model' else 'block'} parameters"
+                        if step.budget else f"{step.speedup:.2f}x decode")
                 parts.append(f"structured search ({goal}{', bias compensation' if step.bias_compensation else ''})")
             elif isinstance(step, DropBlocks):
                 which = f"blocks {step.blocks}" if step.method == "explicit" else f"{step.n} blocks by {step.method}"

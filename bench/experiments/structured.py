@@ -17,7 +17,8 @@ Configurations (`--configs`, default all):
   sublayers removing that share of the model's parameters (`budget_of: model`, as the table counts), with / without bias compensation (`search-15` is
   `bench/recipes/structured-search-15.yaml`); `search-speed-{115,130}`: the same with a decode-speedup budget
   of 1.15x / 1.3x from the profiled cost model; `search-15-r12`: search-15 re-measured after each of 12 rounds
-  instead of 4. The widths each search kept per block are drawn in
+  instead of 4; `search-15-reconstruct`: search-15 followed by a `reconstruct` step (every block's kept weights
+  fitted to the dense model's hidden states on the calibration windows). The widths each search kept per block are drawn in
   `{out}/{model}_limit{N}_search_widths.png`.
 
 Each configuration is applied to a fresh model (calibration: c4, `--nsamples` windows of 512 tokens,
@@ -96,6 +97,9 @@ def configs() -> dict[str, list[dict]]:
     out["search-15"] = load_recipe(str(ROOT / "bench" / "recipes" / "structured-search-15.yaml")).to_list()
     # re-measuring more often: 12 rounds of 1.25% each instead of 4 of 3.75%
     out["search-15-r12"] = [{"structured_search": {"budget": 0.15, "budget_of": "model", "rounds": 12}}]
+    # the kept weights fitted afterwards to the dense model's hidden states, block by block (reported apart:
+    # the option of "a short block-wise reconstruction after removal")
+    out["search-15-reconstruct"] = out["search-15"] + [{"reconstruct": {}}]
     for x in (115, 130):
         out[f"search-speed-{x}"] = [{"structured_search": {"speedup": x / 100}}]
     return out

@@ -287,6 +287,32 @@ class HealRecord(StepRecord):
                    loss_curve=list(data.get("loss_curve", [])))
 
 
+@record_kind("reconstruct")
+@dataclass
+class ReconstructRecord(StepRecord):
+    """A reconstruct step: per block, the relative calibration error against the entry model's hidden
+    states before and after the fit."""
+
+    step: str = "reconstruct"
+    blocks: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if not self.blocks:
+            return f": no block to fit in {self.seconds:.1f} s"
+        before = sum(b for b, _ in self.blocks.values()) / len(self.blocks)
+        after = sum(a for _, a in self.blocks.values()) / len(self.blocks)
+        return (f": {len(self.blocks)} blocks, mean relative error {before:.4f} -> {after:.4f} in "
+                f"{self.seconds:.1f} s")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "seconds": self.seconds, "blocks": self.blocks, "modules": {}}
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> "ReconstructRecord":
+        return cls(step=data["step"], seconds=data["seconds"],
+                   blocks={str(k): [float(x) for x in v] for k, v in data["blocks"].items()})
+
+
 @record_kind("drop_sublayers")
 @dataclass
 class DropSublayersRecord(StepRecord):

@@ -22,12 +22,13 @@ from sparsekit.calib.engine import CalibSettings, module_device
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.recipe import (STRUCTURED_STEPS, DropBlocks, DropSublayers, Heal, Prune, PruneChannels,
-                              PruneExperts, PruneHeads, Quantize, StructuredSearch)
+                              PruneExperts, PruneHeads, Quantize, Reconstruct, StructuredSearch)
 from sparsekit.steps.prune import PruneResult, check_prune_shapes, run_prune, run_prune_quantize
 from sparsekit.steps.quantize import check_quantize_shapes, run_quantize
 from sparsekit.steps.heal import run_heal
-from sparsekit.steps.records import (DropBlocksRecord, DropSublayersRecord, HealRecord, QuantizeRecord, SearchRecord,
-                                     StepRecord, WidthRecord)
+from sparsekit.steps.reconstruct import run_reconstruct
+from sparsekit.steps.records import (DropBlocksRecord, DropSublayersRecord, HealRecord, QuantizeRecord,
+                                     ReconstructRecord, SearchRecord, StepRecord, WidthRecord)
 from sparsekit.steps.structured_search import run_structured_search
 from sparsekit.steps.structured import run_drop_blocks, run_drop_sublayers, run_prune_experts, run_prune_width
 from sparsekit.steps.targets import step_targets
@@ -43,7 +44,7 @@ class StepState:
     device: torch.device
     progress: bool = True
     calib: CalibSettings = field(default_factory=CalibSettings)  # the prune / quantize / heal steps' forwards
-    teacher: nn.Module | None = None  # the model as it entered the recipe (heal steps distil it)
+    teacher: nn.Module | None = None  # the model as it entered the recipe (heal distils it, reconstruct fits to it)
     windows: Callable[[int, int, int], torch.Tensor] | None = None  # (n, seqlen, seed) -> C4 token windows
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     qtensors: dict[str, Any] = field(default_factory=dict)
@@ -83,7 +84,7 @@ def check_step_shapes(adapter: Adapter, step: Any) -> None:
         check_prune_shapes(adapter, step)
     elif isinstance(step, Quantize):
         check_quantize_shapes(adapter, step)
-    elif not isinstance(step, (*STRUCTURED_STEPS, Heal)):
+    elif not isinstance(step, (*STRUCTURED_STEPS, Heal, Reconstruct)):
         raise SparsekitError(f"recipe step {type(step).__name__} has no shape check in sparsekit.steps.run")
 
 
@@ -161,6 +162,16 @@ def _heal(step: Heal, st: StepState) -> None:
     st.records.append(HealRecord(seconds=out.seconds, steps=out.steps, tokens=out.tokens, loss_first=out.loss_first,
                                  loss_last=out.loss_last, resumed_from=out.resumed_from,
                                  loss_curve=out.loss_curve))
+
+
+@handles(Reconstruct)
+def _reconstruct(step: Reconstruct, st: StepState) -> None:
+    if st.teacher is None or st.ids is None:
+        raise SparsekitError("reconstruct needs the model as it entered the recipe and calibration windows; run it "
+                             "through sparsekit.compress, which keeps both")
+    out = run_reconstruct(st.model, st.teacher, st.adapter, step, st.ids, device=st.device, progress=st.progress,
+                          settings=st.calib)
+    st.records.append(ReconstructRecord(seconds=out.seconds, blocks=out.blocks))
 
 
 @handles(PruneHeads, PruneChannels, PruneExperts)
