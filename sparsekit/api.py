@@ -6,13 +6,15 @@ import copy
 import datetime as _dt
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from sparsekit.calib.engine import CalibSettings
-from sparsekit.checkpoint import read_metadata, save_checkpoint
+from sparsekit.checkpoint import load_masks, read_metadata, save_checkpoint
 from sparsekit.data.calibration import calibration_texts, calibration_windows
+from sparsekit.errors import SparsekitError
 from sparsekit.data.datasets import perplexity_set
 from sparsekit.eval.perplexity import perplexity
 from sparsekit.eval.size import (compressed_bytes, lm_head_precision, packed_bits_per_weight, projection_sparsity,
@@ -21,7 +23,7 @@ from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model
 from sparsekit.nn.packed import set_backend
 from sparsekit.prune.patterns import masks_sparsity
-from sparsekit.recipe import Heal, Recipe, Reconstruct, load_recipe
+from sparsekit.recipe import STRUCTURED_STEPS, Heal, Recipe, Reconstruct, load_recipe
 from sparsekit.steps.records import PruneRecord, QuantizeRecord, StepRecord, records_from_dicts
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
@@ -66,6 +68,18 @@ class Compressed:
                 "versions": versions(), "date": _now()}
 
 
+def _carried_masks(folder: Path, recipe: Recipe) -> dict[str, torch.Tensor]:
+    """The keep-masks of a checkpoint a recipe continues from: later quantize (GPTQ), heal and reconstruct
+    steps keep its pruned weights at zero, a later prune step removes more on top, and the result's
+    checkpoint carries them on."""
+    masks = load_masks(folder)
+    shaping = [step.NAME for step in recipe.steps if isinstance(step, STRUCTURED_STEPS)]
+    if masks and shaping:
+        raise SparsekitError(f"compress: {folder} holds pruned weights and the recipe's {shaping[0]} step changes the "
+                             "shapes of the masked modules; run structured steps on the dense model first")
+    return masks
+
+
 def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=None, *, calib: str = "c4",
              nsamples: int = 128, seqlen: int = 512, seed: int = 0, device: str | torch.device = "auto",
              dtype: str | torch.dtype = "auto", data_dir: str | os.PathLike | None = None,
@@ -95,7 +109,10 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
                          "compress(model, recipe, tokenizer)")
     name = _model_name(model) if isinstance(model, torch.nn.Module) else str(model)
     texts = calibration_texts(calib, data_dir) if needs_data else None  # fail on missing data before loading
+    carried: dict[str, torch.Tensor] = {}
     if not isinstance(model, torch.nn.Module):
+        if (Path(model) / "sparsekit.json").is_file():  # a compressed checkpoint: what it pruned stays pruned
+            carried = _carried_masks(Path(model), recipe)
         model, tokenizer = load_model(model, dtype=resolve_dtype(dtype, compute), device="cpu")
     ids = None
     calibration = None
@@ -106,7 +123,7 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
     adapter = get_adapter(model)
     for step in recipe.steps:  # every shape constraint of every step, before any step changes a weight
         check_step_shapes(adapter, step)  # (structured steps check theirs when they run: they change shapes)
-    state = StepState(model, adapter, ids, compute, progress, settings)
+    state = StepState(model, adapter, ids, compute, progress, settings, masks=carried)
     if any((isinstance(step, Heal) and step.teacher is None) or isinstance(step, Reconstruct)
            for step in recipe.steps):
         state.teacher = copy.deepcopy(model)  # the model as it entered the recipe

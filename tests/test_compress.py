@@ -43,6 +43,25 @@ def test_compress_save_load_eval(tiny_dir, data_dir, tmp_path):
     assert report["recipe"] == meta["recipe"] and report["sparsity"] == 0.5
 
 
+def test_a_recipe_continues_from_a_checkpoint_with_its_masks(tiny_dir, data_dir, tmp_path):
+    """GPTQ on a saved 2:4 checkpoint keeps its zeros (its error feedback would fill them without the
+    checkpoint's masks), and the new checkpoint carries the masks on."""
+    from sparsekit.prune.patterns import is_nm
+
+    opts = dict(nsamples=4, seqlen=32, data_dir=data_dir, progress=False)
+    base = save(compress(str(tiny_dir), "wanda-2:4", **opts), tmp_path / "base")
+    quant = compress(str(base), [{"quantize": {"format": "int4", "group_size": 32, "method": "gptq"}}], **opts)
+    masks = load_masks(base)
+    assert set(quant.masks) == set(masks) and quant.sparsity == 0.5
+    for name, mask in masks.items():
+        w = quant.model.get_submodule(name).weight
+        assert bool((w[~mask] == 0).all()) and is_nm(mask, 2, 4) and name in quant.qtensors
+    carried = load_masks(save(quant, tmp_path / "q"))
+    assert all(torch.equal(carried[n], m) for n, m in masks.items())
+    with pytest.raises(SparsekitError, match="run structured steps on the dense model first"):
+        compress(str(base), [{"prune_channels": {"ratio": 0.25}}], **opts)
+
+
 def test_out_dir_must_be_new_or_empty_and_failures_leave_nothing(tiny_dir, data_dir, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()

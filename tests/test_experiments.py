@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+
+from sparsekit.checkpoint import load_masks
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -274,6 +277,29 @@ def test_nm_study_runs_resumes_and_tabulates_seeds(tiny_dir, data_dir, tmp_path,
     assert study.main(argv[:4] + ["--rows", "nope"]) == 2
     assert study.main(["--flops"]) == 0
     assert "block-wise reconstruction" in capsys.readouterr().out
+
+
+def test_nm_study_int4_continues_from_the_saved_cell(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """--continue-saved: the int4 cell quantizes the saved cell without int4 (masks kept) and adds its times;
+    without a saved cell it runs the whole recipe."""
+    study = _script("nm_study")
+    monkeypatch.setattr(study, "INT4", {"quantize": {"format": "int4", "group_size": 32, "method": "gptq"}})
+    argv = ["--model", str(tiny_dir), "--patterns", "2:4", "--rows", "sparsegpt", "--limit", "1", "--seqlen", "32",
+            "--nsamples", "4", "--calib-seqlen", "32", "--data-dir", str(data_dir), "--out", str(tmp_path),
+            "--quiet", "--save-dir", str(tmp_path / "ckpt")]
+    assert study.main(argv) == 0
+    base = json.loads((tmp_path / "2-4_sparsegpt_seed0.json").read_text())
+    assert study.main(argv + ["--int4", "--continue-saved"]) == 0
+    cell = json.loads((tmp_path / "2-4_sparsegpt+int4_seed0.json").read_text())
+    assert cell["continued_from"]["checkpoint"] == "2-4_sparsegpt_seed0" and cell["sparsity"] == 0.5
+    assert cell["compress_seconds"] == pytest.approx(base["compress_seconds"] + cell["continued_from"]["quantize_seconds"])
+    assert cell["recipe"][:-1] == base["recipe"] and cell["recipe"][-1]["quantize"]["format"] == "int4"
+    masks = load_masks(tmp_path / "ckpt" / "2-4_sparsegpt+int4_seed0")
+    assert masks and all(torch.equal(m, load_masks(tmp_path / "ckpt" / "2-4_sparsegpt_seed0")[n])
+                         for n, m in masks.items())
+    (tmp_path / "2-4_sparsegpt+int4_seed0.json").unlink()
+    assert study.main(argv[:-2] + ["--int4", "--continue-saved"]) == 0  # no --save-dir: the whole recipe
+    assert "continued_from" not in json.loads((tmp_path / "2-4_sparsegpt+int4_seed0.json").read_text())
 
 
 def test_calib_speed_table_reads_committed_shape(tmp_path, capsys):

@@ -10,7 +10,9 @@ Each (pattern, row, seed) is compressed in-process (calibration: c4, 128 x 512 w
 seed; forwards as `--calib-dtype`), scored on WikiText-2 (seqlen 2048, the first `--limit` windows: the
 standard CPU protocol at 40) and written to `{out}/{pattern}_{row}_seed{seed}.json` with its recipe, the
 pruning wall time and what reconstruction did per block. Existing results are skipped (`--force` re-runs),
-so an interrupted study resumes. The table gives, per row, the mean perplexity over the seeds measured
+so an interrupted study resumes. With `--int4 --continue-saved --save-dir D`, an int4 cell whose cell without int4
+was saved in D (e.g. a healed one) runs only the quantize step on that checkpoint (its masks kept) and adds
+the saved cell's times. The table gives, per row, the mean perplexity over the seeds measured
 and their spread (max - min): a gain smaller than the spread of the calibration draw is not a gain.
 """
 
@@ -82,6 +84,24 @@ def result_path(out: Path, pattern: str, row: str, seed: int, int4: bool) -> Pat
     return out / f"{tag}_{row}{'+int4' if int4 else ''}_seed{seed}.json"
 
 
+def saved_base(args: argparse.Namespace, pattern: str, row: str, seed: int) -> tuple[Path, dict] | None:
+    """The checkpoint (under --save-dir) and result (under --out) of the same cell without int4, when both
+    exist and the checkpoint was made by that result's recipe and calibration: an int4 cell continues from
+    it (`--continue-saved`), since its recipe is that recipe plus one quantize step."""
+    from sparsekit.checkpoint import read_metadata
+
+    if args.save_dir is None:
+        return None
+    folder = args.save_dir / result_path(Path(), pattern, row, seed, False).stem
+    record = result_path(args.out, pattern, row, seed, False)
+    if not (folder / "sparsekit.json").is_file() or not record.is_file():
+        return None
+    meta, base = read_metadata(folder), json.loads(record.read_text())
+    if meta["recipe"] != base["recipe"] or meta["calibration"] != base["calibration"]:
+        raise SystemExit(f"nm_study: {folder} was not made by the recipe / calibration of {record}; remove one")
+    return folder, base
+
+
 def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: bool) -> dict:
     from sparsekit.api import compress, evaluate, save
     from sparsekit.models.loader import load_model
@@ -89,30 +109,45 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
     from sparsekit.steps.records import HealRecord, PruneRecord
 
     recipe = recipe_for(pattern, row, int4)
-    model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
+    base = saved_base(args, pattern, row, seed) if int4 and args.continue_saved else None
+    options = dict(seed=seed, nsamples=args.nsamples, seqlen=args.calib_seqlen, data_dir=args.data_dir,
+                   progress=not args.quiet, calib_dtype=args.calib_dtype)
     start = time.perf_counter()
-    compressed = compress(model, recipe, tokenizer, seed=seed, nsamples=args.nsamples, seqlen=args.calib_seqlen,
-                          data_dir=args.data_dir, progress=not args.quiet, calib_dtype=args.calib_dtype)
+    if base is None:
+        model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
+        compressed = compress(model, recipe, tokenizer, **options)
+    else:  # the quantize step on the saved result of every step before it (its masks carried)
+        compressed = compress(str(base[0]), [INT4], **options)
+        model, tokenizer = compressed.model, compressed.tokenizer
     seconds = time.perf_counter() - start
     report = evaluate(model, tokenizer, ppl=["wikitext2"], seqlen=args.seqlen, limit=args.limit,
                       data_dir=args.data_dir, progress=not args.quiet)
-    if args.save_dir is not None:  # e.g. for zero_shot.py --checkpoints
+    if args.save_dir is not None:  # e.g. for zero_shot.py --saved
         save(compressed, args.save_dir / result_path(Path(), pattern, row, seed, int4).stem,
              command="python bench/experiments/nm_study.py " + shlex.join(args.argv))
+    common = {"model": args.model, "pattern": pattern, "row": row, "int4": int4, "seed": seed,
+              "recipe": load_recipe(recipe).to_list(),  # every option spelled out, defaults included
+              "ppl": report["ppl"]["wikitext2"], "sparsity": compressed.sparsity}
+    tail = {"protocol": report["protocol"], "device": report["device"], "versions": report.get("versions"),
+            "date": report.get("date"), "command": "python bench/experiments/nm_study.py " + shlex.join(args.argv)}
+    if base is not None:
+        done = base[1]
+        if compressed.calibration != done["calibration"]:
+            raise SystemExit(f"nm_study: {base[0]} was calibrated as {done['calibration']}, this run as "
+                             f"{compressed.calibration}; pass the same --calib-dtype / --nsamples")
+        return {**common, "compress_seconds": done["compress_seconds"] + seconds,
+                "prune_seconds": done["prune_seconds"], "calibration": done["calibration"],
+                **{key: done[key] for key in ("reconstruction", "heal", "permuted_modules")},
+                "continued_from": {"checkpoint": base[0].name, "quantize_seconds": seconds}, **tail}
     prune = next(st for st in compressed.steps if isinstance(st, PruneRecord))
     heal = next((st for st in compressed.steps if isinstance(st, HealRecord)), None)
     fits = list(prune.reconstruction.values())
-    return {"model": args.model, "pattern": pattern, "row": row, "int4": int4, "seed": seed,
-            "recipe": load_recipe(recipe).to_list(),  # every option spelled out, defaults included
-            "ppl": report["ppl"]["wikitext2"], "compress_seconds": seconds, "prune_seconds": prune.seconds,
-            "sparsity": compressed.sparsity, "calibration": compressed.calibration,
+    return {**common, "compress_seconds": seconds, "prune_seconds": prune.seconds,
+            "calibration": compressed.calibration,
             "reconstruction": {"blocks": len(fits),
                                "mean_error_before": statistics.fmean(f[0] for f in fits) if fits else None,
                                "mean_error_after": statistics.fmean(f[1] for f in fits) if fits else None},
-            "heal": None if heal is None else heal.to_dict(),
-            "permuted_modules": len(prune.permuted), "protocol": report["protocol"], "device": report["device"],
-            "versions": report.get("versions"), "date": report.get("date"),
-            "command": "python bench/experiments/nm_study.py " + shlex.join(args.argv)}
+            "heal": None if heal is None else heal.to_dict(), "permuted_modules": len(prune.permuted), **tail}
 
 
 def table(out: Path) -> str:
@@ -187,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--save-dir", type=Path, default=None, help="also save each compressed model as a checkpoint")
     p.add_argument("--force", action="store_true", help="re-run cells that already have a result")
+    p.add_argument("--continue-saved", action="store_true",
+                   help="with --int4 and --save-dir: an int4 cell whose cell without int4 was saved (checkpoint and "
+                        "result) runs only the quantize step on that checkpoint; its times add the saved cell's")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     p.add_argument("--flops", action="store_true", help="print the cost of each technique for a 7B model and exit")
