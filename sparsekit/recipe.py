@@ -388,6 +388,10 @@ class StructuredSearch:
     bias_compensation: add the removed channels' mean contribution to the next projection's bias (FLAP).
     candidates: which structures may go: heads (KV groups), channels, sublayers (a whole attention / MLP).
     nsamples: calibration windows each measurement runs on.
+    score: 'energy' (the residual-stream energy a removal takes out, relative to the block output's) or
+        'fisher' (the language-model loss it is expected to cost, from the loss gradients at each module's
+        output: one more forward and backward per round; it compares blocks by what the rest of the model
+        does with the error).
     """
 
     NAME: ClassVar[str] = "structured_search"
@@ -400,9 +404,12 @@ class StructuredSearch:
     bias_compensation: bool = True
     candidates: list[str] = field(default_factory=lambda: ["heads", "channels", "sublayers"])
     nsamples: int = 32
+    score: str = "energy"
 
     def __post_init__(self) -> None:
         s = self.NAME
+        if self.score not in ("energy", "fisher"):
+            raise SparsekitError(f"{s}: score must be energy or fisher, got {self.score!r}")
         if (self.budget is None) == (self.speedup is None):
             raise SparsekitError(f"{s}: give exactly one of budget (a fraction of parameters, e.g. 0.15) or speedup "
                                  "(a measured decode speedup, e.g. 1.15)")
@@ -844,7 +851,9 @@ class Recipe:
             elif isinstance(step, StructuredSearch):
                 goal = (f"{step.budget:.0%} of {'model' if step.budget_of == 'model' else 'block'} parameters"
                         if step.budget else f"{step.speedup:.2f}x decode")
-                parts.append(f"structured search ({goal}{', bias compensation' if step.bias_compensation else ''})")
+                extras = "".join(text for text, on in ((", fisher scores", step.score == "fisher"),
+                                                       (", bias compensation", step.bias_compensation)) if on)
+                parts.append(f"structured search ({goal}{extras})")
             elif isinstance(step, DropBlocks):
                 which = f"blocks {step.blocks}" if step.method == "explicit" else f"{step.n} blocks by {step.method}"
                 parts.append(f"drop {which}")

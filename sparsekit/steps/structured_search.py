@@ -11,6 +11,11 @@ the residual stream, relative to the energy of the block's output (what the next
 - a whole attention or MLP sublayer: E||sublayer output||^2 / E||h||^2, measured with hooks (the
   sublayer's actual contribution, cross-channel correlations included).
 
+With `score: fisher` the same candidates are scored instead by the loss they are expected to cost,
+1/2 sum_t (g_t . d_t)^2 with g_t the loss gradient at the output the removal perturbs by d_t (`fisher`):
+the energy score normalises by each block's own output and cannot see that the same error hurts more in
+one block than another; the gradients carry what every later block does with it.
+
 Channels move in chunks of `channel_group` (the lowest-scored first within a block); a block keeps at
 least one KV group and one chunk unless its whole sublayer is the candidate chosen. Candidates are
 taken in increasing score per unit of cost until the round's share of the budget is spent (rounds
@@ -131,6 +136,86 @@ def measure(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch
             m.o_mean = st.mean()
         out[i] = m
     return out
+
+
+def fisher(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch.device, scores: dict[int, _Measure],
+           compensate: bool, batch_size: int = 4) -> None:
+    """Replace the energy scores of `scores` by the loss each removal is expected to cost (in place).
+
+    Removing a candidate adds a perturbation d_t to some module's output at every token t; to second order,
+    with the empirical Fisher for the Hessian, the language-model loss grows by 1/2 sum_t (g_t . d_t)^2, g_t
+    the loss gradient at that output (Optimal Brain Damage on activations; LLM-Pruner's second-order Taylor
+    term). Unlike the energy relative to the block's output, this sees what the blocks *after* the removal
+    do with it, so scores of different blocks compare. With a_t = g_t W (the gradient at the module's
+    inputs): an MLP channel j costs sum_t (a_tj (x_tj - mu_j))^2 (x_tj without bias compensation, which
+    otherwise keeps the mean mu_j); a KV group the same with the sum over its o_proj inputs inside the
+    square; a whole sublayer sum_t (g_t . y_t)^2 with y_t its output. One forward and backward of the
+    whole model on the windows (weights frozen); `scores` supplies the means (`measure` ran first)."""
+    home = module_device(model)
+    model.to(device)
+    acc: dict[tuple[int, str], torch.Tensor] = {}
+    hooks = []
+
+    def add(key: tuple[int, str], value: torch.Tensor) -> None:
+        acc[key] = acc[key] + value if key in acc else value
+
+    def projection(i: int, kind: str, weight: torch.Tensor, mean: torch.Tensor | None, groups: int | None):
+        def forward(_m, args, out):
+            x = args[0].detach().float()
+            if compensate and mean is not None:
+                x = x - mean.to(x.device)
+
+            def backward(g):
+                a = (g.float() @ weight.float()) * x          # (batch, tokens, inputs): g . (W[:, j] x_j)
+                if groups is not None:
+                    a = a.reshape(*a.shape[:-1], groups, -1).sum(-1)
+                add((i, kind), a.pow(2).flatten(0, -2).sum(0))
+            if out.requires_grad:
+                out.register_hook(backward)
+        return forward
+
+    def sublayer(i: int, kind: str):
+        def forward(_m, _args, out):
+            y = (out[0] if isinstance(out, tuple) else out)
+            if not y.requires_grad:
+                return
+            kept = y.detach().float()
+            y.register_hook(lambda g: add((i, kind), (g.float() * kept).sum(-1).pow(2).sum().reshape(1)))
+        return forward
+
+    for i, m in scores.items():
+        linears = adapter.linears(i)
+        if m.channels is not None:
+            down = linears[_role_rel(adapter, i, "down")]
+            hooks.append(down.register_forward_hook(projection(i, "channels", down.weight, m.mlp_mean, None)))
+        if m.groups is not None:
+            o = linears[_role_rel(adapter, i, "o")]
+            hooks.append(o.register_forward_hook(projection(i, "groups", o.weight, m.o_mean, m.groups.numel())))
+        if m.mlp is not None:
+            hooks.append(adapter.mlp(i).register_forward_hook(sublayer(i, "mlp")))
+        if m.attention is not None:
+            hooks.append(adapter.attention(i).register_forward_hook(sublayer(i, "attention")))
+    # the weights stay frozen: only the activations need gradients, from the embeddings' output on
+    hooks.append(adapter.embed_tokens.register_forward_hook(lambda _m, _a, out: out.detach().requires_grad_()))
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            for batch in ids.split(batch_size):
+                batch = batch.to(device)
+                model(input_ids=batch, labels=batch, use_cache=False).loss.mul(batch.numel()).backward()
+    finally:
+        for h in hooks:
+            h.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.to(home)
+    for i, m in scores.items():
+        m.channels = acc[(i, "channels")].to(m.channels.device) / 2 if m.channels is not None else None
+        m.groups = acc[(i, "groups")].to(m.groups.device) / 2 if m.groups is not None else None
+        m.mlp = float(acc[(i, "mlp")]) / 2 if m.mlp is not None else None
+        m.attention = float(acc[(i, "attention")]) / 2 if m.attention is not None else None
 
 
 # -- costs --------------------------------------------------------------------------------------------
@@ -349,6 +434,8 @@ def run_structured_search(model: nn.Module, adapter: Adapter, step: StructuredSe
     bar = tqdm(range(step.rounds), desc="structured search", unit="round", disable=not progress)
     for r in bar:
         scores = measure(model, adapter, ids, device, step.bias_compensation)
+        if step.score == "fisher":
+            fisher(model, adapter, ids, device, scores, step.bias_compensation)
         chosen = choose(candidates(adapter, scores, step, cost), target * (r + 1) / step.rounds - spent)
         before = _block_params(adapter)
         apply(adapter, chosen, scores, step.bias_compensation)

@@ -156,3 +156,71 @@ def test_speedup_budget_spends_the_cost_model_and_measures(monkeypatch):
 def test_bad_options(options, message):
     with pytest.raises(SparsekitError, match=message):
         StructuredSearch(**options)
+
+
+def _brute_fisher(model, block, ids, mean_mlp, mean_o, groups):
+    """1/2 sum_t (g_t . d_t)^2 written out: per-token gradients at the down / o projections' and the
+    sublayers' outputs (retain_grad), the perturbations built from their inputs, one candidate at a time."""
+    adapter = get_adapter(model)
+    seen = {}
+    down = adapter.linears(block)[ss._role_rel(adapter, block, "down")]
+    o = adapter.linears(block)[ss._role_rel(adapter, block, "o")]
+
+    def keep(name):
+        def hook(_m, args, out):
+            y = out[0] if isinstance(out, tuple) else out
+            y.retain_grad()
+            seen[name] = (args[0].detach() if args else None, y)
+        return hook
+    hs = [down.register_forward_hook(keep("down")), o.register_forward_hook(keep("o")),
+          adapter.mlp(block).register_forward_hook(keep("mlp")),
+          adapter.attention(block).register_forward_hook(keep("attention"))]
+    total = {"channels": torch.zeros(down.in_features), "groups": torch.zeros(groups), "mlp": 0.0, "attention": 0.0}
+    for row in ids:
+        row = row[None]
+        model.zero_grad()
+        model(input_ids=row, labels=row).loss.mul(row.numel()).backward()
+        x, y = seen["down"]
+        d = (x - mean_mlp)[0]                                  # (tokens, channels)
+        g = y.grad[0]
+        for j in range(down.in_features):
+            total["channels"][j] += ((g @ down.weight[:, j]) * d[:, j]).pow(2).sum() / 2
+        z, yo = seen["o"]
+        dz = (z - mean_o)[0]
+        go = yo.grad[0]
+        width = o.in_features // groups
+        for k in range(groups):
+            cols = slice(k * width, (k + 1) * width)
+            total["groups"][k] += (dz[:, cols] * (go @ o.weight[:, cols])).sum(-1).pow(2).sum() / 2
+        for kind in ("mlp", "attention"):
+            out = seen[kind][1]
+            total[kind] += float((out.grad[0] * out[0].detach()).sum(-1).pow(2).sum()) / 2
+    for h in hs:
+        h.remove()
+    return total
+
+
+def test_fisher_scores_are_the_second_order_loss_terms_written_out():
+    model = tiny_model("llama", num_hidden_layers=2)
+    adapter = get_adapter(model)
+    ids = _ids(3, 16)
+    scores = ss.measure(model, adapter, ids, torch.device("cpu"), True)
+    ss.fisher(model, adapter, ids, torch.device("cpu"), scores, True, batch_size=2)
+    assert all(p.requires_grad for p in model.parameters())  # the flags as they were
+    m = scores[1]
+    groups = m.groups.numel()
+    assert groups > 1
+    want = _brute_fisher(model, 1, ids, scores[1].mlp_mean, scores[1].o_mean, groups)
+    torch.testing.assert_close(m.channels, want["channels"], rtol=1e-3, atol=1e-9)
+    torch.testing.assert_close(m.groups, want["groups"], rtol=1e-3, atol=1e-9)
+    assert m.mlp == pytest.approx(want["mlp"], rel=1e-3) and m.attention == pytest.approx(want["attention"], rel=1e-3)
+
+
+def test_fisher_search_respects_the_budget_and_saves():
+    model = tiny_model("qwen2")
+    before = _block_params(model)
+    step = StructuredSearch(budget=0.3, rounds=2, channel_group=8, nsamples=4, score="fisher")
+    out = ss.run_structured_search(model, get_adapter(model), step, _ids(), progress=False)
+    assert 0 < out.params_removed <= 0.3 * before
+    with pytest.raises(SparsekitError, match="score must be energy or fisher"):
+        StructuredSearch(budget=0.1, score="taylor")
