@@ -49,6 +49,9 @@ ROWS: dict[str, dict] = {
     "ria+dsnot": {"method": "ria", "dsnot": True},
     "ria+dsnot+reconstruct-model": {"method": "ria", "dsnot": True, "reconstruct": TO_MODEL},
     "sparsegpt+reconstruct-model": {"method": "sparsegpt", "reconstruct": TO_MODEL},
+    # a longer fit: 8 epochs over 64 windows (64 Adam steps per block instead of 16)
+    "sparsegpt+permute+reconstruct-model-64x8": {"method": "sparsegpt", "permute": True,
+                                                  "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64}},
     "sparsegpt+permute+reconstruct-model+heal": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
                                                  "heal": True},
     # twice the tokens, at the first row's learning rate and at 2.5x it (its loss curve flattened after a tenth)
