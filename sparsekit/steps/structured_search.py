@@ -138,6 +138,16 @@ def measure(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch
     return out
 
 
+def _residual_terms(adapter: Adapter, i: int) -> dict[str, nn.Module]:
+    """The modules whose outputs block i adds to the residual stream: the sublayers themselves, or with
+    Gemma-2-style sandwich norms the norms after them. Linearising at a sublayer's own output there would
+    see nothing: RMSNorm is scale-invariant, so its gradient is orthogonal to its input."""
+    norms = adapter.norms(i)
+    if norms.get("post_feedforward_layernorm") is not None:
+        return {"attention": norms["post_attention_layernorm"], "mlp": norms["post_feedforward_layernorm"]}
+    return {"attention": adapter.attention(i), "mlp": adapter.mlp(i)}
+
+
 def fisher(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch.device, scores: dict[int, _Measure],
            compensate: bool, batch_size: int = 4) -> None:
     """Replace the energy scores of `scores` by the loss each removal is expected to cost (in place).
@@ -149,7 +159,7 @@ def fisher(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch.
     do with it, so scores of different blocks compare. With a_t = g_t W (the gradient at the module's
     inputs): an MLP channel j costs sum_t (a_tj (x_tj - mu_j))^2 (x_tj without bias compensation, which
     otherwise keeps the mean mu_j); a KV group the same with the sum over its o_proj inputs inside the
-    square; a whole sublayer sum_t (g_t . y_t)^2 with y_t its output. One forward and backward of the
+    square; a whole sublayer sum_t (g_t . y_t)^2 with y_t what it adds to the residual stream. One forward and backward of the
     whole model on the windows (weights frozen); `scores` supplies the means (`measure` ran first)."""
     home = module_device(model)
     model.to(device)
@@ -185,16 +195,16 @@ def fisher(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch.
 
     for i, m in scores.items():
         linears = adapter.linears(i)
+        added = _residual_terms(adapter, i)
         if m.channels is not None:
             down = linears[_role_rel(adapter, i, "down")]
             hooks.append(down.register_forward_hook(projection(i, "channels", down.weight, m.mlp_mean, None)))
         if m.groups is not None:
             o = linears[_role_rel(adapter, i, "o")]
             hooks.append(o.register_forward_hook(projection(i, "groups", o.weight, m.o_mean, m.groups.numel())))
-        if m.mlp is not None:
-            hooks.append(adapter.mlp(i).register_forward_hook(sublayer(i, "mlp")))
-        if m.attention is not None:
-            hooks.append(adapter.attention(i).register_forward_hook(sublayer(i, "attention")))
+        for kind in ("mlp", "attention"):
+            if getattr(m, kind) is not None:
+                hooks.append(added[kind].register_forward_hook(sublayer(i, kind)))
     # the weights stay frozen: only the activations need gradients, from the embeddings' output on
     hooks.append(adapter.embed_tokens.register_forward_hook(lambda _m, _a, out: out.detach().requires_grad_()))
     flags = [(p, p.requires_grad) for p in model.parameters()]
