@@ -118,6 +118,9 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
     state_path = _state_path(step)
     if state_path is not None and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=True)
+        if "losses" not in state:
+            raise SparsekitError(f"heal: {state_path} was written by an older sparsekit (no per-step losses); use "
+                                 "another resume folder or delete it")
         if state["config"] != config:
             raise SparsekitError(f"heal: {state_path} holds a run with other options ({state['config']}); use "
                                  "another resume folder or delete it")
