@@ -19,7 +19,8 @@ Configurations (`--configs`, default all):
   of 1.15x / 1.3x from the profiled cost model; `search-15-r12`: search-15 re-measured after each of 12 rounds
   instead of 4; `search-15-reconstruct`: search-15 followed by a `reconstruct` step (every block's kept weights
   fitted to the dense model's hidden states on the calibration windows); `search-fisher-15[-reconstruct]`: the
-  same with `score: fisher` (each candidate's expected loss increase from the loss gradients). The widths each search kept per block are drawn in
+  same with `score: fisher` (each candidate's expected loss increase from the loss gradients);
+  `search-fisher-speed-115-reconstruct`: both at the 1.15x decode budget. The widths each search kept per block are drawn in
   `{out}/{model}_limit{N}_search_widths.png`.
 
 Each configuration is applied to a fresh model (calibration: c4, `--nsamples` windows of 512 tokens,
@@ -106,6 +107,8 @@ def configs() -> dict[str, list[dict]]:
     out["search-fisher-15-reconstruct"] = out["search-fisher-15"] + [{"reconstruct": {}}]
     for x in (115, 130):
         out[f"search-speed-{x}"] = [{"structured_search": {"speedup": x / 100}}]
+    out["search-fisher-speed-115-reconstruct"] = [{"structured_search": {"speedup": 1.15, "score": "fisher"}},
+                                                  {"reconstruct": {}}]
     return out
 
 
