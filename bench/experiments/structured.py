@@ -18,7 +18,8 @@ Configurations (`--configs`, default all):
   `bench/recipes/structured-search-15.yaml`); `search-speed-{115,130}`: the same with a decode-speedup budget
   of 1.15x / 1.3x from the profiled cost model; `search-15-r12`: search-15 re-measured after each of 12 rounds
   instead of 4; `search-15-reconstruct`: search-15 followed by a `reconstruct` step (every block's kept weights
-  fitted to the dense model's hidden states on the calibration windows); `search-fisher-15[-reconstruct]`: the
+  fitted to the dense model's hidden states on the calibration windows; `-64`: fitted on 64 windows instead of
+  32, twice the Adam steps); `search-fisher-15[-reconstruct]`: the
   same with `score: fisher` (each candidate's expected loss increase from the loss gradients);
   `search-fisher-speed-115-reconstruct`: both at the 1.15x decode budget. The widths each search kept per block are drawn in
   `{out}/{model}_limit{N}_search_widths.png`.
@@ -102,6 +103,7 @@ def configs() -> dict[str, list[dict]]:
     # the kept weights fitted afterwards to the dense model's hidden states, block by block (reported apart:
     # the option of "a short block-wise reconstruction after removal")
     out["search-15-reconstruct"] = out["search-15"] + [{"reconstruct": {}}]
+    out["search-15-reconstruct-64"] = out["search-15"] + [{"reconstruct": {"nsamples": 64}}]  # twice the steps
     # scores from the loss gradients (what the blocks after a removal do with it) instead of block-relative energy
     out["search-fisher-15"] = [{"structured_search": {**out["search-15"][0]["structured_search"], "score": "fisher"}}]
     out["search-fisher-15-reconstruct"] = out["search-fisher-15"] + [{"reconstruct": {}}]
