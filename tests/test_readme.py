@@ -240,15 +240,22 @@ def test_best_2_4_recipe_is_the_study_row_it_names():
     assert load_recipe(cell["recipe"]) == best
 
 
-def test_best_2_4_healed_recipe_is_the_study_row_it_names():
+def test_best_2_4_healed_recipes_are_the_study_rows_they_name():
     from sparsekit.recipe import load_recipe
 
     script = _script("nm_study")
+    row = "sparsegpt+permute+reconstruct-model+heal-655k-lr5e-4"
     healed = load_recipe(str(REPO / "bench" / "recipes" / "best-2-4-healed.yaml"))
-    assert healed == load_recipe(script.recipe_for("2:4", "sparsegpt+permute+reconstruct-model+heal"))
+    assert healed == load_recipe(script.recipe_for("2:4", row))
     assert healed.steps[0] == load_recipe(str(REPO / "bench" / "recipes" / "best-2-4.yaml")).steps[0]
-    cell = REPO / "bench" / "results" / "nm_study" / "2-4_sparsegpt+permute+reconstruct-model+heal_seed0.json"
+    cell = REPO / "bench" / "results" / "nm_study" / f"2-4_{row}_seed0.json"
     result = json.loads(cell.read_text())
     assert load_recipe(result["recipe"]) == healed
-    assert result["heal"]["tokens"] == healed.steps[1].tokens and result["heal"]["steps"] == 160
-
+    assert result["heal"]["tokens"] == healed.steps[1].tokens and result["heal"]["steps"] == 320
+    assert result["compress_seconds"] < 2 * 3600  # the budget: pruning + healing within 2 hours
+    quantized = load_recipe(str(REPO / "bench" / "recipes" / "best-2-4-healed-int4.yaml"))
+    assert quantized == load_recipe(script.recipe_for("2:4", row, int4=True))
+    # written by the --continue-saved run the recipe's comment names: the quantize step on the healed checkpoint
+    cell = json.loads((REPO / "bench" / "results" / "nm_study" / f"2-4_{row}+int4_seed0.json").read_text())
+    assert load_recipe(cell["recipe"]) == quantized and cell["continued_from"]["checkpoint"] == f"2-4_{row}_seed0"
+    assert cell["heal"] == result["heal"] and cell["sparsity"] == 0.5
