@@ -21,7 +21,8 @@ Configurations (`--configs`, default all):
   fitted to the dense model's hidden states on the calibration windows; `-64`: fitted on 64 windows instead of
   32, twice the Adam steps); `search-fisher-15[-reconstruct]`: the
   same with `score: fisher` (each candidate's expected loss increase from the loss gradients);
-  `search-fisher-speed-115-reconstruct`: both at the 1.15x decode budget. The widths each search kept per block are drawn in
+  `search-speed-115-reconstruct` / `search-fisher-speed-115-reconstruct`: the 1.15x decode budget followed
+  by a `reconstruct` step. The widths each search kept per block are drawn in
   `{out}/{model}_limit{N}_search_widths.png`.
 
 Each configuration is applied to a fresh model (calibration: c4, `--nsamples` windows of 512 tokens,
@@ -109,6 +110,7 @@ def configs() -> dict[str, list[dict]]:
     out["search-fisher-15-reconstruct"] = out["search-fisher-15"] + [{"reconstruct": {}}]
     for x in (115, 130):
         out[f"search-speed-{x}"] = [{"structured_search": {"speedup": x / 100}}]
+    out["search-speed-115-reconstruct"] = out["search-speed-115"] + [{"reconstruct": {}}]
     out["search-fisher-speed-115-reconstruct"] = [{"structured_search": {"speedup": 1.15, "score": "fisher"}},
                                                   {"reconstruct": {}}]
     return out
