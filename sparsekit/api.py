@@ -14,8 +14,8 @@ import torch
 from sparsekit.calib.engine import CalibSettings
 from sparsekit.checkpoint import load_masks, read_metadata, save_checkpoint
 from sparsekit.data.calibration import calibration_texts, calibration_windows
-from sparsekit.errors import SparsekitError
 from sparsekit.data.datasets import perplexity_set
+from sparsekit.errors import SparsekitError
 from sparsekit.eval.perplexity import perplexity
 from sparsekit.eval.size import (compressed_bytes, lm_head_precision, packed_bits_per_weight, projection_sparsity,
                                 weight_bytes)
