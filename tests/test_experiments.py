@@ -302,6 +302,17 @@ def test_nm_study_int4_continues_from_the_saved_cell(tiny_dir, data_dir, tmp_pat
     assert "continued_from" not in json.loads((tmp_path / "2-4_sparsegpt+int4_seed0.json").read_text())
 
 
+def test_structured_merge_write_keeps_what_another_worker_wrote(tmp_path):
+    """A worker that read the file before another re-timed a record writes only its own record back."""
+    structured = _script("structured")
+    out = tmp_path / "r.json"
+    stale = {"results": {"a": {"decode": {"tokens_per_s": 1.0}}}}
+    out.write_text(json.dumps({"results": {"a": {"decode": {"tokens_per_s": 2.0, "retimed": True}}}}))
+    merged = structured.merge_write(out, {**stale, "results": {**stale["results"], "c": {"ppl": 3.0}}}, ["c"])
+    on_disk = json.loads(out.read_text())["results"]
+    assert on_disk == merged["results"] == {"a": {"decode": {"tokens_per_s": 2.0, "retimed": True}}, "c": {"ppl": 3.0}}
+
+
 def test_calib_speed_table_reads_committed_shape(tmp_path, capsys):
     speed = _script("calib_speed")
     data = {"before": "abc1234", "rows": [

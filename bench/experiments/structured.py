@@ -134,14 +134,15 @@ def decode_tokens_per_s(model, tokenizer, tokens: int, repeats: int) -> dict:
     return {"tokens_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), "runs": len(rates)}
 
 
-def merge_write(out_json: Path, data: dict) -> dict:
-    """Write `data`, keeping results another worker recorded meanwhile (read-merge-write under a lock)."""
+def merge_write(out_json: Path, data: dict, names: list[str]) -> dict:
+    """Write the records `names` of `data`, every other record as it is on disk now: another worker may have
+    recorded or re-timed it since this one read the file (read-merge-write under a lock)."""
     out_json.parent.mkdir(parents=True, exist_ok=True)
     with open(out_json.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if out_json.exists():
             on_disk = json.loads(out_json.read_text())
-            data["results"] = {**on_disk["results"], **data["results"]}
+            data["results"] = {**on_disk["results"], **{n: data["results"][n] for n in names}}
         write_json_atomic(out_json, data)
     return data
 
@@ -214,7 +215,7 @@ def _run(args: argparse.Namespace) -> Path:
             "decode": decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "date": report["date"]}
         if table[name]:
             save(compressed, args.save_dir / name)
-        data = merge_write(out_json, data)
+        data = merge_write(out_json, data, [name])
         r = data["results"][name]
         print(f"{name:<18} ppl {r['ppl']:9.3f}  removed {r['params_removed']:>11,}  "
               f"decode {r['decode']['tokens_per_s']:.1f} tok/s", flush=True)
@@ -258,8 +259,9 @@ def retime(args: argparse.Namespace, only: list[str] | None = None) -> Path:
     out_json = args.out / f"{Path(args.model).name}_limit{args.limit}.json"
     data = json.loads(out_json.read_text())
     old_dense = data["results"]["dense"]["decode"]["tokens_per_s"]
-    for record in data["results"].values():  # records of an earlier pass keep its dense rate
-        record["decode"].setdefault("dense_tokens_per_s", old_dense)
+    stamped = [n for n, r in data["results"].items() if "dense_tokens_per_s" not in r["decode"]]
+    for n in stamped:  # records of an earlier pass keep its dense rate
+        data["results"][n]["decode"]["dense_tokens_per_s"] = old_dense
     names = ["dense"] + [n for n in data["results"] if n != "dense" and (only is None or n in only)]
     for name in names:
         record = data["results"][name]
@@ -270,7 +272,7 @@ def retime(args: argparse.Namespace, only: list[str] | None = None) -> Path:
         record["decode"] = {**decode_tokens_per_s(model, tokenizer, args.decode, args.repeats), "retimed": True,
                             "threads": torch.get_num_threads()}
         record["decode"]["dense_tokens_per_s"] = data["results"]["dense"]["decode"]["tokens_per_s"]
-        data = merge_write(out_json, data)
+        data = merge_write(out_json, data, [name] + stamped)
         print(f"{name:<18} decode {record['decode']['tokens_per_s']:.2f} tok/s", flush=True)
     return out_json
 
