@@ -159,8 +159,9 @@ def fisher(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch.
     do with it, so scores of different blocks compare. With a_t = g_t W (the gradient at the module's
     inputs): an MLP channel j costs sum_t (a_tj (x_tj - mu_j))^2 (x_tj without bias compensation, which
     otherwise keeps the mean mu_j); a KV group the same with the sum over its o_proj inputs inside the
-    square; a whole sublayer sum_t (g_t . y_t)^2 with y_t what it adds to the residual stream. One forward and backward of the
-    whole model on the windows (weights frozen); `scores` supplies the means (`measure` ran first)."""
+    square; a whole sublayer sum_t (g_t . y_t)^2 with y_t what it adds to the residual stream. One forward
+    and backward of the whole model on the windows (weights frozen); `scores` supplies the means (`measure`
+    ran first)."""
     home = module_device(model)
     model.to(device)
     acc: dict[tuple[int, str], torch.Tensor] = {}
