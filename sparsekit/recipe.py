@@ -122,6 +122,15 @@ class ReconstructOptions:
     target: str = "model"
 
 
+def _check_fit(step: str, prefix: str, fit: Any) -> None:
+    """The options every block-reconstruction fit has (the prune step's `reconstruct:` block and the
+    `reconstruct` step): at least one epoch and one window, a positive learning rate."""
+    _at_least(step, f"{prefix}epochs", fit.epochs, 1)
+    _at_least(step, f"{prefix}nsamples", fit.nsamples, 1)
+    if not float(fit.lr) > 0:
+        raise SparsekitError(f"{step}: {prefix}lr must be > 0, got {fit.lr}")
+
+
 def _optional(step: str, key: str, cls: type, value: Any) -> Any:
     """An optional nested option block: null / false (off), true (the defaults) or a mapping."""
     if value is None or value is False:
@@ -255,12 +264,9 @@ class Prune:
                 calibrated = tuple(m for m in PRUNE_METHODS if not method_traits(m).data_free)
                 raise SparsekitError(f"{s}: reconstruct fits each block on calibration inputs; method {self.method!r} "
                                      f"uses none: use method: {_either(calibrated)}")
-            _at_least(s, "reconstruct.epochs", self.reconstruct.epochs, 1)
-            _at_least(s, "reconstruct.nsamples", self.reconstruct.nsamples, 1)
+            _check_fit(s, "reconstruct.", self.reconstruct)
             if self.reconstruct.target not in ("block", "model"):
                 raise SparsekitError(f"{s}: reconstruct.target must be 'block' or 'model', got {self.reconstruct.target!r}")
-            if not float(self.reconstruct.lr) > 0:
-                raise SparsekitError(f"{s}: reconstruct.lr must be > 0, got {self.reconstruct.lr}")
 
     @property
     def traits(self) -> MethodTraits:
@@ -719,10 +725,7 @@ class Reconstruct:
     nsamples: int = 32
 
     def __post_init__(self) -> None:
-        _at_least(self.NAME, "epochs", self.epochs, 1)
-        _at_least(self.NAME, "nsamples", self.nsamples, 1)
-        if not float(self.lr) > 0:
-            raise SparsekitError(f"{self.NAME}: lr must be > 0, got {self.lr}")
+        _check_fit(self.NAME, "", self)
 
     @property
     def needs_data(self) -> bool:

@@ -23,6 +23,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from sparsekit.utils.training import masked_step, only_trainable
+
 
 @dataclass
 class ReconstructionResult:
@@ -48,18 +50,12 @@ def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: di
     Everything else in the block stays frozen."""
     params = {name: lin.weight for name, lin in linears.items()}
     keep = {name: masks[name].to(device=p.device, dtype=p.dtype) for name, p in params.items()}
-    frozen = [(p, p.requires_grad) for p in block.parameters()]
-    for p, _ in frozen:
-        p.requires_grad_(False)
-
     energy = [float(y.float().pow(2).sum()) for y in targets]  # ||y_b||^2, once
-    try:
+    with only_trainable(block, params.values()):
         with torch.no_grad():
             best = before = _relative_error(run, targets, energy)
         best_state = {name: p.detach().clone() for name, p in params.items()}
         best_epoch = 0
-        for p in params.values():
-            p.requires_grad_(True)
         opt = torch.optim.Adam(list(params.values()), lr=lr)
         train = targets[:train_batches] if train_batches else targets
         den = sum(energy[:len(train)]) / len(train)
@@ -69,12 +65,7 @@ def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: di
                     loss = (run(b).float() - y.float()).pow(2).sum() / den
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
-                for name, p in params.items():
-                    p.grad.mul_(keep[name])
-                opt.step()
-                with torch.no_grad():
-                    for name, p in params.items():
-                        p.mul_(keep[name])
+                masked_step(opt, params, keep)
             with torch.no_grad():
                 err = _relative_error(run, targets, energy)
             if err < best:
@@ -83,8 +74,4 @@ def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: di
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(best_state[name])
-    finally:
-        for p, flag in frozen:
-            p.requires_grad_(flag)
-            p.grad = None
     return ReconstructionResult(before, best, best_epoch)

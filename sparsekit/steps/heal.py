@@ -37,6 +37,7 @@ from sparsekit.calib.engine import CalibSettings, autocast, module_device
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.recipe import Heal
+from sparsekit.utils.training import masked_step, only_trainable
 
 
 @dataclass
@@ -103,11 +104,6 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
             keep[key] = mask.to(device=device, dtype=params[key].dtype)
     total = step.steps
     ids = windows(total * step.batch_size, step.seqlen, step.seed)
-    frozen = {p: p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
     opt = torch.optim.AdamW(list(params.values()), lr=step.lr, weight_decay=0.0)
     config = dataclasses.asdict(step)
     config.pop("resume")
@@ -133,7 +129,7 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
     teacher.eval()
     model.train(False)  # no dropout: the student is trained as it will run
     bar = tqdm(range(begin, total), desc="healing", unit="step", disable=not progress, initial=begin, total=total)
-    try:
+    with only_trainable(model, params.values()):
         for k in bar:
             batch = ids[k * step.batch_size:(k + 1) * step.batch_size].to(device)
             for group in opt.param_groups:
@@ -144,21 +140,12 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
                 loss = distill_loss(model(input_ids=batch, use_cache=False).logits, target, step.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            for key, m in keep.items():
-                params[key].grad.mul_(m)
-            opt.step()
-            with torch.no_grad():
-                for key, m in keep.items():
-                    params[key].mul_(m)
+            masked_step(opt, params, keep)
             value = float(loss.detach())
             losses.append(value)
             bar.set_postfix(loss=f"{value:.4f}")
             if state_path is not None and ((k + 1) % step.save_every == 0 or k + 1 == total):
                 _save_state(state_path, k + 1, params, opt, config, losses)
-    finally:
-        for p, flag in frozen.items():
-            p.requires_grad_(flag)
-            p.grad = None
     mean = (lambda xs: sum(xs) / len(xs) if xs else None)
     return HealResult(time.perf_counter() - start, total, total * step.batch_size * step.seqlen, mean(losses[:tenth]),
                       mean(losses[-tenth:]), begin, loss_curve(losses))

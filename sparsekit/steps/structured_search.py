@@ -48,6 +48,7 @@ from sparsekit.models.adapters import Adapter
 from sparsekit.models.surgery import (SkippedAttention, SkippedMLP, attention_geometry, drop_sublayer, prune_kv_groups,
                                       prune_mlp_channels)
 from sparsekit.recipe import StructuredSearch
+from sparsekit.utils.training import only_trainable
 
 
 @dataclass
@@ -208,19 +209,14 @@ def fisher(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch.
                 hooks.append(added[kind].register_forward_hook(sublayer(i, kind)))
     # the weights stay frozen: only the activations need gradients, from the embeddings' output on
     hooks.append(adapter.embed_tokens.register_forward_hook(lambda _m, _a, out: out.detach().requires_grad_()))
-    flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        with torch.enable_grad():
+        with only_trainable(model), torch.enable_grad():
             for batch in ids.split(batch_size):
                 batch = batch.to(device)
                 model(input_ids=batch, labels=batch, use_cache=False).loss.mul(batch.numel()).backward()
     finally:
         for h in hooks:
             h.remove()
-        for p, flag in flags:
-            p.requires_grad_(flag)
         model.to(home)
     for i, m in scores.items():
         m.channels = acc[(i, "channels")].to(m.channels.device) / 2 if m.channels is not None else None
