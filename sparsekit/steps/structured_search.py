@@ -9,7 +9,9 @@ the residual stream, relative to the energy of the block's output (what the next
   lost: FLAP's fluctuation metric);
 - a KV group (its KV head and every query head reading it): the same sum over its o_proj input channels;
 - a whole attention or MLP sublayer: E||sublayer output||^2 / E||h||^2, measured with hooks (the
-  sublayer's actual contribution, cross-channel correlations included).
+  sublayer's actual contribution, cross-channel correlations included). With Gemma-2's sandwich norms
+  the sublayer's output is what its post-norm hands to the residual stream, and the channel / group
+  terms (measured before that norm) are scaled by the norm's gain on that sublayer's energy.
 
 With `score: fisher` the same candidates are scored instead by the loss they are expected to cost,
 1/2 sum_t (g_t . d_t)^2 with g_t the loss gradient at the output the removal perturbs by d_t (`fisher`):
@@ -33,6 +35,7 @@ each sublayer (`profile_costs`). The speedup reached is measured after the searc
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import statistics
 import time
@@ -101,16 +104,22 @@ def measure(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch
     out: dict[int, _Measure] = {}
     for ctx in calib.blocks(ids):
         i, m = ctx.index, _Measure()
-        energy = {"attention": 0.0, "mlp": 0.0}
+        # energy[kind]: what the sublayer adds to the residual stream; own[kind]: its own output, where that
+        # differs (Gemma-2's sandwich norm after it), to carry the channel / group terms measured before the
+        # norm over to what the residual receives
+        energy, own = {"attention": 0.0, "mlp": 0.0}, {}
         hooks = []
+        added = _residual_terms(adapter, i)
         for kind, module in (("attention", adapter.attention(i)), ("mlp", adapter.mlp(i))):
             if isinstance(module, (SkippedAttention, SkippedMLP)):
                 continue
 
-            def hook(_m, _a, output, kind=kind):
+            def hook(_m, _a, output, into=energy, kind=kind):
                 y = output[0] if isinstance(output, tuple) else output
-                energy[kind] += float(y.float().pow(2).sum())
-            hooks.append(module.register_forward_hook(hook))
+                into[kind] = into.get(kind, 0.0) + float(y.float().pow(2).sum())
+            hooks.append(added[kind].register_forward_hook(hook))
+            if added[kind] is not module:
+                hooks.append(module.register_forward_hook(functools.partial(hook, into=own, kind=kind)))
         try:
             outputs = ctx.forward()
         finally:
@@ -123,15 +132,18 @@ def measure(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch
             m.mlp = energy["mlp"] / total
         if not isinstance(adapter.attention(i), SkippedAttention):
             m.attention = energy["attention"] / total
+        # a norm after the sublayer rescales every token's output by its gain: to first order a removal's
+        # energy scales by the sublayer's residual energy over its own (1 without such a norm)
+        gain = {kind: energy[kind] / max(own[kind], 1e-30) if kind in own else 1.0 for kind in ("attention", "mlp")}
         if down_rel in ctx.stats and adapter.spec.experts is None:
             st = ctx.stats[down_rel]
             spread = st.var() if compensate else st.mean_sq()
-            m.channels = linears[down_rel].weight.float().pow(2).sum(0) * spread * st.count / total
+            m.channels = linears[down_rel].weight.float().pow(2).sum(0) * spread * st.count * gain["mlp"] / total
             m.mlp_mean = st.mean()
         if o_rel in ctx.stats:
             st = ctx.stats[o_rel]
             spread = st.var() if compensate else st.mean_sq()
-            per_col = linears[o_rel].weight.float().pow(2).sum(0) * spread * st.count / total
+            per_col = linears[o_rel].weight.float().pow(2).sum(0) * spread * st.count * gain["attention"] / total
             q_heads, kv_heads, d = attention_geometry(adapter, i)
             m.groups = per_col.reshape(kv_heads, (q_heads // kv_heads) * d).sum(1)
             m.o_mean = st.mean()

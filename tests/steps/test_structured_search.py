@@ -234,3 +234,37 @@ def test_fisher_search_respects_the_budget_on_every_dense_architecture(arch):
 def test_fisher_rejects_unknown_scores():
     with pytest.raises(SparsekitError, match="score must be energy or fisher"):
         StructuredSearch(budget=0.1, score="taylor")
+
+
+def test_energy_scores_see_what_a_sandwich_norm_hands_to_the_residual():
+    """Gemma-2: a sublayer's score is the energy of its post-norm's output (what the residual stream gets),
+    and its channels are scaled by that norm's gain, so channels and whole sublayers stay comparable."""
+    model = tiny_model("gemma2", num_hidden_layers=2)
+    adapter = get_adapter(model)
+    norms = adapter.norms(1)
+    with torch.no_grad():  # a post-norm gain far from 1, as trained Gemma-2 models have
+        norms["post_feedforward_layernorm"].weight.fill_(3.0)
+    down = adapter.linears(1)[ss._role_rel(adapter, 1, "down")]
+    ids = _ids(2, 16)
+    seen = {}
+
+    def keep(name):
+        def hook(_m, _a, out):
+            y = out[0] if isinstance(out, tuple) else out
+            seen[name] = seen.get(name, 0.0) + float(y.float().pow(2).sum())
+        return hook
+    hs = [norms["post_feedforward_layernorm"].register_forward_hook(keep("post")),
+          adapter.mlp(1).register_forward_hook(keep("mlp")), adapter.blocks[1].register_forward_hook(keep("block")),
+          down.register_forward_hook(lambda _m, args, _o: seen.__setitem__("down_in", args[0].detach()))]
+    with torch.no_grad():
+        model(input_ids=ids)
+    for h in hs:
+        h.remove()
+    m = ss.measure(model, adapter, ids, torch.device("cpu"), False)[1]
+    gain = seen["post"] / seen["mlp"]
+    assert gain > 2  # what the sublayer's own output misses
+    assert m.mlp == pytest.approx(seen["post"] / seen["block"], rel=1e-4)
+    # channel j without compensation: ||W_down[:, j]||^2 E[x_j^2] * tokens, on the post-norm's scale
+    x = seen["down_in"].float().reshape(-1, down.in_features)
+    want = down.weight.float().pow(2).sum(0) * x.pow(2).sum(0) * gain / seen["block"]
+    torch.testing.assert_close(m.channels, want, rtol=1e-4, atol=1e-12)
