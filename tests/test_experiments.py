@@ -279,6 +279,20 @@ def test_nm_study_runs_resumes_and_tabulates_seeds(tiny_dir, data_dir, tmp_path,
     assert "block-wise reconstruction" in capsys.readouterr().out
 
 
+def test_nm_study_every_applicable_cell_is_a_valid_recipe():
+    from sparsekit.recipe import load_recipe
+
+    study = _script("nm_study")
+    cells = [(p, r) for p in study.PATTERNS for r in study.ROWS if study.applies(p, r)]
+    for pattern, row in cells:
+        for int4 in (False, True):
+            load_recipe(study.recipe_for(pattern, row, int4))
+    # an allocation is for unstructured sparsity only; permutation for N:M only
+    assert ("50%", "sparsegpt+search+reconstruct-model-64x8") in cells
+    assert ("2:4", "sparsegpt+search+reconstruct-model-64x8") not in cells
+    assert ("50%", "sparsegpt+permute") not in cells and ("4:8", "sparsegpt+permute") in cells
+
+
 def test_nm_study_int4_continues_from_the_saved_cell(tiny_dir, data_dir, tmp_path, monkeypatch):
     """--continue-saved: the int4 cell quantizes the saved cell without int4 (masks kept) and adds its times;
     without a saved cell it runs the whole recipe."""

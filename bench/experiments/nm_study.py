@@ -52,6 +52,10 @@ ROWS: dict[str, dict] = {
     # a longer fit: 8 epochs over 64 windows (64 Adam steps per block instead of 16)
     "sparsegpt+permute+reconstruct-model-64x8": {"method": "sparsegpt", "permute": True,
                                                   "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64}},
+    # 50% only: the allocation search's per-module sparsities (the prune table's sparsegpt-50-search, 36.70)
+    # under the longer fit
+    "sparsegpt+search+reconstruct-model-64x8": {"method": "sparsegpt", "allocation": "search",
+                                                "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64}},
     "sparsegpt+permute+reconstruct-model+heal": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
                                                  "heal": True},
     # twice the tokens, at the first row's learning rate and at 2.5x it (its loss curve flattened after a tenth)
@@ -79,7 +83,10 @@ def recipe_for(pattern: str, row: str, int4: bool = False) -> list[dict]:
 
 
 def applies(pattern: str, row: str) -> bool:
-    return not (pattern == "50%" and ROWS[row].get("permute"))
+    """Permutation only serves N:M groups; a sparsity allocation only unstructured sparsity (N:M fixes it)."""
+    if pattern == "50%":
+        return not ROWS[row].get("permute")
+    return "allocation" not in ROWS[row]
 
 
 def result_path(out: Path, pattern: str, row: str, seed: int, int4: bool) -> Path:
