@@ -194,6 +194,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     their stored types, so the model holds exactly the stored bytes. Checkpoints without packed modules
     are plain model folders.
     """
+    from accelerate import init_empty_weights
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -215,7 +216,11 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     for file in sorted(path.glob("model*.safetensors")):
         state.update(load_file(str(file)))
     config = AutoConfig.from_pretrained(path)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    # the skeleton's parameters on the meta device: a randomly initialised full-precision model would cost its
+    # whole size in memory and init time before the packed modules replace it (a 165 MiB int4 SmolLM2 took
+    # 900 MiB to load that way); buffers stay real (rotary frequencies are computed, not stored)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     if structure:  # the architecture as it was saved: removed sublayers, per-block widths, then the state dict
         from sparsekit.models.adapters import get_adapter
         from sparsekit.models.surgery import apply_shapes, drop_sublayer, num_experts, prune_experts
@@ -242,7 +247,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, module)
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
+    result = model.load_state_dict(state, strict=False, assign=True)  # assign: the meta parameters take the tensors
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in result.missing_keys  # packed modules were built from their tensors above
                if k not in tied and k.rpartition(".")[0] not in packed]
@@ -250,4 +255,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
         raise SparsekitError(f"{path}: the tensor files do not fit the architecture (missing {missing[:3]}, "
                              f"unexpected {result.unexpected_keys[:3]}); the checkpoint is damaged")
     model.tie_weights()
+    empty = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if empty:
+        raise SparsekitError(f"{path}: no tensor in the files for {empty[:3]}; the checkpoint is damaged")
     return model.eval(), tokenizer
