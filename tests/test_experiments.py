@@ -340,3 +340,15 @@ def test_calib_speed_table_reads_committed_shape(tmp_path, capsys):
     assert "| bf16-b8 | + bf16 forwards | 100.0 | 50% | no | 91.000 |" in out
     assert speed.main(["--table", "--out", str(tmp_path / "missing.json")]) == 2
     assert speed.main(["--variants", "bogus"]) == 2
+
+
+def test_packed_size_measures_bits_and_what_loading_costs(tiny_dir, tmp_path):
+    study = _script("packed_size")
+    argv = ["--model", str(tiny_dir), "--cases", "int4_g128", "--out", str(tmp_path), "--baseline-checkout", str(REPO)]
+    assert study.main(argv) == 0
+    case = json.loads((tmp_path / f"{tiny_dir.name}.json").read_text())["cases"]["int4_g128"]
+    assert case["layouts"] == ["int4"] and case["tensor_files_mib"] > 0
+    for key in ("load", "load_baseline"):
+        assert case[key]["peak_above_start_mib"] >= case[key]["added_mib"] > 0 and case[key]["seconds"] > 0
+    assert len(case["load_baseline"]["commit"]) == 40
+    assert study.main(argv[:4] + ["--out", str(tmp_path), "--baseline-checkout", str(tmp_path)]) == 2
