@@ -19,7 +19,8 @@ Configurations (`--configs`, default all):
   of 1.15x / 1.3x from the profiled cost model; `search-15-r12`: search-15 re-measured after each of 12 rounds
   instead of 4; `search-15-reconstruct`: search-15 followed by a `reconstruct` step (every block's kept weights
   fitted to the dense model's hidden states on the calibration windows; `-64`: fitted on 64 windows instead of
-  32, twice the Adam steps; `-64x8`: and 8 epochs instead of 4, four times the steps); `search-fisher-15[-reconstruct]`: the
+  32, twice the Adam steps; `-64x8`: and 8 epochs instead of 4, four times the steps:
+  `bench/recipes/structured-search-15-reconstruct.yaml`); `search-fisher-15[-reconstruct]`: the
   same with `score: fisher` (each candidate's expected loss increase from the loss gradients);
   `search-speed-115-reconstruct` / `search-fisher-speed-115-reconstruct`: the 1.15x decode budget followed
   by a `reconstruct` step. The widths each search kept per block are drawn in
@@ -106,7 +107,8 @@ def configs() -> dict[str, list[dict]]:
     out["search-15-reconstruct"] = out["search-15"] + [{"reconstruct": {}}]
     out["search-15-reconstruct-64"] = out["search-15"] + [{"reconstruct": {"nsamples": 64}}]  # twice the steps
     # a longer fit: 8 epochs over 64 windows (four times the Adam steps of the default)
-    out["search-15-reconstruct-64x8"] = out["search-15"] + [{"reconstruct": {"nsamples": 64, "epochs": 8}}]
+    out["search-15-reconstruct-64x8"] = load_recipe(
+        str(ROOT / "bench" / "recipes" / "structured-search-15-reconstruct.yaml")).to_list()
     # scores from the loss gradients (what the blocks after a removal do with it) instead of block-relative energy
     out["search-fisher-15"] = [{"structured_search": {**out["search-15"][0]["structured_search"], "score": "fisher"}}]
     out["search-fisher-15-reconstruct"] = out["search-fisher-15"] + [{"reconstruct": {}}]
