@@ -348,7 +348,6 @@ def test_packed_size_measures_bits_and_what_loading_costs(tiny_dir, tmp_path):
     assert study.main(argv) == 0
     case = json.loads((tmp_path / f"{tiny_dir.name}.json").read_text())["cases"]["int4_g128"]
     assert case["layouts"] == ["int4"] and case["tensor_files_mib"] > 0
-    for key in ("load", "load_baseline"):
-        assert case[key]["peak_above_start_mib"] >= case[key]["added_mib"] > 0 and case[key]["seconds"] > 0
-    assert len(case["load_baseline"]["commit"]) == 40
+    assert set(case["load"]) == {"added_mib", "peak_above_start_mib", "seconds"}
+    assert case["load_baseline"]["added_mib"] > 0 and len(case["load_baseline"]["commit"]) == 40
     assert study.main(argv[:4] + ["--out", str(tmp_path), "--baseline-checkout", str(tmp_path)]) == 2

@@ -27,15 +27,27 @@ def test_masked_step_keeps_pruned_weights_exactly_zero_under_adam() -> None:
     torch.manual_seed(0)
     lin = nn.Linear(8, 8, bias=False)
     keep = (torch.rand(8, 8) > 0.5).float()
-    with torch.no_grad():
-        lin.weight.mul_(keep)
     params = {"w": lin.weight}
     opt = torch.optim.AdamW([lin.weight], lr=1e-1, weight_decay=0.1)
-    start = lin.weight.detach().clone()
+
+    def loss() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        out = lin(torch.randn(16, 8)).pow(2).sum()
+        out.backward()
+        return out
+
     with only_trainable(lin, params.values()):
-        for _ in range(5):
-            opt.zero_grad(set_to_none=True)
-            lin(torch.randn(16, 8)).pow(2).sum().backward()
+        loss()
+        masked_step(opt, params, {"w": keep})
+        # a fresh optimizer's moments never saw a pruned weight's gradient
+        assert torch.equal(opt.state[lin.weight]["exp_avg"][keep == 0], torch.zeros(int((keep == 0).sum())))
+        loss()
+        opt.step()  # an unmasked step: every moment non-zero, so Adam alone would move the pruned weights
+        with torch.no_grad():
+            lin.weight.mul_(keep)
+        start = lin.weight.detach().clone()
+        for _ in range(3):
+            loss()
             masked_step(opt, params, {"w": keep})
     assert torch.equal(lin.weight[keep == 0], torch.zeros(int((keep == 0).sum())))
     assert not torch.equal(lin.weight[keep == 1], start[keep == 1])  # the kept weights did train

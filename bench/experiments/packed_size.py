@@ -68,7 +68,9 @@ def load_memory(path: Path, checkout: Path | None = None) -> dict:
     `checkout`, the sparsekit of that source tree loads it (the interpreter starts there, so its package
     comes first on the path): the same checkpoint through another commit's loader."""
     out = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(path.resolve())], capture_output=True, text=True,
-                         check=True, cwd=checkout)
+                         cwd=ROOT if checkout is None else checkout)
+    if out.returncode != 0:
+        raise RuntimeError(f"the load probe failed on {path}:\n{out.stderr[-2000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     res = {"added_mib": r["after_mib"] - r["before_mib"], "peak_above_start_mib": r["peak_mib"] - r["before_mib"],
            "seconds": r["seconds"]}

@@ -11,7 +11,8 @@ the residual stream, relative to the energy of the block's output (what the next
 - a whole attention or MLP sublayer: E||sublayer output||^2 / E||h||^2, measured with hooks (the
   sublayer's actual contribution, cross-channel correlations included). With Gemma-2's sandwich norms
   the sublayer's output is what its post-norm hands to the residual stream, and the channel / group
-  terms (measured before that norm) are scaled by the norm's gain on that sublayer's energy.
+  terms (measured before that norm) are scaled by the norm's average gain on that sublayer's energy
+  (an approximation; the fisher score linearises through the norm exactly).
 
 With `score: fisher` the same candidates are scored instead by the loss they are expected to cost,
 1/2 sum_t (g_t . d_t)^2 with g_t the loss gradient at the output the removal perturbs by d_t (`fisher`):
@@ -132,8 +133,11 @@ def measure(model: nn.Module, adapter: Adapter, ids: torch.Tensor, device: torch
             m.mlp = energy["mlp"] / total
         if not isinstance(adapter.attention(i), SkippedAttention):
             m.attention = energy["attention"] / total
-        # a norm after the sublayer rescales every token's output by its gain: to first order a removal's
-        # energy scales by the sublayer's residual energy over its own (1 without such a norm)
+        # a norm after the sublayer rescales its output (per token by 1/rms, per dimension by its weight): the
+        # channel / group terms take that norm's average gain on this sublayer's energy, residual over own (1
+        # without such a norm). An approximation: it ignores how the gain varies over tokens and dimensions,
+        # and that the norm removes the part of a change along the output; it puts them on the scale of the
+        # whole-sublayer term, which the pre-norm energies missed by orders of magnitude
         gain = {kind: energy[kind] / max(own[kind], 1e-30) if kind in own else 1.0 for kind in ("attention", "mlp")}
         if down_rel in ctx.stats and adapter.spec.experts is None:
             st = ctx.stats[down_rel]

@@ -16,7 +16,9 @@ def only_trainable(module: nn.Module, params: Iterable[nn.Parameter] = ()) -> It
     """Freeze every parameter of `module` except `params` (which take gradients) for the duration; on exit
     (an error included) every parameter gets its `requires_grad` flag back and its `.grad` dropped, so a
     step that trains leaves no gradient memory and no changed flag behind."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
+    params = list(params)
+    seen = {id(p) for p in module.parameters()}
+    flags = [(p, p.requires_grad) for p in (*module.parameters(), *(q for q in params if id(q) not in seen))]
     try:
         for p, _ in flags:
             p.requires_grad_(False)

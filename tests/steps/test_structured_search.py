@@ -238,7 +238,8 @@ def test_fisher_rejects_unknown_scores():
 
 def test_energy_scores_see_what_a_sandwich_norm_hands_to_the_residual():
     """Gemma-2: a sublayer's score is the energy of its post-norm's output (what the residual stream gets),
-    and its channels are scaled by that norm's gain, so channels and whole sublayers stay comparable."""
+    and its channels are scaled by that norm's average gain, so channels and whole sublayers stay on one
+    scale (the wiring of that approximation: every term measured by hooks of its own here)."""
     model = tiny_model("gemma2", num_hidden_layers=2)
     adapter = get_adapter(model)
     norms = adapter.norms(1)
