@@ -26,6 +26,51 @@
 #include "a8_common.h"
 #include "packed_cpu.h"
 
+namespace sparsekit {
+namespace cpu {
+namespace {
+
+// The lookup tables that a static constructor fills when the library loads, defined before this file's
+// `#pragma GCC target`: their constructors are baseline x86-64 code, so loading the library runs no AVX2
+// instruction on a CPU without it (each is described where its kernels use it, below).
+struct MXFP4Table {
+  alignas(32) float lut[256][8];
+  MXFP4Table() {
+    for (int u = 0; u < 256; ++u)
+      for (uint32_t i = 0; i < 8; ++i) {
+        const float v = e2m1_to_float(i) * e8m0_to_float(static_cast<uint8_t>(u));
+        uint32_t b;
+        std::memcpy(&b, &v, 4);
+        b ^= i << 28;
+        std::memcpy(&lut[u][i], &b, 4);
+      }
+  }
+};
+const MXFP4Table kMXFP4;
+
+struct E8M0Table {
+  float v[256];
+  E8M0Table() {
+    for (int u = 0; u < 256; ++u) v[u] = e8m0_to_float(static_cast<uint8_t>(u));
+  }
+};
+const E8M0Table kE8M0;
+
+struct Gather24Table {
+  int32_t idx[256];  // bytes: first, second kept of the low nibble's group; of the high nibble's group, + 4
+  Gather24Table() {
+    for (int m = 0; m < 256; ++m) {
+      const uint32_t b0 = m & 3, b1 = (m >> 2) & 3, b2 = 4 + ((m >> 4) & 3), b3 = 4 + ((m >> 6) & 3);
+      idx[m] = static_cast<int32_t>(b0 | (b1 << 8) | (b2 << 16) | (b3 << 24));
+    }
+  }
+};
+const Gather24Table kGather24;
+
+}  // namespace
+}  // namespace cpu
+}  // namespace sparsekit
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SPARSEKIT_AVX2 1
 #pragma GCC push_options
@@ -62,10 +107,11 @@ SK_INLINE float hsum(__m256 v) {
 
 // vpermps indices of one 2:4 metadata byte (2 groups of 4 inputs): dense lane 4h + i takes source lane
 // 2h (the group's first kept value) or 2h + 1 (its second) when i is their position, else lane 4, which the
-// callers keep zero. The first position is tested first, as `weight_at` does.
+// callers keep zero. The first position is tested first, as `weight_at` does. constexpr, so that loading the
+// library runs no code compiled for AVX2 (see gemm_avx512.cpp's MaskTable).
 struct ExpandTable {
-  alignas(32) int32_t idx[256][8];
-  ExpandTable() {
+  alignas(32) int32_t idx[256][8] = {};
+  constexpr ExpandTable() {
     for (int b = 0; b < 256; ++b)
       for (int h = 0; h < 2; ++h) {
         const int nib = (b >> (4 * h)) & 15, p0 = nib & 3, p1 = nib >> 2;
@@ -73,7 +119,7 @@ struct ExpandTable {
       }
   }
 };
-const ExpandTable kExpand;
+constexpr ExpandTable kExpand;
 
 // 4 kept values (the 2 groups of one metadata byte; lanes 4-7 of `kept` zero) at their 8 dense positions
 SK_INLINE __m256 expand8(__m256 kept, uint8_t meta) {
@@ -111,20 +157,7 @@ SK_INLINE __m256i nibbles8(const uint8_t* p) {
 // the entry (a subnormal, a NaN). One table per E8M0 exponent (256 x 32 bytes), its entries |E2M1| x 2^e
 // rounded as `weight_at` rounds them: a block costs a byte load and the table row as vpermps's memory
 // operand, no arithmetic.
-struct MXFP4Table {
-  alignas(32) float lut[256][8];
-  MXFP4Table() {
-    for (int u = 0; u < 256; ++u)
-      for (uint32_t i = 0; i < 8; ++i) {
-        const float v = e2m1_to_float(i) * e8m0_to_float(static_cast<uint8_t>(u));
-        uint32_t b;
-        std::memcpy(&b, &v, 4);
-        b ^= i << 28;
-        std::memcpy(&lut[u][i], &b, 4);
-      }
-  }
-};
-const MXFP4Table kMXFP4;
+// (MXFP4Table kMXFP4: at the top of the file, built with baseline instructions)
 
 SK_INLINE __m256 mxfp4_values(const float* lut, __m256i codes) {
   return _mm256_castsi256_ps(_mm256_xor_si256(
@@ -756,13 +789,7 @@ void int4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out,
 // there: sum (q + 128) w - 128 sum w, sum w per lane once per chunk (the same instructions against ones) and
 // shared by every token. (The alternative, |w| x sign(w) q with vpsignb, costs a vpsignb per token per vector.)
 // The E8M0 scales come from a table of exact fp32 values, one per 128-bit half of a chunk.
-struct E8M0Table {
-  float v[256];
-  E8M0Table() {
-    for (int u = 0; u < 256; ++u) v[u] = e8m0_to_float(static_cast<uint8_t>(u));
-  }
-};
-const E8M0Table kE8M0;
+// (E8M0Table kE8M0: at the top of the file, built with baseline instructions)
 
 template <int MT>
 void mxfp4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
@@ -825,16 +852,7 @@ void mxfp4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out
 // bytes, permuted in pairs to the lane order and zero-extended to 16 bits, become the lane bytes with an AND,
 // a shift and an OR. Weights are c - z (z in [0, 15], so -15..15): signed, the activations biased (1..255) as
 // for MXFP4: a pair sum is at most 2 x 255 x 15 = 7650 < 32767, exact; the bias removed with 128 sum (c - z).
-struct Gather24Table {
-  int32_t idx[256];  // bytes: first, second kept of the low nibble's group; of the high nibble's group, + 4
-  Gather24Table() {
-    for (int m = 0; m < 256; ++m) {
-      const uint32_t b0 = m & 3, b1 = (m >> 2) & 3, b2 = 4 + ((m >> 4) & 3), b3 = 4 + ((m >> 6) & 3);
-      idx[m] = static_cast<int32_t>(b0 | (b1 << 8) | (b2 << 16) | (b3 << 24));
-    }
-  }
-};
-const Gather24Table kGather24;
+// (Gather24Table kGather24: at the top of the file, built with baseline instructions)
 
 template <int MT>
 void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,

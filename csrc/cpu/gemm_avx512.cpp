@@ -28,17 +28,19 @@ namespace sparsekit {
 namespace cpu {
 namespace {
 
-// keep-mask bits of two 2:4 groups (one metadata byte: positions p0 | p1 << 2 per nibble)
+// keep-mask bits of two 2:4 groups (one metadata byte: positions p0 | p1 << 2 per nibble). constexpr: a
+// table built by a static constructor would run this file's AVX-512 code when the library loads, which is
+// an illegal instruction on a CPU without AVX-512 (the dispatcher never calls in here on such a CPU).
 struct MaskTable {
-  uint8_t bits[256];
-  MaskTable() {
+  uint8_t bits[256] = {};
+  constexpr MaskTable() {
     for (int b = 0; b < 256; ++b) {
       const int lo = b & 15, hi = b >> 4;
       bits[b] = static_cast<uint8_t>(((1 << (lo & 3)) | (1 << (lo >> 2))) | (((1 << (hi & 3)) | (1 << (hi >> 2))) << 4));
     }
   }
 };
-const MaskTable kMask;
+constexpr MaskTable kMask;
 
 inline __mmask16 keep16(const uint8_t* meta_row, int64_t k0) {
   uint16_t m;
