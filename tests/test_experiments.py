@@ -166,6 +166,19 @@ def test_model_speed_smoke_on_cpu(tmp_path):
     assert rows["dense"]["decode_speedup_vs_dense"] == 1.0 and rows["dense"]["joules_per_token"] is None
 
 
+def test_cpu_decode_times_packed_variants_loaded_from_their_checkpoint(tmp_path, capsys):
+    """A packed variant is built and saved by one process and timed by another that loads the checkpoint, so
+    its peak memory is a deployment's; its row says so and names the layout the loaded model runs."""
+    decode = _script("cpu_decode")
+    out = tmp_path / "decode.json"
+    argv = ["--variants", "dense fp32,int4 g128", "--prefill", "8", "--decode", "2", "--repeats", "1", "--out", str(out)]
+    assert decode.main(argv) == 0
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["int4 g128"]["from_checkpoint"] and not rows["dense fp32"]["from_checkpoint"]
+    assert rows["int4 g128"]["layouts"] == ["int4"] and rows["int4 g128"]["bytes"] < rows["dense fp32"]["bytes"] / 2
+    assert "| int4 g128 |" in capsys.readouterr().out
+
+
 def test_zero_shot_runs_resumes_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):
     zs = _script("zero_shot")
     argv = ["--model", str(tiny_dir), "--recipes", "dense,magnitude-2:4", "--tasks", "piqa,lambada", "--limit", "3",

@@ -10,7 +10,9 @@ the kernel, not on how a mask or a code was chosen), converted to packed modules
 decode tokens/s with the KV cache, batch 1, under inference mode; the compiled run adds a static cache
 and torch.compile, where the packed op's C++ CPU kernel runs with no Python frame; peak resident
 memory of the process). Every variant runs in a fresh process, so that the peak memory
-is its own. Accuracy is not re-measured: the WikiText-2 perplexity of the best recipe of the same
+is its own; a packed variant is built and saved as a checkpoint by one process and loaded from it by the
+process that times it (`sparsekit bench D` after `sparsekit compress ... --out D`), so its peak memory is
+what a deployment holds, not what converting the fp32 model costs. Accuracy is not re-measured: the WikiText-2 perplexity of the best recipe of the same
 layout is read from the committed result files of the README's tables (standard CPU protocol), and
 the table names the file.
 
@@ -40,6 +42,7 @@ import json
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,20 +111,36 @@ def load(model_name: str, dtype: str):
     return load_model(model_name, dtype=dtype, device="cpu")
 
 
-def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: str = "smollm2-135m") -> dict:
-    """Compress, convert and time one variant in this process."""
+def build_variant(name: str, out_dir: Path, model_name: str = "smollm2-135m") -> None:
+    """Compress and convert one variant and save it as a packed checkpoint (the process that times it loads
+    that, as `sparsekit bench D` does, so its peak memory is a deployment's, not a conversion's)."""
     import torch
 
     import sparsekit
 
-    recipe, packed_dtype, dtype, _, backend = VARIANTS[name]
+    recipe, packed_dtype, dtype, _, _ = VARIANTS[name]
     model, tokenizer = load(model_name, dtype)
+    result = sparsekit.convert(model, recipe, tokenizer, progress=False,
+                               packed_dtype=None if packed_dtype is None else getattr(torch, packed_dtype))
+    sparsekit.save(result, out_dir, tokenizer=tokenizer)
+
+
+def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: str = "smollm2-135m",
+                checkpoint: Path | None = None) -> dict:
+    """Time one variant in this process: the dense model as loaded, a packed one from `checkpoint` (what
+    `build_variant` saved)."""
+    import torch
+
+    import sparsekit
+    from sparsekit.nn import PackedLinear
+
+    recipe, _, dtype, _, backend = VARIANTS[name]
     packed: dict = {}
-    if recipe is not None:
-        result = sparsekit.convert(model, recipe, tokenizer, progress=False,
-                                   packed_dtype=None if packed_dtype is None else getattr(torch, packed_dtype))
-        model, packed = result.model, result.packed
-        del result  # its codes, scales and masks (what a checkpoint would store) are not part of the model
+    if recipe is None:
+        model, _ = load(model_name, dtype)
+    else:
+        model, _ = sparsekit.load(checkpoint)
+        packed = {n: m.kind for n, m in model.named_modules() if isinstance(m, PackedLinear)}
     if backend != "auto":
         from sparsekit.nn import set_backend
 
@@ -133,7 +152,7 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: 
             "lm_head": report["lm_head"],
             "tokens_per_s": report["tokens_per_s"], "prefill_ms": report["latency_ms"],
             "peak_mem_bytes": report["peak_mem_bytes"], "bytes": report["bytes"], "device": report["device"],
-            "threads": torch.get_num_threads(), "bench": report["bench"],
+            "threads": torch.get_num_threads(), "bench": report["bench"], "from_checkpoint": recipe is not None,
             "compiled": {"tokens_per_s": compiled["tokens_per_s"], "prefill_ms": compiled["latency_ms"],
                          "peak_mem_bytes": compiled["peak_mem_bytes"], "bench": compiled["bench"]}}
 
@@ -165,11 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", choices=list(MODELS), default="smollm2-135m")
     p.add_argument("--out", type=Path, default=None, help="[bench/results/cpu/<model>_decode.json]")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
-    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one variant, print its JSON
+    # internal: build one variant's checkpoint (--build DIR), or time one variant and print its JSON (--one)
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--build", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.out = args.out or MODELS[args.model]
+    if args.one is not None and args.build is not None:
+        build_variant(args.one, args.build, args.model)
+        return 0
     if args.one is not None:
-        print(json.dumps(run_variant(args.one, args.prefill, args.decode, args.repeats, args.model)))
+        print(json.dumps(run_variant(args.one, args.prefill, args.decode, args.repeats, args.model, args.checkpoint)))
         return 0
     if args.table:
         return print_table("cpu_decode", args.out, table)
@@ -184,7 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--prefill", str(args.prefill),
                "--decode", str(args.decode), "--repeats", str(args.repeats), "--model", args.model]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        with tempfile.TemporaryDirectory(prefix="cpu_decode_") as tmp:
+            if VARIANTS[name][0] is not None:  # build and save in one process, load and time in another
+                proc = subprocess.run(cmd + ["--build", tmp], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+                    return proc.returncode
+                cmd += ["--checkpoint", tmp]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-2000:], file=sys.stderr)
             return proc.returncode

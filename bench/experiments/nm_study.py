@@ -161,13 +161,14 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
 
 
 def table(out: Path) -> str:
-    """Per pattern and row: mean ppl over the seeds measured, their spread, seconds; rows in study order."""
+    """Per pattern and row: mean ppl over the seeds measured, their spread, seconds and the device they were
+    timed on (CPU, threads: the study's rows ran on more than one machine); rows in study order."""
     cells: dict[tuple[str, str, bool], list[dict]] = {}
     for file in sorted(out.glob("*.json")):
         r = json.loads(file.read_text())
         cells.setdefault((r["pattern"], r["row"], r["int4"]), []).append(r)
-    lines = ["| pattern | row | seeds | WikiText-2 ppl (mean) | spread (max - min) | prune time (s) | healing |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| pattern | row | seeds | WikiText-2 ppl (mean) | spread (max - min) | prune time (s) | healing | "
+             "timed on |", "|---|---|---|---|---|---|---|---|"]
     order = {row: i for i, row in enumerate(ROWS)}
     for (pattern, row, int4), rs in sorted(cells.items(), key=lambda kv: (PATTERNS.index(kv[0][0]), kv[0][2],
                                                                            order[kv[0][1]])):
@@ -178,7 +179,8 @@ def table(out: Path) -> str:
         heal = (f"{statistics.fmean(h['tokens'] for h in heals) / 1e3:,.0f}k tokens, "
                 f"{statistics.fmean(h['seconds'] for h in heals) / 60:.0f} min") if heals else "-"
         lines.append(f"| {pattern}{' + int4' if int4 else ''} | {row} | {','.join(str(r['seed']) for r in rs)} | "
-                     f"{statistics.fmean(ppl):.2f} | {spread} | {secs:.0f} | {heal} |")
+                     f"{statistics.fmean(ppl):.2f} | {spread} | {secs:.0f} | {heal} | "
+                     f"{'; '.join(dict.fromkeys(r['device'] for r in rs))} |")
     return "\n".join(lines)
 
 

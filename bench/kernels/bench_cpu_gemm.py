@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import shlex
 import statistics
 import sys
@@ -66,11 +65,11 @@ A8 = {"int4_a8": "int4", "int4_semi24_a8": "int4_semi24", "mxfp4_a8": "mxfp4"}
 
 
 def cpu_name() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or "unknown", []
+    from sparsekit.utils.env import cpu_model
+
+    model, flags = cpu_model(), []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown", "x86_64", ""):
-                model = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
                 flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma", "f16c", "amx")))
                 break

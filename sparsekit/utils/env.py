@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
+from pathlib import Path
 
 import torch
 
@@ -19,9 +21,21 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux: /proc/cpuinfo's `model name`), else what `platform` knows. Wall times
+    are only comparable on the same CPU, and the machines of this project change between sessions."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def device_name(device: torch.device) -> str:
     """A human-readable name of the device a measurement ran on."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_model()}, {platform.machine()}, {torch.get_num_threads()} threads)"
