@@ -26,6 +26,9 @@
 #include "a8_common.h"
 #include "packed_cpu.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SPARSEKIT_AVX2 1
+
 namespace sparsekit {
 namespace cpu {
 namespace {
@@ -56,13 +59,10 @@ struct E8M0Table {
 };
 const E8M0Table kE8M0;
 
-
 }  // namespace
 }  // namespace cpu
 }  // namespace sparsekit
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SPARSEKIT_AVX2 1
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
