@@ -160,6 +160,13 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
             "heal": None if heal is None else heal.to_dict(), "permuted_modules": len(prune.permuted), **tail}
 
 
+def _timed_on(record: dict) -> str:
+    """The device of a cell, and its calibration forwards when they were not the study's bf16 (a CPU
+    without bf16 instructions runs them in fp32: bf16 is emulated there, several times slower)."""
+    dtype = record["calibration"].get("forward_dtype")
+    return record["device"] + ("" if dtype == "bfloat16" else f", {dtype} calibration forwards")
+
+
 def table(out: Path) -> str:
     """Per pattern and row: mean ppl over the seeds measured, their spread, seconds and the device they were
     timed on (CPU, threads: the study's rows ran on more than one machine); rows in study order."""
@@ -180,7 +187,7 @@ def table(out: Path) -> str:
                 f"{statistics.fmean(h['seconds'] for h in heals) / 60:.0f} min") if heals else "-"
         lines.append(f"| {pattern}{' + int4' if int4 else ''} | {row} | {','.join(str(r['seed']) for r in rs)} | "
                      f"{statistics.fmean(ppl):.2f} | {spread} | {secs:.0f} | {heal} | "
-                     f"{'; '.join(dict.fromkeys(r['device'] for r in rs))} |")
+                     f"{'; '.join(dict.fromkeys(_timed_on(r) for r in rs))} |")
     return "\n".join(lines)
 
 
