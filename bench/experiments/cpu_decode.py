@@ -210,16 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--prefill", str(args.prefill),
                "--decode", str(args.decode), "--repeats", str(args.repeats), "--model", args.model]
         with tempfile.TemporaryDirectory(prefix="cpu_decode_") as tmp:
-            if VARIANTS[name][0] is not None:  # build and save in one process, load and time in another
-                proc = subprocess.run(cmd + ["--build", tmp], capture_output=True, text=True)
+            # a packed variant: built and saved in one process, loaded and timed in another
+            steps = [cmd + ["--build", tmp], cmd + ["--checkpoint", tmp]] if VARIANTS[name][0] is not None else [cmd]
+            for step in steps:
+                proc = subprocess.run(step, capture_output=True, text=True)
                 if proc.returncode != 0:
                     print(proc.stderr[-2000:], file=sys.stderr)
                     return proc.returncode
-                cmd += ["--checkpoint", tmp]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-2000:], file=sys.stderr)
-            return proc.returncode
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         data["rows"].append(row)
         print(f"{name:<12} {row['tokens_per_s']:6.1f} tok/s (compiled {row['compiled']['tokens_per_s']:6.1f})  prefill {row['prefill_ms']:6.0f} ms  "

@@ -65,17 +65,9 @@ A8 = {"int4_a8": "int4", "int4_semi24_a8": "int4_semi24", "mxfp4_a8": "mxfp4"}
 
 
 def cpu_name() -> tuple[str, list[str]]:
-    from sparsekit.utils.env import cpu_model
+    from sparsekit.utils.env import cpu_flags, cpu_model
 
-    model, flags = cpu_model(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma", "f16c", "amx")))
-                break
-    except OSError:
-        pass
-    return model, flags
+    return cpu_model(), sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "f16c", "amx")))
 
 
 def median_time(fn, *, min_reps: int = 5, budget_s: float = 1.0) -> tuple[float, float, float]:

@@ -23,7 +23,6 @@ per-expert statistics here; their router and attention projections do.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -36,6 +35,7 @@ from sparsekit.calib.stats import LinearStats, accumulate
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter, get_adapter
 from sparsekit.utils.device import resolve_device
+from sparsekit.utils.env import cpu_flags
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,9 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and _cpu_has_bf16()
 
 
-@functools.cache
 def _cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:  # not Linux: no way to tell here, so no bf16
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    # not Linux: no flags, so no way to tell here, so no bf16
+    return not cpu_flags().isdisjoint({"avx512_bf16", "amx_bf16"})
 
 
 class _StopForward(Exception):

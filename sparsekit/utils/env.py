@@ -22,16 +22,29 @@ def versions() -> dict[str, str | None]:
 
 
 @functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of Linux's /proc/cpuinfo (empty elsewhere)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # one processor is enough: the others repeat it
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_model() -> str:
     """The CPU's marketing name (Linux: /proc/cpuinfo's `model name`), else what `platform` knows. Wall times
     are only comparable on the same CPU, and the machines of this project change between sessions."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (`avx2`, `avx512_bf16`, ...); empty where unknown."""
+    return frozenset(_cpuinfo().get("flags", "").split())
 
 
 def device_name(device: torch.device) -> str:
