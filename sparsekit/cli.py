@@ -57,7 +57,8 @@ def _add_backend_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="kernel of the packed modules: auto picks the fastest exact one; cpu_a8 (opt-in) quantizes "
-                        "activations to int8 blocks of 32 for int4 / int4+2:4 / MXFP4 modules [auto]")
+                        "activations to int8 blocks of 32 for int4 / int4+2:4 / MXFP4 modules; torch_cpu (opt-in) "
+                        "runs torch's weight-only CPU kernels on int8 / int4 modules [auto]")
 
 
 def build_parser() -> argparse.ArgumentParser:

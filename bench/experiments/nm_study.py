@@ -56,6 +56,9 @@ ROWS: dict[str, dict] = {
     # under the longer fit
     "sparsegpt+search+reconstruct-model-64x8": {"method": "sparsegpt", "allocation": "search",
                                                 "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64}},
+    # the same over every calibration window (128): twice the fitting data of 64x8, twice its time
+    "sparsegpt+search+reconstruct-model-128x8": {"method": "sparsegpt", "allocation": "search",
+                                                 "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 128}},
     "sparsegpt+permute+reconstruct-model+heal": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
                                                  "heal": True},
     # twice the tokens, at the first row's learning rate and at 2.5x it (its loss curve flattened after a tenth)
