@@ -364,3 +364,26 @@ def test_packed_size_measures_bits_and_what_loading_costs(tiny_dir, tmp_path):
     assert set(case["load"]) == {"added_mib", "peak_above_start_mib", "seconds"}
     assert case["load_baseline"]["added_mib"] > 0 and len(case["load_baseline"]["commit"]) == 40
     assert study.main(argv[:4] + ["--out", str(tmp_path), "--baseline-checkout", str(tmp_path)]) == 2
+
+
+def test_heal_speed_times_steps_and_keeps_other_machines_rows(tiny_dir, data_dir, tmp_path, capsys):
+    speed = _script("heal_speed")
+    out = tmp_path / "h.json"
+    other = {"model": "smollm2-135m", "cpu": "Another CPU", "features": ["amx_bf16"], "threads": 1,
+             "dtype": "bfloat16", "steps": 4, "seconds": 52.0, "seconds_per_step": 13.0, "recipe_minutes": 69.3}
+    out.write_text(json.dumps({"rows": [other]}))
+    argv = ["--model", str(tiny_dir), "--threads", "1", "--dtypes", "float32", "--steps", "2",
+            "--data-dir", str(data_dir), "--out", str(out)]
+    assert speed.main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["recipe_steps"] == 320 and data["heal"]["tokens"] == 2 * 4 * 512
+    assert data["rows"][0] == other
+    mine = data["rows"][1]
+    assert (mine["model"], mine["threads"], mine["dtype"], mine["steps"]) == (str(tiny_dir), 1, "float32", 2)
+    assert mine["seconds_per_step"] > 0 and mine["recipe_minutes"] == pytest.approx(mine["seconds_per_step"] * 320 / 60)
+    assert speed.main(argv) == 0  # the same machine and settings: its row is replaced, not added
+    assert len(json.loads(out.read_text())["rows"]) == 2
+    capsys.readouterr()
+    assert speed.main(["--table", "--out", str(out)]) == 0
+    assert "| smollm2-135m | Another CPU | amx_bf16 | 1 | bfloat16 | 13.0 | 69 |" in capsys.readouterr().out
+    assert speed.main(["--dtypes", "int8"]) == 2 and speed.main(["--threads", "0"]) == 2

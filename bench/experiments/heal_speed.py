@@ -9,7 +9,7 @@ Each (threads, forward dtype) pair runs `--steps` steps of the heal step of
 forward and backward, one AdamW step) on the dense SmolLM2-135M, in a fresh process with nothing else of
 this script running; a heal step costs the same whether or not the student is pruned (its weights are
 dense tensors with zeros). The rows of every machine the script ran on are kept (a rerun on the same CPU
-with the same settings replaces its row), so the file compares machines: a CPU with AMX runs bf16
+with the same model and settings replaces its row), so the file compares machines: a CPU with AMX runs bf16
 autocast several times faster than fp32, one without bf16 instructions emulates it.
 """
 
@@ -36,13 +36,13 @@ DTYPES = ("float32", "bfloat16")
 #: the CPU features that decide bf16 speed (AMX tiles, AVX-512 bf16 dot products)
 FEATURES = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
 
-#: what each timing process runs (argv: heal options as JSON, threads, calib dtype, data dir or '')
+#: what each timing process runs (argv: model, heal options as JSON, threads, calib dtype, data dir or '')
 _CHILD = """
 import json, sys, torch
 import sparsekit
-heal, threads, dtype, data_dir = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] or None
+model, heal, threads, dtype, data_dir = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 torch.set_num_threads(threads)
-c = sparsekit.compress("smollm2-135m", [{"heal": heal}], progress=False, data_dir=data_dir, calib_dtype=dtype,
+c = sparsekit.compress(model, [{"heal": heal}], progress=False, data_dir=data_dir or None, calib_dtype=dtype,
                        nsamples=8)
 rec = c.steps[-1]
 print(json.dumps({"seconds": rec.seconds, "steps": rec.steps, "tokens": rec.tokens}))
@@ -58,9 +58,9 @@ def heal_options(steps: int) -> tuple[dict, int]:
     return {**opts, "tokens": steps * heal.seqlen * heal.batch_size}, heal.steps
 
 
-def time_steps(heal: dict, threads: int, dtype: str, data_dir: str | None) -> dict:
+def time_steps(model: str, heal: dict, threads: int, dtype: str, data_dir: str | None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(heal), str(threads), dtype, data_dir or ""],
+    proc = subprocess.run([sys.executable, "-c", _CHILD, model, json.dumps(heal), str(threads), dtype, data_dir or ""],
                           env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{threads} threads, {dtype}: the timing process failed:\n{proc.stderr[-3000:]}")
@@ -68,9 +68,10 @@ def time_steps(heal: dict, threads: int, dtype: str, data_dir: str | None) -> di
 
 
 def table(data: dict) -> str:
-    lines = ["| CPU | features | threads | forwards | s / step | the recipe's heal (min) |", "|---|---|---|---|---|---|"]
+    lines = ["| model | CPU | features | threads | forwards | s / step | the recipe's heal (min) |",
+             "|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
-        lines.append(f"| {r['cpu']} | {', '.join(r['features']) or '-'} | {r['threads']} | {r['dtype']} | "
+        lines.append(f"| {r['model']} | {r['cpu']} | {', '.join(r['features']) or '-'} | {r['threads']} | {r['dtype']} | "
                      f"{r['seconds_per_step']:.1f} | {r['recipe_minutes']:.0f} |")
     return "\n".join(lines)
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2", help="comma list of thread counts [1,2]")
     p.add_argument("--dtypes", default=",".join(DTYPES), help="comma list of forward dtypes [float32,bfloat16]")
     p.add_argument("--steps", type=int, default=4, help="healing steps per timing [4]")
+    p.add_argument("--model", default="smollm2-135m", help="the model healed [smollm2-135m]")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
@@ -107,17 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in threads:
         for dtype in dtypes:
-            r = time_steps(heal, t, dtype, args.data_dir)
+            r = time_steps(args.model, heal, t, dtype, args.data_dir)
             per_step = r["seconds"] / r["steps"]
-            rows.append({"cpu": cpu, "features": features, "threads": t, "dtype": dtype, "steps": r["steps"],
+            rows.append({"model": args.model, "cpu": cpu, "features": features, "threads": t, "dtype": dtype, "steps": r["steps"],
                          "seconds": r["seconds"], "seconds_per_step": per_step,
                          "recipe_minutes": per_step * recipe_steps / 60,
                          "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
             print(f"{cpu}, {t} thread(s), {dtype}: {per_step:.1f} s / step", flush=True)
-    mine = {(r["cpu"], r["threads"], r["dtype"]) for r in rows}
+    key = (lambda r: (r["model"], r["cpu"], r["threads"], r["dtype"]))
+    mine = {key(r) for r in rows}
     data = {"recipe": str(RECIPE.relative_to(ROOT)), "recipe_steps": recipe_steps, "heal": heal,
             "versions": versions(), "command": "python bench/experiments/heal_speed.py " + shlex.join(argv),
-            "rows": [r for r in old if (r["cpu"], r["threads"], r["dtype"]) not in mine] + rows}
+            "rows": [r for r in old if key(r) not in mine] + rows}
     write_json_atomic(args.out, data)
     print(table(data))
     return 0
