@@ -59,6 +59,7 @@ def heal_options(steps: int) -> tuple[dict, int]:
 
 
 def time_steps(model: str, heal: dict, threads: int, dtype: str, data_dir: str | None) -> dict:
+    """Heal `model` (dense) by `heal` in a fresh interpreter at `threads` threads: the step record it printed."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run([sys.executable, "-c", _CHILD, model, json.dumps(heal), str(threads), dtype, data_dir or ""],
                           env=env, cwd=ROOT, capture_output=True, text=True)
