@@ -2,10 +2,9 @@
 
 `torch.ops.aten._weight_int8pack_mm` (per-channel int8 codes, scales in the activations' dtype) and
 `torch.ops.aten._weight_int4pack_mm_for_cpu` (int4 in torch's own packed order, rows in blocks of 16,
-groups of 32 / 64 / 128 / 256 that divide K). They are what torch users have without sparsekit, so they stay runnable by name as
-the baselines of the kernel benchmark (bench/kernels/bench_cpu_gemm.py) measure them: slower than the
-'cpu' kernels on every shape measured there (int4: ~27x at one token), which is why `auto` never takes
-them. Same arithmetic as the reference to rounding (fp32 accumulation of dequantized weights).
+groups of 32 / 64 / 128 / 256 that divide K). They are what torch users have without sparsekit and the
+baselines of the kernel benchmark (bench/kernels/bench_cpu_gemm.py), which measured them slower than the
+'cpu' kernels on every shape (int4: ~27x at one token): `auto` never takes them, a user may name them. Same arithmetic as the reference to rounding (fp32 accumulation of dequantized weights).
 
 torch's int4 dequantizes `(q - 8) * scale + zero` from unsigned nibbles; `Int4` stores symmetric codes + 8
 (zero 0) or asymmetric codes with integer zero points z (`(q - z) * scale`, so zero = (8 - z) * scale).
@@ -68,19 +67,22 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1]).contiguous()
 
 
+def _finish(y: torch.Tensor, x: torch.Tensor, n: int, bias: torch.Tensor | None) -> torch.Tensor:
+    y = y.reshape(*x.shape[:-1], n)
+    return y if bias is None else y + bias.to(y.dtype)
+
+
 def torch_int8_linear(x: torch.Tensor, layout: Int8, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`x @ W^T (+ bias)` by `aten._weight_int8pack_mm` (which wants the row scales in x's dtype)."""
     y = torch.ops.aten._weight_int8pack_mm(_flat(x), layout.codes, layout.scales.to(x.dtype))
-    y = y.reshape(*x.shape[:-1], layout.shape[0])
-    return y if bias is None else y + bias.to(y.dtype)
+    return _finish(y, x, layout.shape[0], bias)
 
 
 def torch_int4_linear(x: torch.Tensor, layout: Int4, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`x @ W^T (+ bias)` by `aten._weight_int4pack_mm_for_cpu` on the weight repacked in torch's order."""
     packed, scales_zeros = _int4_operands(layout, x.dtype)
     y = torch.ops.aten._weight_int4pack_mm_for_cpu(_flat(x), packed, layout.group_size, scales_zeros)
-    y = y.reshape(*x.shape[:-1], layout.shape[0])
-    return y if bias is None else y + bias.to(y.dtype)
+    return _finish(y, x, layout.shape[0], bias)
 
 
 Int8.register_kernel("torch_cpu", unusable)(torch_int8_linear)
