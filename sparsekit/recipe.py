@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from sparsekit.errors import SparsekitError
 from sparsekit.prune.methods import METHODS, MethodTraits, method_traits, methods_with
 from sparsekit.prune.patterns import parse_pattern
+from sparsekit.prune.reconstruct import SCHEDULES
 from sparsekit.quant.formats import (QUANT_METHOD_TRAITS, QUANT_METHODS, QuantMethodTraits, get_format,
                                      quant_methods_for, quant_methods_with)
 
@@ -114,12 +115,16 @@ class ReconstructOptions:
     kept is the one with the least error on all the calibration windows. `target`: 'block' (what the
     dense block computes on the same, already-pruned inputs) or 'model' (what the original model computes
     at this block's output: the block also makes up for the errors of the blocks before it; one more
-    block forward per block; on SmolLM2-135M 2:4 it left 22% less error than 'block' after 7 blocks)."""
+    block forward per block; on SmolLM2-135M 2:4 it left 22% less error than 'block' after 7 blocks).
+    `schedule`: 'constant' (`lr` throughout) or 'linear' (decayed linearly to 0 over the fit's steps: an
+    Adam step moves each weight by about `lr` whatever its gradient's size, so at a constant rate the
+    weights keep circling the optimum up to the last step)."""
 
     epochs: int = 4
     lr: float = 2e-3
     nsamples: int = 32
     target: str = "model"
+    schedule: str = "constant"
 
 
 def _check_fit(step: str, prefix: str, fit: Any) -> None:
@@ -129,6 +134,8 @@ def _check_fit(step: str, prefix: str, fit: Any) -> None:
     _at_least(step, f"{prefix}nsamples", fit.nsamples, 1)
     if not float(fit.lr) > 0:
         raise SparsekitError(f"{step}: {prefix}lr must be > 0, got {fit.lr}")
+    if fit.schedule not in SCHEDULES:
+        raise SparsekitError(f"{step}: {prefix}schedule must be one of {', '.join(SCHEDULES)}, got {fit.schedule!r}")
 
 
 def _optional(step: str, key: str, cls: type, value: Any) -> Any:
@@ -714,15 +721,17 @@ class Reconstruct:
     block on the calibration windows: the block also makes up for the errors of the blocks before it (the
     prune step's `reconstruct: {target: model}`, for removals the prune step does not make). `epochs`
     passes of Adam at `lr` over the first `nsamples` windows; a block keeps the epoch with the least error
-    on all of them, so no block's calibration error grows. Weights that are exactly zero stay zero (a
-    mask stays valid). The model must keep the entry model's number of blocks (after drop_blocks block i
-    is another block), and quantization comes after it (training moves weights off the grid)."""
+    on all of them, so no block's calibration error grows; `schedule` as the prune step's. Weights that are
+    exactly zero stay zero (a mask stays valid). The model must keep the entry model's number of blocks
+    (after drop_blocks block i is another block), and quantization comes after it (training moves weights
+    off the grid)."""
 
     NAME: ClassVar[str] = "reconstruct"
 
     epochs: int = 4
     lr: float = 2e-3
     nsamples: int = 32
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         _check_fit(self.NAME, "", self)

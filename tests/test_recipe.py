@@ -116,5 +116,7 @@ def test_dsnot_and_reconstruct_options_round_trip_and_refusals():
         Prune(method="wanda", dsnot={"max_cycles": 0})
     with pytest.raises(SparsekitError, match="reconstruct.lr must be > 0"):
         Prune(method="wanda", reconstruct={"lr": 0})
+    with pytest.raises(SparsekitError, match="reconstruct.schedule must be one of constant, linear, got 'cosine'"):
+        Prune(method="wanda", reconstruct={"schedule": "cosine"})
     with pytest.raises(SparsekitError, match=r"prune.reconstruct: unknown option\(s\) 'steps'"):
         Prune(method="wanda", reconstruct={"steps": 3})

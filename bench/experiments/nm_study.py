@@ -59,6 +59,11 @@ ROWS: dict[str, dict] = {
     # the same over every calibration window (128): twice the fitting data of 64x8, twice its time
     "sparsegpt+search+reconstruct-model-128x8": {"method": "sparsegpt", "allocation": "search",
                                                  "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 128}},
+    # 64x8 with the learning rate decayed linearly to zero over the fit: its Adam steps move each weight by
+    # about lr whatever the gradient's size, so a constant rate keeps jumping around the optimum at the end
+    "sparsegpt+search+reconstruct-model-64x8-linear": {"method": "sparsegpt", "allocation": "search",
+                                                       "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64,
+                                                                       "schedule": "linear"}},
     "sparsegpt+permute+reconstruct-model+heal": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
                                                  "heal": True},
     # twice the tokens, at the first row's learning rate and at 2.5x it (its loss curve flattened after a tenth)

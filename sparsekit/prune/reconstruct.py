@@ -23,7 +23,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from sparsekit.utils.training import masked_step, only_trainable
+from sparsekit.utils.training import lr_factor, masked_step, only_trainable
+
+
+#: learning-rate schedules of a fit: `lr` throughout, or decayed linearly to 0 over its steps
+SCHEDULES = ("constant", "linear")
 
 
 @dataclass
@@ -42,12 +46,16 @@ def _relative_error(run: Callable[[int], torch.Tensor], targets: list[torch.Tens
 
 def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor],
                       run: Callable[[int], torch.Tensor], targets: list[torch.Tensor], *, epochs: int = 4,
-                      lr: float = 2e-3, train_batches: int | None = None) -> ReconstructionResult:
+                      lr: float = 2e-3, train_batches: int | None = None,
+                      schedule: str = "constant") -> ReconstructionResult:
     """Fit the kept weights of `linears` (name -> module inside `block`; `masks[name]`: keep-mask of its
     weight) so that `run(b)`, the block's output on calibration batch b, reproduces `targets[b]`.
     Adam steps over the first `train_batches` batches (None: all); the error that decides which epoch's
     weights are kept is measured on every batch, so the held-out ones guard against overfitting.
+    `schedule` 'linear' decays the rate linearly to 0 over the epochs x batches steps ('constant': `lr`).
     Everything else in the block stays frozen."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     params = {name: lin.weight for name, lin in linears.items()}
     keep = {name: masks[name].to(device=p.device, dtype=p.dtype) for name, p in params.items()}
     energy = [float(y.float().pow(2).sum()) for y in targets]  # ||y_b||^2, once
@@ -59,8 +67,12 @@ def reconstruct_block(block: nn.Module, linears: dict[str, nn.Linear], masks: di
         opt = torch.optim.Adam(list(params.values()), lr=lr)
         train = targets[:train_batches] if train_batches else targets
         den = sum(energy[:len(train)]) / len(train)
+        total = epochs * len(train)
         for epoch in range(1, epochs + 1):
             for b, y in enumerate(train):
+                if schedule == "linear":
+                    for group in opt.param_groups:
+                        group["lr"] = lr * lr_factor((epoch - 1) * len(train) + b, total)
                 with torch.enable_grad():
                     loss = (run(b).float() - y.float()).pow(2).sum() / den
                     opt.zero_grad(set_to_none=True)

@@ -21,7 +21,6 @@ Loss per token (Hinton et al.'s distillation; the recipe Sparse-Llama-3.1-8B-2of
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from sparsekit.calib.engine import CalibSettings, autocast, module_device
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import Adapter
 from sparsekit.recipe import Heal
-from sparsekit.utils.training import masked_step, only_trainable
+from sparsekit.utils.training import lr_factor, masked_step, only_trainable
 
 
 @dataclass
@@ -67,13 +66,6 @@ def loss_curve(losses: list[float], parts: int = 10) -> list[float]:
         return []
     bounds = [round(i * len(losses) / parts) for i in range(parts + 1)]
     return [sum(losses[a:b]) / (b - a) for a, b in zip(bounds, bounds[1:])]
-
-
-def _lr_factor(step: int, total: int, warmup: float) -> float:
-    w = max(1, math.ceil(warmup * total)) if warmup > 0 else 0
-    if step < w:
-        return (step + 1) / w
-    return max(0.0, (total - step) / max(1, total - w))
 
 
 def _trainable(adapter: Adapter) -> dict[str, nn.Parameter]:
@@ -133,7 +125,7 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
         for k in bar:
             batch = ids[k * step.batch_size:(k + 1) * step.batch_size].to(device)
             for group in opt.param_groups:
-                group["lr"] = step.lr * _lr_factor(k, total, step.warmup)
+                group["lr"] = step.lr * lr_factor(k, total, step.warmup)
             with torch.no_grad(), autocast(device, cast):
                 target = teacher(input_ids=batch, use_cache=False).logits
             with torch.enable_grad(), autocast(device, cast):

@@ -279,7 +279,8 @@ def run_prune(model: nn.Module, adapter: Adapter, step: Prune, calib_ids: torch.
                                         {t.rel: result.masks[t.name] for t in block_targets}, ctx.forward_batch,
                                         ctx.dense_outputs if to_model else ctx.outputs,
                                         epochs=step.reconstruct.epochs, lr=step.reconstruct.lr,
-                                        train_batches=math.ceil(step.reconstruct.nsamples / calib.batch_size))
+                                        train_batches=math.ceil(step.reconstruct.nsamples / calib.batch_size),
+                                        schedule=step.reconstruct.schedule)
                 result.reconstruction[str(ctx.index)] = [fit.before, fit.after]
     for t in targets:
         mask = result.masks[t.name]

@@ -64,7 +64,7 @@ def run_reconstruct(model: nn.Module, teacher: nn.Module, adapter: Adapter, step
         # a weight that is exactly zero was removed by a prune step (or an earlier run): it stays removed
         keep = {rel: lin.weight.detach() != 0 for rel, lin in linears.items()}
         fit = reconstruct_block(ctx.block, linears, keep, ctx.forward_batch, ref.outputs, epochs=step.epochs,
-                                lr=step.lr, train_batches=train_batches)
+                                lr=step.lr, train_batches=train_batches, schedule=step.schedule)
         result.blocks[str(ctx.index)] = [fit.before, fit.after]
     result.seconds = time.perf_counter() - start
     return result

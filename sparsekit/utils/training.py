@@ -5,6 +5,7 @@ a keep-mask survives the optimizer step exactly."""
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterable, Iterator, Mapping
 
 import torch
@@ -43,3 +44,12 @@ def masked_step(opt: torch.optim.Optimizer, params: Mapping[str, torch.Tensor],
     with torch.no_grad():
         for name, m in keep.items():
             params[name].mul_(m)
+
+
+def lr_factor(step: int, total: int, warmup: float = 0.0) -> float:
+    """The learning-rate multiplier of optimizer step `step` (0-based) of `total`: a linear warm-up over the
+    first `warmup` fraction of the steps, then a linear decay that reaches 0 after the last step."""
+    w = max(1, math.ceil(warmup * total)) if warmup > 0 else 0
+    if step < w:
+        return (step + 1) / w
+    return max(0.0, (total - step) / max(1, total - w))

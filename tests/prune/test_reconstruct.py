@@ -6,7 +6,9 @@ import torch
 from sparsekit.calib import CalibSettings, LayerwiseCalibrator
 from sparsekit.prune.methods import prune_weight
 from sparsekit.prune.patterns import is_nm
+import sparsekit.prune.reconstruct as reconstruct_mod
 from sparsekit.prune.reconstruct import reconstruct_block
+from sparsekit.utils.training import lr_factor
 from tests.tiny import tiny_model
 
 
@@ -14,7 +16,7 @@ def _ids(n=4, seqlen=32, vocab=300, seed=0):
     return torch.randint(3, vocab, (n, seqlen), generator=torch.Generator().manual_seed(seed))
 
 
-def _prune_and_fit(lr, epochs=3, arch="llama", train_batches=None):
+def _prune_and_fit(lr, epochs=3, arch="llama", train_batches=None, schedule="constant"):
     model = tiny_model(arch)
     results = []
     cal = LayerwiseCalibrator(model, device="cpu", settings=CalibSettings(batch_size=1), progress=False)
@@ -26,7 +28,7 @@ def _prune_and_fit(lr, epochs=3, arch="llama", train_batches=None):
             lin.weight.data.copy_(new)
         before = {name: lin.weight.detach().clone() for name, lin in linears.items()}
         fit = reconstruct_block(ctx.block, linears, masks, ctx.forward_batch, ctx.outputs, epochs=epochs, lr=lr,
-                                train_batches=train_batches)
+                                train_batches=train_batches, schedule=schedule)
         results.append((fit, linears, masks, before))
         break  # block 0 is enough
     return results[0]
@@ -60,3 +62,30 @@ def test_training_on_some_batches_is_judged_on_all():
     assert fit.after < fit.before  # measured on the 4 batches, 2 of them held out
     for name, lin in linears.items():
         assert bool((lin.weight[~masks[name]] == 0).all())
+
+
+def test_linear_schedule_decays_to_zero(monkeypatch):
+    """Each Adam step runs at lr * (total - k) / total: 4 batches x 3 epochs = 12 steps, the last at lr / 12."""
+    seen = []
+    real = reconstruct_mod.masked_step
+
+    def spy(opt, params, keep):
+        seen.append(opt.param_groups[0]["lr"])
+        real(opt, params, keep)
+
+    monkeypatch.setattr(reconstruct_mod, "masked_step", spy)
+    fit, linears, masks, _ = _prune_and_fit(lr=1e-3, schedule="linear")
+    assert seen == pytest.approx([1e-3 * (12 - k) / 12 for k in range(12)])
+    assert fit.after < fit.before
+    for name, lin in linears.items():
+        assert bool((lin.weight[~masks[name]] == 0).all()) and is_nm(masks[name], 2, 4)
+
+
+def test_lr_factor_warms_up_then_decays():
+    assert [lr_factor(k, 4) for k in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [lr_factor(k, 6, warmup=0.25) for k in range(6)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+
+
+def test_unknown_schedule():
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        _prune_and_fit(lr=1e-3, schedule="cosine")

@@ -74,6 +74,7 @@ def test_reconstruct_refuses_a_model_with_other_blocks(tiny_dir, data_dir):
      "reconstruct before quantizing"),
     ([{"reconstruct": {"epochs": 0}}], "epochs must be"),
     ([{"reconstruct": {"lr": 0}}], "lr must be > 0"),
+    ([{"reconstruct": {"schedule": "step"}}], "schedule must be one of constant, linear"),
     ([{"reconstruct": {"target": "block"}}], "target"),
 ])
 def test_bad_recipes(recipe, message):
@@ -85,4 +86,5 @@ def test_defaults_are_the_prune_options():
     from sparsekit.recipe import ReconstructOptions
 
     opts, step = ReconstructOptions(), Reconstruct()
-    assert (step.epochs, step.lr, step.nsamples) == (opts.epochs, opts.lr, opts.nsamples)
+    assert (step.epochs, step.lr, step.nsamples, step.schedule) == (opts.epochs, opts.lr, opts.nsamples,
+                                                                    opts.schedule)
