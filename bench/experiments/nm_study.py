@@ -64,6 +64,10 @@ ROWS: dict[str, dict] = {
     "sparsegpt+search+reconstruct-model-64x8-linear": {"method": "sparsegpt", "allocation": "search",
                                                        "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64,
                                                                        "schedule": "linear"}},
+    # as many Adam steps, over every calibration window (128) for 4 epochs: each step on other data
+    "sparsegpt+search+reconstruct-model-128x4-linear": {"method": "sparsegpt", "allocation": "search",
+                                                        "reconstruct": {**TO_MODEL, "epochs": 4, "nsamples": 128,
+                                                                        "schedule": "linear"}},
     "sparsegpt+permute+reconstruct-model+heal": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
                                                  "heal": True},
     # twice the tokens, at the first row's learning rate and at 2.5x it (its loss curve flattened after a tenth)
