@@ -140,8 +140,9 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
     recipe = recipe_for(pattern, row, int4)
     base = saved_base(args, pattern, row, seed) if int4 and args.continue_saved else None
     options = dict(seed=seed, nsamples=args.nsamples, seqlen=args.calib_seqlen, data_dir=args.data_dir,
-                   progress=not args.quiet, calib_dtype=args.calib_dtype,
-                   calib_batch_size=ROWS[row].get("calib_batch_size", 8))
+                   progress=not args.quiet, calib_dtype=args.calib_dtype)
+    if "calib_batch_size" in ROWS[row]:  # otherwise compress()'s own default
+        options["calib_batch_size"] = ROWS[row]["calib_batch_size"]
     start = time.perf_counter()
     if base is None:
         model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
