@@ -306,6 +306,21 @@ def test_nm_study_every_applicable_cell_is_a_valid_recipe():
     assert ("50%", "sparsegpt+permute") not in cells and ("4:8", "sparsegpt+permute") in cells
 
 
+def test_nm_study_row_calibration_settings_reach_compress(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """A row's calib_batch_size / calib_nsamples calibrate its cell (the JSON records them) and stay out of
+    its recipe; the study's --nsamples holds for the rows without them."""
+    study = _script("nm_study")
+    monkeypatch.setitem(study.ROWS, "tiny-calib", {"method": "sparsegpt", "calib_batch_size": 2, "calib_nsamples": 6})
+    argv = ["--model", str(tiny_dir), "--patterns", "2:4", "--rows", "tiny-calib,sparsegpt", "--limit", "1",
+            "--seqlen", "32", "--nsamples", "4", "--calib-seqlen", "32", "--data-dir", str(data_dir),
+            "--out", str(tmp_path), "--quiet"]
+    assert study.main(argv) == 0
+    cell = json.loads((tmp_path / "2-4_tiny-calib_seed0.json").read_text())
+    assert (cell["calibration"]["nsamples"], cell["calibration"]["batch_size"]) == (6, 2)
+    assert not set(study.CALIB_KEYS) & set(cell["recipe"][0]["prune"])
+    assert json.loads((tmp_path / "2-4_sparsegpt_seed0.json").read_text())["calibration"]["nsamples"] == 4
+
+
 def test_nm_study_int4_continues_from_the_saved_cell(tiny_dir, data_dir, tmp_path, monkeypatch):
     """--continue-saved: the int4 cell quantizes the saved cell without int4 (masks kept) and adds its times;
     without a saved cell it runs the whole recipe."""

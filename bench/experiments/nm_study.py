@@ -33,6 +33,13 @@ OUT = ROOT / "bench" / "results" / "nm_study"
 #: against the original model's hidden states (the block also makes up for the errors before it)
 TO_BLOCK = {"epochs": 4, "lr": 2e-3, "nsamples": 32, "target": "block"}
 TO_MODEL = {**TO_BLOCK, "target": "model"}
+#: 50% only: the searched per-module sparsities, then the fit against the model over every calibration window
+#: (128) for 4 epochs with the rate decayed linearly to 0 (the base of the 128x4-linear rows)
+SEARCH_128X4_LINEAR = {"method": "sparsegpt", "allocation": "search",
+                       "reconstruct": {**TO_MODEL, "epochs": 4, "nsamples": 128, "schedule": "linear"}}
+#: a row's calibration settings (row key -> compress() argument), not recipe options: a row that names one
+#: overrides the study's default (--nsamples, compress()'s own batch size); the JSON's `calibration` records it
+CALIB_KEYS = {"calib_batch_size": "calib_batch_size", "calib_nsamples": "nsamples"}
 #: row name -> prune options added to {pattern / sparsity}; each row adds one technique to one above it
 ROWS: dict[str, dict] = {
     "wanda": {"method": "wanda"},
@@ -65,15 +72,17 @@ ROWS: dict[str, dict] = {
                                                        "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64,
                                                                        "schedule": "linear"}},
     # as many Adam steps, over every calibration window (128) for 4 epochs: each step on other data
-    "sparsegpt+search+reconstruct-model-128x4-linear": {"method": "sparsegpt", "allocation": "search",
-                                                        "reconstruct": {**TO_MODEL, "epochs": 4, "nsamples": 128,
-                                                                        "schedule": "linear"}},
+    "sparsegpt+search+reconstruct-model-128x4-linear": SEARCH_128X4_LINEAR,
     # 128x4-linear in Adam steps of 2 windows instead of 8 (calibration batches of 2): four times the steps
     # (256) for the same forward/backward work; the SparseGPT statistics are the same sums either way
-    "sparsegpt+search+reconstruct-model-128x4-linear-b2": {"method": "sparsegpt", "allocation": "search",
-                                                           "reconstruct": {**TO_MODEL, "epochs": 4, "nsamples": 128,
-                                                                           "schedule": "linear"},
-                                                           "calib_batch_size": 2},
+    "sparsegpt+search+reconstruct-model-128x4-linear-b2": {**SEARCH_128X4_LINEAR, "calib_batch_size": 2},
+    # and in steps of one window (512 steps): b8 -> b2 was the largest gain of the fits above
+    "sparsegpt+search+reconstruct-model-128x4-linear-b1": {**SEARCH_128X4_LINEAR, "calib_batch_size": 1},
+    # b1 fitted the windows better than b2 (block error -5%) but not WikiText-2: twice the calibration windows
+    # (256, each seen in 2 epochs) for as many 2-window steps as b2 (256), so each step sees new data longer
+    "sparsegpt+search+reconstruct-model-256x2-linear-b2": {
+        **SEARCH_128X4_LINEAR, "reconstruct": {**SEARCH_128X4_LINEAR["reconstruct"], "epochs": 2, "nsamples": 256},
+        "calib_batch_size": 2, "calib_nsamples": 256},
     "sparsegpt+permute+reconstruct-model+heal": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
                                                  "heal": True},
     # twice the tokens, at the first row's learning rate and at 2.5x it (its loss curve flattened after a tenth)
@@ -94,7 +103,8 @@ INT4 = {"quantize": {"format": "int4", "group_size": 128, "method": "gptq"}}
 def recipe_for(pattern: str, row: str, int4: bool = False) -> list[dict]:
     """The recipe of one study cell; permutation rows do not apply to unstructured sparsity."""
     opts = dict(ROWS[row])
-    opts.pop("calib_batch_size", None)  # a calibration setting (`calib_batch_size`), not a recipe option
+    for key in CALIB_KEYS:
+        opts.pop(key, None)
     extra = opts.pop("heal", False)  # True: HEAL; a dict: HEAL with these options changed
     heal = [{"heal": {**HEAL, **(extra if isinstance(extra, dict) else {})}}] if extra else []
     prune = {**opts, "sparsity": 0.5} if pattern == "50%" else {**opts, "pattern": pattern}
@@ -141,8 +151,7 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
     base = saved_base(args, pattern, row, seed) if int4 and args.continue_saved else None
     options = dict(seed=seed, nsamples=args.nsamples, seqlen=args.calib_seqlen, data_dir=args.data_dir,
                    progress=not args.quiet, calib_dtype=args.calib_dtype)
-    if "calib_batch_size" in ROWS[row]:  # otherwise compress()'s own default
-        options["calib_batch_size"] = ROWS[row]["calib_batch_size"]
+    options.update({arg: ROWS[row][key] for key, arg in CALIB_KEYS.items() if key in ROWS[row]})
     start = time.perf_counter()
     if base is None:
         model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
