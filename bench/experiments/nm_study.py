@@ -79,7 +79,7 @@ ROWS: dict[str, dict] = {
     # and in steps of one window (512 steps): b8 -> b2 was the largest gain of the fits above
     "sparsegpt+search+reconstruct-model-128x4-linear-b1": {**SEARCH_128X4_LINEAR, "calib_batch_size": 1},
     # b1 fitted the windows better than b2 (block error -5%) but not WikiText-2: twice the calibration windows
-    # (256, each seen in 2 epochs) for as many 2-window steps as b2 (256), so each step sees new data longer
+    # (256, each seen in 2 epochs, half as often as in b2) for as many 2-window steps as b2 (256)
     "sparsegpt+search+reconstruct-model-256x2-linear-b2": {
         **SEARCH_128X4_LINEAR, "reconstruct": {**SEARCH_128X4_LINEAR["reconstruct"], "epochs": 2, "nsamples": 256},
         "calib_batch_size": 2, "calib_nsamples": 256},
