@@ -31,3 +31,15 @@ def test_a_path_this_cpu_lacks_or_an_unknown_one_is_exit_2(tmp_path, capsys):
     if missing:
         assert _bench().main(["--path", missing[0], "--out", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def test_in_cache_times_one_copy_of_each_weight(tmp_path):
+    out = tmp_path / "gemm.json"
+    args = ["--shapes", "smollm2", "--quick", "--ms", "1", "--threads", "1", "--kernels", "fp32,int4", "--budget",
+            "0.05", "--out", str(out)]
+    assert _bench().main([*args, "--in-cache"]) == 0
+    data = json.loads(out.read_text())
+    assert data["in_cache"] and {r["weight_copies"] for r in data["rows"]} == {1}
+    assert _bench().main(args) == 0  # the default rotates copies past the cache (several for these small weights)
+    data = json.loads(out.read_text())
+    assert not data["in_cache"] and min(r["weight_copies"] for r in data["rows"]) > 1

@@ -15,6 +15,9 @@ down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down), e
   weights rotated over enough copies to fill twice the last-level cache (`copies_for`), so that a call
   streams its weight from memory as a model's decode does (a small SmolLM2 weight may stay cached: the
   whole int4 model is smaller than some CPUs' L3);
+- `--in-cache`: one copy of each weight instead, read from the last-level cache where it fits: the rate a
+  kernel reaches when memory is not its limit (its compute ceiling; `read_bw_fraction` then compares that
+  with the memory stream it would have to keep up with);
 - bytes: the weight as stored (packed tensors, or the dense matrix) + activations + output; GB/s of
   that over the median time, and its fraction of the memory bandwidth **measured in the same run** with
   the same threads (`read`: a sum over a buffer far larger than the last-level cache; `copy`: a copy of
@@ -206,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--path", choices=("auto", "avx512", "avx2", "scalar"), default="auto",
                    help="SIMD path of sparsekit's kernels (default auto: AVX-512, else AVX2, else scalar)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu" / "cpu_gemm.json")
+    p.add_argument("--in-cache", action="store_true",
+                   help="one copy of each weight, so that a weight that fits the last-level cache is read from it: "
+                        "the kernels' compute ceiling, the rate they would reach if memory were free")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     args = p.parse_args(argv)
     if args.table:
@@ -236,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = [int(t) for t in args.threads.split(",")]
     model, flags = cpu_name()
     llc = llc_bytes()
-    result = {"cpu": model, "cpu_flags": flags, "llc_bytes": llc, "avx512_path": has.get("avx512", False),
+    result = {"cpu": model, "cpu_flags": flags, "llc_bytes": llc, "in_cache": args.in_cache,
+              "avx512_path": has.get("avx512", False),
               "avx2_path": has.get("avx2", False), "path": args.path, "threads": threads,
               "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/kernels/bench_cpu_gemm.py " + shlex.join(argv), "bandwidth": {}, "rows": []}
@@ -247,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         result["bandwidth"][str(nt)] = bw
         print(f"threads {nt}: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s", flush=True)
         for si, (label, n, k) in enumerate(shapes):
-            runners = make_weights(n, k, seed=si, llc=llc, path=args.path)
+            # rotating over copies that fill twice an LLC of 0 bytes: one copy
+            runners = make_weights(n, k, seed=si, llc=0 if args.in_cache else llc, path=args.path)
             for m in ms:
                 xs = [torch.randn(m, k, generator=torch.Generator().manual_seed(i)) for i in range(4)]
                 base = None

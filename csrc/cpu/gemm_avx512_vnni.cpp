@@ -163,7 +163,7 @@ void int4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, cons
 //
 // Twice an E2M1 value is an integer in [-12, 12], so a 16-entry byte table (vpshufb) turns nibbles into
 // signed weights; the activations come biased (u8), and sum (q + 128) w - 128 sum w = sum q w, the
-// second sum from vpdpbusd against ones, shared by every token. A 64-byte chunk holds 4 blocks of 32
+// second sum from vpdpbusd against bytes of 128, shared by every token. A 64-byte chunk holds 4 blocks of 32
 // inputs, each with its E8M0 scale: 2^(e - 127) is e placed in an fp32 exponent field.
 template <int MT>
 void mxfp4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
@@ -173,7 +173,8 @@ void mxfp4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, con
   mxfp4_x2_table(table);
   for (int i = 16; i < 64; ++i) table[i] = table[i % 16];
   const __m512i lut = _mm512_load_si512(table);
-  const __m512i low = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi8(1);
+  // 128 as the unsigned operand gives 128 sum w directly (see int4 + 2:4 below)
+  const __m512i low = _mm512_set1_epi8(0x0F), bias128 = _mm512_set1_epi8(static_cast<char>(128));
   const __m128i rep4 = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
   const EvenOdd<MT> eo(qa, t0);
   const uint8_t* const* ev = eo.ev;
@@ -188,8 +189,7 @@ void mxfp4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, con
     auto chunk = [&](uint64_t b, __m512i v, __m128i e4, __m512* a) {
       const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, low));
       const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
-      const __m512i wsum = _mm512_slli_epi32(
-          _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, lo), ones, hi), 7);
+      const __m512i wsum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias128, lo), bias128, hi);
       // each exponent over its block's 4 lanes, placed in an fp32 exponent field (E8M0 0 reads as 0, 255 as inf)
       const __m512 ws = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(e4, rep4)), 23));
       for (int t = 0; t < MT; ++t) {
@@ -236,7 +236,8 @@ template <int MT>
 void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                          int64_t n1) {
   const int64_t K = p.k, G = p.groups(), kp = qa.kpad, nb = qa.blocks;
-  const __m512i low = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi8(1), three = _mm512_set1_epi8(3);
+  const __m512i low = _mm512_set1_epi8(0x0F), bias128 = _mm512_set1_epi8(static_cast<char>(128)),
+                three = _mm512_set1_epi8(3);
   // bytes 0-31: low nibbles (shift 0), bytes 32-63: high nibbles (shift 4), as 16-bit lanes
   const __m512i nib_shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
   alignas(64) uint8_t ctrl_b[64], base_b[64];
@@ -275,9 +276,12 @@ void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* ou
       const __m512i zero = _mm512_set1_epi8(static_cast<char>(zeros ? zeros[g] : 8));
       const __m512i cw = _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i64x4(c), nib_shift), low);
       const __m512i w = _mm512_maskz_sub_epi8(live, cw, zero);  // groups past the chunk weigh 0
-      const __m512i wsum = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w), 7);
+      // 128 sum w per lane in one instruction: 128 is a legal unsigned byte (no shift after a sum with ones);
+      // the kernel is bound by 512-bit instructions (two a cycle), so every one per chunk counts
+      const __m512i wsum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias128, w);
       const __m512i mq = _mm512_cvtepu32_epi64(_mm256_broadcastsi128_si256(m16));
-      const __m512i idx = _mm512_add_epi8(_mm512_and_si512(_mm512_multishift_epi64_epi8(ctrl, mq), three), base);
+      // (position & 3) | 4g: base has its low 2 bits clear, so OR is the add; one vpternlogd for both
+      const __m512i idx = _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(ctrl, mq), three, base, 0xEA);
       for (int t = 0; t < MT; ++t) {
         const uint8_t* x = xq[t] + k0;
         const __m512i xs = _mm512_permutex2var_epi8(_mm512_loadu_si512(x), idx, _mm512_loadu_si512(x + 64));

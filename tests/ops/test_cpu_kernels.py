@@ -161,6 +161,30 @@ def test_non_contiguous_and_batched_inputs():
     assert rel(got, packed_linear_reference(x.contiguous(), layout)) < 1e-5
 
 
+THREAD_CASES = [(kind, acts) for kind in ("semi24", "int4", "int4_semi24", "mxfp4", "int8") for acts in ("float",)] + [
+    (kind, "int8") for kind in ("int4", "int4_semi24", "mxfp4")]
+
+
+@pytest.mark.parametrize("kind, acts", THREAD_CASES, ids=[f"{k}-{a}" for k, a in THREAD_CASES])
+def test_threads_split_rows_without_changing_a_bit(kind, acts):
+    """Decode hands rows out in chunks to whichever thread is free (binding.cpp, parallel_rows): every row is
+    computed by the same code whatever its chunk, so 2 and 3 threads give the 1-thread result bit for bit,
+    here with N = 1000 (a partial last chunk) and tiles of 1 and 3 tokens."""
+    layout = make(kind, 1000, 256, group=128)
+    before = torch.get_num_threads()
+    try:
+        for m in (1, 3):
+            x = torch.randn(m, 256, generator=_gen(m))
+            torch.set_num_threads(1)
+            one = cpu_linear(x, layout, acts=acts)
+            for threads in (2, 3):
+                torch.set_num_threads(threads)
+                assert torch.equal(cpu_linear(x, layout, acts=acts), one), (m, threads)
+            assert rel(one, packed_linear_reference(x, layout)) < (0.05 if acts == "int8" else 1e-5)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_auto_takes_the_cpu_kernel_for_cpu_activations_it_supports():
     layout = make("int4_semi24", 16, 64)
     assert select_kernel(torch.randn(2, 64), layout).backend == "cpu"
