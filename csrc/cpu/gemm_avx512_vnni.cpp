@@ -163,8 +163,8 @@ void int4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, cons
 //
 // Twice an E2M1 value is an integer in [-12, 12], so a 16-entry byte table (vpshufb) turns nibbles into
 // signed weights; the activations come biased (u8), and sum (q + 128) w - 128 sum w = sum q w, the
-// second sum from vpdpbusd against bytes of 128, shared by every token. A 64-byte chunk holds 4 blocks of 32
-// inputs, each with its E8M0 scale: 2^(e - 127) is e placed in an fp32 exponent field.
+// second sum from vpdpbusd against bytes of 128, shared by every token. A 64-byte chunk holds 4 blocks
+// of 32 inputs, each with its E8M0 scale: 2^(e - 127) is e placed in an fp32 exponent field.
 template <int MT>
 void mxfp4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                    int64_t n1) {
@@ -189,7 +189,8 @@ void mxfp4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, con
     auto chunk = [&](uint64_t b, __m512i v, __m128i e4, __m512* a) {
       const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, low));
       const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
-      const __m512i wsum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias128, lo), bias128, hi);
+      const __m512i wsum =
+          _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias128, lo), bias128, hi);
       // each exponent over its block's 4 lanes, placed in an fp32 exponent field (E8M0 0 reads as 0, 255 as inf)
       const __m512 ws = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(e4, rep4)), 23));
       for (int t = 0; t < MT; ++t) {
