@@ -233,8 +233,12 @@ void mxfp4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, con
 // (4 groups' nibbles per byte pair, so one instruction for all 64), plus the group base 4g. One vpermi2b
 // per token then picks those 64 activation bytes out of the chunk's 128: 64 products in one vpdpbusd,
 // with no zeros multiplied. Weights are c - z (signed), activations biased, as for MXFP4.
-template <int MT>
-void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
+//
+// kZeros: the layout stores zero points. A template argument, not a test of p.zeros per chunk: with the test
+// in the loop the compiler broadcast z from a general register every chunk and split the code and metadata
+// loads from their broadcasts (two more shuffles on port 5); symmetric rows now broadcast 8 once.
+template <int MT, bool kZeros>
+void int4_semi24_a8_rows(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                          int64_t n1) {
   const int64_t K = p.k, G = p.groups(), kp = qa.kpad, nb = qa.blocks;
   const __m512i low = _mm512_set1_epi8(0x0F), bias128 = _mm512_set1_epi8(static_cast<char>(128)),
@@ -260,7 +264,7 @@ void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* ou
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* codes = p.codes + n * (K / 4);
     const uint8_t* meta = p.meta + n * (K / 8);
-    const uint8_t* zeros = p.zeros ? p.zeros + n * G : nullptr;
+    const uint8_t* zeros = kZeros ? p.zeros + n * G : nullptr;
     rs.load(p, n);
     __m512 acc[2][MT];  // two chains (flat rows alternate chunks), or per row and per group (the others)
     for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
@@ -274,7 +278,7 @@ void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* ou
       const __m128i m16 = groups == 32 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(mp))
                                        : _mm_maskz_loadu_epi8(static_cast<__mmask16>(low_bytes(groups / 2)), mp);
       const __mmask64 live = low_bytes(groups) | (low_bytes(groups) << 32);
-      const __m512i zero = _mm512_set1_epi8(static_cast<char>(zeros ? zeros[g] : 8));
+      const __m512i zero = _mm512_set1_epi8(static_cast<char>(kZeros ? zeros[g] : 8));
       const __m512i cw = _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i64x4(c), nib_shift), low);
       const __m512i w = _mm512_maskz_sub_epi8(live, cw, zero);  // groups past the chunk weigh 0
       // 128 sum w per lane in one instruction: 128 is a legal unsigned byte (no shift after a sum with ones);
@@ -317,6 +321,13 @@ void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* ou
     for (int t = 0; t < MT; ++t)
       out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) + (bias ? bias[n] : 0.0f);
   }
+}
+
+template <int MT>
+void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
+                         int64_t n1) {
+  if (p.zeros) return int4_semi24_a8_rows<MT, true>(p, qa, t0, out, bias, n0, n1);
+  int4_semi24_a8_rows<MT, false>(p, qa, t0, out, bias, n0, n1);
 }
 
 SPARSEKIT_A8_TILE(Int4A8, int4_a8_tile)

@@ -47,9 +47,10 @@ def test_the_cpp_quantization_is_the_emulated_one_bit_for_bit():
 
 
 # every a8 layout; int4 symmetric and asymmetric; g128 with the short last group at K = 576; groups that are
-# not a multiple of 128 (32, 64: the per-group loop), per-channel (one group per row)
+# not a multiple of 128 (32, 64: the per-group loop), per-channel (one group per row); int4 + 2:4 compiles its
+# rows once with and once without zero points, so both run on the flat g128 loop
 CASES = [("int4", {"group": 128}), ("int4", {"group": 32, "symmetric": False}), ("int4", {"group": 64}),
-         ("int4", {"group": 576}), ("int4_semi24", {"group": 128}),
+         ("int4", {"group": 576}), ("int4_semi24", {"group": 128}), ("int4_semi24", {"group": 128, "symmetric": False}),
          ("int4_semi24", {"group": 32, "symmetric": False}), ("int4_semi24", {"group": 64}), ("mxfp4", {})]
 
 
