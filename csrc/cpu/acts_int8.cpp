@@ -1,12 +1,13 @@
-// Activations to int8 blocks for the a8 kernels (gemm_avx512_vnni.cpp, and the AVX2 ones of gemm_avx2.cpp, which
-// read the same arrangement): portable C++, run once per call.
+// Activations to int8 blocks for the a8 kernels (gemm_avx512_vnni.cpp, and the AVX2 ones of gemm_avx2.cpp):
+// portable C++, run once per call.
 //
 // The quantization is llama.cpp's Q8_0 (blocks of 32, symmetric absmax) with round-half-to-even, so that
-// torch.round reproduces it bit for bit in the tests' emulation. Arranged per layout so the kernels load
-// whole vectors: the nibble layouts keep input 2i in the low nibble of byte i, so their activations are
-// split into even and odd inputs (a code byte's two nibbles meet the same byte offset of each); MXFP4 and
-// int4 + 2:4 multiply signed weights, and vpdpbusd (AVX2: vpmaddubsw) needs one unsigned operand, so their activations are
-// stored biased by 128 (the kernels subtract 128 x sum w, which they get from the same instruction).
+// torch.round reproduces it bit for bit in the tests' emulation. Arranged per layout and kernel so the kernels
+// load whole vectors: the nibble layouts keep input 2i in the low nibble of byte i, so their activations are
+// split into even and odd inputs (a code byte's two nibbles meet the same byte offset of each); MXFP4 and the
+// VNNI int4 + 2:4 kernel multiply signed weights, and vpdpbusd (AVX2: vpmaddubsw) needs one unsigned operand,
+// so their activations are stored biased by 128 (the kernels subtract 128 x sum w, which they get from the
+// same instruction). The AVX2 int4 + 2:4 kernel expands its codes to dense int4 and reads int4's arrangement.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -39,7 +40,7 @@ void fake_quant_acts(const float* x, int64_t m, int64_t k, float* out) {
   }
 }
 
-void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa) {
+void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path path) {
   const int64_t K = p.k;
   qa.m = m;
   qa.k = K;
@@ -48,9 +49,12 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa) {
   const int64_t kp = qa.kpad, nb = qa.blocks;
   qa.d.assign(m * nb, 0.0f);
   std::vector<int8_t> q(static_cast<size_t>(kp));
-  const bool biased = p.kind != Kind::kInt4;
+  // int4 codes (u8) x q (s8), the zero point folded out per group: int4, and int4 + 2:4 expanded (AVX2)
+  const bool int4_acts = p.kind == Kind::kInt4 || (p.kind == Kind::kInt4Semi24 && path == A8Path::kAvx2);
+  const bool gathered = p.kind == Kind::kInt4Semi24 && !int4_acts;  // the VNNI kernel's vpermi2b gather
+  const bool biased = !int4_acts;
   const uint8_t zero = biased ? 128 : 0;
-  if (p.kind == Kind::kInt4Semi24) {
+  if (gathered) {
     qa.natural.assign(m * kp, zero);
     qa.lanes24.assign(m * nb * 16, 0.0f);
   } else {
@@ -59,11 +63,11 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa) {
     qa.lanes.assign(m * kp / 8, 0.0f);
   }
   const int64_t G = p.groups();
-  if (p.kind == Kind::kInt4) qa.gsum.assign(m * G, 0.0f);
+  if (int4_acts) qa.gsum.assign(m * G, 0.0f);
   for (int64_t t = 0; t < m; ++t) {
     float* d = &qa.d[t * nb];
     quantize_block32(x + t * K, K, q.data(), d);
-    if (p.kind == Kind::kInt4Semi24) {
+    if (gathered) {
       uint8_t* nat = &qa.natural[t * kp];
       for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i] + 128);
       // a chunk of 128 inputs from block b: lanes 0-7 hold the first kept input of groups 4j..4j+3 (inputs
@@ -85,7 +89,7 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa) {
       float* l = &qa.lanes[t * kp / 8];
       for (int64_t j = 0; j < kp / 8; ++j) l[j] = d[j / 4];
     }
-    if (p.kind == Kind::kInt4) {
+    if (int4_acts) {
       for (int64_t g = 0; g < G; ++g) {
         float sum = 0.0f;
         for (int64_t i = g * p.group; i < std::min(K, (g + 1) * p.group); ++i)

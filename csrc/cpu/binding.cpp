@@ -223,9 +223,14 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
   // the a8 decode kernels: AVX-512 VNNI where the CPU has it, else AVX2 (an AVX-512 path without VNNI, or
   // path = 'avx2', which forces them where VNNI is present too)
   sparsekit::cpu::A8RowsFn a8_rows = nullptr;
+  auto a8_path = sparsekit::cpu::A8Path::kVnni;
   if (a8 && m <= kDecodeRows) {
-    if (use == "avx512" && cpu_has_a8()) a8_rows = sparsekit::cpu::rows_a8;
-    else if ((use == "avx512" || use == "avx2") && cpu_has_avx2()) a8_rows = sparsekit::cpu::rows_a8_avx2;
+    if (use == "avx512" && cpu_has_a8()) {
+      a8_rows = sparsekit::cpu::rows_a8;
+    } else if ((use == "avx512" || use == "avx2") && cpu_has_avx2()) {
+      a8_rows = sparsekit::cpu::rows_a8_avx2;
+      a8_path = sparsekit::cpu::A8Path::kAvx2;
+    }
   }
   if (a8 && !a8_rows && m > 0) {
     // the exact kernels on d * q: the same product as the a8 kernels (prefill, the scalar path)
@@ -246,7 +251,7 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
     const float* bp = b.has_value() ? b->data_ptr<float>() : nullptr;
     if (a8_rows) {
       sparsekit::cpu::QActs qa;
-      sparsekit::cpu::quantize_acts(p, xp, m, qa);
+      sparsekit::cpu::quantize_acts(p, xp, m, qa, a8_path);
       const int64_t grain = std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
       at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { a8_rows(p, qa, m, op_, bp, n0, n1); });
     } else if (m <= kDecodeRows) {

@@ -629,18 +629,19 @@ inline bool nibble_fits(const Packed& p) {
 
 // ---------------------------------------------------------------- int8 activations (the a8 variant)
 //
-// The a8 kernels of gemm_avx512_vnni.cpp for CPUs without AVX-512 VNNI, on the same QActs (acts_int8.cpp):
-// llama.cpp's AVX2 Q4_0 x Q8_0 dot. AVX2 has no vpdpbusd; its integer dot is vpmaddubsw (32 unsigned x
-// signed byte products, adjacent pairs summed to int16 *with saturation*) then vpmaddwd against ones (pairs
-// of int16 summed to int32, exact), so every kernel below bounds its int16 sums: they stay exact.
+// The a8 kernels of gemm_avx512_vnni.cpp for CPUs without AVX-512 VNNI, on QActs (acts_int8.cpp; int4 + 2:4
+// reads int4's arrangement here, A8Path::kAvx2): llama.cpp's AVX2 Q4_0 x Q8_0 dot. AVX2 has no vpdpbusd; its
+// integer dot is vpmaddubsw (32 unsigned x signed byte products, adjacent pairs summed to int16 *with
+// saturation*) then vpmaddwd against ones (pairs of int16 summed to int32, exact), so every kernel below bounds
+// its int16 sums: they stay exact.
 // - A chunk is 64 inputs (a ymm of 32 code bytes, or 16 for int4 + 2:4): two activation blocks, each inside one
 //   weight group (a8_fits), so each int32 lane has one block scale d and one group scale: the lanes convert to
 //   fp32 and take one FMA per chunk and token, with a vector of the 8 lanes' scale products.
 // - The operand that is the same for every token of a tile (the weights) is prepared once per chunk; the
-//   per-token work is two activation loads, the integer dot (two vpmaddubsw and a vpmaddwd for 64 int4 or
-//   MXFP4 weights; for the 32 kept weights of int4 + 2:4, first two vpshufb and a vpblendd that gather them),
-//   the conversion and one FMA. Measured (forced on an AVX-512 machine, 4096 x 14336, M = 1, one thread):
-//   int4 a8 1.7x the exact AVX2 int4 kernel (README, bench/results/cpu/cpu_gemm_avx2_a8.json).
+//   per-token work is two activation loads, the integer dot (two vpmaddubsw and a vpmaddwd for 64 weights:
+//   int4, MXFP4, and int4 + 2:4 expanded to dense int4), the conversion and one FMA. Measured (forced on an
+//   AVX-512 machine, 4096 x 14336, M = 1, one thread): int4 a8 1.7x the exact AVX2 int4 kernel (README,
+//   bench/results/cpu/cpu_gemm_avx2_a8.json).
 // - Tiles of up to 4 tokens (a8_rows): accumulators, the chunk's weight vectors and the constants stay in the 16
 //   ymm registers; at 1-2 tokens consecutive chunks alternate two accumulator sets (the FMA latency).
 
@@ -724,36 +725,112 @@ SK_INLINE void chunks64(int64_t K, Chunk&& chunk, Ahead&& ahead) {
   if (c * 64 < K) chunk(c * 64, false, NA - 1);
 }
 
-// ------------------------------------------ int4: codes (u8, 0..15) x q (s8)
+// ------------------------------------------ int4 and int4 + 2:4: codes (u8, 0..15) x q (s8)
 //
 // vpmaddubsw takes the codes as its unsigned operand and q (-127..127) as the signed one: a pair sum is at most
 // 2 x 15 x 127 = 3810, and even + odd pairs 7620, far from the int16 limit (32767): exact, no saturation. The
-// activations are the VNNI kernels' (unbiased even / odd bytes); the zero point is folded out as there:
+// activations are the VNNI int4 kernel's (unbiased even / odd bytes); the zero point is folded out as there:
 // sum d q (c - z) s = s sum d q c - s z sum d q, the last sum per group and token from QActs::gsum.
-template <int MT>
-void int4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
+//
+// int4 + 2:4 runs the same loop on its codes expanded to dense int4 (`Dense24`): per row and chunk, the 32 kept
+// codes of 64 inputs become the 64 dense ones, the zero point z at the pruned inputs, so that c - z is 0 there
+// and the int4 arithmetic (zero point folded out over every input of a group) is exact. The gather the VNNI
+// kernel does per token (vpermi2b, any byte of 128) has no AVX2 counterpart: vpshufb picks within 16-byte halves,
+// so gathering 32 kept activations took two vpshufb and a vpblendd per token plus ~10 instructions per chunk to
+// turn the positions into shuffle indices, and the kernel streamed at 25% of the read bandwidth (Zen 3, one
+// thread: `git show a20d514:bench/results/cpu/cpu_gemm_zen3.json`). Expanding the weights costs the per-row work
+// once for all the tile's tokens and leaves the per-token work int4's (two vpmaddubsw per 64 inputs, no bias
+// correction): 11-15% less time at one thread (bench/kernels/ab_builds.py, README).
+
+// The kept codes of one 64-input chunk (16 code bytes, 8 metadata bytes) as the 64 dense codes, split like the
+// activations: `ev` holds inputs 0, 2, .., 62 and `od` inputs 1, 3, .., 63 (each 128-bit half one 32-input block).
+// The 32 kept codes are laid out as [lo 0-7, hi 0-7 | lo 8-15, hi 8-15] (code byte g = group g: its first kept
+// value low, its second high), so every dense byte finds its group's codes in its own 128-bit half: index g or
+// 8 + g (g the group within the half), or one with bit 7 set, which vpshufb turns into 0 and vpblendvb into z.
+// The index of a dense input at position i of its group: the first kept slot if p0 = i, else the second if
+// p1 = i, else pruned (weight_at's order): the group's nibble p0 | p1 << 2, XORed with i | i << 2, is looked up
+// in one 16-entry table (p0 ^ i = 0 <=> p0 = i), so even (i = 0, 2) and odd (i = 1, 3) inputs share the table.
+struct Dense24 {
+  __m256i low4, lut, even_pos, odd_pos, group_in_half, dup, nib_shift;
+  Dense24()
+      : low4(_mm256_set1_epi8(0x0F)),
+        // nibble n (p0 ^ i | (p1 ^ i) << 2) -> 0 (slot 0: lo), 8 (slot 1: hi) or 0x80 (pruned)
+        lut(_mm256_broadcastsi128_si256(
+            _mm_setr_epi8(0, 8, 8, 8, 0, -128, -128, -128, 0, -128, -128, -128, 0, -128, -128, -128))),
+        // byte t of a half: group t / 2, position 2 (t % 2) for even inputs and 2 (t % 2) + 1 for odd ones
+        even_pos(_mm256_set1_epi16(0x0A00)),
+        odd_pos(_mm256_set1_epi16(0x0F05)),
+        group_in_half(_mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7))),
+        // each half's byte t <- metadata byte t / 4 (+ 4 in the upper half): groups 2j, 2j + 1 of byte j
+        dup(_mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7,
+                             7, 7)),
+        // words of even groups x 16: every byte's bits 4-7 then hold its group's nibble (an odd group's is there)
+        nib_shift(_mm256_set1_epi32(0x00010010)) {}
+
+  // `full`: 64 inputs; else the last 32 of a row (8 code bytes, 4 metadata bytes): the rest reads as codes 0 at
+  // position 0, which meet the activations' padding (q = 0, d = 0) and add nothing.
+  SK_INLINE void chunk(const uint8_t* cp, const uint8_t* mp, bool full, __m256i zero, __m256i& ev, __m256i& od) const {
+    __m128i c, m8;
+    if (full) {
+      c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cp));
+      m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mp));
+    } else {  // no read past the row
+      c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cp));
+      int32_t w;
+      std::memcpy(&w, mp, 4);
+      m8 = _mm_cvtsi32_si128(w);
+    }
+    const __m256i c2 = _mm256_broadcastsi128_si256(c);
+    const __m256i lo = _mm256_and_si256(c2, low4), hi = _mm256_and_si256(_mm256_srli_epi16(c2, 4), low4);
+    const __m256i kept = _mm256_blend_epi32(_mm256_unpacklo_epi64(lo, hi), _mm256_unpackhi_epi64(lo, hi), 0xF0);
+    const __m256i nib = _mm256_and_si256(
+        _mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(_mm256_broadcastq_epi64(m8), dup), nib_shift), 4),
+        low4);
+    const __m256i ie = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(nib, even_pos)), group_in_half);
+    const __m256i io = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(nib, odd_pos)), group_in_half);
+    ev = _mm256_blendv_epi8(_mm256_shuffle_epi8(kept, ie), zero, ie);
+    od = _mm256_blendv_epi8(_mm256_shuffle_epi8(kept, io), zero, io);
+  }
+};
+
+// kZeros (int4 + 2:4): the zero points are read per chunk (the pruned inputs take them); compiled apart from the
+// symmetric rows, whose z = 8 is a constant (no per-chunk branch, no broadcasts)
+template <int MT, bool kSemi24, bool kZeros = false>
+void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                        int64_t n1) {
   constexpr int NA = MT <= 2 ? 2 : 1;
-  const int64_t half = p.k / 2, G = p.groups();
+  const int64_t G = p.groups();
   const __m256i low = _mm256_set1_epi8(0x0F);
+  const Dense24 dense;
   const EvenOddA8<MT> eo(qa, t0);
   std::vector<int32_t> group_of;
   block_groups(p, group_of, 1);
   RowScalesA8 rs;
   for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* codes = p.codes + n * half;
+    const uint8_t* codes = p.codes + n * (kSemi24 ? p.k / 4 : p.k / 2);
+    const uint8_t* meta = kSemi24 ? p.meta + n * (p.k / 8) : nullptr;
+    const uint8_t* zeros = kZeros ? p.zeros + n * G : nullptr;
     rs.load(p, n, true);
     __m256 acc[NA][MT];
     for (int a = 0; a < NA; ++a)
       for (int t = 0; t < MT; ++t) acc[a][t] = _mm256_setzero_ps();
     auto chunk = [&](int64_t k0, bool full, int a) __attribute__((always_inline)) {
-      const int64_t b = k0 / 2;  // code byte, and even / odd byte, of input k0
-      // past K (a half chunk) the codes are zero: their products vanish whatever the activation bytes
-      const __m256i v = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + b))
-                             : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
-      const __m256i lo = _mm256_and_si256(v, low);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-      const __m256 sv = halves(rs.s[group_of[k0 / 32]], rs.s[group_of[k0 / 32 + 1]]);
+      const int64_t b = k0 / 2;  // even / odd byte of input k0 (int4: also its code byte)
+      const int32_t g0 = group_of[k0 / 32], g1 = group_of[k0 / 32 + 1];
+      __m256i lo, hi;
+      if constexpr (kSemi24) {
+        const __m256i zero = kZeros ? _mm256_inserti128_si256(_mm256_set1_epi8(static_cast<char>(zeros[g0])),
+                                                              _mm_set1_epi8(static_cast<char>(zeros[g1])), 1)
+                                    : _mm256_set1_epi8(8);
+        dense.chunk(codes + k0 / 4, meta + k0 / 8, full, zero, lo, hi);
+      } else {
+        // past K (a half chunk) the codes are zero: their products vanish whatever the activation bytes
+        const __m256i v = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + b))
+                               : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
+        lo = _mm256_and_si256(v, low);
+        hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+      }
+      const __m256 sv = halves(rs.s[g0], rs.s[g1]);
       for (int t = 0; t < MT; ++t) {
         const __m256i d = pairs_to_lanes(
             _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.ev[t] + b))),
@@ -762,13 +839,33 @@ void int4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out,
                                     acc[a][t]);
       }
     };
-    chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) { prefetch(codes + k0 / 2); });
+    if constexpr (kSemi24) {  // 64 bytes of codes per 256 inputs, 64 of positions per 512: a prefetch per line
+      chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) {
+        if ((k0 & 255) == 0) prefetch(codes + k0 / 4);
+        if ((k0 & 511) == 0) prefetch(meta + k0 / 8);
+      });
+    } else {
+      chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) { prefetch(codes + k0 / 2); });
+    }
     for (int t = 0; t < MT; ++t) {
       const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
       out[(t0 + t) * p.n + n] =
           hsum(sum) - dot_a8(rs.sz.data(), &qa.gsum[(t0 + t) * G], G) + (bias ? bias[n] : 0.0f);
     }
   }
+}
+
+template <int MT>
+void int4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
+                       int64_t n1) {
+  int4_a8_avx2_rows<MT, false>(p, qa, t0, out, bias, n0, n1);
+}
+
+template <int MT>
+void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,
+                              int64_t n0, int64_t n1) {
+  if (p.zeros) return int4_a8_avx2_rows<MT, true, true>(p, qa, t0, out, bias, n0, n1);
+  int4_a8_avx2_rows<MT, true, false>(p, qa, t0, out, bias, n0, n1);
 }
 
 // ------------------------------------------ MXFP4: (q + 128) (u8) x 2 E2M1 (s8)
@@ -821,123 +918,6 @@ void mxfp4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out
     for (int t = 0; t < MT; ++t) {  // the table held 2 x E2M1
       const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
       out[(t0 + t) * p.n + n] = 0.5f * hsum(sum) + (bias ? bias[n] : 0.0f);
-    }
-  }
-}
-
-// ------------------------------------------ int4 + 2:4: gathered (q + 128) (u8) x (c - z) (s8)
-//
-// The VNNI kernel gathers the kept activations with vpermi2b (any byte of 128); AVX2's byte shuffle (vpshufb)
-// picks only within a 16-byte half, and a gather within halves is what makes every product count: expanding
-// the codes to dense (zeros at the pruned inputs) would multiply twice the bytes per token. A chunk of 64
-// inputs (16 groups of 4, 16 code bytes, 8 metadata bytes) is read as A = inputs 0..31 and B = 32..63, two
-// loads of the natural activation bytes: the 128-bit halves of A and B hold inputs 0-15, 16-31, 32-47, 48-63,
-// and int32 lane i of the product takes the kept inputs of metadata byte j(i) = 0, 4, 1, 5, 2, 6, 3, 7 (8
-// inputs, 2 groups) from A (even i: j < 4) or B (odd i: j >= 4) with one vpshufb each and a vpblendd. Even
-// lanes then hold block 0 of the chunk and odd lanes block 1: the token's two block scales are one 64-bit
-// broadcast, and the two group scales (and zero points) of the chunk are placed the same way.
-// The shuffle indices of a metadata byte (group 2j low nibble, 2j + 1 high; each nibble the 2-bit positions p0 |
-// p1 << 2 of its first and second kept value) are computed in registers: the byte copied to the 4 bytes of its
-// lane (one vpshufb), its low nibble kept in bytes 0-1 and its high nibble in bytes 2-3 (a vpblendw), then p0
-// for even and p1 for odd bytes by two 16-entry vpshufb lookups and a vpblendvb, plus the bytes' offsets. A
-// 256-entry table read with vpgatherdd did the same in fewer instructions, but a gather is microcoded on AMD
-// Zen (about 20 cycles a chunk on Zen 3: the kernel streamed at 20% of the read bandwidth).
-// The codes are in slot order (code byte g: group g's first kept value low, second high), so a chunk's 16 code
-// bytes, permuted in pairs to the lane order and zero-extended to 16 bits, become the lane bytes with an AND,
-// a shift and an OR. Weights are c - z (z in [0, 15], so -15..15): signed, the activations biased (1..255) as
-// for MXFP4: a pair sum is at most 2 x 255 x 15 = 7650 < 32767, exact; the bias removed with 128 sum (c - z).
-
-template <int MT>
-void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,
-                              int64_t n0, int64_t n1) {
-  constexpr int NA = MT <= 2 ? 2 : 1;
-  const int64_t K = p.k, G = p.groups(), kp = qa.kpad, nb = qa.blocks;
-  // code bytes (as 16-bit pairs) and metadata bytes in lane order j(i) = 0, 4, 1, 5, 2, 6, 3, 7
-  const __m128i pair_order = _mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-  // each lane's metadata byte 4 times (the 8 bytes are in both 128-bit halves: vpshufb stays within a half)
-  const __m256i meta_x4 = _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5,
-                                           2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7);
-  // nibble p0 | p1 << 2 -> p0, -> p1
-  const __m256i first_of = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3));
-  const __m256i second_of = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
-  const __m256i odd_bytes = _mm256_set1_epi16(static_cast<int16_t>(0xFF00)), low4 = _mm256_set1_epi8(0x0F);
-  // bytes 2-3 of a lane index the high nibble's group (+ 4); lanes 2, 3, 6, 7 (metadata bytes 1, 5, 3, 7) take
-  // the upper 8 inputs of their 16-byte half (+ 8)
-  const __m256i offsets = _mm256_setr_epi32(0x04040000, 0x04040000, 0x0C0C0808, 0x0C0C0808, 0x04040000, 0x04040000,
-                                            0x0C0C0808, 0x0C0C0808);
-  const __m256i nib_lo = _mm256_set1_epi16(0x000F), nib_hi = _mm256_set1_epi16(0x0F00);
-  const __m256i ones = _mm256_set1_epi8(1);
-  const uint8_t* xq[MT];
-  const float* dq[MT];
-  for (int t = 0; t < MT; ++t) {
-    xq[t] = &qa.natural[(t0 + t) * kp];
-    dq[t] = &qa.d[(t0 + t) * nb];
-  }
-  std::vector<int32_t> group_of;
-  block_groups(p, group_of, 1);
-  RowScalesA8 rs;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* codes = p.codes + n * (K / 4);
-    const uint8_t* meta = p.meta + n * (K / 8);
-    const uint8_t* zeros = p.zeros ? p.zeros + n * G : nullptr;
-    rs.load(p, n, false);
-    __m256 acc[NA][MT];
-    for (int a = 0; a < NA; ++a)
-      for (int t = 0; t < MT; ++t) acc[a][t] = _mm256_setzero_ps();
-    auto chunk = [&](int64_t k0, bool full, int a) __attribute__((always_inline)) {
-      const uint8_t* cp = codes + k0 / 4;
-      const uint8_t* mp = meta + k0 / 8;
-      __m128i c, m8;
-      if (full) {
-        c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cp));
-        m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mp));
-      } else {  // 8 code bytes and 4 metadata bytes left: no read past the row
-        c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cp));
-        int32_t w;
-        std::memcpy(&w, mp, 4);
-        m8 = _mm_cvtsi32_si128(w);
-      }
-      const __m256i c16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(c, pair_order));
-      const __m256i codes8 = _mm256_or_si256(_mm256_and_si256(c16, nib_lo),
-                                             _mm256_and_si256(_mm256_slli_epi16(c16, 4), nib_hi));
-      const int32_t g0 = group_of[k0 / 32], g1 = group_of[k0 / 32 + 1];
-      const __m256i zero = zeros ? _mm256_blend_epi32(_mm256_set1_epi8(static_cast<char>(zeros[g0])),
-                                                      _mm256_set1_epi8(static_cast<char>(zeros[g1])), 0xAA)
-                                 : _mm256_set1_epi8(8);
-      // a half chunk (the last 32 inputs of a row): its block-1 lanes (odd) get codes 0, weights -z; they meet
-      // the padding of QActs (q = 0, d = 0), so they add 0 x d = 0 whatever their integer sum
-      const __m256i w = _mm256_sub_epi8(codes8, zero);
-      const __m256i wsum = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones, w), _mm256_set1_epi16(1)), 7);
-      const __m256i mb = _mm256_shuffle_epi8(_mm256_broadcastq_epi64(m8), meta_x4);
-      const __m256i nib = _mm256_blend_epi16(_mm256_and_si256(mb, low4),
-                                             _mm256_and_si256(_mm256_srli_epi16(mb, 4), low4), 0xAA);
-      const __m256i idx = _mm256_add_epi8(
-          _mm256_blendv_epi8(_mm256_shuffle_epi8(first_of, nib), _mm256_shuffle_epi8(second_of, nib), odd_bytes),
-          offsets);
-      // [s0, s1, s0, s1, ...]: even lanes block 0, odd lanes block 1
-      const __m256 sv = _mm256_castpd_ps(
-          _mm256_broadcastsd_pd(_mm_castps_pd(_mm_unpacklo_ps(_mm_set_ss(rs.s[g0]), _mm_set_ss(rs.s[g1])))));
-      for (int t = 0; t < MT; ++t) {
-        const uint8_t* x = xq[t] + k0;
-        const __m256i xa = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)), idx);
-        const __m256i xb = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32)), idx);
-        const __m256i xs = _mm256_blend_epi32(xa, xb, 0xAA);
-        const __m256i d = _mm256_sub_epi32(
-            _mm256_madd_epi16(_mm256_maddubs_epi16(xs, w), _mm256_set1_epi16(1)), wsum);
-        // the token's d of blocks k0 / 32 and k0 / 32 + 1 (0 past K: QActs pads d with zeros)
-        const __m256 dv = _mm256_castsi256_ps(
-            _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(dq[t] + k0 / 32))));
-        acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sv, dv), acc[a][t]);
-      }
-    };
-    // 64 bytes of codes per 256 inputs, 32 of positions per 256: a prefetch per line of each
-    chunks64<NA>(K, chunk, [&](int64_t k0) __attribute__((always_inline)) {
-      if ((k0 & 255) == 0) prefetch(codes + k0 / 4);
-      if ((k0 & 511) == 0) prefetch(meta + k0 / 8);
-    });
-    for (int t = 0; t < MT; ++t) {
-      const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
-      out[(t0 + t) * p.n + n] = hsum(sum) + (bias ? bias[n] : 0.0f);
     }
   }
 }

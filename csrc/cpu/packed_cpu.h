@@ -162,15 +162,19 @@ void quantize_block32(const float* x, int64_t k, int8_t* q, float* d);
 struct QActs {
   int64_t m = 0, k = 0, kpad = 0, blocks = 0;
   std::vector<float> d;         // [m, kpad / 32] block scales
-  std::vector<uint8_t> even;    // int4: [m, kpad / 2] q of inputs 0, 2, 4, ... (s8); MXFP4: q + 128 (u8)
+  std::vector<uint8_t> even;    // int4, int4 + 2:4 (AVX2): [m, kpad / 2] q of inputs 0, 2, 4, ... (s8);
+                                // MXFP4: q + 128 (u8)
   std::vector<uint8_t> odd;     // the same for inputs 1, 3, 5, ...
-  std::vector<uint8_t> natural; // int4 + 2:4: [m, kpad] q + 128 (u8), input order
-  std::vector<float> lanes;     // int4, MXFP4: [m, kpad / 8] the d of each 4-byte lane of even / odd
-  std::vector<float> lanes24;   // int4 + 2:4: [m, kpad / 32, 16] the d of each lane of a chunk at block b
-  std::vector<float> gsum;      // int4: [m, G] sum over the group's blocks of d * sum q (zero points)
+  std::vector<uint8_t> natural; // int4 + 2:4 (VNNI): [m, kpad] q + 128 (u8), input order
+  std::vector<float> lanes;     // int4, MXFP4, int4 + 2:4 (AVX2): [m, kpad / 8] the d of each 4-byte lane of even / odd
+  std::vector<float> lanes24;   // int4 + 2:4 (VNNI): [m, kpad / 32, 16] the d of each lane of a chunk at block b
+  std::vector<float> gsum;      // int4, int4 + 2:4 (AVX2): [m, G] sum over the group's blocks of d * sum q
 };
 
-void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa);
+// Which a8 kernels will read the activations: int4 + 2:4 is arranged differently for each (see acts_int8.cpp).
+enum class A8Path : int { kVnni = 0, kAvx2 = 1 };
+
+void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path path);
 
 // x replaced by d * q (what the a8 kernels compute with): the prefill path, and the scalar path (CPUs with
 // neither VNNI nor AVX2), run the exact kernels on it.

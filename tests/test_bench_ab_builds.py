@@ -1,0 +1,40 @@
+"""bench/kernels/ab_builds.py: two checkouts timed in alternating processes on the same weights; bad input is exit 2."""
+
+import json
+
+import pytest
+
+from sparsekit import _ext
+from tests.bench_scripts import REPO, load_script
+
+needs_ext = pytest.mark.skipif(not _ext.cpu_available(), reason="sparsekit._cpu not built")
+
+
+def _ab():
+    return load_script("ab_builds", "kernels")
+
+
+@needs_ext
+def test_a_checkout_against_itself_records_both_builds_on_the_same_weights(tmp_path):
+    out = tmp_path / "ab.json"
+    assert _ab().main(["--base", str(REPO), "--layout", "int4_semi24", "--acts", "int8", "--shape", "64x256",
+                       "--copies", "2", "--rounds", "2", "--seconds", "0.05", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["layout"] == "int4_semi24" and (data["n"], data["k"], data["copies"]) == (64, 256, 2)
+    assert data["builds"]["base"]["tree"] == data["builds"]["new"]["tree"] == str(REPO.resolve())
+    for build in data["builds"].values():
+        assert len(build["turns_ms"]) == 2 and 0 < build["p10_ms"] <= build["ms"]
+        assert build["best_turn_ms"] == min(build["turns_ms"])
+    # int4 g128 + 2:4: 64 rows x (256 / 4 code bytes + 256 / 8 position bytes + 2 fp16 scales)
+    assert data["weight_bytes"] == 64 * (64 + 32 + 4)
+    for key in ("ms", "p10_ms", "best_turn_ms"):
+        assert data["change"][key] == pytest.approx(data["builds"]["new"][key] / data["builds"]["base"][key] - 1)
+
+
+def test_bad_input_is_exit_2_naming_the_constraint(tmp_path, capsys):
+    assert _ab().main(["--base", str(tmp_path), "--shape", "64x100"]) == 2
+    err = capsys.readouterr().err
+    assert "not a sparsekit checkout" in err and "K = 100 must be a multiple of 128" in err
+    assert _ab().main(["--base", str(REPO), "--layout", "semi24", "--acts", "int8", "--shape", "4x128"]) == 2
+    assert "int4, int4_semi24 and mxfp4 only" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
