@@ -168,6 +168,10 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
     assert data["path"] == "auto" and "avx512f" not in data["cpu_flags"] and "avx2" in data["cpu_flags"]
     assert all(r["rel_err"] is None or r["rel_err"] < 1e-5 for r in data["rows"])
     assert gemm.table(data) in readme and "--table --out bench/results/cpu/cpu_gemm_zen3.json" in readme
+    data = json.loads((REPO / "bench" / "results" / "cpu" / "cpu_gemm_zen4.json").read_text())
+    assert data["path"] == "auto" and "avx512_vnni" in data["cpu_flags"] and data["cpu"].startswith("AMD")
+    assert all(r["rel_err"] is None or r["rel_err"] < 1e-5 for r in data["rows"])
+    assert gemm.table(data) in readme and "--table --out bench/results/cpu/cpu_gemm_zen4.json" in readme
 
 
 def test_readme_a8_accuracy_table_is_what_the_script_prints():
