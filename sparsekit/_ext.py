@@ -65,7 +65,9 @@ def info() -> dict:
 def cpu_info() -> dict:
     """What the CPU extension offers here: built version, which of its SIMD paths run on this CPU ('auto'
     takes AVX-512, then AVX2, then the portable scalar path), and which int8-activation decode kernels the
-    'cpu_a8' backend runs ('a8': 'vnni', 'avx2', or 'none': the exact kernels on the quantized activations)."""
+    'cpu_a8' backend runs ('a8': 'vnni', 'avx2', or 'none': the exact kernels on the quantized activations), and
+    where the decode loops prefetch the weight ('prefetch': 'l1:BYTES' or 'l2:BYTES' ahead; SPARSEKIT_CPU_PREFETCH
+    sets it before the first call)."""
     ext = load_cpu()
     if ext is None:
         return {"available": False}
@@ -73,4 +75,6 @@ def cpu_info() -> dict:
             "avx2": bool(ext.has_avx2())}
     if hasattr(ext, "a8_kernels"):  # an extension built before the AVX2 a8 kernels has no such function
         info["a8"] = ext.a8_kernels()
+    if hasattr(ext, "prefetch"):  # nor one built before the per-CPU prefetch plan
+        info["prefetch"] = ext.prefetch()
     return info

@@ -18,8 +18,10 @@ def _ab():
 def test_a_checkout_against_itself_records_both_builds_on_the_same_weights(tmp_path):
     out = tmp_path / "ab.json"
     assert _ab().main(["--base", str(REPO), "--layout", "int4_semi24", "--acts", "int8", "--shape", "64x256",
-                       "--copies", "2", "--rounds", "2", "--seconds", "0.05", "--out", str(out)]) == 0
+                       "--copies", "2", "--rounds", "2", "--seconds", "0.05", "--base-prefetch", "l1:2048",
+                       "--out", str(out)]) == 0
     data = json.loads(out.read_text())
+    assert (data["builds"]["base"]["prefetch"], data["builds"]["new"]["prefetch"]) == ("l1:2048", None)
     assert data["layout"] == "int4_semi24" and (data["n"], data["k"], data["copies"]) == (64, 256, 2)
     assert data["builds"]["base"]["tree"] == data["builds"]["new"]["tree"] == str(REPO.resolve())
     for build in data["builds"].values():
@@ -37,4 +39,6 @@ def test_bad_input_is_exit_2_naming_the_constraint(tmp_path, capsys):
     assert "not a sparsekit checkout" in err and "K = 100 must be a multiple of 128" in err
     assert _ab().main(["--base", str(REPO), "--layout", "semi24", "--acts", "int8", "--shape", "4x128"]) == 2
     assert "int4, int4_semi24 and mxfp4 only" in capsys.readouterr().err
+    assert _ab().main(["--base", str(REPO), "--new-prefetch", "l2:100", "--shape", "4x128"]) == 2
+    assert "--new-prefetch 'l2:100' must be l1:BYTES or l2:BYTES" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written

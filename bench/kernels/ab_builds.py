@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--copies", type=int, default=4, help="weights rotated per call; 1 stays in cache [4]")
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--seconds", type=float, default=0.5, help="timed seconds per turn [0.5]")
+    p.add_argument("--base-prefetch", default=None, metavar="LEVEL:BYTES",
+                   help="SPARSEKIT_CPU_PREFETCH for the base build's runs, e.g. l1:2048 (default: the build's own "
+                        "choice for this CPU); with --base equal to --new it compares two prefetch plans of one build")
+    p.add_argument("--new-prefetch", default=None, metavar="LEVEL:BYTES", help="the same for the new build")
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON")
     p.add_argument("--worker", nargs=2, metavar=("WEIGHTS", "JSON_OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -132,12 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--base {args.base}: not a sparsekit checkout (no sparsekit/ inside)")
     elif not list((args.base / "sparsekit").glob("_cpu*.so")):
         problems.append(f"--base {args.base}: its extension is not built (python setup.py build_ext --inplace there)")
+    for flag, spec in (("--base-prefetch", args.base_prefetch), ("--new-prefetch", args.new_prefetch)):
+        level, _, size = (spec or "l1:64").partition(":")
+        if level not in ("l1", "l2") or not size.isdigit() or int(size) % 64 or not 64 <= int(size) <= 1 << 20:
+            problems.append(f"{flag} {spec!r} must be l1:BYTES or l2:BYTES, BYTES a multiple of 64 in [64, 1048576]")
     if min(args.m, args.threads, args.copies, args.rounds) < 1 or args.seconds <= 0:
         problems.append("--m, --threads, --copies, --rounds must be >= 1 and --seconds > 0")
     if problems:
         print("ab_builds: " + "; ".join(problems), file=sys.stderr)
         return 2
     trees = {"base": args.base.resolve(), "new": args.new.resolve()}
+    plans = {"base": args.base_prefetch, "new": args.new_prefetch}
     with tempfile.TemporaryDirectory(prefix="sparsekit-ab-") as tmp:
         weights = Path(tmp) / "weights.pt"
         sys.path.insert(0, str(trees["new"]))  # packed by the build under test (both rebuild from plain tensors)
@@ -147,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, tree in trees.items():
                 res = Path(tmp) / f"{name}.json"
                 env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS=str(args.threads))
+                env.pop("SPARSEKIT_CPU_PREFETCH", None)
+                if plans[name]:
+                    env["SPARSEKIT_CPU_PREFETCH"] = plans[name]
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(weights), str(res),
                        "--acts", args.acts, "--m", str(args.m), "--threads", str(args.threads),
                        "--seconds", str(args.seconds)]
@@ -163,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, ts in turns.items():
         pooled = sorted(x for t in ts for x in t["times_ms"])
         per_turn = [statistics.median(t["times_ms"]) for t in ts]
-        builds[name] = {"tree": str(trees[name]), "commit": _git_rev(trees[name]), "calls": len(pooled),
+        builds[name] = {"tree": str(trees[name]), "commit": _git_rev(trees[name]), "prefetch": plans[name],
+                        "calls": len(pooled),
                         "ms": statistics.median(pooled), "p10_ms": pooled[len(pooled) // 10],
                         "best_turn_ms": min(per_turn), "turns_ms": per_turn}
         b = builds[name]

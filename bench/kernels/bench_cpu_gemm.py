@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     llc = llc_bytes()
     result = {"cpu": model, "cpu_flags": flags, "llc_bytes": llc, "in_cache": args.in_cache,
               "avx512_path": has.get("avx512", False),
-              "avx2_path": has.get("avx2", False), "path": args.path, "threads": threads,
+              "avx2_path": has.get("avx2", False), "prefetch": has.get("prefetch"), "path": args.path,
+              "threads": threads,
               "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/kernels/bench_cpu_gemm.py " + shlex.join(argv), "bandwidth": {}, "rows": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)

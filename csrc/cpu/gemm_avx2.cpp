@@ -75,12 +75,7 @@ namespace {
 // otherwise leave some of them out of line: a call per 16 weights, and the vectors through memory.
 #define SK_INLINE inline __attribute__((always_inline))
 
-// One core keeps only ~12-16 cache-line misses in flight and the hardware prefetcher does not run far
-// enough ahead of a decode loop (see gemm_avx512.cpp: measured 2x there); each stream is prefetched this far
-// ahead, once per 64-byte line of it.
-constexpr int kPrefetch = 2048;
-
-SK_INLINE void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p) + kPrefetch, _MM_HINT_T0); }
+// Each weight stream is prefetched once per 64-byte line of it (`prefetch_ahead`, packed_cpu.h: measured 2x).
 
 // fp16 -> fp32 in one instruction (F16C), exact as `fp16_to_float` (which GCC leaves out of line: a call, and
 // vzeroupper with every live ymm spilled around it, once per group)
@@ -196,7 +191,7 @@ struct Int4Decoder {
   }
   float row_scale() const { return 1.0f; }
   SK_INLINE void ahead(int64_t k0) {
-    if ((k0 & 127) == 0) prefetch(codes + (k0 >> 1));
+    if ((k0 & 127) == 0) prefetch_ahead(p, codes + (k0 >> 1));
   }
   SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
     g.at(k0);
@@ -222,8 +217,8 @@ struct Int4Semi24Decoder {
   }
   float row_scale() const { return 1.0f; }
   SK_INLINE void ahead(int64_t k0) {
-    if ((k0 & 255) == 0) prefetch(codes + (k0 >> 2));  // 64 bytes of codes per 256 inputs, 32 of positions
-    if ((k0 & 511) == 0) prefetch(meta + (k0 >> 3));
+    if ((k0 & 255) == 0) prefetch_ahead(p, codes + (k0 >> 2));  // 64 bytes of codes per 256 inputs, 32 of positions
+    if ((k0 & 511) == 0) prefetch_ahead(p, meta + (k0 >> 3));
   }
   SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
     g.at(k0);
@@ -247,8 +242,8 @@ struct Semi24Decoder {
   }
   float row_scale() const { return 1.0f; }
   SK_INLINE void ahead(int64_t k0) {
-    if ((k0 & (128 / kBytes - 1)) == 0) prefetch(values + (k0 >> 1) * kBytes);  // 64 bytes of values
-    if ((k0 & 511) == 0) prefetch(meta + (k0 >> 3));
+    if ((k0 & (128 / kBytes - 1)) == 0) prefetch_ahead(p, values + (k0 >> 1) * kBytes);  // 64 bytes of values
+    if ((k0 & 511) == 0) prefetch_ahead(p, meta + (k0 >> 3));
   }
   static SK_INLINE __m128 kept4(const char* v) {
     if (VT == ValueType::kFloat32) return _mm_loadu_ps(reinterpret_cast<const float*>(v));
@@ -274,7 +269,7 @@ struct MXFP4Decoder {
   }
   float row_scale() const { return 1.0f; }
   SK_INLINE void ahead(int64_t k0) {
-    if ((k0 & 127) == 0) prefetch(codes + (k0 >> 1));
+    if ((k0 & 127) == 0) prefetch_ahead(p, codes + (k0 >> 1));
   }
   SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
     const float* lut = kMXFP4.lut[e8m0[k0 / 32]];
@@ -301,7 +296,7 @@ struct Int8Decoder {
   }
   float row_scale() const { return kScaled ? 1.0f : s; }
   SK_INLINE void ahead(int64_t k0) {
-    if ((k0 & 63) == 0) prefetch(codes + k0);
+    if ((k0 & 63) == 0) prefetch_ahead(p, codes + k0);
   }
   SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
     w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k0))));
@@ -434,8 +429,8 @@ void int4_semi24_tile(const Packed& p, const float* x, int64_t t0, float* out, c
         // 64 bytes of codes per 256 inputs, 32 of positions: a pair [k0, k0 + 32) holds a line start when
         // k0 % 256 is 0 or 240 (pairs start at any multiple of 16 when group % 32 == 16)
         if (((k0 + 16) & 255) < 32) {
-          prefetch(codes + ((k0 + 16) >> 2));
-          if (((k0 + 16) & 511) < 32) prefetch(meta + ((k0 + 16) >> 3));
+          prefetch_ahead(p, codes + ((k0 + 16) >> 2));
+          if (((k0 + 16) & 511) < 32) prefetch_ahead(p, meta + ((k0 + 16) >> 3));
         }
         step(c, m, xk, 0);
         step(c + 4, m + 2, xk + 16, NA == 4 ? 2 : 0);
@@ -536,7 +531,7 @@ void int4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const f
         }
       };
       for (int64_t b = b0; b < b1; b += 16) {
-        if ((b & 63) == 0) prefetch(codes + b);
+        if ((b & 63) == 0) prefetch_ahead(p, codes + b);
         eight(b, a[0]);
         eight(b + 8, a[NC - 1]);
       }
@@ -578,7 +573,7 @@ void mxfp4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const 
       }
     };
     for (int64_t b = 0; b < half; b += 16) {
-      if ((b & 63) == 0) prefetch(codes + b);
+      if ((b & 63) == 0) prefetch_ahead(p, codes + b);
       const float* lut = kMXFP4.lut[e8m0[b / 16]];
       eight(b, lut, a[0]);
       eight(b + 8, lut, a[NC - 1]);
@@ -711,7 +706,7 @@ struct EvenOddA8 {
 
 // The chunk loop of a row of K inputs, 64 at a time: chunk(k0, full, set) for the full chunks and, when K % 64
 // is 32, a last half chunk (full = false); consecutive chunks alternate accumulator sets 0 and NA - 1.
-// prefetch(k0) is called for every other chunk (k0 % 128 == 0).
+// prefetch_ahead(p, k0) is called for every other chunk (k0 % 128 == 0).
 template <int NA, class Chunk, class Ahead>
 SK_INLINE void chunks64(int64_t K, Chunk&& chunk, Ahead&& ahead) {
   const int64_t full = K / 64;
@@ -841,11 +836,11 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
     };
     if constexpr (kSemi24) {  // 64 bytes of codes per 256 inputs, 64 of positions per 512: a prefetch per line
       chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) {
-        if ((k0 & 255) == 0) prefetch(codes + k0 / 4);
-        if ((k0 & 511) == 0) prefetch(meta + k0 / 8);
+        if ((k0 & 255) == 0) prefetch_ahead(p, codes + k0 / 4);
+        if ((k0 & 511) == 0) prefetch_ahead(p, meta + k0 / 8);
       });
     } else {
-      chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) { prefetch(codes + k0 / 2); });
+      chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) { prefetch_ahead(p, codes + k0 / 2); });
     }
     for (int t = 0; t < MT; ++t) {
       const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
@@ -914,7 +909,7 @@ void mxfp4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out
                                     acc[a][t]);
       }
     };
-    chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) { prefetch(codes + k0 / 2); });
+    chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) { prefetch_ahead(p, codes + k0 / 2); });
     for (int t = 0; t < MT; ++t) {  // the table held 2 x E2M1
       const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
       out[(t0 + t) * p.n + n] = 0.5f * hsum(sum) + (bias ? bias[n] : 0.0f);

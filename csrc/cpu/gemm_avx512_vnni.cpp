@@ -26,9 +26,6 @@ namespace sparsekit {
 namespace cpu {
 namespace {
 
-// see gemm_avx512.cpp (kPrefetch): one core keeps too few misses in flight without it
-constexpr int kPrefetchA8 = 2048;
-inline void prefetch_a8(const void* p) { _mm_prefetch(static_cast<const char*>(p) + kPrefetchA8, _MM_HINT_T0); }
 
 inline __mmask64 low_bytes(int64_t nb) { return nb >= 64 ? ~__mmask64(0) : ((__mmask64(1) << nb) - 1); }
 
@@ -131,8 +128,8 @@ void int4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, cons
       auto scale = [&](int64_t c) { return _mm512_set1_ps(rs.s[group_of[c]]); };
       int64_t c = 0;
       for (; c + 2 <= full; c += 2) {
-        prefetch_a8(codes + c * 64);
-        prefetch_a8(codes + c * 64 + 64);
+        prefetch_ahead(p, codes + c * 64);
+        prefetch_ahead(p, codes + c * 64 + 64);
         chunk(c * 64, _mm512_loadu_si512(codes + c * 64), scale(c), acc);
         chunk(c * 64 + 64, _mm512_loadu_si512(codes + c * 64 + 64), scale(c + 1), acc1);
       }
@@ -146,7 +143,7 @@ void int4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, cons
         const int64_t b0 = g * p.group / 2, b1 = std::min(half, (g + 1) * p.group / 2);
         for (int t = 0; t < MT; ++t) acc1[t] = _mm512_setzero_ps();
         for (int64_t b = b0; b < b1; b += 64) {
-          prefetch_a8(codes + b);
+          prefetch_ahead(p, codes + b);
           chunk(b, _mm512_maskz_loadu_epi8(low_bytes(b1 - b), codes + b), one, acc1);
         }
         const __m512 sv = _mm512_set1_ps(rs.s[g]);
@@ -208,8 +205,8 @@ void mxfp4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, con
     const uint64_t full = static_cast<uint64_t>(half / 64) * 64;
     uint64_t b = 0;
     for (; b + 128 <= full; b += 128) {
-      prefetch_a8(codes + b);
-      prefetch_a8(codes + b + 64);
+      prefetch_ahead(p, codes + b);
+      prefetch_ahead(p, codes + b + 64);
       chunk(b, _mm512_loadu_si512(codes + b), e4_at(b), acc[0]);
       chunk(b + 64, _mm512_loadu_si512(codes + b + 64), e4_at(b + 64), acc[1]);
     }
@@ -298,8 +295,8 @@ void int4_semi24_a8_rows(const Packed& p, const QActs& qa, int64_t t0, float* ou
       const int64_t full = K / 128;
       int64_t c = 0;
       for (; c + 2 <= full; c += 2) {
-        prefetch_a8(codes + c * 32);
-        if ((c & 3) == 0) prefetch_a8(meta + c * 16);
+        prefetch_ahead(p, codes + c * 32);
+        if ((c & 3) == 0) prefetch_ahead(p, meta + c * 16);
         chunk(c * 128, 32, group_of[c], _mm512_set1_ps(rs.s[group_of[c]]), acc[0]);
         chunk(c * 128 + 128, 32, group_of[c + 1], _mm512_set1_ps(rs.s[group_of[c + 1]]), acc[1]);
       }
@@ -310,7 +307,7 @@ void int4_semi24_a8_rows(const Packed& p, const QActs& qa, int64_t t0, float* ou
         const int64_t k_end = std::min(K, (g + 1) * p.group);
         for (int t = 0; t < MT; ++t) acc[1][t] = _mm512_setzero_ps();
         for (int64_t k0 = g * p.group; k0 < k_end; k0 += 128) {
-          prefetch_a8(codes + k0 / 4);
+          prefetch_ahead(p, codes + k0 / 4);
           chunk(k0, std::min<int64_t>(128, k_end - k0) / 4, g, _mm512_set1_ps(1.0f), acc[1]);
         }
         const __m512 sv = _mm512_set1_ps(rs.s[g]);

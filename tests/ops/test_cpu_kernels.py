@@ -337,3 +337,41 @@ def test_loading_the_library_runs_no_simd_instructions():
             call = re.search(r"\b(?:call|jmp)\w*\s+[0-9a-f]+ <([^>@+]+)", line)
             if call:
                 todo.append(call.group(1))
+
+
+_PLAN_SCRIPT = """
+import sys, torch
+from tests.ops.test_cpu_kernels import THREAD_CASES, make
+from sparsekit import _ext
+from sparsekit.ops.backends.cpu import cpu_linear
+x = torch.randn(3, 256, generator=torch.Generator().manual_seed(7))
+outs = {f"{kind}-{acts}": cpu_linear(x[:m], make(kind, 40, 256, group=128), acts=acts)
+        for kind, acts in THREAD_CASES for m in (1, 3)}
+torch.save({"plan": _ext.cpu_info()["prefetch"], "outs": outs}, sys.argv[1])
+"""
+
+
+def test_prefetch_plans_change_no_bit_and_a_bad_plan_names_its_constraint(tmp_path):
+    """SPARSEKIT_CPU_PREFETCH moves where the decode loops' prefetches land (binding.cpp, packed_cpu.h): a hint
+    to the cache, so every layout gives the same bits under any plan. Read once per process: each plan runs in
+    a process of its own."""
+    import subprocess
+    import sys
+
+    from tests.bench_scripts import REPO
+
+    results = {}
+    for plan in ("l1:64", "l2:8192"):
+        out = tmp_path / f"{plan.replace(':', '_')}.pt"
+        env = dict(os.environ, SPARSEKIT_CPU_PREFETCH=plan, OMP_NUM_THREADS="1")
+        subprocess.run([sys.executable, "-c", _PLAN_SCRIPT, str(out)], cwd=REPO, env=env, check=True)
+        results[plan] = torch.load(out)
+        assert results[plan]["plan"] == plan
+    a, b = results["l1:64"]["outs"], results["l2:8192"]["outs"]
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    for bad, says in (("l3:4096", "'l1:BYTES' or 'l2:BYTES'"), ("l2:100", "multiple of 64 bytes"),
+                      ("l1:", "multiple of 64 bytes")):
+        env = dict(os.environ, SPARSEKIT_CPU_PREFETCH=bad)
+        done = subprocess.run([sys.executable, "-c", "from sparsekit import _ext; _ext.load_cpu().prefetch()"],
+                              cwd=REPO, env=env, capture_output=True, text=True)
+        assert done.returncode != 0 and says in done.stderr, (bad, done.stderr[-500:])
