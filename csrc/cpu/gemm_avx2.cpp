@@ -706,7 +706,7 @@ struct EvenOddA8 {
 
 // The chunk loop of a row of K inputs, 64 at a time: chunk(k0, full, set) for the full chunks and, when K % 64
 // is 32, a last half chunk (full = false); consecutive chunks alternate accumulator sets 0 and NA - 1.
-// prefetch_ahead(p, k0) is called for every other chunk (k0 % 128 == 0).
+// ahead(k0) is called for every other chunk (k0 % 128 == 0).
 template <int NA, class Chunk, class Ahead>
 SK_INLINE void chunks64(int64_t K, Chunk&& chunk, Ahead&& ahead) {
   const int64_t full = K / 64;
