@@ -83,7 +83,8 @@ bool cpu_has_a8() {
 
 // Where the decode loops prefetch the weight streams (packed_cpu.h, `prefetch_ahead`). The default is measured
 // per vendor; SPARSEKIT_CPU_PREFETCH="l1:2048" / "l2:8192" (level:bytes) overrides it, to measure another.
-//   Intel (a Xeon, AVX-512): into L1, 2 KB ahead (int4 4096 x 14336 from DRAM 2.2x faster than no prefetch).
+//   Intel (a Xeon, AVX-512): into L1, 2 KB ahead (without any prefetch, int4 4096 x 14336 ran at 8.7 ms from
+//   DRAM against 4.0 ms from L3 there).
 //   AMD Zen 4: into L2, 8 KB ahead. prefetcht0 holds one of the core's few L1 miss buffers until its line
 //   arrives, which caps what one core has in flight at 2 KB ahead; prefetcht1 is tracked by L2. One thread,
 //   4096 x 14336, M = 1, against l1:2048 (bench/results/cpu/ab_prefetch_zen4_*.json): 2:4 bf16 and the a8
