@@ -13,7 +13,8 @@
 # under its own `timeout` (a hang costs only that step) within GPU_CHECK_BUDGET seconds (default 360);
 # the last two run only if time is left:
 #   env          versions, device, which sparsekit is imported (steps.jsonl, first line)
-#   build        sparsekit._C for this GPU only (sm_90a on H100/H200; TORCH_CUDA_ARCH_LIST overrides) -> build.log
+#   build        sparsekit._C for this GPU only (sm_90a on H100/H200; TORCH_CUDA_ARCH_LIST overrides), with a
+#                C++ compiler that links libstdc++ dynamically; an extension error must reach Python -> build.log
 #   cuda_tests   the extension's correctness tests, one JSON line per test as it ends -> tests.jsonl
 #   probe        scripts/layout_probe.py: one-hot weights through each CUDA kernel, output and reference
 #                side by side -> layout_probe.pt, layout_probe.json
@@ -47,14 +48,16 @@ usage() { sed -n '3,/^set -uo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; }
 
 step_env() {
   python3 - "$OUT/steps.jsonl" "$STATE" <<'PY'
-import json, os, platform, subprocess, sys
+import datetime, json, os, platform, subprocess, sys
 import torch
 try:
     import gguf  # noqa: F401
     gguf_state = "importable"
 except ImportError as exc:
     gguf_state = f"not importable: {exc}"
-info = {"record": "env", "mode": os.environ["GPU_CHECK_MODE"], "python": platform.python_version(),
+info = {"record": "env", "mode": os.environ["GPU_CHECK_MODE"],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
         "torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
         "root": os.environ["ROOT"], "gguf": gguf_state}
 if torch.cuda.is_available():
@@ -96,9 +99,52 @@ PY
   return "$rc"
 }
 
+# The C++ compiler for the extension: the first of $CXX, the `g++` on PATH and /usr/bin/g++ whose shared
+# libraries link libstdc++ dynamically. A copy of libstdc++ linked into sparsekit._C has its own exception
+# type information, so an error the extension raises (a TORCH_CHECK) is not recognised by torch's handler
+# and the process dies with SIGSEGV instead of raising RuntimeError: the GPU image's default /opt/gcc/bin/g++
+# (a wrapper of Ubuntu's g++ 13) links it statically, and every error-path test crashed (2026-12-04).
+pick_compiler() {
+  local cxx probe="$STATE/libstdcxx_probe"
+  for cxx in ${CXX:-} g++ /usr/bin/g++; do
+    command -v "$cxx" >/dev/null 2>&1 || continue
+    # ldd's output captured whole: `ldd | grep -q` can fail under pipefail when grep exits first (SIGPIPE)
+    if echo 'int sparsekit_probe() { throw 1; }' | "$cxx" -x c++ -shared -fPIC -o "$probe.so" - 2>/dev/null &&
+        [[ $(ldd "$probe.so" 2>/dev/null) == *libstdc++* ]]; then
+      export CXX=$cxx
+      case $cxx in *g++) export CC=${cxx%g++}gcc ;; esac  # nvcc's host compiler, the same installation
+      echo "C++ compiler: $CXX ($("$CXX" --version | head -n 1)); links libstdc++ dynamically"
+      return 0
+    fi
+    echo "C++ compiler $cxx links libstdc++ statically (or failed): not used"
+  done
+  echo "no C++ compiler here links libstdc++ dynamically; errors raised by the extension would crash the process"
+  return 1
+}
+
+# An error raised by the extension must reach Python as RuntimeError, in a child process so that a crash
+# is reported here rather than taking a test run down with it.
+check_ext_errors() {
+  python3 -c 'import torch
+from sparsekit import _ext
+try:
+    _ext.load().compiled_arch(torch.cuda.device_count())
+except RuntimeError as exc:
+    print("extension errors reach Python:", exc)
+else:
+    raise SystemExit("compiled_arch accepted an out-of-range device index")'
+  local rc=$?
+  if [ "$rc" -ge 128 ]; then
+    echo "an error raised by sparsekit._C killed the process (signal $((rc - 128))); its libstdc++:"
+    ldd sparsekit/_C*.so | grep -E 'libstdc|libgcc' || echo "  (none: linked statically)"
+  fi
+  return "$rc"
+}
+
 step_build() {
   export TORCH_CUDA_ARCH_LIST
   TORCH_CUDA_ARCH_LIST=$(cat "$STATE/arch")
+  pick_compiler || return 1
   if [ "$MODE" = rehearse ]; then
     (
       set -e
@@ -106,7 +152,7 @@ step_build() {
       python3 -c "import setuptools, torch.utils.cpp_extension as c; print('cpp_extension ok, CUDA_HOME =', c.CUDA_HOME)"
       SPARSEKIT_BUILD_EXT=0 python3 setup.py --version
       ls csrc/binding.cpp csrc/*.cu
-      echo "would run: TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$(nproc) SPARSEKIT_BUILD_EXT=1" \
+      echo "would run: CXX=$CXX TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$(nproc) SPARSEKIT_BUILD_EXT=1" \
            "python3 setup.py build_ext --inplace"
     ) > "$OUT/build.log" 2>&1
     local rc=$?
@@ -118,7 +164,8 @@ step_build() {
   local rc=$?
   tail -n 15 "$OUT/build.log"
   [ "$rc" -eq 0 ] || { echo "extension build failed (build.log)"; return "$rc"; }
-  python3 -c "import json; from sparsekit import _ext; i = _ext.info(); print(json.dumps(i)); assert i['available']"
+  python3 -c "import json; from sparsekit import _ext; i = _ext.info(); print(json.dumps(i)); assert i['available']" &&
+    check_ext_errors
 }
 
 pytest_jsonl() {  # pytest_jsonl STEP ARGS...: pytest with a JSON line per result appended to tests.jsonl
@@ -356,6 +403,7 @@ while [ $# -gt 0 ]; do
     --rehearse) MODE=rehearse-copy ;;
     --rehearsed) MODE=rehearse ;;   # internal: the rehearsal, inside the copy
     --run-step) MODE=$GPU_CHECK_MODE; cd "$ROOT" && "step_$2"; exit $? ;;  # internal: one step, under timeout
+    --pick-compiler) STATE=$(mktemp -d); pick_compiler; rc=$?; rm -rf "$STATE"; exit $rc ;;  # internal: tests
     -h | --help) usage; exit 0 ;;
     -*) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) OUT_ARG=$1 ;;

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -205,3 +206,85 @@ def test_rehearsal_fails_when_a_step_cannot_run(tmp_path):
                        env=env, timeout=300)
     assert r.returncode != 0, r.stdout
     assert "REHEARSAL ERROR" in r.stdout and "step env: skipped" in r.stdout
+
+
+def _compiler_env(cxx: str, path: str) -> dict:
+    return {**os.environ, "CXX": cxx, "PATH": path}
+
+
+@pytest.mark.skipif(not shutil.which("g++") or not shutil.which("ldd"), reason="needs g++ and ldd")
+def test_build_refuses_a_compiler_that_links_libstdcxx_statically(tmp_path):
+    """The GPU image's default g++ links libstdc++ into the extension, and then every error the extension
+    raises kills the process (SIGSEGV) instead of raising RuntimeError: the build step must pass it over."""
+    gxx = shutil.which("g++")
+    static = tmp_path / "static" / "g++"
+    static.parent.mkdir()
+    static.write_text(f'#!/bin/sh\nexec {gxx} -static-libstdc++ "$@"\n')
+    static.chmod(0o755)
+    tools = os.pathsep.join(str(Path(shutil.which(t)).parent) for t in ("ldd", "mktemp", "dirname", "rm", "head"))
+    # the static wrapper named by CXX: passed over, the g++ on PATH taken, with its gcc as nvcc's host compiler
+    r = subprocess.run(["bash", str(SCRIPT), "--pick-compiler"], capture_output=True, text=True,
+                       env=_compiler_env(str(static), f"{Path(gxx).parent}{os.pathsep}{tools}"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{static} links libstdc++ statically" in r.stdout and "C++ compiler: g++ (" in r.stdout
+    # only static compilers to be found: the step fails, saying why
+    r = subprocess.run(["bash", str(SCRIPT), "--pick-compiler"], capture_output=True, text=True,
+                       env=_compiler_env(str(static), f"{static.parent}{os.pathsep}{tools}"))
+    if Path("/usr/bin/g++").exists():  # the script's last resort, outside PATH: then it is taken
+        assert r.returncode == 0 and "C++ compiler: /usr/bin/g++" in r.stdout, r.stdout
+    else:
+        assert r.returncode == 1 and "no C++ compiler here links libstdc++ dynamically" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------------- what a GPU call brought back
+
+def _gpu_results():
+    spec = importlib.util.spec_from_file_location("gpu_results", REPO / "scripts" / "gpu_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_lines(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_gpu_results_keeps_a_crashed_test_step_and_its_log(tmp_path):
+    first, second = tmp_path / "1", tmp_path / "2"
+    first.mkdir(), second.mkdir()
+    env = {"record": "env", "device": "NVIDIA H200", "sms": 132, "torch": "2.11", "cuda": "13.0", "triton": "3.6",
+           "date": "2026-12-04T01:50:00+00:00"}
+    _write_lines(first / "steps.jsonl", [env, {"record": "step", "step": "cuda_tests", "status": "failed", "rc": 139,
+                                               "seconds": 7, "note": ""}])
+    (first / "gpu_check.log").write_text("== cuda_tests (timeout 90s, 69s elapsed)\n..Fatal Python error: Segmentation "
+                                         "fault\n\nCurrent thread 0x1 (most recent call first):\n  File \"t.py\", line "
+                                         "24 in test_bad\n== cuda_tests: failed (exit 139, 7s)\n")
+    _write_lines(first / "tests.jsonl", [{"step": "cuda_tests", "nodeid": "t.py::test_ok", "outcome": "passed"}])
+    _write_lines(first / "bench.jsonl", [
+        {"record": "run", "copy_bandwidth_gbps": 4000.0, "date": "2026-12-04T01:52:00+00:00"},
+        *({"record": "row", "shape": "s", "m": 1, "kernel": k, "ms": ms, "speedup_vs_dense": 0.02 / ms,
+           "bw_fraction": 0.5} for k, ms in (("dense", 0.02), ("cuda_semi24", 0.01)))])
+    _write_lines(second / "tests.jsonl", [{"step": "rerun", "nodeid": "t.py::test_ok", "outcome": "passed"},
+                                          {"step": "rerun", "nodeid": "t.py::test_no", "outcome": "failed",
+                                           "when": "call", "longrepr": "AssertionError"},
+                                          {"step": "rerun", "exitstatus": 1}])
+    out = tmp_path / "gpu" / "r.json"
+    module = _gpu_results()
+    assert module.main([str(first), "--also", str(second), "--note", "why", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["env"]["device"] == "NVIDIA H200" and data["notes"] == ["why"]
+    crashed, rerun = data["tests"]["cuda_tests"], data["tests"]["rerun@2"]
+    assert not crashed["session_ended"] and crashed["last_result"] == "t.py::test_ok"
+    assert rerun["session_ended"] and rerun["outcomes"] == {"passed": 1, "failed": 1}
+    assert rerun["failures"][0]["nodeid"] == "t.py::test_no"
+    assert any("in test_bad" in line for line in data["steps"][0]["log_tail"])  # the frame that died
+    printed = module.table(data)
+    assert "| s | 1 | 0.0200 | 2.00x (0.50) |" in printed and "| rerun@2 | 1 | 1 | 0 | yes |" in printed
+
+
+def test_gpu_results_refuses_a_folder_that_is_not_a_gpu_check_output(tmp_path, capsys):
+    module = _gpu_results()
+    assert module.main([str(tmp_path), "--out", str(tmp_path / "r.json")]) == 2
+    assert "no env record" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+    assert module.main([str(tmp_path / "missing")]) == 2
+    assert module.main(["--table", str(tmp_path / "missing.json")]) == 2

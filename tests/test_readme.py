@@ -1,5 +1,6 @@
 """Every number in the README's results table comes from a committed result file (and its command)."""
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -310,3 +311,17 @@ def test_readme_heal_speed_table_is_what_the_script_prints():
     for r in data["rows"]:
         assert r["steps"] >= 1 and abs(r["seconds_per_step"] * r["steps"] - r["seconds"]) < 1e-6
         assert abs(r["recipe_minutes"] - r["seconds_per_step"] * data["recipe_steps"] / 60) < 1e-6
+
+
+def test_readme_gpu_tables_are_what_the_script_prints():
+    spec = importlib.util.spec_from_file_location("gpu_results", REPO / "scripts" / "gpu_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (REPO / "README.md").read_text()
+    results = sorted((REPO / "bench" / "results" / "gpu").glob("*.json"))
+    assert results, "no committed GPU result"
+    for path in results:
+        data = json.loads(path.read_text())
+        assert data["command"].startswith("python scripts/gpu_results.py ") and data["env"]["device"]
+        assert module.table(data) in readme, f"README lacks the tables of {path.name}"
+        assert f"python scripts/gpu_results.py --table {path.relative_to(REPO)}" in readme

@@ -17,6 +17,10 @@ def versions() -> dict[str, str | None]:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             out[dist] = None
+    if out["sparsekit"] is None:  # imported from a source tree that was never installed (the GPU machine)
+        from sparsekit import __version__
+
+        out["sparsekit"] = f"{__version__} (source tree)"
     out["cuda"] = torch.version.cuda
     return out
 
