@@ -663,6 +663,10 @@ class Heal:
     tokens: the budget, in training tokens (windows of `seqlen` tokens, `batch_size` per step).
     lr: AdamW peak learning rate (linear warm-up over the first `warmup` fraction, then linear decay).
     temperature: of the softened distributions in the KL loss (the loss is scaled by T^2).
+    squarehead: weight of SquareHead feature distillation added to the KL loss (Kurtic et al. 2023, the
+        loss Sparse-Llama-3.1-8B-2of4 was healed with): the sum over decoder blocks of the mean squared
+        error between student and teacher hidden states, each divided by the teacher's mean square. 0 (the
+        default) distils the logits only; the paper's weight is 1.
     seed: draws the training windows (another draw than calibration's seed 0).
     resume: a folder for the resumable state (written every `save_every` steps; a later run of the same
         step continues from it), or null.
@@ -680,6 +684,7 @@ class Heal:
     lr: float = 1e-4
     warmup: float = 0.05
     temperature: float = 1.0
+    squarehead: float = 0.0
     seed: int = 1
     resume: str | None = None
     save_every: int = 25
@@ -696,6 +701,8 @@ class Heal:
             raise SparsekitError(f"{s}: lr must be > 0, got {self.lr}")
         if not float(self.temperature) > 0:
             raise SparsekitError(f"{s}: temperature must be > 0, got {self.temperature}")
+        if not float(self.squarehead) >= 0:
+            raise SparsekitError(f"{s}: squarehead must be >= 0 (a loss weight), got {self.squarehead}")
         self.warmup = _fraction(s, "warmup", self.warmup, upper_open=True)
         if self.resume is not None and not isinstance(self.resume, str):
             raise SparsekitError(f"{s}: resume must be a folder path or null, got {self.resume!r}")

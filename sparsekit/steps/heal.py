@@ -1,9 +1,15 @@
 """Healing by distillation: the compressed model (student) learns the next-token distributions of the model
 as it entered the recipe (teacher) on C4 windows, with its sparsity held exactly.
 
-Loss per token (Hinton et al.'s distillation; the recipe Sparse-Llama-3.1-8B-2of4 was healed with):
+Loss per token (Hinton et al.'s distillation), plus, with `squarehead: w > 0`, SquareHead feature
+distillation (Kurtic et al. 2023, "Sparse Fine-tuning for Inference Acceleration of Large Language
+Models"; the model card of Sparse-Llama-3.1-8B-2of4 names it as its healing loss):
 
     L = T^2 * KL( softmax(z_teacher / T) || softmax(z_student / T) )
+        + w * sum_l MSE(h_student^l, h_teacher^l) / MSE(h_teacher^l, 0)
+
+over the hidden state after each decoder block l (the last one after the final norm, as the model reports
+it). Dividing by the teacher's mean square puts every block on one scale, whatever its activations' size.
 
 - **What trains**: every parameter inside the decoder blocks (projections and norms); embeddings, the
   final norm and the LM head stay frozen (a tied head stays tied to unchanged embeddings).
@@ -25,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -57,6 +63,16 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     s = F.log_softmax(student_logits.float().reshape(-1, student_logits.shape[-1]) / t, dim=-1)
     p = F.log_softmax(teacher_logits.float().reshape(-1, teacher_logits.shape[-1]) / t, dim=-1)
     return F.kl_div(s, p, log_target=True, reduction="batchmean") * t * t
+
+
+def squarehead_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum over blocks of MSE(student, teacher) / MSE(teacher, 0) (fp32): 0 when every hidden state matches."""
+    if len(student_hidden) != len(teacher_hidden) or not student_hidden:
+        raise SparsekitError(f"heal: squarehead needs as many student as teacher hidden states, got "
+                             f"{len(student_hidden)} and {len(teacher_hidden)}")
+    terms = [F.mse_loss(s.float(), t.float()) / t.float().pow(2).mean().clamp_min(1e-12)
+             for s, t in zip(student_hidden, teacher_hidden)]
+    return torch.stack(terms).sum()
 
 
 def loss_curve(losses: list[float], parts: int = 10) -> list[float]:
@@ -118,6 +134,7 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
         opt.load_state_dict(state["optimizer"])
         begin, losses = int(state["step"]), list(state["losses"])
     cast = settings.autocast_dtype(device)
+    features = step.squarehead > 0
     teacher.eval()
     model.train(False)  # no dropout: the student is trained as it will run
     bar = tqdm(range(begin, total), desc="healing", unit="step", disable=not progress, initial=begin, total=total)
@@ -127,9 +144,12 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
             for group in opt.param_groups:
                 group["lr"] = step.lr * lr_factor(k, total, step.warmup)
             with torch.no_grad(), autocast(device, cast):
-                target = teacher(input_ids=batch, use_cache=False).logits
+                target = teacher(input_ids=batch, use_cache=False, output_hidden_states=features)
             with torch.enable_grad(), autocast(device, cast):
-                loss = distill_loss(model(input_ids=batch, use_cache=False).logits, target, step.temperature)
+                out = model(input_ids=batch, use_cache=False, output_hidden_states=features)
+                loss = distill_loss(out.logits, target.logits, step.temperature)
+                if features:  # hidden_states[0] is the embedding output: frozen, the same in both models
+                    loss = loss + step.squarehead * squarehead_loss(out.hidden_states[1:], target.hidden_states[1:])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             masked_step(opt, params, keep)

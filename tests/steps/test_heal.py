@@ -9,7 +9,7 @@ from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import get_adapter
 from sparsekit.prune.patterns import is_nm
 from sparsekit.recipe import Heal, Recipe
-from sparsekit.steps.heal import distill_loss, loss_curve
+from sparsekit.steps.heal import distill_loss, loss_curve, squarehead_loss
 from sparsekit.steps.records import HealRecord, StepRecord
 
 OPTS = dict(nsamples=4, seqlen=32, progress=False)
@@ -33,6 +33,43 @@ def test_distill_loss_is_kl_and_zero_on_equal_logits():
     kl = (p * (torch.log_softmax(t, -1) - torch.log_softmax(z, -1))).sum(-1).mean()
     assert float(distill_loss(z, t)) == pytest.approx(float(kl), rel=1e-5)
     assert float(distill_loss(z, t, 2.0)) != pytest.approx(float(kl), rel=1e-3)
+
+
+def test_squarehead_loss_is_the_papers_sum_of_normalised_errors():
+    teacher = [torch.randn(2, 5, 8) * scale for scale in (1.0, 10.0, 0.1)]
+    assert float(squarehead_loss(teacher, teacher)) == 0.0
+    student = [t + 0.5 * torch.randn_like(t) for t in teacher]
+    by_hand = sum(((s - t) ** 2).mean() / (t ** 2).mean() for s, t in zip(student, teacher))
+    assert float(squarehead_loss(student, teacher)) == pytest.approx(float(by_hand), rel=1e-5)
+    # each block's term is relative: scaling one block's states (both models) leaves the loss unchanged
+    scaled = squarehead_loss([student[0], 7 * student[1], student[2]], [teacher[0], 7 * teacher[1], teacher[2]])
+    assert float(scaled) == pytest.approx(float(by_hand), rel=1e-5)
+    with pytest.raises(SparsekitError, match="as many student as teacher hidden states"):
+        squarehead_loss(student[:2], teacher)
+
+
+def test_heal_with_squarehead_keeps_the_mask_and_closes_the_gap(tiny_dir, data_dir):
+    pruned = compress(str(tiny_dir), [PRUNE], data_dir=data_dir, **OPTS)
+    healed = compress(str(tiny_dir), [PRUNE, _heal(squarehead=1.0)], data_dir=data_dir, **OPTS)
+    logits_only = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
+    record = healed.steps[-1]
+    assert record.loss_last < record.loss_first
+    # the same first batch and student: the feature term is added on top of the KL
+    assert record.loss_first > logits_only.steps[-1].loss_first
+    for name, mask in healed.masks.items():
+        w = healed.model.get_submodule(name).weight
+        assert bool((w[~mask] == 0).all()) and is_nm(mask, 2, 4)
+    ids = torch.randint(0, healed.model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(5))
+    from transformers import AutoModelForCausalLM
+
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    with torch.no_grad():
+        t = teacher(ids, output_hidden_states=True).hidden_states[1:]
+        before = squarehead_loss(pruned.model(ids, output_hidden_states=True).hidden_states[1:], t)
+        after = squarehead_loss(healed.model(ids, output_hidden_states=True).hidden_states[1:], t)
+        after_kl = squarehead_loss(logits_only.model(ids, output_hidden_states=True).hidden_states[1:], t)
+    # the student's hidden states moved toward the teacher's, further than distilling the logits alone moves them
+    assert float(after) < float(before) and float(after) < float(after_kl)
 
 
 def test_loss_curve_means_each_tenth():
@@ -100,6 +137,8 @@ def test_recipe_order_and_options():
         Heal(tokens=10, seqlen=32, batch_size=2)
     with pytest.raises(SparsekitError, match="heal: lr must be > 0"):
         Heal(lr=0)
+    with pytest.raises(SparsekitError, match="heal: squarehead must be >= 0"):
+        Heal(squarehead=-1.0)
     with pytest.raises(SparsekitError, match="heal: teacher must be a model name or folder"):
         Heal(teacher="")
     r = Recipe.from_list([PRUNE, _heal(resume="x")])
