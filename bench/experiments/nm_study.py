@@ -91,13 +91,13 @@ ROWS: dict[str, dict] = {
     "sparsegpt+permute+reconstruct-model+heal-655k-lr5e-4": {"method": "sparsegpt", "permute": True,
                                                              "reconstruct": TO_MODEL,
                                                              "heal": {"tokens": 655_360, "lr": 5e-4}},
-    # healing the better fit (64x8) for a short budget (40 steps), by the KL of the logits alone and with
-    # SquareHead feature distillation added (weight 1, the paper's): the same windows, a paired comparison
-    "sparsegpt+permute+reconstruct-model-64x8+heal-82k-lr5e-4": {
-        "method": "sparsegpt", "permute": True, "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64},
-        "heal": {"tokens": 81_920, "lr": 5e-4}},
-    "sparsegpt+permute+reconstruct-model-64x8+heal-82k-lr5e-4-squarehead": {
-        "method": "sparsegpt", "permute": True, "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64},
+    # a short heal (40 steps) by the KL of the logits alone and with SquareHead feature distillation added
+    # (weight 1, the paper's): the same pruned model and windows, a paired comparison of the two losses
+    "sparsegpt+permute+reconstruct-model+heal-82k-lr5e-4": {"method": "sparsegpt", "permute": True,
+                                                            "reconstruct": TO_MODEL,
+                                                            "heal": {"tokens": 81_920, "lr": 5e-4}},
+    "sparsegpt+permute+reconstruct-model+heal-82k-lr5e-4-squarehead": {
+        "method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
         "heal": {"tokens": 81_920, "lr": 5e-4, "squarehead": 1.0}},
 }
 #: the healing step of the `+heal` rows (`bench/recipes/best-2-4-healed.yaml`): 160 steps of 4 x 512 C4 tokens,
