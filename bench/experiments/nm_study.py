@@ -99,6 +99,9 @@ ROWS: dict[str, dict] = {
     "sparsegpt+permute+reconstruct-model+heal-82k-lr5e-4-squarehead": {
         "method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
         "heal": {"tokens": 81_920, "lr": 5e-4, "squarehead": 1.0}},
+    # the same short heal at 50% unstructured (no permutation there), from the 4-epoch fit of the row above
+    "sparsegpt+reconstruct-model+heal-82k-lr5e-4": {"method": "sparsegpt", "reconstruct": TO_MODEL,
+                                                    "heal": {"tokens": 81_920, "lr": 5e-4}},
 }
 #: the healing step of the `+heal` rows (`bench/recipes/best-2-4-healed.yaml`): 160 steps of 4 x 512 C4 tokens,
 #: distilled from the dense model; sized so that pruning + healing run in well under 2 hours on this machine
