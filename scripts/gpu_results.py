@@ -67,8 +67,8 @@ def _tests(records: list[dict], source: str) -> dict[str, dict]:
 def _model_speed(folder: Path) -> list[dict]:
     rows = _lines(folder / "model_speed.jsonl")
     for path in sorted(folder.glob("**/model_speed_*.json")):
-        rows.append({"variant": ",".join(json.loads(path.read_text())["rows"]), "source": folder.name,
-                     **json.loads(path.read_text())})
+        record = json.loads(path.read_text())
+        rows.append({"variant": ",".join(record["rows"]), "source": folder.name, **record})
     return rows
 
 
