@@ -148,6 +148,21 @@ def table(data: dict) -> str:
     return "\n".join(out)
 
 
+def _default_out(folder: Path, kind: str, stamp: str, env_date: str | None) -> Path:
+    """<kind>_<date>.json, or <kind>_<date>T<HHMM>.json when the first name holds another run's result: a
+    second lease on the same day must not overwrite the first one's record (collecting the same run again
+    does overwrite it)."""
+    out = folder / f"{kind}_{stamp[:10]}.json"
+    if out.is_file():
+        try:
+            earlier = json.loads(out.read_text()).get("env", {}).get("date")
+        except (json.JSONDecodeError, AttributeError):
+            earlier = None
+        if earlier != env_date:
+            out = folder / f"{kind}_{stamp[:10]}T{stamp[11:13]}{stamp[14:16]}.json"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path, nargs="?",
@@ -156,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also", type=Path, action="append", default=[], help="a later call's output folder")
     ap.add_argument("--note", action="append", default=[], help="what the calls found, in words (repeatable)")
     ap.add_argument("--out", type=Path, default=None, help=f"the JSON to write (default {OUT.relative_to(ROOT)}/"
-                    "<kind>_<date>.json)")
+                    "<kind>_<date>.json, or <kind>_<date>T<HHMM>.json beside another run of that day)")
     args = ap.parse_args(argv)
     if args.table is not None:
         if not args.table.is_file():
@@ -177,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env = result["env"]
     dates = [env.get("date"), (result["layout_probe"] or {}).get("date"), *(r.get("date") for r in result["bench_runs"])]
-    date = next((d for d in dates if d), "undated")[:10]
+    stamp = next((d for d in dates if d), "undated")
     kind = re.sub(r"[^a-z0-9]+", "-", str(env.get("device", "gpu")).lower()).strip("-")
-    out = args.out or OUT / f"{kind}_{date}.json"
+    out = args.out or _default_out(OUT, kind, stamp, env.get("date"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")

@@ -288,3 +288,15 @@ def test_gpu_results_refuses_a_folder_that_is_not_a_gpu_check_output(tmp_path, c
     assert "no env record" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
     assert module.main([str(tmp_path / "missing")]) == 2
     assert module.main(["--table", str(tmp_path / "missing.json")]) == 2
+
+
+def test_gpu_results_keeps_an_earlier_run_of_the_same_day(tmp_path):
+    module = _gpu_results()
+    first = module._default_out(tmp_path, "nvidia-h200", "2026-12-04T01:50:00+00:00", "2026-12-04T01:50:00+00:00")
+    assert first.name == "nvidia-h200_2026-12-04.json"
+    first.write_text(json.dumps({"env": {"date": "2026-12-04T01:50:00+00:00"}}))
+    # the same run collected again replaces its own file; a later lease gets its own name
+    assert module._default_out(tmp_path, "nvidia-h200", "2026-12-04T01:50:00+00:00",
+                               "2026-12-04T01:50:00+00:00") == first
+    later = module._default_out(tmp_path, "nvidia-h200", "2026-12-04T15:07:32+00:00", "2026-12-04T15:07:32+00:00")
+    assert later.name == "nvidia-h200_2026-12-04T1507.json"
