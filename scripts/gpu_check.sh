@@ -21,7 +21,8 @@
 #   bench_cuda   bench_packed_gemm.py --quick: cuBLAS dense, cuSPARSELt 2:4, the CUDA 2:4 and int4 + 2:4
 #                kernels, a JSON line per row as measured -> bench.jsonl
 #   bench_triton the Triton kernels at decode sizes (M = 1, 16; cold autotuning) -> bench.jsonl
-#   triton_tests the Triton tests and the other GPU tests -> tests.jsonl         [if time is left]
+#   triton_tests the Triton tests (fixed tiles: SPARSEKIT_TRITON_AUTOTUNE=0) and the other GPU tests
+#                -> tests.jsonl                                                  [if time is left]
 #   model_speed  bench/experiments/model_speed.py, Llama-3-8B layer shapes, 4 blocks, one JSON line per
 #                variant -> model_speed.jsonl                                     [if time is left]
 # $OUT then holds at most 8 files (what the device tool brings back): gpu_check.log (this console),
@@ -203,7 +204,10 @@ step_triton_tests() {
   mapfile -t files < <(grep -rlE 'mark\.(triton|gpu)' tests --include='test_*.py' | sort | grep -v benchmark
                        grep -rlE 'mark\.(triton|gpu)' tests --include='test_*.py' | sort | grep benchmark)
   [ ${#files[@]} -gt 0 ] || { echo "no Triton tests found"; return 1; }
-  pytest_jsonl triton_tests -m "(triton or gpu) and not cuda_ext" --benchmark-disable "${files[@]}"
+  # fixed tiles, no autotuning: one compile per kernel and shape instead of up to 8 (5-19 s each on an H200,
+  # which ran this step out of time twice); bench_triton has already run the autotuned kernels
+  SPARSEKIT_TRITON_AUTOTUNE=0 pytest_jsonl triton_tests -m "(triton or gpu) and not cuda_ext" --benchmark-disable \
+    "${files[@]}"
 }
 
 step_model_speed() {

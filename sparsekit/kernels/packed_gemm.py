@@ -166,6 +166,19 @@ _packed_gemm_autotuned = triton.autotune(configs=_autotune_configs(), key=_AUTOT
                                          reset_to_zero=["out_ptr"])(_packed_gemm_kernel)
 
 
+def autotuning(device: torch.device) -> bool:
+    """Whether a launch on `device` autotunes its tile shape. Not on the CPU interpreter (nothing to time),
+    and not with SPARSEKIT_TRITON_AUTOTUNE=0: the fixed `_blocks` tiles then compile once per shape instead
+    of up to 8 configs, which is what a correctness run on a short GPU lease needs (a kernel's first call at
+    a new M costs 5-19 s of autotuning on an H200)."""
+    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return False
+    flag = os.environ.get("SPARSEKIT_TRITON_AUTOTUNE", "1").strip().lower()
+    if flag not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+        raise ValueError(f"SPARSEKIT_TRITON_AUTOTUNE must be 0 or 1, got {flag!r}")
+    return flag in ("1", "true", "yes", "on")
+
+
 def split_k_for(m: int, n: int, k: int, device: torch.device) -> int:
     """K slices for one output tile. At decode sizes (M <= 16) the M x N tiles alone do not fill the GPU
     (a 4096-row layer is 64 tiles of 64 rows on a 132-SM H100), so K is cut until ~2 tiles per SM are in
@@ -209,7 +222,7 @@ def packed_gemm(x: torch.Tensor, *, stream: torch.Tensor, weight: str, n: int, k
     if m == 0:  # no tokens: nothing to launch (and no tile count to size split-K by)
         return x.new_empty((*x.shape[:-1], n))
     bm, bn, bk = _blocks(m)
-    tuned = x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
+    tuned = autotuning(x.device)
     splits = split_k_for(m, n, k, x.device) if split_k is None else int(split_k)
     if splits < 1:
         raise ValueError(f"packed_linear[triton]: split_k must be >= 1, got {split_k}")

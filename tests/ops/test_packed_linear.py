@@ -117,6 +117,24 @@ def test_triton_split_k_matches_reference(kind, group, split_k):
     assert rel_err(got, packed_linear_reference(x, layout, bias)) < 1e-3
 
 
+def test_autotuning_is_off_on_the_interpreter_and_on_request(monkeypatch):
+    pytest.importorskip("triton")
+    from sparsekit.kernels.packed_gemm import autotuning
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("SPARSEKIT_TRITON_AUTOTUNE", raising=False)
+    cuda = torch.device("cuda")  # only the device's type is read: no GPU needed
+    assert autotuning(cuda) and not autotuning(torch.device("cpu"))
+    monkeypatch.setenv("SPARSEKIT_TRITON_AUTOTUNE", "0")
+    assert not autotuning(cuda)
+    monkeypatch.setenv("SPARSEKIT_TRITON_AUTOTUNE", "maybe")
+    with pytest.raises(ValueError, match="SPARSEKIT_TRITON_AUTOTUNE must be 0 or 1"):
+        autotuning(cuda)
+    monkeypatch.setenv("SPARSEKIT_TRITON_AUTOTUNE", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert not autotuning(cuda)
+
+
 def test_device_and_dtype_errors():
     layout = make_layout("int4", 16, 64)
     with pytest.raises(ValueError, match="the input is on meta but the weight's codes is on cpu"):
