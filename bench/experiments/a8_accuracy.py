@@ -3,8 +3,8 @@
     python bench/experiments/a8_accuracy.py              # -> bench/results/cpu/a8_accuracy.json (~30 min, 2 threads)
     python bench/experiments/a8_accuracy.py --table      # the README table from the JSON
 
-For each recipe whose layout has an a8 kernel (int4 GPTQ g128, MXFP4 RTN, SparseGPT 2:4 + int4 joint:
-the recipes behind the README's accuracy rows of those layouts), the model is compressed once
+For each recipe whose layout has an a8 kernel (int4 GPTQ g128, MXFP4 RTN, SparseGPT 2:4 + int4 joint,
+int8 RTN per channel: the recipes behind the README's accuracy rows of those layouts), the model is compressed once
 (calibration as in the README's tables: c4, 128 x 512, seed 0) and converted to packed modules, then
 scored twice on the standard CPU protocol (WikiText-2, seqlen 2048, the first 40 windows): with the
 exact kernels (backend 'auto', which must reproduce the committed result file of the recipe) and with
@@ -30,7 +30,8 @@ OUT = ROOT / "bench" / "results" / "cpu" / "a8_accuracy.json"
 #: recipe -> the committed result file of its exact perplexity (README tables)
 RECIPES = {"int4-gptq": "bench/results/quant/smollm2-135m_int4-gptq_limit40.json",
            "mxfp4-rtn": "bench/results/quant/smollm2-135m_mxfp4-rtn_limit40.json",
-           "sparsegpt-2:4+int4-joint": "bench/results/quant/smollm2-135m_sparsegpt-2-4-int4-joint_limit40.json"}
+           "sparsegpt-2:4+int4-joint": "bench/results/quant/smollm2-135m_sparsegpt-2-4-int4-joint_limit40.json",
+           "int8-rtn": "bench/results/quant/smollm2-135m_int8-rtn_limit40.json"}
 
 
 def run_recipe(name: str, limit: int, data_dir: str | None) -> dict:

@@ -8,6 +8,8 @@
 // VNNI int4 + 2:4 kernel multiply signed weights, and vpdpbusd (AVX2: vpmaddubsw) needs one unsigned operand,
 // so their activations are stored biased by 128 (the kernels subtract 128 x sum w, which they get from the
 // same instruction). The AVX2 int4 + 2:4 kernel expands its codes to dense int4 and reads int4's arrangement.
+// int8 weights (VNNI) meet the activations unbiased, in input order: the kernel flips the weights' sign bit
+// instead (w + 128, unsigned), and sum (w + 128) q - 128 sum q needs only sum q, the same for every row (gsum).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -52,9 +54,13 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
   // int4 codes (u8) x q (s8), the zero point folded out per group: int4, and int4 + 2:4 expanded (AVX2)
   const bool int4_acts = p.kind == Kind::kInt4 || (p.kind == Kind::kInt4Semi24 && path == A8Path::kAvx2);
   const bool gathered = p.kind == Kind::kInt4Semi24 && !int4_acts;  // the VNNI kernel's vpermi2b gather
-  const bool biased = !int4_acts;
+  const bool int8_w = p.kind == Kind::kInt8;
+  const bool biased = !int4_acts && !int8_w;
   const uint8_t zero = biased ? 128 : 0;
-  if (gathered) {
+  if (int8_w) {
+    qa.natural.assign(m * kp, 0);
+    qa.gsum.assign(m, 0.0f);
+  } else if (gathered) {
     qa.natural.assign(m * kp, zero);
     qa.lanes24.assign(m * nb * 16, 0.0f);
   } else {
@@ -67,7 +73,17 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
   for (int64_t t = 0; t < m; ++t) {
     float* d = &qa.d[t * nb];
     quantize_block32(x + t * K, K, q.data(), d);
-    if (gathered) {
+    if (int8_w) {
+      uint8_t* nat = &qa.natural[t * kp];
+      float sum = 0.0f;  // sum over blocks of d x (sum of the block's q): the kernel's 128 x bias term
+      for (int64_t b = 0; b * kActBlock < K; ++b) {
+        int32_t qs = 0;
+        for (int64_t i = b * kActBlock; i < std::min(K, (b + 1) * kActBlock); ++i) qs += q[i];
+        sum += d[b] * static_cast<float>(qs);
+      }
+      for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i]);  // the two's-complement byte
+      qa.gsum[t] = sum;
+    } else if (gathered) {
       uint8_t* nat = &qa.natural[t * kp];
       for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i] + 128);
       // a chunk of 128 inputs from block b: lanes 0-7 hold the first kept input of groups 4j..4j+3 (inputs

@@ -256,8 +256,9 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
   const std::string use = path_of(p, path);
   const bool a8 = acts == "int8";
   if (a8) {
-    TORCH_CHECK(p.kind == Kind::kInt4 || p.kind == Kind::kInt4Semi24 || p.kind == Kind::kMXFP4, op,
-                ": int8 activations (a8) serve the int4, int4 + 2:4 and MXFP4 layouts only");
+    TORCH_CHECK(p.kind == Kind::kInt4 || p.kind == Kind::kInt4Semi24 || p.kind == Kind::kMXFP4 ||
+                    p.kind == Kind::kInt8,
+                op, ": int8 activations (a8) serve the int4, int4 + 2:4, MXFP4 and int8 layouts only");
     TORCH_CHECK(sparsekit::cpu::a8_fits(p), op, ": int8 activations (a8) need in_features % 32 == 0 and group_size "
                 "% 32 == 0 (or one group per row), got in_features=", k, ", group_size=", group);
   }
@@ -270,7 +271,9 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
   if (a8 && m <= kDecodeRows) {
     if (use == "avx512" && cpu_has_a8()) {
       a8_rows = sparsekit::cpu::rows_a8;
-    } else if ((use == "avx512" || use == "avx2") && cpu_has_avx2()) {
+    } else if ((use == "avx512" || use == "avx2") && cpu_has_avx2() && p.kind != Kind::kInt8) {
+      // (int8 has no AVX2 a8 kernel: vpmaddubsw's int16 pair sums of (w + 128) q would saturate; it runs the
+      // exact kernels on the quantized activations below)
       a8_rows = sparsekit::cpu::rows_a8_avx2;
       a8_path = sparsekit::cpu::A8Path::kAvx2;
     }

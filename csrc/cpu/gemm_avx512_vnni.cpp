@@ -1,4 +1,4 @@
-// The a8 decode kernels: int4, int4 + 2:4 and MXFP4 weights times int8 activation blocks (acts_int8.cpp)
+// The a8 decode kernels: int4, int4 + 2:4, MXFP4 and int8 weights times int8 activation blocks (acts_int8.cpp)
 // with AVX-512 VNNI (vpdpbusd) and VBMI (vpermi2b, vpmultishiftqb).
 //
 // Why: the exact kernels (gemm_avx512.cpp) turn every weight into an fp32 lane before its FMA, ~6
@@ -320,6 +320,56 @@ void int4_semi24_a8_rows(const Packed& p, const QActs& qa, int64_t t0, float* ou
   }
 }
 
+// ---------------------------------------------------------------- int8: (w + 128) (u8) x q (s8)
+//
+// The codes are already bytes: one vpxord flips their sign bit (w + 128, unsigned) and one vpdpbusd per token
+// multiplies 64 of them, so the chunk costs ~5 instructions per 64 weight bytes and the stream from memory sets
+// the time (the exact kernel turns every code into an fp32 lane: 36% of the read on Zen 4 at one token).
+// sum (w + 128) q = sum w q + 128 sum q, the last sum per token the same for every row (QActs::gsum). A chunk
+// of 64 inputs is two activation blocks: lanes 0-7 take the first block's scale, lanes 8-15 the second's
+// (vpermps of the two scales: the per-lane vector is not stored, it would be 4x the activations' bytes).
+template <int MT>
+void int8_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
+                  int64_t n1) {
+  const int64_t K = p.k, kp = qa.kpad, nb = qa.blocks;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i two = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const uint8_t* xq[MT];
+  const float* db[MT];
+  for (int t = 0; t < MT; ++t) {
+    xq[t] = &qa.natural[(t0 + t) * kp];
+    db[t] = &qa.d[(t0 + t) * nb];
+  }
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * K;
+    __m512 acc[2][MT];  // two chains, alternate chunks: the FMA latency overlaps
+    for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    // v: the 64 code bytes at k0 (past K: masked to 0, whose products with the zero padding of q vanish)
+    auto chunk = [&](int64_t k0, __m512i v, __m512* a) {
+      const __m512i wu = _mm512_xor_si512(v, flip);
+      for (int t = 0; t < MT; ++t) {
+        const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wu, _mm512_loadu_si512(xq[t] + k0));
+        const __m128d pair = _mm_load_sd(reinterpret_cast<const double*>(db[t] + k0 / 32));  // the 2 block scales
+        const __m512 sv = _mm512_permutexvar_ps(two, _mm512_castps128_ps512(_mm_castpd_ps(pair)));
+        a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, a[t]);
+      }
+    };
+    int64_t k0 = 0;
+    for (; k0 + 128 <= K; k0 += 128) {
+      prefetch_ahead(p, codes + k0);
+      prefetch_ahead(p, codes + k0 + 64);
+      chunk(k0, _mm512_loadu_si512(codes + k0), acc[0]);
+      chunk(k0 + 64, _mm512_loadu_si512(codes + k0 + 64), acc[1]);
+    }
+    for (; k0 < K; k0 += 64) chunk(k0, _mm512_maskz_loadu_epi8(low_bytes(K - k0), codes + k0), acc[0]);
+    const float s = fp16_to_float(p.scales[n]);
+    for (int t = 0; t < MT; ++t)
+      out[(t0 + t) * p.n + n] =
+          s * (_mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) - 128.0f * qa.gsum[t0 + t]) +
+          (bias ? bias[n] : 0.0f);
+  }
+}
+
 template <int MT>
 void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                          int64_t n1) {
@@ -330,6 +380,7 @@ void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* ou
 SPARSEKIT_A8_TILE(Int4A8, int4_a8_tile)
 SPARSEKIT_A8_TILE(MXFP4A8, mxfp4_a8_tile)
 SPARSEKIT_A8_TILE(Int4Semi24A8, int4_semi24_a8_tile)
+SPARSEKIT_A8_TILE(Int8A8, int8_a8_tile)
 
 }  // namespace
 
@@ -340,6 +391,7 @@ void rows_a8(const Packed& p, const QActs& qa, int64_t m, float* out, const floa
     case Kind::kInt4: return a8_rows<Int4A8>(p, qa, m, out, bias, n0, n1);
     case Kind::kMXFP4: return a8_rows<MXFP4A8>(p, qa, m, out, bias, n0, n1);
     case Kind::kInt4Semi24: return a8_rows<Int4Semi24A8>(p, qa, m, out, bias, n0, n1);
+    case Kind::kInt8: return a8_rows<Int8A8>(p, qa, m, out, bias, n0, n1);
     default: return;  // a8_fits() is false: the binding never calls it
   }
 }
@@ -366,7 +418,8 @@ namespace cpu {
 bool a8_fits(const Packed& p) {
   if (p.k % kActBlock) return false;
   switch (p.kind) {
-    case Kind::kMXFP4: return true;
+    case Kind::kMXFP4:
+    case Kind::kInt8: return true;
     case Kind::kInt4:
     case Kind::kInt4Semi24: return p.group % kActBlock == 0 || p.group >= p.k;
     default: return false;

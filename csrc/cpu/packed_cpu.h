@@ -189,10 +189,11 @@ struct QActs {
   std::vector<uint8_t> even;    // int4, int4 + 2:4 (AVX2): [m, kpad / 2] q of inputs 0, 2, 4, ... (s8);
                                 // MXFP4: q + 128 (u8)
   std::vector<uint8_t> odd;     // the same for inputs 1, 3, 5, ...
-  std::vector<uint8_t> natural; // int4 + 2:4 (VNNI): [m, kpad] q + 128 (u8), input order
+  std::vector<uint8_t> natural; // int4 + 2:4 (VNNI): [m, kpad] q + 128 (u8), input order; int8 (VNNI): q (s8)
   std::vector<float> lanes;     // int4, MXFP4, int4 + 2:4 (AVX2): [m, kpad / 8] the d of each 4-byte lane of even / odd
   std::vector<float> lanes24;   // int4 + 2:4 (VNNI): [m, kpad / 32, 16] the d of each lane of a chunk at block b
-  std::vector<float> gsum;      // int4, int4 + 2:4 (AVX2): [m, G] sum over the group's blocks of d * sum q
+  std::vector<float> gsum;      // int4, int4 + 2:4 (AVX2): [m, G] sum over the group's blocks of d * sum q;
+                                // int8: [m] the same over the whole row
 };
 
 // Which a8 kernels will read the activations: int4 + 2:4 is arranged differently for each (see acts_int8.cpp).
@@ -204,7 +205,7 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
 // neither VNNI nor AVX2), run the exact kernels on it.
 void fake_quant_acts(const float* x, int64_t m, int64_t k, float* out);
 
-// The AVX-512 VNNI + VBMI kernels: int4 (group % 32 == 0), int4 + 2:4 (group % 32 == 0), MXFP4; K % 32 == 0.
+// The AVX-512 VNNI + VBMI kernels: int4 (group % 32 == 0), int4 + 2:4 (group % 32 == 0), MXFP4, int8; K % 32 == 0.
 bool a8_compiled();
 bool a8_fits(const Packed& p);
 using A8RowsFn = void (*)(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0,
@@ -212,7 +213,8 @@ using A8RowsFn = void (*)(const Packed& p, const QActs& qa, int64_t m, float* ou
 void rows_a8(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 
 // The same kernels with AVX2 (vpmaddubsw, vpmaddwd; gemm_avx2.cpp) for CPUs without AVX-512 VNNI, on the same
-// QActs and under the same a8_fits(); built where avx2_compiled() is true.
+// QActs and under the same a8_fits(), int8 excepted (the binding runs the exact kernels on its quantized
+// activations there); built where avx2_compiled() is true.
 void rows_a8_avx2(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0,
                   int64_t n1);
 

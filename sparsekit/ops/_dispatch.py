@@ -19,7 +19,7 @@ import torch
 AUTO_ORDER = ("cuda", "triton", "cpu", "reference")
 #: backends `auto` never picks, taken only by name: variants whose arithmetic differs from the reference
 #: beyond rounding, or exact ones slower than an `AUTO_ORDER` backend. 'cpu_a8': the CPU kernels with activations quantized to int8 blocks of 32
-#: (llama.cpp's Q8_0) for the int4, int4 + 2:4 and MXFP4 layouts (sparsekit/ops/backends/cpu.py).
+#: (llama.cpp's Q8_0) for the int4, int4 + 2:4, MXFP4 and int8 layouts (sparsekit/ops/backends/cpu.py).
 #: 'torch_cpu': torch's own weight-only CPU kernels for int8 and int4 (sparsekit/ops/backends/torch_cpu.py):
 #: exact, but slower than 'cpu' everywhere measured, so only the benchmarks' baselines and users name it.
 OPT_IN = ("cpu_a8", "torch_cpu")

@@ -1,4 +1,4 @@
-"""The opt-in backend 'cpu_a8': int4, int4 + 2:4 and MXFP4 weights times int8 activation blocks.
+"""The opt-in backend 'cpu_a8': int4, int4 + 2:4, MXFP4 and int8 weights times int8 activation blocks.
 
 The variant's definition is the exact product with x replaced by its Q8_0 blocks (32 inputs, absmax
 scale d = max|x| / 127, q = round-half-even(x * 127 / max|x|)), emulated here in torch. Against that
@@ -48,10 +48,13 @@ def test_the_cpp_quantization_is_the_emulated_one_bit_for_bit():
 
 # every a8 layout; int4 symmetric and asymmetric; g128 with the short last group at K = 576; groups that are
 # not a multiple of 128 (32, 64: the per-group loop), per-channel (one group per row); int4 + 2:4 compiles its
-# rows once with and once without zero points, so both run on the flat g128 loop
-CASES = [("int4", {"group": 128}), ("int4", {"group": 32, "symmetric": False}), ("int4", {"group": 64}),
-         ("int4", {"group": 576}), ("int4_semi24", {"group": 128}), ("int4_semi24", {"group": 128, "symmetric": False}),
-         ("int4_semi24", {"group": 32, "symmetric": False}), ("int4_semi24", {"group": 64}), ("mxfp4", {})]
+# rows once with and once without zero points, so both run on the flat g128 loop; int8 per channel (K = 576:
+# nine chunks of 64, the last one half a vector)
+AVX2_CASES = [("int4", {"group": 128}), ("int4", {"group": 32, "symmetric": False}), ("int4", {"group": 64}),
+              ("int4", {"group": 576}), ("int4_semi24", {"group": 128}),
+              ("int4_semi24", {"group": 128, "symmetric": False}), ("int4_semi24", {"group": 32, "symmetric": False}),
+              ("int4_semi24", {"group": 64}), ("mxfp4", {})]
+CASES = AVX2_CASES + [("int8", {})]
 
 
 @pytest.mark.parametrize("kind, opts", CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in CASES])
@@ -68,11 +71,11 @@ def test_every_a8_layout_is_the_exact_product_on_quantized_activations(kind, opt
         assert rel(got, packed_linear_reference(x, layout, bias)) < 2e-2  # the variant's own error is small
 
 
-@pytest.mark.parametrize("kind", ["int4", "int4_semi24", "mxfp4"])
+@pytest.mark.parametrize("kind", ["int4", "int4_semi24", "mxfp4", "int8"])
 def test_smallest_shapes_and_strided_inputs(kind):
     """K = 32 (one activation block, one chunk shorter than a vector), N = 1, and a strided input."""
     for n, k in ((1, 32), (3, 96), (5, 4096)):
-        layout = make(kind, n, k, group=32) if kind != "mxfp4" else make(kind, n, k)
+        layout = make(kind, n, k, group=32) if kind not in ("mxfp4", "int8") else make(kind, n, k)
         base = torch.randn(2, 4, 2 * k, generator=_gen(k))
         x = base[..., ::2]
         assert not x.is_contiguous()
@@ -95,7 +98,7 @@ def test_cpu_info_names_the_a8_kernels():
 
 
 @avx2_only
-@pytest.mark.parametrize("kind, opts", CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in CASES])
+@pytest.mark.parametrize("kind, opts", AVX2_CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in AVX2_CASES])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_avx2_a8_kernels_are_the_exact_product_on_quantized_activations(kind, opts, dtype):
     """path='avx2' runs the AVX2 integer-dot kernels at 1-16 tokens (tiles of 1-4, then 5 = 4 + 1 ...): the
@@ -182,6 +185,33 @@ def test_avx2_a8_kernels_do_not_saturate_at_the_extremes(kind):
         assert rel(cpu_linear(x, layout, path="avx2", acts="int8"), want) < 1e-6
 
 
+@avx2_only
+def test_int8_on_the_avx2_path_is_the_exact_kernel_on_quantized_activations():
+    """int8 weights have no AVX2 a8 kernel ((w + 128) q pair sums would saturate vpmaddubsw's int16): path='avx2'
+    runs the exact AVX2 kernel on d * q, bit for bit."""
+    layout = make("int8", 40, 576)
+    for m in (1, 3):
+        x = torch.randn(m, 576, generator=_gen(70 + m))
+        want = cpu_linear(q8_blocks(x), layout, path="avx2")
+        assert torch.equal(cpu_linear(x, layout, path="avx2", acts="int8"), want)
+
+
+@pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
+def test_int8_a8_is_exact_at_the_largest_codes():
+    """Codes +-127 (and -128 where the grid has it) times q = +-127: the int32 sums and the 128 x sum q fold
+    are exact, so the result is the emulation's to fp32 rounding."""
+    from sparsekit.pack.int8 import Int8
+
+    n, k = 4, 256
+    codes = torch.full((n, k), 127, dtype=torch.int8)
+    codes[1::2] = -128
+    codes[2, ::3] = -127
+    layout = Int8((n, k), codes, torch.full((n,), 0.01).half())
+    for x in (torch.ones(2, k), -torch.ones(2, k), torch.where(torch.arange(k) % 3 == 0, -1.0, 1.0).expand(2, k)):
+        want = packed_linear_reference(q8_blocks(x.contiguous()), layout)
+        assert rel(packed_linear(x, layout, backend="cpu_a8"), want) < 1e-6
+
+
 def test_auto_never_picks_the_variant_and_explain_lists_it():
     layout = make("int4", 16, 64, group=32)
     x = torch.randn(2, 64)
@@ -199,10 +229,9 @@ def test_errors_name_the_constraint():
     with pytest.raises(ValueError, match="the semi24 layout has no cpu_a8 kernel"):
         packed_linear(x, make("semi24", 8, 576), backend="cpu_a8")
     ext = _ext.load_cpu()
-    layout = make("int8", 8, 576)
-    t = layout.tensors()
-    with pytest.raises(RuntimeError, match="int8 activations .a8. serve the int4, int4 . 2:4 and MXFP4 layouts only"):
-        ext.linear(x, 4, 8, 576, codes=t["codes"], scales=t["scales"], acts="int8")
+    t = make("semi24", 8, 576).tensors()
+    with pytest.raises(RuntimeError, match="int8 activations .a8. serve the int4, int4 . 2:4, MXFP4 and int8 layouts"):
+        ext.linear(x, 0, 8, 576, values=t["values"], meta=t["meta"], acts="int8")
     with pytest.raises(RuntimeError, match="acts must be 'float' .exact. or 'int8'"):
         cpu_linear(x, make("int4", 8, 576, group=32), acts="int4")
 

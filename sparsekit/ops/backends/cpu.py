@@ -4,7 +4,7 @@ Decode (up to 16 tokens) streams each packed row once per tile of tokens with AV
 has it, else AVX2 (+ FMA, F16C: x86-64 since Haswell / Zen 1), else a portable scalar path; prefill
 dequantizes 16 MiB tiles of rows and multiplies them with BLAS. Float32 and bfloat16 activations, fp32
 accumulation (the reference's arithmetic, so results match it to rounding). The opt-in backend 'cpu_a8' (below) quantizes the activations to int8 for
-the int4, int4 + 2:4 and MXFP4 layouts. The extension is imported on the first call, not here.
+the int4, int4 + 2:4, MXFP4 and int8 layouts. The extension is imported on the first call, not here.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ for _layout in _KIND:
 
 
 # ------------------------------------------------------------------------------------------- cpu_a8
-#: the layouts with int8-activation kernels (csrc/cpu/gemm_avx512_vnni.cpp, and gemm_avx2.cpp without VNNI)
-A8_LAYOUTS = (Int4, Int4Semi24, MXFP4)
+#: the layouts with int8-activation kernels (csrc/cpu/gemm_avx512_vnni.cpp, and gemm_avx2.cpp without VNNI;
+#: int8 weights have the VNNI kernel only, elsewhere the exact kernels run on the quantized activations)
+A8_LAYOUTS = (Int4, Int4Semi24, MXFP4, Int8)
 
 
 def unusable_a8(x: torch.Tensor, layout: Layout) -> str | None:
