@@ -8,8 +8,7 @@
 // VNNI int4 + 2:4 kernel multiply signed weights, and vpdpbusd (AVX2: vpmaddubsw) needs one unsigned operand,
 // so their activations are stored biased by 128 (the kernels subtract 128 x sum w, which they get from the
 // same instruction). The AVX2 int4 + 2:4 kernel expands its codes to dense int4 and reads int4's arrangement.
-// int8 weights (VNNI) meet the activations unbiased, in input order: the kernel flips the weights' sign bit
-// instead (w + 128, unsigned), and sum (w + 128) q - 128 sum q needs only sum q, the same for every row (gsum).
+// int8 weights (VNNI) read the biased activations in input order, as the int4 + 2:4 kernel does.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -55,11 +54,10 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
   const bool int4_acts = p.kind == Kind::kInt4 || (p.kind == Kind::kInt4Semi24 && path == A8Path::kAvx2);
   const bool gathered = p.kind == Kind::kInt4Semi24 && !int4_acts;  // the VNNI kernel's vpermi2b gather
   const bool int8_w = p.kind == Kind::kInt8;
-  const bool biased = !int4_acts && !int8_w;
+  const bool biased = !int4_acts;
   const uint8_t zero = biased ? 128 : 0;
   if (int8_w) {
-    qa.natural.assign(m * kp, 0);
-    qa.gsum.assign(m, 0.0f);
+    qa.natural.assign(m * kp, zero);
   } else if (gathered) {
     qa.natural.assign(m * kp, zero);
     qa.lanes24.assign(m * nb * 16, 0.0f);
@@ -75,14 +73,7 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
     quantize_block32(x + t * K, K, q.data(), d);
     if (int8_w) {
       uint8_t* nat = &qa.natural[t * kp];
-      float sum = 0.0f;  // sum over blocks of d x (sum of the block's q): the kernel's 128 x bias term
-      for (int64_t b = 0; b * kActBlock < K; ++b) {
-        int32_t qs = 0;
-        for (int64_t i = b * kActBlock; i < std::min(K, (b + 1) * kActBlock); ++i) qs += q[i];
-        sum += d[b] * static_cast<float>(qs);
-      }
-      for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i]);  // the two's-complement byte
-      qa.gsum[t] = sum;
+      for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i] + 128);
     } else if (gathered) {
       uint8_t* nat = &qa.natural[t * kp];
       for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i] + 128);

@@ -320,19 +320,22 @@ void int4_semi24_a8_rows(const Packed& p, const QActs& qa, int64_t t0, float* ou
   }
 }
 
-// ---------------------------------------------------------------- int8: (w + 128) (u8) x q (s8)
+// ---------------------------------------------------------------- int8: (q + 128) (u8) x w (s8)
 //
-// The codes are already bytes: one vpxord flips their sign bit (w + 128, unsigned) and one vpdpbusd per token
-// multiplies 64 of them, so the chunk costs ~5 instructions per 64 weight bytes and the stream from memory sets
-// the time (the exact kernel turns every code into an fp32 lane: 36% of the read on Zen 4 at one token).
-// sum (w + 128) q = sum w q + 128 sum q, the last sum per token the same for every row (QActs::gsum). A chunk
-// of 64 inputs is two activation blocks: lanes 0-7 take the first block's scale, lanes 8-15 the second's
-// (vpermps of the two scales: the per-lane vector is not stored, it would be 4x the activations' bytes).
+// The codes are already signed bytes: one vpdpbusd per token multiplies 64 of them with the biased activations,
+// and sum (q + 128) w - 128 sum w comes out exact per int32 lane with 128 sum w from the same instruction
+// (against bytes of 128), once per chunk for every token, as for int4 + 2:4. ~6 instructions per 64 weight
+// bytes, so the stream from memory sets the time (the exact kernel turns every code into an fp32 lane: 36-38%
+// of the read on Zen 4 at one token). Subtracting a per-token 128 sum q after the lanes are scaled instead
+// (one instruction less) lost the true sum in the rounding of the large terms: 0.4% off for activations of
+// one sign (the tests' case, measured while writing this). A chunk of 64 inputs is two activation blocks:
+// lanes 0-7 take the first block's scale, lanes 8-15 the second's, through a vpermps of the two (a per-lane
+// vector in memory is 4x the activations' bytes: a variant that read one per chunk ran 57% slower).
 template <int MT>
 void int8_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                   int64_t n1) {
   const int64_t K = p.k, kp = qa.kpad, nb = qa.blocks;
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i bias128 = _mm512_set1_epi8(static_cast<char>(128));
   const __m512i two = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   const uint8_t* xq[MT];
   const float* db[MT];
@@ -344,11 +347,12 @@ void int8_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, cons
     const uint8_t* codes = p.codes + n * K;
     __m512 acc[2][MT];  // two chains, alternate chunks: the FMA latency overlaps
     for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
-    // v: the 64 code bytes at k0 (past K: masked to 0, whose products with the zero padding of q vanish)
-    auto chunk = [&](int64_t k0, __m512i v, __m512* a) {
-      const __m512i wu = _mm512_xor_si512(v, flip);
+    // w: the 64 codes at k0 (past K: masked to 0, weighing nothing)
+    auto chunk = [&](int64_t k0, __m512i w, __m512* a) {
+      const __m512i wsum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias128, w);
       for (int t = 0; t < MT; ++t) {
-        const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wu, _mm512_loadu_si512(xq[t] + k0));
+        const __m512i d = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(xq[t] + k0), w),
+                                           wsum);
         const __m128d pair = _mm_load_sd(reinterpret_cast<const double*>(db[t] + k0 / 32));  // the 2 block scales
         const __m512 sv = _mm512_permutexvar_ps(two, _mm512_castps128_ps512(_mm_castpd_ps(pair)));
         a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, a[t]);
@@ -364,9 +368,7 @@ void int8_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, cons
     for (; k0 < K; k0 += 64) chunk(k0, _mm512_maskz_loadu_epi8(low_bytes(K - k0), codes + k0), acc[0]);
     const float s = fp16_to_float(p.scales[n]);
     for (int t = 0; t < MT; ++t)
-      out[(t0 + t) * p.n + n] =
-          s * (_mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) - 128.0f * qa.gsum[t0 + t]) +
-          (bias ? bias[n] : 0.0f);
+      out[(t0 + t) * p.n + n] = s * _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) + (bias ? bias[n] : 0.0f);
   }
 }
 

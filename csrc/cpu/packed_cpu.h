@@ -189,11 +189,10 @@ struct QActs {
   std::vector<uint8_t> even;    // int4, int4 + 2:4 (AVX2): [m, kpad / 2] q of inputs 0, 2, 4, ... (s8);
                                 // MXFP4: q + 128 (u8)
   std::vector<uint8_t> odd;     // the same for inputs 1, 3, 5, ...
-  std::vector<uint8_t> natural; // int4 + 2:4 (VNNI): [m, kpad] q + 128 (u8), input order; int8 (VNNI): q (s8)
+  std::vector<uint8_t> natural; // int4 + 2:4 and int8 (VNNI): [m, kpad] q + 128 (u8), input order
   std::vector<float> lanes;     // int4, MXFP4, int4 + 2:4 (AVX2): [m, kpad / 8] the d of each 4-byte lane of even / odd
   std::vector<float> lanes24;   // int4 + 2:4 (VNNI): [m, kpad / 32, 16] the d of each lane of a chunk at block b
-  std::vector<float> gsum;      // int4, int4 + 2:4 (AVX2): [m, G] sum over the group's blocks of d * sum q;
-                                // int8: [m] the same over the whole row
+  std::vector<float> gsum;      // int4, int4 + 2:4 (AVX2): [m, G] sum over the group's blocks of d * sum q
 };
 
 // Which a8 kernels will read the activations: int4 + 2:4 is arranged differently for each (see acts_int8.cpp).

@@ -273,3 +273,19 @@ def test_set_backend_takes_the_modules_that_have_the_kernel():
         set_backend(dense, "cpu_a8")
     with pytest.raises(SparsekitError, match="backend must be one of"):
         set_backend(model, "gpu")
+
+
+@pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
+def test_int8_a8_bias_fold_is_exact_when_the_activations_do_not_cancel():
+    """sum (w + 128) q - 128 sum q: with activations of one sign (sum q ~ 127 K) and small weights, a fold of
+    the 128 sum q term in fp32 after the lanes are scaled would lose the small true sum in the big one's
+    rounding; in the int32 lanes it is exact."""
+    from sparsekit.pack.int8 import Int8
+
+    n, k = 8, 14336
+    g = _gen(5)
+    codes = torch.randint(-2, 3, (n, k), dtype=torch.int8, generator=g)
+    layout = Int8((n, k), codes, torch.full((n,), 0.01).half())
+    x = 1.0 + 0.01 * torch.rand(1, k, generator=g)
+    want = packed_linear_reference(q8_blocks(x), layout)
+    assert rel(packed_linear(x, layout, backend="cpu_a8"), want) < 1e-5
