@@ -56,11 +56,9 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
   const bool int8_w = p.kind == Kind::kInt8;
   const bool biased = !int4_acts;
   const uint8_t zero = biased ? 128 : 0;
-  if (int8_w) {
+  if (gathered || int8_w) {
     qa.natural.assign(m * kp, zero);
-  } else if (gathered) {
-    qa.natural.assign(m * kp, zero);
-    qa.lanes24.assign(m * nb * 16, 0.0f);
+    if (gathered) qa.lanes24.assign(m * nb * 16, 0.0f);
   } else {
     qa.even.assign(m * kp / 2, zero);
     qa.odd.assign(m * kp / 2, zero);
@@ -71,12 +69,11 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
   for (int64_t t = 0; t < m; ++t) {
     float* d = &qa.d[t * nb];
     quantize_block32(x + t * K, K, q.data(), d);
-    if (int8_w) {
+    if (gathered || int8_w) {
       uint8_t* nat = &qa.natural[t * kp];
       for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i] + 128);
-    } else if (gathered) {
-      uint8_t* nat = &qa.natural[t * kp];
-      for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i] + 128);
+    }
+    if (gathered) {
       // a chunk of 128 inputs from block b: lanes 0-7 hold the first kept input of groups 4j..4j+3 (inputs
       // 16j..16j+15 of the chunk, block b + j/2), lanes 8-15 the second kept input of the same groups
       float* l = &qa.lanes24[t * nb * 16];
@@ -85,7 +82,7 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
           const int64_t blk = b + (j % 8) / 2;
           l[b * 16 + j] = blk < nb ? d[blk] : 0.0f;
         }
-    } else {
+    } else if (!int8_w) {
       uint8_t* ev = &qa.even[t * kp / 2];
       uint8_t* od = &qa.odd[t * kp / 2];
       for (int64_t i = 0; i < K / 2; ++i) {

@@ -187,7 +187,7 @@ def test_avx2_a8_kernels_do_not_saturate_at_the_extremes(kind):
 
 @avx2_only
 def test_int8_on_the_avx2_path_is_the_exact_kernel_on_quantized_activations():
-    """int8 weights have no AVX2 a8 kernel ((w + 128) q pair sums would saturate vpmaddubsw's int16): path='avx2'
+    """int8 weights have no AVX2 a8 kernel ((q + 128) w pair sums would saturate vpmaddubsw's int16): path='avx2'
     runs the exact AVX2 kernel on d * q, bit for bit."""
     layout = make("int8", 40, 576)
     for m in (1, 3):
@@ -198,7 +198,7 @@ def test_int8_on_the_avx2_path_is_the_exact_kernel_on_quantized_activations():
 
 @pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
 def test_int8_a8_is_exact_at_the_largest_codes():
-    """Codes +-127 (and -128 where the grid has it) times q = +-127: the int32 sums and the 128 x sum q fold
+    """Codes +-127 (and -128 where the grid has it) times q = +-127: the int32 lanes ((q + 128) w, less 128 sum w)
     are exact, so the result is the emulation's to fp32 rounding."""
     from sparsekit.pack.int8 import Int8
 
@@ -277,9 +277,10 @@ def test_set_backend_takes_the_modules_that_have_the_kernel():
 
 @pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
 def test_int8_a8_bias_fold_is_exact_when_the_activations_do_not_cancel():
-    """sum (w + 128) q - 128 sum q: with activations of one sign (sum q ~ 127 K) and small weights, a fold of
-    the 128 sum q term in fp32 after the lanes are scaled would lose the small true sum in the big one's
-    rounding; in the int32 lanes it is exact."""
+    """vpdpbusd needs one unsigned operand, so one side is biased by 128 and 128 x a sum must come off. With
+    activations of one sign (sum q ~ 127 K) and small weights, taking 128 sum q off after the lanes' fp32
+    scaling lost the small true sum in the big terms' rounding (0.36% off, this test, measured); taken off
+    in the int32 lanes it is exact."""
     from sparsekit.pack.int8 import Int8
 
     n, k = 8, 14336
