@@ -38,7 +38,7 @@ def test_bad_input_is_exit_2_naming_the_constraint(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not a sparsekit checkout" in err and "K = 100 must be a multiple of 128" in err
     assert _ab().main(["--base", str(REPO), "--layout", "semi24", "--acts", "int8", "--shape", "4x128"]) == 2
-    assert "int4, int4_semi24 and mxfp4 only" in capsys.readouterr().err
+    assert "int4, int4_semi24, mxfp4 and int8 only" in capsys.readouterr().err
     assert _ab().main(["--base", str(REPO), "--new-prefetch", "l2:100", "--shape", "4x128"]) == 2
     assert "--new-prefetch 'l2:100' must be l1:BYTES or l2:BYTES" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written
