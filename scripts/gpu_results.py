@@ -9,8 +9,8 @@ The first folder is a `scripts/gpu_check.sh` run (steps.jsonl, tests.jsonl, benc
 model_speed.jsonl, gpu_check.log); `--also` folders are later calls of the same lease (a rerun of some tests,
 a missing model variant): their tests.jsonl and model_speed*.json files are added, labelled with the folder.
 The JSON keeps the device and versions (the env step), each step's status and seconds (with the log's tail
-for a step that failed or timed out), a test count per step and every failure by name, the layout probe's
-verdict per case, every kernel benchmark row and every model-speed row. layout_probe.pt is not copied (8 MB;
+for a step that failed or timed out), a test count per step, every failure by name and the 10 slowest tests,
+the layout probe's verdict per case, every kernel benchmark row and every model-speed row. layout_probe.pt is not copied (8 MB;
 its verdicts are in the JSON). Exit 2 when the first folder is not a gpu_check output.
 """
 
@@ -60,6 +60,9 @@ def _tests(records: list[dict], source: str) -> dict[str, dict]:
             "session_ended": end is not None,
             "exitstatus": end["exitstatus"] if end else None,
             "last_result": results[-1]["nodeid"] if results else None,
+            # where a step's time went (cold compiles and autotuning show here): the 10 longest test calls
+            "slowest": {r["nodeid"]: r["duration"] for r in sorted(
+                (r for r in results if r.get("duration") is not None), key=lambda r: -r["duration"])[:10]},
         }
     return out
 

@@ -259,7 +259,8 @@ def test_gpu_results_keeps_a_crashed_test_step_and_its_log(tmp_path):
     (first / "gpu_check.log").write_text("== cuda_tests (timeout 90s, 69s elapsed)\n..Fatal Python error: Segmentation "
                                          "fault\n\nCurrent thread 0x1 (most recent call first):\n  File \"t.py\", line "
                                          "24 in test_bad\n== cuda_tests: failed (exit 139, 7s)\n")
-    _write_lines(first / "tests.jsonl", [{"step": "cuda_tests", "nodeid": "t.py::test_ok", "outcome": "passed"}])
+    _write_lines(first / "tests.jsonl", [{"step": "cuda_tests", "nodeid": "t.py::test_ok", "outcome": "passed",
+                                          "duration": 7.5}])
     _write_lines(first / "bench.jsonl", [
         {"record": "run", "copy_bandwidth_gbps": 4000.0, "date": "2026-12-04T01:52:00+00:00"},
         *({"record": "row", "shape": "s", "m": 1, "kernel": k, "ms": ms, "speedup_vs_dense": 0.02 / ms,
@@ -275,6 +276,7 @@ def test_gpu_results_keeps_a_crashed_test_step_and_its_log(tmp_path):
     assert data["env"]["device"] == "NVIDIA H200" and data["notes"] == ["why"]
     crashed, rerun = data["tests"]["cuda_tests"], data["tests"]["rerun@2"]
     assert not crashed["session_ended"] and crashed["last_result"] == "t.py::test_ok"
+    assert crashed["slowest"] == {"t.py::test_ok": 7.5}
     assert rerun["session_ended"] and rerun["outcomes"] == {"passed": 1, "failed": 1}
     assert rerun["failures"][0]["nodeid"] == "t.py::test_no"
     assert any("in test_bad" in line for line in data["steps"][0]["log_tail"])  # the frame that died
