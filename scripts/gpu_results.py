@@ -115,23 +115,27 @@ KERNELS = {"cusparselt_24": "cuSPARSELt 2:4", "cuda_semi24": "CUDA 2:4", "cuda_i
 
 def table(data: dict) -> str:
     """The README's tables: the tests per step, the kernels against cuBLAS dense (speedup, and the packed
-    bytes' share of the measured copy bandwidth), and the model-speed rows."""
+    bytes' share of the measured copy bandwidth), and the model-speed rows; a table whose steps brought nothing
+    back (a lease cut short) is left out."""
     env = data["env"]
     out = [f"{env['device']} ({env['sms']} SMs), torch {env['torch']}, CUDA {env['cuda']}, Triton {env['triton']}, "
-           f"{env.get('date') or data['bench_runs'][0]['date'][:10]}:", "",
-           "| pytest step | passed | failed | skipped | session ended | last result |", "|---|---|---|---|---|---|"]
+           f"{env.get('date') or next((r['date'][:10] for r in data['bench_runs']), 'undated')}:"]
+    if data["tests"]:
+        out += ["", "| pytest step | passed | failed | skipped | session ended | last result |",
+                "|---|---|---|---|---|---|"]
     for step, t in data["tests"].items():
         o = t["outcomes"]
         last = t["last_result"].split("::")[-1] if t["last_result"] else "-"
         out.append(f"| {step} | {o.get('passed', 0)} | {o.get('failed', 0) + o.get('error', 0)} | {o.get('skipped', 0)} "
                    f"| {'yes' if t['session_ended'] else 'no (process died or timed out)'} | {last} |")
     rows = data["bench_rows"]
-    kernels = [k for k in KERNELS if any(r["kernel"] == k for r in rows)]
-    bw = max(r["copy_bandwidth_gbps"] for r in data["bench_runs"])
-    out += ["", f"Speedup over cuBLAS dense fp16 (its time in ms), and in brackets the packed bytes' rate as a "
-            f"fraction of the copy bandwidth measured in the same run ({bw:.0f} GB/s):", "",
-            "| shape | M | dense ms | " + " | ".join(KERNELS[k] for k in kernels) + " |",
-            "|---|---|---|" + "---|" * len(kernels)]
+    if rows:
+        kernels = [k for k in KERNELS if any(r["kernel"] == k for r in rows)]
+        bw = max(r["copy_bandwidth_gbps"] for r in data["bench_runs"])
+        out += ["", f"Speedup over cuBLAS dense fp16 (its time in ms), and in brackets the packed bytes' rate as a "
+                f"fraction of the copy bandwidth measured in the same run ({bw:.0f} GB/s):", "",
+                "| shape | M | dense ms | " + " | ".join(KERNELS[k] for k in kernels) + " |",
+                "|---|---|---|" + "---|" * len(kernels)]
     for shape, m in dict.fromkeys((r["shape"], r["m"]) for r in rows):
         mine = {r["kernel"]: r for r in rows if r["shape"] == shape and r["m"] == m}
         cells = [f"{mine[k]['speedup_vs_dense']:.2f}x ({mine[k]['bw_fraction']:.2f})" if k in mine else "-"
@@ -142,11 +146,16 @@ def table(data: dict) -> str:
         cfg = first["config"]
         out += ["", f"Model speed ({first['preset']}, {cfg['num_hidden_layers']} blocks, {first['dtype']}, eager; "
                 f"prefill {list(first['rows'].values())[0]['prefill']['tokens']} tokens, batch 1):", "",
-                "| variant | weights GiB | prefill ms | decode tok/s | peak GiB | J/token |", "|---|---|---|---|---|---|"]
+                "| variant | call | Triton tiles | weights GiB | prefill ms | decode tok/s | peak GiB | J/token |",
+                "|---|---|---|---|---|---|---|---|"]
+        # the call (`source`: an --also folder, else the check itself) and the tile mode tell apart two rows of
+        # one variant; records written before the mode was recorded show "-"
+        tiles = {True: "autotuned", False: "fixed", None: "-"}
         for rec in data["model_speed"]:
             for name, r in rec["rows"].items():
                 joules = f"{r['joules_per_token']:.2f}" if r.get("joules_per_token") is not None else "-"
-                out.append(f"| {name} | {r['weight_bytes'] / 2 ** 30:.2f} | {r['prefill']['median_ms']:.2f} | "
+                out.append(f"| {name} | {rec.get('source', 'check')} | {tiles[rec.get('triton_autotune')]} | "
+                           f"{r['weight_bytes'] / 2 ** 30:.2f} | {r['prefill']['median_ms']:.2f} | "
                            f"{r['decode']['tokens_per_s']:.1f} | {r['peak_mem_bytes'] / 2 ** 30:.2f} | {joules} |")
     return "\n".join(out)
 

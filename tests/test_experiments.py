@@ -157,13 +157,20 @@ def test_structured_study_runs_resumes_and_plots(tiny_dir, data_dir, tmp_path):
 def test_model_speed_smoke_on_cpu(tmp_path):
     speed = _script("model_speed")
     argv = ["--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--prefill", "16", "--decode", "2",
-            "--repeats", "1", "--variants", "dense,int4_g128_semi24", "--out", str(tmp_path)]
+            "--repeats", "1", "--variants", "dense,int4_g128_semi24", "--out", str(tmp_path),
+            "--jsonl", str(tmp_path / "lines.jsonl")]
     assert speed.main(argv) == 0
     data = json.loads((tmp_path / "model_speed_tiny_cpu.json").read_text())
     rows = data["rows"]
     assert rows["int4_g128_semi24"]["packed"] == ["int4_semi24"]
     assert rows["int4_g128_semi24"]["weight_bytes"] < rows["dense"]["weight_bytes"]
     assert rows["dense"]["decode_speedup_vs_dense"] == 1.0 and rows["dense"]["joules_per_token"] is None
+    assert data["triton_autotune"] is None  # no Triton tiles to tune off a GPU
+    # one line per variant, as each was measured, with the run's metadata (what gpu_check brings back)
+    lines = [json.loads(line) for line in (tmp_path / "lines.jsonl").read_text().splitlines()]
+    assert [(r["variant"], list(r["rows"])) for r in lines] == [("dense", ["dense"]),
+                                                                  ("int4_g128_semi24", ["int4_g128_semi24"])]
+    assert lines[1]["rows"]["int4_g128_semi24"] == rows["int4_g128_semi24"] and lines[1]["preset"] == "tiny"
 
 
 def test_cpu_decode_times_packed_variants_loaded_from_their_checkpoint(tmp_path, capsys):

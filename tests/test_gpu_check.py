@@ -284,6 +284,28 @@ def test_gpu_results_keeps_a_crashed_test_step_and_its_log(tmp_path):
     assert "| s | 1 | 0.0200 | 2.00x (0.50) |" in printed and "| rerun@2 | 1 | 1 | 0 | yes |" in printed
 
 
+def test_gpu_results_model_speed_rows_name_their_call_and_tile_mode(tmp_path):
+    """Two rows of one variant (the check's autotuned run, a later call's fixed tiles) must be told apart."""
+    first, second = tmp_path / "1", tmp_path / "2"
+    first.mkdir(), second.mkdir()
+    _write_lines(first / "steps.jsonl", [{"record": "env", "device": "NVIDIA H200", "sms": 132, "torch": "2.11",
+                                          "cuda": "13.0", "triton": "3.6", "date": "2026-12-04T17:39:00+00:00"}])
+    row = {"weight_bytes": 2 ** 30, "prefill": {"tokens": 512, "median_ms": 8.5}, "decode": {"tokens_per_s": 201.0},
+           "peak_mem_bytes": 2 ** 31, "joules_per_token": None}
+    record = {"preset": "llama3-8b", "config": {"num_hidden_layers": 4}, "dtype": "bfloat16"}
+    _write_lines(first / "model_speed.jsonl", [{"variant": "int4", **record, "triton_autotune": True,
+                                                "rows": {"int4": row}}])
+    (second / "ms").mkdir()
+    (second / "ms" / "model_speed_llama3-8b_cuda.json").write_text(json.dumps(
+        {**record, "triton_autotune": False, "rows": {"int4": {**row, "decode": {"tokens_per_s": 95.0}}}}))
+    module = _gpu_results()
+    out = tmp_path / "r.json"
+    assert module.main([str(first), "--also", str(second), "--out", str(out)]) == 0
+    printed = module.table(json.loads(out.read_text()))
+    assert "| int4 | check | autotuned | 1.00 | 8.50 | 201.0 | 2.00 | - |" in printed
+    assert "| int4 | 2 | fixed | 1.00 | 8.50 | 95.0 | 2.00 | - |" in printed
+
+
 def test_gpu_results_refuses_a_folder_that_is_not_a_gpu_check_output(tmp_path, capsys):
     module = _gpu_results()
     assert module.main([str(tmp_path), "--out", str(tmp_path / "r.json")]) == 2

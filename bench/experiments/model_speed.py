@@ -11,7 +11,10 @@ code was chosen): magnitude 2:4 -> semi24, int4 g128 RTN -> int4, both -> int4_s
 then benchmarked with `sparsekit.bench.benchmark_model` (prefill latency, decode tokens/s, peak memory,
 NVML joules/token). `--backend` picks the packed kernels: `auto` (the CUDA sparse-tensor-core kernels
 for 2:4 layers when sparsekit._C is built, Triton otherwise), `triton` or `cuda`. Writes
-`{out}/model_speed_{preset}_{device}[_{backend}].json` with the device and versions.
+`{out}/model_speed_{preset}_{device}[_{backend}].json` with the device and versions, rewritten after each
+variant (a run cut short keeps the variants it finished); `--jsonl PATH` also appends one line per variant as it
+is measured (what scripts/gpu_check.sh brings back). On a GPU the record says whether the Triton kernels
+autotuned their tiles (SPARSEKIT_TRITON_AUTOTUNE): fixed tiles decode int4 about 2x slower on an H200.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +36,7 @@ import torch  # noqa: E402
 from sparsekit.api import convert  # noqa: E402
 from sparsekit.bench.model import benchmark_model  # noqa: E402
 from sparsekit.eval.size import weight_bytes  # noqa: E402
+from sparsekit.kernels.packed_gemm import autotuning  # noqa: E402
 from sparsekit.utils.device import resolve_device  # noqa: E402
 from sparsekit.utils.env import device_name, versions  # noqa: E402
 from sparsekit.utils.io import write_json_atomic  # noqa: E402
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto", choices=["auto", "triton", "cuda", "reference"],
                    help="kernels of the packed modules [auto]")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "model_speed")
+    p.add_argument("--jsonl", type=Path, default=None,
+                   help="also append one JSON line per variant to this file as each is measured")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -92,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    rows = {}
+    suffix = "" if args.backend == "auto" else f"_{args.backend}"
+    out = args.out / f"model_speed_{args.preset}_{device.type}{suffix}.json"
+    meta = {"preset": args.preset, "config": preset_config(args.preset, args.layers), "dtype": args.dtype,
+            "backend": args.backend, "device": device_name(device), "versions": versions(),
+            "triton_autotune": autotuning(device) if device.type == "cuda" else None,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python bench/experiments/model_speed.py " + shlex.join(argv)}
+    rows: dict[str, dict] = {}
     for name in [v for v in args.variants.split(",") if v]:
         model = random_model(args.preset, dtype, device, args.layers)
         result = convert(model, VARIANTS[name], packed_dtype=dtype, backend=args.backend, progress=False) \
@@ -105,20 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<18} prefill {r['prefill']['median_ms']:9.2f} ms  decode {r['decode']['tokens_per_s']:9.2f} tok/s"
               f"  weights {r['weight_bytes'] / 2 ** 30:6.2f} GiB  peak {r['peak_mem_bytes'] / 2 ** 30:6.2f} GiB",
               flush=True)
+        dense = rows.get("dense")
+        r["decode_speedup_vs_dense"] = r["decode"]["tokens_per_s"] / dense["decode"]["tokens_per_s"] if dense else None
+        # written after each variant: a run that a time limit cuts short keeps what it finished
+        write_json_atomic(out, {**meta, "rows": rows})
+        if args.jsonl is not None:
+            with args.jsonl.open("a") as f:
+                f.write(json.dumps({"variant": name, **meta, "rows": {name: r}}) + "\n")
         del model, result
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    dense = rows.get("dense")
-    for r in rows.values():
-        r["decode_speedup_vs_dense"] = r["decode"]["tokens_per_s"] / dense["decode"]["tokens_per_s"] if dense else None
-    suffix = "" if args.backend == "auto" else f"_{args.backend}"
-    out = args.out / f"model_speed_{args.preset}_{device.type}{suffix}.json"
-    write_json_atomic(out, {"preset": args.preset, "config": preset_config(args.preset, args.layers), "dtype": args.dtype,
-                            "backend": args.backend,
-                            "device": device_name(device), "versions": versions(),
-                            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                            "command": "python bench/experiments/model_speed.py " + shlex.join(argv), "rows": rows})
     print(out)
     return 0
 
