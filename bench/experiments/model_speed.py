@@ -36,7 +36,6 @@ import torch  # noqa: E402
 from sparsekit.api import convert  # noqa: E402
 from sparsekit.bench.model import benchmark_model  # noqa: E402
 from sparsekit.eval.size import weight_bytes  # noqa: E402
-from sparsekit.kernels.packed_gemm import autotuning  # noqa: E402
 from sparsekit.utils.device import resolve_device  # noqa: E402
 from sparsekit.utils.env import device_name, versions  # noqa: E402
 from sparsekit.utils.io import write_json_atomic  # noqa: E402
@@ -68,6 +67,16 @@ def random_model(preset: str, dtype: torch.dtype, device: torch.device, layers: 
     with device:
         model = AutoModelForCausalLM.from_config(LlamaConfig(**preset_config(preset, layers)), dtype=dtype)
     return model.eval()
+
+
+def triton_autotune(device: torch.device) -> bool | None:
+    """Whether the Triton kernels on `device` autotune their tiles; None off a GPU. Imported here: Triton is an
+    optional extra, and a CPU run must not need it."""
+    if device.type != "cuda":
+        return None
+    from sparsekit.kernels.packed_gemm import autotuning
+
+    return autotuning(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out / f"model_speed_{args.preset}_{device.type}{suffix}.json"
     meta = {"preset": args.preset, "config": preset_config(args.preset, args.layers), "dtype": args.dtype,
             "backend": args.backend, "device": device_name(device), "versions": versions(),
-            "triton_autotune": autotuning(device) if device.type == "cuda" else None,
+            "triton_autotune": triton_autotune(device),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python bench/experiments/model_speed.py " + shlex.join(argv)}
     rows: dict[str, dict] = {}
