@@ -136,11 +136,11 @@ def table(data: dict) -> str:
                 f"fraction of the copy bandwidth measured in the same run ({bw:.0f} GB/s):", "",
                 "| shape | M | dense ms | " + " | ".join(KERNELS[k] for k in kernels) + " |",
                 "|---|---|---|" + "---|" * len(kernels)]
-    for shape, m in dict.fromkeys((r["shape"], r["m"]) for r in rows):
-        mine = {r["kernel"]: r for r in rows if r["shape"] == shape and r["m"] == m}
-        cells = [f"{mine[k]['speedup_vs_dense']:.2f}x ({mine[k]['bw_fraction']:.2f})" if k in mine else "-"
-                 for k in kernels]
-        out.append(f"| {shape} | {m} | {mine['dense']['ms']:.4f} | " + " | ".join(cells) + " |")
+        for shape, m in dict.fromkeys((r["shape"], r["m"]) for r in rows):
+            mine = {r["kernel"]: r for r in rows if r["shape"] == shape and r["m"] == m}
+            cells = [f"{mine[k]['speedup_vs_dense']:.2f}x ({mine[k]['bw_fraction']:.2f})" if k in mine else "-"
+                     for k in kernels]
+            out.append(f"| {shape} | {m} | {mine['dense']['ms']:.4f} | " + " | ".join(cells) + " |")
     if data["model_speed"]:
         first = data["model_speed"][0]
         cfg = first["config"]
