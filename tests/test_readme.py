@@ -154,7 +154,8 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
     data = json.loads((REPO / "bench" / "results" / "cpu" / "smollm2_decode.json").read_text())
     assert data["command"].startswith("python bench/experiments/cpu_decode.py")
     assert decode.table(data) in readme
-    for name in ("smollm2_decode_zen3.json", "smollm2_decode_zen4.json"):  # packed variants from checkpoints
+    # packed variants from checkpoints
+    for name in ("smollm2_decode_zen3.json", "smollm2_decode_zen4.json", "smollm2_decode_zen4_semi24.json"):
         data = json.loads((REPO / "bench" / "results" / "cpu" / name).read_text())
         assert all(r["from_checkpoint"] == (r["recipe"] is not None) for r in data["rows"])
         assert decode.table(data) in readme and f"--table --out bench/results/cpu/{name}" in readme
@@ -174,7 +175,7 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
     assert data["path"] == "avx2" and "--path avx2" in data["command"]
     data = other_machine_table("cpu_gemm_zen3.json")
     assert data["path"] == "auto" and "avx512f" not in data["cpu_flags"] and "avx2" in data["cpu_flags"]
-    for name in ("cpu_gemm_zen4.json", "cpu_gemm_zen4_int8_a8.json"):
+    for name in ("cpu_gemm_zen4.json", "cpu_gemm_zen4_int8_a8.json", "cpu_gemm_zen4_semi24.json"):
         data = other_machine_table(name)
         assert data["path"] == "auto" and "avx512_vnni" in data["cpu_flags"] and data["cpu"].startswith("AMD")
 

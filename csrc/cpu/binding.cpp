@@ -39,7 +39,8 @@ bool cpu_has_avx512() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool ok = sparsekit::cpu::avx512_compiled() && __builtin_cpu_supports("avx512f") &&
                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vbmi2");
+                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vbmi") &&
+                         __builtin_cpu_supports("avx512vbmi2");
   return ok;
 #else
   return false;
@@ -141,7 +142,7 @@ std::string path_of(const Packed& p, const std::string& want) {
   TORCH_CHECK(want == "auto" || want == "avx512" || want == "avx2" || want == "scalar",
               "packed_linear[cpu]: path must be 'auto', 'avx512', 'avx2' or 'scalar', got '", want, "'");
   if (want == "avx512") {
-    TORCH_CHECK(cpu_has_avx512(), "packed_linear[cpu]: this CPU lacks AVX-512 F/BW/VL/DQ/VBMI2");
+    TORCH_CHECK(cpu_has_avx512(), "packed_linear[cpu]: this CPU lacks AVX-512 F/BW/VL/DQ/VBMI/VBMI2");
     TORCH_CHECK(simd_fits(p), "packed_linear[cpu]: the AVX-512 path needs group_size % 16 == 0 (or one group "
                 "per row), got ", p.group);
   }

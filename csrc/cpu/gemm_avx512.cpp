@@ -1,4 +1,4 @@
-// AVX-512 path (F, BW, VL, VBMI2 for the 2:4 expand): decode 16 weights of a row into one zmm, FMA them
+// AVX-512 path (F, BW, VL, VBMI2 for the 2:4 expand, VBMI for 2:4 bf16 positions): decode 16 weights of a row into one zmm, FMA them
 // with up to 8 token rows at once.
 //
 // Why it can beat dense: at decode (a few tokens) the product is bound by streaming W from memory, and
@@ -21,7 +21,7 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SPARSEKIT_AVX512 1
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,fma,f16c")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vbmi2,fma,f16c")
 #include <immintrin.h>
 
 namespace sparsekit {
@@ -441,6 +441,140 @@ void kept_tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, co
   }
 }
 
+// 2:4 with bf16 values, 64 inputs a step. kept_tile spends 8 instructions per 32 inputs at one token (the index:
+// broadcast, shift, AND, add; the values: widen, shift; the gather; the FMA), as many as the memory stream
+// leaves time for: at one thread on Zen 4 it streamed 61% of the read. Here one zmm load takes the 32 values of
+// 64 inputs (one cache line) and vpunpck{l,h}wd against zero widens them to fp32 in one instruction per 16:
+// each 128-bit lane gives the unpacks its values 0-3 and 4-7, so the low unpack holds the kept values of groups
+// {0, 1, 4, 5, 8, 9, 12, 13} (inputs 0-7, 16-23, 32-39, 48-55) and the high one the others. The activations
+// are reordered once per call to match (`reorder64`: those inputs first, then the rest), so each unpack's
+// candidates lie within 32 floats and one vpermt2ps still gathers them. The positions: the 8 metadata bytes of
+// the 64 inputs, broadcast as a qword, and one vpmultishiftqb moves each lane's 2-bit field into its low byte
+// (the other bits do not matter: vpternlogd keeps the field and ORs in the group base). 5 instructions per 32
+// inputs instead of 8; the same fp32 products, summed in other lanes.
+inline void reorder64(const float* x, int64_t k64, float* xr) {
+  for (int64_t b = 0; b < k64; b += 64)
+    for (int h = 0; h < 2; ++h)
+      for (int l = 0; l < 4; ++l) std::memcpy(xr + b + 32 * h + 8 * l, x + b + 16 * l + 8 * h, 8 * sizeof(float));
+}
+
+// R rows at a time: the 4 lines of activations a step are loaded once for R rows. With one row they are 3.6x
+// the weight bytes, and at K = 14336 (57 KB of fp32, more than L1) they come from L2: one row a step ran slower
+// from DRAM than kept_tile at two threads (1.5x the time, two processes streaming 4096 x 14336 side by side),
+// though 1.8x faster with every operand in cache.
+template <int MT, int R>
+void kept_bf16_tile(const Packed& p, const float* x, const float* xr, int64_t t0, float* out, const float* bias,
+                    int64_t n0, int64_t n1) {
+  const int64_t K = p.k, k64 = K & ~int64_t(63), simd_k = K & ~int64_t(31);
+  // lane l of the low unpack holds kept value kv = 8 (l / 4) + l % 4, whose position is bits 2 kv, 2 kv + 1 of
+  // the metadata qword; the high unpack's lane l holds kv + 4. Both gather from 4 (l / 2) + position.
+  alignas(64) uint8_t ctrl_lo_b[64] = {}, ctrl_hi_b[64] = {};
+  for (int l = 0; l < 16; ++l) {
+    ctrl_lo_b[4 * l] = static_cast<uint8_t>(2 * (8 * (l / 4) + l % 4));
+    ctrl_hi_b[4 * l] = static_cast<uint8_t>(2 * (8 * (l / 4) + l % 4 + 4));
+  }
+  __m512i ctrl_lo = _mm512_load_si512(ctrl_lo_b), ctrl_hi = _mm512_load_si512(ctrl_hi_b);
+  __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+  __m512i three = _mm512_set1_epi32(3);
+  const __m512i zero = _mm512_setzero_si512();
+  KeptSemi24 d(p);
+  for (int64_t n = n0; n + R <= n1; n += R) {
+    const uint16_t* values[R];
+    const uint8_t* meta[R];
+    for (int r = 0; r < R; ++r) {
+      values[r] = static_cast<const uint16_t*>(p.values) + (n + r) * (K / 2);
+      meta[r] = p.meta + (n + r) * (K / 8);
+    }
+    __m512 acc[R][2][MT];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < MT; ++t) acc[r][0][t] = acc[r][1][t] = _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < k64; k0 += 64) {
+      // the loop's constants stay in registers: GCC otherwise reads them from memory as operands every step,
+      // and with every operand in cache the loop is bound by its loads
+      asm("" : "+v"(ctrl_lo), "+v"(ctrl_hi), "+v"(base), "+v"(three));
+      __m512i idx_lo[R], idx_hi[R];
+      __m512 w_lo[R], w_hi[R];
+      for (int r = 0; r < R; ++r) {
+        prefetch_ahead(p, values[r] + k0 / 2);  // a line of values per step, a line of positions per 8
+        if ((k0 & 511) == 0) prefetch_ahead(p, meta[r] + k0 / 8);
+        uint64_t mw;
+        std::memcpy(&mw, meta[r] + k0 / 8, 8);
+        const __m512i mv = _mm512_set1_epi64(static_cast<long long>(mw));
+        idx_lo[r] = _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(ctrl_lo, mv), three, base, 0xEA);
+        idx_hi[r] = _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(ctrl_hi, mv), three, base, 0xEA);
+        const __m512i v = _mm512_loadu_si512(values[r] + k0 / 2);
+        w_lo[r] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v));
+        w_hi[r] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v));
+      }
+      for (int t = 0; t < MT; ++t) {
+        const float* xk = xr + (t0 + t) * k64 + k0;
+        const __m512 xa = _mm512_loadu_ps(xk), xb = _mm512_loadu_ps(xk + 16), xc = _mm512_loadu_ps(xk + 32),
+                     xd = _mm512_loadu_ps(xk + 48);
+        for (int r = 0; r < R; ++r) {
+          acc[r][0][t] = _mm512_fmadd_ps(w_lo[r], _mm512_permutex2var_ps(xa, idx_lo[r], xb), acc[r][0][t]);
+          acc[r][1][t] = _mm512_fmadd_ps(w_hi[r], _mm512_permutex2var_ps(xc, idx_hi[r], xd), acc[r][1][t]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      d.begin(n + r);
+      if (k64 < simd_k) {  // 32 inputs left: kept_tile's step on x in input order
+        const __m512i idx = kept_index32(meta[r], k64);
+        const __m512 w = d.kept(k64);
+        for (int t = 0; t < MT; ++t) {
+          const float* xk = x + (t0 + t) * K + k64;
+          acc[r][0][t] = _mm512_fmadd_ps(w, _mm512_permutex2var_ps(_mm512_loadu_ps(xk), idx, _mm512_loadu_ps(xk + 16)),
+                                         acc[r][0][t]);
+        }
+      }
+      for (int t = 0; t < MT; ++t) {
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0][t], acc[r][1][t]));
+        for (int64_t k = simd_k; k < K; ++k) sum += weight_at(p, n + r, k) * x[(t0 + t) * K + k];
+        out[(t0 + t) * p.n + n + r] = sum + (bias ? bias[n + r] : 0.0f);
+      }
+    }
+  }
+}
+
+// tokens t0 .. t0 + MT - 1 of rows n0 .. n1: R rows a step (as many as the registers hold next to MT tokens'
+// accumulators), the rows left over one at a time
+template <int MT, int R>
+void kept_bf16_tokens(const Packed& p, const float* x, const float* xr, int64_t t0, float* out, const float* bias,
+                      int64_t n0, int64_t n1) {
+  const int64_t whole = n0 + (n1 - n0) / R * R;
+  kept_bf16_tile<MT, R>(p, x, xr, t0, out, bias, n0, whole);
+  if (R > 1) kept_bf16_tile<MT, 1>(p, x, xr, t0, out, bias, whole, n1);
+}
+
+// a tile's reordered activations above this many bytes are read from L2, not L1 (Zen 4 and Intel cores since Ice
+// Lake have 32-48 KB of L1 data; the weight stream passes through it too)
+constexpr int64_t kSharedActsBytes = 24 * 1024;
+
+void kept_bf16_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                    int64_t n1) {
+  const int64_t K = p.k, k64 = K & ~int64_t(63);
+  // 64-byte aligned: a zmm load that straddles two cache lines costs two
+  std::vector<float> buf(static_cast<size_t>(m * k64 + 16));
+  float* xr = buf.data() + (16 - (reinterpret_cast<uintptr_t>(buf.data()) / sizeof(float)) % 16) % 16;
+  for (int64_t t = 0; t < m; ++t) reorder64(x + t * K, k64, xr + t * k64);
+  for (int64_t t0 = 0; t0 < m; t0 += 4) {
+    const int64_t mt = std::min<int64_t>(4, m - t0);
+    // Rows share the activation loads only where the tile's activations outgrow L1. With them in L1, 4 rows a
+    // step gained nothing (4096 x 4096 from L3, one token, 10 alternating runs: median ~22 GB/s of weights
+    // either way, best 27.5 against 33 for one row); from DRAM at K = 14336 they did (~18 against ~14).
+    const bool share = mt * k64 * static_cast<int64_t>(sizeof(float)) > kSharedActsBytes;
+    switch (mt) {
+      case 1: share ? kept_bf16_tokens<1, 4>(p, x, xr, t0, out, bias, n0, n1)
+                    : kept_bf16_tokens<1, 1>(p, x, xr, t0, out, bias, n0, n1); break;
+      case 2: share ? kept_bf16_tokens<2, 2>(p, x, xr, t0, out, bias, n0, n1)
+                    : kept_bf16_tokens<2, 1>(p, x, xr, t0, out, bias, n0, n1); break;
+      case 3: share ? kept_bf16_tokens<3, 2>(p, x, xr, t0, out, bias, n0, n1)
+                    : kept_bf16_tokens<3, 1>(p, x, xr, t0, out, bias, n0, n1); break;
+      default: kept_bf16_tokens<4, 1>(p, x, xr, t0, out, bias, n0, n1); break;
+    }
+  }
+}
+
 template <class D>
 void kept_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
   D d(p);
@@ -564,6 +698,8 @@ void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const f
     return nibble_rows<MXFP4Tile>(p, x, m, out, bias, n0, n1);
   }
   if (kept_fits(p)) {
+    if (p.kind == Kind::kSemi24 && p.value_type == ValueType::kBFloat16 && p.k >= 64)
+      return kept_bf16_rows(p, x, m, out, bias, n0, n1);
     if (p.kind == Kind::kSemi24) return kept_rows<KeptSemi24>(p, x, m, out, bias, n0, n1);
     return int4_semi24_rows(p, x, m, out, bias, n0, n1);
   }

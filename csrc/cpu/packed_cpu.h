@@ -153,7 +153,7 @@ using DequantFn = void (*)(const Packed& p, float* dst, int64_t n0, int64_t n1);
 void rows_scalar(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
-// AVX-512 (F, BW, VL, DQ, VBMI2): only called where the CPU has them (runtime check in the binding) and
+// AVX-512 (F, BW, VL, DQ, VBMI, VBMI2): only called where the CPU has them (runtime check in the binding) and
 // where this compiler built them (GCC on x86-64: `avx512_compiled`).
 bool avx512_compiled();
 void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);

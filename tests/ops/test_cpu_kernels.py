@@ -110,12 +110,14 @@ def test_smallest_legal_and_odd_shapes(kind, n, k, opts, path):
 
 # Groups and K that the SIMD paths cannot run through their fastest loops (int4 groups of 16 / 48: not whole
 # 32-input steps; K = 592 and 600: a 16-input tail after the 32-input steps, an 8-input tail after the 16-input
-# chunks; one group per row that is not a multiple of 16): the per-chunk decoders, their group tracking and the
+# chunks; 2:4 bf16 at K = 608: one 32-input step after the 64-input ones; one group per row that is not a
+# multiple of 16): the per-chunk decoders, their group tracking and the
 # scalar tails. M covers every decode tile size (1-8 tokens, then 9 = 8 + 1, 16) and the dequantize path (17).
 GENERIC_CASES = [("int4", 592, {"group": 16}), ("int4", 576, {"group": 48, "symmetric": False}),
                  ("int4", 600, {"group": 600}), ("int4_semi24", 592, {"group": 16, "symmetric": False}),
                  ("int4_semi24", 576, {"group": 48}), ("int4_semi24", 600, {"group": 600}), ("semi24", 600, {}),
-                 ("semi24", 600, {"values": torch.bfloat16}), ("semi24", 600, {"values": torch.float16}),
+                 ("semi24", 600, {"values": torch.bfloat16}), ("semi24", 608, {"values": torch.bfloat16}),
+                 ("semi24", 600, {"values": torch.float16}),
                  ("int8", 600, {}), ("mxfp4", 608, {})]
 
 
@@ -128,6 +130,20 @@ def test_simd_paths_outside_their_fastest_loops(kind, k, opts, path):
     for m in (1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17):
         x = torch.randn(m, k, generator=_gen(100 + m))
         assert rel(cpu_linear(x, layout, bias, path=path), packed_linear_reference(x, layout, bias)) < 1e-5, m
+
+
+@pytest.mark.parametrize("n, k", [(7, 128), (7, 608), (2, 64), (1, 640), (7, 6208), (6, 6240)])
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_semi24_bf16_rows_left_over_from_the_row_tiles(n, k, path):
+    """2:4 with bf16 values (AVX-512) takes 4 rows a step at one token and 2 at two or three where a tile's
+    activations pass 24 KB (K > 6144 at one token), one row a step below: row counts that leave rows over,
+    64-input steps with and without a 32-input step after them, every tile of tokens."""
+    layout = make("semi24", n, k, values=torch.bfloat16, seed=n + k)
+    bias = torch.randn(n, generator=_gen(5))
+    for m in (1, 2, 3, 4, 5, 6, 9, 16):
+        x = torch.randn(m, k, generator=_gen(200 + m))
+        got = cpu_linear(x, layout, bias, path=path)
+        assert rel_to_products(got, packed_linear_reference(x, layout, bias), x, layout) < 1e-5, m
 
 
 @pytest.mark.parametrize("kind, opts", [("int4", {"group": 128}), ("int4_semi24", {"group": 32, "symmetric": False}),
