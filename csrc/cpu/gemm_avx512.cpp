@@ -1,5 +1,5 @@
-// AVX-512 path (F, BW, VL, VBMI2 for the 2:4 expand, VBMI for 2:4 bf16 positions): decode 16 weights of a row into one zmm, FMA them
-// with up to 8 token rows at once.
+// AVX-512 path (F, BW, VL, VBMI2 for the 2:4 expand, VBMI for the 2:4 bf16 positions): decode 16 weights of a
+// row into one zmm, FMA them with up to 8 token rows at once.
 //
 // Why it can beat dense: at decode (a few tokens) the product is bound by streaming W from memory, and
 // the packed row is 2-8x fewer bytes than fp32. The decode must keep up with that stream, so each layout
