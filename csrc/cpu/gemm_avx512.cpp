@@ -243,15 +243,15 @@ inline void split_activations(const Packed& p, const float* x, int64_t m, int64_
   const int64_t K = p.k, half = K / 2, G = (K + group - 1) / group;
   sp.even.resize(m * half);
   sp.odd.resize(m * half);
-  sp.sums.assign(m * G, 0.0f);
+  sp.sums.resize(m * G);
   for (int64_t t = 0; t < m; ++t) {
     const float* xt = x + t * K;
     for (int64_t i = 0; i < half; ++i) {
       sp.even[t * half + i] = xt[2 * i];
       sp.odd[t * half + i] = xt[2 * i + 1];
     }
-    for (int64_t k = 0; k < K; ++k) sp.sums[t * G + k / group] += xt[k];
   }
+  group_sums(x, m, K, group, sp.sums.data());
 }
 
 // out[t, n] for int4 rows whose groups are whole 32-input chunks (group % 32 == 0, K % 32 == 0)

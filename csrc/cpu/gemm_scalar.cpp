@@ -1,5 +1,6 @@
 // The portable path: every layout through its scalar reference decoder (packed_cpu.h). Correct on any
 // CPU and any legal shape; the SIMD paths are checked against it and against the Python reference.
+#include <algorithm>
 #include <vector>
 
 #include "packed_cpu.h"
@@ -18,6 +19,16 @@ void rows_scalar(const Packed& p, const float* x, int64_t m, float* out, const f
       out[i * p.n + n] = acc + (bias ? bias[n] : 0.0f);
     }
   }
+}
+
+void group_sums(const float* x, int64_t m, int64_t k, int64_t group, float* sums) {
+  const int64_t G = (k + group - 1) / group;
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t g = 0; g < G; ++g) {
+      float sum = 0.0f;  // input order, as the reference sums
+      for (int64_t i = g * group; i < std::min(k, (g + 1) * group); ++i) sum += x[t * k + i];
+      sums[t * G + g] = sum;
+    }
 }
 
 void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1) {
