@@ -459,9 +459,9 @@ inline void reorder64(const float* x, int64_t k64, float* xr) {
 }
 
 // R rows at a time: the 4 lines of activations a step are loaded once for R rows. With one row they are 3.6x
-// the weight bytes, and at K = 14336 (57 KB of fp32, more than L1) they come from L2: one row a step ran slower
-// from DRAM than kept_tile at two threads (1.5x the time, two processes streaming 4096 x 14336 side by side),
-// though 1.8x faster with every operand in cache.
+// the weight bytes, and at K = 14336 (57 KB of fp32, more than L1) they come from L2: one row a step took 1.5x
+// kept_tile's time on 4096 x 14336 from DRAM at two threads (1.6x with two processes each streaming 2048 x 14336
+// side by side), though it was 1.8x faster with every operand in cache.
 template <int MT, int R>
 void kept_bf16_tile(const Packed& p, const float* x, const float* xr, int64_t t0, float* out, const float* bias,
                     int64_t n0, int64_t n1) {
