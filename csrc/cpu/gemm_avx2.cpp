@@ -468,25 +468,8 @@ void int4_semi24_rows(const Packed& p, const float* x, int64_t m, float* out, co
 // As in gemm_avx512.cpp: the activations are split once per call into even and odd inputs, so that code
 // byte j (input 2j low, 2j + 1 high) meets even[j] and odd[j]; 8 code bytes become two 8-lane vectors with
 // one zero-extension, an AND and a shift, instead of an interleave back to input order. The int4 zero
-// point is folded out: sum (q - z) s x = s (sum q x - z sum x), sum x per group and token computed here.
-struct Split {
-  std::vector<float> even, odd, sums;  // [m, K/2], [m, K/2], [m, G]
-};
-
-inline void split_activations(const Packed& p, const float* x, int64_t m, int64_t group, Split& sp) {
-  const int64_t K = p.k, half = K / 2, G = (K + group - 1) / group;
-  sp.even.resize(m * half);
-  sp.odd.resize(m * half);
-  sp.sums.resize(m * G);
-  for (int64_t t = 0; t < m; ++t) {
-    const float* xt = x + t * K;
-    for (int64_t i = 0; i < half; ++i) {
-      sp.even[t * half + i] = xt[2 * i];
-      sp.odd[t * half + i] = xt[2 * i + 1];
-    }
-  }
-  group_sums(x, m, K, group, sp.sums.data());
-}
+// point is folded out: sum (q - z) s x = s (sum q x - z sum x), sum x per group and token computed once per
+// call (Split and split_activations: packed_cpu.h).
 
 // Chains: even and odd inputs accumulate apart (2 per token); at 1-2 tokens the two 8-byte halves of each
 // 16-byte step alternate between 2 sets, for 4 chains at one token: a step there issues ~10 instructions

@@ -234,25 +234,7 @@ inline void tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, 
 // nibbles x even inputs, high nibbles x odd inputs) with an AND and a shift: ~6 instructions per 32
 // weights instead of ~20, which is what keeps the decode near the memory stream. The int4 zero point
 // (8, or the stored one) is folded out of the loop: sum (q - z) s x = s (sum q x - z sum x), with
-// sum x per group and token computed once per call.
-struct Split {
-  std::vector<float> even, odd, sums;  // [m, K/2], [m, K/2], [m, G]
-};
-
-inline void split_activations(const Packed& p, const float* x, int64_t m, int64_t group, Split& sp) {
-  const int64_t K = p.k, half = K / 2, G = (K + group - 1) / group;
-  sp.even.resize(m * half);
-  sp.odd.resize(m * half);
-  sp.sums.resize(m * G);
-  for (int64_t t = 0; t < m; ++t) {
-    const float* xt = x + t * K;
-    for (int64_t i = 0; i < half; ++i) {
-      sp.even[t * half + i] = xt[2 * i];
-      sp.odd[t * half + i] = xt[2 * i + 1];
-    }
-  }
-  group_sums(x, m, K, group, sp.sums.data());
-}
+// sum x per group and token computed once per call (Split and split_activations: packed_cpu.h).
 
 // out[t, n] for int4 rows whose groups are whole 32-input chunks (group % 32 == 0, K % 32 == 0)
 template <int MT>

@@ -21,14 +21,23 @@ void rows_scalar(const Packed& p, const float* x, int64_t m, float* out, const f
   }
 }
 
-void group_sums(const float* x, int64_t m, int64_t k, int64_t group, float* sums) {
-  const int64_t G = (k + group - 1) / group;
-  for (int64_t t = 0; t < m; ++t)
-    for (int64_t g = 0; g < G; ++g) {
-      float sum = 0.0f;  // input order, as the reference sums
-      for (int64_t i = g * group; i < std::min(k, (g + 1) * group); ++i) sum += x[t * k + i];
-      sums[t * G + g] = sum;
+void split_activations(const Packed& p, const float* x, int64_t m, int64_t group, Split& sp) {
+  const int64_t K = p.k, half = K / 2, G = (K + group - 1) / group;
+  sp.even.resize(m * half);
+  sp.odd.resize(m * half);
+  sp.sums.resize(m * G);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xt = x + t * K;
+    for (int64_t i = 0; i < half; ++i) {
+      sp.even[t * half + i] = xt[2 * i];
+      sp.odd[t * half + i] = xt[2 * i + 1];
     }
+    for (int64_t g = 0; g < G; ++g) {
+      float sum = 0.0f;
+      for (int64_t k = g * group; k < std::min(K, (g + 1) * group); ++k) sum += xt[k];
+      sp.sums[t * G + g] = sum;
+    }
+  }
 }
 
 void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1) {

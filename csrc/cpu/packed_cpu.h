@@ -153,11 +153,17 @@ using DequantFn = void (*)(const Packed& p, float* dst, int64_t n0, int64_t n1);
 void rows_scalar(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
-// sums[t, g] = the sum of x[t, k] over group g's inputs (G = ceil(k / group)), for the kernels that fold a zero
-// point out of their loops. A loop per group: the loop per input it replaces took an integer division per input,
-// as long as the decode of a SmolLM2 projection's rows (int4 g128 at one thread: 256 x 2048 28 -> 24 us a call,
-// 576 x 1536 43 -> 40 us).
-void group_sums(const float* x, int64_t m, int64_t k, int64_t group, float* sums);
+// The activations of one call for the nibble layouts (int4, MXFP4) of the AVX-512 and AVX2 paths: split into
+// even and odd inputs, so that code byte j (input 2j low nibble, 2j + 1 high) meets even[j] and odd[j] with no
+// interleave, and summed per group of `group` inputs (input order, as the reference sums) for the kernels
+// that fold the int4 zero point out of their loops. Baseline code (gemm_scalar.cpp), shared by both paths.
+struct Split {
+  std::vector<float> even, odd, sums;  // [m, K/2], [m, K/2], [m, G]
+};
+
+// The group sums loop per group: a loop per input with an integer division in it took as long as the decode of
+// a SmolLM2 projection's rows (int4 g128 at one thread: 256 x 2048 28 -> 24 us a call, 576 x 1536 43 -> 40 us).
+void split_activations(const Packed& p, const float* x, int64_t m, int64_t group, Split& sp);
 
 // AVX-512 (F, BW, VL, DQ, VBMI, VBMI2): only called where the CPU has them (runtime check in the binding) and
 // where this compiler built them (GCC on x86-64: `avx512_compiled`).
