@@ -175,7 +175,8 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
     assert data["path"] == "avx2" and "--path avx2" in data["command"]
     data = other_machine_table("cpu_gemm_zen3.json")
     assert data["path"] == "auto" and "avx512f" not in data["cpu_flags"] and "avx2" in data["cpu_flags"]
-    for name in ("cpu_gemm_zen4.json", "cpu_gemm_zen4_int8_a8.json", "cpu_gemm_zen4_semi24.json"):
+    for name in ("cpu_gemm_zen4.json", "cpu_gemm_zen4_int8_a8.json", "cpu_gemm_zen4_semi24.json",
+                 "cpu_gemm_zen4_semi24_rows_ahead.json"):
         data = other_machine_table(name)
         assert data["path"] == "auto" and "avx512_vnni" in data["cpu_flags"] and data["cpu"].startswith("AMD")
 

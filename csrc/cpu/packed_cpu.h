@@ -126,18 +126,19 @@ inline float weight_at(const Packed& p, int64_t n, int64_t k) {
 // latency), and the hardware prefetchers do not run far enough ahead of such a loop, so every decode loop asks
 // for each cache line of each weight stream `prefetch_distance` bytes before it reads it. Into L1 where the core
 // has enough L1 miss buffers for that distance; into L2 where it has not (measured per CPU: see the binding).
-inline void prefetch_ahead(const Packed& p, const void* ptr) {
-  const char* at = static_cast<const char*>(ptr) + p.prefetch_distance;
+//
+// prefetch_line: the line at `at` itself, into the plan's cache level (for a loop that knows where the stream
+// it reads next starts)
+inline void prefetch_line(const Packed& p, const void* at) {
   if (p.prefetch_l2) {
     __builtin_prefetch(at, 0, 2);  // prefetcht1 on x86
   } else {
     __builtin_prefetch(at, 0, 3);  // prefetcht0
   }
 }
-
-// The same into L1 whatever the CPU: for a loop that is bound by its instructions, not by memory, where a line
-// waiting in L2 stalls the loop and the misses in flight are few anyway (int4 + 2:4 with fp32 activations: ~6
-// GB/s on one Zen 4 core, 8% slower with its lines prefetched into L2).
+inline void prefetch_ahead(const Packed& p, const void* ptr) {
+  prefetch_line(p, static_cast<const char*>(ptr) + p.prefetch_distance);
+}
 inline void prefetch_ahead_l1(const Packed& p, const void* ptr) {
   __builtin_prefetch(static_cast<const char*>(ptr) + p.prefetch_distance, 0, 3);
 }
