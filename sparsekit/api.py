@@ -20,7 +20,7 @@ from sparsekit.eval.perplexity import perplexity
 from sparsekit.eval.size import (compressed_bytes, lm_head_precision, packed_bits_per_weight, projection_sparsity,
                                 weight_bytes)
 from sparsekit.models.adapters import get_adapter
-from sparsekit.models.loader import load_model
+from sparsekit.models.loader import load_model, require_tokenizer
 from sparsekit.nn.packed import set_backend
 from sparsekit.prune.patterns import masks_sparsity
 from sparsekit.recipe import STRUCTURED_STEPS, Heal, Recipe, Reconstruct, load_recipe
@@ -113,7 +113,10 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
     if not isinstance(model, torch.nn.Module):
         if (Path(model) / "sparsekit.json").is_file():  # a compressed checkpoint: what it pruned stays pruned
             carried = _carried_masks(Path(model), recipe)
+        source = model
         model, tokenizer = load_model(model, dtype=resolve_dtype(dtype, compute), device="cpu")
+        if needs_data:
+            require_tokenizer(tokenizer, source, "calibration")
     ids = None
     calibration = None
     if needs_data:
@@ -250,6 +253,7 @@ def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl:
         name = str(model)
         checkpoint = read_metadata(name) if os.path.isdir(os.path.expanduser(name)) else None
         model, tokenizer = load_model(model, dtype=dtype, device=resolve_device(device))
+        require_tokenizer(tokenizer, name, "evaluation")
     if backend != "auto":
         set_backend(model, backend)
     report: dict = {key: None for key in REPORT_KEYS}

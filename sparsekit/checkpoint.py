@@ -188,7 +188,8 @@ def verify_files(path: Path, meta: dict) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32, backend: str = "auto"):
-    """`(model, tokenizer)` of a sparsekit checkpoint folder, on the CPU, packed modules in place.
+    """`(model, tokenizer)` of a sparsekit checkpoint folder, on the CPU, packed modules in place; tokenizer
+    None where the checkpoint was saved without one.
 
     Tensors of unpacked modules take `dtype`; packed tensors (2:4 values, codes, metadata, scales) keep
     their stored types, so the model holds exactly the stored bytes. Checkpoints without packed modules
@@ -206,7 +207,9 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     if meta is None:
         raise SparsekitError(f"{path} is not a sparsekit checkpoint (no {METADATA_FILE})")
     verify_files(path, meta)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    # a model saved without its tokenizer (save(model, out) from Python) has no tokenizer files: AutoTokenizer would
+    # build the config's tokenizer class from nothing and fail, so such a checkpoint loads with tokenizer None
+    tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
     packed = meta.get("packed") or {}
     structure = meta.get("structure") or {}
     skipped = structure.get("removed_sublayers") or []

@@ -334,11 +334,12 @@ def run_point(grid: dict, recipe: list[dict], progress: bool = True) -> dict:
     from sparsekit.api import benchmark, compress, convert, evaluate, storage_bits
     from sparsekit.eval.size import compressed_bytes
     from sparsekit.models.adapters import get_adapter
-    from sparsekit.models.loader import load_model
+    from sparsekit.models.loader import load_model, require_tokenizer
     from sparsekit.prune.patterns import masks_sparsity
 
     calib = {**CALIBRATION_DEFAULTS, **(grid.get("calibration") or {})}
     model, tokenizer = load_model(grid["model"], dtype=grid.get("dtype", "auto"), device="cpu")
+    require_tokenizer(tokenizer, grid["model"], "a sweep")
     storage: dict = {}
     packed: dict = {}
     steps: list = []  # step records, as compress returns them

@@ -148,6 +148,23 @@ def test_save_a_converted_model_object(tiny_dir, tmp_path):
         sparsekit.save("not a model", tmp_path / "x")
 
 
+def test_a_model_saved_without_its_tokenizer_loads_with_none(tiny_dir, data_dir, tmp_path):
+    """save(model) without a tokenizer writes no tokenizer files: load gives tokenizer None (AutoTokenizer would
+    build the config's tokenizer class from nothing and fail), and evaluation and calibration say what they lack."""
+    from sparsekit.errors import SparsekitError
+
+    result = convert(str(tiny_dir), [{"prune": {"method": "magnitude", "pattern": "2:4"}}], **OPTS)
+    path = sparsekit.save(result.model, tmp_path / "m")
+    model, tokenizer = sparsekit.load(path)
+    assert tokenizer is None
+    ids = torch.randint(3, 300, (1, 16), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(_logits(model, ids), _logits(result.model, ids))
+    with pytest.raises(SparsekitError, match="saved without a tokenizer, which evaluation needs"):
+        sparsekit.evaluate(path, limit=1, seqlen=32, data_dir=data_dir, progress=False)
+    with pytest.raises(SparsekitError, match="saved without a tokenizer, which calibration needs"):
+        compress(path, [{"prune": {"method": "wanda", "sparsity": 0.5}}], data_dir=data_dir, **OPTS)
+
+
 def test_load_keeps_the_stored_packed_dtypes(tiny_dir, tmp_path):
     result = convert(str(tiny_dir), [{"prune": {"method": "magnitude", "pattern": "2:4"}}], packed_dtype=torch.float16,
                      **OPTS)

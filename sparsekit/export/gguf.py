@@ -305,6 +305,9 @@ def export_gguf(source: Source, out: Path, dtype: torch.dtype = torch.float16) -
     if window and getattr(config, "use_sliding_window", True):
         raise ExportError(f"this {config.model_type} model attends through a sliding window of {window} tokens, which "
                           f"llama.cpp's {arch.gguf_name} architecture does not apply; export a model with full attention")
+    if source.tokenizer is None:
+        raise ExportError(f"{source.path} was saved without a tokenizer, which a GGUF file carries: save the "
+                          "checkpoint with its tokenizer (sparsekit.save(result, out, tokenizer=...))")
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.gguf_name.upper()], config.num_hidden_layers)
     writer = gguf.GGUFWriter(str(out), arch.gguf_name)
     writer.add_name(str(source.meta.get("base_model") or source.path.name))

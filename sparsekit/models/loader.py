@@ -16,6 +16,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -129,9 +130,16 @@ def _load_gguf(path: Path, dtype: torch.dtype, use_cache: bool):
     return model.to(dtype), tokenizer
 
 
+def require_tokenizer(tokenizer: Any, name: str | os.PathLike, needed_for: str) -> None:
+    """Refuse a model loaded without a tokenizer (a sparsekit checkpoint saved without one) where one is needed."""
+    if tokenizer is None:
+        raise SparsekitError(f"{name} was saved without a tokenizer, which {needed_for} needs: load the model with "
+                             "sparsekit.load and pass its base model's tokenizer")
+
+
 def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto",
                device: str | torch.device = "cpu", cache: bool = True):
-    """Return `(model, tokenizer)` in eval mode.
+    """Return `(model, tokenizer)` in eval mode (tokenizer None for a sparsekit checkpoint saved without one).
 
     Args:
         name_or_path: a short name (`smollm2-135m`), a Hugging Face id or local folder, or a `.gguf` file.
@@ -171,7 +179,7 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
                     from exc
         else:
             model, tokenizer = _load_hub(name, dt)
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+    if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model.to(dev), tokenizer
