@@ -139,6 +139,10 @@ inline void prefetch_line(const Packed& p, const void* at) {
 inline void prefetch_ahead(const Packed& p, const void* ptr) {
   prefetch_line(p, static_cast<const char*>(ptr) + p.prefetch_distance);
 }
+
+// The same into L1 whatever the CPU: for a loop that is bound by its instructions, not by memory, where a line
+// waiting in L2 stalls the loop and the misses in flight are few anyway (int4 + 2:4 with fp32 activations: ~6
+// GB/s on one Zen 4 core, 8% slower with its lines prefetched into L2).
 inline void prefetch_ahead_l1(const Packed& p, const void* ptr) {
   __builtin_prefetch(static_cast<const char*>(ptr) + p.prefetch_distance, 0, 3);
 }
