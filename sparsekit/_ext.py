@@ -67,7 +67,8 @@ def cpu_info() -> dict:
     takes AVX-512, then AVX2, then the portable scalar path), and which int8-activation decode kernels the
     'cpu_a8' backend runs ('a8': 'vnni', 'avx2', or 'none': the exact kernels on the quantized activations), and
     where the decode loops prefetch the weight ('prefetch': 'l1:BYTES' or 'l2:BYTES' ahead; SPARSEKIT_CPU_PREFETCH
-    sets it before the first call)."""
+    sets it before the first call), and whether 2:4 bf16 layers multiply bf16 activations with AVX512_BF16 dot
+    products at decode ('bf16_dot')."""
     ext = load_cpu()
     if ext is None:
         return {"available": False}
@@ -77,4 +78,6 @@ def cpu_info() -> dict:
         info["a8"] = ext.a8_kernels()
     if hasattr(ext, "prefetch"):  # nor one built before the per-CPU prefetch plan
         info["prefetch"] = ext.prefetch()
+    if hasattr(ext, "has_bf16_dot"):  # nor one built before the AVX512_BF16 2:4 kernel
+        info["bf16_dot"] = bool(ext.has_bf16_dot())
     return info

@@ -24,12 +24,13 @@ the table names the file.
 | int4 g128 | int4 | int4 RTN g128 | int4 GPTQ g128 |
 | mxfp4 | mxfp4 | MXFP4 RTN | MXFP4 RTN |
 | 2:4 | semi24 (bf16 values) | magnitude 2:4 | SparseGPT 2:4 |
+| 2:4 bf16 model | semi24 (bf16 values) in a bf16 model: bf16 activations | magnitude 2:4 | - (not measured) |
 | 2:4 + int4 | int4_semi24 | magnitude 2:4 + int4 RTN g128 | SparseGPT 2:4 + int4 (joint) |
 | int4 g128 a8, mxfp4 a8, 2:4 + int4 a8 | as above, on the opt-in backend 'cpu_a8' (int8 activations) | as above | the same recipes scored with 'cpu_a8' (a8_accuracy.py) |
 | int4 g128 + int8 head, 2:4 + int4 + int8 head | as above + int8 (LM head) | as above + the head step `INT8_HEAD` | the same recipes with the head step (head_accuracy.py) |
 
 Embeddings and norms are not compressed: they run in the model's dtype (fp32, bf16 for the bf16
-variant) and count in `bytes` at that width; so does the tied LM head, except in the `+ int8 head`
+variants) and count in `bytes` at that width; so does the tied LM head, except in the `+ int8 head`
 variants, whose head is untied and packed in int8 per channel (the `lm_head` column of every row says
 what it runs in).
 """
@@ -76,6 +77,9 @@ VARIANTS = {
     "int4 g128": ([INT4], None, "float32", "bench/results/quant/smollm2-135m_int4-gptq_limit40.json", "auto"),
     "mxfp4": ([MXFP4], None, "float32", "bench/results/quant/smollm2-135m_mxfp4-rtn_limit40.json", "auto"),
     "2:4": ([MAG24], "bfloat16", "float32", "bench/results/prune/smollm2-135m_sparsegpt-2-4_limit40.json", "auto"),
+    # the same layout in a bf16 model: its activations reach the kernel in bf16 (AVX512_BF16 dot products where
+    # the CPU has them); read it against "dense bf16"
+    "2:4 bf16 model": ([MAG24], "bfloat16", "bfloat16", None, "auto"),
     "2:4 + int4": ([MAG24, INT4], None, "float32",
                    "bench/results/quant/smollm2-135m_sparsegpt-2-4-int4-joint_limit40.json", "auto"),
     "int4 g128 a8": ([INT4], None, "float32", f"{A8}#int4-gptq#a8", "cpu_a8"),
@@ -139,7 +143,7 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: 
     if recipe is None:
         model, _ = load(model_name, dtype)
     else:
-        model, _ = sparsekit.load(checkpoint)
+        model, _ = sparsekit.load(checkpoint, dtype=dtype)  # the variant's model dtype ('auto' is fp32 on a CPU)
         packed = {n: m.kind for n, m in model.named_modules() if isinstance(m, PackedLinear)}
     if backend != "auto":
         from sparsekit.nn import set_backend
@@ -159,7 +163,9 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: 
 
 def table(data: dict) -> str:
     rows = data["rows"]
-    dense = next(r for r in rows if r["variant"] == "dense fp32")
+    # "vs dense": against dense fp32, or dense bf16 in a run of bf16 variants alone
+    dense = next((r for r in rows if r["variant"] == "dense fp32"), None) or next(
+        r for r in rows if r["variant"] == "dense bf16")
     lines = ["| variant | LM head | WikiText-2 ppl (result file) | weights MiB | decode tok/s eager | vs dense | decode "
              f"tok/s compiled | vs dense compiled | prefill {data['prefill']} ms | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|---|"]

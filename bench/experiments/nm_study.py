@@ -108,6 +108,13 @@ ROWS: dict[str, dict] = {
     "sparsegpt+permute+reconstruct-model+heal-82k-lr5e-4-squarehead-0.1": {
         "method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
         "heal": {"tokens": 81_920, "lr": 5e-4, "squarehead": 0.1}},
+    # the same short heal at 2x and 4x the learning rate: does a higher rate buy what tokens cannot?
+    "sparsegpt+permute+reconstruct-model+heal-82k-lr1e-3": {"method": "sparsegpt", "permute": True,
+                                                            "reconstruct": TO_MODEL,
+                                                            "heal": {"tokens": 81_920, "lr": 1e-3}},
+    "sparsegpt+permute+reconstruct-model+heal-82k-lr2e-3": {"method": "sparsegpt", "permute": True,
+                                                            "reconstruct": TO_MODEL,
+                                                            "heal": {"tokens": 81_920, "lr": 2e-3}},
     # the same short heal at 50% unstructured (no permutation there), from the 4-epoch fit of the row above
     "sparsegpt+reconstruct-model+heal-82k-lr5e-4": {"method": "sparsegpt", "reconstruct": TO_MODEL,
                                                     "heal": {"tokens": 81_920, "lr": 5e-4}},

@@ -26,10 +26,13 @@ down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down), e
 Kernels: `fp32` and `bf16` dense (torch.nn.functional.linear), `torch_int8` (aten._weight_int8pack_mm,
 per channel), `torch_int4` (aten._weight_int4pack_mm_for_cpu, g128), and sparsekit's CPU kernels
 (`sparsekit.ops.backends.cpu`) on `semi24` (bf16 values), `int4` (g128), `int4_semi24` (g128), `mxfp4`,
-`int8`, and the opt-in int8-activation variant (backend 'cpu_a8') on four of them: `int4_a8`,
-`int4_semi24_a8`, `mxfp4_a8`, `int8_a8` (checked against the exact product on the quantized activations; the
-distance to the exact product is recorded as `rel_err_vs_exact`). Activations fp32 (the model's dtype on this CPU) except for `bf16` and the torch int kernels'
-native bf16 path where noted. `--path` forces sparsekit's kernels onto one SIMD path ('auto': AVX-512, else
+`int8`, `semi24_bf16_acts` (the semi24 layout with bf16 activations, a bf16 model's: AVX512_BF16 dot
+products at decode where the CPU has them; read it against `bf16` dense; checked against the reference on the
+same bf16 activations, to 2^-8: the bf16 output's rounding), and the opt-in int8-activation variant (backend
+'cpu_a8') on four of them: `int4_a8`, `int4_semi24_a8`, `mxfp4_a8`, `int8_a8` (checked against the exact
+product on the quantized activations; the distance to the exact product is recorded as `rel_err_vs_exact`).
+Activations fp32 (the model's dtype on this CPU) except for `bf16`, `semi24_bf16_acts` and the torch int
+kernels' native bf16 path where noted. `--path` forces sparsekit's kernels onto one SIMD path ('auto': AVX-512, else
 AVX2, else scalar; 'avx2' measures the AVX2 kernels on an AVX-512 machine; the a8 kernels are VNNI on 'avx512'
 and 'auto' only, the exact kernels on the quantized activations elsewhere). Writes one JSON (CPU model and
 flags, threads, versions, date, command, path, bandwidth, rows), rewritten after every shape so an
@@ -60,11 +63,13 @@ SHAPES = {"llama3-8b": [("llama3-8b q/o", 4096, 4096), ("llama3-8b k/v", 1024, 4
           "smollm2": [("smollm2 q/o", 576, 576), ("smollm2 k/v", 192, 576), ("smollm2 gate/up", 1536, 576),
                       ("smollm2 down", 576, 1536)]}
 MS = [1, 4, 16, 128, 512]
-KERNELS = ("fp32", "bf16", "torch_int8", "torch_int4", "semi24", "int4", "int4_semi24", "mxfp4", "int8", "int4_a8",
-           "int4_semi24_a8", "mxfp4_a8", "int8_a8")
+KERNELS = ("fp32", "bf16", "torch_int8", "torch_int4", "semi24", "semi24_bf16_acts", "int4", "int4_semi24", "mxfp4",
+           "int8", "int4_a8", "int4_semi24_a8", "mxfp4_a8", "int8_a8")
 PACKED = ("semi24", "int4", "int4_semi24", "mxfp4", "int8")
 #: the opt-in backend 'cpu_a8' (int8 activation blocks) on these layouts: kernel name -> layout name
 A8 = {"int4_a8": "int4", "int4_semi24_a8": "int4_semi24", "mxfp4_a8": "mxfp4", "int8_a8": "int8"}
+#: a bf16 model's activations on a layout: kernel name -> layout name (read against `bf16` dense)
+BF16_ACTS = {"semi24_bf16_acts": "semi24"}
 
 
 def cpu_name() -> tuple[str, list[str]]:
@@ -164,11 +169,15 @@ def make_weights(n: int, k: int, seed: int, llc: int, path: str = "auto") -> dic
         b4 = packed.numel() * packed.element_size() + sz.numel() * 4
         out["torch_int4"] = (_rotating(lambda pk, s: lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, pk, 128, s),
                                        [packed, sz], b4, llc), b4, None)
-    for name, layout in [*layouts.items(), *((a8, layouts[base]) for a8, base in A8.items())]:
+    variants = {**A8, **BF16_ACTS}
+    for name, layout in [*layouts.items(), *((v, layouts[base]) for v, base in variants.items())]:
         fields, acts = list(layout.tensors()), "int8" if name in A8 else "float"
-        make = (lambda lay, names, acts: lambda *ts: (lambda t: lambda x: cpu_linear(x, t, path=path, acts=acts))(
-            type(lay).from_tensors(lay.shape, dict(zip(names, ts)), lay.attrs())))(layout, fields, acts)
-        shared = out[A8[name]][0].sets if name in A8 else None  # the a8 kernels read their base layout's copies
+        cast = torch.bfloat16 if name in BF16_ACTS else torch.float32
+        make = (lambda lay, names, acts, cast: lambda *ts: (
+            lambda t: lambda x: cpu_linear(x.to(cast), t, path=path, acts=acts))(
+            type(lay).from_tensors(lay.shape, dict(zip(names, ts)), lay.attrs())))(layout, fields, acts, cast)
+        # the variants read their base layout's copies
+        shared = out[variants[name]][0].sets if name in variants else None
         out[name] = (_rotating(make, list(layout.tensors().values()), layout.nbytes, llc, shared), layout.nbytes,
                      layout)
     return out
@@ -268,14 +277,16 @@ def main(argv: list[str] | None = None) -> int:
                     if layout is not None:
                         # the a8 variant is checked against its definition: the exact product on the
                         # quantized activations; its distance to the exact product is recorded beside
-                        x_ref = fake_quant_acts(xs[0]) if name in A8 else xs[0]
+                        x_ref = (fake_quant_acts(xs[0]) if name in A8 else
+                                 xs[0].bfloat16().float() if name in BF16_ACTS else xs[0])
                         ref = packed_linear_reference(x_ref, layout)
-                        got = fn(xs[0])
+                        got = fn(xs[0]).float()
                         err = float((got - ref).norm() / ref.norm())
                         if name in A8:
                             exact = packed_linear_reference(xs[0], layout)
                             err_exact = float((got - exact).norm() / exact.norm())
-                        if err > 1e-5:
+                        # bf16 activations give a bf16 output: half a bf16 ulp, 2^-9 of each value
+                        if err > (2.0**-8 if name in BF16_ACTS else 1e-5):
                             print(f"WRONG {name} {label} M={m}: rel err {err:.2e}", file=sys.stderr)
                     i = [0]
 

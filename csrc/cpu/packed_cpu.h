@@ -182,6 +182,14 @@ bool avx2_compiled();
 void rows_avx2(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 void dequant_avx2(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
+// AVX-512 BF16 (gemm_avx512_bf16.cpp): 2:4 with bf16 values times bf16 activations (x: [m, K] bf16 bits), one
+// vdpbf16ps per 32 kept weights and token; the products are exact, so the result is the fp32 kernel's on the same
+// inputs (summed in another order). Only called where the CPU has the AVX-512 path and AVX512_BF16 and this
+// compiler built it (`bf16_dot_compiled`).
+bool bf16_dot_compiled();
+void rows_semi24_bf16_dot(const Packed& p, const uint16_t* x, int64_t m, float* out, const float* bias, int64_t n0,
+                          int64_t n1);
+
 // ------------------------------------------------------------------ int8 activations (the "a8" variant)
 //
 // llama.cpp's way of keeping up with memory: quantize the activations to int8 per block of 32 inputs

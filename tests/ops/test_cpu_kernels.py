@@ -167,6 +167,34 @@ def test_a8_without_its_decode_kernels_is_the_exact_kernel_on_quantized_activati
         assert not torch.equal(xq, x)  # the activations were quantized: the check above can tell
 
 
+@pytest.mark.parametrize("n, k", [(9, 8), (9, 64), (7, 584), (13, 1096), (6, 6240)])
+def test_semi24_bf16_values_times_bf16_activations_are_exact_products(n, k):
+    """2:4 with bf16 values and bf16 activations at decode (AVX512_BF16, `bf16_dot` in cpu_info: vdpbf16ps on
+    activations gathered by the kept positions; 8 rows a step at one token, 4 rows by up to 4 tokens otherwise,
+    rows left over 4 or one at a time, inputs past the last 64 by the scalar decoder; one token on rows shorter
+    than 1024 takes the fp32 kernel): every product of two bf16 numbers is exact in fp32, so the only errors are
+    the fp32 sum's (bounded by 1e-5 of sum |products| at these K) and the output's rounding to bf16 (half a bf16
+    ulp, 2^-9 of the value; the bound allows a whole ulp). A wrong gather index or pairing misses by whole
+    products. 1 and 2 threads agree bit for bit."""
+    layout = make("semi24", n, k, values=torch.bfloat16, seed=n + k)
+    bias = torch.randn(n, generator=_gen(6))
+    w = layout.unpack().double()
+    before = torch.get_num_threads()
+    try:
+        for m in (1, 2, 3, 4, 5, 7, 16):  # every tile of tokens, and 4 tiles (the decode path's largest M)
+            x = torch.randn(m, k, generator=_gen(300 + m)).bfloat16()
+            torch.set_num_threads(1)
+            got = cpu_linear(x, layout, bias)
+            torch.set_num_threads(2)
+            assert torch.equal(cpu_linear(x, layout, bias), got), m
+            assert got.dtype == torch.bfloat16 and got.shape == (m, n)
+            ref = x.double() @ w.T + bias.double()
+            bound = 2.0**-8 * ref.abs() + 1e-5 * (x.double().abs() @ w.abs().T)
+            assert bool(((got.double() - ref).abs() <= bound).all()), (m, float((got.double() - ref).abs().max()))
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_non_contiguous_and_batched_inputs():
     layout = make("int4", 24, 64, group=32)
     base = torch.randn(3, 5, 128, generator=_gen(5))
