@@ -482,18 +482,11 @@ void kept_bf16_tile(const Packed& p, const float* x, const float* xr, int64_t t0
       __m512i idx_lo[R], idx_hi[R];
       __m512 w_lo[R], w_hi[R];
       for (int r = 0; r < R; ++r) {
-        // a line of values per step, a line of positions per 8. With R rows a step, the same inputs R rows on:
-        // the row this stream reads next. Bytes ahead ran past the row's end into rows the other streams read
-        // at the same time, and the next block's rows started cold: 8 KB ahead left 4096 x 14336 at 59-63% of
-        // the read at one thread; rows ahead (with the one-shift index above) -21% / -33% p10 from DRAM at one /
-        // two threads (bench/results/cpu/ab_zen4_semi24_bf16_rows_ahead_*.json)
-        if (R > 1) {
-          prefetch_line(p, values[r] + R * (K / 2) + k0 / 2);
-          if ((k0 & 511) == 0) prefetch_line(p, meta[r] + R * (K / 8) + k0 / 8);
-        } else {
-          prefetch_ahead(p, values[r] + k0 / 2);
-          if ((k0 & 511) == 0) prefetch_ahead(p, meta[r] + k0 / 8);
-        }
+        // With R rows a step, the same inputs R rows on (prefetch_kept_bf16): bytes ahead ran past the row's end
+        // into rows the other streams read at the same time, and the next block's rows started cold: 8 KB ahead
+        // left 4096 x 14336 at 59-63% of the read at one thread; rows ahead (with the one-shift index above) -21% /
+        // -33% p10 from DRAM at one / two threads (bench/results/cpu/ab_zen4_semi24_bf16_rows_ahead_*.json)
+        prefetch_kept_bf16<R>(p, values[r], meta[r], k0);
         uint64_t mw;
         std::memcpy(&mw, meta[r] + k0 / 8, 8);
         const __m512i mv = _mm512_set1_epi64(static_cast<long long>(mw));

@@ -84,17 +84,7 @@ inline void block(const Packed& p, KeptIndex& ix, const uint16_t* x, int64_t t0,
     asm("" : "+v"(ix.ctrl), "+v"(ix.base), "+v"(ix.three));
     __m512i idx[R], w[R];
     for (int r = 0; r < R; ++r) {
-      if (ahead) {
-        // the row this stream reads next, as kept_bf16_tile does: bytes ahead would run into the rows the other
-        // streams are reading. A lone row (R = 1) prefetches by the plan's distance.
-        if (R > 1) {
-          prefetch_line(p, values[r] + R * (K / 2) + k0 / 2);
-          if ((k0 & 511) == 0) prefetch_line(p, meta[r] + R * (K / 8) + k0 / 8);
-        } else {
-          prefetch_ahead(p, values[r] + k0 / 2);
-          if ((k0 & 511) == 0) prefetch_ahead(p, meta[r] + k0 / 8);
-        }
-      }
+      if (ahead) prefetch_kept_bf16<R>(p, values[r], meta[r], k0);  // the rows R on, as kept_bf16_tile does
       idx[r] = ix(meta[r] + k0 / 8);
       w[r] = _mm512_loadu_si512(values[r] + k0 / 2);
     }

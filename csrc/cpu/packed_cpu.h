@@ -147,6 +147,22 @@ inline void prefetch_ahead_l1(const Packed& p, const void* ptr) {
   __builtin_prefetch(static_cast<const char*>(ptr) + p.prefetch_distance, 0, 3);
 }
 
+// The 2:4 bf16 kernels' prefetch at input k0 of a row (its values and positions) when R rows are read a step: a
+// line of values per step, a line of positions per 8. With R > 1, the same inputs R rows on: the row this stream
+// reads next (bytes ahead would run past the row's end into rows the other streams are reading); a lone row by the
+// plan's distance.
+template <int R>
+inline void prefetch_kept_bf16(const Packed& p, const uint16_t* values, const uint8_t* meta, int64_t k0) {
+  const int64_t K = p.k;
+  if (R > 1) {
+    prefetch_line(p, values + R * (K / 2) + k0 / 2);
+    if ((k0 & 511) == 0) prefetch_line(p, meta + R * (K / 8) + k0 / 8);
+  } else {
+    prefetch_ahead(p, values + k0 / 2);
+    if ((k0 & 511) == 0) prefetch_ahead(p, meta + k0 / 8);
+  }
+}
+
 // out[m, n] = sum_k x[m, k] W[n, k] (+ bias[n]) for rows n0 <= n < n1, every m < M; x and out fp32,
 // row-major with leading dimensions K and N. Thread-safe over disjoint row ranges.
 using RowsFn = void (*)(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
