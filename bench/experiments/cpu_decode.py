@@ -24,7 +24,7 @@ the table names the file.
 | int4 g128 | int4 | int4 RTN g128 | int4 GPTQ g128 |
 | mxfp4 | mxfp4 | MXFP4 RTN | MXFP4 RTN |
 | 2:4 | semi24 (bf16 values) | magnitude 2:4 | SparseGPT 2:4 |
-| 2:4 bf16 model | semi24 (bf16 values) in a bf16 model: bf16 activations | magnitude 2:4 | - (not measured) |
+| 2:4 bf16 model | semi24 (bf16 values) in a bf16 model: bf16 activations | magnitude 2:4 | SparseGPT 2:4, evaluated in bf16 |
 | 2:4 + int4 | int4_semi24 | magnitude 2:4 + int4 RTN g128 | SparseGPT 2:4 + int4 (joint) |
 | int4 g128 a8, mxfp4 a8, 2:4 + int4 a8 | as above, on the opt-in backend 'cpu_a8' (int8 activations) | as above | the same recipes scored with 'cpu_a8' (a8_accuracy.py) |
 | int4 g128 + int8 head, 2:4 + int4 + int8 head | as above + int8 (LM head) | as above + the head step `INT8_HEAD` | the same recipes with the head step (head_accuracy.py) |
@@ -78,8 +78,9 @@ VARIANTS = {
     "mxfp4": ([MXFP4], None, "float32", "bench/results/quant/smollm2-135m_mxfp4-rtn_limit40.json", "auto"),
     "2:4": ([MAG24], "bfloat16", "float32", "bench/results/prune/smollm2-135m_sparsegpt-2-4_limit40.json", "auto"),
     # the same layout in a bf16 model: its activations reach the kernel in bf16 (AVX512_BF16 dot products where
-    # the CPU has them); read it against "dense bf16"
-    "2:4 bf16 model": ([MAG24], "bfloat16", "bfloat16", None, "auto"),
+    # the CPU has them); read it against "dense bf16". Its perplexity: a SparseGPT 2:4 checkpoint evaluated in bf16
+    # (README, "2:4 in a bf16 model")
+    "2:4 bf16 model": ([MAG24], "bfloat16", "bfloat16", "bench/results/cpu/smollm2_sparsegpt24_eval_bf16.json", "auto"),
     "2:4 + int4": ([MAG24, INT4], None, "float32",
                    "bench/results/quant/smollm2-135m_sparsegpt-2-4-int4-joint_limit40.json", "auto"),
     "int4 g128 a8": ([INT4], None, "float32", f"{A8}#int4-gptq#a8", "cpu_a8"),
