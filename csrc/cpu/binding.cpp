@@ -317,17 +317,15 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
   // decode: one contiguous range of rows per thread: every row costs the same, and each call prepares the
   // activations once (the nibble layouts split them into even and odd inputs) for all its rows
   const int64_t grain = std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
+  float* op_ = out.data_ptr<float>();
+  const float* bp = b.has_value() ? b->data_ptr<float>() : nullptr;
   if (m > 0 && bf16_dot) {
     const auto* xp = reinterpret_cast<const uint16_t*>(x2.data_ptr());
-    float* op_ = out.data_ptr<float>();
-    const float* bp = b.has_value() ? b->data_ptr<float>() : nullptr;
     at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) {
       sparsekit::cpu::rows_semi24_bf16_dot(p, xp, m, op_, bp, n0, n1);
     });
   } else if (m > 0) {
     const float* xp = x2.data_ptr<float>();
-    float* op_ = out.data_ptr<float>();
-    const float* bp = b.has_value() ? b->data_ptr<float>() : nullptr;
     if (a8_rows) {
       sparsekit::cpu::QActs qa;
       sparsekit::cpu::quantize_acts(p, xp, m, qa, a8_path);

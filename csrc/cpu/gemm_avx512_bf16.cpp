@@ -109,11 +109,15 @@ void rows_block(const Packed& p, KeptIndex& ix, const uint16_t* x, int64_t m, fl
   for (int64_t t0 = 0; t0 < m; t0 += kTokens) {
     const int64_t mt = std::min<int64_t>(kTokens, m - t0);
     const bool ahead = t0 == 0;
-    switch (mt) {
-      case 1: block<1, R>(p, ix, x, t0, n, ahead, sums); break;
-      case 2: block<2, R>(p, ix, x, t0, n, ahead, sums); break;
-      case 3: block<3, R>(p, ix, x, t0, n, ahead, sums); break;
-      default: block<4, R>(p, ix, x, t0, n, ahead, sums); break;
+    if constexpr (R > kRows) {  // one token only (rows_semi24_bf16_dot): more tokens would spill
+      block<1, R>(p, ix, x, t0, n, ahead, sums);
+    } else {
+      switch (mt) {
+        case 1: block<1, R>(p, ix, x, t0, n, ahead, sums); break;
+        case 2: block<2, R>(p, ix, x, t0, n, ahead, sums); break;
+        case 3: block<3, R>(p, ix, x, t0, n, ahead, sums); break;
+        default: block<4, R>(p, ix, x, t0, n, ahead, sums); break;
+      }
     }
     for (int r = 0; r < R; ++r)
       for (int64_t t = 0; t < mt; ++t) {
