@@ -1,6 +1,8 @@
 """The experiment scripts under bench/experiments run end to end (tiny model, tiny protocol)."""
 
+import contextlib
 import importlib.util
+import io
 import json
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import pytest
 import torch
 
 from sparsekit.checkpoint import load_masks
+from tests.bench_scripts import load_script
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -409,3 +412,15 @@ def test_heal_speed_times_steps_and_keeps_other_machines_rows(tiny_dir, data_dir
     assert speed.main(["--table", "--out", str(out)]) == 0
     assert "| smollm2-135m | Another CPU | amx_bf16 | 1 | bfloat16 | 13.0 | 69 |" in capsys.readouterr().out
     assert speed.main(["--dtypes", "int8"]) == 2 and speed.main(["--threads", "0"]) == 2
+
+
+@pytest.mark.parametrize("script", sorted(str(p.relative_to(REPO)) for folder in ("experiments", "kernels")
+                                          for p in (REPO / "bench" / folder).glob("*.py")))
+def test_every_bench_script_prints_its_help(script):
+    # argparse %-formats help strings: a literal "50%" in one (nm_study's --patterns) made --help crash
+    folder, name = Path(script).parent.name, Path(script).stem
+    module = load_script(name, folder)
+    with pytest.raises(SystemExit) as done, contextlib.redirect_stdout(io.StringIO()) as out:
+        module.main(["--help"])
+    assert done.value.code == 0
+    assert "usage:" in out.getvalue()

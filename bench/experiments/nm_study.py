@@ -284,7 +284,7 @@ def flops_table(tokens: int = 128 * 2048, heal_tokens: int = 10_000_000, rate: f
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="nm_study.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--patterns", default=",".join(PATTERNS), help=f"comma list of {', '.join(PATTERNS)}")
+    p.add_argument("--patterns", default=",".join(PATTERNS), help=f"comma list of {', '.join(PATTERNS)}".replace("%", "%%"))
     p.add_argument("--rows", default=",".join(ROWS), help="comma list (default: all)")
     p.add_argument("--seeds", default="0", help="calibration seeds, comma list [0]")
     p.add_argument("--int4", action="store_true", help="add GPTQ int4 g128 after pruning")
