@@ -36,7 +36,7 @@ def test_a_checkout_against_itself_records_both_builds_on_the_same_weights(tmp_p
 def test_bad_input_is_exit_2_naming_the_constraint(tmp_path, capsys):
     assert _ab().main(["--base", str(tmp_path), "--shape", "64x100"]) == 2
     err = capsys.readouterr().err
-    assert "not a sparsekit checkout" in err and "K = 100 must be a multiple of 128" in err
+    assert "not a sparsekit checkout" in err and "K = 100 must be a multiple of 32" in err
     assert _ab().main(["--base", str(REPO), "--layout", "semi24", "--acts", "int8", "--shape", "4x128"]) == 2
     assert "int4, int4_semi24, mxfp4 and int8 only" in capsys.readouterr().err
     assert _ab().main(["--base", str(REPO), "--new-prefetch", "l2:100", "--shape", "4x128"]) == 2

@@ -115,6 +115,11 @@ ROWS: dict[str, dict] = {
     "sparsegpt+permute+reconstruct-model+heal-82k-lr2e-3": {"method": "sparsegpt", "permute": True,
                                                             "reconstruct": TO_MODEL,
                                                             "heal": {"tokens": 81_920, "lr": 2e-3}},
+    # the same 81,920 tokens in 160 steps of one window instead of 40 of four (four times the updates), the rate
+    # scaled by the square root of the batch (2.5e-4): are the short heal's tokens better spent in more, noisier steps?
+    "sparsegpt+permute+reconstruct-model+heal-82k-lr2.5e-4-b1": {
+        "method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
+        "heal": {"tokens": 81_920, "lr": 2.5e-4, "batch_size": 1}},
     # the same short heal at 50% unstructured (no permutation there), from the 4-epoch fit of the row above
     "sparsegpt+reconstruct-model+heal-82k-lr5e-4": {"method": "sparsegpt", "reconstruct": TO_MODEL,
                                                     "heal": {"tokens": 81_920, "lr": 5e-4}},

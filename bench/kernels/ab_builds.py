@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = []
     if n <= 0 or k <= 0:
         problems.append(f"--shape {args.shape!r} must be N x K with positive integers, e.g. 4096x14336")
-    elif k % 128:
-        problems.append(f"--shape: K = {k} must be a multiple of 128 (g128 groups, a8 blocks of 32)")
+    elif k % 32:
+        problems.append(f"--shape: K = {k} must be a multiple of 32 (a8 blocks of 32; g128 groups, the last one "
+                        "may be short, as SmolLM2's K = 576)")
     if args.acts == "int8" and args.layout not in ("int4", "int4_semi24", "mxfp4", "int8"):
         problems.append(f"--acts int8 serves int4, int4_semi24, mxfp4 and int8 only, not {args.layout}")
     if args.base is None or not (args.base / "sparsekit").is_dir():

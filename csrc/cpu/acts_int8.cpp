@@ -52,13 +52,12 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
   std::vector<int8_t> q(static_cast<size_t>(kp));
   // int4 codes (u8) x q (s8), the zero point folded out per group: int4, and int4 + 2:4 expanded (AVX2)
   const bool int4_acts = p.kind == Kind::kInt4 || (p.kind == Kind::kInt4Semi24 && path == A8Path::kAvx2);
-  const bool gathered = p.kind == Kind::kInt4Semi24 && !int4_acts;  // the VNNI kernel's vpermi2b gather
+  const bool gathered = p.kind == Kind::kInt4Semi24 && !int4_acts;  // the VNNI kernel's vpshufb gather
   const bool int8_w = p.kind == Kind::kInt8;
   const bool biased = !int4_acts;
   const uint8_t zero = biased ? 128 : 0;
   if (gathered || int8_w) {
     qa.natural.assign(m * kp, zero);
-    if (gathered) qa.lanes24.assign(m * nb * 16, 0.0f);
   } else {
     qa.even.assign(m * kp / 2, zero);
     qa.odd.assign(m * kp / 2, zero);
@@ -73,16 +72,7 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
       uint8_t* nat = &qa.natural[t * kp];
       for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i] + 128);
     }
-    if (gathered) {
-      // a chunk of 128 inputs from block b: lanes 0-7 hold the first kept input of groups 4j..4j+3 (inputs
-      // 16j..16j+15 of the chunk, block b + j/2), lanes 8-15 the second kept input of the same groups
-      float* l = &qa.lanes24[t * nb * 16];
-      for (int64_t b = 0; b < nb; ++b)
-        for (int j = 0; j < 16; ++j) {
-          const int64_t blk = b + (j % 8) / 2;
-          l[b * 16 + j] = blk < nb ? d[blk] : 0.0f;
-        }
-    } else if (!int8_w) {
+    if (!gathered && !int8_w) {
       uint8_t* ev = &qa.even[t * kp / 2];
       uint8_t* od = &qa.odd[t * kp / 2];
       for (int64_t i = 0; i < K / 2; ++i) {

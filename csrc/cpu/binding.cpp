@@ -14,6 +14,7 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -166,6 +167,101 @@ std::string path_of(const Packed& p, const std::string& want) {
   if (want != "auto") return want;
   if (!simd_fits(p)) return "scalar";
   return cpu_has_avx512() ? "avx512" : cpu_has_avx2() ? "avx2" : "scalar";
+}
+
+// The VNNI a8 kernel of int4 + 2:4 reads its weight in an order of its own (`Int4Semi24Tiles`, packed_cpu.h),
+// built from the stored tensors on the first call and kept for as long as they live: an entry holds weak
+// references to their storage (an expired one is dropped at the next lookup) and their version counters (a
+// tensor changed in place since builds it again). The copy is as large as the stored codes, positions and
+// scales (`a8_tiles_bytes()` says how much is held).
+class TilesCache {
+ public:
+  struct Tiles {
+    torch::Tensor stream, scales, zeros;  // zeros undefined when symmetric
+  };
+
+  Tiles get(const Packed& p, const torch::Tensor& codes, const torch::Tensor& meta, const torch::Tensor& scales,
+            const c10::optional<torch::Tensor>& zeros) {
+    const torch::Tensor none;
+    const torch::Tensor* src[4] = {&codes, &meta, &scales, zeros.has_value() ? &*zeros : &none};
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < entries_.size();) {  // forget the weights that are gone
+      bool gone = false;
+      for (const auto& w : entries_[i].storage) gone = gone || (w.has_value() && w->expired());
+      if (gone) {
+        entries_[i] = std::move(entries_.back());
+        entries_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+    Entry* stale = nullptr;  // the same tensors changed in place since: rebuilt in its place
+    for (auto& e : entries_) {
+      bool same = e.n == p.n && e.k == p.k && e.group == p.group, current = true;
+      for (int i = 0; i < 4 && same; ++i) {
+        same = e.ptr[i] == (src[i]->defined() ? src[i]->data_ptr() : nullptr);
+        current = current && e.version[i] == (src[i]->defined() ? src[i]->_version() : -1);
+      }
+      if (same && current) return e.tiles;
+      if (same) stale = &e;
+    }
+    Entry e;
+    e.n = p.n;
+    e.k = p.k;
+    e.group = p.group;
+    for (int i = 0; i < 4; ++i) {
+      e.ptr[i] = src[i]->defined() ? src[i]->data_ptr() : nullptr;
+      e.version[i] = src[i]->defined() ? src[i]->_version() : -1;
+      if (src[i]->defined()) e.storage[i] = src[i]->storage().getWeakStorageImpl();
+    }
+    using T = sparsekit::cpu::Int4Semi24Tiles;
+    const int64_t tiles = T::tiles(p.n), G = p.groups();
+    auto u8 = torch::TensorOptions().dtype(torch::kUInt8);
+    e.tiles.stream = torch::empty({T::stream_bytes(p.n, p.k)}, u8);
+    e.tiles.scales = torch::empty({tiles * G * T::kRows}, torch::TensorOptions().dtype(torch::kFloat16));
+    if (p.zeros) e.tiles.zeros = torch::empty({tiles * G * T::kRows}, u8);
+    uint8_t* stream = e.tiles.stream.data_ptr<uint8_t>();
+    auto* sc = reinterpret_cast<uint16_t*>(e.tiles.scales.data_ptr());
+    uint8_t* zp = p.zeros ? e.tiles.zeros.data_ptr<uint8_t>() : nullptr;
+    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+      sparsekit::cpu::repack_int4_semi24_tiles(p, stream, sc, zp, t0, t1);
+    });
+    if (stale) {
+      *stale = std::move(e);
+      return stale->tiles;
+    }
+    entries_.push_back(std::move(e));
+    return entries_.back().tiles;
+  }
+
+  int64_t bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t total = 0;
+    for (const auto& e : entries_) {
+      bool gone = false;
+      for (const auto& w : e.storage) gone = gone || (w.has_value() && w->expired());
+      if (gone) continue;
+      for (const auto* t : {&e.tiles.stream, &e.tiles.scales, &e.tiles.zeros})
+        if (t->defined()) total += t->nbytes();
+    }
+    return total;
+  }
+
+ private:
+  struct Entry {
+    int64_t n = 0, k = 0, group = 0;
+    const void* ptr[4] = {};
+    int64_t version[4] = {};
+    c10::optional<c10::weak_intrusive_ptr<c10::StorageImpl>> storage[4];
+    Tiles tiles;
+  };
+  std::mutex mu_;
+  std::vector<Entry> entries_;
+};
+
+TilesCache& tiles_cache() {
+  static TilesCache* cache = new TilesCache();  // never destroyed: tensors must not be freed after torch is gone
+  return *cache;
 }
 
 torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
@@ -329,7 +425,19 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
     if (a8_rows) {
       sparsekit::cpu::QActs qa;
       sparsekit::cpu::quantize_acts(p, xp, m, qa, a8_path);
-      at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { a8_rows(p, qa, m, op_, bp, n0, n1); });
+      if (p.kind == Kind::kInt4Semi24 && a8_path == sparsekit::cpu::A8Path::kVnni) {
+        // 16 rows a tile: threads take whole tiles
+        const auto tiles = tiles_cache().get(p, *codes, *meta, *scales, zeros);
+        p.tiles = tiles.stream.data_ptr<uint8_t>();
+        p.tile_scales = reinterpret_cast<const uint16_t*>(tiles.scales.data_ptr());
+        p.tile_zeros = tiles.zeros.defined() ? tiles.zeros.data_ptr<uint8_t>() : nullptr;
+        constexpr int64_t R = sparsekit::cpu::Int4Semi24Tiles::kRows;
+        at::parallel_for(0, sparsekit::cpu::Int4Semi24Tiles::tiles(n), (grain + R - 1) / R, [&](int64_t t0, int64_t t1) {
+          a8_rows(p, qa, m, op_, bp, t0 * R, std::min(n, t1 * R));
+        });
+      } else {
+        at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { a8_rows(p, qa, m, op_, bp, n0, n1); });
+      }
     } else if (m <= kDecodeRows) {
       const sparsekit::cpu::RowsFn rows = use == "avx512" ? sparsekit::cpu::rows_avx512
                                           : use == "avx2"   ? sparsekit::cpu::rows_avx2
@@ -499,6 +607,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("a8_kernels", [] { return std::string(cpu_has_a8() ? "vnni" : cpu_has_avx2() ? "avx2" : "none"); },
         "which int8-activation (a8) decode kernels path='auto' runs here: 'vnni', 'avx2' or 'none' (the exact "
         "kernels on the quantized activations)");
+  m.def("a8_tiles_bytes", [] { return tiles_cache().bytes(); },
+        "bytes held by the reordered copies of int4 + 2:4 weights that the VNNI a8 kernel reads (built on a "
+        "weight's first a8 call, kept while the weight lives)");
   m.def("fake_quant_acts", [](const torch::Tensor& x) {
     TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(),
                 "fake_quant_acts: x must be a contiguous float32 CPU [M, K] tensor");

@@ -712,8 +712,8 @@ SK_INLINE void chunks64(int64_t K, Chunk&& chunk, Ahead&& ahead) {
 //
 // int4 + 2:4 runs the same loop on its codes expanded to dense int4 (`Dense24`): per row and chunk, the 32 kept
 // codes of 64 inputs become the 64 dense ones, the zero point z at the pruned inputs, so that c - z is 0 there
-// and the int4 arithmetic (zero point folded out over every input of a group) is exact. The gather the VNNI
-// kernel does per token (vpermi2b, any byte of 128) has no AVX2 counterpart: vpshufb picks within 16-byte halves,
+// and the int4 arithmetic (zero point folded out over every input of a group) is exact. A row-at-a-time gather
+// (what the VNNI kernel did with vpermi2b, any byte of 128) has no AVX2 counterpart: vpshufb picks within 16-byte halves,
 // so gathering 32 kept activations took two vpshufb and a vpblendd per token plus ~10 instructions per chunk to
 // turn the positions into shuffle indices, and the kernel streamed at 25% of the read bandwidth (Zen 3, one
 // thread: `git show a20d514:bench/results/cpu/cpu_gemm_zen3.json`). Expanding the weights costs the per-row work

@@ -1,5 +1,5 @@
 // The a8 decode kernels: int4, int4 + 2:4, MXFP4 and int8 weights times int8 activation blocks (acts_int8.cpp)
-// with AVX-512 VNNI (vpdpbusd) and VBMI (vpermi2b, vpmultishiftqb).
+// with AVX-512 VNNI (vpdpbusd) and VBMI (vpermb, vpmultishiftqb).
 //
 // Why: the exact kernels (gemm_avx512.cpp) turn every weight into an fp32 lane before its FMA, ~6
 // instructions per 32 int4 weights; at one thread that caps int4 at about half the memory stream
@@ -222,101 +222,92 @@ void mxfp4_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, con
   }
 }
 
-// ---------------------------------------------------------------- int4 + 2:4: gathered (q + 128) x (c - z)
+// ---------------------------------------------------------------- int4 + 2:4: 16 rows a step (q + 128) x (c - z)
 //
-// A chunk is 128 inputs: 32 groups of 4, 64 kept codes (32 bytes) and 16 metadata bytes. The codes
-// become one vector [first kept of groups 0..31 | second kept of groups 0..31] (shift and AND), and the
-// metadata gives the input index of each: vpmultishiftqb pulls every 2-bit position out of its qword
-// (4 groups' nibbles per byte pair, so one instruction for all 64), plus the group base 4g. One vpermi2b
-// per token then picks those 64 activation bytes out of the chunk's 128: 64 products in one vpdpbusd,
-// with no zeros multiplied. Weights are c - z (signed), activations biased, as for MXFP4.
+// Reads the tiles of `Int4Semi24Tiles` (packed_cpu.h): one zmm of codes is two steps of 8 inputs for 16 rows, 4
+// kept codes a row and step, so each int32 lane of vpdpbusd is one row. Per step: vpermb turns the nibbles into
+// c - 8 (a 64-entry table indexed by the low 6 bits: the AND and the subtraction in one instruction; the high
+// nibbles after one 16-bit shift), vpmultishiftqb + vpternlogd turn the broadcast positions into an index per
+// byte (2-bit position + 4 for a step's second group), and vpshufb picks each row's 4 activations out of the
+// step's 8, broadcast as one qword (a gather within 16 bytes: no vpermi2b over 128). The int32 lanes sum over
+// the 4 steps of an activation block (one scale d for every row), the fp32 lanes over the blocks of a group
+// (one scale a row), so the conversion and scaling that a row-at-a-time kernel pays every 128 inputs of a row
+// come once per block for 16 rows. Activations biased by 128 (u8 operand), weights c - z signed: sum (q + 128) w
+// - 128 sum w, the second sum from the block's w added bytewise (|4 w| <= 60 fits a byte) and one vpdpbusd
+// against bytes of 128, shared by every token.
 //
-// kZeros: the layout stores zero points. A template argument, not a test of p.zeros per chunk: with the test
-// in the loop the compiler broadcast z from a general register every chunk and split the code and metadata
-// loads from their broadcasts (two more shuffles on port 5); symmetric rows now broadcast 8 once.
+// kZeros: the layout stores zero points (the table gives c, the group's z of each row is subtracted).
 template <int MT, bool kZeros>
-void int4_semi24_a8_rows(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
-                         int64_t n1) {
-  const int64_t K = p.k, G = p.groups(), kp = qa.kpad, nb = qa.blocks;
-  const __m512i low = _mm512_set1_epi8(0x0F), bias128 = _mm512_set1_epi8(static_cast<char>(128)),
-                three = _mm512_set1_epi8(3);
-  // bytes 0-31: low nibbles (shift 0), bytes 32-63: high nibbles (shift 4), as 16-bit lanes
-  const __m512i nib_shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-  alignas(64) uint8_t ctrl_b[64], base_b[64];
+void int4_semi24_a8_tiles(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
+                          int64_t n1) {
+  constexpr int64_t R = Int4Semi24Tiles::kRows, B = Int4Semi24Tiles::kBlockBytes;
+  const int64_t N = p.n, K = p.k, G = p.groups(), nb = K / kActBlock, kp = qa.kpad, qb = qa.blocks;
+  const int64_t per_group = G == 1 ? nb : p.group / kActBlock;  // a8_fits: group % 32 == 0 or one group
+  alignas(64) uint8_t ctrl_b[64], base_b[64], quad_b[64];
+  alignas(64) int8_t table_b[64];
   for (int i = 0; i < 64; ++i) {
-    ctrl_b[i] = static_cast<uint8_t>(4 * (i % 8) + (i < 32 ? 0 : 2));  // byte i of qword q: group 8 (q % 4) + i % 8
-    base_b[i] = static_cast<uint8_t>(4 * (i % 32));
+    const int r = i / 4, j = i % 4, q = i / 8;
+    ctrl_b[i] = static_cast<uint8_t>(8 * (2 * (q / 2) + r % 2) + 2 * j);  // row r's byte in qword q, slot j
+    base_b[i] = static_cast<uint8_t>(4 * (j / 2));                        // slots 2, 3: the step's second group
+    quad_b[i] = static_cast<uint8_t>(r);
+    table_b[i] = static_cast<int8_t>((i & 15) - (kZeros ? 0 : 8));
   }
-  const __m512i ctrl = _mm512_load_si512(ctrl_b), base = _mm512_load_si512(base_b);
+  const __m512i ctrl = _mm512_load_si512(ctrl_b), base = _mm512_load_si512(base_b), quad = _mm512_load_si512(quad_b),
+                table = _mm512_load_si512(table_b), three = _mm512_set1_epi8(3),
+                bias128 = _mm512_set1_epi8(static_cast<char>(128));
   const uint8_t* xq[MT];
-  const float* ln[MT];
+  const float* d[MT];
   for (int t = 0; t < MT; ++t) {
     xq[t] = &qa.natural[(t0 + t) * kp];
-    ln[t] = &qa.lanes24[(t0 + t) * nb * 16];
+    d[t] = &qa.d[(t0 + t) * qb];
   }
-  RowScales rs;
-  std::vector<int32_t> group_of;
-  const bool flat = flat_chunks(p);
-  if (flat) chunk_groups(p, group_of);
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* codes = p.codes + n * (K / 4);
-    const uint8_t* meta = p.meta + n * (K / 8);
-    const uint8_t* zeros = kZeros ? p.zeros + n * G : nullptr;
-    rs.load(p, n);
-    __m512 acc[2][MT];  // two chains (flat rows alternate chunks), or per row and per group (the others)
-    for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
-    // the chunk of `groups` groups of 4 (8, 16, 24 or 32) at input k0, inside group g, times scale sv
-    auto chunk = [&](int64_t k0, int64_t groups, int64_t g, __m512 sv, __m512* a) {
-      // a code byte per group (its two kept nibbles), a metadata byte per two groups
-      const uint8_t* cp = codes + k0 / 4;
-      const uint8_t* mp = meta + k0 / 8;
-      const __m256i c = groups == 32 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp))
-                                     : _mm256_maskz_loadu_epi8(static_cast<__mmask32>(low_bytes(groups)), cp);
-      const __m128i m16 = groups == 32 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(mp))
-                                       : _mm_maskz_loadu_epi8(static_cast<__mmask16>(low_bytes(groups / 2)), mp);
-      const __mmask64 live = low_bytes(groups) | (low_bytes(groups) << 32);
-      const __m512i zero = _mm512_set1_epi8(static_cast<char>(kZeros ? zeros[g] : 8));
-      const __m512i cw = _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i64x4(c), nib_shift), low);
-      const __m512i w = _mm512_maskz_sub_epi8(live, cw, zero);  // groups past the chunk weigh 0
-      // 128 sum w per lane in one instruction: 128 is a legal unsigned byte (no shift after a sum with ones);
-      // the kernel is bound by 512-bit instructions (two a cycle), so every one per chunk counts
-      const __m512i wsum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias128, w);
-      const __m512i mq = _mm512_cvtepu32_epi64(_mm256_broadcastsi128_si256(m16));
-      // (position & 3) | 4g: base has its low 2 bits clear, so OR is the add; one vpternlogd for both
-      const __m512i idx = _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(ctrl, mq), three, base, 0xEA);
-      for (int t = 0; t < MT; ++t) {
-        const uint8_t* x = xq[t] + k0;
-        const __m512i xs = _mm512_permutex2var_epi8(_mm512_loadu_si512(x), idx, _mm512_loadu_si512(x + 64));
-        const __m512i d = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), xs, w), wsum);
-        a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(sv, _mm512_loadu_ps(ln[t] + (k0 / 32) * 16)), a[t]);
-      }
-    };
-    if (flat) {
-      const int64_t full = K / 128;
-      int64_t c = 0;
-      for (; c + 2 <= full; c += 2) {
-        prefetch_ahead(p, codes + c * 32);
-        if ((c & 3) == 0) prefetch_ahead(p, meta + c * 16);
-        chunk(c * 128, 32, group_of[c], _mm512_set1_ps(rs.s[group_of[c]]), acc[0]);
-        chunk(c * 128 + 128, 32, group_of[c + 1], _mm512_set1_ps(rs.s[group_of[c + 1]]), acc[1]);
-      }
-      for (; c * 128 < K; ++c)
-        chunk(c * 128, std::min<int64_t>(128, K - c * 128) / 4, group_of[c], _mm512_set1_ps(rs.s[group_of[c]]), acc[0]);
-    } else {
-      for (int64_t g = 0; g < G; ++g) {
-        const int64_t k_end = std::min(K, (g + 1) * p.group);
-        for (int t = 0; t < MT; ++t) acc[1][t] = _mm512_setzero_ps();
-        for (int64_t k0 = g * p.group; k0 < k_end; k0 += 128) {
-          prefetch_ahead(p, codes + k0 / 4);
-          chunk(k0, std::min<int64_t>(128, k_end - k0) / 4, g, _mm512_set1_ps(1.0f), acc[1]);
+  for (int64_t tile = n0 / R; tile * R < n1; ++tile) {
+    const uint8_t* stream = p.tiles + tile * nb * B;
+    __m512 o[MT];
+    for (int t = 0; t < MT; ++t) o[t] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; ++g) {
+      __m512i z = _mm512_setzero_si512();
+      if (kZeros)  // each row's zero point in its 4 bytes
+        z = _mm512_permutexvar_epi8(quad, _mm512_castsi128_si512(_mm_loadu_si128(
+                                              reinterpret_cast<const __m128i*>(p.tile_zeros + (tile * G + g) * R))));
+      __m512 f[MT];
+      for (int t = 0; t < MT; ++t) f[t] = _mm512_setzero_ps();
+      for (int64_t b = g * per_group; b < std::min(nb, (g + 1) * per_group); ++b) {
+        const uint8_t* blk = stream + b * B;
+        prefetch_ahead(p, blk);
+        prefetch_ahead(p, blk + 64);
+        prefetch_ahead(p, blk + 128);
+        __m512i acc[MT];
+        for (int t = 0; t < MT; ++t) acc[t] = _mm512_setzero_si512();
+        __m512i wsum = _mm512_setzero_si512();
+        for (int h = 0; h < 2; ++h) {
+          const __m512i v = _mm512_loadu_si512(blk + 64 * h);
+          __m512i w[2] = {_mm512_permutexvar_epi8(v, table), _mm512_permutexvar_epi8(_mm512_srli_epi16(v, 4), table)};
+          for (int s = 0; s < 2; ++s) {
+            if (kZeros) w[s] = _mm512_sub_epi8(w[s], z);
+            const int64_t step = 2 * h + s;
+            const __m512i pos = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 128 + 16 * step)));
+            // (position & 3) | base: base has its low 2 bits clear, so OR is the add; one vpternlogd for both
+            const __m512i idx = _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(ctrl, pos), three, base, 0xEA);
+            int64_t x8;
+            for (int t = 0; t < MT; ++t) {
+              std::memcpy(&x8, xq[t] + b * kActBlock + 8 * step, 8);
+              acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_shuffle_epi8(_mm512_set1_epi64(x8), idx), w[s]);
+            }
+            wsum = _mm512_add_epi8(wsum, w[s]);
+          }
         }
-        const __m512 sv = _mm512_set1_ps(rs.s[g]);
-        for (int t = 0; t < MT; ++t) acc[0][t] = _mm512_fmadd_ps(sv, acc[1][t], acc[0][t]);
+        wsum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias128, wsum);
+        for (int t = 0; t < MT; ++t)
+          f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[t], wsum)), _mm512_set1_ps(d[t][b]), f[t]);
       }
-      for (int t = 0; t < MT; ++t) acc[1][t] = _mm512_setzero_ps();
+      const __m512 sv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.tile_scales + (tile * G + g) * R)));
+      for (int t = 0; t < MT; ++t) o[t] = _mm512_fmadd_ps(f[t], sv, o[t]);
     }
-    for (int t = 0; t < MT; ++t)
-      out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) + (bias ? bias[n] : 0.0f);
+    const int64_t rows = std::min(R, N - tile * R);
+    const __mmask16 live = static_cast<__mmask16>(rows == R ? 0xFFFF : (1u << rows) - 1);
+    const __m512 bv = bias ? _mm512_maskz_loadu_ps(live, bias + tile * R) : _mm512_setzero_ps();
+    for (int t = 0; t < MT; ++t) _mm512_mask_storeu_ps(out + (t0 + t) * N + tile * R, live, _mm512_add_ps(o[t], bv));
   }
 }
 
@@ -375,8 +366,8 @@ void int8_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, cons
 template <int MT>
 void int4_semi24_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                          int64_t n1) {
-  if (p.zeros) return int4_semi24_a8_rows<MT, true>(p, qa, t0, out, bias, n0, n1);
-  int4_semi24_a8_rows<MT, false>(p, qa, t0, out, bias, n0, n1);
+  if (p.tile_zeros) return int4_semi24_a8_tiles<MT, true>(p, qa, t0, out, bias, n0, n1);
+  int4_semi24_a8_tiles<MT, false>(p, qa, t0, out, bias, n0, n1);
 }
 
 SPARSEKIT_A8_TILE(Int4A8, int4_a8_tile)

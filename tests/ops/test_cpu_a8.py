@@ -290,3 +290,100 @@ def test_int8_a8_bias_fold_is_exact_when_the_activations_do_not_cancel():
     x = 1.0 + 0.01 * torch.rand(1, k, generator=g)
     want = packed_linear_reference(q8_blocks(x), layout)
     assert rel(packed_linear(x, layout, backend="cpu_a8"), want) < 1e-5
+
+
+# --- int4 + 2:4 on VNNI: the kernel reads a copy of the weight, 16 rows interleaved (Int4Semi24Tiles) -----------
+vnni_only = pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
+
+
+def _every_pair_layout(n: int, k: int, group: int, symmetric: bool):
+    """A 2:4 weight whose rows and groups run through all 6 position pairs (every pair in every lane and step of
+    a tile, and at each of the 4 slots of a row's step)."""
+    from sparsekit.pack import Int4Semi24
+    from sparsekit.quant.formats import get_format
+
+    w = torch.randn(n, k, generator=_gen(21)) * 0.1
+    pairs = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
+    choice = pairs[(torch.arange(n)[:, None] * 5 + torch.arange(k // 4)[None, :]) % 6]  # [n, k / 4, 2]
+    mask = torch.zeros(n, k // 4, 4, dtype=torch.bool)
+    mask.scatter_(2, choice, True)
+    mask = mask.reshape(n, k)
+    return Int4Semi24.pack(get_format("int4", group, symmetric).quantize(w.masked_fill(~mask, 0), mask), mask)
+
+
+@vnni_only
+@pytest.mark.parametrize("n", [16, 37])  # whole tiles; two tiles and a padded third of 5 rows
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_vnni_int4_semi24_reads_each_kept_position_of_each_row(n, symmetric):
+    """The tiles' positions drive a vpshufb gather per step: a wrong byte of the reordering (the row's place in
+    its qword, the slot's shift, the second group's +4) would pick another activation for some row."""
+    layout = _every_pair_layout(n, 192, 64, symmetric)
+    bias = torch.randn(n, generator=_gen(22))
+    for m in (1, 4, 5):
+        x = torch.randn(m, 192, generator=_gen(23 + m))
+        got = cpu_linear(x, layout, bias, acts="int8")
+        assert rel(got, packed_linear_reference(q8_blocks(x), layout, bias)) < 1e-5, m
+
+
+@vnni_only
+def test_vnni_int4_semi24_does_not_overflow_at_the_extremes():
+    """Weights c - z = +-15 at every kept position and q = +-127: a block's 4 steps of w summed bytewise reach
+    +-60 (the 128 sum w term), the int32 lanes 4 x 255 x 15 a step; both must come out exact."""
+    from sparsekit.pack import Int4Semi24
+    from sparsekit.quant.formats import get_format
+
+    n, k = 32, 256
+    sign = torch.ones(n, k)
+    sign[1::2] = -1.0
+    w = sign.clone()
+    w[:, ::32] = 0.0  # each group of 32 spans [0, 1] or [-1, 0]: codes 15 (z 0) or 0 (z 15)
+    mask = torch.zeros(n, k, dtype=torch.bool)
+    mask[:, 0::4] = mask[:, 1::4] = True
+    layout = Int4Semi24.pack(get_format("int4", 32, False).quantize(w.masked_fill(~mask, 0), mask), mask)
+    for x in (torch.ones(2, k), -torch.ones(2, k), torch.where(torch.arange(k) % 3 == 0, -1.0, 1.0).expand(2, k)):
+        want = packed_linear_reference(q8_blocks(x.contiguous()), layout)
+        assert want.abs().min() > 0
+        assert rel(cpu_linear(x, layout, acts="int8"), want) < 1e-6
+
+
+@vnni_only
+def test_vnni_int4_semi24_copy_follows_the_weight_and_goes_with_it():
+    """The reordered copy is built on the first call, used again while the stored tensors are unchanged, rebuilt
+    when they change in place (their version counter), and released with them."""
+    import gc
+
+    ext = _ext.load_cpu()
+    gc.collect()
+    before = ext.a8_tiles_bytes()
+    layout = make("int4_semi24", 40, 576, group=128)
+    x = torch.randn(2, 576, generator=_gen(31))
+    first = cpu_linear(x, layout, acts="int8")
+    held = ext.a8_tiles_bytes() - before
+    # 3 tiles x 18 blocks x 192 bytes, and 3 x 5 groups x 16 fp16 scales
+    assert held == 3 * 18 * 192 + 3 * 5 * 16 * 2
+    assert torch.equal(cpu_linear(x, layout, acts="int8"), first)
+    assert ext.a8_tiles_bytes() - before == held  # the same copy, not a second one
+    with torch.no_grad():
+        layout.scales.mul_(2)  # in place: the same pointer, a new version
+    assert rel(cpu_linear(x, layout, acts="int8"), 2 * first) < 1e-6
+    assert ext.a8_tiles_bytes() - before == held  # rebuilt in place of the stale copy
+    other = make("int4_semi24", 40, 576, group=128, seed=5)
+    assert not torch.equal(cpu_linear(x, other, acts="int8"), 2 * first)
+    del layout, other
+    gc.collect()
+    assert ext.a8_tiles_bytes() == before
+
+
+@vnni_only
+def test_vnni_int4_semi24_threads_split_whole_tiles_with_the_same_result():
+    layout = make("int4_semi24", 72, 1024, group=128)  # 4 tiles and a half
+    x = torch.randn(3, 1024, generator=_gen(41))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cpu_linear(x, layout, acts="int8")
+        torch.set_num_threads(2)
+        two = cpu_linear(x, layout, acts="int8")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
