@@ -172,7 +172,8 @@ std::string path_of(const Packed& p, const std::string& want) {
 // The VNNI a8 kernel of int4 + 2:4 reads its weight in an order of its own (`Int4Semi24Tiles`, packed_cpu.h),
 // built from the stored tensors on the first call and kept for as long as they live: an entry holds weak
 // references to their storage (an expired one is dropped at the next lookup) and their version counters (a
-// tensor changed in place since builds it again). The copy is as large as the stored codes, positions and
+// tensor changed in place since builds it again; inference tensors keep no version counter, so one of those
+// changed in place inside inference mode is not seen). The copy is as large as the stored codes, positions and
 // scales (`a8_tiles_bytes()` says how much is held).
 class TilesCache {
  public:
@@ -184,6 +185,9 @@ class TilesCache {
             const c10::optional<torch::Tensor>& zeros) {
     const torch::Tensor none;
     const torch::Tensor* src[4] = {&codes, &meta, &scales, zeros.has_value() ? &*zeros : &none};
+    auto version = [](const torch::Tensor& t) -> int64_t {
+      return !t.defined() ? -1 : t.is_inference() ? -2 : t._version();
+    };
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < entries_.size();) {  // forget the weights that are gone
       bool gone = false;
@@ -200,7 +204,7 @@ class TilesCache {
       bool same = e.n == p.n && e.k == p.k && e.group == p.group, current = true;
       for (int i = 0; i < 4 && same; ++i) {
         same = e.ptr[i] == (src[i]->defined() ? src[i]->data_ptr() : nullptr);
-        current = current && e.version[i] == (src[i]->defined() ? src[i]->_version() : -1);
+        current = current && e.version[i] == version(*src[i]);
       }
       if (same && current) return e.tiles;
       if (same) stale = &e;
@@ -211,7 +215,7 @@ class TilesCache {
     e.group = p.group;
     for (int i = 0; i < 4; ++i) {
       e.ptr[i] = src[i]->defined() ? src[i]->data_ptr() : nullptr;
-      e.version[i] = src[i]->defined() ? src[i]->_version() : -1;
+      e.version[i] = version(*src[i]);
       if (src[i]->defined()) e.storage[i] = src[i]->storage().getWeakStorageImpl();
     }
     using T = sparsekit::cpu::Int4Semi24Tiles;

@@ -375,6 +375,20 @@ def test_vnni_int4_semi24_copy_follows_the_weight_and_goes_with_it():
 
 
 @vnni_only
+def test_vnni_int4_semi24_runs_on_inference_tensors():
+    """Weights made under inference mode keep no version counter: the copy is built and reused all the same."""
+    x = torch.randn(2, 576, generator=_gen(32))
+    normal = make("int4_semi24", 40, 576, group=128)
+    want = cpu_linear(x, normal, acts="int8")
+    with torch.inference_mode():
+        layout = make("int4_semi24", 40, 576, group=128)
+        assert layout.codes.is_inference()
+        assert torch.equal(cpu_linear(x, layout, acts="int8"), want)
+        assert torch.equal(cpu_linear(x, layout, acts="int8"), want)
+    assert torch.equal(cpu_linear(x, layout, acts="int8"), want)
+
+
+@vnni_only
 def test_vnni_int4_semi24_threads_split_whole_tiles_with_the_same_result():
     layout = make("int4_semi24", 72, 1024, group=128)  # 4 tiles and a half
     x = torch.randn(3, 1024, generator=_gen(41))
