@@ -33,12 +33,28 @@ def test_a_checkout_against_itself_records_both_builds_on_the_same_weights(tmp_p
         assert data["change"][key] == pytest.approx(data["builds"]["new"][key] / data["builds"]["base"][key] - 1)
 
 
+@needs_ext
+def test_two_layouts_of_one_build_on_the_same_weights(tmp_path):
+    out = tmp_path / "ab.json"
+    assert _ab().main(["--base", str(REPO), "--base-layout", "int4", "--layout", "int4_semi24", "--acts", "int8",
+                       "--shape", "64x256", "--copies", "1", "--rounds", "2", "--seconds", "0.05",
+                       "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert (data["base_layout"], data["layout"]) == ("int4", "int4_semi24")
+    base, new = data["builds"]["base"], data["builds"]["new"]
+    assert (base["layout"], new["layout"]) == ("int4", "int4_semi24")
+    # int4 g128: 64 rows x (128 code bytes + 2 fp16 scales); + 2:4: 64 x (64 + 32 + 4)
+    assert (base["weight_bytes"], new["weight_bytes"]) == (64 * (128 + 4), 64 * (64 + 32 + 4))
+
+
 def test_bad_input_is_exit_2_naming_the_constraint(tmp_path, capsys):
     assert _ab().main(["--base", str(tmp_path), "--shape", "64x100"]) == 2
     err = capsys.readouterr().err
     assert "not a sparsekit checkout" in err and "K = 100 must be a multiple of 32" in err
     assert _ab().main(["--base", str(REPO), "--layout", "semi24", "--acts", "int8", "--shape", "4x128"]) == 2
     assert "int4, int4_semi24, mxfp4 and int8 only" in capsys.readouterr().err
+    assert _ab().main(["--base", str(REPO), "--base-layout", "semi24", "--acts", "int8", "--shape", "4x128"]) == 2
+    assert "int4, int4_semi24, mxfp4 and int8 only, not semi24" in capsys.readouterr().err
     assert _ab().main(["--base", str(REPO), "--new-prefetch", "l2:100", "--shape", "4x128"]) == 2
     assert "--new-prefetch 'l2:100' must be l1:BYTES or l2:BYTES" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written

@@ -9,7 +9,9 @@ On a shared VM the memory and the clock move by tens of % between minutes, more 
 two runs of bench_cpu_gemm.py minutes apart do not compare. Here each build runs in a process of its own
 (`PYTHONPATH` = its checkout, whose extension it imports), the two alternate in short turns (`--seconds`
 each) for `--rounds` rounds, and both time the same weights (packed once, saved, rebuilt by each build's
-own layout classes): a drift of the machine lands on both. Single calls are timed (weights rotated over
+own layout classes): a drift of the machine lands on both. With `--base-layout`, the base turns time another
+layout of the same random weights (2:4 masked alike) instead: `--base . --base-layout int4 --layout int4_semi24`
+is int4 + 2:4 against int4 in one build, paired the same way. Single calls are timed (weights rotated over
 `--copies` copies: 1 stays in the last-level cache where it fits, more stream from memory) and pooled per
 build: their median, their 10th percentile, and the fastest turn's median. The slowdowns of a shared machine
 only add time, and they come in phases longer than a call, so the 10th percentile and the fastest turn say
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", type=Path, help="the other checkout, its extension built in place")
     p.add_argument("--new", type=Path, default=ROOT, help="the checkout under test [this one]")
     p.add_argument("--layout", choices=LAYOUTS, default="int4_semi24")
+    p.add_argument("--base-layout", choices=LAYOUTS, default=None,
+                   help="the layout the base turns time (default: --layout), packed from the same random weights")
     p.add_argument("--acts", choices=("float", "int8"), default="int8", help="int8: the cpu_a8 kernels [int8]")
     p.add_argument("--shape", default="4096x14336", help="N x K of the weight [4096x14336: Llama-3-8B down]")
     p.add_argument("--m", type=int, default=1, help="tokens [1]")
@@ -131,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     elif k % 32:
         problems.append(f"--shape: K = {k} must be a multiple of 32 (a8 blocks of 32; g128 groups, the last one "
                         "may be short, as SmolLM2's K = 576)")
-    if args.acts == "int8" and args.layout not in ("int4", "int4_semi24", "mxfp4", "int8"):
-        problems.append(f"--acts int8 serves int4, int4_semi24, mxfp4 and int8 only, not {args.layout}")
+    base_layout = args.base_layout or args.layout
+    for lay in dict.fromkeys((args.layout, base_layout)):
+        if args.acts == "int8" and lay not in ("int4", "int4_semi24", "mxfp4", "int8"):
+            problems.append(f"--acts int8 serves int4, int4_semi24, mxfp4 and int8 only, not {lay}")
     if args.base is None or not (args.base / "sparsekit").is_dir():
         problems.append(f"--base {args.base}: not a sparsekit checkout (no sparsekit/ inside)")
     elif not list((args.base / "sparsekit").glob("_cpu*.so")):
@@ -149,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"base": args.base.resolve(), "new": args.new.resolve()}
     plans = {"base": args.base_prefetch, "new": args.new_prefetch}
     with tempfile.TemporaryDirectory(prefix="sparsekit-ab-") as tmp:
-        weights = Path(tmp) / "weights.pt"
+        layouts = {"base": base_layout, "new": args.layout}
+        weights = {name: Path(tmp) / f"weights_{lay}.pt" for name, lay in layouts.items()}
         sys.path.insert(0, str(trees["new"]))  # packed by the build under test (both rebuild from plain tensors)
-        pack_weights(args.layout, n, k, args.copies, weights)
+        for name, lay in layouts.items():
+            if not weights[name].exists():
+                pack_weights(lay, n, k, args.copies, weights[name])
         turns: dict[str, list[dict]] = {name: [] for name in trees}
         for r in range(args.rounds):
             for name, tree in trees.items():
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 env.pop("SPARSEKIT_CPU_PREFETCH", None)
                 if plans[name]:
                     env["SPARSEKIT_CPU_PREFETCH"] = plans[name]
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(weights), str(res),
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(weights[name]), str(res),
                        "--acts", args.acts, "--m", str(args.m), "--threads", str(args.threads),
                        "--seconds", str(args.seconds)]
                 done = subprocess.run(cmd, env=env, cwd=tmp, check=False, capture_output=True, text=True)
@@ -177,19 +186,20 @@ def main(argv: list[str] | None = None) -> int:
         pooled = sorted(x for t in ts for x in t["times_ms"])
         per_turn = [statistics.median(t["times_ms"]) for t in ts]
         builds[name] = {"tree": str(trees[name]), "commit": _git_rev(trees[name]), "prefetch": plans[name],
-                        "calls": len(pooled),
+                        "layout": layouts[name], "weight_bytes": ts[0]["weight_bytes"], "calls": len(pooled),
                         "ms": statistics.median(pooled), "p10_ms": pooled[len(pooled) // 10],
                         "best_turn_ms": min(per_turn), "turns_ms": per_turn}
         b = builds[name]
         rate = ts[0]["weight_bytes"] / b["p10_ms"] / 1e6
-        print(f"{name:4} {b['commit']}: median {b['ms']:.3f} ms, p10 {b['p10_ms']:.3f} ms ({rate:.1f} GB/s of "
+        print(f"{name:4} {b['commit']} {b['layout']}: median {b['ms']:.3f} ms, p10 {b['p10_ms']:.3f} ms ({rate:.1f} GB/s of "
               f"weights), fastest turn {b['best_turn_ms']:.3f} ms")
     change = {key: builds["new"][key] / builds["base"][key] - 1 for key in ("ms", "p10_ms", "best_turn_ms")}
     print(f"new vs base: median {100 * change['ms']:+.1f}%, p10 {100 * change['p10_ms']:+.1f}%, "
           f"fastest turn {100 * change['best_turn_ms']:+.1f}%")
     if args.out is not None:
         flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "f16c", "amx")))
-        record = {"cpu": cpu_model(), "cpu_flags": flags, "layout": args.layout, "acts": args.acts, "n": n, "k": k,
+        record = {"cpu": cpu_model(), "cpu_flags": flags, "layout": args.layout, "base_layout": base_layout,
+                  "acts": args.acts, "n": n, "k": k,
                   "m": args.m, "threads": args.threads, "copies": args.copies, "rounds": args.rounds,
                   "seconds": args.seconds, "weight_bytes": turns["new"][0]["weight_bytes"], "builds": builds,
                   "change": change, "versions": versions(),
