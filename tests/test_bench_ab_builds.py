@@ -14,13 +14,17 @@ def _ab():
     return load_script("ab_builds", "kernels")
 
 
+def _measured(tmp_path, *args: str) -> dict:
+    """ab_builds on this checkout against itself, 64 x 256 int8-activation weights, two short rounds: its JSON."""
+    out = tmp_path / "ab.json"
+    assert _ab().main(["--base", str(REPO), "--acts", "int8", "--shape", "64x256", "--rounds", "2", "--seconds", "0.05",
+                       *args, "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
 @needs_ext
 def test_a_checkout_against_itself_records_both_builds_on_the_same_weights(tmp_path):
-    out = tmp_path / "ab.json"
-    assert _ab().main(["--base", str(REPO), "--layout", "int4_semi24", "--acts", "int8", "--shape", "64x256",
-                       "--copies", "2", "--rounds", "2", "--seconds", "0.05", "--base-prefetch", "l1:2048",
-                       "--out", str(out)]) == 0
-    data = json.loads(out.read_text())
+    data = _measured(tmp_path, "--layout", "int4_semi24", "--copies", "2", "--base-prefetch", "l1:2048")
     assert (data["builds"]["base"]["prefetch"], data["builds"]["new"]["prefetch"]) == ("l1:2048", None)
     assert data["layout"] == "int4_semi24" and (data["n"], data["k"], data["copies"]) == (64, 256, 2)
     assert data["builds"]["base"]["tree"] == data["builds"]["new"]["tree"] == str(REPO.resolve())
@@ -35,11 +39,7 @@ def test_a_checkout_against_itself_records_both_builds_on_the_same_weights(tmp_p
 
 @needs_ext
 def test_two_layouts_of_one_build_on_the_same_weights(tmp_path):
-    out = tmp_path / "ab.json"
-    assert _ab().main(["--base", str(REPO), "--base-layout", "int4", "--layout", "int4_semi24", "--acts", "int8",
-                       "--shape", "64x256", "--copies", "1", "--rounds", "2", "--seconds", "0.05",
-                       "--out", str(out)]) == 0
-    data = json.loads(out.read_text())
+    data = _measured(tmp_path, "--base-layout", "int4", "--layout", "int4_semi24", "--copies", "1")
     assert (data["base_layout"], data["layout"]) == ("int4", "int4_semi24")
     base, new = data["builds"]["base"], data["builds"]["new"]
     assert (base["layout"], new["layout"]) == ("int4", "int4_semi24")

@@ -262,7 +262,7 @@ struct Int4Semi24Tiles {
 };
 
 // p: an int4 + 2:4 weight with K % 32 == 0; stream [stream_bytes], scales / zeros [tiles * G * 16] (zeros only
-// when p.zeros). Rows [tile0 * 16, tile1 * 16) of the output (the binding splits the work over threads).
+// when p.zeros). Writes tiles [tile0, tile1) (the binding splits the tiles over threads).
 void repack_int4_semi24_tiles(const Packed& p, uint8_t* stream, uint16_t* scales, uint8_t* zeros, int64_t tile0,
                               int64_t tile1);
 
