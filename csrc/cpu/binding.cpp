@@ -170,11 +170,11 @@ std::string path_of(const Packed& p, const std::string& want) {
 }
 
 // The VNNI a8 kernel of int4 + 2:4 reads its weight in an order of its own (`Int4Semi24Tiles`, packed_cpu.h),
-// built from the stored tensors on the first call and kept for as long as they live: an entry holds weak
-// references to their storage (an expired one is dropped at the next lookup) and their version counters (a
-// tensor changed in place since builds it again; inference tensors keep no version counter, so one of those
-// changed in place inside inference mode is not seen). The copy is as large as the stored codes, positions and
-// scales (`a8_tiles_bytes()` says how much is held).
+// built from the stored tensors on the first call. An entry holds weak references to their storage: once the
+// weight is gone, its copy is freed at the next lookup or `a8_tiles_bytes()` call. It also holds their version
+// counters: a tensor changed in place by a torch op since builds it again. Writes that bypass the counter (through
+// `.data`, a NumPy view, an inference tensor inside inference mode) are not seen: `a8_tiles_clear()` drops every
+// copy. A copy is as large as the stored codes, positions and scales (`a8_tiles_bytes()` says how much is held).
 class TilesCache {
  public:
   struct Tiles {
@@ -189,16 +189,7 @@ class TilesCache {
       return !t.defined() ? -1 : t.is_inference() ? -2 : t._version();
     };
     std::lock_guard<std::mutex> lock(mu_);
-    for (size_t i = 0; i < entries_.size();) {  // forget the weights that are gone
-      bool gone = false;
-      for (const auto& w : entries_[i].storage) gone = gone || (w.has_value() && w->expired());
-      if (gone) {
-        entries_[i] = std::move(entries_.back());
-        entries_.pop_back();
-      } else {
-        ++i;
-      }
-    }
+    purge();
     Entry* stale = nullptr;  // the same tensors changed in place since: rebuilt in its place
     for (auto& e : entries_) {
       bool same = e.n == p.n && e.k == p.k && e.group == p.group, current = true;
@@ -240,18 +231,34 @@ class TilesCache {
 
   int64_t bytes() {
     std::lock_guard<std::mutex> lock(mu_);
+    purge();
     int64_t total = 0;
-    for (const auto& e : entries_) {
-      bool gone = false;
-      for (const auto& w : e.storage) gone = gone || (w.has_value() && w->expired());
-      if (gone) continue;
+    for (const auto& e : entries_)
       for (const auto* t : {&e.tiles.stream, &e.tiles.scales, &e.tiles.zeros})
         if (t->defined()) total += t->nbytes();
-    }
     return total;
   }
 
+  void clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.clear();
+  }
+
  private:
+  // frees the copies of weights that are gone (called with mu_ held)
+  void purge() {
+    for (size_t i = 0; i < entries_.size();) {
+      bool gone = false;
+      for (const auto& w : entries_[i].storage) gone = gone || (w.has_value() && w->expired());
+      if (gone) {
+        entries_[i] = std::move(entries_.back());
+        entries_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+
   struct Entry {
     int64_t n = 0, k = 0, group = 0;
     const void* ptr[4] = {};
@@ -613,7 +620,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "kernels on the quantized activations)");
   m.def("a8_tiles_bytes", [] { return tiles_cache().bytes(); },
         "bytes held by the reordered copies of int4 + 2:4 weights that the VNNI a8 kernel reads (built on a "
-        "weight's first a8 call, kept while the weight lives)");
+        "weight's first a8 call; the copies of weights that are gone are freed first)");
+  m.def("a8_tiles_clear", [] { tiles_cache().clear(); },
+        "drop every reordered int4 + 2:4 copy (each is rebuilt at its weight's next a8 call): after writing a "
+        "weight in place by a path that torch's version counter does not see (.data, a NumPy view)");
   m.def("fake_quant_acts", [](const torch::Tensor& x) {
     TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(),
                 "fake_quant_acts: x must be a contiguous float32 CPU [M, K] tensor");

@@ -304,8 +304,9 @@ void int4_semi24_a8_tiles(const Packed& p, const QActs& qa, int64_t t0, float* o
       const __m512 sv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.tile_scales + (tile * G + g) * R)));
       for (int t = 0; t < MT; ++t) o[t] = _mm512_fmadd_ps(f[t], sv, o[t]);
     }
-    const int64_t rows = std::min(R, N - tile * R);
-    const __mmask16 live = static_cast<__mmask16>(rows == R ? 0xFFFF : (1u << rows) - 1);
+    // rows [n0, n1) of this tile (the binding passes whole tiles; a range that cuts one writes only its rows)
+    const int64_t lo = std::max<int64_t>(0, n0 - tile * R), hi = std::min(R, n1 - tile * R);
+    const __mmask16 live = static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1));
     const __m512 bv = bias ? _mm512_maskz_loadu_ps(live, bias + tile * R) : _mm512_setzero_ps();
     for (int t = 0; t < MT; ++t) _mm512_mask_storeu_ps(out + (t0 + t) * N + tile * R, live, _mm512_add_ps(o[t], bv));
   }

@@ -275,8 +275,9 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
 // neither VNNI nor AVX2), run the exact kernels on it.
 void fake_quant_acts(const float* x, int64_t m, int64_t k, float* out);
 
-// The AVX-512 VNNI + VBMI kernels: int4 (group % 32 == 0), int4 + 2:4 (group % 32 == 0; reads p.tiles, and
-// n0 must be a multiple of 16), MXFP4, int8; K % 32 == 0.
+// The AVX-512 VNNI + VBMI kernels: int4 (group % 32 == 0), int4 + 2:4 (group % 32 == 0; reads p.tiles, whole
+// tiles of 16 rows: give it ranges on tile bounds, or a cut tile is computed again for its rows), MXFP4, int8;
+// K % 32 == 0.
 bool a8_compiled();
 bool a8_fits(const Packed& p);
 using A8RowsFn = void (*)(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0,

@@ -30,9 +30,9 @@ void repack_int4_semi24_tiles(const Packed& p, uint8_t* stream, uint16_t* scales
                                    static_cast<uint8_t>(c1 & 15), static_cast<uint8_t>(c1 >> 4)};
           uint8_t* pair = blk + 64 * (s / 2);
           const int shift = 4 * static_cast<int>(s % 2);
-          for (int64_t j = 0; j < 4; ++j) {
+          for (int64_t j = 0; j < 4; ++j) {  // step 2h sets the byte, step 2h + 1 adds its high nibble
             uint8_t& byte = pair[4 * r + j];
-            byte = static_cast<uint8_t>((byte & (0xF0 >> shift)) | (slot[j] << shift));
+            byte = shift ? static_cast<uint8_t>(byte | (slot[j] << 4)) : slot[j];
           }
           blk[128 + 16 * s + at] = real ? meta[step] : kPadMeta;
         }

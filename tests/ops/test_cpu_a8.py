@@ -349,7 +349,8 @@ def test_vnni_int4_semi24_does_not_overflow_at_the_extremes():
 @vnni_only
 def test_vnni_int4_semi24_copy_follows_the_weight_and_goes_with_it():
     """The reordered copy is built on the first call, used again while the stored tensors are unchanged, rebuilt
-    when they change in place (their version counter), and released with them."""
+    when they change in place (their version counter), dropped by a8_tiles_clear (for writes the counter does not
+    see), and released with them."""
     import gc
 
     ext = _ext.load_cpu()
@@ -369,9 +370,16 @@ def test_vnni_int4_semi24_copy_follows_the_weight_and_goes_with_it():
     assert ext.a8_tiles_bytes() - before == held  # rebuilt in place of the stale copy
     other = make("int4_semi24", 40, 576, group=128, seed=5)
     assert not torch.equal(cpu_linear(x, other, acts="int8"), 2 * first)
+    with torch.no_grad():
+        layout.scales.data.mul_(2)  # through .data: torch's version counter does not see it
+    assert rel(cpu_linear(x, layout, acts="int8"), 2 * first) < 1e-6  # the copy is stale
+    ext.a8_tiles_clear()
+    assert ext.a8_tiles_bytes() == 0
+    assert rel(cpu_linear(x, layout, acts="int8"), 4 * first) < 1e-6  # rebuilt from the weight as it is now
+    assert ext.a8_tiles_bytes() == held  # only the first weight's copy was rebuilt after the clear
     del layout, other
     gc.collect()
-    assert ext.a8_tiles_bytes() == before
+    assert ext.a8_tiles_bytes() == 0  # freed with the weight
 
 
 @vnni_only
