@@ -37,6 +37,10 @@ TO_MODEL = {**TO_BLOCK, "target": "model"}
 #: (128) for 4 epochs with the rate decayed linearly to 0 (the base of the 128x4-linear rows)
 SEARCH_128X4_LINEAR = {"method": "sparsegpt", "allocation": "search",
                        "reconstruct": {**TO_MODEL, "epochs": 4, "nsamples": 128, "schedule": "linear"}}
+#: SparseGPT + permutation + the 4-epoch fit against the model: the base of the 2:4 / 4:8 healing rows
+SG_PERMUTE_FIT = {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL}
+#: the short heal those rows compare options of: 40 steps of 4 x 512 C4 tokens at peak lr 5e-4
+SHORT_HEAL = {"tokens": 81_920, "lr": 5e-4}
 #: a row's calibration settings (row key -> compress() argument), not recipe options: a row that names one
 #: overrides the study's default (--nsamples, compress()'s own batch size); the JSON's `calibration` records it
 CALIB_KEYS = {"calib_batch_size": "calib_batch_size", "calib_nsamples": "nsamples"}
@@ -52,7 +56,7 @@ ROWS: dict[str, dict] = {
                                             "reconstruct": TO_MODEL},
     "sparsegpt+permute": {"method": "sparsegpt", "permute": True},
     "sparsegpt+permute+reconstruct": {"method": "sparsegpt", "permute": True, "reconstruct": TO_BLOCK},
-    "sparsegpt+permute+reconstruct-model": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL},
+    "sparsegpt+permute+reconstruct-model": SG_PERMUTE_FIT,
     "ria+dsnot": {"method": "ria", "dsnot": True},
     "ria+dsnot+reconstruct-model": {"method": "ria", "dsnot": True, "reconstruct": TO_MODEL},
     "sparsegpt+reconstruct-model": {"method": "sparsegpt", "reconstruct": TO_MODEL},
@@ -83,14 +87,10 @@ ROWS: dict[str, dict] = {
     "sparsegpt+search+reconstruct-model-256x2-linear-b2": {
         **SEARCH_128X4_LINEAR, "reconstruct": {**SEARCH_128X4_LINEAR["reconstruct"], "epochs": 2, "nsamples": 256},
         "calib_batch_size": 2, "calib_nsamples": 256},
-    "sparsegpt+permute+reconstruct-model+heal": {"method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
-                                                 "heal": True},
+    "sparsegpt+permute+reconstruct-model+heal": {**SG_PERMUTE_FIT, "heal": True},
     # twice the tokens, at the first row's learning rate and at 2.5x it (its loss curve flattened after a tenth)
-    "sparsegpt+permute+reconstruct-model+heal-655k": {"method": "sparsegpt", "permute": True,
-                                                      "reconstruct": TO_MODEL, "heal": {"tokens": 655_360}},
-    "sparsegpt+permute+reconstruct-model+heal-655k-lr5e-4": {"method": "sparsegpt", "permute": True,
-                                                             "reconstruct": TO_MODEL,
-                                                             "heal": {"tokens": 655_360, "lr": 5e-4}},
+    "sparsegpt+permute+reconstruct-model+heal-655k": {**SG_PERMUTE_FIT, "heal": {"tokens": 655_360}},
+    "sparsegpt+permute+reconstruct-model+heal-655k-lr5e-4": {**SG_PERMUTE_FIT, "heal": {"tokens": 655_360, "lr": 5e-4}},
     # the healed recipe's heal from the longer fit (64x8: 49.06 before healing on seed 0, where the 4-epoch fit
     # that best-2-4-healed.yaml heals scored 55.36)
     "sparsegpt+permute+reconstruct-model-64x8+heal-655k-lr5e-4": {
@@ -98,31 +98,22 @@ ROWS: dict[str, dict] = {
         "heal": {"tokens": 655_360, "lr": 5e-4}},
     # a short heal (40 steps) by the KL of the logits alone and with SquareHead feature distillation added
     # (weight 1, the paper's): the same pruned model and windows, a paired comparison of the two losses
-    "sparsegpt+permute+reconstruct-model+heal-82k-lr5e-4": {"method": "sparsegpt", "permute": True,
-                                                            "reconstruct": TO_MODEL,
-                                                            "heal": {"tokens": 81_920, "lr": 5e-4}},
+    "sparsegpt+permute+reconstruct-model+heal-82k-lr5e-4": {**SG_PERMUTE_FIT, "heal": SHORT_HEAL},
     "sparsegpt+permute+reconstruct-model+heal-82k-lr5e-4-squarehead": {
-        "method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
-        "heal": {"tokens": 81_920, "lr": 5e-4, "squarehead": 1.0}},
+        **SG_PERMUTE_FIT, "heal": {**SHORT_HEAL, "squarehead": 1.0}},
     # weight 1 made the feature term ~3x the KL at the first step and cost perplexity: a tenth of it
     "sparsegpt+permute+reconstruct-model+heal-82k-lr5e-4-squarehead-0.1": {
-        "method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
-        "heal": {"tokens": 81_920, "lr": 5e-4, "squarehead": 0.1}},
+        **SG_PERMUTE_FIT, "heal": {**SHORT_HEAL, "squarehead": 0.1}},
     # the same short heal at 2x and 4x the learning rate: does a higher rate buy what tokens cannot?
-    "sparsegpt+permute+reconstruct-model+heal-82k-lr1e-3": {"method": "sparsegpt", "permute": True,
-                                                            "reconstruct": TO_MODEL,
-                                                            "heal": {"tokens": 81_920, "lr": 1e-3}},
-    "sparsegpt+permute+reconstruct-model+heal-82k-lr2e-3": {"method": "sparsegpt", "permute": True,
-                                                            "reconstruct": TO_MODEL,
-                                                            "heal": {"tokens": 81_920, "lr": 2e-3}},
+    "sparsegpt+permute+reconstruct-model+heal-82k-lr1e-3": {**SG_PERMUTE_FIT, "heal": {**SHORT_HEAL, "lr": 1e-3}},
+    "sparsegpt+permute+reconstruct-model+heal-82k-lr2e-3": {**SG_PERMUTE_FIT, "heal": {**SHORT_HEAL, "lr": 2e-3}},
     # the same 81,920 tokens in 160 steps of one window instead of 40 of four (four times the updates), the rate
     # scaled by the square root of the batch (2.5e-4): are the short heal's tokens better spent in more, noisier steps?
     "sparsegpt+permute+reconstruct-model+heal-82k-lr2.5e-4-b1": {
-        "method": "sparsegpt", "permute": True, "reconstruct": TO_MODEL,
-        "heal": {"tokens": 81_920, "lr": 2.5e-4, "batch_size": 1}},
+        **SG_PERMUTE_FIT, "heal": {**SHORT_HEAL, "lr": 2.5e-4, "batch_size": 1}},
     # the same short heal at 50% unstructured (no permutation there), from the 4-epoch fit of the row above
     "sparsegpt+reconstruct-model+heal-82k-lr5e-4": {"method": "sparsegpt", "reconstruct": TO_MODEL,
-                                                    "heal": {"tokens": 81_920, "lr": 5e-4}},
+                                                    "heal": SHORT_HEAL},
 }
 #: the healing step of the `+heal` rows (`bench/recipes/best-2-4-healed.yaml`): 160 steps of 4 x 512 C4 tokens,
 #: distilled from the dense model; sized so that pruning + healing run in well under 2 hours on this machine
