@@ -88,6 +88,8 @@ def worker(weights: Path, acts: str, m: int, threads: int, seconds: float) -> di
     layouts = [getattr(pack, s["cls"]).from_tensors(s["shape"], s["tensors"], s["attrs"])
                for s in torch.load(weights, weights_only=False)]
     x = torch.randn(m, layouts[0].shape[1], generator=torch.Generator().manual_seed(1))
+    if acts == "bf16":  # a bf16 model's activations, into the exact kernels
+        x, acts = x.bfloat16(), "float"
     for lay in layouts:  # warm-up: first-call costs, and the weights' pages touched
         cpu_linear(x, lay, acts=acts)
     times, i = [], 0
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layout", choices=LAYOUTS, default="int4_semi24")
     p.add_argument("--base-layout", choices=LAYOUTS, default=None,
                    help="the layout the base turns time (default: --layout), packed from the same random weights")
-    p.add_argument("--acts", choices=("float", "int8"), default="int8", help="int8: the cpu_a8 kernels [int8]")
+    p.add_argument("--acts", choices=("float", "bf16", "int8"), default="int8",
+                   help="float / bf16: the exact kernels on fp32 / bf16 activations; int8: the cpu_a8 kernels [int8]")
     p.add_argument("--shape", default="4096x14336", help="N x K of the weight [4096x14336: Llama-3-8B down]")
     p.add_argument("--m", type=int, default=1, help="tokens [1]")
     p.add_argument("--threads", type=int, default=1)

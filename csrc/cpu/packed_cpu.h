@@ -53,6 +53,13 @@ inline float bits_to_float(uint32_t b) {
 
 inline float bf16_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
 
+// the bf16 bits of a value that bf16 holds exactly (small integers, E2M1 values): its top 16 bits
+inline uint16_t float_to_bf16_exact(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return static_cast<uint16_t>(b >> 16);
+}
+
 inline float fp16_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
@@ -210,6 +217,28 @@ void dequant_avx2(const Packed& p, float* dst, int64_t n0, int64_t n1);
 bool bf16_dot_compiled();
 void rows_semi24_bf16_dot(const Packed& p, const uint16_t* x, int64_t m, float* out, const float* bias, int64_t n0,
                           int64_t n1);
+
+// AVX-512 BF16 for int4 and MXFP4 at decode (gemm_nibble_bf16.cpp): the codes as stored, looked up as bf16 values,
+// times the fp32 activations written as sums of bf16 parts (hi + mid + lo, exact), one vdpbf16ps per 32 weights,
+// token and part: exact products, summed in fp32. The activations of one call, prepared once and shared by every
+// thread: [m][C][4 phases][kParts][32] bf16 bits (C = ceil(K / 128) chunks of 128 inputs, zero past K; phase j,
+// word i is input 128c + 4i + j), `parts` the number a call needs (1 for a bf16 model's activations), and for
+// asymmetric int4 the sums of each lane's 8 inputs ([m][C][16]).
+struct BfActs {
+  static constexpr int kParts = 3;
+  static constexpr int64_t kChunk = 128;
+  std::vector<uint16_t> x;
+  std::vector<float> lane_sums;
+  int64_t chunks = 0;
+  int parts = 1;
+};
+// where the kernel serves the layout: int4 with groups that are multiples of 128, divide 128 (8 .. 64) or span the
+// row, MXFP4; in_features % 32 == 0
+bool nibble_bf16_fits(const Packed& p);
+// false where an activation is not finite or |x| >= 2^127 (the fp32 kernel serves those calls)
+bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a);
+void rows_nibble_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,
+                      int64_t n1);
 
 // ------------------------------------------------------------------ int8 activations (the "a8" variant)
 //

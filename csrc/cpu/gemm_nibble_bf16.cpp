@@ -1,0 +1,307 @@
+// AVX-512 BF16 path for the nibble layouts (int4, MXFP4) at decode: exact products through vdpbf16ps.
+//
+// Why: the fp32 kernel (int4_tile / mxfp4_tile, gemm_avx512.cpp) spends per 32 weights a widening, a mask, a shift,
+// two conversions or lookups and two FMAs: ~7 zmm instructions, and Zen 4 retires at most ~1.6-1.9 of them a cycle
+// (each kind 1 a cycle; measured), so one core decodes int4 at ~40% of what it can read. vdpbf16ps multiplies 32
+// bf16 pairs into 16 fp32 lanes, and every int4 code (code - 8) and E2M1 value is exact in bf16; the activations
+// are not, so each fp32 activation is written as the sum of S bf16 parts (x = hi + mid + lo: RNE to 8 significant
+// bits, then the residual, then its residual; 3 x 8 bits cover fp32's 24, exactly). Every product of a weight
+// and a part is exact in fp32 (8 + 8 bits), and vdpbf16ps adds them in fp32, so the result is the fp32 sum of the
+// exact products w * x, as the fp32 kernel computes it, in another order. A bf16 model's activations need one
+// part, and any call whose activations need fewer parts than 3 runs with fewer (S is chosen per call by the data).
+//
+// Byte order as stored (no conversion at load): code byte b holds inputs 2b (low nibble), 2b + 1 (high), so the
+// 16-bit word i of a 64-byte chunk (128 inputs) holds inputs 4i .. 4i + 3 in its four nibbles. Phase j = 0..3
+// takes nibble j of each of the 32 words: a shift (vpsrlw 4j) brings it to bits 0-3 and vpermw looks it up in a
+// 32-entry bf16 table (vpermw reads index bits 0-4; the table repeats its 16 values, so the neighbouring
+// nibble's low bit in bit 4 is harmless). The activations are rearranged once per call to match: phase j,
+// word i <- input 128c + 4i + j. Lane l of vdpbf16ps sums words 2l, 2l + 1, i.e. inputs in [128c + 8l,
+// 128c + 8l + 8): a lane never mixes two groups of 8 or more inputs, so group scales (int4 g32 / g64, MXFP4's
+// block of 32) are per-lane vectors and g >= 128 a broadcast.
+// Per 128 weights of a row: 1 load, 3 shifts, 4 vpermw, 4 S vdpbf16ps, 1-2 FMAs (scale); rows R at a time share
+// each activation load from L1 (a chunk's activations, 4 S x 64 bytes, stay in L1 while R rows pass over it).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "packed_cpu.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512bf16,f16c")
+#include <immintrin.h>
+
+namespace sparsekit {
+namespace cpu {
+namespace {
+
+constexpr int64_t kChunk = BfActs::kChunk;
+
+// Rows a step: one token 8 rows (8 accumulators, 8 row streams in flight: from DRAM on 4096 x 14336, 8 rows a
+// step measured 5-10% faster than 4 in a prototype), more tokens 4 (4 x 4 accumulators).
+constexpr int kRowsOneToken = 8;
+constexpr int kRows = 4;
+constexpr int kTokens = 4;
+
+// 16 fp32 lanes -> their bf16 bits (RNE, vcvtneps2bf16) and those bits widened back to fp32
+inline __m256i to_bf16(__m512 v, __m512* back) {
+  const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+  *back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return h;
+}
+
+// How the scales meet the lanes: one group across the chunk (int4 groups of 128k inputs or the whole row), groups
+// that divide the chunk (int4 g8 .. g64: lane l lies in group 8l / g of the chunk's), MXFP4's blocks of 32.
+enum class Mode { kBroadcast, kPerLane, kMX };
+
+// Per chunk: the index of its first group in a row and, for the per-lane modes, the groups that exist as a load
+// mask (a short last chunk has fewer); `lanes` each lane's group within the chunk.
+struct ChunkGroups {
+  std::vector<int32_t> first;
+  std::vector<uint16_t> mask;
+  int64_t row_groups = 1;  // per row: G (int4) or K / 32 (MXFP4)
+  __m512i lanes;
+  ChunkGroups(const Packed& p, int64_t C, Mode mode) : first(C), mask(C) {
+    const int64_t K = p.k, g = mode == Mode::kMX ? 32 : p.group >= K ? K : p.group;
+    row_groups = mode == Mode::kMX ? K / 32 : p.groups();
+    alignas(64) int32_t l16[16];
+    for (int l = 0; l < 16; ++l) l16[l] = mode == Mode::kBroadcast ? 0 : static_cast<int32_t>(8 * l / g);
+    lanes = _mm512_load_si512(l16);
+    for (int64_t c = 0; c < C; ++c) {
+      first[c] = static_cast<int32_t>(c * kChunk / g);
+      const int64_t have = std::min<int64_t>(mode == Mode::kBroadcast ? 1 : kChunk / g, row_groups - first[c]);
+      mask[c] = static_cast<uint16_t>((1u << have) - 1);
+    }
+  }
+};
+
+template <Mode M>
+inline __m512 lane_scales(const Packed& p, const ChunkGroups& cg, int64_t n, int64_t c) {
+  const int64_t at = n * cg.row_groups + cg.first[c];
+  const __mmask16 have = cg.mask[c];
+  if constexpr (M == Mode::kBroadcast) {
+    return _mm512_set1_ps(_cvtsh_ss(p.scales[at]));
+  } else if constexpr (M == Mode::kPerLane) {
+    return _mm512_permutexvar_ps(cg.lanes, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(have, p.scales + at)));
+  } else {
+    // 2^(e - 127) as the float bits e << 23; e = 0 is 2^-127 (a subnormal), e = 255 NaN (as e8m0_to_float)
+    const __m512i e = _mm512_permutexvar_epi32(cg.lanes, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(have, p.e8m0 + at)));
+    __m512i bits = _mm512_slli_epi32(e, 23);
+    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()), _mm512_set1_epi32(0x00400000));
+    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, _mm512_set1_epi32(255)), _mm512_set1_epi32(0x7FC00000));
+    return _mm512_castsi512_ps(bits);
+  }
+}
+
+// asymmetric int4: each lane's zero point - 8 (the table holds code - 8)
+template <Mode M>
+inline __m512 lane_zeros_m8(const Packed& p, const ChunkGroups& cg, int64_t n, int64_t c) {
+  const int64_t at = n * cg.row_groups + cg.first[c];
+  __m512 z;
+  if constexpr (M == Mode::kBroadcast)
+    z = _mm512_set1_ps(static_cast<float>(p.zeros[at]));
+  else
+    z = _mm512_cvtepi32_ps(
+        _mm512_permutexvar_epi32(cg.lanes, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(cg.mask[c], p.zeros + at))));
+  return _mm512_sub_ps(z, _mm512_set1_ps(8.0f));
+}
+
+// chunk c of rows n .. n + R - 1 times tokens t0 .. t0 + MT - 1 into acc (S parts); Tail: the short last chunk,
+// whose `tail` code bytes only are read (the activations past K are zero, so the codes read as 0 add 0)
+template <int S, int MT, int R, Mode M, bool Asym, bool Tail>
+__attribute__((always_inline)) inline void chunk(const Packed& p, const ChunkGroups& cg, __m512i table,
+                                                 const BfActs& a, int64_t t0, int64_t n, int64_t c, int64_t tail,
+                                                 __m512 (&acc)[R][MT]) {
+  const int64_t half = p.k / 2, C = a.chunks;
+  constexpr int64_t kChunkWords = 4 * BfActs::kParts * 32;  // a chunk's activations of one token
+  const uint16_t* xc = a.x.data() + (t0 * C + c) * kChunkWords;
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* codes = p.codes + (n + r) * half + c * 64;
+    // the same chunk of the block R rows on, which these R streams read next (bytes ahead would run into the rows
+    // the other streams are reading), into L2 whatever the CPU: a block of R rows outgrows L1 (and a branch on the
+    // plan's level per row measured 20% slower here, in L2 on Zen 4)
+    __builtin_prefetch(codes + R * half, 0, 2);
+    // (a masked load costs ~5% in L2 on Zen 4: full chunks load plainly)
+    const __m512i w = Tail ? _mm512_maskz_loadu_epi8((__mmask64(1) << tail) - 1, codes) : _mm512_loadu_si512(codes);
+    const __m512i w0 = _mm512_permutexvar_epi16(w, table);
+    const __m512i w1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), table);
+    const __m512i w2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), table);
+    const __m512i w3 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 12), table);
+    const __m512 sv = lane_scales<M>(p, cg, n + r, c);
+    // every row reloads the chunk's activations from L1: GCC would otherwise keep the 4 S MT vectors of the
+    // first row in registers for the others, and spill them
+    const uint16_t* xr = xc;
+    asm("" : "+r"(xr));
+#pragma GCC unroll 4
+    for (int t = 0; t < MT; ++t) {
+      const uint16_t* xt = xr + t * C * kChunkWords;
+      // two chains (even and odd phases): vdpbf16ps's latency overlaps
+      __m512 d0 = _mm512_setzero_ps(), d1 = _mm512_setzero_ps();
+#pragma GCC unroll 3
+      for (int s = 0; s < S; ++s) {
+        d0 = _mm512_dpbf16_ps(d0, (__m512bh)w0, (__m512bh)_mm512_loadu_si512(xt + (0 * BfActs::kParts + s) * 32));
+        d1 = _mm512_dpbf16_ps(d1, (__m512bh)w1, (__m512bh)_mm512_loadu_si512(xt + (1 * BfActs::kParts + s) * 32));
+        d0 = _mm512_dpbf16_ps(d0, (__m512bh)w2, (__m512bh)_mm512_loadu_si512(xt + (2 * BfActs::kParts + s) * 32));
+        d1 = _mm512_dpbf16_ps(d1, (__m512bh)w3, (__m512bh)_mm512_loadu_si512(xt + (3 * BfActs::kParts + s) * 32));
+      }
+      __m512 d = _mm512_add_ps(d0, d1);
+      // minus (zero - 8) x the lane's sum of x
+      if constexpr (Asym)
+        d = _mm512_fnmadd_ps(lane_zeros_m8<M>(p, cg, n + r, c),
+                             _mm512_loadu_ps(a.lane_sums.data() + ((t0 + t) * C + c) * 16), d);
+      acc[r][t] = _mm512_fmadd_ps(sv, d, acc[r][t]);
+    }
+  }
+}
+
+// sums[r * MT + t] = row n + r times token t0 + t (S parts, R rows, MT tokens)
+template <int S, int MT, int R, Mode M, bool Asym>
+inline void block(const Packed& p, const ChunkGroups& cg, __m512i table, const BfActs& a, int64_t t0, int64_t n,
+                  float* sums) {
+  __m512 acc[R][MT];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
+  const int64_t half = p.k / 2, full = half / 64;  // whole chunks; then a short one where K % 128 != 0
+  for (int64_t c = 0; c < full; ++c) chunk<S, MT, R, M, Asym, false>(p, cg, table, a, t0, n, c, 64, acc);
+  if (full < a.chunks) chunk<S, MT, R, M, Asym, true>(p, cg, table, a, t0, n, full, half % 64, acc);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+template <int S, int R, Mode M, bool Asym>
+void rows_block(const Packed& p, const ChunkGroups& cg, __m512i table, const BfActs& a, int64_t m, float* out,
+                const float* bias, int64_t n) {
+  float sums[R * kTokens];
+  for (int64_t t0 = 0; t0 < m; t0 += kTokens) {
+    const int64_t mt = std::min<int64_t>(kTokens, m - t0);
+    if constexpr (R > kRows) {  // one token only (more would spill)
+      block<S, 1, R, M, Asym>(p, cg, table, a, t0, n, sums);
+    } else {
+      switch (mt) {
+        case 1: block<S, 1, R, M, Asym>(p, cg, table, a, t0, n, sums); break;
+        case 2: block<S, 2, R, M, Asym>(p, cg, table, a, t0, n, sums); break;
+        case 3: block<S, 3, R, M, Asym>(p, cg, table, a, t0, n, sums); break;
+        default: block<S, 4, R, M, Asym>(p, cg, table, a, t0, n, sums); break;
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int64_t t = 0; t < mt; ++t) out[(t0 + t) * p.n + n + r] = sums[r * mt + t] + (bias ? bias[n + r] : 0.0f);
+  }
+}
+
+template <int S, Mode M, bool Asym>
+void rows_mode(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  alignas(64) uint16_t tb[32];
+  for (int i = 0; i < 32; ++i)
+    tb[i] = float_to_bf16_exact(M == Mode::kMX ? e2m1_to_float(static_cast<uint32_t>(i & 15))
+                                               : static_cast<float>((i & 15) - 8));
+  const __m512i table = _mm512_load_si512(tb);
+  const ChunkGroups cg(p, a.chunks, M);
+  int64_t n = n0;
+  if (m == 1)
+    for (; n + kRowsOneToken <= n1; n += kRowsOneToken)
+      rows_block<S, kRowsOneToken, M, Asym>(p, cg, table, a, m, out, bias, n);
+  for (; n + kRows <= n1; n += kRows) rows_block<S, kRows, M, Asym>(p, cg, table, a, m, out, bias, n);
+  for (; n < n1; ++n) rows_block<S, 1, M, Asym>(p, cg, table, a, m, out, bias, n);
+}
+
+template <int S>
+void rows_parts(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  if (p.kind == Kind::kMXFP4) return rows_mode<S, Mode::kMX, false>(p, a, m, out, bias, n0, n1);
+  const bool lanes = p.group < kChunk && p.group < p.k;
+  if (p.zeros)
+    return lanes ? rows_mode<S, Mode::kPerLane, true>(p, a, m, out, bias, n0, n1)
+                 : rows_mode<S, Mode::kBroadcast, true>(p, a, m, out, bias, n0, n1);
+  return lanes ? rows_mode<S, Mode::kPerLane, false>(p, a, m, out, bias, n0, n1)
+               : rows_mode<S, Mode::kBroadcast, false>(p, a, m, out, bias, n0, n1);
+}
+
+}  // namespace
+
+bool nibble_bf16_fits(const Packed& p) {
+  if (p.k % 32) return false;
+  if (p.kind == Kind::kMXFP4) return true;
+  if (p.kind != Kind::kInt4) return false;
+  return p.group >= p.k || p.group % kChunk == 0 || (kChunk % p.group == 0 && p.group % 8 == 0);
+}
+
+bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) {
+  const int64_t K = p.k, C = (K + kChunk - 1) / kChunk;
+  a.chunks = C;
+  a.x.assign(static_cast<size_t>(m * C * 4 * BfActs::kParts * 32), 0);
+  const bool sums = p.kind == Kind::kInt4 && p.zeros;
+  a.lane_sums.assign(sums ? static_cast<size_t>(m * C * 16) : 0, 0.0f);
+  __m512i used = _mm512_setzero_si512();  // the bits of every mid and lo part: which parts are needed
+  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), big = _mm512_set1_epi32(0x7F000000);
+  alignas(64) int32_t step[16];
+  for (int i = 0; i < 16; ++i) step[i] = 4 * i;
+  const __m512i idx0 = _mm512_load_si512(step);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xt = x + t * K;
+    for (int64_t c = 0; c < C; ++c) {
+      for (int j = 0; j < 4; ++j) {
+        uint16_t* dst = a.x.data() + ((t * C + c) * 4 + j) * BfActs::kParts * 32;
+        for (int h = 0; h < 2; ++h) {  // words 16h .. 16h + 15 of phase j: inputs 128c + 64h + 4i + j
+          const int64_t k0 = c * kChunk + 64 * h + j;
+          const __mmask16 in = _mm512_cmplt_epi32_mask(idx0, _mm512_set1_epi32(static_cast<int>(std::max<int64_t>(0, K - k0))));
+          const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, idx0, xt + std::min(k0, K - 1), 4);
+          // |x| >= 2^127 (or inf / NaN): the rounding to bf16 could overflow; the fp32 kernel serves the call
+          if (_mm512_cmpge_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), abs_mask), big)) return false;
+          __m512 back;
+          const __m256i hi = to_bf16(v, &back);
+          const __m512 r1 = _mm512_sub_ps(v, back);
+          const __m256i mid = to_bf16(r1, &back);
+          const __m512 r2 = _mm512_sub_ps(r1, back);
+          const __m256i lo = to_bf16(r2, &back);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16 * h), hi);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 32 + 16 * h), mid);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 + 16 * h), lo);
+          used = _mm512_or_si512(used, _mm512_inserti64x4(_mm512_castsi256_si512(mid), lo, 1));
+        }
+      }
+      if (sums)  // lane l of a chunk covers inputs 128c + 8l .. + 7, summed in input order
+        for (int l = 0; l < 16; ++l) {
+          float s = 0.0f;
+          for (int64_t k = c * kChunk + 8 * l; k < std::min(K, c * kChunk + 8 * l + 8); ++k) s += xt[k];
+          a.lane_sums[static_cast<size_t>((t * C + c) * 16 + l)] = s;
+        }
+    }
+  }
+  // a part is needed where some word of it is not +-0 (bits other than the sign)
+  alignas(64) uint16_t u[32];
+  _mm512_store_si512(u, used);
+  bool mid = false, lo = false;
+  for (int i = 0; i < 32; ++i) (i < 16 ? mid : lo) |= (u[i] & 0x7FFFu) != 0;
+  a.parts = lo ? 3 : mid ? 2 : 1;
+  return true;
+}
+
+void rows_nibble_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,
+                      int64_t n1) {
+  switch (a.parts) {
+    case 1: rows_parts<1>(p, a, m, out, bias, n0, n1); break;
+    case 2: rows_parts<2>(p, a, m, out, bias, n0, n1); break;
+    default: rows_parts<3>(p, a, m, out, bias, n0, n1); break;
+  }
+}
+
+}  // namespace cpu
+}  // namespace sparsekit
+
+#pragma GCC pop_options
+
+#else  // another compiler or architecture: never called (bf16_dot_compiled() is false)
+
+namespace sparsekit {
+namespace cpu {
+
+bool nibble_bf16_fits(const Packed&) { return false; }
+bool prepare_nibble_bf16(const Packed&, const float*, int64_t, BfActs&) { return false; }
+void rows_nibble_bf16(const Packed&, const BfActs&, int64_t, float*, const float*, int64_t, int64_t) {}
+
+}  // namespace cpu
+}  // namespace sparsekit
+
+#endif

@@ -1,0 +1,114 @@
+"""int4 and MXFP4 decode through vdpbf16ps (csrc/cpu/gemm_nibble_bf16.cpp), where the CPU has AVX512_BF16.
+
+The kernel writes each fp32 activation as the sum of up to three bf16 parts (exactly: 3 x 8 significant bits),
+multiplies them with the codes' values (exact in bf16) and sums the exact products in fp32. So it is as exact as
+the fp32 kernels: against a float64 product its error is fp32 summation noise, measured against the sum of
+|products| (`rel_to_products`: a sum that cancels says nothing about the terms). The fp32 AVX2 kernel on the
+same inputs gives the noise level; 2x that (the new kernel measured 1-10x below it) plus 1e-9 for the sums that
+are exact on both sides. Dropping one part of an fp32 activation (2^-16 or 2^-8 of it) is ~10-1000x over.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sparsekit import _ext
+from tests.ops.test_cpu_kernels import _gen, make, rel_to_products
+
+if not _ext.cpu_available():
+    if os.environ.get("SPARSEKIT_REQUIRE_CPU_EXT") == "1":
+        raise RuntimeError("sparsekit._cpu is not built but SPARSEKIT_REQUIRE_CPU_EXT=1")
+    pytest.skip("sparsekit._cpu not built (no C++ compiler at install time)", allow_module_level=True)
+
+from sparsekit.ops.backends.cpu import cpu_linear  # noqa: E402  (needs the extension)
+
+INFO = _ext.cpu_info()
+if not (INFO.get("bf16_dot") and INFO.get("avx2")):
+    pytest.skip("needs AVX512_BF16 (the kernel) and AVX2 (the fp32 kernel it is held to)", allow_module_level=True)
+
+# every scale arrangement: int4 groups of 128 (one per chunk), whole row, 32 and 64 (per lane), asymmetric;
+# MXFP4 (a scale per 32 inputs). K = 576 ends on a short chunk of 64 inputs, 160 on one of 32, 4096 on none.
+CASES = [("int4", {"group": 128}, 576), ("int4", {"group": 128}, 4096), ("int4", {"group": 576}, 576),
+         ("int4", {"group": 32, "symmetric": False}, 576), ("int4", {"group": 64}, 4096),
+         ("int4", {"group": 128, "symmetric": False}, 4096), ("int4", {"group": 32}, 160), ("mxfp4", {}, 576),
+         ("mxfp4", {}, 4096), ("mxfp4", {}, 224)]
+
+
+def _acts(kind: str, m: int, k: int, seed: int) -> torch.Tensor:
+    """Activations that need 1 (bf16), 2 (16 significant bits) or 3 (fp32) bf16 parts."""
+    x = torch.randn(m, k, generator=_gen(seed)) * 3
+    if kind == "bf16":
+        return x.bfloat16().float()
+    if kind == "two":
+        hi = x.bfloat16().float()
+        return hi + (x - hi).bfloat16().float()
+    return x
+
+
+@pytest.mark.parametrize("kind, opts, k", CASES, ids=[f"{c[0]}-{'-'.join(map(str, c[1].values()))}-k{c[2]}"
+                                                      for c in CASES])
+@pytest.mark.parametrize("acts", ["fp32", "two", "bf16"])
+def test_as_exact_as_the_fp32_kernel(kind, opts, k, acts):
+    layout = make(kind, 37, k, **opts)  # 37 rows: blocks of 8 and of 4 rows, then single rows
+    w = layout.unpack().double()
+    for m in (1, 2, 3, 5, 16):  # the token counts each kind of activations runs on this kernel, and past them
+        x = _acts(acts, m, k, seed=m)
+        ref = x.double() @ w.T
+        got = cpu_linear(x, layout, path="avx512")
+        fp32 = cpu_linear(x, layout, path="avx2")
+        assert rel_to_products(got, ref, x, layout) <= 2 * rel_to_products(fp32, ref, x, layout) + 1e-9, (m, acts)
+
+
+def test_bf16_activations_and_bias():
+    layout = make("int4", 40, 576, group=128)
+    x = torch.randn(3, 576, generator=_gen(4)).bfloat16()
+    bias = torch.randn(40, generator=_gen(5))
+    got = cpu_linear(x, layout, bias, path="avx512")
+    assert got.dtype == torch.bfloat16
+    ref = x.double() @ layout.unpack().double().T + bias.double()
+    assert float((got.double() - ref).norm() / ref.norm()) < 1e-2  # one bf16 rounding of the output
+
+
+def test_threads_and_row_ranges_are_bit_identical():
+    layout = make("int4", 203, 4096, group=64, symmetric=False)
+    x = torch.randn(1, 4096, generator=_gen(6))
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cpu_linear(x, layout, path="avx512")
+        torch.set_num_threads(2)
+        two = cpu_linear(x, layout, path="avx512")
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(one, two)
+
+
+def test_non_finite_activations_take_the_fp32_kernel():
+    # inf - inf would turn a split's products into NaN: such a call runs the fp32 kernel, whatever it gives
+    layout = make("int4", 16, 576, group=128)
+    for bad in (float("inf"), float("-inf"), float("nan"), 3.3e38):
+        x = torch.randn(1, 576, generator=_gen(7))
+        x[0, 100] = bad
+        got = cpu_linear(x, layout, path="avx512")
+        fp32 = cpu_linear(x, layout, path="avx2")
+        assert torch.equal(got.isnan(), fp32.isnan()) and torch.equal(got.isinf(), fp32.isinf()), bad
+        fin = got.isfinite()
+        assert torch.allclose(got[fin], fp32[fin], rtol=1e-5), bad
+
+
+def test_mxfp4_extreme_scales():
+    # E8M0 0 is 2^-127 (a subnormal scale), 255 is NaN: each lane's scale as the reference decodes it
+    layout = make("mxfp4", 8, 256)
+    t = dict(layout.tensors())
+    e = t["scales"].clone()
+    e[0, 0], e[1, 3], e[2, 5] = 0, 255, 140
+    layout = type(layout).from_tensors(layout.shape, {**t, "scales": e}, layout.attrs())
+    x = torch.randn(1, 256, generator=_gen(8)) * 1e-3
+    got = cpu_linear(x, layout, path="avx512")
+    ref = x.double() @ layout.unpack().double().T
+    assert torch.equal(got.isnan(), ref.isnan()) and bool(got[0, 1].isnan())
+    fin = ref.isfinite()
+    assert torch.allclose(got[fin].double(), ref[fin], rtol=1e-5, atol=0)
