@@ -657,7 +657,8 @@ inline void int8_block(const Packed& p, const float* x, int64_t t0, float* out, 
   __m512 acc[R][MT];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
-  auto step = [&](int64_t k0) {
+  // (always inlined: GCC otherwise keeps the lambda out of line at 2+ tokens, its accumulators in memory)
+  auto step = [&](int64_t k0) __attribute__((always_inline)) {
     __m512 xv[MT];
     for (int t = 0; t < MT; ++t) xv[t] = _mm512_loadu_ps(xt + t * K + k0);
 #pragma GCC unroll 8
