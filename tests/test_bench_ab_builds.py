@@ -47,6 +47,13 @@ def test_two_layouts_of_one_build_on_the_same_weights(tmp_path):
     assert (base["weight_bytes"], new["weight_bytes"]) == (64 * (128 + 4), 64 * (64 + 32 + 4))
 
 
+@needs_ext
+def test_bf16_activations_into_the_exact_kernels(tmp_path):
+    # a bf16 model's activations (the exact kernels take them; int8 is the a8 variant's)
+    data = _measured(tmp_path, "--layout", "int4", "--acts", "bf16", "--copies", "1")
+    assert data["acts"] == "bf16" and data["builds"]["new"]["p10_ms"] > 0
+
+
 def test_bad_input_is_exit_2_naming_the_constraint(tmp_path, capsys):
     assert _ab().main(["--base", str(tmp_path), "--shape", "64x100"]) == 2
     err = capsys.readouterr().err
