@@ -7,8 +7,10 @@
 // are not, so each fp32 activation is written as the sum of S bf16 parts (x = hi + mid + lo: RNE to 8 significant
 // bits, then the residual, then its residual; 3 x 8 bits cover fp32's 24, exactly). Every product of a weight
 // and a part is exact in fp32 (8 + 8 bits), and vdpbf16ps adds them in fp32, so the result is the fp32 sum of the
-// exact products w * x, as the fp32 kernel computes it, in another order. A bf16 model's activations need one
-// part, and any call whose activations need fewer parts than 3 runs with fewer (S is chosen per call by the data).
+// exact products (code - 8) x or e2m1 x, scaled per group, as the fp32 kernel computes it, in another order
+// (vcvtneps2bf16 flushes a part below 2^-126 to zero: only activations under ~2^-110 lose low bits). A bf16
+// model's activations need one part, and a call whose activations need fewer than 3 runs with fewer (S is chosen
+// per call by the data). Calls with an activation of magnitude >= 2^127, inf or NaN take the fp32 kernel.
 //
 // Byte order as stored (no conversion at load): code byte b holds inputs 2b (low nibble), 2b + 1 (high), so the
 // 16-bit word i of a 64-byte chunk (128 inputs) holds inputs 4i .. 4i + 3 in its four nibbles. Phase j = 0..3
