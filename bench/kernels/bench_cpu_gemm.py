@@ -26,8 +26,8 @@ down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down), e
 Kernels: `fp32` and `bf16` dense (torch.nn.functional.linear), `torch_int8` (aten._weight_int8pack_mm,
 per channel), `torch_int4` (aten._weight_int4pack_mm_for_cpu, g128), and sparsekit's CPU kernels
 (`sparsekit.ops.backends.cpu`) on `semi24` (bf16 values), `int4` (g128), `int4_semi24` (g128), `mxfp4`,
-`int8`, `semi24_bf16_acts`, `int4_bf16_acts` and `mxfp4_bf16_acts` (those layouts with bf16 activations, a bf16
-model's: AVX512_BF16 dot products at decode where the CPU has them; read them against `bf16` dense; checked
+`int8`, `semi24_bf16_acts`, `int4_bf16_acts`, `int4_semi24_bf16_acts` and `mxfp4_bf16_acts` (those layouts with
+bf16 activations, a bf16 model's: AVX512_BF16 dot products at decode where the CPU has them; read them against `bf16` dense; checked
 against the reference on the same bf16 activations, to 2^-8: the bf16 output's rounding), and the opt-in int8-activation variant (backend
 'cpu_a8') on four of them: `int4_a8`, `int4_semi24_a8`, `mxfp4_a8`, `int8_a8` (checked against the exact
 product on the quantized activations; the distance to the exact product is recorded as `rel_err_vs_exact`).
@@ -64,12 +64,14 @@ SHAPES = {"llama3-8b": [("llama3-8b q/o", 4096, 4096), ("llama3-8b k/v", 1024, 4
                       ("smollm2 down", 576, 1536)]}
 MS = [1, 4, 16, 128, 512]
 KERNELS = ("fp32", "bf16", "torch_int8", "torch_int4", "semi24", "semi24_bf16_acts", "int4", "int4_bf16_acts",
-           "int4_semi24", "mxfp4", "mxfp4_bf16_acts", "int8", "int4_a8", "int4_semi24_a8", "mxfp4_a8", "int8_a8")
+           "int4_semi24", "int4_semi24_bf16_acts", "mxfp4", "mxfp4_bf16_acts", "int8", "int4_a8", "int4_semi24_a8",
+           "mxfp4_a8", "int8_a8")
 PACKED = ("semi24", "int4", "int4_semi24", "mxfp4", "int8")
 #: the opt-in backend 'cpu_a8' (int8 activation blocks) on these layouts: kernel name -> layout name
 A8 = {"int4_a8": "int4", "int4_semi24_a8": "int4_semi24", "mxfp4_a8": "mxfp4", "int8_a8": "int8"}
 #: a bf16 model's activations on a layout: kernel name -> layout name (read against `bf16` dense)
-BF16_ACTS = {"semi24_bf16_acts": "semi24", "int4_bf16_acts": "int4", "mxfp4_bf16_acts": "mxfp4"}
+BF16_ACTS = {"semi24_bf16_acts": "semi24", "int4_bf16_acts": "int4", "int4_semi24_bf16_acts": "int4_semi24",
+             "mxfp4_bf16_acts": "mxfp4"}
 
 
 def max_rel_err(kernel: str) -> float:

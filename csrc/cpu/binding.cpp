@@ -95,6 +95,13 @@ bool cpu_has_bf16_dot() {
 #endif
 }
 
+// the activations of a decode call prepared for the layout's bf16-parts kernel, or false where none serves it
+bool bf16_parts_prepared(const Packed& p, const float* x, int64_t m, sparsekit::cpu::BfActs& nb) {
+  if (sparsekit::cpu::nibble_bf16_fits(p)) return sparsekit::cpu::prepare_nibble_bf16(p, x, m, nb);
+  if (sparsekit::cpu::int4_semi24_bf16_fits(p)) return sparsekit::cpu::prepare_kept_bf16(p, x, m, nb);
+  return false;
+}
+
 
 // Where the decode loops prefetch the weight streams (packed_cpu.h, `prefetch_ahead`). The default is measured
 // per vendor; SPARSEKIT_CPU_PREFETCH="l1:2048" / "l2:8192" (level:bytes) overrides it, to measure another.
@@ -451,17 +458,17 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
       } else {
         at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { a8_rows(p, qa, m, op_, bp, n0, n1); });
       }
-    } else if (m <= kDecodeRows && use == "avx512" && cpu_has_bf16_dot() && sparsekit::cpu::nibble_bf16_fits(p) &&
-               sparsekit::cpu::prepare_nibble_bf16(p, xp, m, nb)) {
-      // int4 / MXFP4 exact decode through vdpbf16ps (gemm_nibble_bf16.cpp; the activations prepared into `nb`
-      // once for all threads), where the CPU has AVX512_BF16. Faster than the fp32 kernel at every decode token
-      // count measured (4096 x 14336, one thread, alternating builds, p10: fp32 activations -25% at 2 tokens,
-      // -20% at 3, -27% at 4 and 8, -24% at 16; bf16 activations -73% at 8 and 16), though each token costs it 3
-      // dot products per 32 weights for fp32 activations against the fp32 kernel's 2 FMAs: that kernel's
-      // per-token costs were higher (FMA latency chains, activations reloaded from L2 for every row).
-      at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) {
-        sparsekit::cpu::rows_nibble_bf16(p, nb, m, op_, bp, n0, n1);
-      });
+    } else if (m <= kDecodeRows && use == "avx512" && cpu_has_bf16_dot() && bf16_parts_prepared(p, xp, m, nb)) {
+      // int4 / MXFP4 (gemm_nibble_bf16.cpp) and int4 + 2:4 (gemm_avx512_bf16.cpp) exact decode through vdpbf16ps
+      // on the activations' exact bf16 parts (prepared into `nb` once for all threads), where the CPU has
+      // AVX512_BF16. Faster than the fp32 kernels at every decode token count measured (int4, 4096 x 14336, one
+      // thread, alternating builds, p10: fp32 activations -25% at 2 tokens, -20% at 3, -27% at 4 and 8, -24% at
+      // 16; bf16 activations -73% at 8 and 16), though each token costs it 3 dot products per 32 weights for fp32
+      // activations against the fp32 kernel's 2 FMAs: that kernel's per-token costs were higher (FMA latency
+      // chains, activations reloaded from L2 for every row).
+      const auto rows_bf16 = p.kind == Kind::kInt4Semi24 ? sparsekit::cpu::rows_int4_semi24_bf16
+                                                         : sparsekit::cpu::rows_nibble_bf16;
+      at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { rows_bf16(p, nb, m, op_, bp, n0, n1); });
     } else if (m <= kDecodeRows) {
       const sparsekit::cpu::RowsFn rows = use == "avx512" ? sparsekit::cpu::rows_avx512
                                           : use == "avx2"   ? sparsekit::cpu::rows_avx2

@@ -23,7 +23,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512bf16")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512bf16,f16c")
 #include <immintrin.h>
 
 namespace sparsekit {
@@ -58,6 +58,9 @@ struct KeptIndex {
   __m512i operator()(const uint8_t* meta64) const {
     uint64_t mw;
     std::memcpy(&mw, meta64, 8);
+    return of(mw);
+  }
+  __m512i of(uint64_t mw) const {
     const __m512i fields = _mm512_multishift_epi64_epi8(ctrl, _mm512_set1_epi64(static_cast<long long>(mw)));
     return _mm512_ternarylogic_epi32(fields, three, base, 0xEA);  // (fields & three) | base
   }
@@ -128,6 +131,172 @@ void rows_block(const Packed& p, KeptIndex& ix, const uint16_t* x, int64_t m, fl
   }
 }
 
+// ---------------------------------------------------------------- int4 + 2:4 exact, as bf16 dot products
+//
+// The fp32 kernel (int4_semi24_tile, gemm_avx512.cpp) streamed 23% of the read on one Zen 4 core: per 32 inputs a
+// gather index (broadcast, variable shift, AND, add), a nibble decode, a lookup, a gather of the activations per
+// token and an FMA, ~11 instructions for 12 bytes. Here 64 inputs a step, as the 2:4 bf16 kernel above: their 32
+// kept codes (16 bytes) become 32 bf16 words in kept order (vpermb copies byte j / 2 into word j, vpsrlvw shifts
+// the odd words' high nibble down, vpermw looks both up in a 32-entry table of code - 8, exact in bf16), KeptIndex
+// turns the metadata qword into the 32 gather indices, and per token and bf16 part of the activations (each fp32
+// activation as up to 3 exact bf16 parts, as in gemm_nibble_bf16.cpp) one vpermt2w gathers and one vdpbf16ps adds
+// both products of each group into an fp32 lane: the products are exact, summed in fp32. Lane l covers inputs
+// 4l .. 4l + 3, so a group of 32 inputs is half the lanes: the scale vector holds two halves. Zero points: the
+// table holds code - 8 and the lanes also sum the kept activations (a dot with ones): s (sum (c - 8) x - (z - 8)
+// sum x) per lane.
+constexpr int64_t kKeptChunk = 64;
+
+// Per 64-input chunk: the group index of its two halves of 32 inputs
+struct HalfGroups {
+  std::vector<int32_t> lo, hi;
+  HalfGroups(const Packed& p, int64_t C) : lo(C), hi(C) {
+    const int64_t g = p.group >= p.k ? p.k : p.group, G = p.groups();
+    for (int64_t c = 0; c < C; ++c) {
+      lo[c] = static_cast<int32_t>(std::min<int64_t>(G - 1, c * kKeptChunk / g));
+      hi[c] = static_cast<int32_t>(std::min<int64_t>(G - 1, (c * kKeptChunk + 32) / g));
+    }
+  }
+};
+
+// 16 fp32 lanes: the low 8 from fp16 bits a, the high 8 from b
+inline __m512 two_halves(uint16_t a, uint16_t b) {
+  return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(b)), _mm_set1_epi16(static_cast<short>(a))));
+}
+
+struct KeptDecode {
+  __m512i dup, shifts, table, ones;
+  KeptDecode() {
+    alignas(64) uint8_t d[64];
+    alignas(64) uint16_t sh[32], tb[32], one[32];
+    for (int j = 0; j < 32; ++j) {
+      d[2 * j] = static_cast<uint8_t>(j / 2);
+      d[2 * j + 1] = static_cast<uint8_t>(j / 2);  // (the high byte: any; vpermw reads bits 0-4 after the shift)
+      sh[j] = static_cast<uint16_t>(4 * (j & 1));
+      tb[j] = float_to_bf16_exact(static_cast<float>((j & 15) - 8));
+      one[j] = float_to_bf16_exact(1.0f);
+    }
+    dup = _mm512_load_si512(d);
+    shifts = _mm512_load_si512(sh);
+    table = _mm512_load_si512(tb);
+    ones = _mm512_load_si512(one);
+  }
+  // the 32 kept codes of 64 inputs (16 bytes in `codes`) as bf16 code - 8, in kept order
+  inline __m512i operator()(__m128i codes) const {
+    const __m512i bytes = _mm512_permutexvar_epi8(dup, _mm512_castsi128_si512(codes));
+    return _mm512_permutexvar_epi16(_mm512_srlv_epi16(bytes, shifts), table);
+  }
+};
+
+// chunk c of rows n .. n + R - 1 times tokens t0 .. t0 + MT - 1 (S parts) into acc; Tail: the last chunk of 32
+// inputs (K % 64 == 32), whose 8 code bytes and 4 position bytes only are read
+template <int S, int MT, int R, bool Asym, bool Tail>
+__attribute__((always_inline)) inline void kept_chunk(const Packed& p, const KeptIndex& ix, const KeptDecode& dec,
+                                                      const HalfGroups& hg, const BfActs& a, int64_t t0, int64_t n,
+                                                      int64_t c, __m512 (&acc)[R][MT]) {
+  const int64_t K = p.k, C = a.chunks, G = p.groups();
+  constexpr int64_t kWords = BfActs::kParts * kKeptChunk;  // a chunk's activations of one token
+  const uint16_t* xc = a.x.data() + (t0 * C + c) * kWords;
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* codes = p.codes + (n + r) * (K / 4) + c * 16;
+    const uint8_t* meta = p.meta + (n + r) * (K / 8) + c * 8;
+    if ((c & 3) == 0) {  // a line of codes per 4 chunks, half a line of positions: the block R rows on, into L2
+      __builtin_prefetch(codes + R * (K / 4), 0, 2);
+      __builtin_prefetch(meta + R * (K / 8), 0, 2);
+    }
+    uint64_t mw;
+    __m128i cb;
+    if (Tail) {
+      uint32_t m4;
+      std::memcpy(&m4, meta, 4);
+      mw = m4;
+      cb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes));
+    } else {
+      std::memcpy(&mw, meta, 8);
+      cb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
+    }
+    const __m512i idx = ix.of(mw);
+    const __m512i w = dec(cb);
+    const __m512 sv = two_halves(p.scales[(n + r) * G + hg.lo[c]], p.scales[(n + r) * G + hg.hi[c]]);
+    const uint16_t* xr = xc;
+    asm("" : "+r"(xr));  // reloaded per row from L1 (see gemm_nibble_bf16.cpp: kept in registers they spill)
+#pragma GCC unroll 4
+    for (int t = 0; t < MT; ++t) {
+      const uint16_t* xt = xr + t * C * kWords;
+      __m512 d = _mm512_setzero_ps(), e = _mm512_setzero_ps();
+#pragma GCC unroll 3
+      for (int s = 0; s < S; ++s) {
+        const __m512i xs = _mm512_permutex2var_epi16(_mm512_loadu_si512(xt + s * kKeptChunk), idx,
+                                                     _mm512_loadu_si512(xt + s * kKeptChunk + 32));
+        d = _mm512_dpbf16_ps(d, (__m512bh)w, (__m512bh)xs);
+        if constexpr (Asym) e = _mm512_dpbf16_ps(e, (__m512bh)dec.ones, (__m512bh)xs);
+      }
+      if constexpr (Asym) {
+        const uint8_t* z = p.zeros + (n + r) * G;
+        const __m512 zm8 = _mm512_sub_ps(
+            _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(static_cast<float>(z[hg.lo[c]])),
+                                 _mm512_set1_ps(static_cast<float>(z[hg.hi[c]]))),
+            _mm512_set1_ps(8.0f));
+        d = _mm512_fnmadd_ps(zm8, e, d);
+      }
+      acc[r][t] = _mm512_fmadd_ps(sv, d, acc[r][t]);
+    }
+  }
+}
+
+template <int S, int MT, int R, bool Asym>
+inline void kept_block(const Packed& p, const KeptIndex& ix, const KeptDecode& dec, const HalfGroups& hg,
+                       const BfActs& a, int64_t t0, int64_t n, float* sums) {
+  __m512 acc[R][MT];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
+  const int64_t full = p.k / kKeptChunk;
+  for (int64_t c = 0; c < full; ++c) kept_chunk<S, MT, R, Asym, false>(p, ix, dec, hg, a, t0, n, c, acc);
+  if (full < a.chunks) kept_chunk<S, MT, R, Asym, true>(p, ix, dec, hg, a, t0, n, full, acc);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+template <int S, int R, bool Asym>
+void kept_rows_block(const Packed& p, const KeptIndex& ix, const KeptDecode& dec, const HalfGroups& hg,
+                     const BfActs& a, int64_t m, float* out, const float* bias, int64_t n) {
+  float sums[R * kTokens];
+  for (int64_t t0 = 0; t0 < m; t0 += kTokens) {
+    const int64_t mt = std::min<int64_t>(kTokens, m - t0);
+    if constexpr (R > kRows) {  // one token only (more would spill)
+      kept_block<S, 1, R, Asym>(p, ix, dec, hg, a, t0, n, sums);
+    } else {
+      switch (mt) {
+        case 1: kept_block<S, 1, R, Asym>(p, ix, dec, hg, a, t0, n, sums); break;
+        case 2: kept_block<S, 2, R, Asym>(p, ix, dec, hg, a, t0, n, sums); break;
+        case 3: kept_block<S, 3, R, Asym>(p, ix, dec, hg, a, t0, n, sums); break;
+        default: kept_block<S, 4, R, Asym>(p, ix, dec, hg, a, t0, n, sums); break;
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int64_t t = 0; t < mt; ++t) out[(t0 + t) * p.n + n + r] = sums[r * mt + t] + (bias ? bias[n + r] : 0.0f);
+  }
+}
+
+template <int S, bool Asym>
+void kept_rows(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  const KeptIndex ix;
+  const KeptDecode dec;
+  const HalfGroups hg(p, a.chunks);
+  int64_t n = n0;
+  if (m == 1)
+    for (; n + kRowsOneToken <= n1; n += kRowsOneToken)
+      kept_rows_block<S, kRowsOneToken, Asym>(p, ix, dec, hg, a, m, out, bias, n);
+  for (; n + kRows <= n1; n += kRows) kept_rows_block<S, kRows, Asym>(p, ix, dec, hg, a, m, out, bias, n);
+  for (; n < n1; ++n) kept_rows_block<S, 1, Asym>(p, ix, dec, hg, a, m, out, bias, n);
+}
+
+template <int S>
+void kept_parts(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+  if (p.zeros) return kept_rows<S, true>(p, a, m, out, bias, n0, n1);
+  kept_rows<S, false>(p, a, m, out, bias, n0, n1);
+}
+
 }  // namespace
 
 void rows_semi24_bf16_dot(const Packed& p, const uint16_t* x, int64_t m, float* out, const float* bias, int64_t n0,
@@ -142,6 +311,19 @@ void rows_semi24_bf16_dot(const Packed& p, const uint16_t* x, int64_t m, float* 
 
 bool bf16_dot_compiled() { return true; }
 
+bool int4_semi24_bf16_fits(const Packed& p) {
+  return p.kind == Kind::kInt4Semi24 && p.k % 32 == 0 && (p.group % 32 == 0 || p.group >= p.k);
+}
+
+void rows_int4_semi24_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,
+                           int64_t n1) {
+  switch (a.parts) {
+    case 1: kept_parts<1>(p, a, m, out, bias, n0, n1); break;
+    case 2: kept_parts<2>(p, a, m, out, bias, n0, n1); break;
+    default: kept_parts<3>(p, a, m, out, bias, n0, n1); break;
+  }
+}
+
 }  // namespace cpu
 }  // namespace sparsekit
 
@@ -153,6 +335,8 @@ namespace sparsekit {
 namespace cpu {
 
 bool bf16_dot_compiled() { return false; }
+bool int4_semi24_bf16_fits(const Packed&) { return false; }
+void rows_int4_semi24_bf16(const Packed&, const BfActs&, int64_t, float*, const float*, int64_t, int64_t) {}
 void rows_semi24_bf16_dot(const Packed& p, const uint16_t* x, int64_t m, float* out, const float* bias, int64_t n0,
                           int64_t n1) {
   for (int64_t t = 0; t < m; ++t)

@@ -53,6 +53,35 @@ inline __m256i to_bf16(__m512 v, __m512* back) {
   return h;
 }
 
+// |x| >= 2^127 (or inf / NaN): the rounding to bf16 could overflow (inf - inf would make the products NaN)
+inline bool finite_enough(__m512 v) {
+  return !_mm512_cmpge_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFFFFFF)),
+                                  _mm512_set1_epi32(0x7F000000));
+}
+
+// 16 activations as their 3 bf16 parts at dst, dst + stride, dst + 2 stride; `used` collects the mid and lo bits
+inline void split3(__m512 v, uint16_t* dst, int64_t stride, __m512i& used) {
+  __m512 back;
+  const __m256i hi = to_bf16(v, &back);
+  const __m512 r1 = _mm512_sub_ps(v, back);
+  const __m256i mid = to_bf16(r1, &back);
+  const __m512 r2 = _mm512_sub_ps(r1, back);
+  const __m256i lo = to_bf16(r2, &back);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), hi);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + stride), mid);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * stride), lo);
+  used = _mm512_or_si512(used, _mm512_inserti64x4(_mm512_castsi256_si512(mid), lo, 1));
+}
+
+// the parts a call needs: 3 where some lo part is not +-0 (bits other than the sign), else 2 where some mid is
+inline int parts_used(__m512i used) {
+  alignas(64) uint16_t u[32];
+  _mm512_store_si512(u, used);
+  bool mid = false, lo = false;
+  for (int i = 0; i < 32; ++i) (i < 16 ? mid : lo) |= (u[i] & 0x7FFFu) != 0;
+  return lo ? 3 : mid ? 2 : 1;
+}
+
 // How the scales meet the lanes: one group across the chunk (int4 groups of 128k inputs or the whole row), groups
 // that divide the chunk (int4 g8 .. g64: lane l lies in group 8l / g of the chunk's), MXFP4's blocks of 32.
 enum class Mode { kBroadcast, kPerLane, kMX };
@@ -236,7 +265,6 @@ bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) 
   const bool sums = p.kind == Kind::kInt4 && p.zeros;
   a.lane_sums.assign(sums ? static_cast<size_t>(m * C * 16) : 0, 0.0f);
   __m512i used = _mm512_setzero_si512();  // the bits of every mid and lo part: which parts are needed
-  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), big = _mm512_set1_epi32(0x7F000000);
   alignas(64) int32_t step[16];
   for (int i = 0; i < 16; ++i) step[i] = 4 * i;
   const __m512i idx0 = _mm512_load_si512(step);
@@ -249,18 +277,8 @@ bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) 
           const int64_t k0 = c * kChunk + 64 * h + j;
           const __mmask16 in = _mm512_cmplt_epi32_mask(idx0, _mm512_set1_epi32(static_cast<int>(std::max<int64_t>(0, K - k0))));
           const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, idx0, xt + std::min(k0, K - 1), 4);
-          // |x| >= 2^127 (or inf / NaN): the rounding to bf16 could overflow; the fp32 kernel serves the call
-          if (_mm512_cmpge_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), abs_mask), big)) return false;
-          __m512 back;
-          const __m256i hi = to_bf16(v, &back);
-          const __m512 r1 = _mm512_sub_ps(v, back);
-          const __m256i mid = to_bf16(r1, &back);
-          const __m512 r2 = _mm512_sub_ps(r1, back);
-          const __m256i lo = to_bf16(r2, &back);
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16 * h), hi);
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 32 + 16 * h), mid);
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 + 16 * h), lo);
-          used = _mm512_or_si512(used, _mm512_inserti64x4(_mm512_castsi256_si512(mid), lo, 1));
+          if (!finite_enough(v)) return false;
+          split3(v, dst + 16 * h, 32, used);
         }
       }
       if (sums)  // lane l of a chunk covers inputs 128c + 8l .. + 7, summed in input order
@@ -271,12 +289,35 @@ bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) 
         }
     }
   }
-  // a part is needed where some word of it is not +-0 (bits other than the sign)
-  alignas(64) uint16_t u[32];
-  _mm512_store_si512(u, used);
-  bool mid = false, lo = false;
-  for (int i = 0; i < 32; ++i) (i < 16 ? mid : lo) |= (u[i] & 0x7FFFu) != 0;
-  a.parts = lo ? 3 : mid ? 2 : 1;
+  a.parts = parts_used(used);
+  return true;
+}
+
+bool prepare_kept_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) {
+  constexpr int64_t kStep = 64;  // inputs a step of the int4 + 2:4 kernel (gemm_avx512_bf16.cpp)
+  const int64_t K = p.k, C = (K + kStep - 1) / kStep;
+  // Activations with more than 16 significant bits (an fp32 model's) need 3 parts: 3 gathers and 3 dot products per
+  // 64 inputs, which share Zen 4's shuffle pipes (measured: vpermt2w + vdpbf16ps pairs at 1.9 cycles) and ran no
+  // faster than the fp32 kernel (4096 x 14336 from DRAM, one thread: 3.71 ms against ~3.6; with 2 parts 2.83,
+  // with 1 part 2.16; ad hoc). Those calls keep the fp32 kernel: x with its low 8 mantissa bits zero needs <= 2.
+  __m512i low = _mm512_setzero_si512();
+  for (int64_t i = 0; i < m * K; i += 16) {
+    const __mmask16 in = m * K - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (m * K - i)) - 1);
+    low = _mm512_or_si512(low, _mm512_maskz_loadu_epi32(in, x + i));
+  }
+  if (_mm512_test_epi32_mask(low, _mm512_set1_epi32(0xFF))) return false;
+  a.chunks = C;
+  a.x.assign(static_cast<size_t>(m * C * BfActs::kParts * kStep), 0);
+  a.lane_sums.clear();
+  __m512i used = _mm512_setzero_si512();
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t k0 = 0; k0 < K; k0 += 16) {
+      const __mmask16 in = K - k0 >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (K - k0)) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(in, x + t * K + k0);
+      if (!finite_enough(v)) return false;
+      split3(v, a.x.data() + (t * C + k0 / kStep) * BfActs::kParts * kStep + k0 % kStep, kStep, used);
+    }
+  a.parts = parts_used(used);
   return true;
 }
 
@@ -301,6 +342,7 @@ namespace cpu {
 
 bool nibble_bf16_fits(const Packed&) { return false; }
 bool prepare_nibble_bf16(const Packed&, const float*, int64_t, BfActs&) { return false; }
+bool prepare_kept_bf16(const Packed&, const float*, int64_t, BfActs&) { return false; }
 void rows_nibble_bf16(const Packed&, const BfActs&, int64_t, float*, const float*, int64_t, int64_t) {}
 
 }  // namespace cpu

@@ -1,4 +1,5 @@
-"""int4 and MXFP4 decode through vdpbf16ps (csrc/cpu/gemm_nibble_bf16.cpp), where the CPU has AVX512_BF16.
+"""int4, MXFP4 (csrc/cpu/gemm_nibble_bf16.cpp) and int4 + 2:4 (csrc/cpu/gemm_avx512_bf16.cpp) decode through
+vdpbf16ps, where the CPU has AVX512_BF16.
 
 The kernel writes each fp32 activation as the sum of up to three bf16 parts (exactly: 3 x 8 significant bits),
 multiplies them with the codes' values (exact in bf16) and sums the exact products in fp32. So it is as exact as
@@ -34,13 +35,17 @@ if not (INFO.get("bf16_dot") and INFO.get("avx2")):
 CASES = [("int4", {"group": 128}, 576), ("int4", {"group": 128}, 4096), ("int4", {"group": 576}, 576),
          ("int4", {"group": 32, "symmetric": False}, 576), ("int4", {"group": 64}, 4096),
          ("int4", {"group": 128, "symmetric": False}, 4096), ("int4", {"group": 32}, 160), ("mxfp4", {}, 576),
-         ("mxfp4", {}, 4096), ("mxfp4", {}, 224)]
+         ("mxfp4", {}, 4096), ("mxfp4", {}, 224),
+         # int4 + 2:4 steps 64 inputs: K = 160 and 96 end on a step of 32; g32: the two halves of a step's lanes
+         ("int4_semi24", {"group": 128}, 576), ("int4_semi24", {"group": 128}, 4096),
+         ("int4_semi24", {"group": 32, "symmetric": False}, 576), ("int4_semi24", {"group": 128, "symmetric": False}, 160),
+         ("int4_semi24", {"group": 96}, 96), ("int4_semi24", {"group": 32}, 224)]
 
 
 def _acts(kind: str, m: int, k: int, seed: int) -> torch.Tensor:
     """Activations that need 1 (bf16), 2 (16 significant bits) or 3 (fp32) bf16 parts."""
     x = torch.randn(m, k, generator=_gen(seed)) * 3
-    if kind == "bf16":
+    if kind == "bf16":  # (int4 + 2:4 runs its bf16 kernel on these two kinds only; fp32 ones keep the fp32 kernel)
         return x.bfloat16().float()
     if kind == "two":
         hi = x.bfloat16().float()
@@ -72,8 +77,9 @@ def test_bf16_activations_and_bias():
     assert float((got.double() - ref).norm() / ref.norm()) < 1e-2  # one bf16 rounding of the output
 
 
-def test_threads_and_row_ranges_are_bit_identical():
-    layout = make("int4", 203, 4096, group=64, symmetric=False)
+@pytest.mark.parametrize("kind", ["int4", "int4_semi24"])
+def test_threads_and_row_ranges_are_bit_identical(kind):
+    layout = make(kind, 203, 4096, group=64, symmetric=False)
     x = torch.randn(1, 4096, generator=_gen(6))
     old = torch.get_num_threads()
     try:
@@ -87,7 +93,9 @@ def test_threads_and_row_ranges_are_bit_identical():
 
 
 def test_non_finite_activations_take_the_fp32_kernel():
-    # inf - inf would turn a split's products into NaN: such a call runs the fp32 kernel, whatever it gives
+    # inf - inf would turn a split's products into NaN: such a call runs the fp32 kernel, whatever it gives (int4
+    # + 2:4 checks its activations with the same function; its AVX-512 and AVX2 fp32 kernels differ on inf there:
+    # one multiplies the kept weights only, the other the pruned zeros too, 0 x inf = NaN)
     layout = make("int4", 16, 576, group=128)
     for bad in (float("inf"), float("-inf"), float("nan"), 3.3e38):
         x = torch.randn(1, 576, generator=_gen(7))
