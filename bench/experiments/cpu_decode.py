@@ -81,9 +81,10 @@ VARIANTS = {
     # the CPU has them); read it against "dense bf16". Its perplexity: a SparseGPT 2:4 checkpoint evaluated in bf16
     # (README, "2:4 in a bf16 model")
     "2:4 bf16 model": ([MAG24], "bfloat16", "bfloat16", "bench/results/cpu/smollm2_sparsegpt24_eval_bf16.json", "auto"),
-    # int4 in a bf16 model: bf16 activations into the int4 kernel (one bf16 part each, gemm_nibble_bf16.cpp);
-    # read it against "dense bf16" (its perplexity in bf16 is not measured)
+    # int4 (+ 2:4) in a bf16 model: bf16 activations into the kernels' bf16 dot products (one bf16 part each,
+    # gemm_nibble_bf16.cpp / gemm_avx512_bf16.cpp); read them against "dense bf16" (perplexity in bf16 not measured)
     "int4 g128 bf16 model": ([INT4], None, "bfloat16", None, "auto"),
+    "2:4 + int4 bf16 model": ([MAG24, INT4], None, "bfloat16", None, "auto"),
     "2:4 + int4": ([MAG24, INT4], None, "float32",
                    "bench/results/quant/smollm2-135m_sparsegpt-2-4-int4-joint_limit40.json", "auto"),
     "int4 g128 a8": ([INT4], None, "float32", f"{A8}#int4-gptq#a8", "cpu_a8"),
