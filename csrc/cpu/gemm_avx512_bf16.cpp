@@ -30,13 +30,10 @@ namespace sparsekit {
 namespace cpu {
 namespace {
 
-// Rows a step: at one token 8 (8 accumulators + 16 row registers + 2 activations + 3 constants), more streams
-// in flight: from DRAM on 4096 x 14336 at one thread, 1 row a step took 4.6 ms, 2 rows 4.1, 4 rows 3.2-3.4 and
-// 8 rows 2.8 (alternating with the fp32 kernel's 2.9-3.2 on the same weights, ad hoc). With more tokens 4
-// (4 x 4 accumulators + 8 + 2 + 3): 8 rows would spill.
-constexpr int kRowsOneToken = 8;
-constexpr int kRows = 4;
-constexpr int kTokens = 4;  // tokens a tile
+// Rows a step (kRowsOneToken, kRows, kTokens: bf16_rows.h, with the measurement): at one token 8 rows (8
+// accumulators + 16 row registers + 2 activations + 3 constants), with more tokens 4 (4 x 4 accumulators + 8 + 2
+// + 3).
+#include "bf16_rows.h"
 
 // The word indices of the 32 activations that the 32 kept values of 64 inputs meet. The metadata qword of the
 // 64 inputs holds kept value j's position in its group at bits 2j, 2j + 1; vpmultishiftqb (the qword
@@ -257,45 +254,20 @@ inline void kept_block(const Packed& p, const KeptIndex& ix, const KeptDecode& d
     for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-template <int S, int R, bool Asym>
-void kept_rows_block(const Packed& p, const KeptIndex& ix, const KeptDecode& dec, const HalfGroups& hg,
-                     const BfActs& a, int64_t m, float* out, const float* bias, int64_t n) {
-  float sums[R * kTokens];
-  for (int64_t t0 = 0; t0 < m; t0 += kTokens) {
-    const int64_t mt = std::min<int64_t>(kTokens, m - t0);
-    if constexpr (R > kRows) {  // one token only (more would spill)
-      kept_block<S, 1, R, Asym>(p, ix, dec, hg, a, t0, n, sums);
-    } else {
-      switch (mt) {
-        case 1: kept_block<S, 1, R, Asym>(p, ix, dec, hg, a, t0, n, sums); break;
-        case 2: kept_block<S, 2, R, Asym>(p, ix, dec, hg, a, t0, n, sums); break;
-        case 3: kept_block<S, 3, R, Asym>(p, ix, dec, hg, a, t0, n, sums); break;
-        default: kept_block<S, 4, R, Asym>(p, ix, dec, hg, a, t0, n, sums); break;
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int64_t t = 0; t < mt; ++t) out[(t0 + t) * p.n + n + r] = sums[r * mt + t] + (bias ? bias[n + r] : 0.0f);
-  }
-}
-
-template <int S, bool Asym>
-void kept_rows(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
+// the kernel for parts_rows (bf16_rows.h)
+template <bool Asym>
+struct KeptKernel {
+  const Packed& p;
+  const BfActs& a;
   const KeptIndex ix;
   const KeptDecode dec;
-  const HalfGroups hg(p, a.chunks);
-  int64_t n = n0;
-  if (m == 1)
-    for (; n + kRowsOneToken <= n1; n += kRowsOneToken)
-      kept_rows_block<S, kRowsOneToken, Asym>(p, ix, dec, hg, a, m, out, bias, n);
-  for (; n + kRows <= n1; n += kRows) kept_rows_block<S, kRows, Asym>(p, ix, dec, hg, a, m, out, bias, n);
-  for (; n < n1; ++n) kept_rows_block<S, 1, Asym>(p, ix, dec, hg, a, m, out, bias, n);
-}
-
-template <int S>
-void kept_parts(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
-  if (p.zeros) return kept_rows<S, true>(p, a, m, out, bias, n0, n1);
-  kept_rows<S, false>(p, a, m, out, bias, n0, n1);
-}
+  const HalfGroups hg;
+  KeptKernel(const Packed& pk, const BfActs& ac) : p(pk), a(ac), hg(pk, ac.chunks) {}
+  template <int S, int MT, int R>
+  void block(int64_t t0, int64_t n, float* sums) const {
+    kept_block<S, MT, R, Asym>(p, ix, dec, hg, a, t0, n, sums);
+  }
+};
 
 }  // namespace
 
@@ -317,11 +289,8 @@ bool int4_semi24_bf16_fits(const Packed& p) {
 
 void rows_int4_semi24_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,
                            int64_t n1) {
-  switch (a.parts) {
-    case 1: kept_parts<1>(p, a, m, out, bias, n0, n1); break;
-    case 2: kept_parts<2>(p, a, m, out, bias, n0, n1); break;
-    default: kept_parts<3>(p, a, m, out, bias, n0, n1); break;
-  }
+  if (p.zeros) return parts_rows(KeptKernel<true>(p, a), a.parts, m, out, bias, n0, n1);
+  parts_rows(KeptKernel<false>(p, a), a.parts, m, out, bias, n0, n1);
 }
 
 }  // namespace cpu

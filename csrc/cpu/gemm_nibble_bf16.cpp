@@ -38,13 +38,9 @@ namespace sparsekit {
 namespace cpu {
 namespace {
 
-constexpr int64_t kChunk = BfActs::kChunk;
+#include "bf16_rows.h"
 
-// Rows a step: one token 8 rows (8 accumulators, 8 row streams in flight: from DRAM on 4096 x 14336, 8 rows a
-// step measured 5-10% faster than 4 in a prototype), more tokens 4 (4 x 4 accumulators).
-constexpr int kRowsOneToken = 8;
-constexpr int kRows = 4;
-constexpr int kTokens = 4;
+constexpr int64_t kChunk = BfActs::kChunk;
 
 // 16 fp32 lanes -> their bf16 bits (RNE, vcvtneps2bf16) and those bits widened back to fp32
 inline __m256i to_bf16(__m512 v, __m512* back) {
@@ -189,7 +185,7 @@ __attribute__((always_inline)) inline void chunk(const Packed& p, const ChunkGro
 
 // sums[r * MT + t] = row n + r times token t0 + t (S parts, R rows, MT tokens)
 template <int S, int MT, int R, Mode M, bool Asym>
-inline void block(const Packed& p, const ChunkGroups& cg, __m512i table, const BfActs& a, int64_t t0, int64_t n,
+inline void nibble_block(const Packed& p, const ChunkGroups& cg, __m512i table, const BfActs& a, int64_t t0, int64_t n,
                   float* sums) {
   __m512 acc[R][MT];
   for (int r = 0; r < R; ++r)
@@ -201,53 +197,25 @@ inline void block(const Packed& p, const ChunkGroups& cg, __m512i table, const B
     for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-template <int S, int R, Mode M, bool Asym>
-void rows_block(const Packed& p, const ChunkGroups& cg, __m512i table, const BfActs& a, int64_t m, float* out,
-                const float* bias, int64_t n) {
-  float sums[R * kTokens];
-  for (int64_t t0 = 0; t0 < m; t0 += kTokens) {
-    const int64_t mt = std::min<int64_t>(kTokens, m - t0);
-    if constexpr (R > kRows) {  // one token only (more would spill)
-      block<S, 1, R, M, Asym>(p, cg, table, a, t0, n, sums);
-    } else {
-      switch (mt) {
-        case 1: block<S, 1, R, M, Asym>(p, cg, table, a, t0, n, sums); break;
-        case 2: block<S, 2, R, M, Asym>(p, cg, table, a, t0, n, sums); break;
-        case 3: block<S, 3, R, M, Asym>(p, cg, table, a, t0, n, sums); break;
-        default: block<S, 4, R, M, Asym>(p, cg, table, a, t0, n, sums); break;
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int64_t t = 0; t < mt; ++t) out[(t0 + t) * p.n + n + r] = sums[r * mt + t] + (bias ? bias[n + r] : 0.0f);
+// the kernel of one scale arrangement, for parts_rows (bf16_rows.h)
+template <Mode M, bool Asym>
+struct NibbleKernel {
+  const Packed& p;
+  const BfActs& a;
+  const ChunkGroups cg;
+  __m512i table;  // code - 8 (int4) or the E2M1 value as bf16, repeated: vpermw reads 5 index bits
+  NibbleKernel(const Packed& pk, const BfActs& ac) : p(pk), a(ac), cg(pk, ac.chunks, M) {
+    alignas(64) uint16_t tb[32];
+    for (int i = 0; i < 32; ++i)
+      tb[i] = float_to_bf16_exact(M == Mode::kMX ? e2m1_to_float(static_cast<uint32_t>(i & 15))
+                                                 : static_cast<float>((i & 15) - 8));
+    table = _mm512_load_si512(tb);
   }
-}
-
-template <int S, Mode M, bool Asym>
-void rows_mode(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
-  alignas(64) uint16_t tb[32];
-  for (int i = 0; i < 32; ++i)
-    tb[i] = float_to_bf16_exact(M == Mode::kMX ? e2m1_to_float(static_cast<uint32_t>(i & 15))
-                                               : static_cast<float>((i & 15) - 8));
-  const __m512i table = _mm512_load_si512(tb);
-  const ChunkGroups cg(p, a.chunks, M);
-  int64_t n = n0;
-  if (m == 1)
-    for (; n + kRowsOneToken <= n1; n += kRowsOneToken)
-      rows_block<S, kRowsOneToken, M, Asym>(p, cg, table, a, m, out, bias, n);
-  for (; n + kRows <= n1; n += kRows) rows_block<S, kRows, M, Asym>(p, cg, table, a, m, out, bias, n);
-  for (; n < n1; ++n) rows_block<S, 1, M, Asym>(p, cg, table, a, m, out, bias, n);
-}
-
-template <int S>
-void rows_parts(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
-  if (p.kind == Kind::kMXFP4) return rows_mode<S, Mode::kMX, false>(p, a, m, out, bias, n0, n1);
-  const bool lanes = p.group < kChunk && p.group < p.k;
-  if (p.zeros)
-    return lanes ? rows_mode<S, Mode::kPerLane, true>(p, a, m, out, bias, n0, n1)
-                 : rows_mode<S, Mode::kBroadcast, true>(p, a, m, out, bias, n0, n1);
-  return lanes ? rows_mode<S, Mode::kPerLane, false>(p, a, m, out, bias, n0, n1)
-               : rows_mode<S, Mode::kBroadcast, false>(p, a, m, out, bias, n0, n1);
-}
+  template <int S, int MT, int R>
+  void block(int64_t t0, int64_t n, float* sums) const {
+    nibble_block<S, MT, R, M, Asym>(p, cg, table, a, t0, n, sums);
+  }
+};
 
 }  // namespace
 
@@ -323,11 +291,13 @@ bool prepare_kept_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) {
 
 void rows_nibble_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,
                       int64_t n1) {
-  switch (a.parts) {
-    case 1: rows_parts<1>(p, a, m, out, bias, n0, n1); break;
-    case 2: rows_parts<2>(p, a, m, out, bias, n0, n1); break;
-    default: rows_parts<3>(p, a, m, out, bias, n0, n1); break;
-  }
+  if (p.kind == Kind::kMXFP4) return parts_rows(NibbleKernel<Mode::kMX, false>(p, a), a.parts, m, out, bias, n0, n1);
+  const bool lanes = p.group < kChunk && p.group < p.k;
+  if (p.zeros)
+    return lanes ? parts_rows(NibbleKernel<Mode::kPerLane, true>(p, a), a.parts, m, out, bias, n0, n1)
+                 : parts_rows(NibbleKernel<Mode::kBroadcast, true>(p, a), a.parts, m, out, bias, n0, n1);
+  return lanes ? parts_rows(NibbleKernel<Mode::kPerLane, false>(p, a), a.parts, m, out, bias, n0, n1)
+               : parts_rows(NibbleKernel<Mode::kBroadcast, false>(p, a), a.parts, m, out, bias, n0, n1);
 }
 
 }  // namespace cpu

@@ -19,7 +19,7 @@ import torch
 from sparsekit import _ext
 from sparsekit.errors import SparsekitError
 from sparsekit.ops.packed_linear import explain, packed_linear, packed_linear_reference, select_kernel
-from tests.ops.test_cpu_kernels import _gen, make, rel
+from tests.ops.test_cpu_kernels import _gen, at_threads, make, rel
 
 if not _ext.cpu_available():
     if os.environ.get("SPARSEKIT_REQUIRE_CPU_EXT") == "1":
@@ -400,12 +400,5 @@ def test_vnni_int4_semi24_runs_on_inference_tensors():
 def test_vnni_int4_semi24_threads_split_whole_tiles_with_the_same_result():
     layout = make("int4_semi24", 72, 1024, group=128)  # 4 tiles and a half
     x = torch.randn(3, 1024, generator=_gen(41))
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = cpu_linear(x, layout, acts="int8")
-        torch.set_num_threads(2)
-        two = cpu_linear(x, layout, acts="int8")
-    finally:
-        torch.set_num_threads(threads)
+    one, two = (at_threads(t, lambda: cpu_linear(x, layout, acts="int8")) for t in (1, 2))
     assert torch.equal(one, two)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from sparsekit import _ext
-from tests.ops.test_cpu_kernels import _gen, make, rel_to_products
+from tests.ops.test_cpu_kernels import _gen, at_threads, make, rel_to_products
 
 if not _ext.cpu_available():
     if os.environ.get("SPARSEKIT_REQUIRE_CPU_EXT") == "1":
@@ -81,14 +81,7 @@ def test_bf16_activations_and_bias():
 def test_threads_and_row_ranges_are_bit_identical(kind):
     layout = make(kind, 203, 4096, group=64, symmetric=False)
     x = torch.randn(1, 4096, generator=_gen(6))
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = cpu_linear(x, layout, path="avx512")
-        torch.set_num_threads(2)
-        two = cpu_linear(x, layout, path="avx512")
-    finally:
-        torch.set_num_threads(old)
+    one, two = (at_threads(t, lambda: cpu_linear(x, layout, path="avx512")) for t in (1, 2))
     assert torch.equal(one, two)
 
 

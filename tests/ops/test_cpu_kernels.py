@@ -57,6 +57,16 @@ def make(kind: str, n: int, k: int, *, group: int = 32, symmetric: bool = True, 
     raise AssertionError(kind)
 
 
+def at_threads(threads: int, fn):
+    """fn() with torch set to `threads` intra-op threads (restored after)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
