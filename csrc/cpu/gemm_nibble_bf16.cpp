@@ -1,10 +1,10 @@
 // AVX-512 BF16 path for the nibble layouts (int4, MXFP4) at decode: exact products through vdpbf16ps.
 //
 // Why: the fp32 kernel (int4_tile / mxfp4_tile, gemm_avx512.cpp) spends per 32 weights a widening, a mask, a shift,
-// two conversions or lookups and two FMAs: ~7 zmm instructions, and Zen 4 retires at most ~1.6-1.9 of them a cycle
-// (each kind 1 a cycle; measured), so one core decodes int4 at ~40% of what it can read. vdpbf16ps multiplies 32
-// bf16 pairs into 16 fp32 lanes, and every int4 code (code - 8) and E2M1 value is exact in bf16; the activations
-// are not, so each fp32 activation is written as the sum of S bf16 parts (x = hi + mid + lo: RNE to 8 significant
+// two conversions or lookups and two FMAs: ~7 zmm instructions, and Zen 4 issues ~1.5 of them a cycle (each kind
+// 1 a cycle; bench/kernels/cpu/vector_throughput.cpp), so one core decoded int4 at ~40% of what it can read.
+// vdpbf16ps multiplies 32 bf16 pairs into 16 fp32 lanes, and every int4 code (code - 8) and E2M1 value is exact in
+// bf16; the activations are not, so each fp32 activation is written as the sum of S bf16 parts (x = hi + mid + lo: RNE to 8 significant
 // bits, then the residual, then its residual; 3 x 8 bits cover fp32's 24, exactly). Every product of a weight
 // and a part is exact in fp32 (8 + 8 bits), and vdpbf16ps adds them in fp32, so the result is the fp32 sum of the
 // exact products (code - 8) x or e2m1 x, scaled per group, as the fp32 kernel computes it, in another order

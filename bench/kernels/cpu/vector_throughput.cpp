@@ -1,0 +1,58 @@
+// Throughput of 512-bit vector instructions, alone and in pairs: 8 independent chains per kind, so latency does
+// not bind, and the cycles per loop iteration are the issue rate (the README's Zen 4 figures: every kind 1 a
+// cycle, pairs of kinds 1.3-1.4 cycles, vpermt2w + vdpbf16ps 1.9). Cycles assume a fixed clock (argv[1], GHz;
+// 3.67 on the Zen 4 VM): the ratios between lines matter more than the absolute numbers.
+//
+//   g++ -O2 -march=native -o /tmp/vector_throughput bench/kernels/cpu/vector_throughput.cpp && /tmp/vector_throughput 3.67
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+static double ghz = 3.67;
+constexpr long kIters = 100000000L;
+
+#define R8(x) x(0) x(1) x(2) x(3) x(4) x(5) x(6) x(7)
+// accumulators zmm10-17, sources zmm20-27, temporaries zmm0-7, constants zmm30 (table) and zmm31
+#define INIT(i) "vpxord %%zmm1" #i ",%%zmm1" #i ",%%zmm1" #i "\n vpxord %%zmm2" #i ",%%zmm2" #i ",%%zmm2" #i "\n"
+#define BENCH(name, body)                                                                                          \
+  {                                                                                                                \
+    const double t = now();                                                                                        \
+    long n = kIters;                                                                                               \
+    __asm__ volatile("vpxord %%zmm30,%%zmm30,%%zmm30\n vpxord %%zmm31,%%zmm31,%%zmm31\n" R8(INIT) "1:\n" body      \
+                     "dec %0\n jnz 1b\n"                                                                           \
+                     : "+r"(n)::"memory", "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6", "zmm7", "zmm10", \
+                       "zmm11", "zmm12", "zmm13", "zmm14", "zmm15", "zmm16", "zmm17", "zmm20", "zmm21", "zmm22",    \
+                       "zmm23", "zmm24", "zmm25", "zmm26", "zmm27", "zmm30", "zmm31");                             \
+    std::printf("%-24s %6.2f cycles per 8\n", name, (now() - t) * ghz * 1e9 / kIters);                            \
+  }
+#define FMA(i) "vfmadd231ps %%zmm31,%%zmm30,%%zmm1" #i "\n"
+#define CVT(i) "vcvtdq2ps %%zmm2" #i ",%%zmm" #i "\n"
+#define PERMPS(i) "vpermps %%zmm30,%%zmm2" #i ",%%zmm" #i "\n"
+#define ZXBD(i) "vpmovzxbd %%xmm2" #i ",%%zmm" #i "\n"
+#define PERMW(i) "vpermw %%zmm30,%%zmm2" #i ",%%zmm" #i "\n"
+#define PT2W(i) "vpermt2w %%zmm30,%%zmm2" #i ",%%zmm" #i "\n"
+#define DPBF(i) "vdpbf16ps %%zmm31,%%zmm2" #i ",%%zmm1" #i "\n"
+#define CVT_FMA(i) CVT(i) "vfmadd231ps %%zmm31,%%zmm" #i ",%%zmm1" #i "\n"
+#define PERMPS_FMA(i) PERMPS(i) "vfmadd231ps %%zmm31,%%zmm" #i ",%%zmm1" #i "\n"
+#define ZX_CVT_FMA(i) "vpmovzxbd %%xmm2" #i ",%%zmm" #i "\n vcvtdq2ps %%zmm" #i ",%%zmm" #i "\n" \
+  "vfmadd231ps %%zmm31,%%zmm" #i ",%%zmm1" #i "\n"
+#define PERMW_DPBF(i) PERMW(i) "vdpbf16ps %%zmm31,%%zmm" #i ",%%zmm1" #i "\n"
+#define PT2W_DPBF(i) PT2W(i) "vdpbf16ps %%zmm31,%%zmm" #i ",%%zmm1" #i "\n"
+
+int main(int argc, char** argv) {
+  if (argc > 1) ghz = std::atof(argv[1]);
+  BENCH("vfmadd231ps", R8(FMA));
+  BENCH("vcvtdq2ps", R8(CVT));
+  BENCH("vpermps", R8(PERMPS));
+  BENCH("vpmovzxbd", R8(ZXBD));
+  BENCH("vpermw", R8(PERMW));
+  BENCH("vpermt2w", R8(PT2W));
+  BENCH("vdpbf16ps", R8(DPBF));
+  BENCH("cvt + fma", R8(CVT_FMA));
+  BENCH("vpermps + fma", R8(PERMPS_FMA));
+  BENCH("zx + cvt + fma", R8(ZX_CVT_FMA));
+  BENCH("vpermw + vdpbf16ps", R8(PERMW_DPBF));
+  BENCH("vpermt2w + vdpbf16ps", R8(PT2W_DPBF));
+  return 0;
+}
