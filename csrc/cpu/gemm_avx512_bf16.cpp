@@ -157,7 +157,8 @@ struct HalfGroups {
 
 // 16 fp32 lanes: the low 8 from fp16 bits a, the high 8 from b
 inline __m512 two_halves(uint16_t a, uint16_t b) {
-  return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(b)), _mm_set1_epi16(static_cast<short>(a))));
+  return _mm512_cvtph_ps(
+      _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(b)), _mm_set1_epi16(static_cast<short>(a))));
 }
 
 struct KeptDecode {

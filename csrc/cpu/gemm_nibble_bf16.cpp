@@ -1,16 +1,16 @@
 // AVX-512 BF16 path for the nibble layouts (int4, MXFP4) at decode: exact products through vdpbf16ps.
 //
-// Why: the fp32 kernel (int4_tile / mxfp4_tile, gemm_avx512.cpp) spends per 32 weights a widening, a mask, a shift,
-// two conversions or lookups and two FMAs: ~7 zmm instructions, and Zen 4 issues ~1.5 of them a cycle (each kind
-// 1 a cycle; bench/kernels/cpu/vector_throughput.cpp), so one core decoded int4 at ~40% of what it can read.
-// vdpbf16ps multiplies 32 bf16 pairs into 16 fp32 lanes, and every int4 code (code - 8) and E2M1 value is exact in
-// bf16; the activations are not, so each fp32 activation is written as the sum of S bf16 parts (x = hi + mid + lo: RNE to 8 significant
-// bits, then the residual, then its residual; 3 x 8 bits cover fp32's 24, exactly). Every product of a weight
-// and a part is exact in fp32 (8 + 8 bits), and vdpbf16ps adds them in fp32, so the result is the fp32 sum of the
-// exact products (code - 8) x or e2m1 x, scaled per group, as the fp32 kernel computes it, in another order
-// (vcvtneps2bf16 flushes a part below 2^-126 to zero: only activations under ~2^-110 lose low bits). A bf16
-// model's activations need one part, and a call whose activations need fewer than 3 runs with fewer (S is chosen
-// per call by the data). Calls with an activation of magnitude >= 2^127, inf or NaN take the fp32 kernel.
+// Why: the fp32 kernel (int4_tile / mxfp4_tile, gemm_avx512.cpp) spends per 32 weights a widening, a mask, a shift, two
+// conversions or lookups and two FMAs: ~7 zmm instructions, and Zen 4 issues ~1.5 of them a cycle (each kind 1 a cycle;
+// bench/kernels/cpu/vector_throughput.cpp), so one core decoded int4 at ~40% of what it can read. vdpbf16ps multiplies
+// 32 bf16 pairs into 16 fp32 lanes, and every int4 code (code - 8) and E2M1 value is exact in bf16; the activations are
+// not, so each fp32 activation is written as the sum of S bf16 parts (x = hi + mid + lo: RNE to 8 significant bits,
+// then the residual, then its residual; 3 x 8 bits cover fp32's 24, exactly). Every product of a weight and a part is
+// exact in fp32 (8 + 8 bits), and vdpbf16ps adds them in fp32, so the result is the fp32 sum of the exact products
+// (code - 8) x or e2m1 x, scaled per group, as the fp32 kernel computes it, in another order (vcvtneps2bf16 flushes a
+// part below 2^-126 to zero: only activations under ~2^-110 lose low bits). A bf16 model's activations need one part,
+// and a call whose activations need fewer than 3 runs with fewer (S is chosen per call by the data). Calls with an
+// activation of magnitude >= 2^127, inf or NaN take the fp32 kernel.
 //
 // Byte order as stored (no conversion at load): code byte b holds inputs 2b (low nibble), 2b + 1 (high), so the
 // 16-bit word i of a 64-byte chunk (128 inputs) holds inputs 4i .. 4i + 3 in its four nibbles. Phase j = 0..3
@@ -115,8 +115,9 @@ inline __m512 lane_scales(const Packed& p, const ChunkGroups& cg, int64_t n, int
     // 2^(e - 127) as the float bits e << 23; e = 0 is 2^-127 (a subnormal), e = 255 NaN (as e8m0_to_float)
     const __m512i e = _mm512_permutexvar_epi32(cg.lanes, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(have, p.e8m0 + at)));
     __m512i bits = _mm512_slli_epi32(e, 23);
-    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()), _mm512_set1_epi32(0x00400000));
-    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, _mm512_set1_epi32(255)), _mm512_set1_epi32(0x7FC00000));
+    const __m512i zero = _mm512_setzero_si512(), all_ones = _mm512_set1_epi32(255);
+    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, zero), _mm512_set1_epi32(0x00400000));
+    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, all_ones), _mm512_set1_epi32(0x7FC00000));
     return _mm512_castsi512_ps(bits);
   }
 }
@@ -243,7 +244,8 @@ bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) 
         uint16_t* dst = a.x.data() + ((t * C + c) * 4 + j) * BfActs::kParts * 32;
         for (int h = 0; h < 2; ++h) {  // words 16h .. 16h + 15 of phase j: inputs 128c + 64h + 4i + j
           const int64_t k0 = c * kChunk + 64 * h + j;
-          const __mmask16 in = _mm512_cmplt_epi32_mask(idx0, _mm512_set1_epi32(static_cast<int>(std::max<int64_t>(0, K - k0))));
+          const int left = static_cast<int>(std::max<int64_t>(0, K - k0));  // inputs of this phase still in the row
+          const __mmask16 in = _mm512_cmplt_epi32_mask(idx0, _mm512_set1_epi32(left));
           const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, idx0, xt + std::min(k0, K - 1), 4);
           if (!finite_enough(v)) return false;
           split3(v, dst + 16 * h, 32, used);

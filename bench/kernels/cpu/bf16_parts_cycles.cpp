@@ -21,7 +21,9 @@
 
 using namespace sparsekit::cpu;
 
-static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+static double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 int main(int argc, char** argv) {
   const std::string layout = argc > 1 ? argv[1] : "int4", acts = argc > 2 ? argv[2] : "fp32";

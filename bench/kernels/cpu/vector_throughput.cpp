@@ -3,12 +3,15 @@
 // cycle, pairs of kinds 1.3-1.4 cycles, vpermt2w + vdpbf16ps 1.9). Cycles assume a fixed clock (argv[1], GHz;
 // 3.67 on the Zen 4 VM): the ratios between lines matter more than the absolute numbers.
 //
-//   g++ -O2 -march=native -o /tmp/vector_throughput bench/kernels/cpu/vector_throughput.cpp && /tmp/vector_throughput 3.67
+//   g++ -O2 -march=native -o /tmp/vector_throughput bench/kernels/cpu/vector_throughput.cpp
+//   /tmp/vector_throughput 3.67
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
-static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+static double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 static double ghz = 3.67;
 constexpr long kIters = 100000000L;
 
