@@ -68,8 +68,7 @@ def cpu_info() -> dict:
     'cpu_a8' backend runs ('a8': 'vnni', 'avx2', or 'none': the exact kernels on the quantized activations), and
     where the decode loops prefetch the weight ('prefetch': 'l1:BYTES' or 'l2:BYTES' ahead; SPARSEKIT_CPU_PREFETCH
     sets it before the first call), and whether the AVX512_BF16 decode kernels run ('bf16_dot': 2:4 bf16 layers
-    times bf16 activations; int4 and MXFP4 times exact bf16 parts of any activations; int4 + 2:4 times
-    activations of at most 16 significant bits, a bf16 model's)."""
+    times bf16 activations; int4, MXFP4 and int4 + 2:4 times exact bf16 parts of any finite activations)."""
     ext = load_cpu()
     if ext is None:
         return {"available": False}

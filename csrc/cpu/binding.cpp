@@ -629,8 +629,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("has_avx2", &cpu_has_avx2, "whether the AVX2 (+ FMA, F16C) path can run on this CPU");
   m.def("has_a8", &cpu_has_a8, "whether the int8-activation (a8) AVX-512 VNNI kernels can run on this CPU");
   m.def("has_bf16_dot", &cpu_has_bf16_dot,
-        "whether the AVX512_BF16 decode kernels run on this CPU (2:4 bf16 x bf16 activations; int4, MXFP4 and, on "
-        "activations of <= 16 significant bits, int4 + 2:4 as bf16 dot products)");
+        "whether the AVX512_BF16 decode kernels run on this CPU (2:4 bf16 x bf16 activations; int4, MXFP4 and "
+        "int4 + 2:4 as bf16 dot products)");
   m.def("prefetch", [] {
     const PrefetchPlan plan = prefetch_plan();
     return std::string(plan.l2 ? "l2:" : "l1:") + std::to_string(plan.distance);

@@ -41,12 +41,14 @@ namespace {
 // ORs in the group's base 4 (j / 2) (whose low 2 bits are 0): 3 instructions for 32 indices.
 struct KeptIndex {
   __m512i ctrl, base, three;
-  KeptIndex() {
+  // kept(j): the kept value that word j meets (the identity for the 2:4 bf16 kernel, whose values are one zmm as
+  // stored; the int4 + 2:4 kernel decodes its codes in another order, KeptDecode)
+  explicit KeptIndex(int (*kept)(int) = [](int j) { return j; }) {
     alignas(64) uint8_t ctrl_b[64] = {};
     alignas(64) uint16_t base_b[32];
     for (int j = 0; j < 32; ++j) {
-      ctrl_b[2 * j] = static_cast<uint8_t>(2 * j);
-      base_b[j] = static_cast<uint16_t>(4 * (j / 2));
+      ctrl_b[2 * j] = static_cast<uint8_t>(2 * kept(j));
+      base_b[j] = static_cast<uint16_t>(4 * (kept(j) / 2));
     }
     ctrl = _mm512_load_si512(ctrl_b);
     base = _mm512_load_si512(base_b);
@@ -57,8 +59,10 @@ struct KeptIndex {
     std::memcpy(&mw, meta64, 8);
     return of(mw);
   }
-  __m512i of(uint64_t mw) const {
-    const __m512i fields = _mm512_multishift_epi64_epi8(ctrl, _mm512_set1_epi64(static_cast<long long>(mw)));
+  __m512i of(uint64_t mw) const { return of(_mm512_set1_epi64(static_cast<long long>(mw))); }
+  // mw: the metadata qword in every lane
+  __m512i of(__m512i mw) const {
+    const __m512i fields = _mm512_multishift_epi64_epi8(ctrl, mw);
     return _mm512_ternarylogic_epi32(fields, three, base, 0xEA);  // (fields & three) | base
   }
 };
@@ -133,14 +137,20 @@ void rows_block(const Packed& p, KeptIndex& ix, const uint16_t* x, int64_t m, fl
 // The fp32 kernel (int4_semi24_tile, gemm_avx512.cpp) streamed 23% of the read on one Zen 4 core: per 32 inputs a
 // gather index (broadcast, variable shift, AND, add), a nibble decode, a lookup, a gather of the activations per
 // token and an FMA, ~11 instructions for 12 bytes. Here 64 inputs a step, as the 2:4 bf16 kernel above: their 32
-// kept codes (16 bytes) become 32 bf16 words in kept order (vpermb copies byte j / 2 into word j, vpsrlvw shifts
-// the odd words' high nibble down, vpermw looks both up in a 32-entry table of code - 8, exact in bf16), KeptIndex
-// turns the metadata qword into the 32 gather indices, and per token and bf16 part of the activations (each fp32
-// activation as up to 3 exact bf16 parts, as in gemm_nibble_bf16.cpp) one vpermt2w gathers and one vdpbf16ps adds
-// both products of each group into an fp32 lane: the products are exact, summed in fp32. Lane l covers inputs
-// 4l .. 4l + 3, so a group of 32 inputs is half the lanes: the scale vector holds two halves. Zero points: the
-// table holds code - 8 and the lanes also sum the kept activations (a dot with ones): s (sum (c - 8) x - (z - 8)
-// sum x) per lane.
+// kept codes (16 bytes) become 32 bf16 words of code - 8 (exact in bf16; KeptDecode, in its own order), KeptIndex
+// turns the metadata qword into the 32 gather indices in the same order, and per token and bf16 part of the
+// activations (each fp32 activation as up to 3 exact bf16 parts, as in gemm_nibble_bf16.cpp) one vpermt2w gathers
+// and one vdpbf16ps adds two products into each fp32 lane: the products are exact, summed in fp32. A lane's two
+// products lie in one half of 32 inputs (kUpperHalfLanes), so a group of 32 inputs is half the lanes: the scale
+// vector may hold two halves. Zero points: the table holds code - 8 and the lanes also sum the kept activations
+// (a dot with ones): s (sum (c - 8) x - (z - 8) sum x) per lane.
+//
+// Cost on Zen 4, one token, in L2 (bench/kernels/cpu/bf16_parts_cycles.cpp): 2.84 cycles per 32 inputs of a row
+// with bf16 activations (1 part), 4.6 with fp32 ones (3 parts; each vpermt2w + vdpbf16ps pair ~1.8 cycles: they
+// share pipes). The 3-part kernel beats the fp32 kernel (4096 x 14336 from DRAM: 2.5 against 3.6 ms), so it serves
+// fp32 activations too. What a row and chunk spend besides the pairs (~9 vector instructions: two broadcast loads,
+// the decode's shift and lookup, the index's multishift and ternlog, the scale's broadcast load and FMA) is not one
+// instruction's cost: removing the index, the decode or the FMA alone saved 0-9% each (ad hoc variants).
 constexpr int64_t kKeptChunk = 64;
 
 // Per 64-input chunk: the group index of its two halves of 32 inputs
@@ -155,45 +165,87 @@ struct HalfGroups {
   }
 };
 
-// 16 fp32 lanes: the low 8 from fp16 bits a, the high 8 from b
-inline __m512 two_halves(uint16_t a, uint16_t b) {
-  return _mm512_cvtph_ps(
-      _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(b)), _mm_set1_epi16(static_cast<short>(a))));
-}
+// Decoded order: the 16 code bytes of a chunk are broadcast to the four 128-bit lanes (a load), so word i of lane
+// q holds bytes 2i, 2i + 1, i.e. kept values 4i .. 4i + 3 in its four nibbles; lane q shifts right by 4q (vpsrlvw)
+// and vpermw looks its low nibble up (bits 0-4; the table repeats its 16 values, so the next nibble's low bit in
+// bit 4 is harmless). Word j = 8q + i is then kept value 4i + q: two instructions for 32 codes (vpermb + vpsrlvw
+// + vpermw before). KeptIndex gathers in the same order.
+inline int kept_order(int j) { return 4 * (j % 8) + j / 8; }
+
+// Lane l of vdpbf16ps holds words 2l, 2l + 1: kept values 4i + q, 4i + 4 + q with i = 2l % 8, q = l / 4, both
+// among kept 0-15 (inputs 0-31 of the chunk) where l % 4 < 2, else among kept 16-31: the lanes of the upper half
+constexpr __mmask16 kUpperHalfLanes = 0xCCCC;
 
 struct KeptDecode {
-  __m512i dup, shifts, table, ones;
+  __m512i shifts, table, ones;
   KeptDecode() {
-    alignas(64) uint8_t d[64];
     alignas(64) uint16_t sh[32], tb[32], one[32];
     for (int j = 0; j < 32; ++j) {
-      d[2 * j] = static_cast<uint8_t>(j / 2);
-      d[2 * j + 1] = static_cast<uint8_t>(j / 2);  // (the high byte: any; vpermw reads bits 0-4 after the shift)
-      sh[j] = static_cast<uint16_t>(4 * (j & 1));
+      sh[j] = static_cast<uint16_t>(4 * (j / 8));
       tb[j] = float_to_bf16_exact(static_cast<float>((j & 15) - 8));
       one[j] = float_to_bf16_exact(1.0f);
     }
-    dup = _mm512_load_si512(d);
     shifts = _mm512_load_si512(sh);
     table = _mm512_load_si512(tb);
     ones = _mm512_load_si512(one);
   }
-  // the 32 kept codes of 64 inputs (16 bytes in `codes`) as bf16 code - 8, in kept order
-  inline __m512i operator()(__m128i codes) const {
-    const __m512i bytes = _mm512_permutexvar_epi8(dup, _mm512_castsi128_si512(codes));
-    return _mm512_permutexvar_epi16(_mm512_srlv_epi16(bytes, shifts), table);
+  // the 32 kept codes of 64 inputs (16 bytes in each 128-bit lane of `codes`) as bf16 code - 8, in decoded order
+  inline __m512i operator()(__m512i codes) const {
+    return _mm512_permutexvar_epi16(_mm512_srlv_epi16(codes, shifts), table);
   }
 };
 
+// The fp16 scales (and zero points - 8) of a block of rows as fp32, converted once per block: per chunk and row a
+// broadcast load then feeds the FMA (a scalar fp16 load, vcvtph2ps and a broadcast were 3 of the ~13 vector
+// instructions of a chunk and row at one bf16 part)
+struct BlockScales {
+  std::vector<float> scales, zeros_m8;
+  int64_t row = -1, rows = 0;  // the block held
+  void load(const Packed& p, int64_t n, int R) {
+    if (n == row && R == rows) return;  // the block's later token tiles
+    row = n;
+    rows = R;
+    const int64_t G = p.groups(), count = R * G;
+    scales.resize(static_cast<size_t>(count));
+    const uint16_t* src = p.scales + n * G;  // the block's rows are consecutive: R * G scales in a row
+    for (int64_t i = 0; i < count; i += 16) {
+      const __mmask16 in = count - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (count - i)) - 1);
+      _mm512_mask_storeu_ps(scales.data() + i, in, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(in, src + i)));
+    }
+    if (!p.zeros) return;
+    zeros_m8.resize(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) zeros_m8[static_cast<size_t>(i)] = static_cast<float>(p.zeros[n * G + i]) - 8.0f;
+  }
+};
+
+// a chunk's 16 fp32 lanes of scales (or zero points - 8): one group across the chunk unless Halves
+template <bool Halves, class T>
+inline __m512 per_half(T lo, T hi) {
+  if constexpr (Halves)
+    return _mm512_mask_blend_ps(kUpperHalfLanes, _mm512_set1_ps(static_cast<float>(lo)),
+                                _mm512_set1_ps(static_cast<float>(hi)));
+  else
+    return _mm512_set1_ps(static_cast<float>(lo));
+}
+
 // chunk c of rows n .. n + R - 1 times tokens t0 .. t0 + MT - 1 (S parts) into acc; Tail: the last chunk of 32
-// inputs (K % 64 == 32), whose 8 code bytes and 4 position bytes only are read
-template <int S, int MT, int R, bool Asym, bool Tail>
+// inputs (K % 64 == 32), whose 8 code bytes and 4 position bytes only are read. Halves: the chunk's two halves of
+// 32 inputs may lie in two groups (int4 g32, g96, ...).
+template <int S, int MT, int R, bool Asym, bool Halves, bool Tail>
 __attribute__((always_inline)) inline void kept_chunk(const Packed& p, const KeptIndex& ix, const KeptDecode& dec,
-                                                      const HalfGroups& hg, const BfActs& a, int64_t t0, int64_t n,
-                                                      int64_t c, __m512 (&acc)[R][MT]) {
+                                                      const HalfGroups& hg, const BlockScales& bs, const BfActs& a,
+                                                      int64_t t0, int64_t n, int64_t c, __m512 (&acc)[R][MT]) {
   const int64_t K = p.k, C = a.chunks, G = p.groups();
   constexpr int64_t kWords = BfActs::kParts * kKeptChunk;  // a chunk's activations of one token
   const uint16_t* xc = a.x.data() + (t0 * C + c) * kWords;
+  // at one token the chunk's activations (2 S zmm) stay in registers for the R rows; with more tokens they do not
+  // fit beside the 4 x 4 accumulators and are reloaded per row from L1
+  __m512i xa[S], xb[S];
+  if constexpr (MT == 1)
+    for (int s = 0; s < S; ++s) {
+      xa[s] = _mm512_loadu_si512(xc + s * kKeptChunk);
+      xb[s] = _mm512_loadu_si512(xc + s * kKeptChunk + 32);
+    }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const uint8_t* codes = p.codes + (n + r) * (K / 4) + c * 16;
@@ -202,71 +254,72 @@ __attribute__((always_inline)) inline void kept_chunk(const Packed& p, const Kep
       __builtin_prefetch(codes + R * (K / 4), 0, 2);
       __builtin_prefetch(meta + R * (K / 8), 0, 2);
     }
-    uint64_t mw;
-    __m128i cb;
+    __m512i cb, mw;
     if (Tail) {
       uint32_t m4;
       std::memcpy(&m4, meta, 4);
-      mw = m4;
-      cb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes));
+      mw = _mm512_set1_epi64(m4);
+      cb = _mm512_broadcast_i32x4(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes)));
     } else {
-      std::memcpy(&mw, meta, 8);
-      cb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
+      uint64_t m8;
+      std::memcpy(&m8, meta, 8);
+      mw = _mm512_set1_epi64(static_cast<long long>(m8));
+      cb = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
     }
     const __m512i idx = ix.of(mw);
     const __m512i w = dec(cb);
-    const __m512 sv = two_halves(p.scales[(n + r) * G + hg.lo[c]], p.scales[(n + r) * G + hg.hi[c]]);
+    const float* sr = bs.scales.data() + r * G;
     const uint16_t* xr = xc;
-    asm("" : "+r"(xr));  // reloaded per row from L1 (see gemm_nibble_bf16.cpp: kept in registers they spill)
+    if constexpr (MT > 1) asm("" : "+r"(xr));
 #pragma GCC unroll 4
     for (int t = 0; t < MT; ++t) {
       const uint16_t* xt = xr + t * C * kWords;
       __m512 d = _mm512_setzero_ps(), e = _mm512_setzero_ps();
 #pragma GCC unroll 3
       for (int s = 0; s < S; ++s) {
-        const __m512i xs = _mm512_permutex2var_epi16(_mm512_loadu_si512(xt + s * kKeptChunk), idx,
-                                                     _mm512_loadu_si512(xt + s * kKeptChunk + 32));
+        const __m512i lo = MT == 1 ? xa[s] : _mm512_loadu_si512(xt + s * kKeptChunk);
+        const __m512i hi = MT == 1 ? xb[s] : _mm512_loadu_si512(xt + s * kKeptChunk + 32);
+        const __m512i xs = _mm512_permutex2var_epi16(lo, idx, hi);
         d = _mm512_dpbf16_ps(d, (__m512bh)w, (__m512bh)xs);
         if constexpr (Asym) e = _mm512_dpbf16_ps(e, (__m512bh)dec.ones, (__m512bh)xs);
       }
       if constexpr (Asym) {
-        const uint8_t* z = p.zeros + (n + r) * G;
-        const __m512 zm8 = _mm512_sub_ps(
-            _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(static_cast<float>(z[hg.lo[c]])),
-                                 _mm512_set1_ps(static_cast<float>(z[hg.hi[c]]))),
-            _mm512_set1_ps(8.0f));
+        const float* zr = bs.zeros_m8.data() + r * G;
+        const __m512 zm8 = per_half<Halves>(zr[hg.lo[c]], zr[hg.hi[c]]);
         d = _mm512_fnmadd_ps(zm8, e, d);
       }
-      acc[r][t] = _mm512_fmadd_ps(sv, d, acc[r][t]);
+      acc[r][t] = _mm512_fmadd_ps(per_half<Halves>(sr[hg.lo[c]], sr[hg.hi[c]]), d, acc[r][t]);
     }
   }
 }
 
-template <int S, int MT, int R, bool Asym>
+template <int S, int MT, int R, bool Asym, bool Halves>
 inline void kept_block(const Packed& p, const KeptIndex& ix, const KeptDecode& dec, const HalfGroups& hg,
-                       const BfActs& a, int64_t t0, int64_t n, float* sums) {
+                       BlockScales& bs, const BfActs& a, int64_t t0, int64_t n, float* sums) {
+  bs.load(p, n, R);
   __m512 acc[R][MT];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
   const int64_t full = p.k / kKeptChunk;
-  for (int64_t c = 0; c < full; ++c) kept_chunk<S, MT, R, Asym, false>(p, ix, dec, hg, a, t0, n, c, acc);
-  if (full < a.chunks) kept_chunk<S, MT, R, Asym, true>(p, ix, dec, hg, a, t0, n, full, acc);
+  for (int64_t c = 0; c < full; ++c) kept_chunk<S, MT, R, Asym, Halves, false>(p, ix, dec, hg, bs, a, t0, n, c, acc);
+  if (full < a.chunks) kept_chunk<S, MT, R, Asym, Halves, true>(p, ix, dec, hg, bs, a, t0, n, full, acc);
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
 // the kernel for parts_rows (bf16_rows.h)
-template <bool Asym>
+template <bool Asym, bool Halves>
 struct KeptKernel {
   const Packed& p;
   const BfActs& a;
-  const KeptIndex ix;
+  const KeptIndex ix{kept_order};
   const KeptDecode dec;
   const HalfGroups hg;
+  mutable BlockScales bs;  // per call, so per thread
   KeptKernel(const Packed& pk, const BfActs& ac) : p(pk), a(ac), hg(pk, ac.chunks) {}
   template <int S, int MT, int R>
   void block(int64_t t0, int64_t n, float* sums) const {
-    kept_block<S, MT, R, Asym>(p, ix, dec, hg, a, t0, n, sums);
+    kept_block<S, MT, R, Asym, Halves>(p, ix, dec, hg, bs, a, t0, n, sums);
   }
 };
 
@@ -290,8 +343,13 @@ bool int4_semi24_bf16_fits(const Packed& p) {
 
 void rows_int4_semi24_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,
                            int64_t n1) {
-  if (p.zeros) return parts_rows(KeptKernel<true>(p, a), a.parts, m, out, bias, n0, n1);
-  parts_rows(KeptKernel<false>(p, a), a.parts, m, out, bias, n0, n1);
+  // both halves of every 64-input chunk in one group: g a multiple of 64, or one group a row
+  const bool halves = p.group % kKeptChunk != 0 && p.group < p.k;
+  if (p.zeros)
+    return halves ? parts_rows(KeptKernel<true, true>(p, a), a.parts, m, out, bias, n0, n1)
+                  : parts_rows(KeptKernel<true, false>(p, a), a.parts, m, out, bias, n0, n1);
+  halves ? parts_rows(KeptKernel<false, true>(p, a), a.parts, m, out, bias, n0, n1)
+         : parts_rows(KeptKernel<false, false>(p, a), a.parts, m, out, bias, n0, n1);
 }
 
 }  // namespace cpu

@@ -266,16 +266,6 @@ bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) 
 bool prepare_kept_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) {
   constexpr int64_t kStep = 64;  // inputs a step of the int4 + 2:4 kernel (gemm_avx512_bf16.cpp)
   const int64_t K = p.k, C = (K + kStep - 1) / kStep;
-  // Activations with more than 16 significant bits (an fp32 model's) need 3 parts: 3 gathers and 3 dot products per
-  // 64 inputs, which share Zen 4's shuffle pipes (measured: vpermt2w + vdpbf16ps pairs at 1.9 cycles) and ran no
-  // faster than the fp32 kernel (4096 x 14336 from DRAM, one thread: 3.71 ms against ~3.6; with 2 parts 2.83,
-  // with 1 part 2.16; ad hoc). Those calls keep the fp32 kernel: x with its low 8 mantissa bits zero needs <= 2.
-  __m512i low = _mm512_setzero_si512();
-  for (int64_t i = 0; i < m * K; i += 16) {
-    const __mmask16 in = m * K - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (m * K - i)) - 1);
-    low = _mm512_or_si512(low, _mm512_maskz_loadu_epi32(in, x + i));
-  }
-  if (_mm512_test_epi32_mask(low, _mm512_set1_epi32(0xFF))) return false;
   a.chunks = C;
   a.x.assign(static_cast<size_t>(m * C * BfActs::kParts * kStep), 0);
   a.lane_sums.clear();

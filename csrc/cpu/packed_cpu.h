@@ -240,8 +240,7 @@ bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a);
 void rows_nibble_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,
                       int64_t n1);
 // The same for int4 + 2:4 (gemm_avx512_bf16.cpp), 64 inputs a step: its activations in input order,
-// [m][ceil(K / 64)][kParts][64] (no lane sums); only for activations of <= 16 significant bits (a bf16 model's):
-// false for others, which the fp32 kernel serves as fast
+// [m][ceil(K / 64)][kParts][64] (no lane sums); false for non-finite or huge activations (as above)
 bool int4_semi24_bf16_fits(const Packed& p);
 bool prepare_kept_bf16(const Packed& p, const float* x, int64_t m, BfActs& a);
 void rows_int4_semi24_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,

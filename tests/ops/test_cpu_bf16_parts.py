@@ -45,7 +45,7 @@ CASES = [("int4", {"group": 128}, 576), ("int4", {"group": 128}, 4096), ("int4",
 def _acts(kind: str, m: int, k: int, seed: int) -> torch.Tensor:
     """Activations that need 1 (bf16), 2 (16 significant bits) or 3 (fp32) bf16 parts."""
     x = torch.randn(m, k, generator=_gen(seed)) * 3
-    if kind == "bf16":  # (int4 + 2:4 runs its bf16 kernel on these two kinds only; fp32 ones keep the fp32 kernel)
+    if kind == "bf16":
         return x.bfloat16().float()
     if kind == "two":
         hi = x.bfloat16().float()
