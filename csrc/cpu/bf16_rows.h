@@ -8,6 +8,37 @@
 // With more tokens 4 rows by up to 4 tokens (16 accumulators): 8 rows would spill. The token tiles pass over a
 // block of rows while it sits in L2, so the weights come from memory once.
 constexpr int kRowsOneToken = 8;
+
+// The scales of a block of rows as fp32 (int4's fp16 ones; MXFP4's E8M0 ones, a scale per 32 inputs, as
+// e8m0_to_float gives them) and int4's zero points - 8, converted once per block: per chunk and row a broadcast
+// or masked load then feeds the FMA. (In the int4 + 2:4 kernel at one bf16 part a scalar fp16 load, vcvtph2ps and
+// a broadcast were 3 of the ~13 vector instructions of a chunk and row; MXFP4's per-chunk E8M0 decode was 7.)
+struct BlockScales {
+  std::vector<float> scales, zeros_m8;
+  int64_t row = -1, rows = 0, per_row = 0;  // the block held; scales a row
+  void load(const Packed& p, int64_t n, int R) {
+    if (n == row && R == rows) return;  // the block's later token tiles
+    row = n;
+    rows = R;
+    const bool mx = p.kind == Kind::kMXFP4;
+    per_row = mx ? p.k / 32 : p.groups();
+    const int64_t count = R * per_row, at = n * per_row;  // the block's rows are consecutive: count in a row
+    scales.resize(static_cast<size_t>(count));
+    if (mx) {
+      for (int64_t i = 0; i < count; ++i) scales[static_cast<size_t>(i)] = e8m0_to_float(p.e8m0[at + i]);
+      return;
+    }
+    for (int64_t i = 0; i < count; i += 16) {
+      const __mmask16 in = count - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (count - i)) - 1);
+      _mm512_mask_storeu_ps(scales.data() + i, in, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(in, p.scales + at + i)));
+    }
+    if (!p.zeros) return;
+    zeros_m8.resize(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) zeros_m8[static_cast<size_t>(i)] = static_cast<float>(p.zeros[at + i]) - 8.0f;
+  }
+  const float* scales_of(int r) const { return scales.data() + r * per_row; }
+  const float* zeros_m8_of(int r) const { return zeros_m8.data() + r * per_row; }
+};
 constexpr int kRows = 4;
 constexpr int kTokens = 4;  // tokens a tile
 

@@ -195,29 +195,6 @@ struct KeptDecode {
   }
 };
 
-// The fp16 scales (and zero points - 8) of a block of rows as fp32, converted once per block: per chunk and row a
-// broadcast load then feeds the FMA (a scalar fp16 load, vcvtph2ps and a broadcast were 3 of the ~13 vector
-// instructions of a chunk and row at one bf16 part)
-struct BlockScales {
-  std::vector<float> scales, zeros_m8;
-  int64_t row = -1, rows = 0;  // the block held
-  void load(const Packed& p, int64_t n, int R) {
-    if (n == row && R == rows) return;  // the block's later token tiles
-    row = n;
-    rows = R;
-    const int64_t G = p.groups(), count = R * G;
-    scales.resize(static_cast<size_t>(count));
-    const uint16_t* src = p.scales + n * G;  // the block's rows are consecutive: R * G scales in a row
-    for (int64_t i = 0; i < count; i += 16) {
-      const __mmask16 in = count - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (count - i)) - 1);
-      _mm512_mask_storeu_ps(scales.data() + i, in, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(in, src + i)));
-    }
-    if (!p.zeros) return;
-    zeros_m8.resize(static_cast<size_t>(count));
-    for (int64_t i = 0; i < count; ++i) zeros_m8[static_cast<size_t>(i)] = static_cast<float>(p.zeros[n * G + i]) - 8.0f;
-  }
-};
-
 // a chunk's 16 fp32 lanes of scales (or zero points - 8): one group across the chunk unless Halves
 template <bool Halves, class T>
 inline __m512 per_half(T lo, T hi) {
@@ -235,7 +212,7 @@ template <int S, int MT, int R, bool Asym, bool Halves, bool Tail>
 __attribute__((always_inline)) inline void kept_chunk(const Packed& p, const KeptIndex& ix, const KeptDecode& dec,
                                                       const HalfGroups& hg, const BlockScales& bs, const BfActs& a,
                                                       int64_t t0, int64_t n, int64_t c, __m512 (&acc)[R][MT]) {
-  const int64_t K = p.k, C = a.chunks, G = p.groups();
+  const int64_t K = p.k, C = a.chunks;
   constexpr int64_t kWords = BfActs::kParts * kKeptChunk;  // a chunk's activations of one token
   const uint16_t* xc = a.x.data() + (t0 * C + c) * kWords;
   // at one token the chunk's activations (2 S zmm) stay in registers for the R rows; with more tokens they do not
@@ -268,7 +245,7 @@ __attribute__((always_inline)) inline void kept_chunk(const Packed& p, const Kep
     }
     const __m512i idx = ix.of(mw);
     const __m512i w = dec(cb);
-    const float* sr = bs.scales.data() + r * G;
+    const float* sr = bs.scales_of(r);
     const uint16_t* xr = xc;
     if constexpr (MT > 1) asm("" : "+r"(xr));
 #pragma GCC unroll 4
@@ -284,7 +261,7 @@ __attribute__((always_inline)) inline void kept_chunk(const Packed& p, const Kep
         if constexpr (Asym) e = _mm512_dpbf16_ps(e, (__m512bh)dec.ones, (__m512bh)xs);
       }
       if constexpr (Asym) {
-        const float* zr = bs.zeros_m8.data() + r * G;
+        const float* zr = bs.zeros_m8_of(r);
         const __m512 zm8 = per_half<Halves>(zr[hg.lo[c]], zr[hg.hi[c]]);
         d = _mm512_fnmadd_ps(zm8, e, d);
       }

@@ -103,44 +103,23 @@ struct ChunkGroups {
   }
 };
 
+// a chunk's 16 fp32 lanes of scales (or zero points - 8) from a row's fp32 ones (BlockScales, bf16_rows.h): one
+// broadcast load, or a masked load and a permute
 template <Mode M>
-inline __m512 lane_scales(const Packed& p, const ChunkGroups& cg, int64_t n, int64_t c) {
-  const int64_t at = n * cg.row_groups + cg.first[c];
-  const __mmask16 have = cg.mask[c];
-  if constexpr (M == Mode::kBroadcast) {
-    return _mm512_set1_ps(_cvtsh_ss(p.scales[at]));
-  } else if constexpr (M == Mode::kPerLane) {
-    return _mm512_permutexvar_ps(cg.lanes, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(have, p.scales + at)));
-  } else {
-    // 2^(e - 127) as the float bits e << 23; e = 0 is 2^-127 (a subnormal), e = 255 NaN (as e8m0_to_float)
-    const __m512i e = _mm512_permutexvar_epi32(cg.lanes, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(have, p.e8m0 + at)));
-    __m512i bits = _mm512_slli_epi32(e, 23);
-    const __m512i zero = _mm512_setzero_si512(), all_ones = _mm512_set1_epi32(255);
-    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, zero), _mm512_set1_epi32(0x00400000));
-    bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, all_ones), _mm512_set1_epi32(0x7FC00000));
-    return _mm512_castsi512_ps(bits);
-  }
-}
-
-// asymmetric int4: each lane's zero point - 8 (the table holds code - 8)
-template <Mode M>
-inline __m512 lane_zeros_m8(const Packed& p, const ChunkGroups& cg, int64_t n, int64_t c) {
-  const int64_t at = n * cg.row_groups + cg.first[c];
-  __m512 z;
+inline __m512 lane_values(const float* row, const ChunkGroups& cg, int64_t c) {
+  const float* at = row + cg.first[c];
   if constexpr (M == Mode::kBroadcast)
-    z = _mm512_set1_ps(static_cast<float>(p.zeros[at]));
+    return _mm512_set1_ps(*at);
   else
-    z = _mm512_cvtepi32_ps(
-        _mm512_permutexvar_epi32(cg.lanes, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(cg.mask[c], p.zeros + at))));
-  return _mm512_sub_ps(z, _mm512_set1_ps(8.0f));
+    return _mm512_permutexvar_ps(cg.lanes, _mm512_maskz_loadu_ps(cg.mask[c], at));
 }
 
 // chunk c of rows n .. n + R - 1 times tokens t0 .. t0 + MT - 1 into acc (S parts); Tail: the short last chunk,
 // whose `tail` code bytes only are read (the activations past K are zero, so the codes read as 0 add 0)
 template <int S, int MT, int R, Mode M, bool Asym, bool Tail>
-__attribute__((always_inline)) inline void chunk(const Packed& p, const ChunkGroups& cg, __m512i table,
-                                                 const BfActs& a, int64_t t0, int64_t n, int64_t c, int64_t tail,
-                                                 __m512 (&acc)[R][MT]) {
+__attribute__((always_inline)) inline void chunk(const Packed& p, const ChunkGroups& cg, const BlockScales& bs,
+                                                 __m512i table, const BfActs& a, int64_t t0, int64_t n, int64_t c,
+                                                 int64_t tail, __m512 (&acc)[R][MT]) {
   const int64_t half = p.k / 2, C = a.chunks;
   constexpr int64_t kChunkWords = 4 * BfActs::kParts * 32;  // a chunk's activations of one token
   const uint16_t* xc = a.x.data() + (t0 * C + c) * kChunkWords;
@@ -157,7 +136,7 @@ __attribute__((always_inline)) inline void chunk(const Packed& p, const ChunkGro
     const __m512i w1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), table);
     const __m512i w2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), table);
     const __m512i w3 = _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 12), table);
-    const __m512 sv = lane_scales<M>(p, cg, n + r, c);
+    const __m512 sv = lane_values<M>(bs.scales_of(r), cg, c);
     // every row reloads the chunk's activations from L1: GCC would otherwise keep the 4 S MT vectors of the
     // first row in registers for the others, and spill them
     const uint16_t* xr = xc;
@@ -177,7 +156,7 @@ __attribute__((always_inline)) inline void chunk(const Packed& p, const ChunkGro
       __m512 d = _mm512_add_ps(d0, d1);
       // minus (zero - 8) x the lane's sum of x
       if constexpr (Asym)
-        d = _mm512_fnmadd_ps(lane_zeros_m8<M>(p, cg, n + r, c),
+        d = _mm512_fnmadd_ps(lane_values<M>(bs.zeros_m8_of(r), cg, c),
                              _mm512_loadu_ps(a.lane_sums.data() + ((t0 + t) * C + c) * 16), d);
       acc[r][t] = _mm512_fmadd_ps(sv, d, acc[r][t]);
     }
@@ -186,14 +165,15 @@ __attribute__((always_inline)) inline void chunk(const Packed& p, const ChunkGro
 
 // sums[r * MT + t] = row n + r times token t0 + t (S parts, R rows, MT tokens)
 template <int S, int MT, int R, Mode M, bool Asym>
-inline void nibble_block(const Packed& p, const ChunkGroups& cg, __m512i table, const BfActs& a, int64_t t0, int64_t n,
-                  float* sums) {
+inline void nibble_block(const Packed& p, const ChunkGroups& cg, BlockScales& bs, __m512i table, const BfActs& a,
+                         int64_t t0, int64_t n, float* sums) {
+  bs.load(p, n, R);
   __m512 acc[R][MT];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
   const int64_t half = p.k / 2, full = half / 64;  // whole chunks; then a short one where K % 128 != 0
-  for (int64_t c = 0; c < full; ++c) chunk<S, MT, R, M, Asym, false>(p, cg, table, a, t0, n, c, 64, acc);
-  if (full < a.chunks) chunk<S, MT, R, M, Asym, true>(p, cg, table, a, t0, n, full, half % 64, acc);
+  for (int64_t c = 0; c < full; ++c) chunk<S, MT, R, M, Asym, false>(p, cg, bs, table, a, t0, n, c, 64, acc);
+  if (full < a.chunks) chunk<S, MT, R, M, Asym, true>(p, cg, bs, table, a, t0, n, full, half % 64, acc);
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
@@ -204,6 +184,7 @@ struct NibbleKernel {
   const Packed& p;
   const BfActs& a;
   const ChunkGroups cg;
+  mutable BlockScales bs;  // per call, so per thread
   __m512i table;  // code - 8 (int4) or the E2M1 value as bf16, repeated: vpermw reads 5 index bits
   NibbleKernel(const Packed& pk, const BfActs& ac) : p(pk), a(ac), cg(pk, ac.chunks, M) {
     alignas(64) uint16_t tb[32];
@@ -214,7 +195,7 @@ struct NibbleKernel {
   }
   template <int S, int MT, int R>
   void block(int64_t t0, int64_t n, float* sums) const {
-    nibble_block<S, MT, R, M, Asym>(p, cg, table, a, t0, n, sums);
+    nibble_block<S, MT, R, M, Asym>(p, cg, bs, table, a, t0, n, sums);
   }
 };
 
