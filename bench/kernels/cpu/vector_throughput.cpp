@@ -1,7 +1,8 @@
 // Throughput of 512-bit vector instructions, alone and in pairs: 8 independent chains per kind, so latency does
 // not bind, and the cycles per loop iteration are the issue rate (the README's Zen 4 figures: every kind 1 a
-// cycle, pairs of kinds 1.3-1.4 cycles, vpermt2w + vdpbf16ps 1.9). Cycles assume a fixed clock (argv[1], GHz;
-// 3.67 on the Zen 4 VM): the ratios between lines matter more than the absolute numbers.
+// cycle, pairs of kinds 1.3-1.4 cycles, vpermt2w + vdpbf16ps 1.9, 3 vdpbf16ps 3.1, and the kernels' mixes).
+// Cycles assume a fixed clock (argv[1], GHz; 3.67 on the Zen 4 VM): the ratios between lines matter more than
+// the absolute numbers.
 //
 //   g++ -O2 -march=native -o /tmp/vector_throughput bench/kernels/cpu/vector_throughput.cpp
 //   /tmp/vector_throughput 3.67
@@ -42,6 +43,13 @@ constexpr long kIters = 100000000L;
   "vfmadd231ps %%zmm31,%%zmm" #i ",%%zmm1" #i "\n"
 #define PERMW_DPBF(i) PERMW(i) "vdpbf16ps %%zmm31,%%zmm" #i ",%%zmm1" #i "\n"
 #define PT2W_DPBF(i) PT2W(i) "vdpbf16ps %%zmm31,%%zmm" #i ",%%zmm1" #i "\n"
+// the bf16-parts kernels' mixes per 32 inputs of a row with fp32 activations (3 parts): int4 (3 dot products, a
+// lookup, 0.75 shifts: one shift here), and per 64 inputs int4 + 2:4's decode, index, gather, dot and scale FMA
+#define SRLW(i) "vpsrlw $4,%%zmm2" #i ",%%zmm" #i "\n"
+#define DPBF3(i) DPBF(i) "vdpbf16ps %%zmm30,%%zmm2" #i ",%%zmm1" #i "\n" "vdpbf16ps %%zmm31,%%zmm" #i ",%%zmm1" #i "\n"
+#define INT4_MIX(i) PERMW(i) SRLW(i) DPBF3(i)
+#define KEPT_MIX(i) "vpsrlvw %%zmm30,%%zmm2" #i ",%%zmm" #i "\n vpmultishiftqb %%zmm2" #i ",%%zmm30,%%zmm" #i "\n" \
+  "vpternlogd $0xf8,%%zmm30,%%zmm31,%%zmm" #i "\n" PT2W(i) PERMW(i) DPBF(i) FMA(i)
 
 int main(int argc, char** argv) {
   if (argc > 1) ghz = std::atof(argv[1]);
@@ -57,5 +65,8 @@ int main(int argc, char** argv) {
   BENCH("zx + cvt + fma", R8(ZX_CVT_FMA));
   BENCH("vpermw + vdpbf16ps", R8(PERMW_DPBF));
   BENCH("vpermt2w + vdpbf16ps", R8(PT2W_DPBF));
+  BENCH("3 vdpbf16ps", R8(DPBF3));
+  BENCH("int4 mix (5)", R8(INT4_MIX));
+  BENCH("int4 + 2:4 mix (7)", R8(KEPT_MIX));
   return 0;
 }
