@@ -1,6 +1,7 @@
 // The row and token loops of the AVX512_BF16 decode kernels (gemm_avx512_bf16.cpp: 2:4 bf16 and int4 + 2:4;
-// gemm_nibble_bf16.cpp: int4 and MXFP4). Included by those files inside their target pragma and their anonymous
-// namespace (after <algorithm>), so each gets its own copy compiled for its target.
+// gemm_nibble_bf16.cpp: int4 and MXFP4), and the block scales they share. Included by those files inside their
+// target pragma and their anonymous namespace (after <algorithm> and packed_cpu.h), so each gets its own copy
+// compiled for its target.
 //
 // Rows a step: at one token 8 (8 accumulators and 8 row streams in flight: from DRAM on 4096 x 14336 at one
 // thread, the 2:4 bf16 kernel took 4.6 ms with 1 row a step, 4.1 with 2, 3.2-3.4 with 4 and 2.8 with 8, alternating
@@ -8,6 +9,8 @@
 // With more tokens 4 rows by up to 4 tokens (16 accumulators): 8 rows would spill. The token tiles pass over a
 // block of rows while it sits in L2, so the weights come from memory once.
 constexpr int kRowsOneToken = 8;
+constexpr int kRows = 4;
+constexpr int kTokens = 4;  // tokens a tile
 
 // The scales of a block of rows as fp32 (int4's fp16 ones; MXFP4's E8M0 ones, a scale per 32 inputs, as
 // e8m0_to_float gives them) and int4's zero points - 8, converted once per block: per chunk and row a broadcast
@@ -39,8 +42,6 @@ struct BlockScales {
   const float* scales_of(int r) const { return scales.data() + r * per_row; }
   const float* zeros_m8_of(int r) const { return zeros_m8.data() + r * per_row; }
 };
-constexpr int kRows = 4;
-constexpr int kTokens = 4;  // tokens a tile
 
 // The loops for a kernel K of the bf16-parts kind: K has `p` (the Packed weight) and
 // `template <int S, int MT, int R> void block(int64_t t0, int64_t n, float* sums) const`, rows n .. n + R - 1 times

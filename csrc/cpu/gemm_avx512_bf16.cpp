@@ -196,13 +196,12 @@ struct KeptDecode {
 };
 
 // a chunk's 16 fp32 lanes of scales (or zero points - 8): one group across the chunk unless Halves
-template <bool Halves, class T>
-inline __m512 per_half(T lo, T hi) {
+template <bool Halves>
+inline __m512 per_half(float lo, float hi) {
   if constexpr (Halves)
-    return _mm512_mask_blend_ps(kUpperHalfLanes, _mm512_set1_ps(static_cast<float>(lo)),
-                                _mm512_set1_ps(static_cast<float>(hi)));
+    return _mm512_mask_blend_ps(kUpperHalfLanes, _mm512_set1_ps(lo), _mm512_set1_ps(hi));
   else
-    return _mm512_set1_ps(static_cast<float>(lo));
+    return _mm512_set1_ps(lo);
 }
 
 // chunk c of rows n .. n + R - 1 times tokens t0 .. t0 + MT - 1 (S parts) into acc; Tail: the last chunk of 32
