@@ -458,9 +458,9 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
         at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { a8_rows(p, qa, m, op_, bp, n0, n1); });
       }
     } else if (m <= kDecodeRows && use == "avx512" && cpu_has_bf16_dot() && bf16_parts_prepared(p, xp, m, nb)) {
-      // int4 / MXFP4 (gemm_nibble_bf16.cpp) and int4 + 2:4 (gemm_avx512_bf16.cpp; activations of <= 16
-      // significant bits only) exact decode through vdpbf16ps on the activations' exact bf16 parts (prepared into
-      // `nb` once for all threads), where the CPU has AVX512_BF16. Faster than the fp32 kernels at every decode token count measured (int4, 4096 x 14336, one
+      // int4 / MXFP4 (gemm_nibble_bf16.cpp) and int4 + 2:4 (gemm_avx512_bf16.cpp) exact decode through vdpbf16ps
+      // on the activations' exact bf16 parts (prepared into `nb` once for all threads), where the CPU has
+      // AVX512_BF16; calls with non-finite or |x| >= 2^127 activations take the fp32 kernels. Faster than the fp32 kernels at every decode token count measured (int4, 4096 x 14336, one
       // thread, alternating builds, p10: fp32 activations -25% at 2 tokens, -20% at 3, -27% at 4 and 8, -24% at
       // 16; bf16 activations -73% at 8 and 16), though each token costs it 3 dot products per 32 weights for fp32
       // activations against the fp32 kernel's 2 FMAs: that kernel's per-token costs were higher (FMA latency

@@ -216,7 +216,7 @@ __attribute__((always_inline)) inline void kept_chunk(const Packed& p, const Kep
   const uint16_t* xc = a.x.data() + (t0 * C + c) * kWords;
   // at one token the chunk's activations (2 S zmm) stay in registers for the R rows; with more tokens they do not
   // fit beside the 4 x 4 accumulators and are reloaded per row from L1
-  __m512i xa[S], xb[S];
+  __m512i xa[MT == 1 ? S : 1], xb[MT == 1 ? S : 1];
   if constexpr (MT == 1)
     for (int s = 0; s < S; ++s) {
       xa[s] = _mm512_loadu_si512(xc + s * kKeptChunk);
@@ -253,9 +253,12 @@ __attribute__((always_inline)) inline void kept_chunk(const Packed& p, const Kep
       __m512 d = _mm512_setzero_ps(), e = _mm512_setzero_ps();
 #pragma GCC unroll 3
       for (int s = 0; s < S; ++s) {
-        const __m512i lo = MT == 1 ? xa[s] : _mm512_loadu_si512(xt + s * kKeptChunk);
-        const __m512i hi = MT == 1 ? xb[s] : _mm512_loadu_si512(xt + s * kKeptChunk + 32);
-        const __m512i xs = _mm512_permutex2var_epi16(lo, idx, hi);
+        __m512i xs;
+        if constexpr (MT == 1)
+          xs = _mm512_permutex2var_epi16(xa[s], idx, xb[s]);
+        else
+          xs = _mm512_permutex2var_epi16(_mm512_loadu_si512(xt + s * kKeptChunk), idx,
+                                         _mm512_loadu_si512(xt + s * kKeptChunk + 32));
         d = _mm512_dpbf16_ps(d, (__m512bh)w, (__m512bh)xs);
         if constexpr (Asym) e = _mm512_dpbf16_ps(e, (__m512bh)dec.ones, (__m512bh)xs);
       }

@@ -39,7 +39,9 @@ CASES = [("int4", {"group": 128}, 576), ("int4", {"group": 128}, 4096), ("int4",
          # int4 + 2:4 steps 64 inputs: K = 160 and 96 end on a step of 32; g32: the two halves of a step's lanes
          ("int4_semi24", {"group": 128}, 576), ("int4_semi24", {"group": 128}, 4096),
          ("int4_semi24", {"group": 32, "symmetric": False}, 576), ("int4_semi24", {"group": 128, "symmetric": False}, 160),
-         ("int4_semi24", {"group": 96}, 96), ("int4_semi24", {"group": 32}, 224)]
+         ("int4_semi24", {"group": 96}, 96), ("int4_semi24", {"group": 32}, 224),
+         # g96: chunks whose halves lie in two groups (64-127: 0 and 1) and in one (128-191: 1)
+         ("int4_semi24", {"group": 96, "symmetric": False}, 288)]
 
 
 def _acts(kind: str, m: int, k: int, seed: int) -> torch.Tensor:
