@@ -87,11 +87,10 @@ enum class Mode { kBroadcast, kPerLane, kMX };
 struct ChunkGroups {
   std::vector<int32_t> first;
   std::vector<uint16_t> mask;
-  int64_t row_groups = 1;  // per row: G (int4) or K / 32 (MXFP4)
   __m512i lanes;
   ChunkGroups(const Packed& p, int64_t C, Mode mode) : first(C), mask(C) {
     const int64_t K = p.k, g = mode == Mode::kMX ? 32 : p.group >= K ? K : p.group;
-    row_groups = mode == Mode::kMX ? K / 32 : p.groups();
+    const int64_t row_groups = mode == Mode::kMX ? K / 32 : p.groups();  // (BlockScales::per_row)
     alignas(64) int32_t l16[16];
     for (int l = 0; l < 16; ++l) l16[l] = mode == Mode::kBroadcast ? 0 : static_cast<int32_t>(8 * l / g);
     lanes = _mm512_load_si512(l16);
