@@ -12,6 +12,9 @@
 //   int8: sign-extend 16 codes (vpmovsxbd), convert, scale.
 // The row's group scale is tracked as k advances (no division per chunk); a group size that is not a
 // multiple of 16 takes the scalar path (the binding decides), so a chunk never straddles two groups.
+// int4 and MXFP4 whose groups fit 128-input chunks (nibble_chunks_fit: every common group) decode in
+// gemm_nibble_fp32.cpp, 4 rows by 4 tokens a tile; these decoders serve the other groups and the prefill's
+// dequantization.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -204,7 +207,7 @@ inline void tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, 
   const int64_t K = p.k, simd_k = K & ~int64_t(15);
   for (int64_t n = n0; n < n1; ++n) {
     d.begin(n);
-    __m512 acc[2][MT];  // two chains, alternate chunks: the FMA latency overlaps (see int4_tile)
+    __m512 acc[2][MT];  // two chains, alternate chunks: the FMA latency (4 cycles) overlaps
     for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
     const float* xt = x + t0 * K;
     auto step = [&](int64_t k0, __m512* a) {
@@ -222,127 +225,6 @@ inline void tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, 
       float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t]));
       for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * xt[t * K + k];
       out[(t0 + t) * p.n + n] = s + (bias ? bias[n] : 0.0f);
-    }
-  }
-}
-
-// ---------------------------------------------------------------- nibble layouts at decode
-//
-// int4 and MXFP4 store input 2i in the low nibble of byte i and 2i + 1 in the high one. Rather than
-// interleave the nibbles back into input order (3 shuffles per 16 weights), the activations are split
-// once per call into their even and odd inputs, so 16 code bytes become two 16-lane vectors (low
-// nibbles x even inputs, high nibbles x odd inputs) with an AND and a shift: ~6 instructions per 32
-// weights instead of ~20, which is what keeps the decode near the memory stream. The int4 zero point
-// (8, or the stored one) is folded out of the loop: sum (q - z) s x = s (sum q x - z sum x), with
-// sum x per group and token computed once per call (Split and split_activations: packed_cpu.h).
-
-// out[t, n] for int4 rows whose groups are whole 32-input chunks (group % 32 == 0, K % 32 == 0)
-template <int MT>
-void int4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0, int64_t n1) {
-  const int64_t K = p.k, half = K / 2, G = p.groups();
-  const __m512i low = _mm512_set1_epi32(0x0F);
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* codes = p.codes + n * half;
-    __m512 acc[MT];
-    float corr[MT];
-    for (int t = 0; t < MT; ++t) {
-      acc[t] = _mm512_setzero_ps();
-      corr[t] = 0.0f;
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t b0 = g * p.group / 2, b1 = std::min(half, (g + 1) * p.group / 2);  // code bytes of group g
-      // even and odd inputs accumulate apart: two independent FMA chains (at one token a single chain
-      // would wait the FMA latency, 4 cycles, per 16 code bytes)
-      __m512 acce[MT], acco[MT];
-      for (int t = 0; t < MT; ++t) acce[t] = acco[t] = _mm512_setzero_ps();
-      for (int64_t b = b0; b < b1; b += 16) {
-        if ((b & 63) == 0) prefetch_ahead(p, codes + b);
-        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
-        const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, low));
-        const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
-        for (int t = 0; t < MT; ++t) {
-          acce[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(&sp.even[(t0 + t) * half + b]), acce[t]);
-          acco[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(&sp.odd[(t0 + t) * half + b]), acco[t]);
-        }
-      }
-      __m512 accg[MT];
-      for (int t = 0; t < MT; ++t) accg[t] = _mm512_add_ps(acce[t], acco[t]);
-      const float s = fp16_to_float(p.scales[n * G + g]);
-      const float z = p.zeros ? static_cast<float>(p.zeros[n * G + g]) : 8.0f;
-      const __m512 sv = _mm512_set1_ps(s);
-      for (int t = 0; t < MT; ++t) {
-        acc[t] = _mm512_fmadd_ps(sv, accg[t], acc[t]);
-        corr[t] += s * z * sp.sums[(t0 + t) * G + g];
-      }
-    }
-    for (int t = 0; t < MT; ++t)
-      out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(acc[t]) - corr[t] + (bias ? bias[n] : 0.0f);
-  }
-}
-
-// out[t, n] for MXFP4 rows: one 16-byte chunk is exactly one 32-input block with its E8M0 scale
-template <int MT>
-void mxfp4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
-                int64_t n1) {
-  const int64_t K = p.k, half = K / 2;
-  alignas(64) float table[16];
-  for (int c = 0; c < 16; ++c) table[c] = e2m1_to_float(static_cast<uint32_t>(c));
-  const __m512 lut = _mm512_load_ps(table);
-  const __m512i low = _mm512_set1_epi32(0x0F);
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* codes = p.codes + n * half;
-    const uint8_t* e8m0 = p.e8m0 + n * (K / 32);
-    __m512 acc[2][MT];  // two chains, alternate blocks: the FMA latency overlaps (see int4_tile)
-    for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
-    auto block = [&](int64_t b, __m512* a) {
-      if ((b & 63) == 0) prefetch_ahead(p, codes + b);
-      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
-      const __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(v, low), lut);
-      const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
-      const __m512 sv = _mm512_set1_ps(e8m0_to_float(e8m0[b / 16]));
-      for (int t = 0; t < MT; ++t) {
-        const __m512 d = _mm512_fmadd_ps(hi, _mm512_loadu_ps(&sp.odd[(t0 + t) * half + b]),
-                                         _mm512_mul_ps(lo, _mm512_loadu_ps(&sp.even[(t0 + t) * half + b])));
-        a[t] = _mm512_fmadd_ps(sv, d, a[t]);
-      }
-    };
-    int64_t b = 0;
-    for (; b + 32 <= half; b += 32) {
-      block(b, acc[0]);
-      block(b + 16, acc[1]);
-    }
-    if (b < half) block(b, acc[0]);
-    for (int t = 0; t < MT; ++t)
-      out[(t0 + t) * p.n + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) + (bias ? bias[n] : 0.0f);
-  }
-}
-
-template <int MT>
-struct Int4Tile {
-  static void run(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
-                  int64_t n1) {
-    int4_tile<MT>(p, sp, t0, out, bias, n0, n1);
-  }
-};
-
-template <int MT>
-struct MXFP4Tile {
-  static void run(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
-                  int64_t n1) {
-    mxfp4_tile<MT>(p, sp, t0, out, bias, n0, n1);
-  }
-};
-
-template <template <int> class T>
-void nibble_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
-  Split sp;  // per row range: each thread splits its own copy (K x m floats: small next to the rows it streams)
-  split_activations(p, x, m, p.kind == Kind::kMXFP4 ? 32 : p.group, sp);
-  for (int64_t t0 = 0; t0 < m; t0 += 4) {
-    switch (std::min<int64_t>(4, m - t0)) {
-      case 1: T<1>::run(p, sp, t0, out, bias, n0, n1); break;
-      case 2: T<2>::run(p, sp, t0, out, bias, n0, n1); break;
-      case 3: T<3>::run(p, sp, t0, out, bias, n0, n1); break;
-      default: T<4>::run(p, sp, t0, out, bias, n0, n1); break;
     }
   }
 }
@@ -392,7 +274,7 @@ void kept_tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, co
   for (int64_t n = n0; n < n1; ++n) {
     d.begin(n);
     const uint8_t* meta = p.meta + n * (K / 8);
-    __m512 acc[2][MT];  // two chains, alternate steps: the FMA latency overlaps (see int4_tile)
+    __m512 acc[2][MT];  // two chains, alternate steps: the FMA latency (4 cycles) overlaps
     for (int t = 0; t < MT; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
     const float* xt = x + t0 * K;
     auto step = [&](int64_t k0, __m512* a) {
@@ -597,7 +479,7 @@ void int4_semi24_tile(const Packed& p, const float* x, int64_t t0, float* out, c
     for (int64_t g = 0; g < G; ++g) {
       const int64_t k_end = std::min(K, (g + 1) * p.group);
       const __m512 zero = _mm512_set1_ps(p.zeros ? static_cast<float>(p.zeros[n * G + g]) : 0.0f);
-      __m512 accg[2][MT];  // two chains, alternate steps: the FMA latency overlaps (see int4_tile)
+      __m512 accg[2][MT];  // two chains, alternate steps: the FMA latency (4 cycles) overlaps
       for (int t = 0; t < MT; ++t) accg[0][t] = accg[1][t] = _mm512_setzero_ps();
       auto step = [&](int64_t k0, __m512* a) {
         if ((k0 & 255) == 0) {  // 64 bytes of codes per 256 inputs, 32 of positions
@@ -719,10 +601,6 @@ inline bool kept_fits(const Packed& p) {
   return p.kind == Kind::kInt4Semi24 && p.k % 32 == 0 && (p.group % 32 == 0 || p.group >= p.k);
 }
 
-inline bool nibble_fits(const Packed& p) {
-  if (p.k % 32) return false;
-  return p.kind == Kind::kMXFP4 || (p.kind == Kind::kInt4 && p.group % 32 == 0);
-}
 
 // The tile-size switches below are written out per caller on purpose: one generic dispatch through a
 // templated lambda measured 15-20% slower on int4 and int4 + 2:4 decode (GCC 12, 14336 x 4096, M = 1).
@@ -758,9 +636,10 @@ void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
 }  // namespace
 
 void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
-  if (nibble_fits(p)) {
-    if (p.kind == Kind::kInt4) return nibble_rows<Int4Tile>(p, x, m, out, bias, n0, n1);
-    return nibble_rows<MXFP4Tile>(p, x, m, out, bias, n0, n1);
+  if (nibble_chunks_fit(p)) {  // gemm_nibble_fp32.cpp (the binding prepares the activations once for all threads)
+    F32Acts a;
+    prepare_nibble_f32(p, x, m, a);
+    return rows_nibble_f32(p, a, m, out, bias, n0, n1);
   }
   if (kept_fits(p)) {
     if (p.kind == Kind::kSemi24 && p.value_type == ValueType::kBFloat16 && p.k >= 64)

@@ -30,10 +30,10 @@ namespace sparsekit {
 namespace cpu {
 namespace {
 
-// Rows a step (kRowsOneToken, kRows, kTokens: bf16_rows.h, with the measurement): at one token 8 rows (8
+// Rows a step (kRowsOneToken, kRows, kTokens: decode_rows.h, with the measurement): at one token 8 rows (8
 // accumulators + 16 row registers + 2 activations + 3 constants), with more tokens 4 (4 x 4 accumulators + 8 + 2
 // + 3).
-#include "bf16_rows.h"
+#include "decode_rows.h"
 
 // The word indices of the 32 activations that the 32 kept values of 64 inputs meet. The metadata qword of the
 // 64 inputs holds kept value j's position in its group at bits 2j, 2j + 1; vpmultishiftqb (the qword
@@ -286,7 +286,7 @@ inline void kept_block(const Packed& p, const KeptIndex& ix, const KeptDecode& d
     for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// the kernel for parts_rows (bf16_rows.h)
+// the kernel for parts_rows (decode_rows.h)
 template <bool Asym, bool Halves>
 struct KeptKernel {
   const Packed& p;

@@ -38,9 +38,9 @@ namespace sparsekit {
 namespace cpu {
 namespace {
 
-#include "bf16_rows.h"
+#include "decode_rows.h"
 
-constexpr int64_t kChunk = BfActs::kChunk;
+constexpr int64_t kChunk = kNibbleChunk;
 
 // 16 fp32 lanes -> their bf16 bits (RNE, vcvtneps2bf16) and those bits widened back to fp32
 inline __m256i to_bf16(__m512 v, __m512* back) {
@@ -76,41 +76,6 @@ inline int parts_used(__m512i used) {
   bool mid = false, lo = false;
   for (int i = 0; i < 32; ++i) (i < 16 ? mid : lo) |= (u[i] & 0x7FFFu) != 0;
   return lo ? 3 : mid ? 2 : 1;
-}
-
-// How the scales meet the lanes: one group across the chunk (int4 groups of 128k inputs or the whole row), groups
-// that divide the chunk (int4 g8 .. g64: lane l lies in group 8l / g of the chunk's), MXFP4's blocks of 32.
-enum class Mode { kBroadcast, kPerLane, kMX };
-
-// Per chunk: the index of its first group in a row and, for the per-lane modes, the groups that exist as a load
-// mask (a short last chunk has fewer); `lanes` each lane's group within the chunk.
-struct ChunkGroups {
-  std::vector<int32_t> first;
-  std::vector<uint16_t> mask;
-  __m512i lanes;
-  ChunkGroups(const Packed& p, int64_t C, Mode mode) : first(C), mask(C) {
-    const int64_t K = p.k, g = mode == Mode::kMX ? 32 : p.group >= K ? K : p.group;
-    const int64_t row_groups = mode == Mode::kMX ? K / 32 : p.groups();  // (BlockScales::per_row)
-    alignas(64) int32_t l16[16];
-    for (int l = 0; l < 16; ++l) l16[l] = mode == Mode::kBroadcast ? 0 : static_cast<int32_t>(8 * l / g);
-    lanes = _mm512_load_si512(l16);
-    for (int64_t c = 0; c < C; ++c) {
-      first[c] = static_cast<int32_t>(c * kChunk / g);
-      const int64_t have = std::min<int64_t>(mode == Mode::kBroadcast ? 1 : kChunk / g, row_groups - first[c]);
-      mask[c] = static_cast<uint16_t>((1u << have) - 1);
-    }
-  }
-};
-
-// a chunk's 16 fp32 lanes of scales (or zero points - 8) from a row's fp32 ones (BlockScales, bf16_rows.h): one
-// broadcast load, or a masked load and a permute
-template <Mode M>
-inline __m512 lane_values(const float* row, const ChunkGroups& cg, int64_t c) {
-  const float* at = row + cg.first[c];
-  if constexpr (M == Mode::kBroadcast)
-    return _mm512_set1_ps(*at);
-  else
-    return _mm512_permutexvar_ps(cg.lanes, _mm512_maskz_loadu_ps(cg.mask[c], at));
 }
 
 // chunk c of rows n .. n + R - 1 times tokens t0 .. t0 + MT - 1 into acc (S parts); Tail: the short last chunk,
@@ -177,7 +142,7 @@ inline void nibble_block(const Packed& p, const ChunkGroups& cg, BlockScales& bs
     for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// the kernel of one scale arrangement, for parts_rows (bf16_rows.h)
+// the kernel of one scale arrangement, for parts_rows (decode_rows.h)
 template <Mode M, bool Asym>
 struct NibbleKernel {
   const Packed& p;
@@ -199,13 +164,6 @@ struct NibbleKernel {
 };
 
 }  // namespace
-
-bool nibble_bf16_fits(const Packed& p) {
-  if (p.k % 32) return false;
-  if (p.kind == Kind::kMXFP4) return true;
-  if (p.kind != Kind::kInt4) return false;
-  return p.group >= p.k || p.group % kChunk == 0 || (kChunk % p.group == 0 && p.group % 8 == 0);
-}
 
 bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) {
   const int64_t K = p.k, C = (K + kChunk - 1) / kChunk;
@@ -282,7 +240,6 @@ void rows_nibble_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, c
 namespace sparsekit {
 namespace cpu {
 
-bool nibble_bf16_fits(const Packed&) { return false; }
 bool prepare_nibble_bf16(const Packed&, const float*, int64_t, BfActs&) { return false; }
 bool prepare_kept_bf16(const Packed&, const float*, int64_t, BfActs&) { return false; }
 void rows_nibble_bf16(const Packed&, const BfActs&, int64_t, float*, const float*, int64_t, int64_t) {}

@@ -226,6 +226,29 @@ bool avx512_compiled();
 void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 void dequant_avx512(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
+// The AVX-512 nibble kernels (int4, MXFP4: gemm_nibble_fp32.cpp, gemm_nibble_bf16.cpp) take a row's codes 128
+// inputs (64 bytes, one zmm) at a time as stored; lane l of a chunk holds its inputs 8l .. 8l + 7, so a lane never
+// meets two groups where the groups are multiples of 128, divide 128 (8 .. 64) or span the row (MXFP4: 32).
+constexpr int64_t kNibbleChunk = 128;
+inline bool nibble_chunks_fit(const Packed& p) {
+  if (p.k % 32) return false;
+  if (p.kind == Kind::kMXFP4) return true;
+  if (p.kind != Kind::kInt4) return false;
+  return p.group >= p.k || p.group % kNibbleChunk == 0 || (kNibbleChunk % p.group == 0 && p.group % 8 == 0);
+}
+
+// AVX-512 F for int4 and MXFP4 at decode with fp32 activations (gemm_nibble_fp32.cpp): each weight looked up as the
+// fp32 value the reference decodes ((code - zero) x scale, e2m1 x 2^e) and FMAed with the activations, 4 rows by
+// up to 4 tokens a tile. The activations of one call, prepared once and shared by every thread: [m][C][8 phases][16]
+// (C = ceil(K / 128) chunks, zero past K; phase j, lane l is input 128c + 8l + j: nibble j of the chunk's dword l).
+struct F32Acts {
+  LineVector<float> x;
+  int64_t chunks = 0;
+};
+void prepare_nibble_f32(const Packed& p, const float* x, int64_t m, F32Acts& a);
+void rows_nibble_f32(const Packed& p, const F32Acts& a, int64_t m, float* out, const float* bias, int64_t n0,
+                     int64_t n1);
+
 // AVX2 + FMA + F16C (gemm_avx2.cpp): the same kernels at 8 lanes, for x86-64 CPUs without AVX-512; only called
 // where the CPU has them (runtime check in the binding) and where this compiler built them (`avx2_compiled`).
 bool avx2_compiled();
@@ -248,15 +271,13 @@ void rows_semi24_bf16_dot(const Packed& p, const uint16_t* x, int64_t m, float* 
 // asymmetric int4 the sums of each lane's 8 inputs ([m][C][16]).
 struct BfActs {
   static constexpr int kParts = 3;
-  static constexpr int64_t kChunk = 128;
+  static constexpr int64_t kChunk = kNibbleChunk;
   LineVector<uint16_t> x;
   LineVector<float> lane_sums;
   int64_t chunks = 0;
   int parts = 1;
 };
-// where the kernel serves the layout: int4 with groups that are multiples of 128, divide 128 (8 .. 64) or span the
-// row, MXFP4; in_features % 32 == 0
-bool nibble_bf16_fits(const Packed& p);
+// (where the kernel serves the layout: nibble_chunks_fit)
 // false where an activation is not finite or |x| >= 2^127 (the fp32 kernel serves those calls)
 bool prepare_nibble_bf16(const Packed& p, const float* x, int64_t m, BfActs& a);
 void rows_nibble_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,

@@ -88,18 +88,27 @@ def test_threads_and_row_ranges_are_bit_identical(kind):
 
 
 def test_non_finite_activations_take_the_fp32_kernel():
-    # inf - inf would turn a split's products into NaN: such a call runs the fp32 kernel, whatever it gives (int4
-    # + 2:4 checks its activations with the same function; its AVX-512 and AVX2 fp32 kernels differ on inf there:
-    # one multiplies the kept weights only, the other the pruned zeros too, 0 x inf = NaN)
+    # inf - inf would turn a split's products into NaN: such a call runs the fp32 lookup kernel
+    # (gemm_nibble_fp32.cpp), which multiplies the decoded weights as the reference does: +-inf where the row's
+    # weight there is not 0, NaN where it is 0 (0 x inf). (The AVX2 fp32 kernel folds the zero point out of its
+    # loop, so it gives NaN for every row there: inf - inf. int4 + 2:4 checks its activations with the same function;
+    # its AVX-512 and AVX2 fp32 kernels differ on inf too: one multiplies the kept weights only, the other the pruned
+    # zeros as well.)
     layout = make("int4", 16, 576, group=128)
+    w = layout.unpack().double()
     for bad in (float("inf"), float("-inf"), float("nan"), 3.3e38):
         x = torch.randn(1, 576, generator=_gen(7))
         x[0, 100] = bad
         got = cpu_linear(x, layout, path="avx512")
-        fp32 = cpu_linear(x, layout, path="avx2")
-        assert torch.equal(got.isnan(), fp32.isnan()) and torch.equal(got.isinf(), fp32.isinf()), bad
-        fin = got.isfinite()
-        assert torch.allclose(got[fin], fp32[fin], rtol=1e-5), bad
+        ref = x.double() @ w.T
+        assert torch.equal(got.isnan(), ref.isnan()) and torch.equal(got.isinf(), ref.isinf()), bad
+        assert torch.equal(got[got.isinf()].sign(), ref[ref.isinf()].float().sign()), bad
+        fin = ref.isfinite()
+        assert torch.allclose(got[fin].double(), ref[fin], rtol=1e-5), bad
+    # and a row whose weight at the inf is 0 gives NaN: the case is in the data above
+    x = torch.randn(1, 576, generator=_gen(7))
+    x[0, 100] = float("inf")
+    assert bool((w[:, 100] == 0).any()) and bool(cpu_linear(x, layout, path="avx512").isnan().any())
 
 
 def test_mxfp4_extreme_scales():

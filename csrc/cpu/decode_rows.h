@@ -1,7 +1,7 @@
-// The row and token loops of the AVX512_BF16 decode kernels (gemm_avx512_bf16.cpp: 2:4 bf16 and int4 + 2:4;
-// gemm_nibble_bf16.cpp: int4 and MXFP4), and the block scales they share. Included by those files inside their
-// target pragma and their anonymous namespace (after <algorithm> and packed_cpu.h), so each gets its own copy
-// compiled for its target.
+// The row and token loops of the AVX-512 decode kernels that take rows in blocks (gemm_avx512_bf16.cpp: 2:4 bf16 and
+// int4 + 2:4; gemm_nibble_bf16.cpp and gemm_nibble_fp32.cpp: int4 and MXFP4), the block scales they share and how
+// a 128-input chunk's lanes meet them. Included by those files inside their target pragma and their anonymous
+// namespace (after <algorithm>, <vector> and packed_cpu.h), so each gets its own copy compiled for its target.
 //
 // Rows a step: at one token 8 (8 accumulators and 8 row streams in flight: from DRAM on 4096 x 14336 at one
 // thread, the 2:4 bf16 kernel took 4.6 ms with 1 row a step, 4.1 with 2, 3.2-3.4 with 4 and 2.8 with 8, alternating
@@ -43,9 +43,45 @@ struct BlockScales {
   const float* zeros_m8_of(int r) const { return zeros_m8.data() + r * per_row; }
 };
 
-// The loops for a kernel K of the bf16-parts kind: K has `p` (the Packed weight) and
+// How the scales meet the lanes: one group across the chunk (int4 groups of 128k inputs or the whole row), groups
+// that divide the chunk (int4 g8 .. g64: lane l lies in group 8l / g of the chunk's), MXFP4's blocks of 32.
+enum class Mode { kBroadcast, kPerLane, kMX };
+
+// Per chunk: the index of its first group in a row and, for the per-lane modes, the groups that exist as a load
+// mask (a short last chunk has fewer); `lanes` each lane's group within the chunk.
+struct ChunkGroups {
+  std::vector<int32_t> first;
+  std::vector<uint16_t> mask;
+  __m512i lanes;
+  ChunkGroups(const Packed& p, int64_t C, Mode mode) : first(C), mask(C) {
+    const int64_t K = p.k, g = mode == Mode::kMX ? 32 : p.group >= K ? K : p.group;
+    const int64_t row_groups = mode == Mode::kMX ? K / 32 : p.groups();  // (BlockScales::per_row)
+    alignas(64) int32_t l16[16];
+    for (int l = 0; l < 16; ++l) l16[l] = mode == Mode::kBroadcast ? 0 : static_cast<int32_t>(8 * l / g);
+    lanes = _mm512_load_si512(l16);
+    for (int64_t c = 0; c < C; ++c) {
+      first[c] = static_cast<int32_t>(c * kNibbleChunk / g);
+      const int64_t have = std::min<int64_t>(mode == Mode::kBroadcast ? 1 : kNibbleChunk / g, row_groups - first[c]);
+      mask[c] = static_cast<uint16_t>((1u << have) - 1);
+    }
+  }
+};
+
+// a chunk's 16 fp32 lanes of scales (or zero points - 8) from a row's fp32 ones (BlockScales, above): one
+// broadcast load, or a masked load and a permute
+template <Mode M>
+inline __m512 lane_values(const float* row, const ChunkGroups& cg, int64_t c) {
+  const float* at = row + cg.first[c];
+  if constexpr (M == Mode::kBroadcast)
+    return _mm512_set1_ps(*at);
+  else
+    return _mm512_permutexvar_ps(cg.lanes, _mm512_maskz_loadu_ps(cg.mask[c], at));
+}
+
+// The loops for a kernel K: K has `p` (the Packed weight) and
 // `template <int S, int MT, int R> void block(int64_t t0, int64_t n, float* sums) const`, rows n .. n + R - 1 times
-// tokens t0 .. t0 + MT - 1 on S bf16 parts of the activations into sums[r * MT + t].
+// tokens t0 .. t0 + MT - 1 on S bf16 parts of the activations (the fp32 lookup kernel: one fp32 part, S = 1) into
+// sums[r * MT + t].
 
 // every token of rows n .. n + R - 1, and the bias
 template <int S, int R, class K>
