@@ -158,7 +158,7 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
     for name in ("smollm2_decode_zen3.json", "smollm2_decode_zen4.json", "smollm2_decode_zen4_semi24.json",
                  "smollm2_decode_zen4_bf16.json", "smollm2_decode_zen4_a8_tiles.json",
                  "smollm2_decode_zen4_nibble_bf16.json", "smollm2_decode_zen4_kept_bf16.json",
-                 "smollm2_decode_zen4_block_scales.json"):
+                 "smollm2_decode_zen4_block_scales.json", "smollm2_decode_zen4_batch4.json"):
         data = json.loads((REPO / "bench" / "results" / "cpu" / name).read_text())
         assert all(r["from_checkpoint"] == (r["recipe"] is not None) for r in data["rows"])
         assert decode.table(data) in readme and f"--table --out bench/results/cpu/{name}" in readme
@@ -184,7 +184,7 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
                  "cpu_gemm_zen4_semi24_rows_ahead.json", "cpu_gemm_zen4_semi24_bf16_acts.json",
                  "cpu_gemm_zen4_int4_semi24_tiles.json", "cpu_gemm_zen4_nibble_bf16.json",
                  "cpu_gemm_zen4_int8_rows.json", "cpu_gemm_zen4_int4_semi24_bf16_acts.json",
-                 "cpu_gemm_zen4_block_scales.json"):
+                 "cpu_gemm_zen4_block_scales.json", "cpu_gemm_zen4_lookup_f32.json"):
         data = other_machine_table(name)
         assert data["path"] == "auto" and "avx512_vnni" in data["cpu_flags"] and data["cpu"].startswith("AMD")
 

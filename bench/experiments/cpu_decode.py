@@ -7,7 +7,8 @@
 Each variant is compressed with a data-free recipe of its layout (decode speed depends on the bytes and
 the kernel, not on how a mask or a code was chosen), converted to packed modules, and timed with
 `sparsekit.benchmark` twice (`sparsekit bench`, then `sparsekit bench --compile`: prefill latency,
-decode tokens/s with the KV cache, batch 1, under inference mode; the compiled run adds a static cache
+decode tokens/s with the KV cache, batch 1 (`--batch B`: B sequences at once, so every projection multiplies B
+tokens a step; tokens/s then counts all of them), under inference mode; the compiled run adds a static cache
 and torch.compile, where the packed op's C++ CPU kernel runs with no Python frame; peak resident
 memory of the process). Every variant runs in a fresh process, so that the peak memory
 is its own; a packed variant is built and saved as a checkpoint by one process and loaded from it by the
@@ -135,7 +136,7 @@ def build_variant(name: str, out_dir: Path, model_name: str = "smollm2-135m") ->
 
 
 def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: str = "smollm2-135m",
-                checkpoint: Path | None = None) -> dict:
+                checkpoint: Path | None = None, batch: int = 1) -> dict:
     """Time one variant in this process: the dense model as loaded, a packed one from `checkpoint` (what
     `build_variant` saved)."""
     import torch
@@ -154,8 +155,8 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: 
         from sparsekit.nn import set_backend
 
         set_backend(model, backend)
-    report = sparsekit.benchmark(model, prefill=prefill, decode=decode, repeats=repeats)
-    compiled = sparsekit.benchmark(model, prefill=prefill, decode=decode, repeats=repeats, compile=True)
+    report = sparsekit.benchmark(model, prefill=prefill, decode=decode, batch=batch, repeats=repeats)
+    compiled = sparsekit.benchmark(model, prefill=prefill, decode=decode, batch=batch, repeats=repeats, compile=True)
     kinds = sorted({v for v in packed.values()})
     return {"variant": name, "recipe": recipe, "layouts": kinds, "model_dtype": dtype, "backend": backend,
             "lm_head": report["lm_head"],
@@ -168,20 +169,24 @@ def run_variant(name: str, prefill: int, decode: int, repeats: int, model_name: 
 
 def table(data: dict) -> str:
     rows = data["rows"]
-    # "vs dense": against dense fp32, or dense bf16 in a run of bf16 variants alone
+    # "vs dense": against dense fp32, or dense bf16 in a run of bf16 variants alone ("–" in a run with neither)
     dense = next((r for r in rows if r["variant"] == "dense fp32"), None) or next(
-        r for r in rows if r["variant"] == "dense bf16")
-    lines = ["| variant | LM head | WikiText-2 ppl (result file) | weights MiB | decode tok/s eager | vs dense | decode "
-             f"tok/s compiled | vs dense compiled | prefill {data['prefill']} ms | peak RSS MiB |",
+        (r for r in rows if r["variant"] == "dense bf16"), None)
+    # with batch B every projection multiplies B tokens a step, and tokens/s counts the B sequences' tokens
+    b = data.get("batch", 1)
+    tag, pre = (f" (batch {b})", f"{b} x {data['prefill']}") if b != 1 else ("", f"{data['prefill']}")
+    lines = [f"| variant | LM head | WikiText-2 ppl (result file) | weights MiB | decode tok/s eager{tag} | vs dense | decode "
+             f"tok/s compiled{tag} | vs dense compiled | prefill {pre} ms | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = VARIANTS[r["variant"]][3] if data["model"] == "smollm2-135m" else None  # random weights: no accuracy
         # the file named without backticks: README tests read backticked result paths as rows of their tables
         ppl = "–" if acc is None else f"{perplexity_of(acc):.2f} ({acc.partition('#')[0]})"
-        c, dc = r["compiled"]["tokens_per_s"], dense["compiled"]["tokens_per_s"]
+        c = r["compiled"]["tokens_per_s"]
+        vs, vs_c = ((f"x{r['tokens_per_s'] / dense['tokens_per_s']:.2f}", f"x{c / dense['compiled']['tokens_per_s']:.2f}")
+                    if dense else ("–", "–"))
         lines.append(f"| {r['variant']} | {r.get('lm_head', '–')} | {ppl} | {r['bytes'] / 2 ** 20:.1f} | {r['tokens_per_s']:.1f} | "
-                     f"x{r['tokens_per_s'] / dense['tokens_per_s']:.2f} | {c:.1f} | x{c / dc:.2f} | "
-                     f"{r['prefill_ms']:.0f} | {r['peak_mem_bytes'] / 2 ** 20:.0f} |")
+                     f"{vs} | {c:.1f} | {vs_c} | {r['prefill_ms']:.0f} | {r['peak_mem_bytes'] / 2 ** 20:.0f} |")
     return "\n".join(lines)
 
 
@@ -192,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefill", type=int, default=128)
     p.add_argument("--decode", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch", type=int, default=1,
+                   help="sequences decoded together: each projection then multiplies that many tokens a step [1]")
     p.add_argument("--model", choices=list(MODELS), default="smollm2-135m")
     p.add_argument("--out", type=Path, default=None, help="[bench/results/cpu/<model>_decode.json]")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
@@ -205,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         build_variant(args.one, args.build, args.model)
         return 0
     if args.one is not None:
-        print(json.dumps(run_variant(args.one, args.prefill, args.decode, args.repeats, args.model, args.checkpoint)))
+        print(json.dumps(run_variant(args.one, args.prefill, args.decode, args.repeats, args.model, args.checkpoint,
+                                     args.batch)))
         return 0
     if args.table:
         return print_table("cpu_decode", args.out, table)
@@ -214,12 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sparsekit.utils.env import versions
 
+    if args.batch < 1:
+        print(f"cpu_decode: --batch must be >= 1, got {args.batch}", file=sys.stderr)
+        return 2
     data = {"model": args.model, "prefill": args.prefill, "decode": args.decode, "repeats": args.repeats,
+            "batch": args.batch,
             "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python bench/experiments/cpu_decode.py " + shlex.join(argv), "rows": []}
     for name in names:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--prefill", str(args.prefill),
-               "--decode", str(args.decode), "--repeats", str(args.repeats), "--model", args.model]
+               "--decode", str(args.decode), "--repeats", str(args.repeats), "--model", args.model,
+               "--batch", str(args.batch)]
         with tempfile.TemporaryDirectory(prefix="cpu_decode_") as tmp:
             # a packed variant: built and saved in one process, loaded and timed in another
             steps = [cmd + ["--build", tmp], cmd + ["--checkpoint", tmp]] if VARIANTS[name][0] is not None else [cmd]
