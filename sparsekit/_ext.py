@@ -68,9 +68,9 @@ def cpu_info() -> dict:
     'cpu_a8' backend runs ('a8': 'vnni', 'avx2', or 'none': the exact kernels on the quantized activations), and
     where the decode loops prefetch the weight ('prefetch': 'l1:BYTES' or 'l2:BYTES' ahead; SPARSEKIT_CPU_PREFETCH
     sets it before the first call), and whether the AVX512_BF16 decode kernels run ('bf16_dot': 2:4 bf16 layers
-    times bf16 activations; int4 + 2:4, and int4 and MXFP4 at one token or on bf16 activations, times exact bf16
-    parts of any finite activations below 2^127; int4 and MXFP4 at 2-16 tokens of fp32 activations run fp32 lookup
-    and FMA tiles on any AVX-512 CPU)."""
+    times bf16 activations; int4, MXFP4 and int4 + 2:4 at one token or on bf16 activations, times exact bf16 parts
+    of any finite activations below 2^127; at 2-16 tokens of fp32 activations these three run fp32 lookup and FMA
+    tiles on any AVX-512 CPU)."""
     ext = load_cpu()
     if ext is None:
         return {"available": False}

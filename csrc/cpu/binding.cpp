@@ -9,8 +9,9 @@
 // once per tile is cheap, and the BLAS microkernels are what a hand-written loop would not beat.
 // acts = "int8" is the a8 variant (gemm_avx512_vnni.cpp, and gemm_avx2.cpp for CPUs without VNNI): activations
 // in int8 blocks of 32. 2:4 with bf16 values meets bf16 activations (a bf16 model) at decode in
-// gemm_avx512_bf16.cpp where the CPU has AVX512_BF16: bf16 pairs into vdpbf16ps, the products exact. int4 and
-// MXFP4 with fp32 activations at 2-16 tokens: gemm_nibble_fp32.cpp (looked-up fp32 weights, FMA tiles).
+// gemm_avx512_bf16.cpp where the CPU has AVX512_BF16: bf16 pairs into vdpbf16ps, the products exact. int4,
+// MXFP4 and int4 + 2:4 with fp32 activations at 2-16 tokens: gemm_lookup_fp32.cpp (looked-up fp32 weights, FMA
+// tiles).
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 #include <torch/library.h>
@@ -459,23 +460,29 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
         at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { a8_rows(p, qa, m, op_, bp, n0, n1); });
       }
     } else if (m >= 2 && m <= kDecodeRows && use == "avx512" && x.scalar_type() == torch::kFloat32 &&
-               sparsekit::cpu::nibble_chunks_fit(p)) {
-      // int4 / MXFP4 with fp32 activations at 2+ tokens: fp32 lookup and FMA tiles (gemm_nibble_fp32.cpp), the
-      // activations rearranged once for all threads. The lookup is shared by the tile's tokens, and the FMAs left
-      // are 2 per 32 weights and token against the bf16-parts kernel's 3 dot products on the same pipes (4096 x
-      // 14336, one thread, C++ harness: 5.3 against 8.2 ms at 4 tokens, 19 against 34 at 16).
-      sparsekit::cpu::F32Acts fa;
-      sparsekit::cpu::prepare_nibble_f32(p, xp, m, fa);
-      at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) {
-        sparsekit::cpu::rows_nibble_f32(p, fa, m, op_, bp, n0, n1);
-      });
+               (sparsekit::cpu::nibble_chunks_fit(p) || sparsekit::cpu::int4_semi24_f32_fits(p))) {
+      // int4 / MXFP4 / int4 + 2:4 with fp32 activations at 2+ tokens: fp32 lookup and FMA tiles
+      // (gemm_lookup_fp32.cpp). The lookup is shared by the tile's tokens, and the FMAs left are 2 per 32 weights
+      // and token (int4 + 2:4: 1 and a gather) against the bf16-parts kernels' 3 dot products on the same pipes
+      // (4096 x 14336, one thread, C++ harness: int4 5.3 against 8.2 ms at 4 tokens, 19 against 34 at 16;
+      // int4 + 2:4 5.9 against 7.9 and 22 against 32).
+      if (p.kind == Kind::kInt4Semi24) {
+        at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) {
+          sparsekit::cpu::rows_int4_semi24_f32(p, xp, m, op_, bp, n0, n1);
+        });
+      } else {  // the activations rearranged once for all threads
+        sparsekit::cpu::F32Acts fa;
+        sparsekit::cpu::prepare_nibble_f32(p, xp, m, fa);
+        at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) {
+          sparsekit::cpu::rows_nibble_f32(p, fa, m, op_, bp, n0, n1);
+        });
+      }
     } else if (m <= kDecodeRows && use == "avx512" && cpu_has_bf16_dot() && bf16_parts_prepared(p, xp, m, nb)) {
-      // int4 / MXFP4 (gemm_nibble_bf16.cpp) at one token or on bf16 activations, and int4 + 2:4
-      // (gemm_avx512_bf16.cpp), exact decode through vdpbf16ps on the activations' exact bf16 parts (prepared into
-      // `nb` once for all threads), where the CPU has AVX512_BF16; calls with non-finite or |x| >= 2^127
-      // activations take the fp32 kernels. At one token the parts kernel beats the lookup tiles (int4 2.0 against
-      // 2.6 ms: the lookup is not shared); on bf16 activations it needs one dot product per 32 weights and token.
-      // For int4 + 2:4 it was faster than the fp32 kernel at every decode token count measured.
+      // int4 / MXFP4 (gemm_nibble_bf16.cpp) and int4 + 2:4 (gemm_avx512_bf16.cpp) at one token or on bf16
+      // activations, exact decode through vdpbf16ps on the activations' exact bf16 parts (prepared into `nb` once
+      // for all threads), where the CPU has AVX512_BF16; calls with non-finite or |x| >= 2^127 activations take
+      // the fp32 kernels. At one token the parts kernels beat the lookup tiles (int4 2.0 against 2.6 ms: the
+      // lookup is not shared); on bf16 activations they need one dot product per 32 weights and token.
       const auto rows_bf16 = p.kind == Kind::kInt4Semi24 ? sparsekit::cpu::rows_int4_semi24_bf16
                                                          : sparsekit::cpu::rows_nibble_bf16;
       at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) { rows_bf16(p, nb, m, op_, bp, n0, n1); });

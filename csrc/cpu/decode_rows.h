@@ -1,5 +1,5 @@
 // The row and token loops of the AVX-512 decode kernels that take rows in blocks (gemm_avx512_bf16.cpp: 2:4 bf16 and
-// int4 + 2:4; gemm_nibble_bf16.cpp and gemm_nibble_fp32.cpp: int4 and MXFP4), the block scales they share and how
+// int4 + 2:4; gemm_nibble_bf16.cpp and gemm_lookup_fp32.cpp: int4 and MXFP4), the block scales they share and how
 // a 128-input chunk's lanes meet them. Included by those files inside their target pragma and their anonymous
 // namespace (after <algorithm>, <vector> and packed_cpu.h), so each gets its own copy compiled for its target.
 //
@@ -76,6 +76,19 @@ inline __m512 lane_values(const float* row, const ChunkGroups& cg, int64_t c) {
     return _mm512_set1_ps(*at);
   else
     return _mm512_permutexvar_ps(cg.lanes, _mm512_maskz_loadu_ps(cg.mask[c], at));
+}
+
+// The 16 kept inputs of 32 (k0 .. k0 + 31) of a 2:4 row as indices into those 32: the 4 metadata bytes hold
+// group g's positions p0, p1 as consecutive 2-bit fields, so kept value j = 2g + i sits at bits 2j, 2j + 1 and
+// one variable shift, an AND and an add of the group bases give the indices (for vpermt2ps over the 32 inputs).
+inline __m512i kept_index32(const uint8_t* meta_row, int64_t k0) {
+  uint32_t w;
+  std::memcpy(&w, meta_row + k0 / 8, 4);
+  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+  const __m512i pos = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(w)), shifts),
+                                       _mm512_set1_epi32(3));
+  return _mm512_add_epi32(base, pos);
 }
 
 // The loops for a kernel K: K has `p` (the Packed weight) and

@@ -13,7 +13,7 @@
 // The row's group scale is tracked as k advances (no division per chunk); a group size that is not a
 // multiple of 16 takes the scalar path (the binding decides), so a chunk never straddles two groups.
 // int4 and MXFP4 whose groups fit 128-input chunks (nibble_chunks_fit: every common group) decode in
-// gemm_nibble_fp32.cpp, 4 rows by 4 tokens a tile; these decoders serve the other groups and the prefill's
+// gemm_lookup_fp32.cpp, 4 rows by 4 tokens a tile; these decoders serve the other groups and the prefill's
 // dequantization.
 #include <algorithm>
 #include <cstring>
@@ -30,6 +30,8 @@
 namespace sparsekit {
 namespace cpu {
 namespace {
+
+#include "decode_rows.h"  // kept_index32
 
 // keep-mask bits of two 2:4 groups (one metadata byte: positions p0 | p1 << 2 per nibble). constexpr: a
 // table built by a static constructor would run this file's AVX-512 code when the library loads, which is
@@ -235,17 +237,8 @@ inline void tile(D& d, const Packed& p, const float* x, int64_t t0, float* out, 
 // a keep-mask per 16 inputs. At decode it is cheaper to gather the activations instead: the 4 metadata
 // bytes of 32 inputs hold the 16 kept positions as consecutive 2-bit fields (lane j at bits 2j, 2j + 1), so
 // one variable shift, an AND and an add of the group bases give the 16 input indices, and one vpermt2ps
-// picks those inputs out of the two 16-float halves of x. 16 kept values then meet 16 activations in one
-// FMA per token; the index math is shared by all tokens of the tile.
-inline __m512i kept_index32(const uint8_t* meta_row, int64_t k0) {
-  uint32_t w;
-  std::memcpy(&w, meta_row + k0 / 8, 4);
-  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
-  const __m512i pos = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(w)), shifts),
-                                       _mm512_set1_epi32(3));
-  return _mm512_add_epi32(base, pos);
-}
+// picks those inputs out of the two 16-float halves of x (kept_index32, decode_rows.h). 16 kept values then meet
+// 16 activations in one FMA per token; the index math is shared by all tokens of the tile.
 
 // the 16 kept weights of inputs k0 .. k0 + 31 (in kept order) of a row
 struct KeptSemi24 {
@@ -636,7 +629,7 @@ void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
 }  // namespace
 
 void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1) {
-  if (nibble_chunks_fit(p)) {  // gemm_nibble_fp32.cpp (the binding prepares the activations once for all threads)
+  if (nibble_chunks_fit(p)) {  // gemm_lookup_fp32.cpp (the binding prepares the activations once for all threads)
     F32Acts a;
     prepare_nibble_f32(p, x, m, a);
     return rows_nibble_f32(p, a, m, out, bias, n0, n1);
@@ -645,6 +638,8 @@ void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const f
     if (p.kind == Kind::kSemi24 && p.value_type == ValueType::kBFloat16 && p.k >= 64)
       return kept_bf16_rows(p, x, m, out, bias, n0, n1);
     if (p.kind == Kind::kSemi24) return kept_rows<KeptSemi24>(p, x, m, out, bias, n0, n1);
+    // 2+ tokens: 4-row tiles in gemm_lookup_fp32.cpp (at one token its 4-row tile measured slower than this loop)
+    if (m >= 2 && int4_semi24_f32_fits(p)) return rows_int4_semi24_f32(p, x, m, out, bias, n0, n1);
     return int4_semi24_rows(p, x, m, out, bias, n0, n1);
   }
   switch (p.kind) {

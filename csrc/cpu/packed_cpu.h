@@ -226,7 +226,7 @@ bool avx512_compiled();
 void rows_avx512(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 void dequant_avx512(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
-// The AVX-512 nibble kernels (int4, MXFP4: gemm_nibble_fp32.cpp, gemm_nibble_bf16.cpp) take a row's codes 128
+// The AVX-512 nibble kernels (int4, MXFP4: gemm_lookup_fp32.cpp, gemm_nibble_bf16.cpp) take a row's codes 128
 // inputs (64 bytes, one zmm) at a time as stored; lane l of a chunk holds its inputs 8l .. 8l + 7, so a lane never
 // meets two groups where the groups are multiples of 128, divide 128 (8 .. 64) or span the row (MXFP4: 32).
 constexpr int64_t kNibbleChunk = 128;
@@ -237,7 +237,7 @@ inline bool nibble_chunks_fit(const Packed& p) {
   return p.group >= p.k || p.group % kNibbleChunk == 0 || (kNibbleChunk % p.group == 0 && p.group % 8 == 0);
 }
 
-// AVX-512 F for int4 and MXFP4 at decode with fp32 activations (gemm_nibble_fp32.cpp): each weight looked up as the
+// AVX-512 F for int4 and MXFP4 at decode with fp32 activations (gemm_lookup_fp32.cpp): each weight looked up as the
 // fp32 value the reference decodes ((code - zero) x scale, e2m1 x 2^e) and FMAed with the activations, 4 rows by
 // up to 4 tokens a tile. The activations of one call, prepared once and shared by every thread: [m][C][8 phases][16]
 // (C = ceil(K / 128) chunks, zero past K; phase j, lane l is input 128c + 8l + j: nibble j of the chunk's dword l).
@@ -248,6 +248,12 @@ struct F32Acts {
 void prepare_nibble_f32(const Packed& p, const float* x, int64_t m, F32Acts& a);
 void rows_nibble_f32(const Packed& p, const F32Acts& a, int64_t m, float* out, const float* bias, int64_t n0,
                      int64_t n1);
+// The same for int4 + 2:4 (gemm_lookup_fp32.cpp): the kept weights looked up, the kept inputs gathered from x as it
+// is (vpermt2ps, 32 inputs at a time), 4 rows by up to 4 tokens; where in_features % 32 == 0 and a group is a
+// multiple of 32 inputs or spans the row
+bool int4_semi24_f32_fits(const Packed& p);
+void rows_int4_semi24_f32(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                          int64_t n1);
 
 // AVX2 + FMA + F16C (gemm_avx2.cpp): the same kernels at 8 lanes, for x86-64 CPUs without AVX-512; only called
 // where the CPU has them (runtime check in the binding) and where this compiler built them (`avx2_compiled`).

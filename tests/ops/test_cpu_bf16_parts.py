@@ -61,7 +61,9 @@ def _acts(kind: str, m: int, k: int, seed: int) -> torch.Tensor:
 def test_as_exact_as_the_fp32_kernel(kind, opts, k, acts):
     layout = make(kind, 37, k, **opts)  # 37 rows: blocks of 8 and of 4 rows, then single rows
     w = layout.unpack().double()
-    for m in (1, 2, 3, 5, 16):  # the token counts each kind of activations runs on this kernel, and past them
+    # one token runs this kernel for every kind of activations; 2-16 tokens run it on bf16 activations and the fp32
+    # lookup tiles on the others (gemm_lookup_fp32.cpp, held to the same bound here)
+    for m in (1, 2, 3, 5, 16):
         x = _acts(acts, m, k, seed=m)
         ref = x.double() @ w.T
         got = cpu_linear(x, layout, path="avx512")
@@ -89,7 +91,7 @@ def test_threads_and_row_ranges_are_bit_identical(kind):
 
 def test_non_finite_activations_take_the_fp32_kernel():
     # inf - inf would turn a split's products into NaN: such a call runs the fp32 lookup kernel
-    # (gemm_nibble_fp32.cpp), which multiplies the decoded weights as the reference does: +-inf where the row's
+    # (gemm_lookup_fp32.cpp), which multiplies the decoded weights as the reference does: +-inf where the row's
     # weight there is not 0, NaN where it is 0 (0 x inf). (The AVX2 fp32 kernel folds the zero point out of its
     # loop, so it gives NaN for every row there: inf - inf. int4 + 2:4 checks its activations with the same function;
     # its AVX-512 and AVX2 fp32 kernels differ on inf too: one multiplies the kept weights only, the other the pruned

@@ -1,9 +1,10 @@
-"""int4 and MXFP4 with fp32 activations at 2-16 tokens (csrc/cpu/gemm_nibble_fp32.cpp): each weight looked up as
-the reference's fp32 value, then FMAs, 4 rows by up to 4 tokens a tile.
+"""int4, MXFP4 and int4 + 2:4 with fp32 activations at 2-16 tokens (csrc/cpu/gemm_lookup_fp32.cpp): each weight
+looked up as the reference's fp32 value, then FMAs (int4 + 2:4: with the kept inputs gathered), 4 rows by up to 4
+tokens a tile.
 
 One-hot activations read the decoded weights back exactly (w x 1 plus zeros): every code, phase, lane scale, zero
-point and short last chunk is checked bit for bit against `Layout.unpack()`. Random activations are held to the
-float64 product at fp32 summation noise, as the other fp32 kernels are.
+point, 2:4 position and short last chunk is checked bit for bit against `Layout.unpack()`. Random activations are
+held to the float64 product at fp32 summation noise, as the other fp32 kernels are.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ if not _ext.cpu_info().get("avx512"):
 CASES = [("int4", {"group": 128}, 576), ("int4", {"group": 128, "symmetric": False}, 4096),
          ("int4", {"group": 256, "symmetric": False}, 1024), ("int4", {"group": 576}, 576),
          ("int4", {"group": 32, "symmetric": False}, 576), ("int4", {"group": 64}, 160),
-         ("int4", {"group": 16, "symmetric": False}, 224), ("mxfp4", {}, 576), ("mxfp4", {}, 224)]
+         ("int4", {"group": 16, "symmetric": False}, 224), ("mxfp4", {}, 576), ("mxfp4", {}, 224),
+         # int4 + 2:4 in half steps of 32 inputs: a group per half or several halves a group; K = 160 and 288 end
+         # on an odd half
+         ("int4_semi24", {"group": 128}, 576), ("int4_semi24", {"group": 32, "symmetric": False}, 160),
+         ("int4_semi24", {"group": 96, "symmetric": False}, 288), ("int4_semi24", {"group": 4096}, 4096)]
 IDS = [f"{c[0]}-{'-'.join(map(str, c[1].values()))}-k{c[2]}" for c in CASES]
 
 
@@ -70,3 +75,19 @@ def test_bias_threads_and_non_contiguous_inputs():
     assert torch.equal(one, two)  # threads split rows; a row's result does not depend on its range
     ref = x.double() @ layout.unpack().double().T + bias.double()
     assert float((one.double() - ref).norm() / ref.norm()) < 1e-6
+
+
+def test_int4_semi24_never_multiplies_a_pruned_weight():
+    """The kept inputs are gathered, so an inf where a row's weight is pruned does not reach that row (finite; the
+    reference's 0 x inf is NaN there); where the weight is kept the row is as in the reference: +-inf, or NaN where
+    the kept weight's code decodes to 0."""
+    layout = make("int4_semi24", 37, 576, group=128)
+    w, kept = layout.unpack(), layout.mask()[:, 100]
+    x = torch.randn(2, 576, generator=_gen(11))
+    x[:, 100] = float("inf")
+    got = cpu_linear(x, layout, path="avx512")
+    ref = x.double() @ w.double().T
+    assert bool(kept.any()) and bool((~kept).any())
+    assert bool(got[:, ~kept].isfinite().all()) and bool(ref[:, ~kept].isnan().all())
+    assert torch.equal(got[:, kept].isnan(), ref[:, kept].isnan())
+    assert torch.equal(got[:, kept].nan_to_num(), ref[:, kept].float().nan_to_num())

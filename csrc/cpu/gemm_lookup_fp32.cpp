@@ -1,5 +1,6 @@
-// AVX-512 path for the nibble layouts (int4, MXFP4) with fp32 activations: each weight looked up as the fp32 value
-// the reference decodes, then FMAs, 4 rows by up to 4 tokens a tile.
+// AVX-512 path for int4, MXFP4 and int4 + 2:4 with fp32 activations at 2-16 tokens: each weight looked up as the
+// fp32 value the reference decodes, then FMAs (int4 + 2:4: on the gathered kept inputs, below), 4 rows by up to 4
+// tokens a tile.
 //
 // Why: an fp32 activation costs the bf16-parts kernel (gemm_nibble_bf16.cpp) three vdpbf16ps per 32 weights and
 // token, and vdpbf16ps shares Zen 4's two FMA pipes with vfmadd231ps (a pair of them issues every 2 cycles,
@@ -120,6 +121,75 @@ struct LookupKernel {
   }
 };
 
+// ---------------------------------------------------------------- int4 + 2:4: looked-up kept weights, gathered inputs
+//
+// A half step of 32 inputs holds 16 kept weights: 8 code bytes (kept value 2g + i of group g in byte g, low nibble
+// first) and 4 metadata bytes (group g's positions p0, p1 in bits 4g .. 4g + 3). Per row, shared by the tile's
+// tokens: the bytes are doubled (unpack) and widened to dwords, lane j shifted right by 4 (j & 1), and vpermps
+// looks the 16 values up in the row's table for the group; the kept inputs' indices 4g + p come from the
+// metadata with a variable shift, a mask and an add (kept_index32). Per token: one vpermt2ps picks those 16 inputs
+// out of the 32 (the activations as they are, no preparation) and one FMA. 16 FMAs a token per 64 inputs and 4
+// rows where int4 needs 32 (the pruned half is never multiplied), plus the gathers, which run on other pipes.
+// Exactness as above: the reference's fp32 weights, fp32 FMA sums; pruned weights are not multiplied (an
+// activation inf where a row's weight is pruned gives +-inf here, NaN in the reference's 0 x inf).
+
+// half step h (inputs 32h .. 32h + 31) of rows n .. n + R - 1 times tokens t0 .. t0 + MT - 1 into acc
+template <int MT, int R, bool Asym>
+__attribute__((always_inline)) inline void kept_half(const Packed& p, const BlockScales& bs, __m512 base,
+                                                     const float* x, int64_t t0, int64_t n, int64_t h,
+                                                     __m512 (&acc)[R][MT]) {
+  const int64_t K = p.k, code_row = K / 4, meta_row = K / 8, k0 = 32 * h;
+  const int64_t gi = p.group >= K ? 0 : k0 / p.group;  // a half lies in one group (int4_semi24_f32_fits)
+  const __m512i nibble = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+  __m512 w[R];
+  __m512i idx[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* codes = p.codes + (n + r) * code_row + 8 * h;
+    const uint8_t* meta = p.meta + (n + r) * meta_row;
+    // a line of codes covers 8 half steps, one of metadata 16; the same place R rows on is what these R streams
+    // read next (as in the nibble kernels), into L2
+    if ((h & 7) == 0) __builtin_prefetch(codes + R * code_row, 0, 2);
+    if ((h & 15) == 0) __builtin_prefetch(meta + k0 / 8 + R * meta_row, 0, 2);
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes));
+    const __m512i q = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, b)), nibble);
+    const __m512 vals = Asym ? _mm512_sub_ps(base, _mm512_set1_ps(bs.zeros_m8_of(r)[gi])) : base;
+    w[r] = _mm512_permutexvar_ps(q, _mm512_mul_ps(vals, _mm512_set1_ps(bs.scales_of(r)[gi])));
+    idx[r] = kept_index32(meta, k0);
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < MT; ++t) {
+    const float* xk = x + (t0 + t) * K + k0;
+    const __m512 xa = _mm512_loadu_ps(xk), xb = _mm512_loadu_ps(xk + 16);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(w[r], _mm512_permutex2var_ps(xa, idx[r], xb), acc[r][t]);
+  }
+}
+
+// the kernel for parts_rows (decode_rows.h; fp32 activations as they are: S = 1)
+template <bool Asym>
+struct KeptLookupKernel {
+  const Packed& p;
+  const float* x;
+  mutable BlockScales bs;  // per call, so per thread
+  __m512 base;             // code - 8
+  KeptLookupKernel(const Packed& pk, const float* xp) : p(pk), x(xp) {
+    alignas(64) float t[16];
+    for (int c = 0; c < 16; ++c) t[c] = static_cast<float>(c - 8);
+    base = _mm512_load_ps(t);
+  }
+  template <int S, int MT, int R>
+  void block(int64_t t0, int64_t n, float* sums) const {
+    bs.load(p, n, R);
+    __m512 acc[R][MT];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t h = 0; h < p.k / 32; ++h) kept_half<MT, R, Asym>(p, bs, base, x, t0, n, h, acc);
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
+  }
+};
+
 }  // namespace
 
 void prepare_nibble_f32(const Packed& p, const float* x, int64_t m, F32Acts& a) {
@@ -151,6 +221,16 @@ void rows_nibble_f32(const Packed& p, const F32Acts& a, int64_t m, float* out, c
                : parts_rows(LookupKernel<Mode::kBroadcast, false>(p, a), 1, m, out, bias, n0, n1);
 }
 
+bool int4_semi24_f32_fits(const Packed& p) {
+  return p.kind == Kind::kInt4Semi24 && p.k % 32 == 0 && (p.group >= p.k || p.group % 32 == 0);
+}
+
+void rows_int4_semi24_f32(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                          int64_t n1) {
+  if (p.zeros) return parts_rows(KeptLookupKernel<true>(p, x), 1, m, out, bias, n0, n1);
+  return parts_rows(KeptLookupKernel<false>(p, x), 1, m, out, bias, n0, n1);
+}
+
 }  // namespace cpu
 }  // namespace sparsekit
 
@@ -163,6 +243,8 @@ namespace cpu {
 
 void prepare_nibble_f32(const Packed&, const float*, int64_t, F32Acts&) {}
 void rows_nibble_f32(const Packed&, const F32Acts&, int64_t, float*, const float*, int64_t, int64_t) {}
+bool int4_semi24_f32_fits(const Packed&) { return false; }
+void rows_int4_semi24_f32(const Packed&, const float*, int64_t, float*, const float*, int64_t, int64_t) {}
 
 }  // namespace cpu
 }  // namespace sparsekit
