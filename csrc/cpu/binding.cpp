@@ -431,7 +431,8 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
   }
   auto out = torch::empty({m, n}, x2.options().dtype(torch::kFloat32));
   // decode: one contiguous range of rows per thread: every row costs the same, and each call prepares the
-  // activations once (the nibble layouts split them into even and odd inputs) for all its rows
+  // activations once (rearranged into the nibble kernels' chunk order, split into bf16 parts, quantized to int8)
+  // for all its rows
   const int64_t grain = std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
   float* op_ = out.data_ptr<float>();
   const float* bp = b.has_value() ? b->data_ptr<float>() : nullptr;

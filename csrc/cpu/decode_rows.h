@@ -1,7 +1,8 @@
 // The row and token loops of the AVX-512 decode kernels that take rows in blocks (gemm_avx512_bf16.cpp: 2:4 bf16 and
-// int4 + 2:4; gemm_nibble_bf16.cpp and gemm_lookup_fp32.cpp: int4 and MXFP4), the block scales they share and how
-// a 128-input chunk's lanes meet them. Included by those files inside their target pragma and their anonymous
-// namespace (after <algorithm>, <vector> and packed_cpu.h), so each gets its own copy compiled for its target.
+// int4 + 2:4; gemm_nibble_bf16.cpp and gemm_lookup_fp32.cpp: int4, MXFP4, int4 + 2:4), the block scales they share,
+// how a 128-input chunk's lanes meet them, and the 2:4 gather indices (kept_index32, also gemm_avx512.cpp's).
+// Included by those files inside their target pragma and their anonymous namespace (after <algorithm>, <vector>
+// and packed_cpu.h), so each gets its own copy compiled for its target.
 //
 // Rows a step: at one token 8 (8 accumulators and 8 row streams in flight: from DRAM on 4096 x 14336 at one
 // thread, the 2:4 bf16 kernel took 4.6 ms with 1 row a step, 4.1 with 2, 3.2-3.4 with 4 and 2.8 with 8, alternating
@@ -43,26 +44,32 @@ struct BlockScales {
   const float* zeros_m8_of(int r) const { return zeros_m8.data() + r * per_row; }
 };
 
-// How the scales meet the lanes: one group across the chunk (int4 groups of 128k inputs or the whole row), groups
-// that divide the chunk (int4 g8 .. g64: lane l lies in group 8l / g of the chunk's), MXFP4's blocks of 32.
+// How the scales meet the lanes: one group across the chunk (int4 groups of 128k inputs or the whole row), or a
+// group per lane (lane l of chunk c holds inputs 128c + 8l .. + 7, so any group of 8k inputs: int4 g16 .. g96 ..,
+// MXFP4's blocks of 32).
 enum class Mode { kBroadcast, kPerLane, kMX };
 
-// Per chunk: the index of its first group in a row and, for the per-lane modes, the groups that exist as a load
-// mask (a short last chunk has fewer); `lanes` each lane's group within the chunk.
+// Per chunk: the index of its first group in a row and, for the per-lane modes, the groups it touches as a load
+// mask and each lane's group among them (`lanes`, 16 a chunk: the same pattern in every chunk where g divides 128,
+// e.g. l / 4 for g32, and shifting from chunk to chunk for g96 or g160; MXFP4 keeps its l / 4 in a register,
+// `mx_lanes`). Lanes past K take the last group.
 struct ChunkGroups {
   std::vector<int32_t> first;
   std::vector<uint16_t> mask;
-  __m512i lanes;
-  ChunkGroups(const Packed& p, int64_t C, Mode mode) : first(C), mask(C) {
+  LineVector<int32_t> lanes;
+  __m512i mx_lanes = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
+  ChunkGroups(const Packed& p, int64_t C, Mode mode)
+      : first(C), mask(C), lanes(mode == Mode::kPerLane ? C * 16 : 0) {
     const int64_t K = p.k, g = mode == Mode::kMX ? 32 : p.group >= K ? K : p.group;
     const int64_t row_groups = mode == Mode::kMX ? K / 32 : p.groups();  // (BlockScales::per_row)
-    alignas(64) int32_t l16[16];
-    for (int l = 0; l < 16; ++l) l16[l] = mode == Mode::kBroadcast ? 0 : static_cast<int32_t>(8 * l / g);
-    lanes = _mm512_load_si512(l16);
     for (int64_t c = 0; c < C; ++c) {
-      first[c] = static_cast<int32_t>(c * kNibbleChunk / g);
-      const int64_t have = std::min<int64_t>(mode == Mode::kBroadcast ? 1 : kNibbleChunk / g, row_groups - first[c]);
+      const int64_t k0 = c * kNibbleChunk, last = (std::min(K, k0 + kNibbleChunk) - 1) / g;
+      first[c] = static_cast<int32_t>(k0 / g);
+      const int64_t have = mode == Mode::kBroadcast ? 1 : std::min(last, row_groups - 1) - first[c] + 1;
       mask[c] = static_cast<uint16_t>((1u << have) - 1);
+      if (mode == Mode::kPerLane)
+        for (int l = 0; l < 16; ++l)
+          lanes[static_cast<size_t>(c * 16 + l)] = static_cast<int32_t>(std::min(last, (k0 + 8 * l) / g) - first[c]);
     }
   }
 };
@@ -74,8 +81,11 @@ inline __m512 lane_values(const float* row, const ChunkGroups& cg, int64_t c) {
   const float* at = row + cg.first[c];
   if constexpr (M == Mode::kBroadcast)
     return _mm512_set1_ps(*at);
+  else if constexpr (M == Mode::kMX)
+    return _mm512_permutexvar_ps(cg.mx_lanes, _mm512_maskz_loadu_ps(cg.mask[c], at));
   else
-    return _mm512_permutexvar_ps(cg.lanes, _mm512_maskz_loadu_ps(cg.mask[c], at));
+    return _mm512_permutexvar_ps(_mm512_load_si512(cg.lanes.data() + c * 16),
+                                 _mm512_maskz_loadu_ps(cg.mask[c], at));
 }
 
 // The 16 kept inputs of 32 (k0 .. k0 + 31) of a 2:4 row as indices into those 32: the 4 metadata bytes hold

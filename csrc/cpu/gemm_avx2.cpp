@@ -465,7 +465,7 @@ void int4_semi24_rows(const Packed& p, const float* x, int64_t m, float* out, co
 
 // ---------------------------------------------------------------- nibble layouts at decode
 //
-// As in gemm_avx512.cpp: the activations are split once per call into even and odd inputs, so that code
+// The activations are split once per call into even and odd inputs, so that code
 // byte j (input 2j low, 2j + 1 high) meets even[j] and odd[j]; 8 code bytes become two 8-lane vectors with
 // one zero-extension, an AND and a shift, instead of an interleave back to input order. The int4 zero
 // point is folded out: sum (q - z) s x = s (sum q x - z sum x), sum x per group and token computed once per

@@ -17,9 +17,9 @@
 // table to give the 16 weights of inputs 128c + 8l + j; the activations are rearranged once per call to match.
 // The table holds the decoded values: (code - zero) x scale for a row's chunk where one group spans it (int4 groups
 // of 128k or the whole row: 2 instructions a row and chunk), else code - 8 or the E2M1 value, then minus the lane's
-// zero - 8 and times the lane's scale (groups of 8 .. 64, MXFP4's 32). Either way a weight is the reference's fp32
-// value bit for bit ((c - z) and e2m1 are exact, one rounding by the scale) and the sum is fp32 FMA accumulation,
-// as the fp32 reference computes it in another order.
+// zero - 8 and times the lane's scale (other groups of 16k inputs, MXFP4's 32). Either way a weight is the
+// reference's fp32 value bit for bit ((c - z) and e2m1 are exact, one rounding by the scale) and the sum is fp32
+// FMA accumulation, as the fp32 reference computes it in another order.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -101,7 +101,7 @@ inline void lookup_block(const Packed& p, const ChunkGroups& cg, BlockScales& bs
     for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// the kernel of one scale arrangement, for parts_rows (decode_rows.h; the activations are one fp32 part)
+// the kernel of one scale arrangement, for parts_rows_s<1> (decode_rows.h; the activations are one fp32 part)
 template <Mode M, bool Asym>
 struct LookupKernel {
   const Packed& p;
@@ -128,10 +128,11 @@ struct LookupKernel {
 // tokens: the bytes are doubled (unpack) and widened to dwords, lane j shifted right by 4 (j & 1), and vpermps
 // looks the 16 values up in the row's table for the group; the kept inputs' indices 4g + p come from the
 // metadata with a variable shift, a mask and an add (kept_index32). Per token: one vpermt2ps picks those 16 inputs
-// out of the 32 (the activations as they are, no preparation) and one FMA. 16 FMAs a token per 64 inputs and 4
-// rows where int4 needs 32 (the pruned half is never multiplied), plus the gathers, which run on other pipes.
-// Exactness as above: the reference's fp32 weights, fp32 FMA sums; pruned weights are not multiplied (an
-// activation inf where a row's weight is pruned gives +-inf here, NaN in the reference's 0 x inf).
+// out of the 32 (the activations as they are, no preparation) and one FMA: per 64 inputs and token 2 FMAs a row
+// where int4 needs 4 (the pruned half is never multiplied), plus 2 gathers, which issue beside the FMAs (a
+// vpermt2ps + FMA pair at ~1.9 cycles). Exactness as above: the reference's fp32 weights, fp32 FMA sums. Pruned
+// weights are not multiplied: an inf or NaN activation where a row's weight is pruned never reaches that row
+// (finite there; the reference's 0 x inf is NaN).
 
 // half step h (inputs 32h .. 32h + 31) of rows n .. n + R - 1 times tokens t0 .. t0 + MT - 1 into acc
 template <int MT, int R, bool Asym>
@@ -166,7 +167,7 @@ __attribute__((always_inline)) inline void kept_half(const Packed& p, const Bloc
   }
 }
 
-// the kernel for parts_rows (decode_rows.h; fp32 activations as they are: S = 1)
+// the kernel for parts_rows_s<1> (decode_rows.h; fp32 activations as they are)
 template <bool Asym>
 struct KeptLookupKernel {
   const Packed& p;
@@ -212,13 +213,14 @@ void prepare_nibble_f32(const Packed& p, const float* x, int64_t m, F32Acts& a) 
 
 void rows_nibble_f32(const Packed& p, const F32Acts& a, int64_t m, float* out, const float* bias, int64_t n0,
                      int64_t n1) {
-  if (p.kind == Kind::kMXFP4) return parts_rows(LookupKernel<Mode::kMX, false>(p, a), 1, m, out, bias, n0, n1);
-  const bool lanes = p.group < kChunk && p.group < p.k;
+  // (parts_rows_s<1>: one fp32 part; parts_rows would compile the same kernel for 2 and 3 bf16 parts too)
+  if (p.kind == Kind::kMXFP4) return parts_rows_s<1>(LookupKernel<Mode::kMX, false>(p, a), m, out, bias, n0, n1);
+  const bool lanes = !(p.group >= p.k || p.group % kChunk == 0);  // else one group spans each chunk
   if (p.zeros)
-    return lanes ? parts_rows(LookupKernel<Mode::kPerLane, true>(p, a), 1, m, out, bias, n0, n1)
-                 : parts_rows(LookupKernel<Mode::kBroadcast, true>(p, a), 1, m, out, bias, n0, n1);
-  return lanes ? parts_rows(LookupKernel<Mode::kPerLane, false>(p, a), 1, m, out, bias, n0, n1)
-               : parts_rows(LookupKernel<Mode::kBroadcast, false>(p, a), 1, m, out, bias, n0, n1);
+    return lanes ? parts_rows_s<1>(LookupKernel<Mode::kPerLane, true>(p, a), m, out, bias, n0, n1)
+                 : parts_rows_s<1>(LookupKernel<Mode::kBroadcast, true>(p, a), m, out, bias, n0, n1);
+  return lanes ? parts_rows_s<1>(LookupKernel<Mode::kPerLane, false>(p, a), m, out, bias, n0, n1)
+               : parts_rows_s<1>(LookupKernel<Mode::kBroadcast, false>(p, a), m, out, bias, n0, n1);
 }
 
 bool int4_semi24_f32_fits(const Packed& p) {
@@ -227,8 +229,8 @@ bool int4_semi24_f32_fits(const Packed& p) {
 
 void rows_int4_semi24_f32(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
                           int64_t n1) {
-  if (p.zeros) return parts_rows(KeptLookupKernel<true>(p, x), 1, m, out, bias, n0, n1);
-  return parts_rows(KeptLookupKernel<false>(p, x), 1, m, out, bias, n0, n1);
+  if (p.zeros) return parts_rows_s<1>(KeptLookupKernel<true>(p, x), m, out, bias, n0, n1);
+  return parts_rows_s<1>(KeptLookupKernel<false>(p, x), m, out, bias, n0, n1);
 }
 
 }  // namespace cpu

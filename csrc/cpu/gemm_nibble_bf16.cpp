@@ -1,8 +1,10 @@
 // AVX-512 BF16 path for the nibble layouts (int4, MXFP4) at decode: exact products through vdpbf16ps.
 //
-// Why: the fp32 kernel (int4_tile / mxfp4_tile, gemm_avx512.cpp) spends per 32 weights a widening, a mask, a shift, two
-// conversions or lookups and two FMAs: ~7 zmm instructions, and Zen 4 issues ~1.5 of them a cycle (each kind 1 a cycle;
-// bench/kernels/cpu/vector_throughput.cpp), so one core decoded int4 at ~40% of what it can read. vdpbf16ps multiplies
+// Why: the fp32 kernel of the time (Split-based tiles in gemm_avx512.cpp, since replaced by gemm_lookup_fp32.cpp) spent
+// per 32 weights a widening, a mask, a shift, two conversions or lookups and two FMAs: ~7 zmm instructions, and Zen 4
+// issues ~1.5 of them a cycle (each kind 1 a cycle; bench/kernels/cpu/vector_throughput.cpp), so one core decoded
+// int4 at ~40% of what it can read. (At 2+ tokens of fp32 activations the lookup tiles now beat this kernel: there
+// a token's 3 dot products cost what 3 FMAs do, and the lookup is shared.) vdpbf16ps multiplies
 // 32 bf16 pairs into 16 fp32 lanes, and every int4 code (code - 8) and E2M1 value is exact in bf16; the activations are
 // not, so each fp32 activation is written as the sum of S bf16 parts (x = hi + mid + lo: RNE to 8 significant bits,
 // then the residual, then its residual; 3 x 8 bits cover fp32's 24, exactly). Every product of a weight and a part is
@@ -18,8 +20,8 @@
 // 32-entry bf16 table (vpermw reads index bits 0-4; the table repeats its 16 values, so the neighbouring
 // nibble's low bit in bit 4 is harmless). The activations are rearranged once per call to match: phase j,
 // word i <- input 128c + 4i + j. Lane l of vdpbf16ps sums words 2l, 2l + 1, i.e. inputs in [128c + 8l,
-// 128c + 8l + 8): a lane never mixes two groups of 8 or more inputs, so group scales (int4 g32 / g64, MXFP4's
-// block of 32) are per-lane vectors and g >= 128 a broadcast.
+// 128c + 8l + 8): a lane never mixes two groups of 8k inputs, so group scales (int4 g16 .. g96 .., MXFP4's
+// block of 32) are per-lane vectors (ChunkGroups, decode_rows.h) and groups of 128k a broadcast.
 // Per 128 weights of a row: 1 load, 3 shifts, 4 vpermw, 4 S vdpbf16ps, 1-2 FMAs (scale); rows R at a time share
 // each activation load from L1 (a chunk's activations, 4 S x 64 bytes, stay in L1 while R rows pass over it).
 #include <algorithm>
@@ -222,7 +224,7 @@ bool prepare_kept_bf16(const Packed& p, const float* x, int64_t m, BfActs& a) {
 void rows_nibble_bf16(const Packed& p, const BfActs& a, int64_t m, float* out, const float* bias, int64_t n0,
                       int64_t n1) {
   if (p.kind == Kind::kMXFP4) return parts_rows(NibbleKernel<Mode::kMX, false>(p, a), a.parts, m, out, bias, n0, n1);
-  const bool lanes = p.group < kChunk && p.group < p.k;
+  const bool lanes = !(p.group >= p.k || p.group % kChunk == 0);  // else one group spans each chunk
   if (p.zeros)
     return lanes ? parts_rows(NibbleKernel<Mode::kPerLane, true>(p, a), a.parts, m, out, bias, n0, n1)
                  : parts_rows(NibbleKernel<Mode::kBroadcast, true>(p, a), a.parts, m, out, bias, n0, n1);

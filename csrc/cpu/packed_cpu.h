@@ -208,10 +208,11 @@ struct LineAligned {
 template <class T>
 using LineVector = std::vector<T, LineAligned<T>>;
 
-// The activations of one call for the nibble layouts (int4, MXFP4) of the AVX-512 and AVX2 paths: split into
-// even and odd inputs, so that code byte j (input 2j low nibble, 2j + 1 high) meets even[j] and odd[j] with no
-// interleave, and summed per group of `group` inputs (input order, as the reference sums) for the kernels
-// that fold the int4 zero point out of their loops. Baseline code (gemm_scalar.cpp), shared by both paths.
+// The activations of one call for the nibble layouts (int4, MXFP4) of the AVX2 path: split into even and odd
+// inputs, so that code byte j (input 2j low nibble, 2j + 1 high) meets even[j] and odd[j] with no interleave, and
+// summed per group of `group` inputs (input order, as the reference sums) for the kernels that fold the int4 zero
+// point out of their loops. Baseline code (gemm_scalar.cpp). (The AVX-512 path's nibble kernels take the codes
+// 128 inputs at a time instead: F32Acts, BfActs below.)
 struct Split {
   std::vector<float> even, odd, sums;  // [m, K/2], [m, K/2], [m, G]
 };
@@ -228,13 +229,12 @@ void dequant_avx512(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
 // The AVX-512 nibble kernels (int4, MXFP4: gemm_lookup_fp32.cpp, gemm_nibble_bf16.cpp) take a row's codes 128
 // inputs (64 bytes, one zmm) at a time as stored; lane l of a chunk holds its inputs 8l .. 8l + 7, so a lane never
-// meets two groups where the groups are multiples of 128, divide 128 (8 .. 64) or span the row (MXFP4: 32).
+// meets two groups where a group is a multiple of 8 inputs or spans the row (MXFP4: 32).
 constexpr int64_t kNibbleChunk = 128;
 inline bool nibble_chunks_fit(const Packed& p) {
   if (p.k % 32) return false;
   if (p.kind == Kind::kMXFP4) return true;
-  if (p.kind != Kind::kInt4) return false;
-  return p.group >= p.k || p.group % kNibbleChunk == 0 || (kNibbleChunk % p.group == 0 && p.group % 8 == 0);
+  return p.kind == Kind::kInt4 && (p.group >= p.k || p.group % 8 == 0);
 }
 
 // AVX-512 F for int4 and MXFP4 at decode with fp32 activations (gemm_lookup_fp32.cpp): each weight looked up as the

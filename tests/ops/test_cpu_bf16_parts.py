@@ -36,6 +36,8 @@ CASES = [("int4", {"group": 128}, 576), ("int4", {"group": 128}, 4096), ("int4",
          ("int4", {"group": 32, "symmetric": False}, 576), ("int4", {"group": 64}, 4096),
          ("int4", {"group": 128, "symmetric": False}, 4096), ("int4", {"group": 32}, 160), ("mxfp4", {}, 576),
          ("mxfp4", {}, 4096), ("mxfp4", {}, 224),
+         # lane scales from a chunk's two groups, the pattern shifting from chunk to chunk (g96, g160)
+         ("int4", {"group": 96, "symmetric": False}, 576), ("int4", {"group": 160}, 480),
          # int4 + 2:4 steps 64 inputs: K = 160 and 96 end on a step of 32; g32: the two halves of a step's lanes
          ("int4_semi24", {"group": 128}, 576), ("int4_semi24", {"group": 128}, 4096),
          ("int4_semi24", {"group": 32, "symmetric": False}, 576), ("int4_semi24", {"group": 128, "symmetric": False}, 160),
@@ -120,9 +122,10 @@ def test_mxfp4_extreme_scales():
     e = t["scales"].clone()
     e[0, 0], e[1, 3], e[2, 5] = 0, 255, 140
     layout = type(layout).from_tensors(layout.shape, {**t, "scales": e}, layout.attrs())
-    x = torch.randn(1, 256, generator=_gen(8)) * 1e-3
-    got = cpu_linear(x, layout, path="avx512")
-    ref = x.double() @ layout.unpack().double().T
-    assert torch.equal(got.isnan(), ref.isnan()) and bool(got[0, 1].isnan())
-    fin = ref.isfinite()
-    assert torch.allclose(got[fin].double(), ref[fin], rtol=1e-5, atol=0)
+    for m in (1, 3):  # this kernel, then the fp32 lookup tiles (gemm_lookup_fp32.cpp)
+        x = torch.randn(m, 256, generator=_gen(8)) * 1e-3
+        got = cpu_linear(x, layout, path="avx512")
+        ref = x.double() @ layout.unpack().double().T
+        assert torch.equal(got.isnan(), ref.isnan()) and bool(got[:, 1].isnan().all()), m
+        fin = ref.isfinite()
+        assert torch.allclose(got[fin].double(), ref[fin], rtol=1e-5, atol=0), m

@@ -119,7 +119,8 @@ def test_smallest_legal_and_odd_shapes(kind, n, k, opts, path):
 
 
 # Groups and K that the SIMD paths cannot run through their fastest loops (int4 groups of 16 / 48: not whole
-# 32-input steps; K = 592 and 600: a 16-input tail after the 32-input steps, an 8-input tail after the 16-input
+# 32-input steps, though on AVX-512 g48 at K = 576 runs the nibble kernels with lane scales whose groups shift from
+# chunk to chunk; K = 592 and 600: a 16-input tail after the 32-input steps, an 8-input tail after the 16-input
 # chunks; 2:4 bf16 at K = 608: one 32-input step after the 64-input ones; one group per row that is not a
 # multiple of 16): the per-chunk decoders, their group tracking and the
 # scalar tails. M covers every decode tile size (1-8 tokens, then 9 = 8 + 1, 16) and the dequantize path (17).

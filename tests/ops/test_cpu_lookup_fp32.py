@@ -33,10 +33,15 @@ CASES = [("int4", {"group": 128}, 576), ("int4", {"group": 128, "symmetric": Fal
          ("int4", {"group": 256, "symmetric": False}, 1024), ("int4", {"group": 576}, 576),
          ("int4", {"group": 32, "symmetric": False}, 576), ("int4", {"group": 64}, 160),
          ("int4", {"group": 16, "symmetric": False}, 224), ("mxfp4", {}, 576), ("mxfp4", {}, 224),
+         # groups of 8k that neither divide 128 nor are multiples of it: lane scales from a chunk's two groups, in a
+         # pattern that shifts from chunk to chunk; a group longer than the row
+         ("int4", {"group": 96, "symmetric": False}, 576), ("int4", {"group": 160}, 480),
+         ("int4", {"group": 1024, "symmetric": False}, 576),
          # int4 + 2:4 in half steps of 32 inputs: a group per half or several halves a group; K = 160 and 288 end
          # on an odd half
          ("int4_semi24", {"group": 128}, 576), ("int4_semi24", {"group": 32, "symmetric": False}, 160),
-         ("int4_semi24", {"group": 96, "symmetric": False}, 288), ("int4_semi24", {"group": 4096}, 4096)]
+         ("int4_semi24", {"group": 96, "symmetric": False}, 288), ("int4_semi24", {"group": 160}, 480),
+         ("int4_semi24", {"group": 4096}, 4096)]
 IDS = [f"{c[0]}-{'-'.join(map(str, c[1].values()))}-k{c[2]}" for c in CASES]
 
 
@@ -46,7 +51,7 @@ def test_one_hot_activations_read_back_the_reference_weights_bit_for_bit(kind, o
     w = layout.unpack()
     cols = torch.randperm(k, generator=_gen(k))
     for m in (2, 3, 4, 16):  # each tile of tokens, and 4 tiles
-        for start in range(0, k, 16 * m):  # every input of the row once
+        for start in range(0, k, m):  # every input of the row once, in random groups of m
             ks = cols[start:start + m]
             x = torch.zeros(len(ks), k)
             x[torch.arange(len(ks)), ks] = 1.0
