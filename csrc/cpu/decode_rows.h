@@ -1,8 +1,8 @@
 // The row and token loops of the AVX-512 decode kernels that take rows in blocks (gemm_avx512_bf16.cpp: 2:4 bf16 and
 // int4 + 2:4; gemm_nibble_bf16.cpp and gemm_lookup_fp32.cpp: int4, MXFP4, int4 + 2:4), the block scales they share,
 // how a 128-input chunk's lanes meet them, and the 2:4 gather indices (kept_index32, also gemm_avx512.cpp's).
-// Included by those files inside their target pragma and their anonymous namespace (after <algorithm>, <vector>
-// and packed_cpu.h), so each gets its own copy compiled for its target.
+// Included by those files inside their target pragma and their anonymous namespace (after <algorithm>,
+// <type_traits>, <vector> and packed_cpu.h), so each gets its own copy compiled for its target.
 //
 // Rows a step: at one token 8 (8 accumulators and 8 row streams in flight: from DRAM on 4096 x 14336 at one
 // thread, the 2:4 bf16 kernel took 4.6 ms with 1 row a step, 4.1 with 2, 3.2-3.4 with 4 and 2.8 with 8, alternating
@@ -86,6 +86,22 @@ inline __m512 lane_values(const float* row, const ChunkGroups& cg, int64_t c) {
   else
     return _mm512_permutexvar_ps(_mm512_load_si512(cg.lanes.data() + c * 16),
                                  _mm512_maskz_loadu_ps(cg.mask[c], at));
+}
+
+// A block of R rows by MT tokens over a nibble row's 128-input chunks: zero the accumulators, run
+// `chunk(tail, c, bytes, acc)` on each whole chunk (tail: std::false_type, 64 code bytes) and on the short last one
+// where K % 128 != 0 (std::true_type, its code bytes), and reduce into sums[r * MT + t]. The lambda must be
+// always_inline as well: outlined, it took the accumulators by memory (int4 lookup tiles +10% at 4 tokens).
+template <int MT, int R, class Chunk>
+__attribute__((always_inline)) inline void over_chunks(const Packed& p, int64_t chunks, float* sums, Chunk&& chunk) {
+  __m512 acc[R][MT];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
+  const int64_t half = p.k / 2, full = half / 64;
+  for (int64_t c = 0; c < full; ++c) chunk(std::false_type{}, c, int64_t(64), acc);
+  if (full < chunks) chunk(std::true_type{}, full, half % 64, acc);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
 // The 16 kept inputs of 32 (k0 .. k0 + 31) of a 2:4 row as indices into those 32: the 4 metadata bytes hold

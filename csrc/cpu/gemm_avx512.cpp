@@ -17,6 +17,7 @@
 // tokens; these decoders serve the other groups and the prefill's dequantization.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "packed_cpu.h"

@@ -18,6 +18,8 @@
 // pass over it).
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "packed_cpu.h"
 

@@ -22,6 +22,7 @@
 // FMA accumulation, as the fp32 reference computes it in another order.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "packed_cpu.h"
@@ -91,14 +92,10 @@ template <int MT, int R, Mode M, bool Asym>
 inline void lookup_block(const Packed& p, const ChunkGroups& cg, BlockScales& bs, __m512 base, const F32Acts& a,
                          int64_t t0, int64_t n, float* sums) {
   bs.load(p, n, R);
-  __m512 acc[R][MT];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
-  const int64_t half = p.k / 2, full = half / 64;  // whole chunks; then a short one where K % 128 != 0
-  for (int64_t c = 0; c < full; ++c) chunk<MT, R, M, Asym, false>(p, cg, bs, base, a, t0, n, c, 64, acc);
-  if (full < a.chunks) chunk<MT, R, M, Asym, true>(p, cg, bs, base, a, t0, n, full, half % 64, acc);
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
+  over_chunks<MT, R>(p, a.chunks, sums,
+                     [&](auto tail, int64_t c, int64_t bytes, __m512 (&acc)[R][MT]) __attribute__((always_inline)) {
+                       chunk<MT, R, M, Asym, decltype(tail)::value>(p, cg, bs, base, a, t0, n, c, bytes, acc);
+                     });
 }
 
 // the kernel of one scale arrangement, for parts_rows_s<1> (decode_rows.h; the activations are one fp32 part)

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "packed_cpu.h"
@@ -134,14 +135,10 @@ template <int S, int MT, int R, Mode M, bool Asym>
 inline void nibble_block(const Packed& p, const ChunkGroups& cg, BlockScales& bs, __m512i table, const BfActs& a,
                          int64_t t0, int64_t n, float* sums) {
   bs.load(p, n, R);
-  __m512 acc[R][MT];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
-  const int64_t half = p.k / 2, full = half / 64;  // whole chunks; then a short one where K % 128 != 0
-  for (int64_t c = 0; c < full; ++c) chunk<S, MT, R, M, Asym, false>(p, cg, bs, table, a, t0, n, c, 64, acc);
-  if (full < a.chunks) chunk<S, MT, R, M, Asym, true>(p, cg, bs, table, a, t0, n, full, half % 64, acc);
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
+  over_chunks<MT, R>(p, a.chunks, sums,
+                     [&](auto tail, int64_t c, int64_t bytes, __m512 (&acc)[R][MT]) __attribute__((always_inline)) {
+                       chunk<S, MT, R, M, Asym, decltype(tail)::value>(p, cg, bs, table, a, t0, n, c, bytes, acc);
+                     });
 }
 
 // the kernel of one scale arrangement, for parts_rows (decode_rows.h)
