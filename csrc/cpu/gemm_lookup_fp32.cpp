@@ -57,11 +57,11 @@ __attribute__((always_inline)) inline void chunk(const Packed& p, const ChunkGro
     __builtin_prefetch(at + R * half, 0, 2);
     codes[r] = Tail ? _mm512_maskz_loadu_epi8((__mmask64(1) << tail) - 1, at) : _mm512_loadu_si512(at);
     if constexpr (kTable) {
-      const __m512 q = Asym ? _mm512_sub_ps(base, lane_values<M>(bs.zeros_m8_of(r), cg, c)) : base;
-      scale[r] = _mm512_mul_ps(q, lane_values<M>(bs.scales_of(r), cg, c));
+      const __m512 q = Asym ? _mm512_sub_ps(base, lane_values<M, Tail>(bs.zeros_m8_of(r), cg, c)) : base;
+      scale[r] = _mm512_mul_ps(q, lane_values<M, Tail>(bs.scales_of(r), cg, c));
     } else {
-      scale[r] = lane_values<M>(bs.scales_of(r), cg, c);
-      if constexpr (Asym) zero[r] = lane_values<M>(bs.zeros_m8_of(r), cg, c);
+      scale[r] = lane_values<M, Tail>(bs.scales_of(r), cg, c);
+      if constexpr (Asym) zero[r] = lane_values<M, Tail>(bs.zeros_m8_of(r), cg, c);
     }
   }
   const float* xc = a.x.data() + (t0 * C + c) * kChunk;

@@ -129,3 +129,20 @@ def test_mxfp4_extreme_scales():
         assert torch.equal(got.isnan(), ref.isnan()) and bool(got[:, 1].isnan().all()), m
         fin = ref.isfinite()
         assert torch.allclose(got[fin].double(), ref[fin], rtol=1e-5, atol=0), m
+
+
+def test_mxfp4_short_chunk_reads_only_its_rows_scales():
+    # K = 224: a whole chunk of 4 blocks, then one of 3. Whole chunks load their 4 scales plainly; the short one
+    # must not take the next row's first scale (here NaN) into its fourth lane group, where it would meet zero
+    # activations (NaN x 0 = NaN for the whole row)
+    layout = make("mxfp4", 8, 224)
+    t = dict(layout.tensors())
+    e = t["scales"].clone()
+    e[1:, 0] = 255
+    layout = type(layout).from_tensors(layout.shape, {**t, "scales": e}, layout.attrs())
+    for m in (1, 3):  # the bf16-parts kernel, then the fp32 lookup tiles
+        x = torch.randn(m, 224, generator=_gen(9))
+        got = cpu_linear(x, layout, path="avx512")
+        assert bool(got[:, 0].isfinite().all()) and bool(got[:, 1:].isnan().all()), m
+        ref = x.double() @ layout.unpack().double()[:1].T
+        assert torch.allclose(got[:, :1].double(), ref, rtol=1e-5, atol=1e-6), m
