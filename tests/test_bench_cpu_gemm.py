@@ -43,3 +43,53 @@ def test_in_cache_times_one_copy_of_each_weight(tmp_path):
     assert _bench().main(args) == 0  # the default rotates copies past the cache (several for these small weights)
     data = json.loads(out.read_text())
     assert not data["in_cache"] and min(r["weight_copies"] for r in data["rows"]) > 1
+
+
+def test_an_n_by_k_shape_is_its_own_label_and_a_bad_one_is_exit_2(tmp_path, capsys):
+    out = tmp_path / "gemm.json"
+    assert _bench().main(["--shapes", "64x256", "--ms", "1", "--threads", "1", "--kernels", "int4", "--budget",
+                          "0.02", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["shape"], r["n"], r["k"]) for r in rows] == [("64x256", 64, 256)] and rows[0]["rel_err"] < 1e-5
+    bad = tmp_path / "bad.json"
+    for shape in ("64x100", "64", "0x256", "ax256"):
+        assert _bench().main(["--shapes", shape, "--out", str(bad)]) == 2
+        assert shape in capsys.readouterr().err and not bad.exists()
+
+
+def test_cpu_targets_runs_both_measurements_and_judges_each_kernel(tmp_path, monkeypatch):
+    targets = load_script("cpu_targets", "kernels")
+    # the real pipeline on small shapes: the memory run (with the baselines) and the one-copy cache run
+    monkeypatch.setattr(targets, "MEMORY_SHAPE", "64x512")
+    monkeypatch.setattr(targets, "CACHE_SHAPE", "32x512")
+    out = tmp_path / "targets.json"
+    assert targets.main(["--threads", "1", "--budget", "0.02", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["command"].startswith("python bench/kernels/cpu_targets.py")
+    assert {r["kernel"] for r in data["memory"]["rows"]} == {*targets.BASELINES, *targets.DECODE}
+    assert {r["kernel"] for r in data["cache"]["rows"]} == set(targets.DECODE)
+    assert data["cache"]["in_cache"] and not data["memory"]["in_cache"]
+    text = targets.table(data)
+    assert all(f"| {k} |" in text for k in targets.DECODE) and "int4 + 2:4 >= 1.25x int4" in text
+
+
+def test_cpu_targets_verdicts():
+    targets = load_script("cpu_targets", "kernels")
+
+    def row(kernel, gbps, frac, ms):
+        return {"kernel": kernel, "threads": 1, "m": 1, "gbps": gbps, "read_bw_fraction": frac, "ms": ms}
+
+    bw = {"1": {"read_gbps": 10.0}}
+    data = {"memory": {"bandwidth": bw, "rows": [row("int8", 7.5, 0.75, 1.0), row("int4", 5.0, 0.5, 1.0),
+                                                 row("mxfp4", 5.0, 0.5, 1.0), row("fp32", 1.0, 0.9, 4.0),
+                                                 row("int4_semi24", 4.0, 0.4, 0.9)]},
+            "cache": {"bandwidth": bw, "rows": [row("int8", 9.0, 0.9, 0.2), row("int4", 6.0, 0.6, 0.2),
+                                                row("mxfp4", 8.0, 0.8, 0.2)]}}
+    lines = {line.split(" | ")[0].strip("| "): line for line in targets.table(data).splitlines()}
+    assert lines["int8"].endswith("| 1t yes |") and "9.0 GB/s, 90%" in lines["int8"]
+    assert lines["int4"].endswith("| 1t no (ceiling below) |") and "6.0 GB/s, 60%" in lines["int4"]
+    assert lines["mxfp4"].endswith("| 1t no |")  # below, but its ceiling is not: headroom
+    assert "| semi24 |" not in targets.table(data)  # not measured: no row
+    assert lines["int4 g128 >= 5x fp32 dense"].endswith("| 1t no |") and "x4.00" in lines["int4 g128 >= 5x fp32 dense"]
+    assert lines["int4 + 2:4 >= 1.25x int4"].endswith("| 1t no |")
+    assert "| int4 g128 >= 2x torch int4 | – |" in targets.table(data)  # no torch_int4 row: no verdict

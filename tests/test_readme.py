@@ -189,6 +189,23 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
         assert data["path"] == "auto" and "avx512_vnni" in data["cpu_flags"] and data["cpu"].startswith("AMD")
 
 
+def test_readme_cpu_targets_table_is_what_the_script_prints():
+    """The targets table (`cpu_targets.py --table`): both runs of one command in one JSON, every timed kernel
+    checked against the reference first, the from-cache run with one weight copy."""
+    readme = (REPO / "README.md").read_text()
+    targets = _script("cpu_targets", "kernels")
+    gemm = _script("bench_cpu_gemm", "kernels")
+    name = "cpu_targets_zen4.json"
+    data = json.loads((REPO / "bench" / "results" / "cpu" / name).read_text())
+    assert data["command"].startswith("python bench/kernels/cpu_targets.py")
+    assert not data["memory"]["in_cache"] and data["cache"]["in_cache"]
+    assert {r["shape"] for r in data["memory"]["rows"]} == {targets.MEMORY_SHAPE}
+    assert {r["weight_copies"] for r in data["cache"]["rows"]} == {1}
+    for run in (data["memory"], data["cache"]):
+        assert all(r["rel_err"] is None or r["rel_err"] < gemm.max_rel_err(r["kernel"]) for r in run["rows"])
+    assert targets.table(data) in readme and f"--table --out bench/results/cpu/{name}" in readme
+
+
 def test_readme_a8_accuracy_table_is_what_the_script_prints():
     """The int8-activation table (`a8_accuracy.py --table`) comes from its committed JSON; the data-free
     recipe's exact row reproduces its committed result file (same pipeline, same weights); the calibrated

@@ -74,6 +74,15 @@ BF16_ACTS = {"semi24_bf16_acts": "semi24", "int4_bf16_acts": "int4", "int4_semi2
              "mxfp4_bf16_acts": "mxfp4"}
 
 
+def _shape(text: str) -> tuple[str, int, int] | None:
+    """An `NxK` shape (its own label), or None; K a multiple of 32 (every packed layout's granule here)."""
+    parts = text.split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    n, k = int(parts[0]), int(parts[1])
+    return (text, n, k) if n > 0 and k > 0 and k % 32 == 0 else None
+
+
 def max_rel_err(kernel: str) -> float:
     """The largest relative error a correct sparsekit kernel shows against its reference: fp32 sums, or for
     bf16 activations the bf16 output's rounding (half a bf16 ulp, 2^-9 of each value)."""
@@ -217,7 +226,8 @@ def table(result: dict, ms: tuple[int, ...] = (1, 16)) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", default="llama3-8b,smollm2", help="comma list of shape families: llama3-8b, smollm2")
+    p.add_argument("--shapes", default="llama3-8b,smollm2",
+                   help="comma list of shape families (llama3-8b, smollm2) or N x K shapes (e.g. 4096x14336)")
     p.add_argument("--ms", default=None, help="comma list of M (default 1,4,16,128,512)")
     p.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
     p.add_argument("--kernels", default=None, help=f"comma list among {', '.join(KERNELS)} (default all)")
@@ -243,18 +253,19 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     families = [f.strip() for f in args.shapes.split(",") if f.strip()]
-    bad = [f for f in families if f not in SHAPES]
+    bad = [f for f in families if f not in SHAPES and not _shape(f)]
     kernels = KERNELS if args.kernels is None else tuple(k.strip() for k in args.kernels.split(","))
     bad += [k for k in kernels if k not in KERNELS]
     if bad:
-        print(f"bench_cpu_gemm: unknown shape family or kernel {bad}; shapes: {', '.join(SHAPES)}; kernels: "
+        print(f"bench_cpu_gemm: unknown shape family or kernel {bad}; shapes: {', '.join(SHAPES)} or NxK; kernels: "
               f"{', '.join(KERNELS)}", file=sys.stderr)
         return 2
     has = {**_ext.cpu_info(), "auto": True, "scalar": True}
     if not has.get(args.path):
         print(f"bench_cpu_gemm: --path {args.path}: this CPU (or build) has no such path", file=sys.stderr)
         return 2
-    shapes = [s for f in families for s in (SHAPES[f][2:3] if args.quick else SHAPES[f])]
+    shapes = [s for f in families
+              for s in ((SHAPES[f][2:3] if args.quick else SHAPES[f]) if f in SHAPES else [_shape(f)])]
     ms = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16] if args.quick else MS)
     threads = [int(t) for t in args.threads.split(",")]
     model, flags = cpu_name()

@@ -1,7 +1,9 @@
 // Throughput of 512-bit vector instructions, alone and in pairs: 8 independent chains per kind, so latency does
 // not bind, and the cycles per loop iteration are the issue rate (the README's Zen 4 figures: every kind 1 a
 // cycle, pairs of kinds 1.3-1.4 cycles, vpermt2w + vdpbf16ps 1.9, vdpbf16ps + vfmadd231ps 2.0, 3 vdpbf16ps 3.1,
-// and the kernels' mixes).
+// the kernels' mixes, and the exact int4 kernel's whole chunk: 111-112 cycles per 8 rows x 128 inputs, 3.5 per
+// 32 inputs). This VM's figures move by up to 40% between runs (another tenant on the core): take the lowest of
+// a few runs.
 // Cycles assume a fixed clock (argv[1], GHz; 3.67 on the Zen 4 VM): the ratios between lines matter more than
 // the absolute numbers.
 //
@@ -28,7 +30,8 @@ constexpr long kIters = 100000000L;
                      "dec %0\n jnz 1b\n"                                                                           \
                      : "+r"(n)::"memory", "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6", "zmm7", "zmm10", \
                        "zmm11", "zmm12", "zmm13", "zmm14", "zmm15", "zmm16", "zmm17", "zmm20", "zmm21", "zmm22",    \
-                       "zmm23", "zmm24", "zmm25", "zmm26", "zmm27", "zmm30", "zmm31");                             \
+                       "zmm23", "zmm24", "zmm25", "zmm26", "zmm27", "zmm30", "zmm31", "zmm8", "zmm9", "zmm18", "zmm19",       \
+                       "zmm28", "zmm29");                             \
     std::printf("%-24s %6.2f cycles per 8\n", name, (now() - t) * ghz * 1e9 / kIters);                            \
   }
 #define FMA(i) "vfmadd231ps %%zmm31,%%zmm30,%%zmm1" #i "\n"
@@ -59,6 +62,24 @@ constexpr long kIters = 100000000L;
 #define LOOKUP_MIX(i) "vpsrld $4,%%zmm2" #i ",%%zmm" #i "\n vpermps %%zmm30,%%zmm" #i ",%%zmm" #i "\n" \
   "vfmadd231ps (%%rsp),%%zmm" #i ",%%zmm1" #i "\n"
 
+// The exact int4 kernel's whole work for one row and 128-input chunk at one token on fp32 activations (3 bf16
+// parts, g128): 4 lookups, 3 shifts, 12 dot products with the activations from L1, the two chains' add and the
+// scale FMA; 8 rows a step as the kernel (gemm_nibble_bf16.cpp), each row's chains started afresh. Per 8 rows:
+// 32 x 32 inputs. Registers: lookup t, chains a and b, accumulator c.
+#define ROW_PHASE(t, a, sh, off)                                                                       \
+  sh "vpermw %%zmm30," t "," t "\n vdpbf16ps " off "(%%rsp)," t "," a "\n vdpbf16ps " off "+64(%%rsp)," t "," a \
+     "\n vdpbf16ps " off "+128(%%rsp)," t "," a "\n"
+#define INT4_CHUNK_ROW(t, a, b, c)                                                                          \
+  "vpxord " a "," a "," a "\n vpxord " b "," b "," b "\n vmovdqa64 %%zmm29," t "\n"                            \
+  ROW_PHASE(t, a, "", "0") ROW_PHASE(t, b, "vpsrlw $4,%%zmm29," t "\n", "192")                               \
+  ROW_PHASE(t, a, "vpsrlw $8,%%zmm29," t "\n", "384") ROW_PHASE(t, b, "vpsrlw $12,%%zmm29," t "\n", "576")   \
+  "vaddps " a "," b "," a "\n vfmadd231ps %%zmm31," a "," c "\n"
+#define INT4_CHUNK_8ROWS                                                                                       \
+  INT4_CHUNK_ROW("%%zmm0", "%%zmm8", "%%zmm16", "%%zmm24") INT4_CHUNK_ROW("%%zmm1", "%%zmm9", "%%zmm17", "%%zmm25")  \
+  INT4_CHUNK_ROW("%%zmm2", "%%zmm10", "%%zmm18", "%%zmm26") INT4_CHUNK_ROW("%%zmm3", "%%zmm11", "%%zmm19", "%%zmm27") \
+  INT4_CHUNK_ROW("%%zmm4", "%%zmm12", "%%zmm20", "%%zmm24") INT4_CHUNK_ROW("%%zmm5", "%%zmm13", "%%zmm21", "%%zmm25") \
+  INT4_CHUNK_ROW("%%zmm6", "%%zmm14", "%%zmm22", "%%zmm26") INT4_CHUNK_ROW("%%zmm7", "%%zmm15", "%%zmm23", "%%zmm27")
+
 int main(int argc, char** argv) {
   if (argc > 1) ghz = std::atof(argv[1]);
   BENCH("vfmadd231ps", R8(FMA));
@@ -78,5 +99,6 @@ int main(int argc, char** argv) {
   BENCH("int4 + 2:4 mix (7)", R8(KEPT_MIX));
   BENCH("vdpbf16ps + vfmadd231ps", R8(DPBF_FMA));
   BENCH("lookup mix (3)", R8(LOOKUP_MIX));
+  BENCH("int4 chunk, 8 rows (32)", INT4_CHUNK_8ROWS);
   return 0;
 }

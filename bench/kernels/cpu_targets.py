@@ -1,0 +1,135 @@
+"""Where every CPU decode kernel stands against the CPU issue's targets, and what bounds the ones that miss.
+
+    python bench/kernels/cpu_targets.py --out bench/results/cpu/cpu_targets_zen4.json    # ~6 min, idle machine
+    python bench/kernels/cpu_targets.py --table --out bench/results/cpu/cpu_targets_zen4.json
+
+The targets are stated at one token on Llama-3-8B's 4096 x 14336 projection, at the same thread count: every
+decode kernel streams its packed bytes at >= 70% of the memory read bandwidth; int4 g128 >= 2x torch's
+`_weight_int4pack_mm_for_cpu` and >= 5x fp32 dense; int4 + 2:4 >= 1.25x int4; 2:4 with bf16 values >= 2.5x
+fp32 dense. Two runs of `bench_cpu_gemm.py` at 1 and 2 threads measure them:
+
+- from memory: 4096 x 14336, weights rotated past the last-level cache (the targets' setting), with the read
+  bandwidth measured in the same run;
+- from cache (`--in-cache`): 1024 x 14336, the same rows a quarter as many, one copy that stays in the last-level
+  cache (7-15 MiB for the packed layouts), so memory costs nothing: the rate the kernel's instructions allow.
+  As a fraction of the first run's read bandwidth it is the kernel's ceiling: a kernel whose ceiling is under
+  70% cannot reach the target from memory however its loads are scheduled; only fewer instructions per byte
+  would (the README says, per kernel, what those instructions are and why they are not fewer).
+
+Both runs are kept whole in one JSON (`memory`, `cache`: bench_cpu_gemm.py's own results), with the command and
+date; `--table` prints the README's two tables from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run from a plain checkout: the package is the tree itself
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import print_table  # noqa: E402  (after the path insert)
+
+MEMORY_SHAPE, CACHE_SHAPE = "4096x14336", "1024x14336"
+#: sparsekit's decode kernels (bench_cpu_gemm.py's names), each with what it multiplies
+DECODE = {"semi24": "2:4, bf16 values", "semi24_bf16_acts": "2:4, bf16 values; bf16 activations",
+          "int4": "int4 g128", "int4_bf16_acts": "int4 g128; bf16 activations",
+          "int4_semi24": "int4 + 2:4", "int4_semi24_bf16_acts": "int4 + 2:4; bf16 activations",
+          "mxfp4": "MXFP4", "mxfp4_bf16_acts": "MXFP4; bf16 activations", "int8": "int8 per channel",
+          "int4_a8": "int4 g128, int8 activations (cpu_a8)", "int4_semi24_a8": "int4 + 2:4, int8 activations",
+          "mxfp4_a8": "MXFP4, int8 activations", "int8_a8": "int8, int8 activations"}
+BASELINES = ("fp32", "torch_int4")
+TARGET = 0.70
+#: (target, kernel, baseline, ratio): kernel at least `ratio` times as fast as baseline
+SPEEDUPS = [("int4 g128 >= 2x torch int4", "int4", "torch_int4", 2.0),
+            ("int4 g128 >= 5x fp32 dense", "int4", "fp32", 5.0),
+            ("int4 + 2:4 >= 1.25x int4", "int4_semi24", "int4", 1.25),
+            ("int4 + 2:4 >= 1.25x int4 (int8 activations)", "int4_semi24_a8", "int4_a8", 1.25),
+            ("2:4 bf16 values >= 2.5x fp32 dense", "semi24", "fp32", 2.5)]
+
+
+def _rows(result: dict) -> dict[tuple[str, int], dict]:
+    return {(r["kernel"], r["threads"]): r for r in result["rows"] if r["m"] == 1}
+
+
+def table(result: dict) -> str:
+    """The README's tables: per kernel and thread count the fraction of the read bandwidth streamed from memory
+    and the ceiling (the from-cache rate over that same read bandwidth); then the speed-up targets."""
+    mem, cache = _rows(result["memory"]), _rows(result["cache"])
+    threads = sorted({t for _, t in mem})
+    reads = {t: result["memory"]["bandwidth"][str(t)]["read_gbps"] for t in threads}
+    head = ("| kernel | multiplies | " + " | ".join(f"{t}t: from memory | {t}t: ceiling" for t in threads)
+            + " | >= 70% |")
+    lines = [f"Read bandwidth (same run): " + ", ".join(f"{reads[t]:.1f} GB/s at {t} thread{'s' * (t > 1)}"
+                                                        for t in threads) + ".", "",
+             head, "|---" * (2 + 2 * len(threads) + 1) + "|"]
+    for kernel, what in DECODE.items():
+        if not any((kernel, t) in mem for t in threads):
+            continue
+        cells, verdicts = [], []
+        for t in threads:
+            m, c = mem.get((kernel, t)), cache.get((kernel, t))
+            frac = m["read_bw_fraction"] if m else None
+            ceil = c["gbps"] / reads[t] if c else None
+            cells.append("–" if m is None else f"{m['ms']:.3f} ms, {frac:.0%}")
+            cells.append("–" if c is None else f"{c['gbps']:.1f} GB/s, {ceil:.0%}")
+            if frac is None:
+                continue
+            verdicts.append(f"{t}t " + ("yes" if frac >= TARGET else
+                                        "no (ceiling below)" if ceil is not None and ceil < TARGET else "no"))
+        lines.append(f"| {kernel} | {what} | " + " | ".join(cells) + " | " + ", ".join(verdicts) + " |")
+    lines += ["", "| target | " + " | ".join(f"{t}t" for t in threads) + " | met |",
+              "|---" * (len(threads) + 2) + "|"]
+    for name, kernel, base, ratio in SPEEDUPS:
+        cells, met = [], []
+        for t in threads:
+            k, b = mem.get((kernel, t)), mem.get((base, t))
+            if k is None or b is None:
+                cells.append("–")
+                continue
+            x = b["ms"] / k["ms"]
+            cells.append(f"x{x:.2f} ({k['ms']:.3f} vs {b['ms']:.3f} ms)")
+            met.append(f"{t}t " + ("yes" if x >= ratio else "no"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " | " + ", ".join(met) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
+    p.add_argument("--budget", type=float, default=0.4, help="seconds of repeats per measurement [0.4]")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu" / "cpu_targets.json")
+    p.add_argument("--table", action="store_true", help="print the README tables of --out and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        return print_table("cpu_targets", args.out, table)
+    from bench.kernels import bench_cpu_gemm
+
+    common = ["--ms", "1", "--threads", args.threads, "--budget", str(args.budget)]
+    result = {"command": "python bench/kernels/cpu_targets.py " + shlex.join(argv),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "target_fraction": TARGET}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, shape, kernels, extra in [("memory", MEMORY_SHAPE, [*BASELINES, *DECODE], []),
+                                           ("cache", CACHE_SHAPE, list(DECODE), ["--in-cache"])]:
+            out = Path(tmp) / f"{key}.json"
+            rc = bench_cpu_gemm.main(["--shapes", shape, "--kernels", ",".join(kernels), *common, *extra,
+                                      "--out", str(out)])
+            if rc:
+                return rc
+            result[key] = json.loads(out.read_text())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
