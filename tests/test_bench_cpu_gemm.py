@@ -1,5 +1,7 @@
-"""bench/kernels/bench_cpu_gemm.py: a forced SIMD path is timed, checked and recorded; a bad one is exit 2."""
+"""bench/kernels/bench_cpu_gemm.py: a forced SIMD path is timed, checked and recorded; a bad one is exit 2.
+bench/kernels/cpu_targets.py: both runs kept, every kernel judged, a wrong one not."""
 
+import importlib
 import json
 
 import pytest
@@ -62,6 +64,9 @@ def test_cpu_targets_runs_both_measurements_and_judges_each_kernel(tmp_path, mon
     # the real pipeline on small shapes: the memory run (with the baselines) and the one-copy cache run
     monkeypatch.setattr(targets, "MEMORY_SHAPE", "64x512")
     monkeypatch.setattr(targets, "CACHE_SHAPE", "32x512")
+    # (the bandwidth probe, 2 GiB read twice, is timed by the tests above)
+    monkeypatch.setattr(importlib.import_module("bench.kernels.bench_cpu_gemm"), "bandwidth",
+                        lambda: {"read_gbps": 10.0, "copy_gbps": 10.0})
     out = tmp_path / "targets.json"
     assert targets.main(["--threads", "1", "--budget", "0.02", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
@@ -93,3 +98,27 @@ def test_cpu_targets_verdicts():
     assert lines["int4 g128 >= 5x fp32 dense"].endswith("| 1t no |") and "x4.00" in lines["int4 g128 >= 5x fp32 dense"]
     assert lines["int4 + 2:4 >= 1.25x int4"].endswith("| 1t no |")
     assert "| int4 g128 >= 2x torch int4 | – |" in targets.table(data)  # no torch_int4 row: no verdict
+
+
+def test_cpu_targets_a_kernel_over_the_target_is_met_whatever_its_ceiling():
+    targets = load_script("cpu_targets", "kernels")
+    bw = {"1": {"read_gbps": 10.0}}
+    row = {"kernel": "int8", "threads": 1, "m": 1, "ms": 1.0}
+    data = {"memory": {"bandwidth": bw, "rows": [{**row, "gbps": 7.5, "read_bw_fraction": 0.75}]},
+            "cache": {"bandwidth": bw, "rows": [{**row, "gbps": 6.0, "read_bw_fraction": 0.6}]}}
+    line = next(x for x in targets.table(data).splitlines() if x.startswith("| int8 |"))
+    assert line.endswith("| 1t yes |")  # a conservative ceiling (fixed costs on fewer rows) cannot unmeet it
+
+
+def test_cpu_targets_does_not_judge_a_wrong_kernel(tmp_path, monkeypatch, capsys):
+    targets = load_script("cpu_targets", "kernels")
+    gemm = importlib.import_module("bench.kernels.bench_cpu_gemm")  # the module cpu_targets runs
+    monkeypatch.setattr(targets, "MEMORY_SHAPE", "16x256")
+    monkeypatch.setattr(targets, "CACHE_SHAPE", "16x256")
+    monkeypatch.setattr(targets, "DECODE", {"int4": "int4 g128"})
+    monkeypatch.setattr(targets, "BASELINES", ())
+    monkeypatch.setattr(gemm, "max_rel_err", lambda kernel: -1.0)  # every kernel now counts as wrong
+    monkeypatch.setattr(gemm, "bandwidth", lambda: {"read_gbps": 1.0, "copy_gbps": 1.0})
+    out = tmp_path / "t.json"
+    assert targets.main(["--threads", "1", "--budget", "0.01", "--out", str(out)]) == 1
+    assert "int4 (1t" in capsys.readouterr().err and not out.exists()

@@ -4,9 +4,10 @@
     python bench/kernels/bench_cpu_gemm.py --quick                      # 2 shapes, M in {1, 16}
     python bench/kernels/bench_cpu_gemm.py --shapes llama3-8b --ms 1 --threads 1 --out /tmp/cpu.json
     python bench/kernels/bench_cpu_gemm.py --path avx2 --kernels int4,int8 --out /tmp/avx2.json  # a forced path
+    python bench/kernels/bench_cpu_gemm.py --shapes 1024x14336 --ms 1 --in-cache --out /tmp/c.json  # one N x K shape
 
 For every weight shape (N x K: Llama-3-8B 4096x4096 q/o, 1024x4096 k/v, 14336x4096 gate/up, 4096x14336
-down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down), every M (tokens: 1, 4,
+down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down; or shapes named `NxK`), every M (tokens: 1, 4,
 16 decode; 128, 512 prefill) and every thread count, with random weights (never zeros):
 
 - correctness first: every packed kernel's output against the reference on the same input (relative

@@ -14,8 +14,8 @@ constexpr int kRows = 4;
 constexpr int kTokens = 4;  // tokens a tile
 
 // The scales of a block of rows as fp32 (int4's fp16 ones; MXFP4's E8M0 ones, a scale per 32 inputs, as
-// e8m0_to_float gives them) and int4's zero points - 8, converted once per block: per chunk and row a broadcast
-// or masked load then feeds the FMA. (In the int4 + 2:4 kernel at one bf16 part a scalar fp16 load, vcvtph2ps and
+// e8m0_to_float gives them) and int4's zero points - 8, converted once per block: per chunk and row a broadcast,
+// plain or masked load (lane_values, below) then feeds the FMA. (In the int4 + 2:4 kernel at one bf16 part a scalar fp16 load, vcvtph2ps and
 // a broadcast were 3 of the ~13 vector instructions of a chunk and row; MXFP4's per-chunk E8M0 decode was 7.)
 struct BlockScales {
   std::vector<float> scales, zeros_m8;
@@ -76,9 +76,11 @@ struct ChunkGroups {
 
 // a chunk's 16 fp32 lanes of scales (or zero points - 8) from a row's fp32 ones (BlockScales, above): one
 // broadcast load, or a load of the chunk's groups and a permute. MXFP4's whole chunks hold 4 blocks: a plain
-// 16-byte load (with the masked load, its mask read per row and chunk, MXFP4 on bf16 activations ran 3% slower
-// at one token and 20% at 4 tokens from DRAM on Zen 4); Tail (the short last chunk) masks the blocks past the
-// row's end, which a plain load would take from the next row (a NaN scale there would reach this row).
+// 16-byte load (with the masked load, its mask read per row and chunk, MXFP4 on fp32 activations, where nothing
+// else changed, ran 1% slower at one token and 4% at 4 tokens from DRAM on Zen 4; on bf16 activations, with the
+// one-chain change of gemm_nibble_bf16.cpp, the two together gained 3% and 19%). Tail (the short last chunk)
+// masks the blocks past the row's end, which a plain load would take from the next row (a NaN scale there would
+// reach this row) or, for a block's last row, from past the end of BlockScales::scales.
 template <Mode M, bool Tail = true>
 inline __m512 lane_values(const float* row, const ChunkGroups& cg, int64_t c) {
   const float* at = row + cg.first[c];

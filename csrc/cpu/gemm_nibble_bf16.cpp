@@ -112,8 +112,9 @@ __attribute__((always_inline)) inline void chunk(const Packed& p, const ChunkGro
     for (int t = 0; t < MT; ++t) {
       const uint16_t* xt = xr + t * C * kChunkWords;
       // with 2-3 parts two chains (even and odd phases), so that vdpbf16ps's latency overlaps (one chain of 12
-      // took 3.9 cycles per 32 inputs against 3.55 in L2 on Zen 4); one part, one chain of 4: the add of the
-      // two is then an instruction in ~14 a row and chunk (int4 on bf16 activations 2.03 -> 1.88 cycles)
+      // took 3.9 cycles per 32 inputs of a row against 3.55, in L2 on Zen 4: bench/kernels/cpu/bf16_parts_cycles.cpp);
+      // one part, one chain of 4: the add of the two is then an instruction in ~14 a row and chunk (int4 on bf16
+      // activations 2.03 -> 1.88 cycles per 32 inputs there)
       constexpr bool kTwo = S > 1;
       __m512 d0 = _mm512_setzero_ps(), d1 = _mm512_setzero_ps();
 #pragma GCC unroll 3
