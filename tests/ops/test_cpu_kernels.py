@@ -143,12 +143,13 @@ def test_simd_paths_outside_their_fastest_loops(kind, k, opts, path):
         assert rel(cpu_linear(x, layout, bias, path=path), packed_linear_reference(x, layout, bias)) < 1e-5, m
 
 
-@pytest.mark.parametrize("n, k", [(7, 128), (7, 608), (2, 64), (1, 640), (7, 6208), (6, 6240)])
+@pytest.mark.parametrize("n, k", [(7, 128), (7, 608), (2, 64), (1, 640), (7, 6208), (6, 6240), (3, 12352),
+                                  (5, 12384)])
 @pytest.mark.parametrize("path", SIMD_PATHS)
 def test_semi24_bf16_rows_left_over_from_the_row_tiles(n, k, path):
     """2:4 with bf16 values (AVX-512) takes 4 rows a step at one token and 2 at two or three where a tile's
     activations pass 24 KB (K > 6144 at one token), one row a step below: row counts that leave rows over,
-    64-input steps with and without a 32-input step after them, every tile of tokens."""
+    64-input steps with and without a 32-input step after them, every tile of tokens (K up to 12384)."""
     layout = make("semi24", n, k, values=torch.bfloat16, seed=n + k)
     bias = torch.randn(n, generator=_gen(5))
     for m in (1, 2, 3, 4, 5, 6, 9, 16):
