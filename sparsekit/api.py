@@ -27,6 +27,7 @@ from sparsekit.recipe import STRUCTURED_STEPS, Heal, Recipe, Reconstruct, load_r
 from sparsekit.steps.records import PruneRecord, QuantizeRecord, StepRecord, records_from_dicts
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.env import device_name, versions
+from sparsekit.utils.pages import place_if_asked
 
 #: Keys of every report (docs/ARCHITECTURE.md §8); a value that was not measured is None.
 REPORT_KEYS = ("model", "recipe", "ppl", "tokens", "tasks", "sparsity", "bytes", "latency_ms", "tokens_per_s",
@@ -215,7 +216,9 @@ def load(path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", device: 
 
     dev = resolve_device(device)
     model, tokenizer = load_checkpoint(path, resolve_dtype(dtype, dev), backend)
-    return model.to(dev), tokenizer
+    model = model.to(dev)
+    place_if_asked(model)  # SPARSEKIT_HUGE_PAGES=1: weights on 2 MiB pages (sparsekit.utils.pages)
+    return model, tokenizer
 
 
 def evaluate(model: str | os.PathLike | torch.nn.Module, tokenizer=None, *, ppl: Sequence[str] = ("wikitext2",),

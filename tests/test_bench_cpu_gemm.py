@@ -1,8 +1,10 @@
 """bench/kernels/bench_cpu_gemm.py: a forced SIMD path is timed, checked and recorded; a bad one is exit 2.
-bench/kernels/cpu_targets.py: both runs kept, every kernel judged, a wrong one not."""
+bench/kernels/cpu_targets.py: both runs kept, every kernel judged, a wrong one not.
+bench/kernels/cpu/huge_pages.py: both reads and the move onto 2 MiB pages recorded."""
 
 import importlib
 import json
+import os
 
 import pytest
 
@@ -35,16 +37,19 @@ def test_a_path_this_cpu_lacks_or_an_unknown_one_is_exit_2(tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_in_cache_times_one_copy_of_each_weight(tmp_path):
+def test_in_cache_times_one_copy_of_each_weight(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPARSEKIT_HUGE_PAGES", raising=False)
     out = tmp_path / "gemm.json"
     args = ["--shapes", "smollm2", "--quick", "--ms", "1", "--threads", "1", "--kernels", "fp32,int4", "--budget",
             "0.05", "--out", str(out)]
     assert _bench().main([*args, "--in-cache"]) == 0
     data = json.loads(out.read_text())
     assert data["in_cache"] and {r["weight_copies"] for r in data["rows"]} == {1}
-    assert _bench().main(args) == 0  # the default rotates copies past the cache (several for these small weights)
-    data = json.loads(out.read_text())
+    assert _bench().main([*args, "--pages", "2m"]) == 0  # the default rotates copies past the cache (several
+    data = json.loads(out.read_text())                   # for these small weights)
     assert not data["in_cache"] and min(r["weight_copies"] for r in data["rows"]) > 1
+    assert data["pages"]["asked"] == "2m"
+    assert "SPARSEKIT_HUGE_PAGES" not in os.environ  # set for the run (the extension's own copies), then restored
 
 
 def test_an_n_by_k_shape_is_its_own_label_and_a_bad_one_is_exit_2(tmp_path, capsys):
@@ -66,7 +71,7 @@ def test_cpu_targets_runs_both_measurements_and_judges_each_kernel(tmp_path, mon
     monkeypatch.setattr(targets, "CACHE_SHAPE", "32x512")
     # (the bandwidth probe, 2 GiB read twice, is timed by the tests above)
     monkeypatch.setattr(importlib.import_module("bench.kernels.bench_cpu_gemm"), "bandwidth",
-                        lambda: {"read_gbps": 10.0, "copy_gbps": 10.0})
+                        lambda huge=False: {"read_gbps": 10.0, "copy_gbps": 10.0})
     out = tmp_path / "targets.json"
     assert targets.main(["--threads", "1", "--budget", "0.02", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
@@ -74,6 +79,7 @@ def test_cpu_targets_runs_both_measurements_and_judges_each_kernel(tmp_path, mon
     assert {r["kernel"] for r in data["memory"]["rows"]} == {*targets.BASELINES, *targets.DECODE}
     assert {r["kernel"] for r in data["cache"]["rows"]} == set(targets.DECODE)
     assert data["cache"]["in_cache"] and not data["memory"]["in_cache"]
+    assert data["memory"]["pages"]["asked"] == data["cache"]["pages"]["asked"] == "4k"  # a model's by default
     text = targets.table(data)
     assert all(f"| {k} |" in text for k in targets.DECODE) and "int4 + 2:4 >= 1.25x int4" in text
 
@@ -118,7 +124,42 @@ def test_cpu_targets_does_not_judge_a_wrong_kernel(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(targets, "DECODE", {"int4": "int4 g128"})
     monkeypatch.setattr(targets, "BASELINES", ())
     monkeypatch.setattr(gemm, "max_rel_err", lambda kernel: -1.0)  # every kernel now counts as wrong
-    monkeypatch.setattr(gemm, "bandwidth", lambda: {"read_gbps": 1.0, "copy_gbps": 1.0})
+    monkeypatch.setattr(gemm, "bandwidth", lambda huge=False: {"read_gbps": 1.0, "copy_gbps": 1.0})
     out = tmp_path / "t.json"
     assert targets.main(["--threads", "1", "--budget", "0.01", "--out", str(out)]) == 1
     assert "int4 (1t" in capsys.readouterr().err and not out.exists()
+
+
+def test_cpu_targets_pages_table_compares_two_runs(tmp_path, capsys):
+    targets = load_script("cpu_targets", "kernels")
+
+    def run(read, ms):
+        rows = [{"kernel": k, "threads": 1, "m": 1, "ms": ms} for k in ("fp32", "int4")]
+        return {"memory": {"bandwidth": {"1": {"read_gbps": read}}, "rows": rows}}
+
+    text = targets.pages_table(run(30.0, 2.0), run(36.0, 1.5))
+    assert "| read (GB/s) | 30.0 | 36.0 | +20% |" in text and "| int4 | 2.000 ms | 1.500 ms | -25% |" in text
+    assert "| int8 | – | – | – |" in text  # a kernel neither run timed
+    huge = tmp_path / "2m.json"
+    huge.write_text(json.dumps(run(36.0, 1.5)))
+    missing = tmp_path / "4k.json"
+    assert targets.main(["--table", "--out", str(huge), "--versus", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_huge_pages_script_records_both_reads_and_the_move(tmp_path, monkeypatch, capsys):
+    from sparsekit.utils.pages import unavailable
+
+    script = load_script("huge_pages", "kernels/cpu")
+    out = tmp_path / "pages.json"
+    args = ["--threads", "1", "--rounds", "1", "--gib", "0.05", "--collapse-gib", "0.02", "--out", str(out)]
+    if unavailable():
+        assert script.main(args) == 2 and not out.exists()
+        return
+    assert script.main(args) == 0
+    data = json.loads(out.read_text())
+    assert set(data["read"]["1"]) == {"4k", "2m"} and all(v["median_gbps"] > 0 for v in data["read"]["1"].values())
+    assert data["collapse"]["bytes"] > 0 and data["command"].startswith("python bench/kernels/cpu/huge_pages.py")
+    monkeypatch.setenv("SPARSEKIT_HUGE_PAGES", "0")  # nothing can move: exit 2, the reason, nothing written
+    out.unlink()
+    assert script.main(args) == 2 and "SPARSEKIT_HUGE_PAGES=0" in capsys.readouterr().err and not out.exists()

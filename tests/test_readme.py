@@ -163,9 +163,16 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
         assert all(r["from_checkpoint"] == (r["recipe"] is not None) for r in data["rows"])
         assert decode.table(data) in readme and f"--table --out bench/results/cpu/{name}" in readme
     for name in ("llama32_1b_random_decode.json", "llama32_1b_random_decode_zen4_semi24.json",
-                 "llama32_1b_random_decode_zen4_bf16.json"):
+                 "llama32_1b_random_decode_zen4_bf16.json", *(f"llama32_1b_random_decode_zen4_pages_{p}.json"
+                                                              for p in ("4k", "2m", "4k_1t", "2m_1t"))):
         data = json.loads((REPO / "bench" / "results" / "cpu" / name).read_text())
         assert data["model"] == "llama-3.2-1b-random" and decode.table(data) in readme
+        if "_pages_" in name:  # measured with the pages (and threads) its name says, by the README's command
+            pages = "1" if "_2m" in name else "0"
+            assert data["command"].startswith(f"SPARSEKIT_HUGE_PAGES={pages} ")
+            assert ("OMP_NUM_THREADS=1" in data["command"]) == name.endswith("_1t.json")
+            assert {r["threads"] for r in data["rows"]} == ({1} if name.endswith("_1t.json") else {2})
+            assert f"--out bench/results/cpu/{name}" in readme
     assert "python bench/kernels/bench_cpu_gemm.py --table" in readme
     assert "python bench/experiments/cpu_decode.py --table" in readme
 
@@ -204,6 +211,15 @@ def test_readme_cpu_targets_table_is_what_the_script_prints():
     for run in (data["memory"], data["cache"]):
         assert all(r["rel_err"] is None or r["rel_err"] < gemm.max_rel_err(r["kernel"]) for r in run["rows"])
     assert targets.table(data) in readme and f"--table --out bench/results/cpu/{name}" in readme
+    # the same on 2 MiB pages, and the README's comparison of the two runs
+    huge = json.loads((REPO / "bench" / "results" / "cpu" / "cpu_targets_zen4_2m.json").read_text())
+    assert data["memory"]["pages"]["asked"] == "4k" and huge["memory"]["pages"]["asked"] == "2m"
+    assert huge["memory"]["pages"]["unavailable"] is None and "--pages 2m" in huge["command"]
+    assert targets.pages_table(data, huge) in readme
+    assert f"--table --out bench/results/cpu/cpu_targets_zen4_2m.json --versus bench/results/cpu/{name}" in readme
+    for earlier, pages in (("cpu_targets_zen4_4k_1805.json", "4k"), ("cpu_targets_zen4_2m_1806.json", "2m")):
+        run = json.loads((REPO / "bench" / "results" / "cpu" / earlier).read_text())
+        assert run["memory"]["pages"]["asked"] == pages and f"bench/results/cpu/{earlier}" in readme.replace("\n", " ")
 
 
 def test_readme_a8_accuracy_table_is_what_the_script_prints():

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -116,8 +117,12 @@ def load(model_name: str, dtype: str):
     if model_name == "llama-3.2-1b-random":
         from transformers import AutoModelForCausalLM, LlamaConfig
 
+        from sparsekit.utils.pages import place_if_asked
+
         torch.manual_seed(0)
-        return AutoModelForCausalLM.from_config(LlamaConfig(**LLAMA32_1B), dtype=getattr(torch, dtype)).eval(), None
+        model = AutoModelForCausalLM.from_config(LlamaConfig(**LLAMA32_1B), dtype=getattr(torch, dtype)).eval()
+        place_if_asked(model)  # as load_model does (SPARSEKIT_HUGE_PAGES=1: sparsekit.utils.pages)
+        return model, None
     return load_model(model_name, dtype=dtype, device="cpu")
 
 
@@ -190,6 +195,15 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
+#: the environment that changes what a run measures (the variants' processes inherit it)
+ENV_KEYS = ("SPARSEKIT_HUGE_PAGES", "OMP_NUM_THREADS")
+
+
+def _env_prefix() -> str:
+    """`KEY=value ` for each of `ENV_KEYS` set here: part of the command that re-runs a result."""
+    return "".join(f"{k}={shlex.quote(os.environ[k])} " for k in ENV_KEYS if k in os.environ)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -228,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {"model": args.model, "prefill": args.prefill, "decode": args.decode, "repeats": args.repeats,
             "batch": args.batch,
             "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python bench/experiments/cpu_decode.py " + shlex.join(argv), "rows": []}
+            "command": _env_prefix() + "python bench/experiments/cpu_decode.py " + shlex.join(argv), "rows": []}
     for name in names:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--prefill", str(args.prefill),
                "--decode", str(args.decode), "--repeats", str(args.repeats), "--model", args.model,

@@ -22,7 +22,10 @@ down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down; or
 - bytes: the weight as stored (packed tensors, or the dense matrix) + activations + output; GB/s of
   that over the median time, and its fraction of the memory bandwidth **measured in the same run** with
   the same threads (`read`: a sum over a buffer far larger than the last-level cache; `copy`: a copy of
-  one). Decode (M <= 16) is bound by that stream, so the fraction is its figure of merit.
+  one). Decode (M <= 16) is bound by that stream, so the fraction is its figure of merit;
+- pages: the weights and the bandwidth buffers on torch's 4 KiB pages, as a model's are by default, or with
+  `--pages 2m` on 2 MiB pages where the OS gives them (`sparsekit.utils.pages`, what SPARSEKIT_HUGE_PAGES=1
+  does to a loaded model; one core reads 12-20% faster from those on the Zen 4 VM: see the README).
 
 Kernels: `fp32` and `bf16` dense (torch.nn.functional.linear), `torch_int8` (aten._weight_int8pack_mm,
 per channel), `torch_int4` (aten._weight_int4pack_mm_for_cpu, g128), and sparsekit's CPU kernels
@@ -45,6 +48,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -58,6 +62,8 @@ if str(ROOT) not in sys.path:  # run from a plain checkout: the package is the t
 from bench.common import print_table  # noqa: E402  (after the path insert)
 
 import torch  # noqa: E402
+
+from sparsekit.utils.pages import to_huge_pages, unavailable  # noqa: E402
 
 SHAPES = {"llama3-8b": [("llama3-8b q/o", 4096, 4096), ("llama3-8b k/v", 1024, 4096),
                         ("llama3-8b gate/up", 14336, 4096), ("llama3-8b down", 4096, 14336)],
@@ -120,12 +126,15 @@ def llc_bytes() -> int:
     return 64 * 2 ** 20
 
 
-def bandwidth(gib: float = 2.0) -> dict:
+def bandwidth(gib: float = 2.0, huge: bool = False) -> dict:
     """Read and copy rates (GB/s) of a buffer far larger than the last-level cache, with the current threads.
-    Read is the faster of a sum and a BLAS dot product over the buffer (both stream it once)."""
+    Read is the faster of a sum and a BLAS dot product over the buffer (both stream it once). `huge`: the
+    buffers on 2 MiB pages, as the weights are with `--pages 2m`: one core reads faster from them."""
     n = int(gib * 2 ** 30 // 4)
     src = torch.ones(n)
-    dst = torch.empty_like(src)
+    dst = torch.zeros_like(src)  # written, so that there are pages to move
+    if huge:
+        to_huge_pages([src, dst])
     t_read = min(median_time(lambda: src.sum(), min_reps=3, budget_s=2.0)[0],
                  median_time(lambda: torch.dot(src, src), min_reps=3, budget_s=2.0)[0])
     t_copy = median_time(lambda: dst.copy_(src), min_reps=3, budget_s=2.0)[0]
@@ -138,11 +147,16 @@ def copies_for(wbytes: int, llc: int) -> int:
     return max(1, min(64, -(-2 * llc // max(1, wbytes))))
 
 
-def _rotating(make_fn, tensors: list[torch.Tensor], wbytes: int, llc: int, sets: list | None = None):
+def _rotating(make_fn, tensors: list[torch.Tensor], wbytes: int, llc: int, sets: list | None = None,
+              huge: bool = False):
     """fn(x) that uses the next of `copies_for` clones of `tensors` on every call (see `copies_for`); `sets`:
-    the clones of another kernel of the same weight (`fn.sets`), shared instead of made again (memory)."""
+    the clones of another kernel of the same weight (`fn.sets`), shared instead of made again (memory).
+    `huge`: every copy on 2 MiB pages where a whole one fits (`sparsekit.utils.pages`)."""
     if sets is None:
         sets = [tensors] + [[t.clone() for t in tensors] for _ in range(copies_for(wbytes, llc) - 1)]
+        if huge:
+            for ts in sets:
+                to_huge_pages(ts)
     fns = [make_fn(*ts) for ts in sets]
     i = [0]
 
@@ -154,9 +168,10 @@ def _rotating(make_fn, tensors: list[torch.Tensor], wbytes: int, llc: int, sets:
     return fn
 
 
-def make_weights(n: int, k: int, seed: int, llc: int, path: str = "auto") -> dict:
+def make_weights(n: int, k: int, seed: int, llc: int, path: str = "auto", huge: bool = False) -> dict:
     """Every layout of one random weight, plus the torch baselines' own packings:
-    name -> (fn(x) rotating over weight copies, weight bytes, layout or None); sparsekit's kernels on `path`."""
+    name -> (fn(x) rotating over weight copies, weight bytes, layout or None); sparsekit's kernels on `path`;
+    `huge`: the copies on 2 MiB pages (`_rotating`)."""
     from sparsekit.ops.backends.cpu import cpu_linear
     from sparsekit.pack import MXFP4, Int4, Int4Semi24, Int8, Semi24
     from sparsekit.prune.patterns import nm_mask
@@ -173,20 +188,21 @@ def make_weights(n: int, k: int, seed: int, llc: int, path: str = "auto") -> dic
                "mxfp4": MXFP4.pack(get_format("mxfp4").quantize(w)),
                "int8": Int8(q8.shape, q8.codes.to(torch.int8), q8.scales.reshape(-1).half())}
     linear = torch.nn.functional.linear
-    out = {"fp32": (_rotating(lambda t: lambda x: linear(x, t), [w], w.numel() * 4, llc), w.numel() * 4, None),
-           "bf16": (_rotating(lambda t: lambda x: linear(x.bfloat16(), t), [w.bfloat16()], w.numel() * 2, llc),
-                    w.numel() * 2, None)}
+    out = {"fp32": (_rotating(lambda t: lambda x: linear(x, t), [w], w.numel() * 4, llc, huge=huge),
+                    w.numel() * 4, None),
+           "bf16": (_rotating(lambda t: lambda x: linear(x.bfloat16(), t), [w.bfloat16()], w.numel() * 2, llc,
+                              huge=huge), w.numel() * 2, None)}
     codes8, scales8 = q8.codes.to(torch.int8).contiguous(), q8.scales.reshape(-1).float().contiguous()
     b8 = codes8.numel() + n * 4
     out["torch_int8"] = (_rotating(lambda c, sc: lambda x: torch.ops.aten._weight_int8pack_mm(x, c, sc),
-                                   [codes8, scales8], b8, llc), b8, None)
+                                   [codes8, scales8], b8, llc, huge=huge), b8, None)
     if k % 128 == 0:  # torch's CPU int4 kernel takes groups of 32..256 that divide K
         wq = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=g)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(wq, 1)
         sz = torch.rand(k // 128, n, 2, generator=g) * 0.01
         b4 = packed.numel() * packed.element_size() + sz.numel() * 4
         out["torch_int4"] = (_rotating(lambda pk, s: lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, pk, 128, s),
-                                       [packed, sz], b4, llc), b4, None)
+                                       [packed, sz], b4, llc, huge=huge), b4, None)
     variants = {**A8, **BF16_ACTS}
     for name, layout in [*layouts.items(), *((v, layouts[base]) for v, base in variants.items())]:
         fields, acts = list(layout.tensors()), "int8" if name in A8 else "float"
@@ -196,8 +212,8 @@ def make_weights(n: int, k: int, seed: int, llc: int, path: str = "auto") -> dic
             type(lay).from_tensors(lay.shape, dict(zip(names, ts)), lay.attrs())))(layout, fields, acts, cast)
         # the variants read their base layout's copies
         shared = out[variants[name]][0].sets if name in variants else None
-        out[name] = (_rotating(make, list(layout.tensors().values()), layout.nbytes, llc, shared), layout.nbytes,
-                     layout)
+        out[name] = (_rotating(make, list(layout.tensors().values()), layout.nbytes, llc, shared, huge),
+                     layout.nbytes, layout)
     return out
 
 
@@ -240,14 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-cache", action="store_true",
                    help="one copy of each weight, so that a weight that fits the last-level cache is read from it: "
                         "the kernels' compute ceiling, the rate they would reach if memory were free")
+    p.add_argument("--pages", choices=("4k", "2m"), default="4k",
+                   help="weights and the bandwidth buffers on torch's 4 KiB pages (default: what a model gets "
+                        "unless SPARSEKIT_HUGE_PAGES=1) or on 2 MiB pages where the OS gives them")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     args = p.parse_args(argv)
     if args.table:
         return print_table("bench_cpu_gemm", args.out, table)
     from sparsekit import _ext
-    from sparsekit.ops.backends.cpu import fake_quant_acts
-    from sparsekit.ops.backends.reference import packed_linear_reference
-    from sparsekit.utils.env import versions
 
     if not _ext.cpu_available():
         print("sparsekit._cpu is not built: install with a C++ compiler (pip install --no-build-isolation -e .)",
@@ -269,23 +285,48 @@ def main(argv: list[str] | None = None) -> int:
               for s in ((SHAPES[f][2:3] if args.quick else SHAPES[f]) if f in SHAPES else [_shape(f)])]
     ms = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16] if args.quick else MS)
     threads = [int(t) for t in args.threads.split(",")]
+    # with 2 MiB pages, also the weight copies the extension builds for itself (int4 + 2:4 a8 tiles); restored
+    # after, for a caller in the same process (cpu_targets.py, the tests)
+    before = os.environ.get("SPARSEKIT_HUGE_PAGES")
+    if args.pages == "2m":
+        os.environ["SPARSEKIT_HUGE_PAGES"] = "1"
+    try:
+        _measure(args, argv, has, shapes, kernels, ms, threads)
+    finally:
+        if before is None:
+            os.environ.pop("SPARSEKIT_HUGE_PAGES", None)
+        else:
+            os.environ["SPARSEKIT_HUGE_PAGES"] = before
+    print(f"-> {args.out}")
+    return 0
+
+
+def _measure(args: argparse.Namespace, argv: list[str], has: dict, shapes: list, kernels: tuple[str, ...],
+             ms: list[int], threads: list[int]) -> None:
+    """main's measurement: every shape, M, thread count and kernel (`has`: the extension's `cpu_info()`), the
+    JSON rewritten after every shape."""
+    from sparsekit.ops.backends.cpu import fake_quant_acts
+    from sparsekit.ops.backends.reference import packed_linear_reference
+    from sparsekit.utils.env import versions
+
     model, flags = cpu_name()
     llc = llc_bytes()
     result = {"cpu": model, "cpu_flags": flags, "llc_bytes": llc, "in_cache": args.in_cache,
               "avx512_path": has.get("avx512", False),
               "avx2_path": has.get("avx2", False), "prefetch": has.get("prefetch"), "path": args.path,
-              "threads": threads,
+              "threads": threads, "pages": {"asked": args.pages, "unavailable": unavailable()},
               "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/kernels/bench_cpu_gemm.py " + shlex.join(argv), "bandwidth": {}, "rows": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for nt in threads:
         torch.set_num_threads(nt)
-        bw = bandwidth()
+        bw = bandwidth(huge=args.pages == "2m")
         result["bandwidth"][str(nt)] = bw
         print(f"threads {nt}: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s", flush=True)
         for si, (label, n, k) in enumerate(shapes):
             # rotating over copies that fill twice an LLC of 0 bytes: one copy
-            runners = make_weights(n, k, seed=si, llc=0 if args.in_cache else llc, path=args.path)
+            runners = make_weights(n, k, seed=si, llc=0 if args.in_cache else llc, path=args.path,
+                                   huge=args.pages == "2m")
             for m in ms:
                 xs = [torch.randn(m, k, generator=torch.Generator().manual_seed(i)) for i in range(4)]
                 base = None
@@ -328,8 +369,6 @@ def main(argv: list[str] | None = None) -> int:
                           f"({row['read_bw_fraction']:.0%} of read)  x{row['speedup_vs_fp32'] or 0:.2f} vs fp32",
                           flush=True)
             args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
     python bench/kernels/cpu_targets.py --out bench/results/cpu/cpu_targets_zen4.json    # ~6 min, idle machine
     python bench/kernels/cpu_targets.py --table --out bench/results/cpu/cpu_targets_zen4.json
+    python bench/kernels/cpu_targets.py --pages 2m --out bench/results/cpu/cpu_targets_zen4_2m.json  # 2 MiB pages
+    python bench/kernels/cpu_targets.py --table --out bench/results/cpu/cpu_targets_zen4_2m.json --versus bench/results/cpu/cpu_targets_zen4.json
 
 The targets are stated at one token on Llama-3-8B's 4096 x 14336 projection, at the same thread count: every
 decode kernel streams its packed bytes at >= 70% of the memory read bandwidth; int4 g128 >= 2x torch's
@@ -9,7 +11,8 @@ decode kernel streams its packed bytes at >= 70% of the memory read bandwidth; i
 fp32 dense. Two runs of `bench_cpu_gemm.py` at 1 and 2 threads measure them:
 
 - from memory: 4096 x 14336, weights rotated past the last-level cache (the targets' setting), with the read
-  bandwidth measured in the same run;
+  bandwidth measured in the same run, weights and read buffer on the same pages (`--pages`: torch's 4 KiB, as a
+  model's are by default, or 2 MiB where the OS gives them, as SPARSEKIT_HUGE_PAGES=1 places a model's);
 - from cache (`--in-cache`): 1024 x 14336, the same rows a quarter as many, one copy that stays in the last-level
   cache (5.5-16 MiB for the packed layouts), so memory costs nothing: the rate the kernel's instructions allow.
   As a fraction of the first run's read bandwidth it is the kernel's ceiling: a kernel whose ceiling is under
@@ -104,19 +107,50 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def pages_table(small: dict, huge: dict) -> str:
+    """The README's page comparison: two runs of this script (`--pages 4k`, `--pages 2m`), per kernel and thread
+    count the time from memory on each and the change, with each run's read bandwidth first."""
+    a, b = _rows(small["memory"]), _rows(huge["memory"])
+    threads = sorted({t for _, t in a} & {t for _, t in b})
+    read = [(small["memory"]["bandwidth"][str(t)]["read_gbps"], huge["memory"]["bandwidth"][str(t)]["read_gbps"])
+            for t in threads]
+    lines = ["| kernel | " + " | ".join(f"{t}t: 4 KiB | {t}t: 2 MiB | {t}t: change" for t in threads) + " |",
+             "|---" * (1 + 3 * len(threads)) + "|",
+             "| read (GB/s) | " + " | ".join(f"{x:.1f} | {y:.1f} | {y / x - 1:+.0%}" for x, y in read) + " |"]
+    for kernel in (*BASELINES, *DECODE):
+        cells = []
+        for t in threads:
+            x, y = a.get((kernel, t)), b.get((kernel, t))
+            cells.append("– | – | –" if x is None or y is None else
+                         f"{x['ms']:.3f} ms | {y['ms']:.3f} ms | {y['ms'] / x['ms'] - 1:+.0%}")
+        lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
     p.add_argument("--budget", type=float, default=0.4, help="seconds of repeats per measurement [0.4]")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu" / "cpu_targets.json")
+    p.add_argument("--pages", choices=("4k", "2m"), default="4k",
+                   help="weights and bandwidth buffers on 4 KiB pages (default, a model's unless "
+                        "SPARSEKIT_HUGE_PAGES=1) or 2 MiB pages")
     p.add_argument("--table", action="store_true", help="print the README tables of --out and exit")
+    p.add_argument("--versus", type=Path, default=None,
+                   help="with --table: a run on 4 KiB pages; prints how --out (a --pages 2m run) differs from it")
     args = p.parse_args(argv)
+    if args.table and args.versus is not None:
+        if not args.versus.is_file():
+            print(f"cpu_targets: {args.versus} does not exist; run the measurement first", file=sys.stderr)
+            return 2
+        small = json.loads(args.versus.read_text())
+        return print_table("cpu_targets", args.out, lambda huge: pages_table(small, huge))
     if args.table:
         return print_table("cpu_targets", args.out, table)
     from bench.kernels import bench_cpu_gemm
 
-    common = ["--ms", "1", "--threads", args.threads, "--budget", str(args.budget)]
+    common = ["--ms", "1", "--threads", args.threads, "--budget", str(args.budget), "--pages", args.pages]
     result = {"command": "python bench/kernels/cpu_targets.py " + shlex.join(argv),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "target_fraction": TARGET}
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,6 +23,10 @@
 #include <unordered_map>
 #include <vector>
 
+#ifdef __linux__
+#include <sys/mman.h>  // madvise
+#endif
+
 #include "packed_cpu.h"
 
 #ifndef SPARSEKIT_VERSION
@@ -184,6 +188,23 @@ std::string path_of(const Packed& p, const std::string& want) {
 // counters: a tensor changed in place by a torch op since builds it again. Writes that bypass the counter (through
 // `.data`, a NumPy view, an inference tensor inside inference mode) are not seen: `a8_tiles_clear()` drops every
 // copy. A copy is as large as the stored codes, positions and scales (`a8_tiles_bytes()` says how much is held).
+// With SPARSEKIT_HUGE_PAGES=1, the copy goes on 2 MiB pages, as sparsekit.utils.pages places the stored weights:
+// advised before the first write fills it, the faults take huge pages (no copy). One core streams memory faster
+// from them (the prefetchers stop at every 4 KiB page boundary); opt-in for the reasons that module gives.
+void advise_huge_pages(void* ptr, int64_t bytes) {
+#ifdef __linux__
+  const char* env = std::getenv("SPARSEKIT_HUGE_PAGES");
+  if (env == nullptr || std::string(env) != "1") return;
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(ptr) + kHuge - 1) / kHuge * kHuge;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(ptr) + static_cast<uintptr_t>(bytes)) / kHuge * kHuge;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // a refusal costs only speed
+#else
+  (void)ptr;
+  (void)bytes;
+#endif
+}
+
 class TilesCache {
  public:
   struct Tiles {
@@ -225,6 +246,7 @@ class TilesCache {
     e.tiles.scales = torch::empty({tiles * G * T::kRows}, torch::TensorOptions().dtype(torch::kFloat16));
     if (p.zeros) e.tiles.zeros = torch::empty({tiles * G * T::kRows}, u8);
     uint8_t* stream = e.tiles.stream.data_ptr<uint8_t>();
+    advise_huge_pages(stream, e.tiles.stream.nbytes());
     auto* sc = reinterpret_cast<uint16_t*>(e.tiles.scales.data_ptr());
     uint8_t* zp = p.zeros ? e.tiles.zeros.data_ptr<uint8_t>() : nullptr;
     at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {

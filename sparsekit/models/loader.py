@@ -23,6 +23,7 @@ import torch
 from sparsekit.errors import SparsekitError
 from sparsekit.utils.device import resolve_device, resolve_dtype
 from sparsekit.utils.io import sha256_file
+from sparsekit.utils.pages import place_if_asked
 
 log = logging.getLogger(__name__)
 
@@ -182,4 +183,6 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
     if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
-    return model.to(dev), tokenizer
+    model = model.to(dev)
+    place_if_asked(model)  # SPARSEKIT_HUGE_PAGES=1: weights on 2 MiB pages (sparsekit.utils.pages)
+    return model, tokenizer

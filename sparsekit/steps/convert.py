@@ -30,6 +30,7 @@ from sparsekit.errors import SparsekitError
 from sparsekit.nn.packed import PackedLinear
 from sparsekit.pack.layouts import CompressedWeight, choose_layout, twin_of
 from sparsekit.quant.base import QTensor
+from sparsekit.utils.pages import place_if_asked
 
 
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -83,6 +84,8 @@ def pack_modules(model: nn.Module, masks: dict[str, torch.Tensor], qtensors: dic
             else:
                 note = f" (plain order: {why_not})"
         bias = None if linear.bias is None else linear.bias.detach()
-        _replace(model, name, PackedLinear(layout, bias, backend).to(device))
+        packed = PackedLinear(layout, bias, backend).to(device)
+        place_if_asked(packed)  # SPARSEKIT_HUGE_PAGES=1: on 2 MiB pages (sparsekit.utils.pages)
+        _replace(model, name, packed)
         report[name] = layout.KIND + note
     return report
