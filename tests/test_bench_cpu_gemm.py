@@ -38,18 +38,27 @@ def test_a_path_this_cpu_lacks_or_an_unknown_one_is_exit_2(tmp_path, capsys):
 
 
 def test_in_cache_times_one_copy_of_each_weight(tmp_path, monkeypatch):
-    monkeypatch.delenv("SPARSEKIT_HUGE_PAGES", raising=False)
+    bench = _bench()
+    # --pages sets SPARSEKIT_HUGE_PAGES for the run (the extension's own weight copies follow it), whatever the
+    # shell had, and restores the shell's value after
+    monkeypatch.setenv("SPARSEKIT_HUGE_PAGES", "1")
+    during, measure = [], bench._measure
+    monkeypatch.setattr(bench, "_measure", lambda *a: (during.append(os.environ["SPARSEKIT_HUGE_PAGES"]), measure(*a)))
     out = tmp_path / "gemm.json"
     args = ["--shapes", "smollm2", "--quick", "--ms", "1", "--threads", "1", "--kernels", "fp32,int4", "--budget",
             "0.05", "--out", str(out)]
-    assert _bench().main([*args, "--in-cache"]) == 0
+    assert bench.main([*args, "--in-cache"]) == 0
     data = json.loads(out.read_text())
     assert data["in_cache"] and {r["weight_copies"] for r in data["rows"]} == {1}
-    assert _bench().main([*args, "--pages", "2m"]) == 0  # the default rotates copies past the cache (several
-    data = json.loads(out.read_text())                   # for these small weights)
+    assert data["pages"]["asked"] == "4k" and during == ["0"] and data["pages"]["huge_bytes"] == 0
+    # the default rotates copies past the cache (several for these small weights); the bandwidth buffers (the
+    # weights here are under 2 MiB) go on huge pages
+    assert bench.main([*args, "--pages", "2m"]) == 0
+    data = json.loads(out.read_text())
     assert not data["in_cache"] and min(r["weight_copies"] for r in data["rows"]) > 1
-    assert data["pages"]["asked"] == "2m"
-    assert "SPARSEKIT_HUGE_PAGES" not in os.environ  # set for the run (the extension's own copies), then restored
+    assert data["pages"]["asked"] == "2m" and during == ["0", "1"]
+    assert data["pages"]["huge_bytes"] > 0 or data["pages"]["unavailable"] or data["pages"]["reason"]
+    assert os.environ["SPARSEKIT_HUGE_PAGES"] == "1"
 
 
 def test_an_n_by_k_shape_is_its_own_label_and_a_bad_one_is_exit_2(tmp_path, capsys):
@@ -133,26 +142,36 @@ def test_cpu_targets_does_not_judge_a_wrong_kernel(tmp_path, monkeypatch, capsys
 def test_cpu_targets_pages_table_compares_two_runs(tmp_path, capsys):
     targets = load_script("cpu_targets", "kernels")
 
-    def run(read, ms):
+    def run(read, ms, pages):
         rows = [{"kernel": k, "threads": 1, "m": 1, "ms": ms} for k in ("fp32", "int4")]
-        return {"memory": {"bandwidth": {"1": {"read_gbps": read}}, "rows": rows}}
+        return {"memory": {"bandwidth": {"1": {"read_gbps": read}}, "rows": rows, "pages": {"asked": pages}}}
 
-    text = targets.pages_table(run(30.0, 2.0), run(36.0, 1.5))
+    text = targets.pages_table(run(30.0, 2.0, "4k"), run(36.0, 1.5, "2m"))
     assert "| read (GB/s) | 30.0 | 36.0 | +20% |" in text and "| int4 | 2.000 ms | 1.500 ms | -25% |" in text
     assert "| int8 | – | – | – |" in text  # a kernel neither run timed
-    huge = tmp_path / "2m.json"
-    huge.write_text(json.dumps(run(36.0, 1.5)))
-    missing = tmp_path / "4k.json"
-    assert targets.main(["--table", "--out", str(huge), "--versus", str(missing)]) == 2
+    huge, small = tmp_path / "2m.json", tmp_path / "4k.json"
+    huge.write_text(json.dumps(run(36.0, 1.5, "2m")))
+    assert targets.main(["--table", "--out", str(huge), "--versus", str(small)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    small.write_text(json.dumps(run(30.0, 2.0, "4k")))
+    assert targets.main(["--table", "--out", str(small), "--versus", str(huge)]) == 2  # the runs swapped
+    assert "got 2m and 4k" in capsys.readouterr().err
+    assert targets.main(["--table", "--out", str(huge), "--versus", str(small)]) == 0
+    assert "| int4 | 2.000 ms | 1.500 ms | -25% |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:  # --versus alone would measure and overwrite --out: refused
+        targets.main(["--out", str(huge), "--versus", str(small)])
+    assert exc.value.code == 2 and "needs --table" in capsys.readouterr().err
 
 
 def test_huge_pages_script_records_both_reads_and_the_move(tmp_path, monkeypatch, capsys):
+    from sparsekit.utils import pages
     from sparsekit.utils.pages import unavailable
 
     script = load_script("huge_pages", "kernels/cpu")
     out = tmp_path / "pages.json"
     args = ["--threads", "1", "--rounds", "1", "--gib", "0.05", "--collapse-gib", "0.02", "--out", str(out)]
+    if pages._kernel_before_6_1():
+        pytest.skip("no MADV_COLLAPSE before Linux 6.1")
     if unavailable():
         assert script.main(args) == 2 and not out.exists()
         return

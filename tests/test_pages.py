@@ -54,12 +54,13 @@ def _fresh(body: str, **env: str) -> dict:
 
 
 def _needs_thp():
+    """Skip where nothing can move: no THP, or a kernel without MADV_COLLAPSE (probed in a fresh interpreter, so
+    that this one keeps no advised memory)."""
     why = unavailable()
     if why:
         pytest.skip(why)
-    result = to_huge_pages([torch.ones(HUGE_PAGE)])  # 8 MiB
-    if result.huge_bytes == 0 and "6.1" in (result.reason or ""):
-        pytest.skip(result.reason)  # an older kernel: no MADV_COLLAPSE
+    if pages._kernel_before_6_1():
+        pytest.skip(f"Linux {__import__('os').uname().release}: no MADV_COLLAPSE (6.1)")
 
 
 def test_interior_is_the_aligned_part():
@@ -95,7 +96,10 @@ def test_small_and_foreign_tensors_are_left_with_a_reason():
     assert to_huge_pages([meta]).total_bytes == 0
 
 
-def test_opt_out_by_environment(monkeypatch):
+def test_opt_out_by_environment(monkeypatch, caplog):
+    monkeypatch.setenv("SPARSEKIT_HUGE_PAGES", "yes")  # neither 1 nor 0: unset, and said so
+    assert pages.setting() is None and not pages.asked()
+    assert "neither 1 nor 0" in caplog.text
     monkeypatch.setenv("SPARSEKIT_HUGE_PAGES", "0")
     assert "SPARSEKIT_HUGE_PAGES=0" in unavailable()
     result = to_huge_pages([torch.randn(HUGE_PAGE)])  # 8 MiB
@@ -141,7 +145,7 @@ def test_converted_cpu_weights_go_on_huge_pages_when_asked(asked):
     assert out["report"] == {"0": "int8"}
     if asked:
         assert out["converted"] >= HUGE_PAGE  # 4 MiB of int8 codes
-    else:
+    elif pages.thp_mode() == "madvise":  # under "always" the kernel may give huge pages unasked
         assert out["converted"] == 0
 
 
@@ -151,3 +155,37 @@ def test_place_if_asked_follows_the_environment(monkeypatch):
     assert place_if_asked(model) is None
     monkeypatch.setenv("SPARSEKIT_HUGE_PAGES", "1")
     assert place_if_asked(model).total_bytes == (64 + 8) * 4
+
+
+@pytest.mark.parametrize("asked", ["1", None])
+def test_the_extensions_a8_tiles_go_on_huge_pages_when_asked(asked):
+    """The int4 + 2:4 a8 kernel's own weight copy (built by the C++ extension at the first call) is advised and
+    collapsed with SPARSEKIT_HUGE_PAGES=1: the process's huge pages grow by about its size; without, not."""
+    _needs_thp()
+    from sparsekit import _ext
+
+    if not (_ext.cpu_available() and _ext.cpu_info().get("a8") == "vnni"):
+        pytest.skip("needs sparsekit._cpu's VNNI a8 kernels")
+    out = _fresh("""
+        from sparsekit import _ext
+        from sparsekit.ops.backends.cpu import cpu_a8_linear
+        from sparsekit.pack import Int4Semi24
+        from sparsekit.prune.patterns import nm_mask
+        from sparsekit.quant import get_format
+
+        def anon_huge():
+            text = open("/proc/self/smaps_rollup").read()
+            return int(text.split("AnonHugePages:")[1].split()[0]) * 1024
+
+        w = torch.randn(4096, 4096) * 0.02
+        mask = nm_mask(torch.rand(4096, 4096), 2, 4)
+        layout = Int4Semi24.pack(get_format("int4", 128, True).quantize(w.masked_fill(~mask, 0), mask), mask)
+        before = anon_huge()
+        cpu_a8_linear(torch.randn(1, 4096), layout)
+        out = {"grew": anon_huge() - before, "tiles": _ext.load_cpu().a8_tiles_bytes()}
+    """, **({"SPARSEKIT_HUGE_PAGES": asked} if asked else {}))
+    assert out["tiles"] >= 3 * HUGE_PAGE  # 6.25 MiB
+    if asked:
+        assert out["grew"] >= out["tiles"] - 2 * HUGE_PAGE  # all but the unaligned ends
+    elif pages.thp_mode() == "madvise":
+        assert out["grew"] < HUGE_PAGE

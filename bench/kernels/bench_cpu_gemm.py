@@ -63,7 +63,7 @@ from bench.common import print_table  # noqa: E402  (after the path insert)
 
 import torch  # noqa: E402
 
-from sparsekit.utils.pages import to_huge_pages, unavailable  # noqa: E402
+from sparsekit.utils.pages import HugePages, thp_mode, to_huge_pages, unavailable  # noqa: E402
 
 SHAPES = {"llama3-8b": [("llama3-8b q/o", 4096, 4096), ("llama3-8b k/v", 1024, 4096),
                         ("llama3-8b gate/up", 14336, 4096), ("llama3-8b down", 4096, 14336)],
@@ -126,6 +126,18 @@ def llc_bytes() -> int:
     return 64 * 2 ** 20
 
 
+#: what this run's `--pages 2m` placements moved (bytes on huge pages, of how many; the first reason not more)
+PLACED = HugePages()
+
+
+def _place(tensors: list[torch.Tensor]) -> None:
+    """Move `tensors` onto 2 MiB pages and count the result in `PLACED`."""
+    got = to_huge_pages(tensors)
+    PLACED.huge_bytes += got.huge_bytes
+    PLACED.total_bytes += got.total_bytes
+    PLACED.reason = PLACED.reason or got.reason
+
+
 def bandwidth(gib: float = 2.0, huge: bool = False) -> dict:
     """Read and copy rates (GB/s) of a buffer far larger than the last-level cache, with the current threads.
     Read is the faster of a sum and a BLAS dot product over the buffer (both stream it once). `huge`: the
@@ -134,7 +146,7 @@ def bandwidth(gib: float = 2.0, huge: bool = False) -> dict:
     src = torch.ones(n)
     dst = torch.zeros_like(src)  # written, so that there are pages to move
     if huge:
-        to_huge_pages([src, dst])
+        _place([src, dst])
     t_read = min(median_time(lambda: src.sum(), min_reps=3, budget_s=2.0)[0],
                  median_time(lambda: torch.dot(src, src), min_reps=3, budget_s=2.0)[0])
     t_copy = median_time(lambda: dst.copy_(src), min_reps=3, budget_s=2.0)[0]
@@ -156,7 +168,7 @@ def _rotating(make_fn, tensors: list[torch.Tensor], wbytes: int, llc: int, sets:
         sets = [tensors] + [[t.clone() for t in tensors] for _ in range(copies_for(wbytes, llc) - 1)]
         if huge:
             for ts in sets:
-                to_huge_pages(ts)
+                _place(ts)
     fns = [make_fn(*ts) for ts in sets]
     i = [0]
 
@@ -285,13 +297,17 @@ def main(argv: list[str] | None = None) -> int:
               for s in ((SHAPES[f][2:3] if args.quick else SHAPES[f]) if f in SHAPES else [_shape(f)])]
     ms = [int(m) for m in args.ms.split(",")] if args.ms else ([1, 16] if args.quick else MS)
     threads = [int(t) for t in args.threads.split(",")]
-    # with 2 MiB pages, also the weight copies the extension builds for itself (int4 + 2:4 a8 tiles); restored
-    # after, for a caller in the same process (cpu_targets.py, the tests)
+    # the weight copies the extension builds for itself (int4 + 2:4 a8 tiles) follow SPARSEKIT_HUGE_PAGES: set
+    # for the run to what --pages says (whatever the shell had), restored after for a caller in the same process
     before = os.environ.get("SPARSEKIT_HUGE_PAGES")
-    if args.pages == "2m":
-        os.environ["SPARSEKIT_HUGE_PAGES"] = "1"
+    os.environ["SPARSEKIT_HUGE_PAGES"] = "1" if args.pages == "2m" else "0"
+    PLACED.huge_bytes = PLACED.total_bytes = 0
+    PLACED.reason = None
     try:
         _measure(args, argv, has, shapes, kernels, ms, threads)
+        if args.pages == "2m" and PLACED.huge_bytes == 0:
+            print(f"bench_cpu_gemm: --pages 2m moved nothing onto huge pages ({PLACED.reason}): this run measured "
+                  f"4 KiB pages", file=sys.stderr)
     finally:
         if before is None:
             os.environ.pop("SPARSEKIT_HUGE_PAGES", None)
@@ -314,19 +330,22 @@ def _measure(args: argparse.Namespace, argv: list[str], has: dict, shapes: list,
     result = {"cpu": model, "cpu_flags": flags, "llc_bytes": llc, "in_cache": args.in_cache,
               "avx512_path": has.get("avx512", False),
               "avx2_path": has.get("avx2", False), "prefetch": has.get("prefetch"), "path": args.path,
-              "threads": threads, "pages": {"asked": args.pages, "unavailable": unavailable()},
+              "threads": threads,
+              # what was asked, the kernel's THP mode ("always" may back the 4k side with huge pages too), and
+              # what the placements moved (2m: nothing moved means the run measured 4 KiB pages)
+              "pages": {"asked": args.pages, "thp_mode": thp_mode(), "unavailable": unavailable()},
               "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/kernels/bench_cpu_gemm.py " + shlex.join(argv), "bandwidth": {}, "rows": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    huge = args.pages == "2m"
     for nt in threads:
         torch.set_num_threads(nt)
-        bw = bandwidth(huge=args.pages == "2m")
+        bw = bandwidth(huge=huge)
         result["bandwidth"][str(nt)] = bw
         print(f"threads {nt}: read {bw['read_gbps']:.1f} GB/s, copy {bw['copy_gbps']:.1f} GB/s", flush=True)
         for si, (label, n, k) in enumerate(shapes):
             # rotating over copies that fill twice an LLC of 0 bytes: one copy
-            runners = make_weights(n, k, seed=si, llc=0 if args.in_cache else llc, path=args.path,
-                                   huge=args.pages == "2m")
+            runners = make_weights(n, k, seed=si, llc=0 if args.in_cache else llc, path=args.path, huge=huge)
             for m in ms:
                 xs = [torch.randn(m, k, generator=torch.Generator().manual_seed(i)) for i in range(4)]
                 base = None
@@ -368,6 +387,8 @@ def _measure(args: argparse.Namespace, argv: list[str], has: dict, shapes: list,
                     print(f"{nt}t {label:<18} M={m:<4} {name:<12} {med * 1e3:9.3f} ms  {row['gbps']:6.1f} GB/s "
                           f"({row['read_bw_fraction']:.0%} of read)  x{row['speedup_vs_fp32'] or 0:.2f} vs fp32",
                           flush=True)
+            result["pages"].update(huge_bytes=PLACED.huge_bytes, placed_bytes=PLACED.total_bytes,
+                                   reason=PLACED.reason)
             args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 

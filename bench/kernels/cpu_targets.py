@@ -1,6 +1,6 @@
 """Where every CPU decode kernel stands against the CPU issue's targets, and what bounds the ones that miss.
 
-    python bench/kernels/cpu_targets.py --out bench/results/cpu/cpu_targets_zen4.json    # ~6 min, idle machine
+    python bench/kernels/cpu_targets.py --out bench/results/cpu/cpu_targets_zen4.json    # ~2 min, idle machine
     python bench/kernels/cpu_targets.py --table --out bench/results/cpu/cpu_targets_zen4.json
     python bench/kernels/cpu_targets.py --pages 2m --out bench/results/cpu/cpu_targets_zen4_2m.json  # 2 MiB pages
     python bench/kernels/cpu_targets.py --table --out bench/results/cpu/cpu_targets_zen4_2m.json --versus bench/results/cpu/cpu_targets_zen4.json
@@ -109,7 +109,12 @@ def table(result: dict) -> str:
 
 def pages_table(small: dict, huge: dict) -> str:
     """The README's page comparison: two runs of this script (`--pages 4k`, `--pages 2m`), per kernel and thread
-    count the time from memory on each and the change, with each run's read bandwidth first."""
+    count the time from memory on each and the change, with each run's read bandwidth first. ValueError for
+    runs that are not a 4k and a 2m run in that order."""
+    asked = [run["memory"].get("pages", {}).get("asked", "4k") for run in (small, huge)]  # older runs: 4 KiB
+    if asked != ["4k", "2m"]:
+        raise ValueError(f"pages_table compares a --pages 4k run with a --pages 2m run; got {asked[0]} and "
+                         f"{asked[1]}")
     a, b = _rows(small["memory"]), _rows(huge["memory"])
     threads = sorted({t for _, t in a} & {t for _, t in b})
     read = [(small["memory"]["bandwidth"][str(t)]["read_gbps"], huge["memory"]["bandwidth"][str(t)]["read_gbps"])
@@ -140,12 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--versus", type=Path, default=None,
                    help="with --table: a run on 4 KiB pages; prints how --out (a --pages 2m run) differs from it")
     args = p.parse_args(argv)
-    if args.table and args.versus is not None:
-        if not args.versus.is_file():
-            print(f"cpu_targets: {args.versus} does not exist; run the measurement first", file=sys.stderr)
+    if args.versus is not None and not args.table:
+        p.error("--versus compares two runs' tables: it needs --table")  # exit 2, nothing measured or written
+    if args.versus is not None:
+        missing = [str(f) for f in (args.versus, args.out) if not f.is_file()]
+        if missing:
+            print(f"cpu_targets: {', '.join(missing)} does not exist; run the measurement first", file=sys.stderr)
             return 2
-        small = json.loads(args.versus.read_text())
-        return print_table("cpu_targets", args.out, lambda huge: pages_table(small, huge))
+        try:
+            print(pages_table(json.loads(args.versus.read_text()), json.loads(args.out.read_text())))
+        except ValueError as exc:
+            print(f"cpu_targets: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.table:
         return print_table("cpu_targets", args.out, table)
     from bench.kernels import bench_cpu_gemm

@@ -182,29 +182,35 @@ std::string path_of(const Packed& p, const std::string& want) {
   return cpu_has_avx512() ? "avx512" : cpu_has_avx2() ? "avx2" : "scalar";
 }
 
-// The VNNI a8 kernel of int4 + 2:4 reads its weight in an order of its own (`Int4Semi24Tiles`, packed_cpu.h),
-// built from the stored tensors on the first call. An entry holds weak references to their storage: once the
-// weight is gone, its copy is freed at the next lookup or `a8_tiles_bytes()` call. It also holds their version
-// counters: a tensor changed in place by a torch op since builds it again. Writes that bypass the counter (through
-// `.data`, a NumPy view, an inference tensor inside inference mode) are not seen: `a8_tiles_clear()` drops every
-// copy. A copy is as large as the stored codes, positions and scales (`a8_tiles_bytes()` says how much is held).
-// With SPARSEKIT_HUGE_PAGES=1, the copy goes on 2 MiB pages, as sparsekit.utils.pages places the stored weights:
-// advised before the first write fills it, the faults take huge pages (no copy). One core streams memory faster
-// from them (the prefetchers stop at every 4 KiB page boundary); opt-in for the reasons that module gives.
-void advise_huge_pages(void* ptr, int64_t bytes) {
+// With SPARSEKIT_HUGE_PAGES=1 (exactly; as sparsekit.utils.pages reads it), a weight copy this extension builds goes
+// on 2 MiB pages, as that module places the stored weights: one core streams memory faster from them (the
+// prefetchers stop at every 4 KiB page boundary); opt-in for the reasons the module gives. `before_fill`: advised
+// before the first write, fresh memory faults in huge pages with no copy; after the fill, MADV_COLLAPSE moves what
+// the allocator handed out already written (recycled heap). A refusal costs only speed.
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  // Linux 6.1; older C headers lack it, older kernels answer EINVAL
+#endif
+void advise_huge_pages(void* ptr, int64_t bytes, bool before_fill) {
 #ifdef __linux__
   const char* env = std::getenv("SPARSEKIT_HUGE_PAGES");
   if (env == nullptr || std::string(env) != "1") return;
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
   const uintptr_t lo = (reinterpret_cast<uintptr_t>(ptr) + kHuge - 1) / kHuge * kHuge;
   const uintptr_t hi = (reinterpret_cast<uintptr_t>(ptr) + static_cast<uintptr_t>(bytes)) / kHuge * kHuge;
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // a refusal costs only speed
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, before_fill ? MADV_HUGEPAGE : MADV_COLLAPSE);
 #else
   (void)ptr;
   (void)bytes;
+  (void)before_fill;
 #endif
 }
 
+// The VNNI a8 kernel of int4 + 2:4 reads its weight in an order of its own (`Int4Semi24Tiles`, packed_cpu.h),
+// built from the stored tensors on the first call. An entry holds weak references to their storage: once the
+// weight is gone, its copy is freed at the next lookup or `a8_tiles_bytes()` call. It also holds their version
+// counters: a tensor changed in place by a torch op since builds it again. Writes that bypass the counter (through
+// `.data`, a NumPy view, an inference tensor inside inference mode) are not seen: `a8_tiles_clear()` drops every
+// copy. A copy is as large as the stored codes, positions and scales (`a8_tiles_bytes()` says how much is held).
 class TilesCache {
  public:
   struct Tiles {
@@ -246,12 +252,13 @@ class TilesCache {
     e.tiles.scales = torch::empty({tiles * G * T::kRows}, torch::TensorOptions().dtype(torch::kFloat16));
     if (p.zeros) e.tiles.zeros = torch::empty({tiles * G * T::kRows}, u8);
     uint8_t* stream = e.tiles.stream.data_ptr<uint8_t>();
-    advise_huge_pages(stream, e.tiles.stream.nbytes());
+    advise_huge_pages(stream, e.tiles.stream.nbytes(), /*before_fill=*/true);
     auto* sc = reinterpret_cast<uint16_t*>(e.tiles.scales.data_ptr());
     uint8_t* zp = p.zeros ? e.tiles.zeros.data_ptr<uint8_t>() : nullptr;
     at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
       sparsekit::cpu::repack_int4_semi24_tiles(p, stream, sc, zp, t0, t1);
     });
+    advise_huge_pages(stream, e.tiles.stream.nbytes(), /*before_fill=*/false);
     if (stale) {
       *stale = std::move(e);
       return stale->tiles;

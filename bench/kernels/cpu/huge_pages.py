@@ -1,7 +1,7 @@
 """What 2 MiB pages change on this CPU: the read rate of a buffer far larger than the last-level cache, and the
 cost of moving a written buffer onto them (`sparsekit.utils.pages.to_huge_pages`: MADV_COLLAPSE).
 
-    python bench/kernels/cpu/huge_pages.py --out bench/results/cpu/huge_pages_zen4.json   # ~1 min, idle machine
+    python bench/kernels/cpu/huge_pages.py --out bench/results/cpu/huge_pages_zen4.json   # ~2 min, idle machine
 
 Per thread count, `rounds` alternating pairs of reads (bench_cpu_gemm.py's `bandwidth`: the faster of a sum and
 a dot product, median over repeats) of a 2 GiB buffer on torch's 4 KiB pages and of one moved onto 2 MiB pages;

@@ -49,14 +49,9 @@ __attribute__((noinline)) __m512i rows(const uint8_t* v, const uint8_t* m) {
         const uint8_t* vr = v + (n + r) * kValues;
         const uint8_t* mr = m + (n + r) * kMeta;
         if (PF == 1 || PF == 2) {
-          const int hint = PF == 1 ? _MM_HINT_T0 : _MM_HINT_T1;
-          if (hint == _MM_HINT_T0) {
-            _mm_prefetch(reinterpret_cast<const char*>(vr + R * kValues + k), _MM_HINT_T0);
-            if ((k & 511) == 0) _mm_prefetch(reinterpret_cast<const char*>(mr + R * kMeta + k / 8), _MM_HINT_T0);
-          } else {
-            _mm_prefetch(reinterpret_cast<const char*>(vr + R * kValues + k), _MM_HINT_T1);
-            if ((k & 511) == 0) _mm_prefetch(reinterpret_cast<const char*>(mr + R * kMeta + k / 8), _MM_HINT_T1);
-          }
+          constexpr auto hint = PF == 1 ? _MM_HINT_T0 : _MM_HINT_T1;
+          _mm_prefetch(reinterpret_cast<const char*>(vr + R * kValues + k), hint);
+          if ((k & 511) == 0) _mm_prefetch(reinterpret_cast<const char*>(mr + R * kMeta + k / 8), hint);
         } else if (PF == 3) {
           _mm_prefetch(reinterpret_cast<const char*>(vr + 2048 + k), _MM_HINT_T0);
           if ((k & 511) == 0) _mm_prefetch(reinterpret_cast<const char*>(mr + 256 + k / 8), _MM_HINT_T0);
