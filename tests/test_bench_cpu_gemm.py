@@ -182,3 +182,17 @@ def test_huge_pages_script_records_both_reads_and_the_move(tmp_path, monkeypatch
     monkeypatch.setenv("SPARSEKIT_HUGE_PAGES", "0")  # nothing can move: exit 2, the reason, nothing written
     out.unlink()
     assert script.main(args) == 2 and "SPARSEKIT_HUGE_PAGES=0" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_faster_of_two_read_probes_is_the_reference(tmp_path, monkeypatch):
+    """The read is probed before and after a thread count's kernels; fractions are of the faster probe (a slow
+    probe would put the kernels above what memory did reach), and both probes are kept."""
+    bench = _bench()
+    reads = iter([10.0, 20.0])
+    monkeypatch.setattr(bench, "bandwidth", lambda huge=False: {"read_gbps": next(reads), "copy_gbps": 1.0})
+    out = tmp_path / "gemm.json"
+    assert bench.main(["--shapes", "64x256", "--ms", "1", "--threads", "1", "--kernels", "fp32,int4", "--budget",
+                       "0.02", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["bandwidth"]["1"]["read_gbps"] == 20.0 and data["bandwidth"]["1"]["probes_read_gbps"] == [10.0, 20.0]
+    assert all(abs(r["read_bw_fraction"] - r["gbps"] / 20.0) < 1e-12 for r in data["rows"])
