@@ -5,8 +5,8 @@ prefetchers stop at every 4 KiB page boundary and each new page costs a page wal
 development VM a 2 GiB read ran 12-20% faster from 2 MiB pages (bench/kernels/cpu/huge_pages.py), and one long
 stream, the slowest access pattern on 4 KiB pages, became the fastest (bench/kernels/cpu/page_streams.cpp).
 
-Why opt-in: the decode kernels gained less than the read, per call at one thread -10% to +7% in two pairs of
-runs (torch's fp32 dense -12% / -13%; `cpu_targets.py --pages 2m` against `--pages 4k`), and a whole decode
+Why opt-in: the decode kernels gained less than the read, per call at one thread -20% to +7% in three pairs
+of runs (torch's fp32 dense -11% to -13%; `cpu_targets.py --pages 2m` against `--pages 4k`), and a whole decode
 of Llama-3.2-1B's shapes moved by -3% to +14% (the README's pages paragraph has both measurements); memory
 advised for huge pages keeps the advice after the allocator frees it, so later small allocations there can
 fault in whole huge pages (and compact memory to find them). torch's own switch, `THP_MEM_ALLOC_ENABLE=1`
