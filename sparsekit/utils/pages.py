@@ -2,7 +2,7 @@
 
 Why: a decode step streams every weight once, and on 4 KiB pages one core reads memory slower. The hardware
 prefetchers stop at every 4 KiB page boundary and each new page costs a page walk: on one Zen 4 core of the
-development VM a 2 GiB read ran 12-20% faster from 2 MiB pages (bench/kernels/cpu/huge_pages.py), and one long
+development VM a 2 GiB read ran 12-22% faster from 2 MiB pages (bench/kernels/cpu/huge_pages.py), and one long
 stream, the slowest access pattern on 4 KiB pages, became the fastest (bench/kernels/cpu/page_streams.cpp).
 
 Why opt-in: the decode kernels gained less than the read, per call at one thread -20% to +7% in three pairs
