@@ -113,10 +113,11 @@ def unavailable() -> str | None:
     if mode == "never":
         return f"transparent huge pages are off ({_THP_ENABLED}: never)"
     try:
-        if int(_PMD_SIZE.read_text()) != HUGE_PAGE:
-            return f"huge pages here are {int(_PMD_SIZE.read_text())} bytes, not the 2 MiB this module assumes"
+        pmd = int(_PMD_SIZE.read_text())
     except (OSError, ValueError):
-        pass  # older kernels do not say; x86-64 and arm64 with 4 KiB pages use 2 MiB
+        pmd = HUGE_PAGE  # older kernels do not say; x86-64 and arm64 with 4 KiB pages use 2 MiB
+    if pmd != HUGE_PAGE:
+        return f"huge pages here are {pmd} bytes, not the 2 MiB this module assumes"
     return None
 
 
