@@ -421,13 +421,12 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
                 "% 32 == 0 (or one group per row), got in_features=", k, ", group_size=", group);
   }
   // a bf16 model's 2:4 bf16 layers at decode multiply the bf16 activations as they come (vdpbf16ps,
-  // gemm_avx512_bf16.cpp): half the instructions per token of the fp32 kernel, the same exact products. One token
-  // on rows shorter than kBf16DotMinK takes the fp32 kernel on widened activations, which measured faster there
-  // (Zen 4, one thread, from DRAM, alternating: 1536 x 576 0.053 ms against 0.062; 576 x 1536 0.054 against 0.048
-  // and 4096 x 4096 0.88 against 0.76 the other way)
-  constexpr int64_t kBf16DotMinK = 1024;
+  // gemm_avx512_bf16.cpp): half the instructions per token of the fp32 kernel, the same exact products. (Until one
+  // token took one row a step there, rows shorter than 1024 inputs ran faster on the fp32 kernel; now the bf16
+  // kernel is the faster at K = 576 too: Zen 4, one thread, from DRAM, ab_builds.py: -7% on 1536 x 576, -11% on
+  // 576 x 576.)
   const int64_t rows_in = x.numel() / k;
-  const bool bf16_dot = !a8 && use == "avx512" && rows_in <= kDecodeRows && (rows_in > 1 || k >= kBf16DotMinK) &&
+  const bool bf16_dot = !a8 && use == "avx512" && rows_in <= kDecodeRows &&
                         p.kind == Kind::kSemi24 && p.value_type == ValueType::kBFloat16 &&
                         x.scalar_type() == torch::kBFloat16 && cpu_has_bf16_dot();
   auto x2 = bf16_dot ? x.reshape({-1, k}).contiguous() : x.reshape({-1, k}).to(torch::kFloat32).contiguous();

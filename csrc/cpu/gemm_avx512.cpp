@@ -412,10 +412,6 @@ void kept_bf16_tokens(const Packed& p, const float* x, const float* xr, int64_t 
   if (R > 1) kept_bf16_tile<MT, 1>(p, x, xr, t0, out, bias, whole, n1);
 }
 
-// a tile's reordered activations above this many bytes are read from L2, not L1 (Zen 4 and Intel cores since Ice
-// Lake have 32-48 KB of L1 data; the weight stream passes through it too)
-constexpr int64_t kSharedActsBytes = 24 * 1024;
-
 void kept_bf16_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
                     int64_t n1) {
   const int64_t K = p.k, k64 = K & ~int64_t(63);

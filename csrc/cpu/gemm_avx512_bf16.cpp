@@ -12,8 +12,9 @@
 //
 // At 4-16 tokens the fp32 kernel is bound by its activation loads (4 per 64 inputs and token, shared by one
 // row): at 16 tokens on 4096 x 14336 it ran at 0.84x dense fp32 and a third of dense bf16 (oneDNN's
-// vdpbf16ps GEMM). Here a step multiplies R = 4 rows by up to 4 tokens (16 accumulators; 8 rows at one
-// token), so 2 activation loads serve 4 rows, and the rows' bytes come from memory once for all the token
+// vdpbf16ps GEMM). Here a step multiplies R = 4 rows by up to 4 tokens (16 accumulators; at one token 8 rows
+// where the activations outgrow L1, one row with 4 accumulators where they fit: row_one_token), so 2
+// activation loads serve 4 rows, and the rows' bytes come from memory once for all the token
 // tiles (rows outer, tiles inner: a block of 4 rows, 4 x 2.25 bytes per input, stays in L2 while its tiles
 // pass over it).
 #include <algorithm>
@@ -32,7 +33,7 @@ namespace sparsekit {
 namespace cpu {
 namespace {
 
-// Rows a step (kRowsOneToken, kRows, kTokens: decode_rows.h, with the measurement): at one token 8 rows (8
+// Rows a step (kRowsOneToken, kRows, kTokens: decode_rows.h, with the measurement): at one token 8 rows (where the activations outgrow L1; 8
 // accumulators + 16 row registers + 2 activations + 3 constants), with more tokens 4 (4 x 4 accumulators + 8 + 2
 // + 3).
 #include "decode_rows.h"
@@ -103,6 +104,34 @@ inline void block(const Packed& p, KeptIndex& ix, const uint16_t* x, int64_t t0,
   }
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < MT; ++t) sums[r * MT + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+// One token of row n where its activations fit L1 (kSharedActsBytes): one row a step reads the weights as one
+// stream, where 8 rows a step read 8 streams 2.3 KB of packed row apart at K = 4096 (the read from DRAM was the
+// slower for it). Four accumulators over consecutive steps: with one, each vdpbf16ps waits for the last (a chain of
+// its latency per 64 inputs), and a row streamed at 19 GB/s from L3 on one Zen 4 core, against 39 with four
+// (1024 x 4096; 55 for 8 rows a step, whose 8 chains are independent). Inputs [0, k64) only.
+inline float row_one_token(const Packed& p, KeptIndex& ix, const uint16_t* x, int64_t n) {
+  const int64_t K = p.k, k64 = K & ~int64_t(63);
+  const uint16_t* values = static_cast<const uint16_t*>(p.values) + n * (K / 2);
+  const uint8_t* meta = p.meta + n * (K / 8);
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  const auto step = [&](int64_t k0, __m512& a) __attribute__((always_inline)) {
+    prefetch_kept_bf16<1>(p, values, meta, k0);
+    const __m512i xa = _mm512_loadu_si512(x + k0), xb = _mm512_loadu_si512(x + k0 + 32);
+    a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512(values + k0 / 2),
+                         (__m512bh)_mm512_permutex2var_epi16(xa, ix(meta + k0 / 8), xb));
+  };
+  int64_t k0 = 0;
+  for (; k0 + 256 <= k64; k0 += 256) {
+    asm("" : "+v"(ix.ctrl), "+v"(ix.base), "+v"(ix.three));  // (as in block)
+    step(k0, acc[0]);
+    step(k0 + 64, acc[1]);
+    step(k0 + 128, acc[2]);
+    step(k0 + 192, acc[3]);
+  }
+  for (int i = 0; k0 < k64; k0 += 64, ++i) step(k0, acc[i]);
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
 }
 
 // every token of rows n .. n + R - 1: tiles of up to kTokens, then the inputs past k64 (fewer than 64) by the
@@ -310,6 +339,15 @@ void rows_semi24_bf16_dot(const Packed& p, const uint16_t* x, int64_t m, float* 
                           int64_t n1) {
   KeptIndex ix;
   int64_t n = n0;
+  const int64_t K = p.k, k64 = K & ~int64_t(63);
+  if (m == 1 && K * static_cast<int64_t>(sizeof(uint16_t)) <= kSharedActsBytes) {
+    for (; n < n1; ++n) {
+      float s = row_one_token(p, ix, x, n);
+      for (int64_t k = k64; k < K; ++k) s += weight_at(p, n, k) * bf16_to_float(x[k]);
+      out[n] = s + (bias ? bias[n] : 0.0f);
+    }
+    return;
+  }
   if (m == 1)
     for (; n + kRowsOneToken <= n1; n += kRowsOneToken) rows_block<kRowsOneToken>(p, ix, x, m, out, bias, n);
   for (; n + kRows <= n1; n += kRows) rows_block<kRows>(p, ix, x, m, out, bias, n);

@@ -161,6 +161,11 @@ inline void prefetch_ahead_l1(const Packed& p, const void* ptr) {
   __builtin_prefetch(static_cast<const char*>(ptr) + p.prefetch_distance, 0, 3);
 }
 
+// a tile's activations above this many bytes are read from L2, not L1 (Zen 4 and Intel cores since Ice Lake have
+// 32-48 KB of L1 data; the weight stream passes through it too): the 2:4 bf16 kernels read rows in blocks that
+// share each activation load above it, one row a step below
+constexpr int64_t kSharedActsBytes = 24 * 1024;
+
 // The 2:4 bf16 kernels' prefetch at input k0 of a row (its values and positions) when R rows are read a step: a
 // line of values per step, a line of positions per 8. With R > 1, the same inputs R rows on: the row this stream
 // reads next (bytes ahead would run past the row's end into rows the other streams are reading); a lone row by the

@@ -179,12 +179,13 @@ def test_a8_without_its_decode_kernels_is_the_exact_kernel_on_quantized_activati
         assert not torch.equal(xq, x)  # the activations were quantized: the check above can tell
 
 
-@pytest.mark.parametrize("n, k", [(9, 8), (9, 64), (7, 584), (13, 1096), (6, 6240)])
+@pytest.mark.parametrize("n, k", [(9, 8), (9, 64), (7, 584), (13, 1096), (5, 1216), (6, 6240), (11, 12352)])
 def test_semi24_bf16_values_times_bf16_activations_are_exact_products(n, k):
     """2:4 with bf16 values and bf16 activations at decode (AVX512_BF16, `bf16_dot` in cpu_info: vdpbf16ps on
-    activations gathered by the kept positions; 8 rows a step at one token, 4 rows by up to 4 tokens otherwise,
-    rows left over 4 or one at a time, inputs past the last 64 by the scalar decoder; one token on rows shorter
-    than 1024 takes the fp32 kernel): every product of two bf16 numbers is exact in fp32, so the only errors are
+    activations gathered by the kept positions; at one token one row a step with 4 accumulators while the token's
+    activations fit L1 (K = 1096: one step past the last 256 inputs, 1216: three), 8 rows a step above (K =
+    12352: 24.1 KB), 4 rows by up to 4 tokens otherwise, rows left over 4 or one at a time, inputs past the last
+    64 by the scalar decoder): every product of two bf16 numbers is exact in fp32, so the only errors are
     the fp32 sum's (bounded by 1e-5 of sum |products| at these K) and the output's rounding to bf16 (half a bf16
     ulp, 2^-9 of the value; the bound allows a whole ulp). A wrong gather index or pairing misses by whole
     products. 1 and 2 threads agree bit for bit."""
