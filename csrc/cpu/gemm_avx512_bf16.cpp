@@ -33,9 +33,9 @@ namespace sparsekit {
 namespace cpu {
 namespace {
 
-// Rows a step (kRowsOneToken, kRows, kTokens: decode_rows.h, with the measurement): at one token 8 rows (where the activations outgrow L1; 8
-// accumulators + 16 row registers + 2 activations + 3 constants), with more tokens 4 (4 x 4 accumulators + 8 + 2
-// + 3).
+// Rows a step (kRowsOneToken, kRows, kTokens: decode_rows.h, with the measurement): at one token 8 rows where the
+// activations outgrow L1 (8 accumulators + 16 row registers + 2 activations + 3 constants), with more tokens 4 (4
+// x 4 accumulators + 8 + 2 + 3).
 #include "decode_rows.h"
 
 // The word indices of the 32 activations that the 32 kept values of 64 inputs meet. The metadata qword of the
