@@ -224,6 +224,18 @@ def test_readme_cpu_targets_table_is_what_the_script_prints():
         assert run["memory"]["pages"]["asked"] == pages and named
 
 
+def test_readme_segments_targets_table_is_what_the_script_prints():
+    """The targets run after the 2:4 bf16 kernel took one token in segments: its table is the script's, and the
+    figures the paragraph reads from it (the semi24 row, the read) are that run's."""
+    readme = (REPO / "README.md").read_text()
+    targets = _script("cpu_targets", "kernels")
+    name = "cpu_targets_zen4_segments.json"
+    data = json.loads((REPO / "bench" / "results" / "cpu" / name).read_text())
+    assert targets.table(data) in readme and f"--table --out bench/results/cpu/{name}" in readme
+    semi24 = next(r for r in data["memory"]["rows"] if r["kernel"] == "semi24" and r["threads"] == 1)
+    assert f"{semi24['ms']:.3f} ms, **{100 * semi24['read_bw_fraction']:.0f}% of that run's read**" in readme
+
+
 def test_readme_a8_accuracy_table_is_what_the_script_prints():
     """The int8-activation table (`a8_accuracy.py --table`) comes from its committed JSON; the data-free
     recipe's exact row reproduces its committed result file (same pipeline, same weights); the calibrated

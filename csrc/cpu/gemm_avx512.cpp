@@ -412,6 +412,110 @@ void kept_bf16_tokens(const Packed& p, const float* x, const float* xr, int64_t 
   if (R > 1) kept_bf16_tile<MT, 1>(p, x, xr, t0, out, bias, whole, n1);
 }
 
+// One token (x, xr, out: its row) where the reordered activations outgrow L1 (K > 6144): rows in blocks of
+// kSegRows, each block's rows taken over segments of at most kSegInputs inputs (whose activations, <= 16 KB, stay
+// in L1), one row a step, with partial sums per row; the segment kSegAhead on (the same segment kSegAhead rows on,
+// else the next segment's rows, else the next block's) is prefetched line by line as the loop reads this one.
+// The same bytes stream faster in short contiguous rows than in long ones read 4 at a time: on one Zen 4 core
+// from DRAM, 2:4 bf16 values as 16384 x 3584 ran 2.4-2.9 ms against 4.4-4.8 ms as 4096 x 14336 (4 rows a step,
+// kept_bf16_tile), ad hoc, same run. Segments keep the plain layout and win part of that: 3.3-4.0 ms over
+// segments of 2048-4096 inputs, 16-128 rows a block and 4-32 segments ahead (3584 x 32 x 8: 3.6-4.0, alternating
+// with the 4-rows loop at 4.3-4.7, ad hoc); the rest would need the rows stored in K blocks. (The same on bf16
+// activations, rows_semi24_bf16_dot, gained nothing over its 8 rows a step: +1.8% / -6.1%, README.)
+constexpr int64_t kSegInputs = 4096;
+constexpr int kSegRows = 32;
+constexpr int kSegAhead = 8;
+
+struct Segments {
+  int64_t chunk, chunks;
+  // equal segments in whole lines of positions (512 inputs): K = 14336 as 4 x 3584, not 3 x 4096 + 2048
+  explicit Segments(int64_t k64) {
+    const int64_t parts = (k64 + kSegInputs - 1) / kSegInputs;
+    chunk = ((k64 + parts - 1) / parts + 511) / 512 * 512;
+    chunks = (k64 + chunk - 1) / chunk;
+  }
+  // the values and positions of the segment kSegAhead after segment c of row nb + r, in the order a block of
+  // `rows` rows from nb reads them (segment-major) and then the next block's; false past row n1
+  bool ahead(const Packed& p, int64_t nb, int rows, int64_t c, int r, int64_t n1, const uint16_t*& pv,
+             const uint8_t*& pm) const {
+    const int64_t s = c * rows + r + kSegAhead;
+    const int64_t pc = s < chunks * rows ? s / rows : 0;
+    const int64_t pn = s < chunks * rows ? nb + s % rows : nb + rows + (s - chunks * rows);
+    if (pn >= n1) return false;
+    pv = static_cast<const uint16_t*>(p.values) + pn * (p.k / 2) + pc * chunk / 2;
+    pm = p.meta + pn * (p.k / 8) + pc * chunk / 8;
+    return true;
+  }
+};
+
+void kept_bf16_segments(const Packed& p, const float* x, const float* xr, float* out, const float* bias, int64_t n0,
+                        int64_t n1) {
+  const int64_t K = p.k, k64 = K & ~int64_t(63), simd_k = K & ~int64_t(31);
+  const Segments seg(k64);
+  // kept_bf16_tile's index constants, set up here in full: from a helper that took them by reference, this loop
+  // ran 11% slower (4096 x 14336, one thread, ab_builds.py)
+  alignas(64) uint8_t ctrl_b[64] = {};
+  alignas(64) uint32_t base_b[16];
+  for (int l = 0; l < 16; ++l) {
+    ctrl_b[4 * l] = static_cast<uint8_t>(2 * (8 * (l / 4) + l % 4));
+    ctrl_b[4 * l + 1] = static_cast<uint8_t>(2 * (8 * (l / 4) + l % 4 + 4));
+    base_b[l] = 0x101u * static_cast<uint32_t>(4 * (l / 2));
+  }
+  __m512i ctrl = _mm512_load_si512(ctrl_b), base = _mm512_load_si512(base_b);
+  __m512i three = _mm512_set1_epi32(0x0303);
+  const __m512i zero = _mm512_setzero_si512();
+  KeptSemi24 d(p);
+  const uint16_t* V = static_cast<const uint16_t*>(p.values);
+  float part[kSegRows];
+  for (int64_t nb = n0; nb < n1; nb += kSegRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kSegRows, n1 - nb));
+    std::fill(part, part + rows, 0.0f);
+    for (int64_t c = 0; c < seg.chunks; ++c) {
+      const int64_t ka = c * seg.chunk, kb = std::min(k64, ka + seg.chunk);
+      for (int r = 0; r < rows; ++r) {
+        const uint16_t* pv = nullptr;
+        const uint8_t* pm = nullptr;
+        const bool pf = seg.ahead(p, nb, rows, c, r, n1, pv, pm);
+        const uint16_t* values = V + (nb + r) * (K / 2);
+        const uint8_t* meta = p.meta + (nb + r) * (K / 8);
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        for (int64_t k0 = ka; k0 < kb; k0 += 64) {
+          asm("" : "+v"(ctrl), "+v"(base), "+v"(three));
+          if (pf) {
+            prefetch_line(p, pv + (k0 - ka) / 2);
+            if (((k0 - ka) & 511) == 0) prefetch_line(p, pm + (k0 - ka) / 8);
+          }
+          uint64_t mw;
+          std::memcpy(&mw, meta + k0 / 8, 8);
+          const __m512i mv = _mm512_set1_epi64(static_cast<long long>(mw));
+          const __m512i ilo = _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(ctrl, mv), three, base, 0xEA);
+          const __m512i ihi = _mm512_srli_epi32(ilo, 8);
+          const __m512i v = _mm512_loadu_si512(values + k0 / 2);
+          const float* xk = xr + k0;
+          a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v)),
+                               _mm512_permutex2var_ps(_mm512_loadu_ps(xk), ilo, _mm512_loadu_ps(xk + 16)), a0);
+          a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v)),
+                               _mm512_permutex2var_ps(_mm512_loadu_ps(xk + 32), ihi, _mm512_loadu_ps(xk + 48)), a1);
+        }
+        part[r] += _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+      }
+    }
+    for (int r = 0; r < rows; ++r) {
+      const int64_t n = nb + r;
+      float sum = part[r];
+      d.begin(n);
+      const uint8_t* meta = p.meta + n * (K / 8);
+      if (k64 < simd_k) {  // 32 inputs left: kept_tile's step on x in input order
+        const __m512i idx = kept_index32(meta, k64);
+        sum += _mm512_reduce_add_ps(_mm512_mul_ps(
+            d.kept(k64), _mm512_permutex2var_ps(_mm512_loadu_ps(x + k64), idx, _mm512_loadu_ps(x + k64 + 16))));
+      }
+      for (int64_t k = simd_k; k < K; ++k) sum += weight_at(p, n, k) * x[k];
+      out[n] = sum + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
 void kept_bf16_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
                     int64_t n1) {
   const int64_t K = p.k, k64 = K & ~int64_t(63);
@@ -425,9 +529,12 @@ void kept_bf16_rows(const Packed& p, const float* x, int64_t m, float* out, cons
     // step gained nothing (4096 x 4096 from L3, one token, 10 alternating runs: median ~22 GB/s of weights
     // either way, best 27.5 against 33 for one row); from DRAM at K = 14336 they did (~18 against ~14).
     const bool share = mt * k64 * static_cast<int64_t>(sizeof(float)) > kSharedActsBytes;
+    if (mt == 1 && share) {
+      kept_bf16_segments(p, x + t0 * K, xr + t0 * k64, out + t0 * p.n, bias, n0, n1);  // (a last tile of one)
+      continue;
+    }
     switch (mt) {
-      case 1: share ? kept_bf16_tokens<1, 4>(p, x, xr, t0, out, bias, n0, n1)
-                    : kept_bf16_tokens<1, 1>(p, x, xr, t0, out, bias, n0, n1); break;
+      case 1: kept_bf16_tokens<1, 1>(p, x, xr, t0, out, bias, n0, n1); break;
       case 2: share ? kept_bf16_tokens<2, 2>(p, x, xr, t0, out, bias, n0, n1)
                     : kept_bf16_tokens<2, 1>(p, x, xr, t0, out, bias, n0, n1); break;
       case 3: share ? kept_bf16_tokens<3, 2>(p, x, xr, t0, out, bias, n0, n1)

@@ -144,12 +144,14 @@ def test_simd_paths_outside_their_fastest_loops(kind, k, opts, path):
 
 
 @pytest.mark.parametrize("n, k", [(7, 128), (7, 608), (2, 64), (1, 640), (7, 6208), (6, 6240), (3, 12352),
-                                  (5, 12384)])
+                                  (5, 12384), (70, 7208), (9, 14336)])
 @pytest.mark.parametrize("path", SIMD_PATHS)
 def test_semi24_bf16_rows_left_over_from_the_row_tiles(n, k, path):
-    """2:4 with bf16 values (AVX-512) takes 4 rows a step at one token and 2 at two or three where a tile's
-    activations pass 24 KB (K > 6144 at one token), one row a step below: row counts that leave rows over,
-    64-input steps with and without a 32-input step after them, every tile of tokens (K up to 12384)."""
+    """2:4 with bf16 values (AVX-512) takes 2 rows a step at two or three tokens where a tile's activations pass
+    24 KB, and at one token past it (K > 6144) blocks of 32 rows over equal segments of at most 4096 inputs
+    (kept_bf16_segments: 70 rows = 32 + 32 + 6 over 2 x 3584 inputs and a 32-input step and 8 inputs after
+    them; K = 14336 as 4 x 3584), one row a step below: row counts that leave rows over, 64-input steps with and
+    without a 32-input step after them, every tile of tokens (K up to 14336)."""
     layout = make("semi24", n, k, values=torch.bfloat16, seed=n + k)
     bias = torch.randn(n, generator=_gen(5))
     for m in (1, 2, 3, 4, 5, 6, 9, 16):
