@@ -423,8 +423,8 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
   // a bf16 model's 2:4 bf16 layers at decode multiply the bf16 activations as they come (vdpbf16ps,
   // gemm_avx512_bf16.cpp): half the instructions per token of the fp32 kernel, the same exact products. (Until one
   // token took one row a step there, rows shorter than 1024 inputs ran faster on the fp32 kernel; now the bf16
-  // kernel is the faster at K = 576 too: Zen 4, one thread, from DRAM, ab_builds.py: -7% on 1536 x 576, -11% on
-  // 576 x 576.)
+  // kernel is the faster at K = 576 too: Zen 4, one thread, ab_builds.py: -8% on 1536 x 576 from DRAM, -11% on
+  // 576 x 576 from L3.)
   const int64_t rows_in = x.numel() / k;
   const bool bf16_dot = !a8 && use == "avx512" && rows_in <= kDecodeRows &&
                         p.kind == Kind::kSemi24 && p.value_type == ValueType::kBFloat16 &&

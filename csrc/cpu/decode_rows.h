@@ -4,7 +4,8 @@
 // Included by those files inside their target pragma and their anonymous namespace (after <algorithm>,
 // <type_traits>, <vector> and packed_cpu.h), so each gets its own copy compiled for its target.
 //
-// Rows a step: at one token 8 (8 accumulators and 8 row streams in flight: from DRAM on 4096 x 14336 at one
+// Rows a step: at one token 8 (the 2:4 bf16 kernel on bf16 activations: only where they outgrow L1, one row a step
+// with 4 accumulators below; 8 accumulators and 8 row streams in flight: from DRAM on 4096 x 14336 at one
 // thread, the 2:4 bf16 kernel took 4.6 ms with 1 row a step, 4.1 with 2, 3.2-3.4 with 4 and 2.8 with 8, alternating
 // with the fp32 kernel on the same weights, ad hoc; the int4 kernel 5-10% faster with 8 than 4 in a prototype).
 // With more tokens 4 rows by up to 4 tokens (16 accumulators): 8 rows would spill. The token tiles pass over a

@@ -412,7 +412,7 @@ void kept_bf16_tokens(const Packed& p, const float* x, const float* xr, int64_t 
   if (R > 1) kept_bf16_tile<MT, 1>(p, x, xr, t0, out, bias, whole, n1);
 }
 
-// One token (x, xr, out: its row) where the reordered activations outgrow L1 (K > 6144): rows in blocks of
+// One token (x, xr, out: its row) where the reordered activations outgrow L1 (K >= 6208): rows in blocks of
 // kSegRows, each block's rows taken over segments of at most kSegInputs inputs (whose activations, <= 16 KB, stay
 // in L1), one row a step, with partial sums per row; the segment kSegAhead on (the same segment kSegAhead rows on,
 // else the next segment's rows, else the next block's) is prefetched line by line as the loop reads this one.
@@ -527,7 +527,8 @@ void kept_bf16_rows(const Packed& p, const float* x, int64_t m, float* out, cons
     const int64_t mt = std::min<int64_t>(4, m - t0);
     // Rows share the activation loads only where the tile's activations outgrow L1. With them in L1, 4 rows a
     // step gained nothing (4096 x 4096 from L3, one token, 10 alternating runs: median ~22 GB/s of weights
-    // either way, best 27.5 against 33 for one row); from DRAM at K = 14336 they did (~18 against ~14).
+    // either way, best 27.5 against 33 for one row); from DRAM at K = 14336 they did (~18 against ~14), and one
+    // token there now takes segments of the rows, faster still (kept_bf16_segments).
     const bool share = mt * k64 * static_cast<int64_t>(sizeof(float)) > kSharedActsBytes;
     if (mt == 1 && share) {
       kept_bf16_segments(p, x + t0 * K, xr + t0 * k64, out + t0 * p.n, bias, n0, n1);  // (a last tile of one)

@@ -162,8 +162,9 @@ inline void prefetch_ahead_l1(const Packed& p, const void* ptr) {
 }
 
 // a tile's activations above this many bytes are read from L2, not L1 (Zen 4 and Intel cores since Ice Lake have
-// 32-48 KB of L1 data; the weight stream passes through it too): the 2:4 bf16 kernels read rows in blocks that
-// share each activation load above it, one row a step below
+// 32-48 KB of L1 data; the weight stream passes through it too). Above it the 2:4 bf16 kernels read rows in blocks
+// that share each activation load, except at one token, where the kernel on fp32 activations reads one row at a
+// time over segments of the rows (kept_bf16_segments); below it one row a step
 constexpr int64_t kSharedActsBytes = 24 * 1024;
 
 // The 2:4 bf16 kernels' prefetch at input k0 of a row (its values and positions) when R rows are read a step: a

@@ -148,7 +148,7 @@ def test_simd_paths_outside_their_fastest_loops(kind, k, opts, path):
 @pytest.mark.parametrize("path", SIMD_PATHS)
 def test_semi24_bf16_rows_left_over_from_the_row_tiles(n, k, path):
     """2:4 with bf16 values (AVX-512) takes 2 rows a step at two or three tokens where a tile's activations pass
-    24 KB, and at one token past it (K > 6144) blocks of 32 rows over equal segments of at most 4096 inputs
+    24 KB, and at one token past it (K >= 6208) blocks of 32 rows over equal segments of at most 4096 inputs
     (kept_bf16_segments: 70 rows = 32 + 32 + 6 over 2 x 3584 inputs and a 32-input step and 8 inputs after
     them; K = 14336 as 4 x 3584), one row a step below: row counts that leave rows over, 64-input steps with and
     without a 32-input step after them, every tile of tokens (K up to 14336)."""
@@ -181,7 +181,8 @@ def test_a8_without_its_decode_kernels_is_the_exact_kernel_on_quantized_activati
         assert not torch.equal(xq, x)  # the activations were quantized: the check above can tell
 
 
-@pytest.mark.parametrize("n, k", [(9, 8), (9, 64), (7, 584), (13, 1096), (5, 1216), (6, 6240), (11, 12352)])
+@pytest.mark.parametrize("n, k", [(9, 8), (9, 64), (7, 584), (3, 640), (4, 1024), (13, 1096), (5, 1216), (6, 6240),
+                                  (3, 12288), (11, 12352)])
 def test_semi24_bf16_values_times_bf16_activations_are_exact_products(n, k):
     """2:4 with bf16 values and bf16 activations at decode (AVX512_BF16, `bf16_dot` in cpu_info: vdpbf16ps on
     activations gathered by the kept positions; at one token one row a step with 4 accumulators while the token's
@@ -208,6 +209,27 @@ def test_semi24_bf16_values_times_bf16_activations_are_exact_products(n, k):
             assert bool(((got.double() - ref).abs() <= bound).all()), (m, float((got.double() - ref).abs().max()))
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n, k, dtype", [(100, 7208, torch.float32), (40, 1096, torch.bfloat16)])
+def test_semi24_bf16_one_token_rows_split_between_threads(n, k, dtype):
+    """One token of 2:4 bf16 rows on 1, 2 and 3 threads, bit for bit: fp32 activations past L1 take blocks of 32
+    rows over segments (2 threads: rows 50-99 start a block at 50; 3: a shorter last range), bf16 activations
+    within L1 one row a step with 4 accumulators (2 threads: 20 rows each). Each row's sum does not depend on
+    where its range starts."""
+    layout = make("semi24", n, k, values=torch.bfloat16, seed=n)
+    x = torch.randn(1, k, generator=_gen(n)).to(dtype)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cpu_linear(x, layout)
+        for threads in (2, 3):
+            torch.set_num_threads(threads)
+            assert torch.equal(cpu_linear(x, layout), one), threads
+    finally:
+        torch.set_num_threads(before)
+    ref = packed_linear_reference(x.float(), layout)
+    assert rel_to_products(one.float(), ref, x.float(), layout) < (1e-5 if dtype == torch.float32 else 4e-3)
 
 
 def test_non_contiguous_and_batched_inputs():
