@@ -107,7 +107,7 @@ inline void block(const Packed& p, KeptIndex& ix, const uint16_t* x, int64_t t0,
 }
 
 // One token of row n where its activations fit L1 (kSharedActsBytes): one row a step reads the weights as one
-// stream, where 8 rows a step read 8 streams 2.3 KB of packed row apart at K = 4096 (the read from DRAM was the
+// stream, where 8 rows a step read 8 streams 4.5 KB of packed row apart at K = 4096 (the read from DRAM was the
 // slower for it). Four accumulators over consecutive steps: with one, each vdpbf16ps waits for the last (a chain of
 // its latency per 64 inputs), and a row streamed at 19 GB/s from L3 on one Zen 4 core, against 39 with four
 // (1024 x 4096; 55 for 8 rows a step, whose 8 chains are independent). Inputs [0, k64) only.
