@@ -13,7 +13,7 @@ import torch
 
 from sparsekit.calib.engine import CalibSettings
 from sparsekit.checkpoint import load_masks, read_metadata, save_checkpoint
-from sparsekit.data.calibration import calibration_texts, calibration_windows
+from sparsekit.data.calibration import calibration_texts, calibration_windows, packed_windows
 from sparsekit.data.datasets import perplexity_set
 from sparsekit.errors import SparsekitError
 from sparsekit.eval.perplexity import perplexity
@@ -132,8 +132,8 @@ def compress(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=
            for step in recipe.steps):
         state.teacher = copy.deepcopy(model)  # the model as it entered the recipe
     if any(isinstance(step, Heal) for step in recipe.steps):
-        state.windows = lambda n, length, s: calibration_windows(tokenizer, calib, nsamples=n, seqlen=length, seed=s,
-                                                                 texts=texts)
+        state.windows = lambda n, length, s, packed=False: (packed_windows if packed else calibration_windows)(
+            tokenizer, calib, nsamples=n, seqlen=length, seed=s, texts=texts)
     state = run_steps(list(recipe.steps), state)
     state.teacher = None
     result = Compressed(model, tokenizer, recipe, name, calibration, steps=state.records, masks=state.masks,

@@ -655,6 +655,10 @@ def _nested(step: str, key: str, cls: type, value: Any) -> Any:
     return cls(**value)
 
 
+#: how healing draws its C4 windows (`Heal.windows`)
+HEAL_WINDOWS = ("documents", "packed")
+
+
 @dataclass
 class Heal:
     """Healing by distillation (see `sparsekit.steps.heal`): train the compressed model to match the model
@@ -668,6 +672,10 @@ class Heal:
         error between student and teacher hidden states, each divided by the teacher's mean square. 0 (the
         default) distils the logits only; the paper's weight is 1.
     seed: draws the training windows (another draw than calibration's seed 0).
+    windows: 'documents' (the default, as calibration draws them: a random window of a random document
+        longer than `seqlen`) or 'packed' (every document, shuffled, joined by the end-of-text token and
+        cut into consecutive windows: no token repeats before every token was used once, and short
+        documents count too; `sparsekit.data.packed_windows`).
     resume: a folder for the resumable state (written every `save_every` steps; a later run of the same
         step continues from it), or null.
     teacher: a model name or folder to distil instead (its vocabulary must be the student's): to heal a
@@ -686,6 +694,7 @@ class Heal:
     temperature: float = 1.0
     squarehead: float = 0.0
     seed: int = 1
+    windows: str = "documents"
     resume: str | None = None
     save_every: int = 25
     teacher: str | None = None
@@ -704,6 +713,8 @@ class Heal:
         if not float(self.squarehead) >= 0:
             raise SparsekitError(f"{s}: squarehead must be >= 0 (a loss weight), got {self.squarehead}")
         self.warmup = _fraction(s, "warmup", self.warmup, upper_open=True)
+        if self.windows not in HEAL_WINDOWS:
+            raise SparsekitError(f"{s}: windows must be one of {', '.join(HEAL_WINDOWS)}, got {self.windows!r}")
         if self.resume is not None and not isinstance(self.resume, str):
             raise SparsekitError(f"{s}: resume must be a folder path or null, got {self.resume!r}")
         if self.teacher is not None and not (isinstance(self.teacher, str) and self.teacher):

@@ -4,6 +4,11 @@ The sampling is SparseGPT's (`get_c4` / `get_wikitext2`): for C4, pick a random 
 than `seqlen` tokens, then a random window inside it; for WikiText-2, random windows of the
 tokenized concatenated text. A private `random.Random(seed)` drives it, so the result depends only
 on (source, tokenizer, nsamples, seqlen, seed) and not on global RNG state.
+
+`packed_windows` draws training windows instead (healing): every document, in a seeded order, joined
+by the end-of-text token and cut into consecutive windows, so that no token repeats before all have
+been used once (SparseGPT's draw picks a document uniformly, whatever its length, and only those longer
+than a window: 548 of the 2,000 C4 documents at 512 tokens, 69% of the sample's tokens).
 """
 
 from __future__ import annotations
@@ -69,3 +74,34 @@ def calibration_windows(tokenizer, source: str = "c4", *, nsamples: int = 128, s
             start = rng.randrange(len(ids) - seqlen)
             windows.append(ids[start:start + seqlen])
     return torch.tensor(windows, dtype=torch.long)
+
+
+def packed_windows(tokenizer, source: str = "c4", *, nsamples: int, seqlen: int, seed: int = 0,
+                   data_dir: str | os.PathLike | None = None, texts: list[str] | None = None) -> torch.Tensor:
+    """A LongTensor `[nsamples, seqlen]` of consecutive windows over every document of `source`, packed.
+
+    The documents are shuffled (seeded), joined with the tokenizer's end-of-text token between them (none
+    where it has none) and cut into windows; a request for more windows than one pass holds starts a new
+    pass in a new order, so each token is used once per pass. WikiText-2 validation is one text: its
+    windows are consecutive slices from a seeded start."""
+    if nsamples < 1:
+        raise SparsekitError(f"nsamples must be >= 1, got {nsamples}")
+    if seqlen < 2:
+        raise SparsekitError(f"seqlen must be >= 2 tokens, got {seqlen}")
+    texts = calibration_texts(source, data_dir) if texts is None else texts
+    docs = [ids for ids in _tokenize(tokenizer, texts) if ids]
+    eos = getattr(tokenizer, "eos_token_id", None)
+    sep = [] if eos is None else [int(eos)]
+    total = sum(len(ids) + len(sep) for ids in docs)
+    if total < seqlen:
+        raise SparsekitError(f"the {source} sample holds {total} tokens, fewer than one window of seqlen={seqlen}")
+    rng = random.Random(seed)
+    windows: list[list[int]] = []
+    while len(windows) < nsamples:
+        order = list(range(len(docs)))
+        rng.shuffle(order)
+        stream = [t for i in order for t in (*docs[i], *sep)]
+        start = rng.randrange(len(stream) % seqlen + 1)  # a seeded offset: the pass's leftover tokens at either end
+        for pos in range(start, len(stream) - seqlen + 1, seqlen):
+            windows.append(stream[pos:pos + seqlen])
+    return torch.tensor(windows[:nsamples], dtype=torch.long)

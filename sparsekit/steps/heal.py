@@ -97,7 +97,8 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
              windows: Callable[[int, int, int], torch.Tensor], *, settings: CalibSettings | None = None,
              progress: bool = True) -> HealResult:
     """Distil `teacher` into `model` (in place) under `step`'s budget; `masks`: keep-masks by module name
-    (a module's weight keeps exactly its zeros); `windows(n, seqlen, seed)`: n token windows of C4."""
+    (a module's weight keeps exactly its zeros); `windows(n, seqlen, seed, packed)`: n token windows of C4
+    (packed: every document joined and cut in turn, `sparsekit.data.packed_windows`)."""
     start = time.perf_counter()
     settings = settings or CalibSettings()
     device = module_device(model)
@@ -111,7 +112,7 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
                                      f"{tuple(params[key].shape)}")
             keep[key] = mask.to(device=device, dtype=params[key].dtype)
     total = step.steps
-    ids = windows(total * step.batch_size, step.seqlen, step.seed)
+    ids = windows(total * step.batch_size, step.seqlen, step.seed, step.windows == "packed")
     opt = torch.optim.AdamW(list(params.values()), lr=step.lr, weight_decay=0.0)
     config = dataclasses.asdict(step)
     config.pop("resume")
@@ -125,7 +126,9 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
         if "losses" not in state:
             raise SparsekitError(f"heal: {state_path} was written by an older sparsekit (no per-step losses); use "
                                  "another resume folder or delete it")
-        if state["config"] != config:
+        # an option added since the state was written counts at its default (the run it continues had that)
+        saved = {**{f.name: f.default for f in dataclasses.fields(step) if f.name in config}, **state["config"]}
+        if saved != config:
             raise SparsekitError(f"heal: {state_path} holds a run with other options ({state['config']}); use "
                                  "another resume folder or delete it")
         with torch.no_grad():

@@ -45,7 +45,8 @@ class StepState:
     progress: bool = True
     calib: CalibSettings = field(default_factory=CalibSettings)  # the prune / quantize / heal steps' forwards
     teacher: nn.Module | None = None  # the model as it entered the recipe (heal distils it, reconstruct fits to it)
-    windows: Callable[[int, int, int], torch.Tensor] | None = None  # (n, seqlen, seed) -> C4 token windows
+    # (n, seqlen, seed, packed) -> C4 token windows (packed: `packed_windows`, else `calibration_windows`)
+    windows: Callable[..., torch.Tensor] | None = None
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     qtensors: dict[str, Any] = field(default_factory=dict)
     records: list[StepRecord] = field(default_factory=list)

@@ -3,7 +3,10 @@ import hashlib
 import pytest
 import torch
 
-from sparsekit.data import c4_documents, calibration_windows, perplexity_set, read_texts, wikitext2_rows, wikitext2_text
+from collections import Counter
+
+from sparsekit.data import (c4_documents, calibration_windows, packed_windows, perplexity_set, read_texts,
+                            wikitext2_rows, wikitext2_text)
 from sparsekit.errors import DataNotFoundError, SparsekitError
 from tests.tiny import tiny_tokenizer
 
@@ -75,6 +78,27 @@ def test_calibration_windows_are_deterministic_slices(tok, data_dir, source):
         joined = ",".join(map(str, stream))
         for row in a.tolist():
             assert ",".join(map(str, row)) in joined
+
+
+def test_packed_windows_use_every_token_once_a_pass(tok, data_dir):
+    """One pass of packed windows holds every C4 token (and one end-of-text token a document) at most once and
+    leaves out fewer than a window's worth; more windows than a pass start another pass, seeded."""
+    docs = [ids for ids in tok(c4_documents("calibration", data_dir)).input_ids if ids]
+    tokens = Counter(t for ids in docs for t in ids) + Counter({tok.eos_token_id: len(docs)})
+    seqlen = 256
+    n_pass = sum(tokens.values()) // seqlen
+    one = packed_windows(tok, "c4", nsamples=n_pass, seqlen=seqlen, seed=3, data_dir=data_dir)
+    assert one.shape == (n_pass, seqlen) and one.dtype == torch.long
+    used = Counter(one.flatten().tolist())
+    assert not used - tokens  # nothing used more often than the sample holds it
+    assert sum((tokens - used).values()) < seqlen
+    again = packed_windows(tok, "c4", nsamples=n_pass + 5, seqlen=seqlen, seed=3, data_dir=data_dir)
+    assert torch.equal(again[:n_pass], one) and again.shape[0] == n_pass + 5
+    assert not torch.equal(packed_windows(tok, "c4", nsamples=4, seqlen=seqlen, seed=4, data_dir=data_dir), one[:4])
+    with pytest.raises(SparsekitError, match="fewer than one window of seqlen=10000000"):
+        packed_windows(tok, "c4", nsamples=1, seqlen=10_000_000, data_dir=data_dir)
+    with pytest.raises(SparsekitError, match="nsamples must be >= 1"):
+        packed_windows(tok, "c4", nsamples=0, seqlen=8, data_dir=data_dir)
 
 
 def test_calibration_errors(tok, data_dir):

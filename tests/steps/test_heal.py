@@ -99,6 +99,19 @@ def test_heal_keeps_the_mask_and_closes_the_gap(tiny_dir, data_dir):
     assert not torch.equal(healed.model.get_submodule(name).weight, pruned.model.get_submodule(name).weight)
 
 
+def test_heal_on_packed_windows_keeps_the_mask_and_learns(tiny_dir, data_dir):
+    """`windows: packed` reaches the step (other windows than the documents' draw, so another loss) and heals
+    under the same guarantees."""
+    docs = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
+    packed = compress(str(tiny_dir), [PRUNE, _heal(windows="packed")], data_dir=data_dir, **OPTS)
+    record = packed.steps[-1]
+    assert record.tokens == 512 and record.loss_last < record.loss_first
+    assert record.loss_first != docs.steps[-1].loss_first
+    for name, mask in packed.masks.items():
+        w = packed.model.get_submodule(name).weight
+        assert bool((w[~mask] == 0).all()) and is_nm(mask, 2, 4)
+
+
 def test_heal_resumes_where_it_stopped(tiny_dir, data_dir, tmp_path, monkeypatch):
     """A run interrupted after its step-4 save, run again, ends with the weights of an uninterrupted run."""
     import sparsekit.steps.heal as heal
@@ -117,7 +130,11 @@ def test_heal_resumes_where_it_stopped(tiny_dir, data_dir, tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         compress(str(tiny_dir), [PRUNE, step], data_dir=data_dir, **OPTS)
     monkeypatch.setattr(heal, "_save_state", save)
-    assert torch.load(resume / "heal_state.pt", weights_only=True)["step"] == 4
+    state = torch.load(resume / "heal_state.pt", weights_only=True)
+    assert state["step"] == 4
+    # a state written before `windows` was an option continues as the run it was (documents' windows)
+    del state["config"]["windows"]
+    torch.save(state, resume / "heal_state.pt")
     resumed = compress(str(tiny_dir), [PRUNE, step], data_dir=data_dir, **OPTS)
     assert resumed.steps[-1].resumed_from == 4 and resumed.steps[-1].loss_first == full.steps[-1].loss_first
     assert resumed.steps[-1].loss_curve == pytest.approx(full.steps[-1].loss_curve, rel=1e-4)
@@ -141,6 +158,8 @@ def test_recipe_order_and_options():
         Heal(squarehead=-1.0)
     with pytest.raises(SparsekitError, match="heal: teacher must be a model name or folder"):
         Heal(teacher="")
+    with pytest.raises(SparsekitError, match="heal: windows must be one of documents, packed, got 'docs'"):
+        Heal(windows="docs")
     r = Recipe.from_list([PRUNE, _heal(resume="x")])
     assert Recipe.from_yaml(r.to_yaml()) == r and r.steps[1].steps == 8
 
