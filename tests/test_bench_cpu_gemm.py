@@ -196,3 +196,24 @@ def test_the_faster_of_two_read_probes_is_the_reference(tmp_path, monkeypatch):
     data = json.loads(out.read_text())
     assert data["bandwidth"]["1"]["read_gbps"] == 20.0 and data["bandwidth"]["1"]["probes_read_gbps"] == [10.0, 20.0]
     assert all(abs(r["read_bw_fraction"] - r["gbps"] / 20.0) < 1e-12 for r in data["rows"])
+
+
+@pytest.mark.skipif(not _ext.cpu_available(), reason="needs sparsekit._cpu")
+@pytest.mark.parametrize("acts", ["float", "bf16"])
+def test_semi24_kblocks_times_the_three_orders_of_the_same_weights(tmp_path, capsys, acts):
+    """The K-blocked emulation computes the plain layout's product (checked before timing) and records every
+    variant's per-round medians; bad arguments exit 2 before anything is built."""
+    kblocks = load_script("semi24_kblocks", "kernels")
+    out = tmp_path / "kb.json"
+    assert kblocks.main(["--shape", "48x512", "--segments", "2", "--acts", acts, "--copies", "2", "--rounds", "2",
+                         "--calls", "3", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["kb"] == 256 and data["command"].startswith("python bench/kernels/semi24_kblocks.py")
+    assert {v: len(r) for v, r in data["rounds_ms"].items()} == {"plain": 2, "kblocks": 2, "stream": 2}
+    assert data["rel_err_kblocks"] <= (2.0 ** -7 if acts == "bf16" else 1e-5)
+    capsys.readouterr()
+    assert kblocks.main(["--table", "--out", str(out)]) == 0
+    assert "| kblocks |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        kblocks.main(["--shape", "48x500", "--segments", "2"])
+    assert exc.value.code == 2
