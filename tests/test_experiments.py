@@ -424,3 +424,31 @@ def test_every_bench_script_prints_its_help(script):
         module.main(["--help"])
     assert done.value.code == 0
     assert "usage:" in out.getvalue()
+
+
+def test_heal_windows_counts_what_each_draw_holds(tiny_dir, data_dir, tmp_path, capsys):
+    """The documents' draw (replayed) holds at most its drawn tokens and only documents longer than a window;
+    packed windows hold every drawn token once while a pass lasts."""
+    script = _script("heal_windows")
+    out = tmp_path / "hw.json"
+    assert script.main(["--model", str(tiny_dir), "--tokens", "4096", "--seqlen", "64", "--data-dir", str(data_dir),
+                        "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["windows"] == 64 and d["tokens"] == 4096 and d["packed_shape"] == [64, 64]
+    assert d["packed_distinct"] == 4096 and 0 < d["documents_distinct"] <= 4096
+    assert d["eligible_tokens"] <= d["sample_tokens"] and d["eligible_documents"] <= d["documents"] == 2000
+    # the replay draws exactly the windows calibration_windows draws
+    from sparsekit.data import c4_documents, calibration_windows
+    from sparsekit.models.loader import load_model
+
+    tok = load_model(str(tiny_dir))[1]
+    docs = tok(c4_documents("calibration", data_dir), verbose=False)["input_ids"]
+    distinct, replayed = script.documents_draw(docs, 64, 64, 1)
+    assert distinct == d["documents_distinct"]
+    assert calibration_windows(tok, "c4", nsamples=64, seqlen=64, seed=1, data_dir=data_dir).tolist() == replayed
+    capsys.readouterr()
+    assert script.main(["--table", "--out", str(out)]) == 0
+    assert "| packed | 64 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--tokens", "10", "--seqlen", "64"])
+    assert exc.value.code == 2
