@@ -420,7 +420,9 @@ void kept_bf16_tokens(const Packed& p, const float* x, const float* xr, int64_t 
 // from DRAM, 2:4 bf16 values as 16384 x 3584 ran 2.4-2.9 ms against 4.4-4.8 ms as 4096 x 14336 (4 rows a step,
 // kept_bf16_tile), ad hoc, same run. Segments keep the plain layout and win part of that: 3.3-4.0 ms over
 // segments of 2048-4096 inputs, 16-128 rows a block and 4-32 segments ahead (3584 x 32 x 8: 3.6-4.0, alternating
-// with the 4-rows loop at 4.3-4.7, ad hoc); the rest would need the rows stored in K blocks. (The same on bf16
+// with the 4-rows loop at 4.3-4.7, ad hoc). Rows stored in K blocks would add little: emulated in alternating
+// rounds (bench/kernels/semi24_kblocks.py) -11% / -3% / +3% (1t fp32, 1t bf16 acts, 2t), so the 16384 x 3584
+// figure above was more the machine's state than the layout. (The same on bf16
 // activations, rows_semi24_bf16_dot, gained nothing over its 8 rows a step: +1.8% / -6.1%, README.)
 constexpr int64_t kSegInputs = 4096;
 constexpr int kSegRows = 32;
