@@ -27,6 +27,13 @@ def print_table(script: str, out: Path, table: Callable[[dict], str]) -> int:
     return 0
 
 
+def write_result(out: Path, result: dict) -> None:
+    """Write a measurement's JSON to `out` (its folder made) and say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {out}")
+
+
 def pick(script: str, text: str, known: Iterable[str]) -> list[str] | None:
     """The comma-separated names of `text`, or None (after one line on stderr) if any is not in `known`."""
     known = list(known)

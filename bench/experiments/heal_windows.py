@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import random
 import shlex
 import sys
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a plain checkout: the package is the tree itself
     sys.path.insert(0, str(ROOT))
 
-from bench.common import print_table  # noqa: E402  (after the path insert)
+from bench.common import print_table, write_result  # noqa: E402  (after the path insert)
 
 
 def documents_draw(docs: list[list[int]], n: int, seqlen: int, seed: int) -> tuple[int, list[list[int]]]:
@@ -91,10 +90,8 @@ def main(argv: list[str] | None = None) -> int:
               "packed_distinct": min(n, one_pass) * args.seqlen, "packed_shape": list(packed.shape),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/experiments/heal_windows.py " + shlex.join(argv)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
-    print(f"-> {args.out}")
+    write_result(args.out, result)
     return 0
 
 

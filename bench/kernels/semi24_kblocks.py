@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shlex
 import statistics
 import sys
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a plain checkout: the package is the tree itself
     sys.path.insert(0, str(ROOT))
 
-from bench.common import print_table  # noqa: E402  (after the path insert)
+from bench.common import print_table, write_result  # noqa: E402  (after the path insert)
 
 VARIANTS = ("plain", "kblocks", "stream")
 
@@ -141,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python bench/kernels/semi24_kblocks.py " + shlex.join(argv)}
     print(table(result))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"-> {args.out}")
+        write_result(args.out, result)
     return 0
 
 
