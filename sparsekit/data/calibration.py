@@ -8,7 +8,8 @@ on (source, tokenizer, nsamples, seqlen, seed) and not on global RNG state.
 `packed_windows` draws training windows instead (healing): every document, in a seeded order, joined
 by the end-of-text token and cut into consecutive windows, so that no token repeats before all have
 been used once (SparseGPT's draw picks a document uniformly, whatever its length, and only those longer
-than a window: 548 of the 2,000 C4 documents at 512 tokens, 69% of the sample's tokens).
+than a window: 548 of the 2,000 C4 documents at 512 tokens, 69% of the sample's tokens;
+`bench/experiments/heal_windows.py` counts what each draw holds).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def _state_path(step: Heal) -> Path | None:
 
 
 def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal, masks: dict[str, torch.Tensor],
-             windows: Callable[[int, int, int], torch.Tensor], *, settings: CalibSettings | None = None,
+             windows: Callable[..., torch.Tensor], *, settings: CalibSettings | None = None,
              progress: bool = True) -> HealResult:
     """Distil `teacher` into `model` (in place) under `step`'s budget; `masks`: keep-masks by module name
     (a module's weight keeps exactly its zeros); `windows(n, seqlen, seed, packed)`: n token windows of C4
