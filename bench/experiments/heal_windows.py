@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import random
 import shlex
 import sys
 from pathlib import Path
@@ -29,16 +28,13 @@ from bench.common import print_table, write_result  # noqa: E402  (after the pat
 
 
 def documents_draw(docs: list[list[int]], n: int, seqlen: int, seed: int) -> tuple[int, list[list[int]]]:
-    """(distinct (document, position) pairs, the windows) of the `n` windows `calibration_windows` draws: its
-    sampler replayed on the same tokenized documents (the same random calls in the same order)."""
-    eligible = [i for i, ids in enumerate(docs) if len(ids) > seqlen]
-    rng, seen, windows = random.Random(seed), set(), []
-    for _ in range(n):
-        i = eligible[rng.randrange(len(eligible))]
-        start = rng.randrange(len(docs[i]) - seqlen)
-        seen.update((i, p) for p in range(start, start + seqlen))
-        windows.append(docs[i][start:start + seqlen])
-    return len(seen), windows
+    """(distinct (document, position) pairs, the windows) of the `n` windows `calibration_windows` draws from
+    these tokenized documents (its sampler, `document_draw`)."""
+    from sparsekit.data.calibration import document_draw
+
+    draws = document_draw([len(ids) for ids in docs], n, seqlen, seed)
+    seen = {(i, p) for i, start in draws for p in range(start, start + seqlen)}
+    return len(seen), [docs[i][start:start + seqlen] for i, start in draws]
 
 
 def table(result: dict) -> str:

@@ -38,6 +38,25 @@ def calibration_texts(source: str = "c4", data_dir: str | os.PathLike | None = N
     raise SparsekitError(f"unknown calibration source {source!r}: use one of {', '.join(CALIBRATION_SOURCES)}")
 
 
+def _check_counts(nsamples: int, seqlen: int) -> None:
+    if nsamples < 1:
+        raise SparsekitError(f"nsamples must be >= 1, got {nsamples}")
+    if seqlen < 2:
+        raise SparsekitError(f"seqlen must be >= 2 tokens, got {seqlen}")
+
+
+def document_draw(lengths: list[int], nsamples: int, seqlen: int, seed: int) -> list[tuple[int, int]]:
+    """SparseGPT's C4 sampler on documents of these token `lengths`: (document index, window start) of each of
+    `nsamples` windows, a document picked uniformly among those longer than `seqlen`, then a start in it."""
+    eligible = [i for i, length in enumerate(lengths) if length > seqlen]
+    rng = random.Random(seed)
+    draws = []
+    for _ in range(nsamples):
+        i = eligible[rng.randrange(len(eligible))]
+        draws.append((i, rng.randrange(lengths[i] - seqlen)))
+    return draws
+
+
 def calibration_windows(tokenizer, source: str = "c4", *, nsamples: int = 128, seqlen: int = 2048,
                         seed: int = 0, data_dir: str | os.PathLike | None = None,
                         texts: list[str] | None = None) -> torch.Tensor:
@@ -48,25 +67,18 @@ def calibration_windows(tokenizer, source: str = "c4", *, nsamples: int = 128, s
             the test split is never used for calibration).
         texts: `calibration_texts(source)` when already read (e.g. to fail early on missing data).
     """
-    if nsamples < 1:
-        raise SparsekitError(f"nsamples must be >= 1, got {nsamples}")
-    if seqlen < 2:
-        raise SparsekitError(f"seqlen must be >= 2 tokens, got {seqlen}")
+    _check_counts(nsamples, seqlen)
     texts = calibration_texts(source, data_dir) if texts is None else texts
-    rng = random.Random(seed)
     if source == "c4":
         docs = _tokenize(tokenizer, texts)
-        eligible = [ids for ids in docs if len(ids) > seqlen]
-        if not eligible:
-            longest = max(len(ids) for ids in docs)
+        longest = max(len(ids) for ids in docs)
+        if longest <= seqlen:
             raise SparsekitError(f"no C4 calibration document is longer than seqlen={seqlen} tokens (longest: "
                                  f"{longest}); use a smaller --seqlen or --calib wikitext2")
-        windows = []
-        for _ in range(nsamples):
-            ids = eligible[rng.randrange(len(eligible))]
-            start = rng.randrange(len(ids) - seqlen)
-            windows.append(ids[start:start + seqlen])
+        windows = [docs[i][start:start + seqlen]
+                   for i, start in document_draw([len(ids) for ids in docs], nsamples, seqlen, seed)]
     elif source == "wikitext2":
+        rng = random.Random(seed)
         ids = _tokenize(tokenizer, texts[:1])[0]
         if len(ids) <= seqlen:
             raise SparsekitError(f"WikiText-2 validation has {len(ids)} tokens, fewer than seqlen={seqlen}")
@@ -85,10 +97,7 @@ def packed_windows(tokenizer, source: str = "c4", *, nsamples: int, seqlen: int,
     where it has none) and cut into windows; a request for more windows than one pass holds starts a new
     pass in a new order, so each token is used once per pass. WikiText-2 validation is one text: its
     windows are consecutive slices from a seeded start."""
-    if nsamples < 1:
-        raise SparsekitError(f"nsamples must be >= 1, got {nsamples}")
-    if seqlen < 2:
-        raise SparsekitError(f"seqlen must be >= 2 tokens, got {seqlen}")
+    _check_counts(nsamples, seqlen)
     texts = calibration_texts(source, data_dir) if texts is None else texts
     docs = [ids for ids in _tokenize(tokenizer, texts) if ids]
     eos = getattr(tokenizer, "eos_token_id", None)
