@@ -355,6 +355,36 @@ def test_nm_study_int4_continues_from_the_saved_cell(tiny_dir, data_dir, tmp_pat
     assert "continued_from" not in json.loads((tmp_path / "2-4_sparsegpt+int4_seed0.json").read_text())
 
 
+def test_nm_study_heal_row_continues_from_its_saved_row_without_healing(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """--continue-saved: a healing row heals the saved checkpoint of the row it heals (distilling the dense
+    model, as the whole recipe does) and adds that row's times; it scores as the whole recipe run in one go."""
+    study = _script("nm_study")
+    monkeypatch.setitem(study.ROWS, "sparsegpt+heal-tiny", {"method": "sparsegpt",
+                                                            "heal": {"tokens": 4 * 2 * 32, "seqlen": 32,
+                                                                     "batch_size": 2, "lr": 1e-3}})
+    argv = ["--model", str(tiny_dir), "--patterns", "2:4", "--limit", "1", "--seqlen", "32", "--nsamples", "4",
+            "--calib-seqlen", "32", "--data-dir", str(data_dir), "--quiet"]
+    saved = argv + ["--out", str(tmp_path), "--save-dir", str(tmp_path / "ckpt")]
+    assert study.main(saved + ["--rows", "sparsegpt"]) == 0
+    base = json.loads((tmp_path / "2-4_sparsegpt_seed0.json").read_text())
+    assert study.main(saved + ["--rows", "sparsegpt+heal-tiny", "--continue-saved"]) == 0
+    cell = json.loads((tmp_path / "2-4_sparsegpt+heal-tiny_seed0.json").read_text())
+    added = cell["continued_from"]["heal_seconds"]
+    assert cell["continued_from"]["checkpoint"] == "2-4_sparsegpt_seed0"
+    assert cell["compress_seconds"] == pytest.approx(base["compress_seconds"] + added)
+    assert cell["recipe"][:-1] == base["recipe"] and cell["recipe"][-1]["heal"]["teacher"] is None
+    assert cell["heal"]["tokens"] == 4 * 2 * 32 and cell["heal"]["loss_last"] is not None
+    assert study.main(argv + ["--out", str(tmp_path / "whole"), "--rows", "sparsegpt+heal-tiny"]) == 0
+    whole = json.loads((tmp_path / "whole" / "2-4_sparsegpt+heal-tiny_seed0.json").read_text())
+    assert "continued_from" not in whole and whole["recipe"] == cell["recipe"]
+    assert cell["ppl"] == pytest.approx(whole["ppl"], rel=1e-3)
+    assert cell["heal"]["loss_first"] == pytest.approx(whole["heal"]["loss_first"], rel=1e-4)
+    # a record of another run of the same cell (its own seconds) does not pair with the checkpoint
+    (tmp_path / "2-4_sparsegpt_seed0.json").write_text(json.dumps({**base, "prune_seconds": base["prune_seconds"] + 1}))
+    with pytest.raises(SystemExit, match="not made by the run that wrote"):
+        study.main(saved + ["--rows", "sparsegpt+heal-tiny", "--continue-saved", "--force"])
+
+
 def test_structured_merge_write_keeps_what_another_worker_wrote(tmp_path):
     """A worker that read the file before another re-timed a record writes only its own record back."""
     structured = _script("structured")

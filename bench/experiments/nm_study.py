@@ -10,9 +10,10 @@ Each (pattern, row, seed) is compressed in-process (calibration: c4, 128 x 512 w
 seed; forwards as `--calib-dtype`), scored on WikiText-2 (seqlen 2048, the first `--limit` windows: the
 standard CPU protocol at 40) and written to `{out}/{pattern}_{row}_seed{seed}.json` with its recipe, the
 pruning wall time and what reconstruction did per block. Existing results are skipped (`--force` re-runs),
-so an interrupted study resumes. With `--int4 --continue-saved --save-dir D`, an int4 cell whose cell without int4
-was saved in D (e.g. a healed one) runs only the quantize step on that checkpoint (its masks kept) and adds
-the saved cell's times. The table gives, per row, the mean perplexity over the seeds measured
+so an interrupted study resumes. With `--continue-saved --save-dir D`, an int4 cell whose cell without int4
+was saved in D (e.g. a healed one) runs only the quantize step on that checkpoint (its masks kept), and a
+healing row whose row without healing was saved runs only the heal (distilling --model, as the whole
+recipe's heal would); either adds the saved cell's times. The table gives, per row, the mean perplexity over the seeds measured
 and their spread (max - min): a gain smaller than the spread of the calibration draw is not a gain.
 """
 
@@ -102,6 +103,11 @@ ROWS: dict[str, dict] = {
     "sparsegpt+permute+reconstruct-model-64x8+heal-655k-lr5e-4-packed": {
         "method": "sparsegpt", "permute": True, "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64},
         "heal": {"tokens": 655_360, "lr": 5e-4, "windows": "packed"}},
+    # the same with the steps the rest of the 2-hour budget buys once the LM heads run inside the loss (420 steps
+    # of 4 x 512; healed from the saved 64x8 row with --continue-saved, whose pruning took 2,091 s)
+    "sparsegpt+permute+reconstruct-model-64x8+heal-860k-lr5e-4-packed": {
+        "method": "sparsegpt", "permute": True, "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64},
+        "heal": {"tokens": 860_160, "lr": 5e-4, "windows": "packed"}},
     # a short heal (40 steps) by the KL of the logits alone and with SquareHead feature distillation added
     # (weight 1, the paper's): the same pruned model and windows, a paired comparison of the two losses
     "sparsegpt+permute+reconstruct-model+heal-82k-lr5e-4": {**SG_PERMUTE_FIT, "heal": SHORT_HEAL},
@@ -152,22 +158,48 @@ def result_path(out: Path, pattern: str, row: str, seed: int, int4: bool) -> Pat
     return out / f"{tag}_{row}{'+int4' if int4 else ''}_seed{seed}.json"
 
 
-def saved_base(args: argparse.Namespace, pattern: str, row: str, seed: int) -> tuple[Path, dict] | None:
-    """The checkpoint (under --save-dir) and result (under --out) of the same cell without int4, when both
-    exist and the checkpoint was made by that result's recipe and calibration: an int4 cell continues from
-    it (`--continue-saved`), since its recipe is that recipe plus one quantize step."""
+def base_row(row: str, int4: bool) -> tuple[str, bool] | None:
+    """The cell whose recipe this cell's recipe extends by its last step: the same row without int4, or for a
+    healing row, the row with the same prune options and no heal (None where there is none)."""
+    if int4:
+        return row, False
+    opts = dict(ROWS[row])
+    if not opts.pop("heal", False):
+        return None
+    return next(((name, False) for name, o in ROWS.items() if o == opts), None)
+
+
+def saved_base(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: bool) -> tuple[Path, dict] | None:
+    """The checkpoint (under --save-dir) and result (under --out) of `base_row`'s cell, when both exist and the
+    checkpoint was made by that result's recipe and calibration: the cell continues from it
+    (`--continue-saved`), running only its last step on that checkpoint."""
     from sparsekit.checkpoint import read_metadata
 
-    if args.save_dir is None:
+    base = base_row(row, int4)
+    if args.save_dir is None or base is None:
         return None
-    folder = args.save_dir / result_path(Path(), pattern, row, seed, False).stem
-    record = result_path(args.out, pattern, row, seed, False)
+    folder = args.save_dir / result_path(Path(), pattern, base[0], seed, base[1]).stem
+    record = result_path(args.out, pattern, base[0], seed, base[1])
     if not (folder / "sparsekit.json").is_file() or not record.is_file():
         return None
-    meta, base = read_metadata(folder), json.loads(record.read_text())
-    if meta["recipe"] != base["recipe"] or meta["calibration"] != base["calibration"]:
-        raise SystemExit(f"nm_study: {folder} was not made by the recipe / calibration of {record}; remove one")
-    return folder, base
+    meta, done = read_metadata(folder), json.loads(record.read_text())
+    # the same recipe is not enough: a rerun of the cell (other threads, other timing) rewrites one of the two, and
+    # the continued cell adds the record's seconds to what it runs on the checkpoint; the prune step's seconds
+    # name the run
+    pruned = [st["seconds"] for st in meta.get("steps", []) if st.get("step") == "prune"]
+    if (meta["recipe"] != done["recipe"] or meta["calibration"] != done["calibration"]
+            or (pruned and pruned[0] != done["prune_seconds"])):
+        raise SystemExit(f"nm_study: {folder} was not made by the run that wrote {record}; remove one")
+    return folder, done
+
+
+def last_step(recipe: list[dict], model: str) -> list[dict]:
+    """The step a continued cell runs on the saved checkpoint; a heal distils `model` as it was (the dense
+    model the whole recipe's heal would have as its teacher), not the pruned checkpoint it starts from."""
+    step = dict(recipe[-1])
+    if "heal" in step:
+        step["heal"] = {"teacher": model, **step["heal"]}
+    return [step]
 
 
 def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: bool) -> dict:
@@ -177,7 +209,7 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
     from sparsekit.steps.records import HealRecord, PruneRecord
 
     recipe = recipe_for(pattern, row, int4)
-    base = saved_base(args, pattern, row, seed) if int4 and args.continue_saved else None
+    base = saved_base(args, pattern, row, seed, int4) if args.continue_saved else None
     options = dict(seed=seed, nsamples=args.nsamples, seqlen=args.calib_seqlen, data_dir=args.data_dir,
                    progress=not args.quiet, calib_dtype=args.calib_dtype)
     options.update({arg: ROWS[row][key] for key, arg in CALIB_KEYS.items() if key in ROWS[row]})
@@ -185,8 +217,10 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
     if base is None:
         model, tokenizer = load_model(args.model, dtype="float32", device="cpu")
         compressed = compress(model, recipe, tokenizer, **options)
-    else:  # the quantize step on the saved result of every step before it (its masks carried)
-        compressed = compress(str(base[0]), [INT4], **options)
+    else:  # the last step on the saved result of every step before it (its masks carried)
+        if load_recipe(base[1]["recipe"]).to_list() != load_recipe(recipe[:-1]).to_list():
+            raise SystemExit(f"nm_study: {base[0]} holds another recipe than the steps before this cell's last")
+        compressed = compress(str(base[0]), last_step(recipe, args.model), **options)
         model, tokenizer = compressed.model, compressed.tokenizer
     seconds = time.perf_counter() - start
     report = evaluate(model, tokenizer, ppl=["wikitext2"], seqlen=args.seqlen, limit=args.limit,
@@ -204,10 +238,12 @@ def run_cell(args: argparse.Namespace, pattern: str, row: str, seed: int, int4: 
         if compressed.calibration != done["calibration"]:
             raise SystemExit(f"nm_study: {base[0]} was calibrated as {done['calibration']}, this run as "
                              f"{compressed.calibration}; pass the same --calib-dtype / --nsamples")
+        heal = next((st.to_dict() for st in compressed.steps if isinstance(st, HealRecord)), done["heal"])
+        kind = "heal" if "heal" in recipe[-1] else "quantize"
         return {**common, "compress_seconds": done["compress_seconds"] + seconds,
-                "prune_seconds": done["prune_seconds"], "calibration": done["calibration"],
-                **{key: done[key] for key in ("reconstruction", "heal", "permuted_modules")},
-                "continued_from": {"checkpoint": base[0].name, "quantize_seconds": seconds}, **tail}
+                "prune_seconds": done["prune_seconds"], "calibration": done["calibration"], "heal": heal,
+                **{key: done[key] for key in ("reconstruction", "permuted_modules")},
+                "continued_from": {"checkpoint": base[0].name, f"{kind}_seconds": seconds}, **tail}
     prune = next(st for st in compressed.steps if isinstance(st, PruneRecord))
     heal = next((st for st in compressed.steps if isinstance(st, HealRecord)), None)
     fits = list(prune.reconstruction.values())
@@ -301,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-dir", type=Path, default=None, help="also save each compressed model as a checkpoint")
     p.add_argument("--force", action="store_true", help="re-run cells that already have a result")
     p.add_argument("--continue-saved", action="store_true",
-                   help="with --int4 and --save-dir: an int4 cell whose cell without int4 was saved (checkpoint and "
-                        "result) runs only the quantize step on that checkpoint; its times add the saved cell's")
+                   help="with --save-dir: an int4 cell whose cell without int4 was saved (checkpoint and result), "
+                        "or a healing row whose row without healing was, runs only its last step on that checkpoint; "
+                        "its times add the saved cell's")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--table", action="store_true", help="print the README table of --out and exit")
     p.add_argument("--flops", action="store_true", help="print the cost of each technique for a 7B model and exit")

@@ -9,7 +9,7 @@ from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import get_adapter
 from sparsekit.prune.patterns import is_nm
 from sparsekit.recipe import Heal, Recipe
-from sparsekit.steps.heal import distill_loss, loss_curve, squarehead_loss
+from sparsekit.steps.heal import distill_loss, head_distill_loss, loss_curve, plain_head, squarehead_loss
 from sparsekit.steps.records import HealRecord, StepRecord
 
 OPTS = dict(nsamples=4, seqlen=32, progress=False)
@@ -33,6 +33,43 @@ def test_distill_loss_is_kl_and_zero_on_equal_logits():
     kl = (p * (torch.log_softmax(t, -1) - torch.log_softmax(z, -1))).sum(-1).mean()
     assert float(distill_loss(z, t)) == pytest.approx(float(kl), rel=1e-5)
     assert float(distill_loss(z, t, 2.0)) != pytest.approx(float(kl), rel=1e-3)
+
+
+@pytest.mark.parametrize("temperature,bias", [(1.0, False), (2.0, True)])
+def test_head_distill_loss_is_distill_loss_of_the_heads_logits_with_its_gradient(temperature, bias):
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(8, 37, bias=bias), torch.nn.Linear(8, 37, bias=bias)
+    for head in (student, teacher):
+        head.requires_grad_(False)
+    hs = torch.randn(2, 11, 8, requires_grad=True)  # 22 tokens: slices of 5 leave a short last one
+    ht = torch.randn(2, 11, 8)
+    plain = distill_loss(student(hs), teacher(ht), temperature)
+    (g_plain,) = torch.autograd.grad(plain, hs)
+    fused = head_distill_loss(hs, ht, student, teacher, temperature, slice_=5)
+    (g_fused,) = torch.autograd.grad(3.0 * fused, hs)  # the incoming gradient scales it
+    assert float(fused.detach()) == pytest.approx(float(plain.detach()), rel=1e-5)
+    torch.testing.assert_close(g_fused, 3.0 * g_plain, rtol=1e-4, atol=1e-7)
+    student.weight.requires_grad_(True)
+    with pytest.raises(SparsekitError, match="frozen LM head"):
+        head_distill_loss(hs, ht, student, teacher)
+
+
+def test_plain_head_is_found_only_where_the_logits_are_the_head_of_the_last_hidden_state(tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    ids = torch.randint(0, model.config.vocab_size, (2, 20), generator=torch.Generator().manual_seed(1))
+    assert plain_head(model, ids, None) is model.get_output_embeddings()
+    assert plain_head(model, ids, torch.bfloat16) is model.get_output_embeddings()
+
+    class Scaled(type(model)):  # a logit scale after the head (as Granite / Cohere models have)
+        def forward(self, input_ids=None, logits_to_keep=0, **kw):
+            out = super().forward(input_ids=input_ids, logits_to_keep=logits_to_keep, **kw)
+            out.logits = out.logits * 0.5
+            return out
+
+    model.__class__ = Scaled
+    assert plain_head(model, ids, None) is None
 
 
 def test_squarehead_loss_is_the_papers_sum_of_normalised_errors():
@@ -97,6 +134,16 @@ def test_heal_keeps_the_mask_and_closes_the_gap(tiny_dir, data_dir):
     assert torch.equal(emb, get_adapter(pruned.model).embed_tokens.weight)
     name = next(iter(healed.masks))
     assert not torch.equal(healed.model.get_submodule(name).weight, pruned.model.get_submodule(name).weight)
+
+
+def test_heal_through_the_fused_head_trains_as_the_plain_loss_does(tiny_dir, data_dir, monkeypatch):
+    fused = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
+    monkeypatch.setattr("sparsekit.steps.heal.plain_head", lambda *a: None)  # every model on the full logits
+    plain = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
+    assert fused.steps[-1].loss_first == pytest.approx(plain.steps[-1].loss_first, rel=1e-4)
+    assert fused.steps[-1].loss_last == pytest.approx(plain.steps[-1].loss_last, rel=1e-3)
+    for (name, a), b in zip(fused.model.state_dict().items(), plain.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=name)
 
 
 def test_heal_on_packed_windows_keeps_the_mask_and_learns(tiny_dir, data_dir):
