@@ -13,8 +13,10 @@ pruning wall time and what reconstruction did per block. Existing results are sk
 so an interrupted study resumes. With `--continue-saved --save-dir D`, an int4 cell whose cell without int4
 was saved in D (e.g. a healed one) runs only the quantize step on that checkpoint (its masks kept), and a
 healing row whose row without healing was saved runs only the heal (distilling --model, as the whole
-recipe's heal would); either adds the saved cell's times. The table gives, per row, the mean perplexity over the seeds measured
-and their spread (max - min): a gain smaller than the spread of the calibration draw is not a gain.
+recipe's heal would); either adds the saved cell's times (its record must be under --out: the 860k healing
+row's is in bench/results/nm_study/saved_bases/). The table gives, per row, the mean perplexity over the
+seeds measured and their spread (max - min): a gain smaller than the spread of the calibration draw is not
+a gain.
 """
 
 from __future__ import annotations
