@@ -204,9 +204,12 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
             keep[key] = mask.to(device=device, dtype=params[key].dtype)
     total = step.steps
     ids = windows(total * step.batch_size, step.seqlen, step.seed, step.windows == "packed")
-    opt = torch.optim.AdamW(list(params.values()), lr=step.lr, weight_decay=0.0)
+    # fused: one kernel over every parameter instead of a dozen elementwise passes each (-3% of a step on CPU)
+    opt = torch.optim.AdamW(list(params.values()), lr=step.lr, weight_decay=0.0,
+                            fused=device.type in ("cpu", "cuda"))
     config = dataclasses.asdict(step)
     config.pop("resume")
+    config.pop("compile")  # how the forwards run, not what is trained: a resumed run may change it
     # the loss of one batch is noisy: the record keeps means over the first and the last tenth of the steps and
     # over each tenth (the curve); the resume state holds every step's loss so a resumed run reports the same
     tenth = max(1, total // 10)
@@ -236,6 +239,9 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
     log.info("heal: %s", "the LM heads applied inside the loss, a slice of tokens at a time" if fused else
              "the loss on the models' full logits (a head that is not a plain linear layer of the last hidden state)")
     kwargs = {"use_cache": False, "output_hidden_states": features or fused, **({"logits_to_keep": 1} if fused else {})}
+    # every batch has one shape: static graphs, compiled once at the first step
+    student, target_model = ((torch.compile(m, dynamic=False) for m in (model, teacher)) if step.compile
+                             else (model, teacher))
     bar = tqdm(range(begin, total), desc="healing", unit="step", disable=not progress, initial=begin, total=total)
     with only_trainable(model, params.values()):
         for k in bar:
@@ -243,9 +249,9 @@ def run_heal(model: nn.Module, teacher: nn.Module, adapter: Adapter, step: Heal,
             for group in opt.param_groups:
                 group["lr"] = step.lr * lr_factor(k, total, step.warmup)
             with torch.no_grad(), autocast(device, cast):
-                target = teacher(input_ids=batch, **kwargs)
+                target = target_model(input_ids=batch, **kwargs)
             with torch.enable_grad(), autocast(device, cast):
-                out = model(input_ids=batch, **kwargs)
+                out = student(input_ids=batch, **kwargs)
                 if fused:
                     loss = head_distill_loss(out.hidden_states[-1], target.hidden_states[-1], heads[0], heads[1],
                                              step.temperature, cast)

@@ -1,6 +1,8 @@
 """Healing by distillation: pruned weights stay exactly zero (N:M stays N:M), the student moves toward the
 teacher, the run resumes from its saved state, and the recipe refuses what cannot work."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -244,3 +246,18 @@ def test_heal_a_saved_checkpoint_against_a_named_teacher(tiny_dir, data_dir, tmp
     with pytest.raises(SparsekitError, match="vocabulary of 301 tokens"):
         compress(model, [_heal(teacher=str(other))], tokenizer, data_dir=data_dir, **OPTS)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None, reason="inductor needs a C++ compiler")
+def test_compiled_heal_trains_as_the_eager_one(tiny_dir, data_dir, tmp_path):
+    """`compile: true` runs the same steps through torch.compile: the same losses and weights up to the rounding
+    of fused loops, and the mask kept."""
+    eager = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
+    compiled = compress(str(tiny_dir), [PRUNE, _heal(compile=True)], data_dir=data_dir, **OPTS)
+    assert compiled.steps[-1].loss_curve == pytest.approx(eager.steps[-1].loss_curve, rel=1e-3)
+    for name, mask in compiled.masks.items():
+        w = compiled.model.get_submodule(name).weight
+        assert bool((w[~mask] == 0).all()) and is_nm(mask, 2, 4)
+        torch.testing.assert_close(w, eager.model.get_submodule(name).weight, rtol=1e-3, atol=1e-4)
+    with pytest.raises(SparsekitError, match="compile must be true or false"):
+        Heal(compile="yes")
