@@ -684,8 +684,9 @@ class Heal:
         run made them so.
     compile: run the teacher's and the student's forwards (and the student's backward) through
         `torch.compile` (inductor, a C++ compiler on CPU): the norms, activations, casts and residual adds
-        fuse into a few loops. On the Zen 4 (SmolLM2-135M, 4 x 512 tokens, two threads) a step took 19%
-        less, after a one-time compile of ~2.5 minutes: worth it for budgets of a few hundred steps. The
+        fuse into a few loops, after a one-time compilation in the first step (about 2 minutes for
+        SmolLM2-135M on two Zen 4 cores). What it saves a step depends on the CPU: `python
+        bench/experiments/heal_speed.py --compile both` measures it (the README's heal-speed table). The
         fused loops round in another order, so losses differ from an eager run in the last bits. Not part
         of what a resumed run must match.
     """

@@ -435,12 +435,15 @@ def test_heal_speed_times_steps_and_keeps_other_machines_rows(tiny_dir, data_dir
     assert data["rows"][0] == other
     mine = data["rows"][1]
     assert (mine["model"], mine["threads"], mine["dtype"], mine["steps"]) == (str(tiny_dir), 1, "float32", 2)
+    assert mine["compile"] is False and 0 < mine["first_step_seconds"] < mine["seconds"]
+    # the pace is the second step's: the first holds the setup
+    assert mine["seconds_per_step"] == pytest.approx(mine["seconds"] - mine["first_step_seconds"])
     assert mine["seconds_per_step"] > 0 and mine["recipe_minutes"] == pytest.approx(mine["seconds_per_step"] * 320 / 60)
     assert speed.main(argv) == 0  # the same machine and settings: its row is replaced, not added
     assert len(json.loads(out.read_text())["rows"]) == 2
     capsys.readouterr()
     assert speed.main(["--table", "--out", str(out)]) == 0
-    assert "| smollm2-135m | Another CPU | amx_bf16 | 1 | bfloat16 | 13.0 | 69 |" in capsys.readouterr().out
+    assert "| smollm2-135m | Another CPU | amx_bf16 | 1 | bfloat16 | no | - | 13.0 | 69 |" in capsys.readouterr().out
     assert speed.main(["--dtypes", "int8"]) == 2 and speed.main(["--threads", "0"]) == 2
 
 

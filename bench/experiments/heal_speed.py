@@ -2,15 +2,20 @@
 
     python bench/experiments/heal_speed.py                      # -> bench/results/cpu/heal_speed.json (~10 min)
     python bench/experiments/heal_speed.py --threads 2 --dtypes float32 --steps 4
+    python bench/experiments/heal_speed.py --threads 2 --dtypes bfloat16 --steps 8 --compile both
     python bench/experiments/heal_speed.py --table              # the README table from the JSON
 
 Each (threads, forward dtype) pair runs `--steps` steps of the heal step of
 `bench/recipes/best-2-4-healed.yaml` (4 x 512 C4 tokens a step: the dense teacher's forward, the student's
 forward and backward, one AdamW step) on the dense SmolLM2-135M, in a fresh process with nothing else of
 this script running; a heal step costs the same whether or not the student is pruned (its weights are
-dense tensors with zeros). The rows of every machine the script ran on are kept (a rerun on the same CPU
-with the same model and settings replaces its row), so the file compares machines: a CPU with AMX runs bf16
-autocast several times faster than fp32, one without bf16 instructions emulates it.
+dense tensors with zeros). `--compile` times the steps eager, compiled (`heal.compile`: torch.compile of the
+forwards and backward) or both. A row's pace is that of the steps after the first: the first (the heal
+record's `first_step_seconds`, shown apart) holds the setup, warm-up and any compilation; rows timed before
+that was kept divide the whole heal by its steps, so their few-step probes overstate. The rows of every
+machine the script ran on are kept (a rerun on the same CPU with the same model and settings replaces its
+row), so the file compares machines: a CPU with AMX runs bf16 autocast several times faster than fp32, one
+without bf16 instructions emulates it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from bench.common import pick, print_table  # noqa: E402  (after the path insert
 OUT = ROOT / "bench" / "results" / "cpu" / "heal_speed.json"
 RECIPE = ROOT / "bench" / "recipes" / "best-2-4-healed.yaml"
 DTYPES = ("float32", "bfloat16")
+#: --compile: which of eager and compiled steps to time
+COMPILE = {"no": (False,), "yes": (True,), "both": (False, True)}
 #: the CPU features that decide bf16 speed (AMX tiles, AVX-512 bf16 dot products)
 FEATURES = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
 
@@ -45,7 +52,7 @@ torch.set_num_threads(threads)
 c = sparsekit.compress(model, [{"heal": heal}], progress=False, data_dir=data_dir or None, calib_dtype=dtype,
                        nsamples=8)
 rec = c.steps[-1]
-print(json.dumps({"seconds": rec.seconds, "steps": rec.steps, "tokens": rec.tokens}))
+print(json.dumps({"seconds": rec.seconds, "steps": rec.steps, "tokens": rec.tokens, "first": rec.first_step_seconds}))
 """
 
 
@@ -68,12 +75,20 @@ def time_steps(model: str, heal: dict, threads: int, dtype: str, data_dir: str |
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def pace(seconds: float, steps: int, first: float | None) -> float:
+    """Seconds per step: of the steps after the first where the first is known and there are others (it holds
+    the setup and any compilation), else of the whole heal."""
+    return (seconds - first) / (steps - 1) if first is not None and steps > 1 else seconds / steps
+
+
 def table(data: dict) -> str:
-    lines = ["| model | CPU | features | threads | forwards | s / step | the recipe's heal (min) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | CPU | features | threads | forwards | compiled | first step (s) | s / step | "
+             "the recipe's heal (min) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
+        first = "-" if r.get("first_step_seconds") is None else f"{r['first_step_seconds']:.0f}"
         lines.append(f"| {r['model']} | {r['cpu']} | {', '.join(r['features']) or '-'} | {r['threads']} | {r['dtype']} | "
-                     f"{r['seconds_per_step']:.1f} | {r['recipe_minutes']:.0f} |")
+                     f"{'yes' if r.get('compile') else 'no'} | {first} | {r['seconds_per_step']:.1f} | "
+                     f"{r['recipe_minutes']:.0f} |")
     return "\n".join(lines)
 
 
@@ -83,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2", help="comma list of thread counts [1,2]")
     p.add_argument("--dtypes", default=",".join(DTYPES), help="comma list of forward dtypes [float32,bfloat16]")
     p.add_argument("--steps", type=int, default=4, help="healing steps per timing [4]")
+    p.add_argument("--compile", choices=sorted(COMPILE), default="no",
+                   help="time the steps eager (no), compiled by torch.compile (yes) or both [no]")
     p.add_argument("--model", default="smollm2-135m", help="the model healed [smollm2-135m]")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=OUT)
@@ -110,14 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in threads:
         for dtype in dtypes:
-            r = time_steps(args.model, heal, t, dtype, args.data_dir)
-            per_step = r["seconds"] / r["steps"]
-            rows.append({"model": args.model, "cpu": cpu, "features": features, "threads": t, "dtype": dtype, "steps": r["steps"],
-                         "seconds": r["seconds"], "seconds_per_step": per_step,
-                         "recipe_minutes": per_step * recipe_steps / 60,
-                         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-            print(f"{cpu}, {t} thread(s), {dtype}: {per_step:.1f} s / step", flush=True)
-    key = (lambda r: (r["model"], r["cpu"], r["threads"], r["dtype"]))
+            for compiled in COMPILE[args.compile]:
+                r = time_steps(args.model, {**heal, "compile": compiled}, t, dtype, args.data_dir)
+                per_step = pace(r["seconds"], r["steps"], r["first"])
+                rows.append({"model": args.model, "cpu": cpu, "features": features, "threads": t, "dtype": dtype,
+                             "compile": compiled, "steps": r["steps"], "seconds": r["seconds"],
+                             "first_step_seconds": r["first"], "seconds_per_step": per_step,
+                             "recipe_minutes": per_step * recipe_steps / 60,
+                             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                print(f"{cpu}, {t} thread(s), {dtype}{', compiled' if compiled else ''}: {per_step:.1f} s / step "
+                      f"(first step {r['first']:.1f} s)", flush=True)
+    key = (lambda r: (r["model"], r["cpu"], r["threads"], r["dtype"], bool(r.get("compile"))))
     mine = {key(r) for r in rows}
     data = {"recipe": str(RECIPE.relative_to(ROOT)), "recipe_steps": recipe_steps, "heal": heal,
             "versions": versions(), "command": "python bench/experiments/heal_speed.py " + shlex.join(argv),

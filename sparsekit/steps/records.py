@@ -259,7 +259,8 @@ class SearchRecord(StepRecord):
 @dataclass
 class HealRecord(StepRecord):
     """A heal step: optimizer steps and training tokens, the mean distillation loss over the first and the
-    last tenth of its steps and over each tenth (`loss_curve`), and the step it resumed from (0: a fresh run)."""
+    last tenth of its steps and over each tenth (`loss_curve`), the step it resumed from (0: a fresh run), and
+    the seconds through its first step (setup and any compilation; None in records written before it was kept)."""
 
     step: str = "heal"
     steps: int = 0
@@ -268,6 +269,7 @@ class HealRecord(StepRecord):
     loss_last: float | None = None
     resumed_from: int = 0
     loss_curve: list[float] = field(default_factory=list)
+    first_step_seconds: float | None = None
 
     def summary(self) -> str:
         first = "-" if self.loss_first is None else f"{self.loss_first:.4f}"
@@ -278,13 +280,13 @@ class HealRecord(StepRecord):
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "seconds": self.seconds, "steps": self.steps, "tokens": self.tokens,
                 "loss_first": self.loss_first, "loss_last": self.loss_last, "resumed_from": self.resumed_from,
-                "loss_curve": list(self.loss_curve), "modules": {}}
+                "loss_curve": list(self.loss_curve), "first_step_seconds": self.first_step_seconds, "modules": {}}
 
     @classmethod
     def _parse(cls, data: dict[str, Any]) -> "HealRecord":
         return cls(step=data["step"], seconds=data["seconds"], steps=data["steps"], tokens=data["tokens"],
                    loss_first=data["loss_first"], loss_last=data["loss_last"], resumed_from=data["resumed_from"],
-                   loss_curve=list(data.get("loss_curve", [])))
+                   loss_curve=list(data.get("loss_curve", [])), first_step_seconds=data.get("first_step_seconds"))
 
 
 @record_kind("reconstruct")

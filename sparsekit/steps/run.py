@@ -162,7 +162,7 @@ def _heal(step: Heal, st: StepState) -> None:
                    progress=st.progress)
     st.records.append(HealRecord(seconds=out.seconds, steps=out.steps, tokens=out.tokens, loss_first=out.loss_first,
                                  loss_last=out.loss_last, resumed_from=out.resumed_from,
-                                 loss_curve=out.loss_curve))
+                                 loss_curve=out.loss_curve, first_step_seconds=out.first_step_seconds))
 
 
 @handles(Reconstruct)

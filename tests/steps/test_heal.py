@@ -122,6 +122,7 @@ def test_heal_keeps_the_mask_and_closes_the_gap(tiny_dir, data_dir):
     healed = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
     record = healed.steps[-1]
     assert isinstance(record, HealRecord) and record.steps == 8 and record.tokens == 512
+    assert 0 < record.first_step_seconds < record.seconds
     assert record.loss_last < record.loss_first
     assert len(record.loss_curve) == 8 and record.loss_curve[0] == record.loss_first
     assert record.loss_curve[-1] == record.loss_last
