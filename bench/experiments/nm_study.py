@@ -110,8 +110,9 @@ ROWS: dict[str, dict] = {
     "sparsegpt+permute+reconstruct-model-64x8+heal-860k-lr5e-4-packed": {
         "method": "sparsegpt", "permute": True, "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64},
         "heal": {"tokens": 860_160, "lr": 5e-4, "windows": "packed"}},
-    # the 2-hour budget once the steps run compiled (`heal.compile`, 19% shorter) with the fused AdamW: 560 steps of
-    # 4 x 512, 1.19 passes over the C4 sample's 966k tokens (the second pass in another order); whole, from scratch
+    # more steps, sized from a probe where compiled steps (`heal.compile`) took 19% less than eager ones: 560 steps
+    # of 4 x 512, 1.19 passes over the C4 sample's 966k tokens (the second in another order), with the fused AdamW;
+    # the whole row from scratch (it ran 129 min: over the 2 hours; and 37.13, no better than 860k's 36.43)
     "sparsegpt+permute+reconstruct-model-64x8+heal-1147k-lr5e-4-packed-compiled": {
         "method": "sparsegpt", "permute": True, "reconstruct": {**TO_MODEL, "epochs": 8, "nsamples": 64},
         "heal": {"tokens": 1_146_880, "lr": 5e-4, "windows": "packed", "compile": True}},
