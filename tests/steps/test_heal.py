@@ -250,7 +250,7 @@ def test_heal_a_saved_checkpoint_against_a_named_teacher(tiny_dir, data_dir, tmp
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None, reason="inductor needs a C++ compiler")
-def test_compiled_heal_trains_as_the_eager_one(tiny_dir, data_dir, tmp_path):
+def test_compiled_heal_trains_as_the_eager_one(tiny_dir, data_dir):
     """`compile: true` runs the same steps through torch.compile: the same losses and weights up to the rounding
     of fused loops, and the mask kept."""
     eager = compress(str(tiny_dir), [PRUNE, _heal()], data_dir=data_dir, **OPTS)
