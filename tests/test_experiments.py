@@ -485,3 +485,43 @@ def test_heal_windows_counts_what_each_draw_holds(tiny_dir, data_dir, tmp_path, 
     with pytest.raises(SystemExit) as exc:
         script.main(["--tokens", "10", "--seqlen", "64"])
     assert exc.value.code == 2
+
+
+def test_position_nll_buckets_each_models_windows_and_tabulates(tiny_dir, data_dir, tmp_path, capsys):
+    """Each model's bucket means average (by bucket size) to the perplexity the standard harness gives on the
+    same windows; a B/A row is B's perplexity over A's per bucket; bad arguments exit 2."""
+    import math
+
+    from sparsekit.api import compress, save
+    from sparsekit.data import wikitext2_text
+    from sparsekit.eval import perplexity
+    from sparsekit.models.loader import load_model
+
+    pruned = tmp_path / "pruned"
+    save(compress(str(tiny_dir), [{"prune": {"method": "magnitude", "pattern": "2:4"}}], progress=False), pruned)
+    script = _script("position_nll")
+    out = tmp_path / "pos.json"
+    assert script.main(["--models", f"dense={tiny_dir},pruned={pruned}", "--pairs", "pruned/dense", "--buckets",
+                        "0,4,16", "--seqlen", "32", "--limit", "3", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert list(d["models"]) == ["dense", "pruned"] and d["reference"] == "dense" and d["buckets"] == [0, 4, 16]
+    for label, path in (("dense", tiny_dir), ("pruned", pruned)):
+        m = d["models"][label]
+        assert sum(v * n for v, n in zip(m["bucket_nll"], (4, 12, 15))) / 31 == pytest.approx(m["nll"], rel=1e-9)
+        model, tok = load_model(str(path))
+        whole = perplexity(model, tok or load_model(str(tiny_dir))[1], wikitext2_text("test", data_dir), seqlen=32,
+                           limit=3, progress=False)
+        assert m["ppl"] == pytest.approx(whole.ppl, rel=1e-5)
+    assert d["models"]["pruned"]["ppl"] != d["models"]["dense"]["ppl"]
+    capsys.readouterr()
+    assert script.main(["--table", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    ratios = [math.exp(b - a) for a, b in zip(d["models"]["dense"]["bucket_nll"], d["models"]["pruned"]["bucket_nll"])]
+    assert "| positions 0-3 | positions 4-15 | positions 16-30 |" in printed
+    assert "| pruned / dense | " in printed and f"x{ratios[2]:.3f} |" in printed
+    for bad in (["--models", "dense"], ["--models", f"a={tiny_dir}", "--pairs", "b/a"], ["--buckets", "1,4"],
+                ["--buckets", "0,40", "--seqlen", "32"], ["--limit", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            script.main(bad + ["--out", str(tmp_path / "never.json")])
+        assert exc.value.code == 2
+    assert not (tmp_path / "never.json").exists()

@@ -375,6 +375,17 @@ def test_readme_heal_speed_table_is_what_the_script_prints():
         assert abs(r["recipe_minutes"] - r["seconds_per_step"] * data["recipe_steps"] / 60) < 1e-6
 
 
+def test_readme_position_table_is_what_the_script_prints():
+    """The by-position table comes from its committed JSON, whose healed models are the study's committed rows
+    (the same WikiText-2 perplexity to the last digits: the same windows, the same weights)."""
+    _, data = _committed_table("position_nll", "bench/results/position_nll.json")
+    assert data["protocol"] == {"dataset": "wikitext2", "seqlen": 2048, "limit": 40}
+    for label, m in data["models"].items():
+        if "heal-" in m["model"]:
+            cell = json.loads((REPO / "bench" / "results" / "nm_study" / f"{Path(m['model']).name}.json").read_text())
+            assert abs(m["ppl"] - cell["ppl"]) < 1e-3 * cell["ppl"], label
+
+
 def test_readme_gpu_tables_are_what_the_script_prints():
     spec = importlib.util.spec_from_file_location("gpu_results", REPO / "scripts" / "gpu_results.py")
     module = importlib.util.module_from_spec(spec)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sparsekit.errors import SparsekitError
-from sparsekit.eval import perplexity, perplexity_from_ids
+from sparsekit.eval import perplexity, perplexity_from_ids, position_nll
 from tests.tiny import tiny_model, tiny_tokenizer
 
 
@@ -45,6 +45,22 @@ def test_perplexity_equals_hand_computation():
     assert res.nll == pytest.approx(math.log(expected), rel=1e-6)
 
 
+def test_position_nll_is_each_positions_mean_and_averages_to_the_perplexity():
+    model = Bigram(vocab=7)
+    ids = torch.randint(0, 7, (4 * 9 + 5,), generator=torch.Generator().manual_seed(4))
+    table = model.table.detach().tolist()
+    got = position_nll(model, ids, seqlen=9, limit=3, batch_size=2, progress=False)
+    assert got.shape == (8,) and got.dtype == torch.float64
+    for t in range(8):  # by hand: the mean over the 3 windows of -log softmax(table[token t])[token t + 1]
+        losses = []
+        for w in range(3):
+            a, b = int(ids[w * 9 + t]), int(ids[w * 9 + t + 1])
+            losses.append(math.log(sum(math.exp(v) for v in table[a])) - table[a][b])
+        assert float(got[t]) == pytest.approx(sum(losses) / 3, rel=1e-6)
+    whole = perplexity_from_ids(model, ids, seqlen=9, limit=3, progress=False)
+    assert float(got.mean()) == pytest.approx(whole.nll, rel=1e-6)
+
+
 def test_limit_and_cap_take_the_first_windows():
     model = Bigram(vocab=5)
     ids = torch.randint(0, 5, (1, 50), generator=torch.Generator().manual_seed(2))
@@ -82,6 +98,7 @@ def test_text_entry_point_tokenizes_once():
     ({"seqlen": 8, "batch_size": 0}, "batch_size must be >= 1"),
     ({"seqlen": 64}, "fewer than one window"),
 ])
-def test_bad_settings_are_clear_errors(kwargs, match):
+@pytest.mark.parametrize("score", [perplexity_from_ids, position_nll])
+def test_bad_settings_are_clear_errors(kwargs, match, score):
     with pytest.raises(SparsekitError, match=match):
-        perplexity_from_ids(Bigram(vocab=5), torch.zeros(40, dtype=torch.long), progress=False, **kwargs)
+        score(Bigram(vocab=5), torch.zeros(40, dtype=torch.long), progress=False, **kwargs)
