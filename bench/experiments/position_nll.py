@@ -70,7 +70,7 @@ def _span(starts: list[int], positions: int, i: int) -> str:
 
 
 def table(data: dict) -> str:
-    starts, positions, ref = data["buckets"], data["seqlen"] - 1, data["reference"]
+    starts, positions, ref = data["buckets"], data["protocol"]["seqlen"] - 1, data["reference"]
     spans = [_span(starts, positions, i) for i in range(len(starts))]
     lines = [f"| model | ppl | {' | '.join(f'positions {s}' for s in spans)} |",
              "|---|---|" + "---|" * len(spans)]
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: ppl {math.exp(mean):.3f}", flush=True)
         del model
     data = {"protocol": {"dataset": "wikitext2", "seqlen": args.seqlen, "limit": args.limit},
-            "seqlen": args.seqlen, "buckets": starts, "reference": reference, "pairs": pairs, "models": results,
+            "buckets": starts, "reference": reference, "pairs": pairs, "models": results,
             "threads": torch.get_num_threads(), "versions": versions(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python bench/experiments/position_nll.py " + shlex.join(argv)}
