@@ -236,6 +236,36 @@ def test_readme_segments_targets_table_is_what_the_script_prints():
     assert f"{semi24['ms']:.3f} ms, **{100 * semi24['read_bw_fraction']:.0f}% of that run's read**" in readme
 
 
+def test_readme_zen3_gather_targets_table_is_what_the_script_prints():
+    """The AVX2 one-token gather on Zen 3: the targets table is the script's on this build's JSON, the figures the
+    bullet reads from it and from the run before the change are those runs', and both ran the AVX2 path."""
+    readme = (REPO / "README.md").read_text()
+    targets = _script("cpu_targets", "kernels")
+    runs = {}
+    for name in ("cpu_targets_zen3.json", "cpu_targets_zen3_7a809f2.json"):
+        data = json.loads((REPO / "bench" / "results" / "cpu" / name).read_text())
+        assert data["memory"]["avx2_path"] and not data["memory"]["avx512_path"] and f"bench/results/cpu/{name}" in readme
+        runs[name] = {(r["kernel"], r["threads"]): r for r in data["memory"]["rows"] if r["m"] == 1}
+    data = json.loads((REPO / "bench" / "results" / "cpu" / "cpu_targets_zen3.json").read_text())
+    assert targets.table(data) in readme and "--table --out bench/results/cpu/cpu_targets_zen3.json" in readme
+    before = runs["cpu_targets_zen3_7a809f2.json"]
+    flat = " ".join(readme.split())
+    assert (f"{100 * before['semi24', 1]['read_bw_fraction']:.0f}% and {100 * before['semi24', 2]['read_bw_fraction']:.0f}%, "
+            f"{before['semi24', 1]['ms']:.3f} and {before['semi24', 2]['ms']:.3f} ms") in flat
+    # end to end, this build against the commit before: the tables are the script's, the speeds quoted theirs
+    decode = _script("cpu_decode")
+    speeds = {}
+    for model, stem in (("smollm2-135m", "smollm2"), ("llama-3.2-1b-random", "llama32_1b_random")):
+        for build in ("gather", "7a809f2"):
+            data = json.loads((REPO / "bench" / "results" / "cpu" / f"{stem}_decode_zen3_{build}.json").read_text())
+            assert data["model"] == model and decode.table(data) in readme
+            assert {r["threads"] for r in data["rows"]} == {2}
+            speeds[stem, build] = {r["variant"]: r for r in data["rows"]}
+    new, old = speeds["smollm2", "gather"]["2:4"], speeds["smollm2", "7a809f2"]["2:4"]
+    assert (f"**{new['tokens_per_s']:.1f} tokens/s eager, {new['compiled']['tokens_per_s']:.1f} compiled**, against "
+            f"{old['tokens_per_s']:.1f} and {old['compiled']['tokens_per_s']:.1f}") in flat
+
+
 def test_readme_a8_accuracy_table_is_what_the_script_prints():
     """The int8-activation table (`a8_accuracy.py --table`) comes from its committed JSON; the data-free
     recipe's exact row reproduces its committed result file (same pipeline, same weights); the calibrated

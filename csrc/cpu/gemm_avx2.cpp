@@ -8,11 +8,11 @@
 //   store and a reload on an FMA chain).
 // - FMA latency (4 cycles) x issue rate (2 a cycle) = 8 chains in flight to hide it; few tokens give few
 //   chains, so at 1-2 tokens the loops alternate accumulator sets (more chains, same registers).
-// - no vexpandps / vpermt2ps: a 2:4 row is expanded to dense (zeros at the pruned inputs) with one 8-lane
-//   vpermps per 8 inputs, its indices read from a 256-entry table by the metadata byte, its source
-//   zero-padded so that pruned lanes pick a zero. Gathering the activations at the kept positions (the
-//   AVX-512 way) would cost two vpermps and a blend per token per 8 kept values, expanding costs one
-//   extra FMA per token: cheaper at every tile size.
+// - no vexpandps / vpermt2ps: at 2+ tokens a 2:4 row is expanded to dense (zeros at the pruned inputs) with
+//   one 8-lane vpermps per 8 inputs, its indices read from a 256-entry table by the metadata byte, its source
+//   zero-padded so that pruned lanes pick a zero; the expanded row serves every token of the tile for one
+//   extra FMA each. At one token nothing is shared, and the kept activations are gathered instead, with
+//   in-lane shuffles from activations stored in another order (`semi24_gather_rows`).
 // - no 16-entry vpermps: E2M1 is sign + 3 magnitude bits, so an 8-entry vpermps on the magnitude and the
 //   sign bit XORed in do the lookup (`MXFP4Table`); int4 codes are converted (vcvtdq2ps), as there.
 // The nibble layouts split the activations into even / odd inputs and fold the int4 zero point out of
@@ -387,6 +387,96 @@ void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
   }
 }
 
+// ---------------------------------------------------------------- 2:4 at one token: gather
+//
+// At one token the expansion above spends, per 16 inputs, two lane-crossing vpermps (their indices loaded from
+// a 256-entry table by each metadata byte) and two FMAs of which half multiply zeros: ~5 cycles per 16 inputs
+// on a Zen 3 core (3.1 GHz), 11 GB/s of 2:4 bf16 from cache, under half of its 23 GB/s read; this runs at ~3
+// (19 GB/s; bench/kernels/ab_builds.py, README). Gathering the 8 kept
+// activations needs only in-lane shuffles once the activations' 4-input groups A B C D of every 16 inputs are
+// stored as A C B D (once per call, `gather_order`): vpermilps of [A | C] and of [B | D] by one index vector
+// picks the kept inputs of all four groups, because vpermilps reads only the low 2 bits of each dword, so the
+// 16 metadata bits broadcast and shifted right by 0, 2, .., 14 are that vector whatever the bits above; a blend
+// keeps [A A B B | C C D D], the order the kept values are stored in. Per 16 inputs: a variable shift, two
+// vpermilps, a blend, the values' conversion and one FMA. (A pair whose two positions are equal, which the
+// packer never writes, counts both values there, as the AVX-512 gather does.)
+
+// x in the gathers' order: within every 16 inputs, inputs 4-7 and 8-11 trade places (the tail stays)
+void gather_order(const float* x, int64_t K, float* xr) {
+  const int64_t k16 = K & ~int64_t(15);
+  for (int64_t k0 = 0; k0 < k16; k0 += 16) {
+    _mm_storeu_ps(xr + k0, _mm_loadu_ps(x + k0));
+    _mm_storeu_ps(xr + k0 + 4, _mm_loadu_ps(x + k0 + 8));
+    _mm_storeu_ps(xr + k0 + 8, _mm_loadu_ps(x + k0 + 4));
+    _mm_storeu_ps(xr + k0 + 12, _mm_loadu_ps(x + k0 + 12));
+  }
+  std::memcpy(xr + k16, x + k16, static_cast<size_t>(K - k16) * sizeof(float));
+}
+
+// the 8 kept activations of inputs [k0, k0 + 16) (xr in gather order; m: the 16 metadata bits as the low half
+// of a 32-bit word, k0's byte first), in the kept values' order
+SK_INLINE __m256 gather8(const float* xr, uint32_t m) {
+  const __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(m)),
+                                        _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+  const __m256 ac = _mm256_permutevar_ps(_mm256_loadu_ps(xr), idx);      // [A A A A | C C C C] picks
+  const __m256 bd = _mm256_permutevar_ps(_mm256_loadu_ps(xr + 8), idx);  // [B B B B | D D D D] picks
+  return _mm256_blend_ps(ac, bd, 0xCC);
+}
+
+// the 8 kept values of 16 inputs as fp32, in stored order
+template <ValueType VT>
+SK_INLINE __m256 kept8(const char* v) {
+  if (VT == ValueType::kFloat32) return _mm256_loadu_ps(reinterpret_cast<const float*>(v));
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v));
+  if (VT == ValueType::kBFloat16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+
+// the 16 metadata bits of inputs [k0, k0 + 16) of a row at `m`, in the low half of every lane of a word: a
+// broadcast load of 4 bytes, whose upper 2 (the next 16 inputs') the index ignores; kLast: the row's last 16
+// inputs, read as 2 bytes (nothing past the row, nor past the tensor)
+template <bool kLast = false>
+SK_INLINE uint32_t meta16(const uint8_t* m) {
+  uint32_t w = 0;
+  std::memcpy(&w, m, kLast ? 2 : 4);
+  return w;
+}
+
+template <ValueType VT>
+void semi24_gather_rows(const Packed& p, const float* x, float* out, const float* bias, int64_t n0, int64_t n1) {
+  constexpr int kBytes = VT == ValueType::kFloat32 ? 4 : 2;
+  const int64_t K = p.k, simd_k = K & ~int64_t(15);
+  std::vector<float> xr(static_cast<size_t>(K));
+  gather_order(x, K, xr.data());
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* mp = p.meta + n * (K / 8);
+    const char* v = static_cast<const char*>(p.values) + n * (K / 2) * kBytes;
+    const float* xk = xr.data();
+    // four chains: a step issues 7 vector instructions (~3 cycles on Zen 3) against the FMA's 4-cycle latency. Named
+    // accumulators and advancing pointers: an array indexed through the step made GCC store a chain to the
+    // stack every step.
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    auto step = [&](int o, uint32_t m, __m256& a) __attribute__((always_inline)) {  // inputs +16 o
+      a = _mm256_fmadd_ps(kept8<VT>(v + 8 * o * kBytes), gather8(xk + 16 * o, m), a);
+    };
+    int64_t k0 = 0;
+    for (; k0 + 64 < simd_k; k0 += 64, mp += 8, v += 32 * kBytes, xk += 64) {  // (the row's last 16 inputs: below)
+      prefetch_ahead(p, v);  // 32 values: 64 bytes of bf16 / fp16 (fp32: 128)
+      if (kBytes == 4) prefetch_ahead(p, v + 64);
+      if ((k0 & 511) == 0) prefetch_ahead(p, mp);
+      step(0, meta16(mp), a0);
+      step(1, meta16(mp + 2), a1);
+      step(2, meta16(mp + 4), a2);
+      step(3, meta16(mp + 6), a3);
+    }
+    for (; k0 + 16 < simd_k; k0 += 16, mp += 2, v += 8 * kBytes, xk += 16) step(0, meta16(mp), a0);
+    if (k0 < simd_k) step(0, meta16<true>(mp), a1);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * x[k];
+    out[n] = s + (bias ? bias[n] : 0.0f);
+  }
+}
+
 // ---------------------------------------------------------------- int4 + 2:4 at decode
 //
 // Per group, as the AVX-512 path: the codes become q - z (the stored zero point, or 8), are expanded to the
@@ -451,8 +541,49 @@ void int4_semi24_tile(const Packed& p, const float* x, int64_t t0, float* out, c
   }
 }
 
+// One token: the kept activations gathered as for 2:4 values (semi24_gather_rows), so a step converts the 8
+// kept codes and makes one FMA, where the expansion above makes two and shuffles across lanes twice.
+void int4_semi24_gather_rows(const Packed& p, const float* x, float* out, const float* bias, int64_t n0,
+                             int64_t n1) {
+  const int64_t K = p.k, G = p.groups(), simd_k = K & ~int64_t(15);
+  std::vector<float> xr(static_cast<size_t>(K));
+  gather_order(x, K, xr.data());
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * (K / 4);
+    const uint8_t* meta = p.meta + n * (K / 8);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t g = 0; g < G && g * p.group < simd_k; ++g) {
+      const int64_t k_end = std::min(simd_k, (g + 1) * p.group);  // a multiple of 16 (group % 16 == 0 or G == 1)
+      const __m256 zero = _mm256_set1_ps(p.zeros ? static_cast<float>(p.zeros[n * G + g]) : 8.0f);
+      __m256 ag0 = _mm256_setzero_ps(), ag1 = ag0;  // two chains: a step is ~9 instructions
+      auto step = [&](int64_t k0, uint32_t m, __m256& a) __attribute__((always_inline)) {
+        const __m256 v = _mm256_sub_ps(_mm256_cvtepi32_ps(nibbles8(codes + (k0 >> 2))), zero);
+        a = _mm256_fmadd_ps(v, gather8(xr.data() + k0, m), a);
+      };
+      int64_t k0 = g * p.group;
+      const int64_t k_stop = k_end == simd_k ? k_end - 16 : k_end;  // the row's last 16 inputs apart (meta16)
+      for (; k0 + 32 <= k_stop; k0 += 32) {
+        // 64 bytes of codes per 256 inputs, 32 of positions (pairs start at any multiple of 16: group % 32 == 16)
+        if (((k0 + 16) & 255) < 32) {
+          prefetch_ahead(p, codes + ((k0 + 16) >> 2));
+          if (((k0 + 16) & 511) < 32) prefetch_ahead(p, meta + ((k0 + 16) >> 3));
+        }
+        step(k0, meta16(meta + (k0 >> 3)), ag0);
+        step(k0 + 16, meta16(meta + ((k0 + 16) >> 3)), ag1);
+      }
+      if (k0 + 16 <= k_stop) step(k0, meta16(meta + (k0 >> 3)), ag0), k0 += 16;
+      if (k0 < k_end) step(k0, meta16<true>(meta + (k0 >> 3)), ag1);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(p.scales[n * G + g])), _mm256_add_ps(ag0, ag1), acc);
+    }
+    float s = hsum(acc);
+    for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * x[k];
+    out[n] = s + (bias ? bias[n] : 0.0f);
+  }
+}
+
 void int4_semi24_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
                       int64_t n1) {
+  if (m == 1) return int4_semi24_gather_rows(p, x, out, bias, n0, n1);
   for (int64_t t0 = 0; t0 < m; t0 += 4) {
     switch (std::min<int64_t>(4, m - t0)) {
       case 1: int4_semi24_tile<1>(p, x, t0, out, bias, n0, n1); break;
@@ -912,6 +1043,13 @@ void rows_avx2(const Packed& p, const float* x, int64_t m, float* out, const flo
   }
   switch (p.kind) {
     case Kind::kSemi24:
+      if (m == 1) {  // one token: gather the kept activations (above); 2+ share each expanded row
+        switch (p.value_type) {
+          case ValueType::kFloat32: return semi24_gather_rows<ValueType::kFloat32>(p, x, out, bias, n0, n1);
+          case ValueType::kBFloat16: return semi24_gather_rows<ValueType::kBFloat16>(p, x, out, bias, n0, n1);
+          default: return semi24_gather_rows<ValueType::kFloat16>(p, x, out, bias, n0, n1);
+        }
+      }
       switch (p.value_type) {
         case ValueType::kFloat32: return rows_with<Semi24Decoder<ValueType::kFloat32>>(p, x, m, out, bias, n0, n1);
         case ValueType::kBFloat16: return rows_with<Semi24Decoder<ValueType::kBFloat16>>(p, x, m, out, bias, n0, n1);

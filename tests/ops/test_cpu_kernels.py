@@ -160,6 +160,33 @@ def test_semi24_bf16_rows_left_over_from_the_row_tiles(n, k, path):
         assert rel_to_products(got, packed_linear_reference(x, layout, bias), x, layout) < 1e-5, m
 
 
+GATHER_CASES = [("semi24", {}), ("semi24", {"values": torch.bfloat16}), ("semi24", {"values": torch.float16}),
+                ("int4_semi24", {"group": 128}), ("int4_semi24", {"group": 16, "symmetric": False}),
+                ("int4_semi24", {"group": 48})]
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="the AVX2 path needs a CPU with AVX2")
+@pytest.mark.parametrize("kind, opts", GATHER_CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in GATHER_CASES])
+@pytest.mark.parametrize("k", [16, 48, 80, 96, 136, 592, 4104])
+def test_avx2_one_token_gathers_the_kept_activations(kind, opts, k):
+    """At one token the AVX2 2:4 and int4 + 2:4 kernels gather the kept activations (vpermilps of the activations
+    stored A C B D per 16 inputs, the index the broadcast metadata shifted by 0, 2, .., 14) instead of expanding
+    the weights: rows of one 16-input step (its metadata read as 2 bytes: nothing past the tensor), 3 steps, a
+    64-input step and one after it, 6 steps (int4 + 2:4 g48: groups of 3 steps), 8 inputs left to the scalar
+    decoder (136, 4104), a short last int4 group (592 at g128). Each against the reference (1e-5 of the sum of
+    |products|, as above), with a bias, and against the 2-token kernel (the expansion) on the same token twice."""
+    if kind == "int4_semi24" and opts["group"] < k and opts["group"] % 16:
+        pytest.skip("not a SIMD group")
+    n = 5
+    layout = make(kind, n, k, **opts, seed=k)
+    bias = torch.randn(n, generator=_gen(7))
+    x = torch.randn(1, k, generator=_gen(400 + k))
+    got = cpu_linear(x, layout, bias, path="avx2")
+    assert rel_to_products(got, packed_linear_reference(x, layout, bias), x, layout) < 1e-5
+    both = cpu_linear(torch.cat([x, x]), layout, bias, path="avx2")
+    assert rel_to_products(got, both[:1], x, layout) < 1e-5
+
+
 @pytest.mark.parametrize("kind, opts", [("int4", {"group": 128}), ("int4_semi24", {"group": 32, "symmetric": False}),
                                         ("mxfp4", {})])
 @pytest.mark.parametrize("path", ["scalar"] + (["avx2"] if HAS_AVX2 else []))
