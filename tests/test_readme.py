@@ -261,6 +261,12 @@ def test_readme_zen3_gather_targets_table_is_what_the_script_prints():
             assert data["model"] == model and decode.table(data) in readme
             assert {r["threads"] for r in data["rows"]} == {2}
             speeds[stem, build] = {r["variant"]: r for r in data["rows"]}
+    # the A/B changes quoted (10th percentiles: 2:4 from memory at 1 and 2 threads, in cache; int4 + 2:4)
+    for name in ("semi24_gather_memory_1t", "semi24_gather_memory_2t", "semi24_gather_cache_1t",
+                 "int4_semi24_gather_memory_1t", "int4_semi24_gather_cache_1t"):
+        ab = json.loads((REPO / "bench" / "results" / "cpu" / f"ab_zen3_{name}.json").read_text())
+        assert ab["command"].startswith("python bench/kernels/ab_builds.py") and ab["m"] == 1 and ab["acts"] == "float"
+        assert f"{100 * ab['change']['p10_ms']:.1f}%" in flat, name
     new, old = speeds["smollm2", "gather"]["2:4"], speeds["smollm2", "7a809f2"]["2:4"]
     assert (f"**{new['tokens_per_s']:.1f} tokens/s eager, {new['compiled']['tokens_per_s']:.1f} compiled**, against "
             f"{old['tokens_per_s']:.1f} and {old['compiled']['tokens_per_s']:.1f}") in flat
