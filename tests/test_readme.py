@@ -261,6 +261,13 @@ def test_readme_zen3_gather_targets_table_is_what_the_script_prints():
             assert data["model"] == model and decode.table(data) in readme
             assert {r["threads"] for r in data["rows"]} == {2}
             speeds[stem, build] = {r["variant"]: r for r in data["rows"]}
+    # 2 MiB pages against the 4 KiB run after it
+    huge, small = (json.loads((REPO / "bench" / "results" / "cpu" / f"cpu_targets_zen3_{p}.json").read_text())
+                   for p in ("2m", "4k_1210"))
+    assert huge["memory"]["pages"]["asked"] == "2m" and small["memory"]["pages"]["asked"] == "4k"
+    assert targets.pages_table(small, huge) in readme
+    assert ("--table --out bench/results/cpu/cpu_targets_zen3_2m.json --versus "
+            "bench/results/cpu/cpu_targets_zen3_4k_1210.json") in readme
     # the A/B changes quoted (10th percentiles: 2:4 from memory at 1 and 2 threads, in cache; int4 + 2:4)
     for name in ("semi24_gather_memory_1t", "semi24_gather_memory_2t", "semi24_gather_cache_1t",
                  "int4_semi24_gather_memory_1t", "int4_semi24_gather_cache_1t"):
