@@ -56,6 +56,7 @@ TARGET = 0.70
 #: (target, kernel, baseline, ratio): kernel at least `ratio` times as fast as baseline
 SPEEDUPS = [("int4 g128 >= 2x torch int4", "int4", "torch_int4", 2.0),
             ("int4 g128 >= 5x fp32 dense", "int4", "fp32", 5.0),
+            ("int4 g128 >= 5x fp32 dense (int8 activations)", "int4_a8", "fp32", 5.0),
             ("int4 + 2:4 >= 1.25x int4", "int4_semi24", "int4", 1.25),
             ("int4 + 2:4 >= 1.25x int4 (int8 activations)", "int4_semi24_a8", "int4_a8", 1.25),
             ("2:4 bf16 values >= 2.5x fp32 dense", "semi24", "fp32", 2.5)]

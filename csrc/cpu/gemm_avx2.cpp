@@ -14,7 +14,9 @@
 //   extra FMA each. At one token nothing is shared, and the kept activations are gathered instead, with
 //   in-lane shuffles from activations stored in another order (`semi24_gather_rows`).
 // - no 16-entry vpermps: E2M1 is sign + 3 magnitude bits, so an 8-entry vpermps on the magnitude and the
-//   sign bit XORed in do the lookup (`MXFP4Table`); int4 codes are converted (vcvtdq2ps), as there.
+//   sign bit XORed in do the lookup (`MXFP4Table`, the per-chunk decoder); int4 codes are converted
+//   (vcvtdq2ps), as there. At one token the MXFP4 kernel instead looks codes up as bytes (vpshufb: 2 x E2M1
+//   + 12) and converts them as int4 codes (`mxfp4_one_token_rows`): Zen 3 issues vpermps at half vpshufb's rate.
 // The nibble layouts split the activations into even / odd inputs and fold the int4 zero point out of
 // the loop, exactly as the AVX-512 path does (see Split); the group size rules are the same (the binding's
 // `simd_fits`: group % 16 == 0 or one group per row), so a 16-input step never straddles two groups.
@@ -58,6 +60,15 @@ struct E8M0Table {
   }
 };
 const E8M0Table kE8M0;
+
+// 2 x E2M1 + 12 of each 4-bit code (integers 0..24: unsigned bytes that `mxfp4_one_token_rows` converts)
+struct BiasedE2M1Table {
+  alignas(16) uint8_t u[16];
+  BiasedE2M1Table() {
+    for (uint32_t i = 0; i < 16; ++i) u[i] = static_cast<uint8_t>(2.0f * e2m1_to_float(i) + 12.0f);
+  }
+};
+const BiasedE2M1Table kBiasedE2M1;
 
 }  // namespace
 }  // namespace cpu
@@ -663,7 +674,83 @@ void int4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const f
   }
 }
 
-// out[t, n] for MXFP4 rows: one 16-byte step is one 32-input block, its E8M0 scale in the table it reads
+// sum_b scale_b x[b] over a row's B blocks, the E8M0 scales as fp32 bits 8 at a time (e << 23, as
+// e8m0_to_float; e = 0 is 2^-127, a subnormal: patched; e = 255 reads as inf, not NaN, but the block's sum was
+// scaled by NaN already): the bias fold's term, per row and token
+SK_INLINE float e8m0_dot(const uint8_t* e, const float* x, int64_t B) {
+  const __m256i zero = _mm256_setzero_si256();
+  __m256 acc = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 8 <= B; b += 8) {
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(e + b)));
+    __m256i bits = _mm256_slli_epi32(v, 23);
+    bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000), _mm256_cmpeq_epi32(v, zero));
+    acc = _mm256_fmadd_ps(_mm256_castsi256_ps(bits), _mm256_loadu_ps(x + b), acc);
+  }
+  float s = hsum(acc);
+  for (; b < B; ++b) s += kE8M0.v[e[b]] * x[b];
+  return s;
+}
+
+// out[0, n] for MXFP4 rows at one token: one 16-byte step is one 32-input block. Each code becomes u = 2 x E2M1
+// + 12, an integer in 0..24, through a 16-entry byte table (vpshufb), and the bytes reach fp32 lanes by in-lane
+// vpshufb spreads and conversions, int4's arithmetic from there: sum_block (u - 12) x = sum u x - 12 sum x (the
+// block sums of the split), times the block's E8M0 scale and 1/2 (exact powers of two). Why not the E2M1 value
+// through vpermps (`mxfp4_tile`, below): Zen 3 issues a vpermps every 1.0-1.3 cycles, two per 16 weights, where
+// vpshufb issues 2 a cycle: 6.5 cycles per 32 weights this way against 4.65 per 16
+// (bench/kernels/cpu/vector_throughput_avx2.cpp, README). The 16 code bytes are broadcast to both 128-bit halves, so one
+// split and one table lookup per nibble serve four spreads (half 0 takes bytes 0-3 / 8-11, half 1 4-7 / 12-15).
+// The block's sum is one chain, then one FMA by the scale into the row's. At 2+ tokens the decode is shared and
+// the FMAs bind: scaling the weights (4 multiplies a block) or each token's sums cost as much as the vpermps
+// saved (+0.5% at 2 tokens, +12% at 4: bench/kernels/ab_builds.py --m, Zen 3), so `mxfp4_tile` runs those.
+void mxfp4_one_token_rows(const Packed& p, const Split& sp, int64_t t, float* out, const float* bias, int64_t n0,
+                          int64_t n1) {
+  const int64_t K = p.k, half = K / 2, B = K / 32;
+  const float* even = sp.even.data() + t * half;  // token t (a tile of one after tiles of 4)
+  const float* odd = sp.odd.data() + t * half;
+  const float* sums = sp.sums.data() + t * B;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kBiasedE2M1.u)));
+  // byte i of a half to dword i (bit 7 set: a zero byte)
+  const __m256i spread0 = _mm256_setr_epi8(0, -1, -1, -1, 1, -1, -1, -1, 2, -1, -1, -1, 3, -1, -1, -1, 4, -1, -1, -1,
+                                           5, -1, -1, -1, 6, -1, -1, -1, 7, -1, -1, -1);
+  const __m256i spread1 = _mm256_add_epi8(spread0, _mm256_set1_epi32(8));  // (the -1 bytes stay negative)
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * half;
+    const uint8_t* e8m0 = p.e8m0 + n * B;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;  // consecutive blocks alternate (the FMA latency)
+    auto block = [&](int64_t b, __m256& acc) __attribute__((always_inline)) {  // code bytes b .. b + 15
+      const __m256i c = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
+      const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(c, low4));
+      const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(c, 4), low4));
+      // u of even inputs b .. b + 7 (lo, spread0), b + 8 .. b + 15 (lo, spread1), odd inputs (hi) likewise
+      auto weights = [&](__m256i nib, __m256i spread) __attribute__((always_inline)) {
+        return _mm256_cvtepi32_ps(_mm256_shuffle_epi8(nib, spread));
+      };
+      __m256 sb = _mm256_mul_ps(weights(lo, spread0), _mm256_loadu_ps(even + b));
+      sb = _mm256_fmadd_ps(weights(hi, spread0), _mm256_loadu_ps(odd + b), sb);
+      sb = _mm256_fmadd_ps(weights(lo, spread1), _mm256_loadu_ps(even + b + 8), sb);
+      sb = _mm256_fmadd_ps(weights(hi, spread1), _mm256_loadu_ps(odd + b + 8), sb);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(kE8M0.v[e8m0[b / 16]]), sb, acc);
+    };
+    int64_t b = 0;
+    for (; b + 32 <= half; b += 32) {
+      if ((b & 63) == 0) prefetch_ahead(p, codes + b);
+      block(b, acc0);
+      block(b + 16, acc1);
+    }
+    if (b < half) {
+      if ((b & 63) == 0) prefetch_ahead(p, codes + b);
+      block(b, acc0);
+    }
+    // the table held 2 x E2M1 + 12
+    out[t * p.n + n] = 0.5f * (hsum(_mm256_add_ps(acc0, acc1)) - 12.0f * e8m0_dot(e8m0, sums, B)) +
+                       (bias ? bias[n] : 0.0f);
+  }
+}
+
+// out[t, n] for MXFP4 rows at 2-4 tokens: one 16-byte step is one 32-input block, its E8M0 scale in the table
+// it reads (the E2M1 values through vpermps, MXFP4Table)
 template <int MT>
 void mxfp4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
                 int64_t n1) {
@@ -712,7 +799,11 @@ template <int MT>
 struct MXFP4Tile {
   static void run(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
                   int64_t n1) {
-    mxfp4_tile<MT>(p, sp, t0, out, bias, n0, n1);
+    if constexpr (MT == 1) {
+      mxfp4_one_token_rows(p, sp, t0, out, bias, n0, n1);
+    } else {
+      mxfp4_tile<MT>(p, sp, t0, out, bias, n0, n1);
+    }
   }
 };
 
@@ -903,8 +994,13 @@ struct Dense24 {
 };
 
 // kZeros (int4 + 2:4): the zero points are read per chunk (the pruned inputs take them); compiled apart from the
-// symmetric rows, whose z = 8 is a constant (no per-chunk branch, no broadcasts)
-template <int MT, bool kSemi24, bool kZeros = false>
+// symmetric rows, whose z = 8 is a constant (no per-chunk branch, no broadcasts).
+// kGroupScale (groups of 128k inputs or one per row, whole_chunk_groups): each group's chunks accumulate d x
+// (the lanes' block scales) apart, and the group scale multiplies that sum once per group. Per chunk and token
+// that leaves the conversion and one FMA with the block scales as its memory operand; the per-chunk scale vector
+// (two broadcasts, an insert, a multiply: 4 of 14 vector instructions, 2 of 6 loads at one token) made a chunk
+// issue at 3.75 cycles against 2.78 without it (bench/kernels/cpu/vector_throughput_avx2.cpp on Zen 3, README).
+template <int MT, bool kSemi24, bool kZeros = false, bool kGroupScale = false>
 void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                        int64_t n1) {
   constexpr int NA = MT <= 2 ? 2 : 1;
@@ -920,12 +1016,12 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
     const uint8_t* meta = kSemi24 ? p.meta + n * (p.k / 8) : nullptr;
     const uint8_t* zeros = kZeros ? p.zeros + n * G : nullptr;
     rs.load(p, n, true);
-    __m256 acc[NA][MT];
+    __m256 acc[NA][MT], accg[NA][MT];  // accg: the group's sums before its scale (kGroupScale)
     for (int a = 0; a < NA; ++a)
-      for (int t = 0; t < MT; ++t) acc[a][t] = _mm256_setzero_ps();
+      for (int t = 0; t < MT; ++t) acc[a][t] = accg[a][t] = _mm256_setzero_ps();
     auto chunk = [&](int64_t k0, bool full, int a) __attribute__((always_inline)) {
-      const int64_t b = k0 / 2;  // even / odd byte of input k0 (int4: also its code byte)
-      const int32_t g0 = group_of[k0 / 32], g1 = group_of[k0 / 32 + 1];
+      const int64_t b = k0 >> 1;  // even / odd byte of input k0 (int4: also its code byte)
+      const int32_t g0 = group_of[k0 >> 5], g1 = group_of[(k0 >> 5) + 1];
       __m256i lo, hi;
       if constexpr (kSemi24) {
         const __m256i zero = kZeros ? _mm256_inserti128_si256(_mm256_set1_epi8(static_cast<char>(zeros[g0])),
@@ -939,22 +1035,54 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
         lo = _mm256_and_si256(v, low);
         hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
       }
-      const __m256 sv = halves(rs.s[g0], rs.s[g1]);
+      const __m256 sv = kGroupScale ? __m256() : halves(rs.s[g0], rs.s[g1]);
       for (int t = 0; t < MT; ++t) {
         const __m256i d = pairs_to_lanes(
             _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.ev[t] + b))),
             _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.od[t] + b))));
-        acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sv, _mm256_loadu_ps(eo.ln[t] + b / 4)),
-                                    acc[a][t]);
+        if constexpr (kGroupScale) {
+          accg[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(eo.ln[t] + (b >> 2)), accg[a][t]);
+        } else {
+          acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sv, _mm256_loadu_ps(eo.ln[t] + b / 4)),
+                                      acc[a][t]);
+        }
       }
     };
-    if constexpr (kSemi24) {  // 64 bytes of codes per 256 inputs, 64 of positions per 512: a prefetch per line
-      chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) {
+    // 64 bytes of codes per 128 inputs (int4 + 2:4: per 256, and of positions per 512): a prefetch per line
+    auto ahead = [&](int64_t k0) __attribute__((always_inline)) {
+      if constexpr (kSemi24) {
         if ((k0 & 255) == 0) prefetch_ahead(p, codes + k0 / 4);
         if ((k0 & 511) == 0) prefetch_ahead(p, meta + k0 / 8);
-      });
+      } else {
+        prefetch_ahead(p, codes + k0 / 2);
+      }
+    };
+    if constexpr (kGroupScale) {
+      // one flat loop over pairs of chunks (a loop per group cost more scalar work than g128's two chunks),
+      // each group's sums scaled after its last pair; the row's last group may end in a tail of 32-96 inputs
+      auto scale_group = [&](int64_t g) __attribute__((always_inline)) {
+        const __m256 sv = _mm256_set1_ps(rs.s[g]);
+        for (int c = 0; c < NA; ++c)
+          for (int t = 0; t < MT; ++t) {
+            acc[c][t] = _mm256_fmadd_ps(sv, accg[c][t], acc[c][t]);
+            accg[c][t] = _mm256_setzero_ps();
+          }
+      };
+      const int64_t whole = p.k & ~int64_t(127), per = G == 1 ? INT64_MAX : p.group / 128;
+      int64_t k0 = 0, g = 0, left = per;
+      for (; k0 < whole; k0 += 128) {  // the sets by constants: a variable index keeps them in memory
+        ahead(k0);
+        chunk(k0, true, 0);
+        chunk(k0 + 64, true, NA - 1);
+        if (--left == 0) scale_group(g++), left = per;
+      }
+      if (k0 < p.k) {
+        chunk(k0, k0 + 64 <= p.k, 0);
+        if (k0 + 64 < p.k) chunk(k0 + 64, false, NA - 1);
+      }
+      if (g < G) scale_group(g);
     } else {
-      chunks64<NA>(p.k, chunk, [&](int64_t k0) __attribute__((always_inline)) { prefetch_ahead(p, codes + k0 / 2); });
+      chunks64<NA>(p.k, chunk, ahead);
     }
     for (int t = 0; t < MT; ++t) {
       const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
@@ -964,16 +1092,26 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
   }
 }
 
+// kGroupScale's rule: groups of a multiple of 128 inputs (the last may end at K), or one group per row. Each
+// group then gives both accumulator sets a chunk; at 64 the sets would alternate between groups, a variable index.
+inline bool whole_chunk_groups(const Packed& p) { return p.groups() == 1 || p.group % 128 == 0; }
+
 template <int MT>
 void int4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                        int64_t n1) {
+  if (whole_chunk_groups(p)) return int4_a8_avx2_rows<MT, false, false, true>(p, qa, t0, out, bias, n0, n1);
   int4_a8_avx2_rows<MT, false>(p, qa, t0, out, bias, n0, n1);
 }
 
 template <int MT>
 void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,
                               int64_t n0, int64_t n1) {
-  if (p.zeros) return int4_a8_avx2_rows<MT, true, true>(p, qa, t0, out, bias, n0, n1);
+  const bool whole = whole_chunk_groups(p);
+  if (p.zeros) {
+    if (whole) return int4_a8_avx2_rows<MT, true, true, true>(p, qa, t0, out, bias, n0, n1);
+    return int4_a8_avx2_rows<MT, true, true>(p, qa, t0, out, bias, n0, n1);
+  }
+  if (whole) return int4_a8_avx2_rows<MT, true, false, true>(p, qa, t0, out, bias, n0, n1);
   int4_a8_avx2_rows<MT, true, false>(p, qa, t0, out, bias, n0, n1);
 }
 

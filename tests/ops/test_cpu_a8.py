@@ -137,6 +137,24 @@ def test_avx2_a8_kernels_at_the_smallest_shapes_and_strided_inputs(kind):
 
 
 @avx2_only
+@pytest.mark.parametrize("kind", ["int4", "int4_semi24"])
+@pytest.mark.parametrize("k, group", [(160, 128), (224, 128), (256, 128), (640, 256), (96, 96), (352, 352)])
+def test_avx2_a8_group_scaled_rows_end_anywhere(kind, k, group):
+    """Groups of 128k inputs, or one per row, take the loop that scales each group's sum once (kGroupScale in
+    gemm_avx2.cpp): rows that end 32, 96 or 0 inputs past their last pair of 64-input chunks, a last group
+    shorter than the others (640 = 2 x 256 + 128), one group per row with and without a pair of chunks; 1-4
+    tokens (the tiles); symmetric and with zero points."""
+    for symmetric in (True, False):
+        layout = make(kind, 24, k, group=group, symmetric=symmetric, seed=k)
+        bias = torch.randn(24, generator=_gen(k))
+        for m in (1, 2, 3, 4):
+            x = torch.randn(m, k, generator=_gen(k + m))
+            got = cpu_linear(x, layout, bias, path="avx2", acts="int8")
+            want = packed_linear_reference(q8_blocks(x), layout, bias)
+            assert rel(got, want) < 1e-5, (symmetric, m)
+
+
+@avx2_only
 def test_avx2_a8_int4_semi24_reads_each_kept_position():
     """Every 2:4 position pair in every group of a chunk: the metadata drives the vpshufb gather, so a wrong
     index for any of the 6 pairs or any of the 8 lanes of a chunk would pick another activation."""
