@@ -1,10 +1,15 @@
 """bench/kernels/bench_cpu_gemm.py: a forced SIMD path is timed, checked and recorded; a bad one is exit 2.
 bench/kernels/cpu_targets.py: both runs kept, every kernel judged, a wrong one not.
-bench/kernels/cpu/huge_pages.py: both reads and the move onto 2 MiB pages recorded."""
+bench/kernels/cpu/huge_pages.py: both reads and the move onto 2 MiB pages recorded.
+bench/kernels/cpu/vector_throughput_avx2.cpp: builds with its documented command and prints every line."""
 
 import importlib
 import json
 import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +222,22 @@ def test_semi24_kblocks_times_the_three_orders_of_the_same_weights(tmp_path, cap
     with pytest.raises(SystemExit) as exc:
         kblocks.main(["--shape", "48x500", "--segments", "2"])
     assert exc.value.code == 2
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+def test_the_avx2_throughput_tool_builds_and_prints_each_line(tmp_path):
+    """The README's ceilings come from this tool: it builds with the command in its header, and where the CPU has
+    AVX2 a short run (1000 iterations a timing) prints each instruction and each kernel's loop body with a
+    positive rate (which the README test matches against the committed output)."""
+    src = Path(__file__).resolve().parents[1] / "bench" / "kernels" / "cpu" / "vector_throughput_avx2.cpp"
+    exe = tmp_path / "vt"
+    header = src.read_text()
+    assert "g++ -O2 -mavx2 -mfma -o /tmp/vector_throughput_avx2 bench/kernels/cpu/vector_throughput_avx2.cpp" in header
+    subprocess.run(["g++", "-O2", "-mavx2", "-mfma", "-o", str(exe), str(src)], check=True)
+    if not _ext.cpu_info().get("avx2"):
+        pytest.skip("this CPU has no AVX2: built, not run")
+    out = subprocess.run([str(exe), "3.1", "1000"], check=True, capture_output=True, text=True).stdout
+    labels = re.findall(r'BENCH\("([^"]+)"', header)
+    assert len(labels) == 21 and [line[:40].strip() for line in out.splitlines()] == labels
+    kernels = re.findall(r"([\d.]+) cycles a step: +([\d.]+) GB/s", out)
+    assert len(kernels) == 7 and all(float(c) > 0 and float(g) > 0 for c, g in kernels)

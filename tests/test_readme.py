@@ -323,6 +323,23 @@ def test_readme_zen3_instruction_ceilings_and_targets_are_what_the_runs_print():
     assert f"**{fp32['ms'] / a8['ms']:.2f}x** fp32 dense at one thread" in flat
     assert f"({fp32['ms'] / exact['ms']:.2f}x," in flat
     assert f"MXFP4 kernel streams {100 * rows1['mxfp4']['read_bw_fraction']:.0f}% of the read" in flat
+    # SmolLM2's shapes and its decode, this build against the commit before
+    for name in ("int4_a8_group_smollm2_up_2t", "int4_a8_group_smollm2_down_2t", "mxfp4_bytes_smollm2_up_2t",
+                 "mxfp4_bytes_smollm2_down_2t"):
+        ab = json.loads((REPO / "bench" / "results" / "cpu" / f"ab_zen3_{name}.json").read_text())
+        assert ab["threads"] == 2 and {ab["n"], ab["k"]} == {576, 1536} and ab["builds"]["base"]["commit"] == "3abfc25"
+        assert f"{100 * ab['change']['p10_ms']:.1f}%" in flat, name
+    decode = _script("cpu_decode")
+    speeds = {}
+    for build in ("bytes", "3abfc25"):
+        data = json.loads((REPO / "bench" / "results" / "cpu" / f"smollm2_decode_zen3_{build}.json").read_text())
+        assert data["model"] == "smollm2-135m" and decode.table(data) in readme
+        assert {r["threads"] for r in data["rows"]} == {2}
+        speeds[build] = {r["variant"]: r for r in data["rows"]}
+    for variant, label in (("mxfp4", "MXFP4"), ("int4 g128 a8", "int4 a8")):
+        new, old = speeds["bytes"][variant], speeds["3abfc25"][variant]
+        assert (f"{label} {new['tokens_per_s']:.1f} / {new['compiled']['tokens_per_s']:.1f} against "
+                f"{old['tokens_per_s']:.1f} / {old['compiled']['tokens_per_s']:.1f}") in flat, variant
 
 
 def test_readme_a8_accuracy_table_is_what_the_script_prints():

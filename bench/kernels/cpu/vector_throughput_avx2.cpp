@@ -8,7 +8,7 @@
 // move by tens of % between runs (another tenant on the core): each line is the fastest of 5 timings.
 //
 //   g++ -O2 -mavx2 -mfma -o /tmp/vector_throughput_avx2 bench/kernels/cpu/vector_throughput_avx2.cpp
-//   /tmp/vector_throughput_avx2 3.1
+//   /tmp/vector_throughput_avx2 3.1            # [GHz] [iterations a timing, 40M]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,7 +17,7 @@ static double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 static double ghz = 3.1;
-constexpr long kIters = 40000000L;
+static long iters = 40000000L;  // loop iterations a timing (argv[2]: fewer for a quick check)
 alignas(64) static float buf[64];  // zeros: the activations, codes and positions the mixes read
 
 // accumulators ymm8-15; temporaries ymm0-3; constants ymm4-7 (zeros: the values do not change the timing)
@@ -30,7 +30,7 @@ alignas(64) static float buf[64];  // zeros: the activations, codes and position
     double best = 1e30;                                                                                       \
     for (int rep = 0; rep < 5; ++rep) {                                                                       \
       const double t = now();                                                                                 \
-      long n = kIters;                                                                                        \
+      long n = iters;                                                                                        \
       __asm__ volatile(                                                                                       \
           "vpxor %%ymm4,%%ymm4,%%ymm4\n vpxor %%ymm5,%%ymm5,%%ymm5\n vpxor %%ymm6,%%ymm6,%%ymm6\n"              \
           "vpxor %%ymm7,%%ymm7,%%ymm7\n vpxor %%ymm8,%%ymm8,%%ymm8\n vpxor %%ymm9,%%ymm9,%%ymm9\n"              \
@@ -44,7 +44,7 @@ alignas(64) static float buf[64];  // zeros: the activations, codes and position
       const double dt = now() - t;                                                                            \
       if (dt < best) best = dt;                                                                               \
     }                                                                                                         \
-    const double cyc = best * ghz * 1e9 / kIters / (per);                                                     \
+    const double cyc = best * ghz * 1e9 / iters / (per);                                                     \
     if ((bytes) > 0)                                                                                          \
       std::printf("%-40s %6.2f cycles a step: %5.1f GB/s of packed bytes\n", name, cyc, (bytes) * ghz / cyc); \
     else                                                                                                      \
@@ -122,6 +122,7 @@ alignas(64) static float buf[64];  // zeros: the activations, codes and position
 
 int main(int argc, char** argv) {
   if (argc > 1) ghz = std::atof(argv[1]);
+  if (argc > 2) iters = std::atol(argv[2]);
   BENCH("vfmadd231ps", 8, 0, R8(FMA));
   BENCH("vcvtdq2ps", 8, 0, R8(CVT));
   BENCH("vpmovzxbd (load)", 8, 0, R8(ZXBD));
