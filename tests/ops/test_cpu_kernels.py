@@ -164,12 +164,12 @@ def test_semi24_bf16_rows_left_over_from_the_row_tiles(n, k, path):
 def test_mxfp4_block_scales_across_the_e8m0_range(path):
     """MXFP4 blocks scaled from 2^-127 (E8M0 0: a subnormal scale) to 2^40, and one row with a NaN scale (E8M0 255):
     at one token the AVX2 kernel converts codes as integers (2 x E2M1 + 12) and applies each block's scale to its
-    sum, and the bias fold takes the scales as fp32 bits (e << 23, with 0 and 255 patched); at 2 and 5 tokens
+    sum, and the bias fold takes the scales as fp32 bits (e << 23, e = 0 patched to 2^-127); at 2 and 5 tokens
     the table kernels. Rows without a NaN match the reference (1e-5 of the sum of |products|); the NaN row is NaN."""
     n, k = 6, 4096
     layout = make("mxfp4", n, k, seed=11)
-    e = torch.randint(87, 168, (n, k // 32), generator=_gen(12), dtype=torch.int32)
-    e[0, :5] = torch.tensor([0, 1, 2, 254 - 87, 127], dtype=torch.int32)
+    e = torch.randint(87, 168, (n, k // 32), generator=_gen(12), dtype=torch.int32)  # 2^-40 .. 2^40
+    e[0, :5] = torch.tensor([0, 1, 2, 167, 127], dtype=torch.int32)
     e[2, 7] = 255
     layout = type(layout)(layout.shape, layout.codes, e.to(torch.uint8))
     for m in (1, 2, 5):
