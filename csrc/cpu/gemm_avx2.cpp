@@ -995,7 +995,7 @@ struct Dense24 {
 
 // kZeros (int4 + 2:4): the zero points are read per chunk (the pruned inputs take them); compiled apart from the
 // symmetric rows, whose z = 8 is a constant (no per-chunk branch, no broadcasts).
-// kGroupScale (groups of 128k inputs or one per row, whole_chunk_groups): each group's chunks accumulate d x
+// kGroupScale (groups of 128k inputs or one per row, group_scale_fits): each group's chunks accumulate d x
 // (the lanes' block scales) apart, and the group scale multiplies that sum once per group. Per chunk and token
 // that leaves the conversion and one FMA with the block scales as its memory operand; the per-chunk scale vector
 // (two broadcasts, an insert, a multiply: 4 of 14 vector instructions, 2 of 6 loads at one token) made a chunk
@@ -1040,11 +1040,11 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
         const __m256i d = pairs_to_lanes(
             _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.ev[t] + b))),
             _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.od[t] + b))));
+        const __m256 ln = _mm256_loadu_ps(eo.ln[t] + b / 4);  // the lanes' activation block scales
         if constexpr (kGroupScale) {
-          accg[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(eo.ln[t] + (b >> 2)), accg[a][t]);
+          accg[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), ln, accg[a][t]);
         } else {
-          acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sv, _mm256_loadu_ps(eo.ln[t] + b / 4)),
-                                      acc[a][t]);
+          acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sv, ln), acc[a][t]);
         }
       }
     };
@@ -1094,24 +1094,24 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
 
 // kGroupScale's rule: groups of a multiple of 128 inputs (the last may end at K), or one group per row. Each
 // group then gives both accumulator sets a chunk; at 64 the sets would alternate between groups, a variable index.
-inline bool whole_chunk_groups(const Packed& p) { return p.groups() == 1 || p.group % 128 == 0; }
+inline bool group_scale_fits(const Packed& p) { return p.groups() == 1 || p.group % 128 == 0; }
 
 template <int MT>
 void int4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                        int64_t n1) {
-  if (whole_chunk_groups(p)) return int4_a8_avx2_rows<MT, false, false, true>(p, qa, t0, out, bias, n0, n1);
+  if (group_scale_fits(p)) return int4_a8_avx2_rows<MT, false, false, true>(p, qa, t0, out, bias, n0, n1);
   int4_a8_avx2_rows<MT, false>(p, qa, t0, out, bias, n0, n1);
 }
 
 template <int MT>
 void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,
                               int64_t n0, int64_t n1) {
-  const bool whole = whole_chunk_groups(p);
+  const bool per_group = group_scale_fits(p);
   if (p.zeros) {
-    if (whole) return int4_a8_avx2_rows<MT, true, true, true>(p, qa, t0, out, bias, n0, n1);
+    if (per_group) return int4_a8_avx2_rows<MT, true, true, true>(p, qa, t0, out, bias, n0, n1);
     return int4_a8_avx2_rows<MT, true, true>(p, qa, t0, out, bias, n0, n1);
   }
-  if (whole) return int4_a8_avx2_rows<MT, true, false, true>(p, qa, t0, out, bias, n0, n1);
+  if (per_group) return int4_a8_avx2_rows<MT, true, false, true>(p, qa, t0, out, bias, n0, n1);
   int4_a8_avx2_rows<MT, true, false>(p, qa, t0, out, bias, n0, n1);
 }
 
