@@ -553,40 +553,79 @@ void int4_semi24_tile(const Packed& p, const float* x, int64_t t0, float* out, c
 }
 
 // One token: the kept activations gathered as for 2:4 values (semi24_gather_rows), so a step converts the 8
-// kept codes and makes one FMA, where the expansion above makes two and shuffles across lanes twice.
+// kept codes and makes one FMA, where the expansion above makes two and shuffles across lanes twice. As
+// `int4_one_token_rows`: a group's steps unrolled for the common group sizes (kSteps: 16-input steps a group),
+// two chains per group started by a multiply, the group scale by an FMA into the row's two sums.
+//
+// One group's two sums: `steps` steps of 16 inputs from input k0 (a multiple of 16); kLast: the group ends the
+// row, whose last 16 positions are read as 2 bytes (meta16<true>). The pointers are the group's, so that each
+// step's loads take constant offsets: the index arithmetic of k (4 scalar instructions a step) made a loop of
+// ~13 vector instructions a step wait on Zen 3's 6-wide dispatch.
+template <int kSteps, bool kLast>
+SK_INLINE void int4_semi24_group_sums(const Packed& p, const uint8_t* codes, const uint8_t* meta, const float* xr,
+                                      int64_t k0, int64_t steps, __m256 zero, __m256 (&a)[2]) {
+  static_assert(kSteps == 0 || !kLast, "the row's last group runs the loop of steps");
+  const uint8_t* c = codes + (k0 >> 2);
+  const uint8_t* m = meta + (k0 >> 3);
+  const float* xk = xr + k0;
+  // first: the step that starts its chain (a multiply, unrolled loops only; a loop of `steps` starts from zeros)
+  auto step = [&](int64_t i, uint32_t bits, bool first) __attribute__((always_inline)) {
+    // 64 bytes of codes per 256 inputs, 32 of positions. Whole groups of 16 x kSteps inputs (a power of two up to
+    // 256) start at multiples of their size, so only a group's first step can start a 256-input block.
+    const int64_t k = k0 + 16 * i;
+    if ((kSteps > 0 && 256 % (16 * kSteps) == 0) ? (i == 0 && (k0 & 255) == 0) : ((k & 255) == 0)) {
+      prefetch_ahead(p, c + 4 * i);
+      if ((k & 511) == 0) prefetch_ahead(p, m + 2 * i);
+    }
+    const __m256 v = _mm256_sub_ps(_mm256_cvtepi32_ps(nibbles8(c + 4 * i)), zero);
+    const __m256 x = gather8(xk + 16 * i, bits);
+    a[i & 1] = first ? _mm256_mul_ps(v, x) : _mm256_fmadd_ps(v, x, a[i & 1]);
+  };
+  if (kSteps > 0) {
+    if (kSteps == 1) a[1] = _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int i = 0; i < kSteps; ++i) step(i, meta16(m + 2 * i), i < 2);
+  } else {
+    a[0] = a[1] = _mm256_setzero_ps();
+    const int64_t body = kLast ? steps - 1 : steps;
+    for (int64_t i = 0; i < body; ++i) step(i, meta16(m + 2 * i), false);
+    if (kLast) step(body, meta16<true>(m + 2 * body), false);
+  }
+}
+
+template <int kSteps>
 void int4_semi24_gather_rows(const Packed& p, const float* x, float* out, const float* bias, int64_t n0,
                              int64_t n1) {
   const int64_t K = p.k, G = p.groups(), simd_k = K & ~int64_t(15);
+  const int64_t gk = std::min(simd_k, p.group);  // inputs a group (a multiple of 16, or one group per row)
   std::vector<float> xr(static_cast<size_t>(K));
   gather_order(x, K, xr.data());
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* codes = p.codes + n * (K / 4);
     const uint8_t* meta = p.meta + n * (K / 8);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t g = 0; g < G && g * p.group < simd_k; ++g) {
-      const int64_t k_end = std::min(simd_k, (g + 1) * p.group);  // a multiple of 16 (group % 16 == 0 or G == 1)
-      const __m256 zero = _mm256_set1_ps(p.zeros ? static_cast<float>(p.zeros[n * G + g]) : 8.0f);
-      __m256 ag0 = _mm256_setzero_ps(), ag1 = ag0;  // two chains: a step is ~9 instructions
-      auto step = [&](int64_t k0, uint32_t m, __m256& a) __attribute__((always_inline)) {
-        const __m256 v = _mm256_sub_ps(_mm256_cvtepi32_ps(nibbles8(codes + (k0 >> 2))), zero);
-        a = _mm256_fmadd_ps(v, gather8(xr.data() + k0, m), a);
-      };
-      int64_t k0 = g * p.group;
-      const int64_t k_stop = k_end == simd_k ? k_end - 16 : k_end;  // the row's last 16 inputs apart (meta16)
-      for (; k0 + 32 <= k_stop; k0 += 32) {
-        // 64 bytes of codes per 256 inputs, 32 of positions (pairs start at any multiple of 16: group % 32 == 16)
-        if (((k0 + 16) & 255) < 32) {
-          prefetch_ahead(p, codes + ((k0 + 16) >> 2));
-          if (((k0 + 16) & 511) < 32) prefetch_ahead(p, meta + ((k0 + 16) >> 3));
-        }
-        step(k0, meta16(meta + (k0 >> 3)), ag0);
-        step(k0 + 16, meta16(meta + ((k0 + 16) >> 3)), ag1);
-      }
-      if (k0 + 16 <= k_stop) step(k0, meta16(meta + (k0 >> 3)), ag0), k0 += 16;
-      if (k0 < k_end) step(k0, meta16<true>(meta + (k0 >> 3)), ag1);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(p.scales[n * G + g])), _mm256_add_ps(ag0, ag1), acc);
+    const uint16_t* scales = p.scales + n * G;
+    const uint8_t* zeros = p.zeros ? p.zeros + n * G : nullptr;
+    __m256 r0 = _mm256_setzero_ps(), r1 = r0;
+    __m256 a[2] = {};  // (set by each group's first steps)
+    auto zero = [&](int64_t g) __attribute__((always_inline)) {
+      return _mm256_set1_ps(zeros ? static_cast<float>(zeros[g]) : 8.0f);
+    };
+    auto scale = [&](int64_t g) __attribute__((always_inline)) {
+      const __m256 sv = _mm256_set1_ps(half_to_float(scales[g]));
+      r0 = _mm256_fmadd_ps(sv, a[0], r0);
+      r1 = _mm256_fmadd_ps(sv, a[1], r1);
+    };
+    // every group but the last whole and unrolled; the last (whole or short) ends the row
+    int64_t g = 0, k0 = 0;
+    for (; k0 + gk < simd_k; ++g, k0 += gk) {
+      int4_semi24_group_sums<kSteps, false>(p, codes, meta, xr.data(), k0, gk / 16, zero(g), a);
+      scale(g);
     }
-    float s = hsum(acc);
+    if (k0 < simd_k) {
+      int4_semi24_group_sums<0, true>(p, codes, meta, xr.data(), k0, (simd_k - k0) / 16, zero(g), a);
+      scale(g);
+    }
+    float s = hsum(_mm256_add_ps(r0, r1));
     for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * x[k];
     out[n] = s + (bias ? bias[n] : 0.0f);
   }
@@ -594,7 +633,13 @@ void int4_semi24_gather_rows(const Packed& p, const float* x, float* out, const 
 
 void int4_semi24_rows(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
                       int64_t n1) {
-  if (m == 1) return int4_semi24_gather_rows(p, x, out, bias, n0, n1);
+  if (m == 1) {
+    switch (std::min(p.group, p.k & ~int64_t(15))) {
+      case 64: return int4_semi24_gather_rows<4>(p, x, out, bias, n0, n1);
+      case 128: return int4_semi24_gather_rows<8>(p, x, out, bias, n0, n1);
+      default: return int4_semi24_gather_rows<0>(p, x, out, bias, n0, n1);
+    }
+  }
   for (int64_t t0 = 0; t0 < m; t0 += 4) {
     switch (std::min<int64_t>(4, m - t0)) {
       case 1: int4_semi24_tile<1>(p, x, t0, out, bias, n0, n1); break;
@@ -613,16 +658,14 @@ void int4_semi24_rows(const Packed& p, const float* x, int64_t m, float* out, co
 // point is folded out: sum (q - z) s x = s (sum q x - z sum x), sum x per group and token computed once per
 // call (Split and split_activations: packed_cpu.h).
 
-// Chains: even and odd inputs accumulate apart (2 per token); at 1-2 tokens the two 8-byte halves of each
-// 16-byte step alternate between 2 sets, for 4 chains at one token: a step there issues ~10 instructions
-// on the two FMA-capable ports (conversions, shifts, FMAs), ~5 cycles, just over the FMA latency a chain
-// waits per step.
+// Chains: even and odd inputs accumulate apart (2 per token); at 2 tokens the two 8-byte halves of each
+// 16-byte step alternate between 2 sets, for 8 chains (one token: 4, `int4_one_token_rows`, MXFP4's byte loop).
 template <int MT>
 constexpr int nibble_sets() {
   return MT <= 2 ? 2 : 1;
 }
 
-// out[t, n] for int4 rows whose groups are whole 32-input steps (group % 32 == 0, K % 32 == 0)
+// out[t, n] for int4 rows whose groups are whole 32-input steps (group % 32 == 0, K % 32 == 0), 2-4 tokens
 template <int MT>
 void int4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0, int64_t n1) {
   constexpr int NC = nibble_sets<MT>();
@@ -671,6 +714,79 @@ void int4_tile(const Packed& p, const Split& sp, int64_t t0, float* out, const f
       }
     }
     for (int t = 0; t < MT; ++t) out[(t0 + t) * p.n + n] = hsum(acc[t]) - corr[t] + (bias ? bias[n] : 0.0f);
+  }
+}
+
+// One group's partial sums at one token: `steps` steps of 16 code bytes (32 inputs) from c, the even / odd
+// activations from e / o, into four chains (the low / high nibbles of each step's two 8-byte halves). kSteps > 0:
+// the count known at compile time, the loop unrolled (constant offsets) and its first step multiplying; else a
+// loop from zeros. `off`: c's byte offset in its row, for the prefetch of each 64-byte line of the row (whole
+// groups of 64 bytes start at multiples of 64).
+template <int kSteps>
+SK_INLINE void int4_group_sums(const Packed& p, const uint8_t* c, const float* e, const float* o, int64_t steps,
+                               int64_t off, __m256 (&a)[4]) {
+  const __m256i low = _mm256_set1_epi32(0x0F);
+  auto step = [&](int64_t i, bool first) __attribute__((always_inline)) {
+    const int64_t j = 16 * i;
+    if (kSteps > 0 && kSteps % 4 == 0 ? i % 4 == 0 : ((off + j) & 63) == 0) prefetch_ahead(p, c + j);
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + j)));
+    const __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + j + 8)));
+    const __m256 w0 = _mm256_cvtepi32_ps(_mm256_and_si256(v, low)), w1 = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+    const __m256 w2 = _mm256_cvtepi32_ps(_mm256_and_si256(w, low)), w3 = _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 4));
+    const __m256 x[4] = {_mm256_loadu_ps(e + j), _mm256_loadu_ps(o + j), _mm256_loadu_ps(e + j + 8),
+                         _mm256_loadu_ps(o + j + 8)};
+    const __m256 wv[4] = {w0, w1, w2, w3};
+    for (int q = 0; q < 4; ++q) a[q] = first ? _mm256_mul_ps(wv[q], x[q]) : _mm256_fmadd_ps(wv[q], x[q], a[q]);
+  };
+  if (kSteps > 0) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kSteps; ++i) step(i, i == 0);
+  } else {
+    a[0] = a[1] = a[2] = a[3] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < steps; ++i) step(i, false);
+  }
+}
+
+// out[t, n] for int4 rows at one token (`int4_tile` at 2-4 tokens). Per group the four chains start afresh and
+// their sums take the group scale by four FMAs into the row's four sums; the scales were converted once per row
+// (RowScales) and the zero point is folded out of the row once, by one dot product with the group sums of the
+// split. `int4_tile<1>` spent ~25 instructions a group on its epilogue (the fp16 scale converted and broadcast,
+// three adds, the zero point converted, a scalar FMA of the fold) and on its bounds, and tested each 16-byte
+// step for its prefetch: 21% more time a call than the same rows as one group, in L2 on Zen 3; this loop, unrolled
+// per group, 8% more (bench/kernels/ab_builds.py, README).
+template <int kSteps>
+void int4_one_token_rows(const Packed& p, const Split& sp, int64_t t, float* out, const float* bias, int64_t n0,
+                         int64_t n1) {
+  const int64_t K = p.k, half = K / 2, G = p.groups();
+  const int64_t gb = std::min(half, p.group / 2);  // code bytes a group (a multiple of 16: nibble_fits)
+  const int64_t whole = half / gb, rest = half - whole * gb;  // whole groups, the short last group's bytes
+  const float* even = sp.even.data() + t * half;
+  const float* odd = sp.odd.data() + t * half;
+  const float* sums = sp.sums.data() + t * G;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* codes = p.codes + n * half;
+    const uint16_t* scales = p.scales + n * G;
+    const uint8_t* zeros = p.zeros ? p.zeros + n * G : nullptr;
+    __m256 r[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 a[4] = {};  // (set by each group's first step: the compiler cannot see a group has one)
+    float fold = 0.0f;  // sum_g s_g z_g sum_g(x)
+    auto scale = [&](int64_t g) __attribute__((always_inline)) {
+      const float s = half_to_float(scales[g]);
+      const __m256 sv = _mm256_set1_ps(s);
+      for (int i = 0; i < 4; ++i) r[i] = _mm256_fmadd_ps(sv, a[i], r[i]);
+      fold += s * (zeros ? static_cast<float>(zeros[g]) : 8.0f) * sums[g];
+    };
+    int64_t g = 0, b = 0;
+    for (; g < whole; ++g, b += gb) {
+      int4_group_sums<kSteps>(p, codes + b, even + b, odd + b, gb / 16, b, a);
+      scale(g);
+    }
+    if (rest) {
+      int4_group_sums<0>(p, codes + b, even + b, odd + b, rest / 16, b, a);
+      scale(g);
+    }
+    const float sum = hsum(_mm256_add_ps(_mm256_add_ps(r[0], r[1]), _mm256_add_ps(r[2], r[3])));
+    out[t * p.n + n] = sum - fold + (bias ? bias[n] : 0.0f);
   }
 }
 
@@ -791,7 +907,17 @@ template <int MT>
 struct Int4Tile {
   static void run(const Packed& p, const Split& sp, int64_t t0, float* out, const float* bias, int64_t n0,
                   int64_t n1) {
-    int4_tile<MT>(p, sp, t0, out, bias, n0, n1);
+    if constexpr (MT == 1) {
+      // a group's steps unrolled for the common group sizes
+      switch (std::min(p.group, p.k)) {
+        case 64: return int4_one_token_rows<2>(p, sp, t0, out, bias, n0, n1);
+        case 128: return int4_one_token_rows<4>(p, sp, t0, out, bias, n0, n1);
+        case 256: return int4_one_token_rows<8>(p, sp, t0, out, bias, n0, n1);
+        default: return int4_one_token_rows<0>(p, sp, t0, out, bias, n0, n1);
+      }
+    } else {
+      int4_tile<MT>(p, sp, t0, out, bias, n0, n1);
+    }
   }
 };
 

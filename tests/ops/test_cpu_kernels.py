@@ -81,6 +81,28 @@ def rel_to_products(got: torch.Tensor, ref: torch.Tensor, x: torch.Tensor, layou
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
+@pytest.mark.skipif(not HAS_AVX2, reason="the AVX2 path needs a CPU with AVX2")
+@pytest.mark.parametrize("group", [32, 64, 96, 128, 256, 4096])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("k", [64, 96, 576, 640, 1152])
+def test_avx2_int4_one_token_scales_each_group_once(group, symmetric, k):
+    """At one token the AVX2 int4 kernel sums each group in four chains and scales the sums once per group (the
+    loop unrolled for groups of 64, 128 and 256 inputs, a loop of steps for the others and for a short last
+    group), and folds the zero point out of the row with one dot product. Groups longer than the row (one group),
+    rows of one short group (64 at g96 / g128), short last groups (576 at g128 / g256: 64 inputs; 640 at g256:
+    128), whole ones: against the reference (1e-5 of the sum of |products|) and against the 2-token kernel on
+    the same token twice. (A group scaled by its neighbour's scale, a chain or a step left out, a wrong zero point
+    miss by whole products.)"""
+    n = 6
+    layout = make("int4", n, k, group=group, symmetric=symmetric, seed=k + group)
+    bias = torch.randn(n, generator=_gen(9))
+    x = torch.randn(1, k, generator=_gen(500 + k))
+    got = cpu_linear(x, layout, bias, path="avx2")
+    assert rel_to_products(got, packed_linear_reference(x, layout, bias), x, layout) < 1e-5
+    both = cpu_linear(torch.cat([x, x]), layout, bias, path="avx2")
+    assert rel_to_products(got, both[:1], x, layout) < 1e-5
+
+
 # (kind, options): every layout, the value dtypes of 2:4, asymmetric int4, g128 with a short last group at K = 576
 CASES = [("semi24", {}), ("semi24", {"values": torch.bfloat16}), ("semi24", {"values": torch.float16}),
          ("int4", {"group": 128}), ("int4", {"group": 32, "symmetric": False}), ("int4_semi24", {"group": 128}),
@@ -184,7 +206,7 @@ def test_mxfp4_block_scales_across_the_e8m0_range(path):
 
 GATHER_CASES = [("semi24", {}), ("semi24", {"values": torch.bfloat16}), ("semi24", {"values": torch.float16}),
                 ("int4_semi24", {"group": 128}), ("int4_semi24", {"group": 16, "symmetric": False}),
-                ("int4_semi24", {"group": 48})]
+                ("int4_semi24", {"group": 48}), ("int4_semi24", {"group": 64, "symmetric": False})]
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason="the AVX2 path needs a CPU with AVX2")
@@ -194,8 +216,8 @@ def test_avx2_one_token_gathers_the_kept_activations(kind, opts, k):
     """At one token the AVX2 2:4 and int4 + 2:4 kernels gather the kept activations (vpermilps of the activations
     stored A C B D per 16 inputs, the index the broadcast metadata shifted by 0, 2, .., 14) instead of expanding
     the weights: rows of one 16-input step (the step whose metadata is read as 2 bytes), 3 steps, a 64-input
-    step and one after it, 6 steps (int4 + 2:4 g48: groups of 3 steps), 8 inputs left to the scalar decoder
-    (136, 4104), a short last int4 group (592 at g128). Each against the reference (1e-5 of the sum of
+    step and one after it, 6 steps (int4 + 2:4 g48: groups of 3 steps; g16: of one), 8 inputs left to the scalar
+    decoder (136, 4104), a short last int4 group (592 at g128 / g64); g64 and g128 run loops unrolled per group. Each against the reference (1e-5 of the sum of
     |products|, as above), with a bias, and against the 2-token kernel (the expansion) on the same token twice.
     (A wrong pick or a skipped step misses by whole products; a read past the row is not something this can see.)"""
     n = 5
