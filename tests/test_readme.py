@@ -279,6 +279,49 @@ def test_readme_zen3_gather_targets_table_is_what_the_script_prints():
             f"{old['tokens_per_s']:.1f} and {old['compiled']['tokens_per_s']:.1f}") in flat
 
 
+def test_readme_zen3_exact_int4_group_loops_are_what_the_runs_print():
+    """The section on the exact int4 kernels' group loops at one token (Zen 3): the A/B rows are the committed runs'
+    10th percentiles against 2f47c91, the targets table is the script's on its JSON (the AVX2 path) with the
+    ratios quoted from it, and the decode tables and tokens/s are the four committed decode runs'."""
+    readme = (REPO / "README.md").read_text()
+    flat = " ".join(readme.split())
+    cpu = REPO / "bench" / "results" / "cpu"
+    shapes = {"cache_1t": "1024 x 14336 (in cache)", "mem_1t": "4096 x 14336 (memory)",
+              "mem_2t": "4096 x 14336 (memory)", "smollm2_up_1t": "1536 x 576 (SmolLM2 up)",
+              "smollm2_down_1t": "576 x 1536 (SmolLM2 down)"}
+    for layout, label in (("int4", "int4 g128"), ("int4_semi24", "int4 + 2:4 g128")):
+        for name, shape in shapes.items():
+            ab = json.loads((cpu / f"ab_zen3_{layout}_exact_groups_{name}.json").read_text())
+            assert ab["command"].startswith("python bench/kernels/ab_builds.py") and ab["builds"]["base"]["commit"] == "2f47c91"
+            assert (ab["layout"], ab["acts"], ab["rounds"], f"{ab['n']} x {ab['k']}") == (layout, "float", 8, shape.split(" (")[0])
+            assert ab["threads"] == (2 if name == "mem_2t" else 1) and ab["m"] == 1
+            b, n = ab["builds"]["base"]["p10_ms"], ab["builds"]["new"]["p10_ms"]
+            assert (f"| {label}, fp32 activations | {shape}, 1, {ab['threads']} | {b:.3f} ms | {n:.3f} ms | "
+                    f"{100 * ab['change']['p10_ms']:+.1f}% |") in readme, (layout, name)
+    targets = _script("cpu_targets", "kernels")
+    data = json.loads((cpu / "cpu_targets_zen3_groups.json").read_text())
+    assert data["memory"]["avx2_path"] and not data["memory"]["avx512_path"]
+    assert targets.table(data) in readme and "--table --out bench/results/cpu/cpu_targets_zen3_groups.json" in readme
+    rows = {(r["kernel"], r["threads"]): r["ms"] for r in data["memory"]["rows"] if r["m"] == 1}
+    assert (f"Exact int4 **{rows['fp32', 1] / rows['int4', 1]:.2f}x** fp32 dense at one thread (2.99x at 13:58) and "
+            f"**{rows['fp32', 2] / rows['int4', 2]:.2f}x** at two") in flat
+    assert (f"int4 + 2:4 exact {rows['int4', 1] / rows['int4_semi24', 1]:.2f}x / "
+            f"{rows['int4', 2] / rows['int4_semi24', 2]:.2f}x int4") in flat
+    assert f"2:4 bf16 {rows['fp32', 1] / rows['semi24', 1]:.2f}x fp32 at one thread" in flat
+    assert f"the 2:4 bf16 kernel, unchanged, took {rows['semi24', 1]:.3f} ms against 4.213" in flat
+    decode = _script("cpu_decode")
+    speeds = {}
+    for build in ("groups", "2f47c91", "groups_repeat", "2f47c91_repeat"):
+        run = json.loads((cpu / f"smollm2_decode_zen3_{build}.json").read_text())
+        assert run["model"] == "smollm2-135m" and decode.table(run) in readme
+        assert {r["threads"] for r in run["rows"]} == {2}
+        speeds[build] = {r["variant"]: f"{r['tokens_per_s']:.1f} / {r['compiled']['tokens_per_s']:.1f}" for r in run["rows"]}
+    for variant, label in (("int4 g128", "int4"), ("2:4 + int4", "2:4 + int4")):
+        s = {b: v[variant] for b, v in speeds.items()}
+        assert (f"{label} {s['groups']} against {s['2f47c91']}, again {s['groups_repeat']} against "
+                f"{s['2f47c91_repeat']}") in flat, variant
+
+
 def test_readme_zen3_instruction_ceilings_and_targets_are_what_the_runs_print():
     """The AVX2 section on what Zen 3's instructions allow: the table of loop bodies holds each line's lowest
     cycles (and highest GB/s) over the three runs in the committed output of vector_throughput_avx2.cpp, whose

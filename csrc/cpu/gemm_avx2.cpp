@@ -748,12 +748,11 @@ SK_INLINE void int4_group_sums(const Packed& p, const uint8_t* c, const float* e
 }
 
 // out[t, n] for int4 rows at one token (`int4_tile` at 2-4 tokens). Per group the four chains start afresh and
-// their sums take the group scale by four FMAs into the row's four sums; the scales were converted once per row
-// (RowScales) and the zero point is folded out of the row once, by one dot product with the group sums of the
-// split. `int4_tile<1>` spent ~25 instructions a group on its epilogue (the fp16 scale converted and broadcast,
-// three adds, the zero point converted, a scalar FMA of the fold) and on its bounds, and tested each 16-byte
-// step for its prefetch: 21% more time a call than the same rows as one group, in L2 on Zen 3; this loop, unrolled
-// per group, 8% more (bench/kernels/ab_builds.py, README).
+// their sums take the group scale by four FMAs into the row's four sums, and the zero point's fold (s z sum x) is
+// one scalar FMA. `int4_tile<1>` ended each group with three adds, its 4 chains zeroed, its bounds recomputed
+// (~35 instructions against ~80 in a g128 group's steps) and tested every 16-byte step for its prefetch; without that a
+// call is 4-6% faster on Llama shapes (bench/kernels/ab_builds.py, Zen 3: README). (The scales converted once per
+// row, as the a8 kernels do: ~3% faster again in cache, ~9% slower at SmolLM2's K = 576, a short row of 5 groups.)
 template <int kSteps>
 void int4_one_token_rows(const Packed& p, const Split& sp, int64_t t, float* out, const float* bias, int64_t n0,
                          int64_t n1) {
