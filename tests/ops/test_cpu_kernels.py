@@ -88,19 +88,13 @@ TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 def test_avx2_int4_one_token_scales_each_group_once(group, symmetric, k):
     """At one token the AVX2 int4 kernel sums each group in four chains and scales the sums once per group (the
     loop unrolled for groups of 64, 128 and 256 inputs, a loop of steps for the others and for a short last
-    group), and folds the zero point out of the row with one dot product. Groups longer than the row (one group),
+    group), and folds the zero point out with one scalar FMA a group. Groups longer than the row (one group),
     rows of one short group (64 at g96 / g128), short last groups (576 at g128 / g256: 64 inputs; 640 at g256:
     128), whole ones: against the reference (1e-5 of the sum of |products|) and against the 2-token kernel on
     the same token twice. (A group scaled by its neighbour's scale, a chain or a step left out, a wrong zero point
     miss by whole products.)"""
-    n = 6
-    layout = make("int4", n, k, group=group, symmetric=symmetric, seed=k + group)
-    bias = torch.randn(n, generator=_gen(9))
-    x = torch.randn(1, k, generator=_gen(500 + k))
-    got = cpu_linear(x, layout, bias, path="avx2")
-    assert rel_to_products(got, packed_linear_reference(x, layout, bias), x, layout) < 1e-5
-    both = cpu_linear(torch.cat([x, x]), layout, bias, path="avx2")
-    assert rel_to_products(got, both[:1], x, layout) < 1e-5
+    layout = make("int4", 6, k, group=group, symmetric=symmetric, seed=k + group)
+    _one_token_avx2_matches(layout, torch.randn(6, generator=_gen(9)), torch.randn(1, k, generator=_gen(500 + k)))
 
 
 # (kind, options): every layout, the value dtypes of 2:4, asymmetric int4, g128 with a short last group at K = 576
@@ -204,6 +198,15 @@ def test_mxfp4_block_scales_across_the_e8m0_range(path):
         assert float((got[:, keep] - want[:, keep]).norm() / scale.norm()) < 1e-5, m
 
 
+def _one_token_avx2_matches(layout, bias: torch.Tensor, x: torch.Tensor) -> None:
+    """The AVX2 kernel at one token against the reference (1e-5 of the sum of |products|) and against its 2-token
+    kernel on the same token twice."""
+    got = cpu_linear(x, layout, bias, path="avx2")
+    assert rel_to_products(got, packed_linear_reference(x, layout, bias), x, layout) < 1e-5
+    both = cpu_linear(torch.cat([x, x]), layout, bias, path="avx2")
+    assert rel_to_products(got, both[:1], x, layout) < 1e-5
+
+
 GATHER_CASES = [("semi24", {}), ("semi24", {"values": torch.bfloat16}), ("semi24", {"values": torch.float16}),
                 ("int4_semi24", {"group": 128}), ("int4_semi24", {"group": 16, "symmetric": False}),
                 ("int4_semi24", {"group": 48}), ("int4_semi24", {"group": 64, "symmetric": False})]
@@ -220,14 +223,8 @@ def test_avx2_one_token_gathers_the_kept_activations(kind, opts, k):
     decoder (136, 4104), a short last int4 group (592 at g128 / g64); g64 and g128 run loops unrolled per group. Each against the reference (1e-5 of the sum of
     |products|, as above), with a bias, and against the 2-token kernel (the expansion) on the same token twice.
     (A wrong pick or a skipped step misses by whole products; a read past the row is not something this can see.)"""
-    n = 5
-    layout = make(kind, n, k, **opts, seed=k)
-    bias = torch.randn(n, generator=_gen(7))
-    x = torch.randn(1, k, generator=_gen(400 + k))
-    got = cpu_linear(x, layout, bias, path="avx2")
-    assert rel_to_products(got, packed_linear_reference(x, layout, bias), x, layout) < 1e-5
-    both = cpu_linear(torch.cat([x, x]), layout, bias, path="avx2")
-    assert rel_to_products(got, both[:1], x, layout) < 1e-5
+    layout = make(kind, 5, k, **opts, seed=k)
+    _one_token_avx2_matches(layout, torch.randn(5, generator=_gen(7)), torch.randn(1, k, generator=_gen(400 + k)))
 
 
 @pytest.mark.parametrize("kind, opts", [("int4", {"group": 128}), ("int4_semi24", {"group": 32, "symmetric": False}),
