@@ -564,7 +564,6 @@ void int4_semi24_tile(const Packed& p, const float* x, int64_t t0, float* out, c
 template <int kSteps, bool kLast>
 SK_INLINE void int4_semi24_group_sums(const Packed& p, const uint8_t* codes, const uint8_t* meta, const float* xr,
                                       int64_t k0, int64_t steps, __m256 zero, __m256 (&a)[2]) {
-  static_assert(kSteps == 0 || !kLast, "the row's last group runs the loop of steps");
   const uint8_t* c = codes + (k0 >> 2);
   const uint8_t* m = meta + (k0 >> 3);
   const float* xk = xr + k0;
@@ -584,7 +583,8 @@ SK_INLINE void int4_semi24_group_sums(const Packed& p, const uint8_t* codes, con
   if (kSteps > 0) {
     if (kSteps == 1) a[1] = _mm256_setzero_ps();
 #pragma GCC unroll 8
-    for (int i = 0; i < kSteps; ++i) step(i, meta16(m + 2 * i), i < 2);
+    for (int i = 0; i < kSteps; ++i)
+      step(i, kLast && i == kSteps - 1 ? meta16<true>(m + 2 * i) : meta16(m + 2 * i), i < 2);
   } else {
     a[0] = a[1] = _mm256_setzero_ps();
     const int64_t body = kLast ? steps - 1 : steps;
@@ -622,7 +622,16 @@ void int4_semi24_gather_rows(const Packed& p, const float* x, float* out, const 
       scale(g);
     }
     if (k0 < simd_k) {
-      int4_semi24_group_sums<0, true>(p, codes, meta, xr.data(), k0, (simd_k - k0) / 16, zero(g), a);
+      // unrolled where its length is one the loop knows: the whole group's, or 64 inputs (SmolLM2's K = 576 at
+      // g128) starting at a multiple of 64, as the unrolled prefetch test assumes
+      const int64_t steps = (simd_k - k0) / 16;
+      if (steps == kSteps) {
+        int4_semi24_group_sums<kSteps, true>(p, codes, meta, xr.data(), k0, steps, zero(g), a);
+      } else if (steps == 4 && k0 % 64 == 0) {
+        int4_semi24_group_sums<4, true>(p, codes, meta, xr.data(), k0, steps, zero(g), a);
+      } else {
+        int4_semi24_group_sums<0, true>(p, codes, meta, xr.data(), k0, steps, zero(g), a);
+      }
       scale(g);
     }
     float s = hsum(_mm256_add_ps(r0, r1));
@@ -781,7 +790,11 @@ void int4_one_token_rows(const Packed& p, const Split& sp, int64_t t, float* out
       scale(g);
     }
     if (rest) {
-      int4_group_sums<0>(p, codes + b, even + b, odd + b, rest / 16, b, a);
+      if (rest == 32) {  // SmolLM2's K = 576 at g128 ends in 64 inputs
+        int4_group_sums<2>(p, codes + b, even + b, odd + b, 2, b, a);
+      } else {
+        int4_group_sums<0>(p, codes + b, even + b, odd + b, rest / 16, b, a);
+      }
       scale(g);
     }
     const float sum = hsum(_mm256_add_ps(_mm256_add_ps(r[0], r[1]), _mm256_add_ps(r[2], r[3])));

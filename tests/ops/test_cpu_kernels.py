@@ -214,7 +214,7 @@ GATHER_CASES = [("semi24", {}), ("semi24", {"values": torch.bfloat16}), ("semi24
 
 @pytest.mark.skipif(not HAS_AVX2, reason="the AVX2 path needs a CPU with AVX2")
 @pytest.mark.parametrize("kind, opts", GATHER_CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in GATHER_CASES])
-@pytest.mark.parametrize("k", [16, 48, 80, 96, 136, 592, 4104])
+@pytest.mark.parametrize("k", [16, 48, 80, 96, 136, 576, 592, 4104])
 def test_avx2_one_token_gathers_the_kept_activations(kind, opts, k):
     """At one token the AVX2 2:4 and int4 + 2:4 kernels gather the kept activations (vpermilps of the activations
     stored A C B D per 16 inputs, the index the broadcast metadata shifted by 0, 2, .., 14) instead of expanding
