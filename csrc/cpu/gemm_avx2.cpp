@@ -760,7 +760,7 @@ SK_INLINE void int4_group_sums(const Packed& p, const uint8_t* c, const float* e
 // their sums take the group scale by four FMAs into the row's four sums, and the zero point's fold (s z sum x) is
 // one scalar FMA. `int4_tile<1>` ended each group with three adds, its 4 chains zeroed, its bounds recomputed
 // (~35 instructions against ~80 in a g128 group's steps) and tested every 16-byte step for its prefetch; without that a
-// call is 4-6% faster on Llama shapes (bench/kernels/ab_builds.py, Zen 3: README). (The scales converted once per
+// call is 2-7% faster on Llama shapes (bench/kernels/ab_builds.py, Zen 3: README). (The scales converted once per
 // row, as the a8 kernels do: ~3% faster again in cache, ~9% slower at SmolLM2's K = 576, a short row of 5 groups.)
 template <int kSteps>
 void int4_one_token_rows(const Packed& p, const Split& sp, int64_t t, float* out, const float* bias, int64_t n0,
