@@ -606,7 +606,7 @@ void int4_semi24_gather_rows(const Packed& p, const float* x, float* out, const 
     const uint16_t* scales = p.scales + n * G;
     const uint8_t* zeros = p.zeros ? p.zeros + n * G : nullptr;
     __m256 r0 = _mm256_setzero_ps(), r1 = r0;
-    __m256 a[2] = {};  // (set by each group's first steps)
+    __m256 a[2] = {};  // (each group sets it before its scale: initialised only for the compiler's warning)
     auto zero = [&](int64_t g) __attribute__((always_inline)) {
       return _mm256_set1_ps(zeros ? static_cast<float>(zeros[g]) : 8.0f);
     };
@@ -759,9 +759,9 @@ SK_INLINE void int4_group_sums(const Packed& p, const uint8_t* c, const float* e
 // out[t, n] for int4 rows at one token (`int4_tile` at 2-4 tokens). Per group the four chains start afresh and
 // their sums take the group scale by four FMAs into the row's four sums, and the zero point's fold (s z sum x) is
 // one scalar FMA. `int4_tile<1>` ended each group with three adds, its 4 chains zeroed, its bounds recomputed
-// (~35 instructions against ~80 in a g128 group's steps) and tested every 16-byte step for its prefetch; without that a
-// call is 2-7% faster on Llama shapes (bench/kernels/ab_builds.py, Zen 3: README). (The scales converted once per
-// row, as the a8 kernels do: ~3% faster again in cache, ~9% slower at SmolLM2's K = 576, a short row of 5 groups.)
+// (~35 instructions against ~80 in a g128 group's steps) and tested every 16-byte step for its prefetch; without
+// that a call is 2-7% faster on Llama shapes (bench/kernels/ab_builds.py, Zen 3: README). (The scales converted
+// once per row, as the a8 kernels do: ~3% faster again in cache, ~9% slower at SmolLM2's K = 576, 5 groups a row.)
 template <int kSteps>
 void int4_one_token_rows(const Packed& p, const Split& sp, int64_t t, float* out, const float* bias, int64_t n0,
                          int64_t n1) {
@@ -776,7 +776,7 @@ void int4_one_token_rows(const Packed& p, const Split& sp, int64_t t, float* out
     const uint16_t* scales = p.scales + n * G;
     const uint8_t* zeros = p.zeros ? p.zeros + n * G : nullptr;
     __m256 r[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m256 a[4] = {};  // (set by each group's first step: the compiler cannot see a group has one)
+    __m256 a[4] = {};  // (each group sets it before its scale: initialised only for the compiler's warning)
     float fold = 0.0f;  // sum_g s_g z_g sum_g(x)
     auto scale = [&](int64_t g) __attribute__((always_inline)) {
       const float s = half_to_float(scales[g]);

@@ -220,8 +220,8 @@ def test_avx2_one_token_gathers_the_kept_activations(kind, opts, k):
     stored A C B D per 16 inputs, the index the broadcast metadata shifted by 0, 2, .., 14) instead of expanding
     the weights: rows of one 16-input step (the step whose metadata is read as 2 bytes), 3 steps, a 64-input
     step and one after it, 6 steps (int4 + 2:4 g48: groups of 3 steps; g16: of one), 8 inputs left to the scalar
-    decoder (136, 4104), a short last int4 group (592 at g128 / g64); g64 and g128 run loops unrolled per group. Each against the reference (1e-5 of the sum of
-    |products|, as above), with a bias, and against the 2-token kernel (the expansion) on the same token twice.
+    decoder (136, 4104), a short last int4 group (592 at g128 / g64; 576 at g128: 64 inputs, unrolled); g64 and
+    g128 run loops unrolled per group. Each against the reference (1e-5 of the sum of |products|, as above), with a bias, and against the 2-token kernel (the expansion) on the same token twice.
     (A wrong pick or a skipped step misses by whole products; a read past the row is not something this can see.)"""
     layout = make(kind, 5, k, **opts, seed=k)
     _one_token_avx2_matches(layout, torch.randn(5, generator=_gen(7)), torch.randn(1, k, generator=_gen(400 + k)))
