@@ -403,7 +403,7 @@ void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
 // At one token the expansion above spends, per 16 inputs, two lane-crossing vpermps (their indices loaded from
 // a 256-entry table by each metadata byte) and two FMAs of which half multiply zeros: ~5 cycles per 16 inputs
 // on a Zen 3 core (3.1 GHz), 11 GB/s of 2:4 bf16 from cache, under half of its 23 GB/s read; this runs at ~3
-// (19 GB/s; bench/kernels/ab_builds.py, README). Gathering the 8 kept
+// (19 GB/s; bench/kernels/ab_builds.py, README; bf16 values, two rows at a time as below: ~2.6). Gathering the 8 kept
 // activations needs only in-lane shuffles once the activations' 4-input groups A B C D of every 16 inputs are
 // stored as A C B D (once per call, `gather_order`): vpermilps of [A | C] and of [B | D] by one index vector
 // picks the kept inputs of all four groups, because vpermilps reads only the low 2 bits of each dword, so the
@@ -412,10 +412,16 @@ void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
 // vpermilps, a blend, the values' conversion and one FMA. (A pair whose two positions are equal, which the
 // packer never writes, counts both values there, as the AVX-512 gather does.)
 
-// x in the gathers' order: within every 16 inputs, inputs 4-7 and 8-11 trade places (the tail stays)
+// x in the gathers' order: within every 16 inputs, inputs 4-7 and 8-11 trade places (the tail stays); with
+// kPairs (the bf16 values' two-step loop below), every whole 32 inputs' groups A B C D E F G H are stored as
+// A E B F C G D H, and a last 16 inputs as above
+template <bool kPairs = false>
 void gather_order(const float* x, int64_t K, float* xr) {
-  const int64_t k16 = K & ~int64_t(15);
-  for (int64_t k0 = 0; k0 < k16; k0 += 16) {
+  const int64_t k16 = K & ~int64_t(15), k32 = kPairs ? K & ~int64_t(31) : 0;
+  for (int64_t k0 = 0; k0 < k32; k0 += 32) {
+    for (int j = 0; j < 8; ++j) _mm_storeu_ps(xr + k0 + 4 * j, _mm_loadu_ps(x + k0 + 4 * ((j >> 1) + 4 * (j & 1))));
+  }
+  for (int64_t k0 = k32; k0 < k16; k0 += 16) {
     _mm_storeu_ps(xr + k0, _mm_loadu_ps(x + k0));
     _mm_storeu_ps(xr + k0 + 4, _mm_loadu_ps(x + k0 + 8));
     _mm_storeu_ps(xr + k0 + 8, _mm_loadu_ps(x + k0 + 4));
@@ -453,12 +459,98 @@ SK_INLINE uint32_t meta16(const uint8_t* m) {
   return w;
 }
 
+// bf16 values, 32 inputs (two steps) at a time, two rows at once.
+// - Widening: one 32-byte load of 16 values and an interleave with zeros (vpunpck{l,h}wd) widen 8 values to fp32 each:
+//   1 shuffle where `kept8` takes 2 (vpmovzxwd, vpslld). Zen 3 issues those, vpsrlvd, vpermilps and vpshufb at 2 a
+//   cycle (vector_throughput_avx2.cpp: 0.48 cycles each; blends 0.24): 5 of them a step in semi24_gather_rows'
+//   `step`, 4 here. The interleave works per 128-bit half, so its low half holds values 0-3 of each 8 (groups A B,
+//   E F of 32 inputs) and its high half values 4-7 (C D, G H): the activations' pair order (`gather_order<true>`)
+//   and the index's shift counts follow.
+// - Two rows: at K = 14336 a token's fp32 activations (56 KiB) overflow the 32 KiB L1, and a row's step reads 64
+//   bytes of them from L2 for 18 of weights; two rows share every activation load. The 32-byte loads need `xr`
+//   line-aligned: at a std::vector's 16 bytes half of them split a cache line (harness: 2.72 against 2.34 cycles).
+// Scratch harness (64 rows x 14336 inputs, weights in L2): 2.42-2.55 cycles a step for two rows at once, 2.72-2.95
+// for one row in pairs of steps, 2.80-3.01 for `step`; four rows at once 1-4% under two (not kept). The kernel
+// against `step` (ab_builds.py p10, one thread): -13.5% from cache at 1024 x 14336, -22% / -16% at SmolLM2's
+// 1536 x 576 / 576 x 1536.
+struct PairActs {  // the activations of 32 inputs, in pair order: [A | E] [B | F] [C | G] [D | H]
+  __m256 ae, bf, cg, dh;
+  SK_INLINE explicit PairActs(const float* xk)
+      : ae(_mm256_loadu_ps(xk)), bf(_mm256_loadu_ps(xk + 8)), cg(_mm256_loadu_ps(xk + 16)),
+        dh(_mm256_loadu_ps(xk + 24)) {}
+};
+
+SK_INLINE void pair_step_bf16(const char* v, uint32_t m, const PairActs& x, __m256& a, __m256& b) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v));
+  const __m256 lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), w));  // A A B B | E E F F
+  const __m256 hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), w));  // C C D D | G G H H
+  const __m256i mm = _mm256_set1_epi32(static_cast<int>(m));
+  const __m256i i_lo = _mm256_srlv_epi32(mm, _mm256_setr_epi32(0, 2, 4, 6, 16, 18, 20, 22));
+  const __m256i i_hi = _mm256_srlv_epi32(mm, _mm256_setr_epi32(8, 10, 12, 14, 24, 26, 28, 30));
+  a = _mm256_fmadd_ps(lo, _mm256_blend_ps(_mm256_permutevar_ps(x.ae, i_lo), _mm256_permutevar_ps(x.bf, i_lo), 0xCC), a);
+  b = _mm256_fmadd_ps(hi, _mm256_blend_ps(_mm256_permutevar_ps(x.cg, i_hi), _mm256_permutevar_ps(x.dh, i_hi), 0xCC), b);
+}
+
+// rows n .. n + R - 1 (R = 1 or 2) of 2:4 bf16 values over the SIMD inputs: their sums, 8 lanes each
+template <int R>
+SK_INLINE void semi24_bf16_rows(const Packed& p, const float* xr, int64_t n, __m256* sums) {
+  const int64_t K = p.k, simd_k = K & ~int64_t(15), k32 = K & ~int64_t(31);
+  const char* v0 = static_cast<const char*>(p.values) + n * K;  // K / 2 values of 2 bytes a row
+  const char* v1 = v0 + K;
+  const uint8_t* m0 = p.meta + n * (K / 8);
+  const uint8_t* m1 = m0 + K / 8;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+  auto block = [&](int64_t k0, __m256& a, __m256& b, __m256& c, __m256& d) __attribute__((always_inline)) {
+    const PairActs x(xr + k0);
+    pair_step_bf16(v0 + k0, meta16(m0 + k0 / 8), x, a, b);  // (32 inputs' metadata: exactly the 4 bytes read)
+    if (R == 2) pair_step_bf16(v1 + k0, meta16(m1 + k0 / 8), x, c, d);
+  };
+  int64_t k0 = 0;
+  for (; k0 + 64 <= k32; k0 += 64) {
+    prefetch_ahead(p, v0 + k0);  // 32 values: 64 bytes
+    if (R == 2) prefetch_ahead(p, v1 + k0);
+    if ((k0 & 511) == 0) {
+      prefetch_ahead(p, m0 + k0 / 8);
+      if (R == 2) prefetch_ahead(p, m1 + k0 / 8);
+    }
+    block(k0, a0, a1, b0, b1);
+    block(k0 + 32, a0, a1, b0, b1);
+  }
+  if (k0 < k32) block(k0, a0, a1, b0, b1);
+  if (k32 < simd_k) {  // a last 16 inputs, in `gather8`'s order; their metadata read as 2 bytes
+    const float* xk = xr + k32;
+    a0 = _mm256_fmadd_ps(kept8<ValueType::kBFloat16>(v0 + k32), gather8(xk, meta16<true>(m0 + k32 / 8)), a0);
+    if (R == 2) b0 = _mm256_fmadd_ps(kept8<ValueType::kBFloat16>(v1 + k32), gather8(xk, meta16<true>(m1 + k32 / 8)), b0);
+  }
+  sums[0] = _mm256_add_ps(a0, a1);
+  if (R == 2) sums[1] = _mm256_add_ps(b0, b1);
+}
+
 template <ValueType VT>
 void semi24_gather_rows(const Packed& p, const float* x, float* out, const float* bias, int64_t n0, int64_t n1) {
   constexpr int kBytes = VT == ValueType::kFloat32 ? 4 : 2;
   const int64_t K = p.k, simd_k = K & ~int64_t(15);
-  std::vector<float> xr(static_cast<size_t>(K));
-  gather_order(x, K, xr.data());
+  LineVector<float> xr(static_cast<size_t>(K));
+  gather_order<VT == ValueType::kBFloat16>(x, K, xr.data());
+  auto finish = [&](int64_t n, __m256 sum) {
+    float s = hsum(sum);
+    for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * x[k];
+    out[n] = s + (bias ? bias[n] : 0.0f);
+  };
+  if (VT == ValueType::kBFloat16) {
+    __m256 sums[2];
+    int64_t n = n0;
+    for (; n + 1 < n1; n += 2) {
+      semi24_bf16_rows<2>(p, xr.data(), n, sums);
+      finish(n, sums[0]);
+      finish(n + 1, sums[1]);
+    }
+    if (n < n1) {
+      semi24_bf16_rows<1>(p, xr.data(), n, sums);
+      finish(n, sums[0]);
+    }
+    return;
+  }
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* mp = p.meta + n * (K / 8);
     const char* v = static_cast<const char*>(p.values) + n * (K / 2) * kBytes;
@@ -472,7 +564,7 @@ void semi24_gather_rows(const Packed& p, const float* x, float* out, const float
     };
     int64_t k0 = 0;
     for (; k0 + 64 < simd_k; k0 += 64, mp += 8, v += 32 * kBytes, xk += 64) {  // (the row's last 16 inputs: below)
-      prefetch_ahead(p, v);  // 32 values: 64 bytes of bf16 / fp16 (fp32: 128)
+      prefetch_ahead(p, v);  // 32 values: 64 bytes of fp16 (fp32: 128)
       if (kBytes == 4) prefetch_ahead(p, v + 64);
       if ((k0 & 511) == 0) prefetch_ahead(p, mp);
       step(0, meta16(mp), a0);
@@ -482,9 +574,7 @@ void semi24_gather_rows(const Packed& p, const float* x, float* out, const float
     }
     for (; k0 + 16 < simd_k; k0 += 16, mp += 2, v += 8 * kBytes, xk += 16) step(0, meta16(mp), a0);
     if (k0 < simd_k) step(0, meta16<true>(mp), a1);
-    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * x[k];
-    out[n] = s + (bias ? bias[n] : 0.0f);
+    finish(n, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
   }
 }
 

@@ -214,14 +214,16 @@ GATHER_CASES = [("semi24", {}), ("semi24", {"values": torch.bfloat16}), ("semi24
 
 @pytest.mark.skipif(not HAS_AVX2, reason="the AVX2 path needs a CPU with AVX2")
 @pytest.mark.parametrize("kind, opts", GATHER_CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in GATHER_CASES])
-@pytest.mark.parametrize("k", [16, 48, 80, 96, 136, 576, 592, 4104])
+@pytest.mark.parametrize("k", [16, 48, 80, 96, 112, 136, 576, 592, 4104])
 def test_avx2_one_token_gathers_the_kept_activations(kind, opts, k):
     """At one token the AVX2 2:4 and int4 + 2:4 kernels gather the kept activations (vpermilps of the activations
     stored A C B D per 16 inputs, the index the broadcast metadata shifted by 0, 2, .., 14) instead of expanding
     the weights: rows of one 16-input step (the step whose metadata is read as 2 bytes), 3 steps, a 64-input
     step and one after it, 6 steps (int4 + 2:4 g48: groups of 3 steps; g16: of one), 8 inputs left to the scalar
     decoder (136, 4104), a short last int4 group (592 at g128 / g64; 576 at g128: 64 inputs, unrolled); g64 and
-    g128 run loops unrolled per group. Each against the reference (1e-5 of the sum of |products|, as above), with a bias, and against the 2-token kernel (the expansion) on the same token twice.
+    g128 run loops unrolled per group. bf16 values run 32 inputs a step on activations stored A E B F C G D H per
+    32, two rows at once (5 rows: two pairs and one row alone): 48 = one such step and a last 16 inputs, 96 = a
+    64-input step and one of 32, 112 = both and a last 16. Each against the reference (1e-5 of the sum of |products|, as above), with a bias, and against the 2-token kernel (the expansion) on the same token twice.
     (A wrong pick or a skipped step misses by whole products; a read past the row is not something this can see.)"""
     layout = make(kind, 5, k, **opts, seed=k)
     _one_token_avx2_matches(layout, torch.randn(5, generator=_gen(7)), torch.randn(1, k, generator=_gen(400 + k)))
