@@ -322,6 +322,56 @@ def test_readme_zen3_exact_int4_group_loops_are_what_the_runs_print():
                 f"{s['2f47c91_repeat']}") in flat, variant
 
 
+def test_readme_zen3_semi24_two_rows_are_what_the_runs_print():
+    """The section on 2:4 with bf16 values two rows at a time (Zen 3): the A/B rows are the committed runs' 10th
+    percentiles against 3d2a505, the targets table is the script's on the repeat run's JSON (the AVX2 path), and the
+    ratios and read fractions quoted are the two runs'."""
+    readme = (REPO / "README.md").read_text()
+    flat = " ".join(readme.split())
+    cpu = REPO / "bench" / "results" / "cpu"
+    shapes = {"cache_1t": "1024 x 14336 (in cache)", "mem_1t": "4096 x 14336 (memory)",
+              "mem_2t": "4096 x 14336 (memory)", "smollm2_up_1t": "1536 x 576 (SmolLM2 up)",
+              "smollm2_down_1t": "576 x 1536 (SmolLM2 down)"}
+    for name, shape in shapes.items():
+        ab = json.loads((cpu / f"ab_zen3_semi24_rows2_{name}.json").read_text())
+        assert ab["command"].startswith("python bench/kernels/ab_builds.py") and ab["builds"]["base"]["commit"] == "3d2a505"
+        assert (ab["layout"], ab["acts"], ab["rounds"], f"{ab['n']} x {ab['k']}") == ("semi24", "float", 8, shape.split(" (")[0])
+        assert ab["threads"] == (2 if name == "mem_2t" else 1) and ab["m"] == 1
+        b, n = ab["builds"]["base"]["p10_ms"], ab["builds"]["new"]["p10_ms"]
+        assert (f"| 2:4, bf16 values, fp32 activations | {shape}, 1, {ab['threads']} | {b:.3f} ms | {n:.3f} ms | "
+                f"{100 * ab['change']['p10_ms']:+.1f}% |") in readme, name
+    targets = _script("cpu_targets", "kernels")
+    runs = [json.loads((cpu / f"cpu_targets_zen3_rows2{s}.json").read_text()) for s in ("", "_repeat")]
+    assert all(r["memory"]["avx2_path"] and not r["memory"]["avx512_path"] for r in runs)
+    assert targets.table(runs[1]) in readme and "--table --out bench/results/cpu/cpu_targets_zen3_rows2_repeat.json" in readme
+    ms = [{(r["kernel"], r["threads"]): r["ms"] for r in run["memory"]["rows"] if r["m"] == 1} for run in runs]
+    one = " / ".join(f"**{m['fp32', 1] / m['semi24', 1]:.2f}x**" for m in ms)
+    two = " / ".join(f"{m['fp32', 2] / m['semi24', 2]:.2f}x" for m in ms)
+    assert f"2:4 with bf16 values at one thread {one} fp32 dense" in flat and f"at two threads {two}." in flat
+    assert f"int4 + 2:4 a8 at one thread {ms[0]['int4_semi24_a8', 1]:.3f} ms against {ms[1]['int4_semi24_a8', 1]:.3f}" in flat
+    for run, m, (read, ceiling) in zip(runs, ms, (("82%", "88%"), ("77%", "105%"))):
+        line = next(x for x in targets.table(run).splitlines() if x.startswith("| semi24 | 2:4, bf16 values |"))
+        cells = [c.strip() for c in line.split("|")[3:5]]
+        assert cells[0] == f"{m['semi24', 1]:.3f} ms, {read}" and cells[1].endswith(f", {ceiling}"), line
+    assert "**82% / 77%** of the read" in flat and "measured 88% / 105% of the read" in flat
+
+
+def test_readme_zen3_decode_targets_are_the_tables():
+    """The Zen 3 decode table's bullets quote its JSON: the end-to-end ratios to dense fp32 (compiled and eager)."""
+    flat = " ".join((REPO / "README.md").read_text().split())
+    run = json.loads((REPO / "bench" / "results" / "cpu" / "smollm2_decode_zen3.json").read_text())
+    rows = {r["variant"]: r for r in run["rows"]}
+
+    def x(variant: str, compiled: bool = True) -> str:
+        speed = (lambda r: r["compiled"]["tokens_per_s"]) if compiled else (lambda r: r["tokens_per_s"])
+        return f"{speed(rows[variant]) / speed(rows['dense fp32']):.2f}x"
+
+    assert (f"compiled: int4 g128 **{x('int4 g128')}** dense fp32 (1.8x: met; {x('int4 g128', False)} eager); int4 + 2:4 "
+            f"**{x('2:4 + int4')}** with the tied fp32 head (2x: not met) and **{x('2:4 + int4 + int8 head')}** with the "
+            f"int8 head (met; int4 with the int8 head {x('int4 g128 + int8 head')})") in flat
+    assert f"2:4 with bf16 values (fp32 model) {x('2:4')} compiled" in flat
+
+
 def test_readme_zen3_instruction_ceilings_and_targets_are_what_the_runs_print():
     """The AVX2 section on what Zen 3's instructions allow: the table of loop bodies holds each line's lowest
     cycles (and highest GB/s) over the three runs in the committed output of vector_throughput_avx2.cpp, whose
