@@ -279,6 +279,25 @@ def test_readme_zen3_gather_targets_table_is_what_the_script_prints():
             f"{old['tokens_per_s']:.1f} and {old['compiled']['tokens_per_s']:.1f}") in flat
 
 
+ZEN3_AB_SHAPES = {"cache_1t": "1024 x 14336 (in cache)", "mem_1t": "4096 x 14336 (memory)",
+                  "mem_2t": "4096 x 14336 (memory)", "smollm2_up_1t": "1536 x 576 (SmolLM2 up)",
+                  "smollm2_down_1t": "576 x 1536 (SmolLM2 down)"}
+
+
+def _assert_zen3_ab_rows(readme: str, files: str, layout: str, label: str, base: str) -> None:
+    """The rows of a Zen 3 A/B table (one token, fp32 activations, 8 rounds, the shapes of ZEN3_AB_SHAPES; `files`:
+    the JSON names with {} for the shape's key) are the committed runs' 10th percentiles against commit `base`."""
+    cpu = REPO / "bench" / "results" / "cpu"
+    for name, shape in ZEN3_AB_SHAPES.items():
+        ab = json.loads((cpu / files.format(name)).read_text())
+        assert ab["command"].startswith("python bench/kernels/ab_builds.py") and ab["builds"]["base"]["commit"] == base
+        assert (ab["layout"], ab["acts"], ab["rounds"], f"{ab['n']} x {ab['k']}") == (layout, "float", 8, shape.split(" (")[0])
+        assert ab["threads"] == (2 if name == "mem_2t" else 1) and ab["m"] == 1
+        b, n = ab["builds"]["base"]["p10_ms"], ab["builds"]["new"]["p10_ms"]
+        assert (f"| {label} | {shape}, 1, {ab['threads']} | {b:.3f} ms | {n:.3f} ms | "
+                f"{100 * ab['change']['p10_ms']:+.1f}% |") in readme, (layout, name)
+
+
 def test_readme_zen3_exact_int4_group_loops_are_what_the_runs_print():
     """The section on the exact int4 kernels' group loops at one token (Zen 3): the A/B rows are the committed runs'
     10th percentiles against 2f47c91, the targets table is the script's on its JSON (the AVX2 path) with the
@@ -286,18 +305,9 @@ def test_readme_zen3_exact_int4_group_loops_are_what_the_runs_print():
     readme = (REPO / "README.md").read_text()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
-    shapes = {"cache_1t": "1024 x 14336 (in cache)", "mem_1t": "4096 x 14336 (memory)",
-              "mem_2t": "4096 x 14336 (memory)", "smollm2_up_1t": "1536 x 576 (SmolLM2 up)",
-              "smollm2_down_1t": "576 x 1536 (SmolLM2 down)"}
     for layout, label in (("int4", "int4 g128"), ("int4_semi24", "int4 + 2:4 g128")):
-        for name, shape in shapes.items():
-            ab = json.loads((cpu / f"ab_zen3_{layout}_exact_groups_{name}.json").read_text())
-            assert ab["command"].startswith("python bench/kernels/ab_builds.py") and ab["builds"]["base"]["commit"] == "2f47c91"
-            assert (ab["layout"], ab["acts"], ab["rounds"], f"{ab['n']} x {ab['k']}") == (layout, "float", 8, shape.split(" (")[0])
-            assert ab["threads"] == (2 if name == "mem_2t" else 1) and ab["m"] == 1
-            b, n = ab["builds"]["base"]["p10_ms"], ab["builds"]["new"]["p10_ms"]
-            assert (f"| {label}, fp32 activations | {shape}, 1, {ab['threads']} | {b:.3f} ms | {n:.3f} ms | "
-                    f"{100 * ab['change']['p10_ms']:+.1f}% |") in readme, (layout, name)
+        _assert_zen3_ab_rows(readme, f"ab_zen3_{layout}_exact_groups_{{}}.json", layout, f"{label}, fp32 activations",
+                             "2f47c91")
     targets = _script("cpu_targets", "kernels")
     data = json.loads((cpu / "cpu_targets_zen3_groups.json").read_text())
     assert data["memory"]["avx2_path"] and not data["memory"]["avx512_path"]
@@ -329,17 +339,7 @@ def test_readme_zen3_semi24_two_rows_are_what_the_runs_print():
     readme = (REPO / "README.md").read_text()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
-    shapes = {"cache_1t": "1024 x 14336 (in cache)", "mem_1t": "4096 x 14336 (memory)",
-              "mem_2t": "4096 x 14336 (memory)", "smollm2_up_1t": "1536 x 576 (SmolLM2 up)",
-              "smollm2_down_1t": "576 x 1536 (SmolLM2 down)"}
-    for name, shape in shapes.items():
-        ab = json.loads((cpu / f"ab_zen3_semi24_rows2_{name}.json").read_text())
-        assert ab["command"].startswith("python bench/kernels/ab_builds.py") and ab["builds"]["base"]["commit"] == "3d2a505"
-        assert (ab["layout"], ab["acts"], ab["rounds"], f"{ab['n']} x {ab['k']}") == ("semi24", "float", 8, shape.split(" (")[0])
-        assert ab["threads"] == (2 if name == "mem_2t" else 1) and ab["m"] == 1
-        b, n = ab["builds"]["base"]["p10_ms"], ab["builds"]["new"]["p10_ms"]
-        assert (f"| 2:4, bf16 values, fp32 activations | {shape}, 1, {ab['threads']} | {b:.3f} ms | {n:.3f} ms | "
-                f"{100 * ab['change']['p10_ms']:+.1f}% |") in readme, name
+    _assert_zen3_ab_rows(readme, "ab_zen3_semi24_rows2_{}.json", "semi24", "2:4, bf16 values, fp32 activations", "3d2a505")
     targets = _script("cpu_targets", "kernels")
     runs = [json.loads((cpu / f"cpu_targets_zen3_rows2{s}.json").read_text()) for s in ("", "_repeat")]
     assert all(r["memory"]["avx2_path"] and not r["memory"]["avx512_path"] for r in runs)
