@@ -496,9 +496,9 @@ template <int R>
 SK_INLINE void semi24_bf16_rows(const Packed& p, const float* xr, int64_t n, __m256* sums) {
   const int64_t K = p.k, simd_k = K & ~int64_t(15), k32 = K & ~int64_t(31);
   const char* v0 = static_cast<const char*>(p.values) + n * K;  // K / 2 values of 2 bytes a row
-  const char* v1 = v0 + K;
+  const char* v1 = R == 2 ? v0 + K : v0;  // (one row: never read)
   const uint8_t* m0 = p.meta + n * (K / 8);
-  const uint8_t* m1 = m0 + K / 8;
+  const uint8_t* m1 = R == 2 ? m0 + K / 8 : m0;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
   auto block = [&](int64_t k0, __m256& a, __m256& b, __m256& c, __m256& d) __attribute__((always_inline)) {
     const PairActs x(xr + k0);
@@ -520,7 +520,8 @@ SK_INLINE void semi24_bf16_rows(const Packed& p, const float* xr, int64_t n, __m
   if (k32 < simd_k) {  // a last 16 inputs, in `gather8`'s order; their metadata read as 2 bytes
     const float* xk = xr + k32;
     a0 = _mm256_fmadd_ps(kept8<ValueType::kBFloat16>(v0 + k32), gather8(xk, meta16<true>(m0 + k32 / 8)), a0);
-    if (R == 2) b0 = _mm256_fmadd_ps(kept8<ValueType::kBFloat16>(v1 + k32), gather8(xk, meta16<true>(m1 + k32 / 8)), b0);
+    if (R == 2)
+      b0 = _mm256_fmadd_ps(kept8<ValueType::kBFloat16>(v1 + k32), gather8(xk, meta16<true>(m1 + k32 / 8)), b0);
   }
   sums[0] = _mm256_add_ps(a0, a1);
   if (R == 2) sums[1] = _mm256_add_ps(b0, b1);
