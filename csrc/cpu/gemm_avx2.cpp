@@ -538,7 +538,7 @@ void semi24_gather_rows(const Packed& p, const float* x, float* out, const float
     for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * x[k];
     out[n] = s + (bias ? bias[n] : 0.0f);
   };
-  if (VT == ValueType::kBFloat16) {
+  if constexpr (VT == ValueType::kBFloat16) {  // (the 16-input step below: fp32 and fp16 values only)
     __m256 sums[2];
     int64_t n = n0;
     for (; n + 1 < n1; n += 2) {
@@ -550,32 +550,32 @@ void semi24_gather_rows(const Packed& p, const float* x, float* out, const float
       semi24_bf16_rows<1>(p, xr.data(), n, sums);
       finish(n, sums[0]);
     }
-    return;
-  }
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* mp = p.meta + n * (K / 8);
-    const char* v = static_cast<const char*>(p.values) + n * (K / 2) * kBytes;
-    const float* xk = xr.data();
-    // four chains: a step issues 7 vector instructions (~3 cycles on Zen 3) against the FMA's 4-cycle latency. Named
-    // accumulators and advancing pointers: an array indexed through the step made GCC store a chain to the
-    // stack every step.
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    auto step = [&](int o, uint32_t m, __m256& a) __attribute__((always_inline)) {  // inputs +16 o
-      a = _mm256_fmadd_ps(kept8<VT>(v + 8 * o * kBytes), gather8(xk + 16 * o, m), a);
-    };
-    int64_t k0 = 0;
-    for (; k0 + 64 < simd_k; k0 += 64, mp += 8, v += 32 * kBytes, xk += 64) {  // (the row's last 16 inputs: below)
-      prefetch_ahead(p, v);  // 32 values: 64 bytes of fp16 (fp32: 128)
-      if (kBytes == 4) prefetch_ahead(p, v + 64);
-      if ((k0 & 511) == 0) prefetch_ahead(p, mp);
-      step(0, meta16(mp), a0);
-      step(1, meta16(mp + 2), a1);
-      step(2, meta16(mp + 4), a2);
-      step(3, meta16(mp + 6), a3);
+  } else {
+    for (int64_t n = n0; n < n1; ++n) {
+      const uint8_t* mp = p.meta + n * (K / 8);
+      const char* v = static_cast<const char*>(p.values) + n * (K / 2) * kBytes;
+      const float* xk = xr.data();
+      // four chains: a step issues 7 vector instructions (~3 cycles on Zen 3) against the FMA's 4-cycle latency.
+      // Named accumulators and advancing pointers: an array indexed through the step made GCC store a chain to the
+      // stack every step.
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      auto step = [&](int o, uint32_t m, __m256& a) __attribute__((always_inline)) {  // inputs +16 o
+        a = _mm256_fmadd_ps(kept8<VT>(v + 8 * o * kBytes), gather8(xk + 16 * o, m), a);
+      };
+      int64_t k0 = 0;
+      for (; k0 + 64 < simd_k; k0 += 64, mp += 8, v += 32 * kBytes, xk += 64) {  // (the row's last 16 inputs: below)
+        prefetch_ahead(p, v);  // 32 values: 64 bytes of fp16 (fp32: 128)
+        if (kBytes == 4) prefetch_ahead(p, v + 64);
+        if ((k0 & 511) == 0) prefetch_ahead(p, mp);
+        step(0, meta16(mp), a0);
+        step(1, meta16(mp + 2), a1);
+        step(2, meta16(mp + 4), a2);
+        step(3, meta16(mp + 6), a3);
+      }
+      for (; k0 + 16 < simd_k; k0 += 16, mp += 2, v += 8 * kBytes, xk += 16) step(0, meta16(mp), a0);
+      if (k0 < simd_k) step(0, meta16<true>(mp), a1);
+      finish(n, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     }
-    for (; k0 + 16 < simd_k; k0 += 16, mp += 2, v += 8 * kBytes, xk += 16) step(0, meta16(mp), a0);
-    if (k0 < simd_k) step(0, meta16<true>(mp), a1);
-    finish(n, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
   }
 }
 
