@@ -284,14 +284,16 @@ ZEN3_AB_SHAPES = {"cache_1t": "1024 x 14336 (in cache)", "mem_1t": "4096 x 14336
                   "smollm2_down_1t": "576 x 1536 (SmolLM2 down)"}
 
 
-def _assert_zen3_ab_rows(readme: str, files: str, layout: str, label: str, base: str) -> None:
-    """The rows of a Zen 3 A/B table (one token, fp32 activations, 8 rounds, the shapes of ZEN3_AB_SHAPES; `files`:
-    the JSON names with {} for the shape's key) are the committed runs' 10th percentiles against commit `base`."""
+def _assert_zen3_ab_rows(readme: str, files: str, layout: str, label: str, base: str, acts: str = "float") -> None:
+    """The rows of a Zen 3 A/B table (one token, 8 rounds, the shapes of ZEN3_AB_SHAPES; `files`: the JSON names with
+    {} for the shape's key; `acts`: ab_builds.py's --acts) are the committed runs' 10th percentiles against commit
+    `base`."""
     cpu = REPO / "bench" / "results" / "cpu"
     for name, shape in ZEN3_AB_SHAPES.items():
         ab = json.loads((cpu / files.format(name)).read_text())
         assert ab["command"].startswith("python bench/kernels/ab_builds.py") and ab["builds"]["base"]["commit"] == base
-        assert (ab["layout"], ab["acts"], ab["rounds"], f"{ab['n']} x {ab['k']}") == (layout, "float", 8, shape.split(" (")[0])
+        assert files.format(name) in ab["command"]
+        assert (ab["layout"], ab["acts"], ab["rounds"], f"{ab['n']} x {ab['k']}") == (layout, acts, 8, shape.split(" (")[0])
         assert ab["threads"] == (2 if name == "mem_2t" else 1) and ab["m"] == 1
         b, n = ab["builds"]["base"]["p10_ms"], ab["builds"]["new"]["p10_ms"]
         assert (f"| {label} | {shape}, 1, {ab['threads']} | {b:.3f} ms | {n:.3f} ms | "

@@ -1161,15 +1161,15 @@ SK_INLINE void chunks64(int64_t K, Chunk&& chunk, Ahead&& ahead) {
 // activations are the VNNI int4 kernel's (unbiased even / odd bytes); the zero point is folded out as there:
 // sum d q (c - z) s = s sum d q c - s z sum d q, the last sum per group and token from QActs::gsum.
 //
-// int4 + 2:4 runs the same loop on its codes expanded to dense int4 (`Dense24`): per row and chunk, the 32 kept
-// codes of 64 inputs become the 64 dense ones, the zero point z at the pruned inputs, so that c - z is 0 there
-// and the int4 arithmetic (zero point folded out over every input of a group) is exact. A row-at-a-time gather
-// (what the VNNI kernel did with vpermi2b, any byte of 128) has no AVX2 counterpart: vpshufb picks within 16-byte halves,
-// so gathering 32 kept activations took two vpshufb and a vpblendd per token plus ~10 instructions per chunk to
-// turn the positions into shuffle indices, and the kernel streamed at 25% of the read bandwidth (Zen 3, one
-// thread: `git show a20d514:bench/results/cpu/cpu_gemm_zen3.json`). Expanding the weights costs the per-row work
-// once for all the tile's tokens and leaves the per-token work int4's (two vpmaddubsw per 64 inputs, no bias
-// correction): 11-15% less time at one thread (bench/kernels/ab_builds.py, README).
+// int4 + 2:4 at 2+ tokens runs the same loop on its codes expanded to dense int4 (`Dense24`): per row and chunk, the
+// 32 kept codes of 64 inputs become the 64 dense ones, the zero point z at the pruned inputs, so that c - z is 0
+// there and the int4 arithmetic (zero point folded out over every input of a group) is exact. Expanding the weights
+// costs the per-row work (~21 instructions a chunk) once for all the tile's tokens and leaves the per-token work
+// int4's (two vpmaddubsw per 64 inputs, no bias correction). At one token nothing shares that work, and the kept
+// activations are gathered instead (`GatherA8`, below: 15 instructions a chunk in all, -37% at 4096 x 14336 from
+// memory on Zen 3, README). An earlier gather in input order (a20d514: two vpshufb, a vpblendd and ~10
+// instructions per chunk to make the indices) streamed at 25% of the read bandwidth; the arrangement below needs
+// three for the indices.
 
 // The kept codes of one 64-input chunk (16 code bytes, 8 metadata bytes) as the 64 dense codes, split like the
 // activations: `ev` holds inputs 0, 2, .., 62 and `od` inputs 1, 3, .., 63 (each 128-bit half one 32-input block).
@@ -1219,6 +1219,53 @@ struct Dense24 {
     const __m256i io = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(nib, odd_pos)), group_in_half);
     ev = _mm256_blendv_epi8(_mm256_shuffle_epi8(kept, ie), zero, ie);
     od = _mm256_blendv_epi8(_mm256_shuffle_epi8(kept, io), zero, io);
+  }
+};
+
+// One token: the 32 kept activations of each 64-input chunk gathered with vpshufb, where `Dense24` expands the
+// codes (~21 instructions a chunk for 64 dense codes, then int4's dot): 15 a chunk in all here. vpshufb picks
+// within 16-byte halves, so the activations come in groups 0 2 4 6 | 1 3 5 7 | 8 10 12 14 | 9 11 13 15
+// (avx2_a8_gathers, packed_cpu.h: one reordering a call) and the kept codes are put in the same halves: the
+// even groups' in the low half, the odd groups' in the high one, as dwords [first kept of groups 0 2 4 6, of
+// 8 10 12 14, second kept of 0 2 4 6, of 8 10 12 14] (odd groups alike). One vpshufb of each 32-byte load (groups
+// 0-7, then 8-15) and a dword blend gather the kept activations in that order; their indices are the positions
+// (a qword shift of the broadcast metadata by 0, 2, 4, 6 puts each group's first or second position in bits 0-1
+// of the right byte) plus 4x the group's place in its 16 bytes. The zero point is subtracted in the int16 pair
+// sums: (c - z) q = c q - z q, a second vpmaddubsw (|pair| <= 2 x 15 x 127 each: exact, as is the difference).
+struct GatherA8 {
+  __m256i low4, halves, nib, place, fields, ones16;
+  GatherA8()
+      : low4(_mm256_set1_epi8(0x0F)),
+        // code bytes of even groups (low half), of odd groups (high half), each twice
+        halves(_mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 1,
+                                3, 5, 7, 9, 11, 13, 15)),
+        nib(_mm256_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4)),  // first kept: low nibble; second: high
+        place(_mm256_set1_epi32(0x0C080400)),
+        fields(_mm256_setr_epi64x(0, 2, 4, 6)),  // group 2j's first, second position; group 2j + 1's
+        ones16(_mm256_set1_epi16(1)) {}
+
+  // the int32 lanes of sum (c - z) q over a chunk's kept inputs (xa: its 64 activation bytes; `full`: 64 inputs,
+  // else the last 32 of a row, whose codes and positions past it read as 0: position 0 of the padding, q = 0)
+  SK_INLINE __m256i dot(const uint8_t* cp, const uint8_t* mp, bool full, __m256i zero, const uint8_t* xa) const {
+    __m256i c2, m4;
+    if (full) {
+      c2 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cp)));
+      int64_t w;
+      std::memcpy(&w, mp, 8);
+      m4 = _mm256_set1_epi64x(w);
+    } else {  // no read past the row
+      c2 = _mm256_broadcastsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cp)));
+      uint32_t w;
+      std::memcpy(&w, mp, 4);
+      m4 = _mm256_set1_epi64x(w);
+    }
+    const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(c2, halves), nib), low4);
+    const __m256i idx = _mm256_or_si256(_mm256_and_si256(_mm256_srlv_epi64(m4, fields), _mm256_set1_epi8(3)), place);
+    const __m256i kept = _mm256_blend_epi32(
+        _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa)), idx),
+        _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa + 32)), idx), 0xAA);
+    return _mm256_madd_epi16(
+        _mm256_sub_epi16(_mm256_maddubs_epi16(codes, kept), _mm256_maddubs_epi16(zero, kept)), ones16);
   }
 };
 
@@ -1321,6 +1368,80 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
   }
 }
 
+// int4 + 2:4 at one token (avx2_a8_gathers): `GatherA8` chunk by chunk, the pointers advanced by the loop. kChunked
+// (group_scale_fits: groups of 128k inputs, or one per row): a group's chunks add up in two chains that the group
+// scale multiplies once; else (groups of 32, 64, 96: a chunk may hold two) each chunk's lanes take their blocks'
+// group scales, [s0 s1 s0 s1 | s0 s1 s0 s1], and zero points.
+template <bool kZeros, bool kChunked>
+void int4_semi24_a8_gather_rows(const Packed& p, const QActs& qa, float* out, const float* bias, int64_t n0,
+                                int64_t n1) {
+  const int64_t K = p.k, G = p.groups();
+  const GatherA8 gather;
+  std::vector<int32_t> group_of;
+  if (!kChunked) block_groups(p, group_of, 1);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* cp = p.codes + n * (K / 4);
+    const uint8_t* mp = p.meta + n * (K / 8);
+    const uint16_t* scales = p.scales + n * G;  // each converted where its group ends (RowScalesA8 converts a row's
+                                                // scales up front: per-row work that a row of 9 chunks, SmolLM2's
+                                                // K = 576, feels)
+    const uint8_t* zeros = kZeros ? p.zeros + n * G : nullptr;
+    const uint8_t* xa = qa.natural.data();
+    const float* ln = qa.lanes.data();
+    __m256 acc = _mm256_setzero_ps();
+    // the lanes of the chunk at k0 times their block scales, into `sum`; 16 code bytes, 8 of positions, 64 of
+    // activations and 8 lane scales a chunk (a prefetch per line of codes, every 4 chunks, and of positions)
+    auto chunk = [&](int64_t k0, bool full, __m256i zero, __m256& sum) __attribute__((always_inline)) {
+      if ((k0 & 255) == 0) {
+        prefetch_ahead(p, cp);
+        if ((k0 & 511) == 0) prefetch_ahead(p, mp);
+      }
+      sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gather.dot(cp, mp, full, zero, xa)), _mm256_loadu_ps(ln), sum);
+      cp += 16, mp += 8, xa += 64, ln += 8;
+    };
+    int64_t k0 = 0;
+    if constexpr (kChunked) {
+      // one flat loop over pairs of chunks, each group's sums scaled after its last pair (a loop per group made
+      // GCC rebuild the constants of `gather` for every group: ~15 instructions per 128 inputs)
+      const __m256i zero0 = _mm256_set1_epi8(8);
+      const int64_t whole = K & ~int64_t(127), per = G == 1 ? INT64_MAX : p.group / 128;
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+      auto scale = [&](int64_t g) __attribute__((always_inline)) {
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(scales[g])), _mm256_add_ps(s0, s1), acc);
+        s0 = s1 = _mm256_setzero_ps();
+      };
+      int64_t g = 0, left = per;
+      __m256i zero = kZeros ? _mm256_set1_epi8(static_cast<char>(zeros[0])) : zero0;
+      for (; k0 < whole; k0 += 128) {
+        chunk(k0, true, zero, s0);
+        chunk(k0 + 64, true, zero, s1);
+        if (--left == 0) {
+          scale(g++), left = per;
+          if (kZeros && g < G) zero = _mm256_set1_epi8(static_cast<char>(zeros[g]));
+        }
+      }
+      if (k0 < K) {  // the row's last 32-96 inputs, in its last group
+        chunk(k0, k0 + 64 <= K, zero, s0);
+        if (k0 + 64 < K) chunk(k0 + 64, false, zero, s1);
+      }
+      if (g < G) scale(g);
+    } else {
+      for (; k0 < K; k0 += 64) {
+        const int32_t g0 = group_of[k0 >> 5], g1 = group_of[(k0 >> 5) + 1];
+        const __m256i zero = kZeros ? _mm256_set1_epi64x(static_cast<int64_t>(0x01010101u * zeros[g0]) |
+                                                         static_cast<int64_t>(0x01010101u * zeros[g1]) << 32)
+                                    : _mm256_set1_epi8(8);
+        __m256 sum = _mm256_setzero_ps();
+        chunk(k0, k0 + 64 <= K, zero, sum);
+        const __m256 sv = _mm256_unpacklo_ps(_mm256_set1_ps(half_to_float(scales[g0])),
+                                             _mm256_set1_ps(half_to_float(scales[g1])));
+        acc = _mm256_fmadd_ps(sv, sum, acc);
+      }
+    }
+    out[n] = hsum(acc) + (bias ? bias[n] : 0.0f);
+  }
+}
+
 // kGroupScale's rule: groups of a multiple of 128 inputs (the last may end at K), or one group per row. Each
 // group then gives both accumulator sets a chunk; at 64 the sets would alternate between groups, a variable index.
 inline bool group_scale_fits(const Packed& p) { return p.groups() == 1 || p.group % 128 == 0; }
@@ -1336,6 +1457,17 @@ template <int MT>
 void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,
                               int64_t n0, int64_t n1) {
   const bool per_group = group_scale_fits(p);
+  if constexpr (MT == 1) {
+    if (avx2_a8_gathers(p, qa.m)) {
+      const bool chunked = group_scale_fits(p);
+      if (p.zeros) {
+        if (chunked) return int4_semi24_a8_gather_rows<true, true>(p, qa, out, bias, n0, n1);
+        return int4_semi24_a8_gather_rows<true, false>(p, qa, out, bias, n0, n1);
+      }
+      if (chunked) return int4_semi24_a8_gather_rows<false, true>(p, qa, out, bias, n0, n1);
+      return int4_semi24_a8_gather_rows<false, false>(p, qa, out, bias, n0, n1);
+    }
+  }
   if (p.zeros) {
     if (per_group) return int4_a8_avx2_rows<MT, true, true, true>(p, qa, t0, out, bias, n0, n1);
     return int4_a8_avx2_rows<MT, true, true>(p, qa, t0, out, bias, n0, n1);

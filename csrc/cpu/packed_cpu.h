@@ -325,9 +325,11 @@ struct QActs {
   std::vector<uint8_t> even;    // int4, int4 + 2:4 (AVX2): [m, kpad / 2] q of inputs 0, 2, 4, ... (s8);
                                 // MXFP4: q + 128 (u8)
   std::vector<uint8_t> odd;     // the same for inputs 1, 3, 5, ...
-  std::vector<uint8_t> natural; // int4 + 2:4 and int8 (VNNI): [m, kpad] q + 128 (u8), input order
+  std::vector<uint8_t> natural; // int4 + 2:4 and int8 (VNNI): [m, kpad] q + 128 (u8), input order;
+                                // int4 + 2:4 (AVX2, one token: avx2_a8_gathers): [kpad] q (s8), the gather's order
   std::vector<float> lanes;     // int4, MXFP4, int4 + 2:4 (AVX2): [m, kpad / 8] the d of each 4-byte lane of even / odd
-  std::vector<float> gsum;      // int4, int4 + 2:4 (AVX2): [m, G] sum over the group's blocks of d * sum q
+                                // (the AVX2 gather: of each int32 lane of its dot)
+  std::vector<float> gsum;      // int4, int4 + 2:4 (AVX2 but the gather): [m, G] sum over the group's blocks of d * sum q
 };
 
 // int4 + 2:4 for the VNNI a8 kernel: 16 rows interleaved, so that one zmm holds 4 kept codes of each of 16 rows
@@ -358,6 +360,13 @@ void repack_int4_semi24_tiles(const Packed& p, uint8_t* stream, uint16_t* scales
 
 // Which a8 kernels will read the activations: int4 + 2:4 is arranged differently for each (see acts_int8.cpp).
 enum class A8Path : int { kVnni = 0, kAvx2 = 1 };
+
+// The AVX2 a8 kernel of int4 + 2:4 at one token gathers the kept activations with vpshufb (gemm_avx2.cpp,
+// `GatherA8`) instead of expanding the codes to dense int4, and reads an arrangement of its own: per 64 inputs (16
+// groups of 4) the groups 0 2 4 6 | 1 3 5 7 | 8 10 12 14 | 9 11 13 15, 16 bytes each, so that each 128-bit half of
+// a 32-byte load holds the groups its kept codes belong to; q as stored (s8), and `lanes` the block scale of each
+// int32 lane of the kernel's dot: [d0 d1 d0 d1 | d0 d1 d0 d1] per 64 inputs (blocks 2c, 2c + 1).
+inline bool avx2_a8_gathers(const Packed& p, int64_t m) { return p.kind == Kind::kInt4Semi24 && m == 1; }
 
 void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path path);
 

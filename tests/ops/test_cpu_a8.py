@@ -134,6 +134,8 @@ def test_avx2_a8_kernels_at_the_smallest_shapes_and_strided_inputs(kind):
         want = packed_linear_reference(q8_blocks(x.reshape(-1, k)), layout).reshape(2, 4, n)
         assert rel(got, want) < 1e-5, (n, k)
         assert not torch.equal(got, cpu_linear(x, layout, path="avx2")), (n, k)
+        one = x[1, 2:3]  # one token (int4 + 2:4: the gather), strided
+        assert rel(cpu_linear(one, layout, path="avx2", acts="int8"), want[1, 2:3]) < 1e-5, (n, k)
 
 
 @avx2_only
@@ -155,9 +157,12 @@ def test_avx2_a8_group_scaled_rows_end_anywhere(kind, k, group):
 
 
 @avx2_only
-def test_avx2_a8_int4_semi24_reads_each_kept_position():
-    """Every 2:4 position pair in every group of a chunk: the metadata drives the vpshufb gather, so a wrong
-    index for any of the 6 pairs or any of the 8 lanes of a chunk would pick another activation."""
+@pytest.mark.parametrize("group", [64, 128])
+def test_avx2_a8_int4_semi24_reads_each_kept_position(group):
+    """Every 2:4 position pair in every group of a chunk, at 3 tokens (the codes expanded by the metadata) and at
+    one (the activations gathered by it: `GatherA8`, each chunk's slots from all 16 groups, per group scale (g64)
+    and per group (g128, a last chunk alone)): a wrong index for any of the 6 pairs or any slot would pick another
+    activation or code."""
     n, k = 6, 192
     w = torch.randn(n, k, generator=_gen(11)) * 0.1
     pairs = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
@@ -168,10 +173,11 @@ def test_avx2_a8_int4_semi24_reads_each_kept_position():
     from sparsekit.pack import Int4Semi24
     from sparsekit.quant.formats import get_format
 
-    layout = Int4Semi24.pack(get_format("int4", 64, False).quantize(w.masked_fill(~mask, 0), mask), mask)
+    layout = Int4Semi24.pack(get_format("int4", group, False).quantize(w.masked_fill(~mask, 0), mask), mask)
     x = torch.randn(3, k, generator=_gen(12))
-    got = cpu_linear(x, layout, path="avx2", acts="int8")
-    assert rel(got, packed_linear_reference(q8_blocks(x), layout)) < 1e-5
+    for m in (3, 1):
+        got = cpu_linear(x[:m], layout, path="avx2", acts="int8")
+        assert rel(got, packed_linear_reference(q8_blocks(x[:m]), layout)) < 1e-5, m
 
 
 @avx2_only
@@ -179,7 +185,8 @@ def test_avx2_a8_int4_semi24_reads_each_kept_position():
 def test_avx2_a8_kernels_do_not_saturate_at_the_extremes(kind):
     """vpmaddubsw saturates its int16 pair sums: the largest sums the kernels form (int4: codes 15 x q 127,
     8 products per int16 sum of even + odd pairs = 15240 / 2 per pair set; MXFP4: (q + 128) = 255 x 2 x 6;
-    int4 + 2:4: 255 x (c - z) = +-15) must come out exact. x = +-1 everywhere gives q = +-127."""
+    int4 + 2:4: 255 x (c - z) = +-15; at one token 2 x 15 x 127 per pair, c q and z q apart) must come out exact.
+    x = +-1 everywhere gives q = +-127."""
     from sparsekit.pack import MXFP4, Int4, Int4Semi24
     from sparsekit.quant.formats import get_format
 
@@ -201,6 +208,8 @@ def test_avx2_a8_kernels_do_not_saturate_at_the_extremes(kind):
         want = packed_linear_reference(q8_blocks(x), layout)
         assert want.abs().min() > 0
         assert rel(cpu_linear(x, layout, path="avx2", acts="int8"), want) < 1e-6
+        # one token: int4 + 2:4 gathers (its int16 pair sums c q and z q: 2 x 15 x 127 each, and their difference)
+        assert rel(cpu_linear(x[:1], layout, path="avx2", acts="int8"), want[:1]) < 1e-6
 
 
 @avx2_only

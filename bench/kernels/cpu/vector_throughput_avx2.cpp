@@ -119,6 +119,17 @@ alignas(64) static float buf[64];  // zeros: the activations, codes and position
   "vmovdqu (%1),%%ymm0\n vpand %%ymm7,%%ymm0,%%ymm1\n vpsrlw $4,%%ymm0,%%ymm0\n vpand %%ymm7,%%ymm0,%%ymm0\n" \
   "vpmaddubsw 32(%1),%%ymm1,%%ymm1\n vpmaddubsw 64(%1),%%ymm0,%%ymm0\n vpaddw %%ymm1,%%ymm0,%%ymm0\n"        \
   "vpmaddwd %%ymm6,%%ymm0,%%ymm0\n vcvtdq2ps %%ymm0,%%ymm0\n vfmadd231ps 96(%1),%%ymm0," ACC(i) "\n"
+// int4 + 2:4 a8 at one token, gathered (GatherA8): 64 inputs = 16 code bytes + 8 metadata bytes: the codes
+// broadcast, spread to the halves (vpshufb), shifted and masked; the positions broadcast, shifted per qword, masked,
+// OR-ed with their groups' places; two vpshufb of the activations and a blend; two vpmaddubsw (codes, zero point),
+// the int16 difference, vpmaddwd, the conversion and one FMA with the lanes' block scales
+#define INT4_SEMI24_A8_GATHER(i)                                                                               \
+  "vbroadcasti128 (%1),%%ymm0\n vpshufb %%ymm4,%%ymm0,%%ymm0\n vpsrlvd %%ymm5,%%ymm0,%%ymm0\n"               \
+  "vpand %%ymm7,%%ymm0,%%ymm0\n vpbroadcastq 16(%1),%%ymm1\n vpsrlvq %%ymm5,%%ymm1,%%ymm1\n"                 \
+  "vpand %%ymm7,%%ymm1,%%ymm1\n vpor %%ymm6,%%ymm1,%%ymm1\n vpshufb 32(%1),%%ymm1,%%ymm2\n"                 \
+  "vmovdqu 64(%1),%%ymm3\n vpshufb %%ymm1,%%ymm3,%%ymm3\n vpblendd $0xAA,%%ymm3,%%ymm2,%%ymm2\n"              \
+  "vpmaddubsw %%ymm2,%%ymm0,%%ymm0\n vpmaddubsw %%ymm2,%%ymm6,%%ymm3\n vpsubw %%ymm3,%%ymm0,%%ymm0\n"         \
+  "vpmaddwd %%ymm6,%%ymm0,%%ymm0\n vcvtdq2ps %%ymm0,%%ymm0\n vfmadd231ps 96(%1),%%ymm0," ACC(i) "\n"
 
 int main(int argc, char** argv) {
   if (argc > 1) ghz = std::atof(argv[1]);
@@ -144,5 +155,6 @@ int main(int argc, char** argv) {
   BENCH("int4 + 2:4 exact gather, 16 inputs", 8, 6, R8(INT4_SEMI24_GATHER));
   BENCH("int4 a8 g32/g64, 64 weights", 8, 32, R8(INT4_A8));
   BENCH("int4 a8 g128, 64 weights", 8, 32, R8(INT4_A8_CORE));
+  BENCH("int4 + 2:4 a8 gather, 64 inputs", 8, 24, R8(INT4_SEMI24_A8_GATHER));
   return 0;
 }
