@@ -358,6 +358,53 @@ def test_readme_zen3_semi24_two_rows_are_what_the_runs_print():
     assert "**82% / 77%** of the read" in flat and "measured 88% / 105% of the read" in flat
 
 
+def test_readme_zen3_int4_semi24_a8_gather_is_what_the_runs_print():
+    """The section on int4 + 2:4 a8's gather at one token (Zen 3): the A/B rows against 0c15bcc and against int4 a8
+    are the committed runs' 10th percentiles, the targets and decode tables are the scripts' on their JSON (the AVX2
+    path), and the cycles and ratios quoted are those runs' and the committed loop-body timings'."""
+    readme = (REPO / "README.md").read_text()
+    flat = " ".join(readme.split())
+    cpu = REPO / "bench" / "results" / "cpu"
+    _assert_zen3_ab_rows(readme, "ab_zen3_int4_semi24_a8_gather_{}.json", "int4_semi24",
+                         "int4 + 2:4 g128, int8 activations", "0c15bcc", acts="int8")
+    cache = json.loads((cpu / "ab_zen3_int4_semi24_a8_gather_cache_1t.json").read_text())["builds"]["new"]["p10_ms"]
+    assert f"the kernel, at {cache:.3f} ms on 1024 x 14336 in cache (below), takes {cache * 3.1e6 / (1024 * 14336 / 64):.1f}." in flat
+    for t in (1, 2):
+        ab = json.loads((cpu / f"ab_zen3_int4_semi24_vs_int4_a8_{t}t.json").read_text())
+        base, new = ab["builds"]["base"], ab["builds"]["new"]
+        assert (base["layout"], new["layout"], ab["acts"], ab["threads"], ab["m"]) == ("int4", "int4_semi24", "int8", t, 1)
+        assert base["tree"] == new["tree"] and f"ab_zen3_int4_semi24_vs_int4_a8_{t}t.json" in ab["command"]
+        assert (f"| {t} | {base['p10_ms']:.3f} ms | {new['p10_ms']:.3f} ms | x{base['p10_ms'] / new['p10_ms']:.2f} "
+                f"(medians x{base['ms'] / new['ms']:.2f}) |") in readme
+    out = (cpu / "vector_throughput_avx2_zen3_a8_gather.txt").read_text()
+    cycles = {label: min(float(c) for c in re.findall(rf"^{re.escape(label)}\s+([\d.]+) cycles", out, re.M))
+              for label in ("int4 + 2:4 a8 gather, 64 inputs", "int4 a8 g128, 64 weights")}
+    assert out.count("UTC 2026") == 3
+    gather, int4 = cycles["int4 + 2:4 a8 gather, 64 inputs"], cycles["int4 a8 g128, 64 weights"]
+    assert f"the loop body alone issues at {gather:.2f} cycles per 64 inputs" in flat
+    assert f"({gather:.2f} cycles in the loop-body line, against {int4:.2f} for int4 a8's 10)" in flat
+    assert f"are {(gather / 24) / (int4 / 32):.1f}x int4 a8's per packed byte" in flat
+    targets = _script("cpu_targets", "kernels")
+    runs = [json.loads((cpu / f"cpu_targets_zen3_a8_gather{s}.json").read_text()) for s in ("", "_repeat")]
+    assert all(r["memory"]["avx2_path"] and not r["memory"]["avx512_path"] for r in runs)
+    assert targets.table(runs[0]) in readme and "--table --out bench/results/cpu/cpu_targets_zen3_a8_gather.json" in readme
+    ms = [{(r["kernel"], r["threads"]): r["ms"] for r in run["memory"]["rows"] if r["m"] == 1} for run in runs]
+    assert (f"int4 + 2:4 a8 against int4 a8 **{ms[0]['int4_a8', 1] / ms[0]['int4_semi24_a8', 1]:.2f}x** at one thread "
+            f"and {ms[0]['int4_a8', 2] / ms[0]['int4_semi24_a8', 2]:.2f}x at two ({ms[1]['int4_a8', 1] / ms[1]['int4_semi24_a8', 1]:.2f}x / "
+            f"{ms[1]['int4_a8', 2] / ms[1]['int4_semi24_a8', 2]:.2f}x in the repeat") in flat
+    decode = _script("cpu_decode")
+    run = json.loads((cpu / "smollm2_decode_zen3_a8_gather.json").read_text())
+    assert run["model"] == "smollm2-135m" and decode.table(run) in readme and {r["threads"] for r in run["rows"]} == {2}
+    rows = {r["variant"]: r for r in run["rows"]}
+
+    def x(variant: str, compiled: bool = True) -> str:
+        speed = (lambda r: r["compiled"]["tokens_per_s"]) if compiled else (lambda r: r["tokens_per_s"])
+        return f"{speed(rows[variant]) / speed(rows['dense fp32']):.2f}x"
+
+    assert f"int4 + 2:4 a8 **{x('2:4 + int4 a8')}** dense fp32 ({x('2:4 + int4 a8', False)} eager)" in flat
+    assert f"the exact int4 + 2:4 {x('2:4 + int4')} and int4 {x('int4 g128')} in the same run" in flat
+
+
 def test_readme_zen3_decode_targets_are_the_tables():
     """The Zen 3 decode table's bullets quote its JSON: the end-to-end ratios to dense fp32 (compiled and eager)."""
     flat = " ".join((REPO / "README.md").read_text().split())
