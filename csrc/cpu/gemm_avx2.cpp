@@ -1370,8 +1370,8 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
 
 // int4 + 2:4 at one token (avx2_a8_gathers): `GatherA8` chunk by chunk, the pointers advanced by the loop. kChunked
 // (group_scale_fits: groups of 128k inputs, or one per row): a group's chunks add up in two chains that the group
-// scale multiplies once; else (groups of 32, 64, 96: a chunk may hold two) each chunk's lanes take their blocks'
-// group scales, [s0 s1 s0 s1 | s0 s1 s0 s1], and zero points.
+// scale multiplies once; else (groups of 32, 64, 96, ..., where a chunk's two blocks may belong to two groups) each
+// chunk's lanes take their blocks' group scales, [s0 s1 s0 s1 | s0 s1 s0 s1], and zero points.
 template <bool kZeros, bool kChunked>
 void int4_semi24_a8_gather_rows(const Packed& p, const QActs& qa, float* out, const float* bias, int64_t n0,
                                 int64_t n1) {
@@ -1459,12 +1459,11 @@ void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, floa
   const bool per_group = group_scale_fits(p);
   if constexpr (MT == 1) {
     if (avx2_a8_gathers(p, qa.m)) {
-      const bool chunked = group_scale_fits(p);
       if (p.zeros) {
-        if (chunked) return int4_semi24_a8_gather_rows<true, true>(p, qa, out, bias, n0, n1);
+        if (per_group) return int4_semi24_a8_gather_rows<true, true>(p, qa, out, bias, n0, n1);
         return int4_semi24_a8_gather_rows<true, false>(p, qa, out, bias, n0, n1);
       }
-      if (chunked) return int4_semi24_a8_gather_rows<false, true>(p, qa, out, bias, n0, n1);
+      if (per_group) return int4_semi24_a8_gather_rows<false, true>(p, qa, out, bias, n0, n1);
       return int4_semi24_a8_gather_rows<false, false>(p, qa, out, bias, n0, n1);
     }
   }
