@@ -160,9 +160,9 @@ def test_avx2_a8_group_scaled_rows_end_anywhere(kind, k, group):
 @pytest.mark.parametrize("group", [64, 128])
 def test_avx2_a8_int4_semi24_reads_each_kept_position(group):
     """Every 2:4 position pair in every group of a chunk, at 3 tokens (the codes expanded by the metadata) and at
-    one (the activations gathered by it: `GatherA8`, each chunk's slots from all 16 groups, per group scale (g64)
-    and per group (g128, a last chunk alone)): a wrong index for any of the 6 pairs or any slot would pick another
-    activation or code."""
+    one (the activations gathered by it: `GatherA8`, each chunk's slots from all 16 groups; g64 takes the loop
+    that scales every chunk, g128 the one that scales each group once and ends in a chunk alone): a wrong index for
+    any of the 6 pairs or any slot would pick another activation or code."""
     n, k = 6, 192
     w = torch.randn(n, k, generator=_gen(11)) * 0.1
     pairs = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
