@@ -21,6 +21,7 @@ from sparsekit.eval.size import (compressed_bytes, lm_head_precision, packed_bit
                                 weight_bytes)
 from sparsekit.models.adapters import get_adapter
 from sparsekit.models.loader import load_model, require_tokenizer
+from sparsekit.nn.dense import use_dense_kernels
 from sparsekit.nn.packed import set_backend
 from sparsekit.prune.patterns import masks_sparsity
 from sparsekit.recipe import STRUCTURED_STEPS, Heal, Recipe, Reconstruct, load_recipe
@@ -161,6 +162,7 @@ def convert(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=N
     result = compress(model, recipe, tokenizer, **compress_options)
     result.packed = pack_modules(result.model, result.masks, result.qtensors, backend=backend, dtype=packed_dtype,
                                  order=order)
+    use_dense_kernels(result.model, "head")  # an fp32 LM head on the CPU: sparsekit's GEMV (sparsekit.nn.dense)
     return result
 
 
@@ -218,6 +220,7 @@ def load(path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", device: 
     model, tokenizer = load_checkpoint(path, resolve_dtype(dtype, dev), backend)
     model = model.to(dev)
     place_if_asked(model)  # SPARSEKIT_HUGE_PAGES=1: weights on 2 MiB pages (sparsekit.utils.pages)
+    use_dense_kernels(model, "head")  # an fp32 LM head on the CPU: sparsekit's GEMV (sparsekit.nn.dense)
     return model, tokenizer
 
 

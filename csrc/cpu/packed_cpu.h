@@ -194,6 +194,22 @@ using DequantFn = void (*)(const Packed& p, float* dst, int64_t n0, int64_t n1);
 void rows_scalar(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
+// A dense fp32 weight [N, K], rows contiguous, as torch stores it (gemv_fp32.cpp: the op sparsekit::dense_linear,
+// not a packed layout), with the decode loops' prefetch plan.
+struct Dense {
+  const float* w = nullptr;
+  int64_t n = 0, k = 0;
+  int64_t prefetch_distance = 2048;
+  bool prefetch_l2 = false;
+};
+// out[t, n] = sum_k x[t, k] W[n, k] (+ bias[n]) for rows n0 <= n < n1 and every t < m (x [m, K], out [m, N]);
+// the scalar reference, and AVX2 + FMA where the CPU has it and this compiler built it (`dense_avx2_compiled`).
+void dense_rows_scalar(const Dense& d, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                       int64_t n1);
+bool dense_avx2_compiled();
+void dense_rows_avx2(const Dense& d, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                     int64_t n1);
+
 // Cache-line aligned storage. With a std::vector's 16-byte alignment a process's activation buffer lay at a random
 // offset within a line, and where it straddled lines every zmm load of it took two L1 accesses: fresh processes
 // ran multi-token calls at one speed or ~40% slower (Zen 4, 4096 x 14336: int4 + 2:4 at 4 tokens 7.7-8.1 or

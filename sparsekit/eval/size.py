@@ -27,7 +27,8 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def lm_head_precision(model: torch.nn.Module) -> str | None:
     """What the output embedding (LM head) runs in, since every decoded token streams all of it: its packed
-    layout ('int8 (packed)'), or its dtype and whether it is the input embeddings' weight ('float32 (tied)').
+    layout ('int8 (packed)'), or its dtype and whether it is the input embeddings' weight ('float32 (tied)'),
+    and the kernel where it is not torch's ('float32 (tied, sparsekit GEMV)': a `sparsekit.nn.DenseLinear`).
     None for a model without one."""
     get_out = getattr(model, "get_output_embeddings", None)
     head = get_out() if callable(get_out) else None
@@ -41,7 +42,8 @@ def lm_head_precision(model: torch.nn.Module) -> str | None:
         return type(head).__name__
     get_in = getattr(model, "get_input_embeddings", None)
     tied = callable(get_in) and getattr(get_in(), "weight", None) is weight
-    return f"{str(weight.dtype).removeprefix('torch.')} ({'tied' if tied else 'untied'})"
+    kernel = getattr(head, "kernel", None)  # a sparsekit.nn.DenseLinear: 'sparsekit GEMV'
+    return f"{str(weight.dtype).removeprefix('torch.')} ({'tied' if tied else 'untied'}{f', {kernel}' if kernel else ''})"
 
 
 def projection_sparsity(adapter: Adapter) -> float:

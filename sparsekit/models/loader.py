@@ -153,6 +153,7 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
     dt = resolve_dtype(dtype, dev)
     name = str(name_or_path)
     path = Path(name).expanduser()
+    checkpoint = False
     if name in SHORT_NAMES:
         model, tokenizer = _load_gguf(SHORT_NAMES[name].path(), dt, cache)
     elif path.suffix.lower() == ".gguf":
@@ -171,6 +172,7 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
                     from sparsekit.checkpoint import load_checkpoint
 
                     model, tokenizer = load_checkpoint(path, dt)
+                    checkpoint = True
                 else:
                     model, tokenizer = _load_hf(path, dt)
             except SparsekitError:
@@ -185,4 +187,8 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
     model.eval()
     model = model.to(dev)
     place_if_asked(model)  # SPARSEKIT_HUGE_PAGES=1: weights on 2 MiB pages (sparsekit.utils.pages)
+    if checkpoint:  # as sparsekit.load: an fp32 LM head on the CPU runs sparsekit's GEMV (sparsekit.nn.dense)
+        from sparsekit.nn.dense import use_dense_kernels
+
+        use_dense_kernels(model, "head")
     return model, tokenizer
