@@ -48,6 +48,14 @@ def test_two_layouts_of_one_build_on_the_same_weights(tmp_path):
 
 
 @needs_ext
+def test_dense_fp32_through_sparsekit_gemv_against_torch(tmp_path):
+    data = _measured(tmp_path, "--base-layout", "fp32", "--layout", "fp32_gemv", "--acts", "float", "--copies", "1")
+    base, new = data["builds"]["base"], data["builds"]["new"]
+    assert (base["layout"], new["layout"]) == ("fp32", "fp32_gemv")
+    assert base["weight_bytes"] == new["weight_bytes"] == 64 * 256 * 4 and new["p10_ms"] > 0
+
+
+@needs_ext
 def test_bf16_activations_into_the_exact_kernels(tmp_path):
     # a bf16 model's activations (the exact kernels take them; int8 is the a8 variant's)
     data = _measured(tmp_path, "--layout", "int4", "--acts", "bf16", "--copies", "1")
@@ -64,4 +72,6 @@ def test_bad_input_is_exit_2_naming_the_constraint(tmp_path, capsys):
     assert "int4, int4_semi24, mxfp4 and int8 only, not semi24" in capsys.readouterr().err
     assert _ab().main(["--base", str(REPO), "--new-prefetch", "l2:100", "--shape", "4x128"]) == 2
     assert "--new-prefetch 'l2:100' must be l1:BYTES or l2:BYTES" in capsys.readouterr().err
+    assert _ab().main(["--base", str(REPO), "--layout", "fp32_gemv", "--acts", "bf16", "--shape", "4x128"]) == 2
+    assert "fp32_gemv takes fp32 activations only: --acts float" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written

@@ -11,7 +11,8 @@ two runs of bench_cpu_gemm.py minutes apart do not compare. Here each build runs
 each) for `--rounds` rounds, and both time the same weights (packed once, saved, rebuilt by each build's
 own layout classes): a drift of the machine lands on both. With `--base-layout`, the base turns time another
 layout of the same random weights (2:4 masked alike) instead: `--base . --base-layout int4 --layout int4_semi24`
-is int4 + 2:4 against int4 in one build, paired the same way. Single calls are timed (weights rotated over
+is int4 + 2:4 against int4 in one build, paired the same way. `--layout fp32_gemv` times the same random
+weights left dense in fp32 through sparsekit's fp32 GEMV (`fp32`: torch's F.linear; `--acts float`). Single calls are timed (weights rotated over
 `--copies` copies: 1 stays in the last-level cache where it fits, more stream from memory) and pooled per
 build: their median, their 10th percentile, and the fastest turn's median. The slowdowns of a shared machine
 only add time, and they come in phases longer than a call, so the 10th percentile and the fastest turn say
@@ -36,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYOUTS = ("int4", "int4_semi24", "mxfp4", "int8", "semi24")
+#: the same random weights left dense in fp32: sparsekit's fp32 GEMV (`cpu_dense_linear`) and torch's F.linear
+DENSE = ("fp32_gemv", "fp32")
 
 
 def _git_rev(tree: Path) -> str | None:
@@ -61,6 +64,9 @@ def pack_weights(layout: str, n: int, k: int, copies: int, path: Path) -> None:
     for _ in range(copies):
         w = torch.randn(n, k, generator=g) * 0.02
         mask = nm_mask(torch.rand(n, k, generator=g), 2, 4)
+        if layout in DENSE:
+            saved.append({"cls": layout, "w": w})
+            continue
         if layout == "int4":
             lay = Int4.pack(get_format("int4", 128, True).quantize(w))
         elif layout == "int4_semi24":
@@ -85,29 +91,40 @@ def worker(weights: Path, acts: str, m: int, threads: int, seconds: float) -> di
     from sparsekit import pack
     from sparsekit.ops.backends.cpu import cpu_linear
 
-    layouts = [getattr(pack, s["cls"]).from_tensors(s["shape"], s["tensors"], s["attrs"])
-               for s in torch.load(weights, weights_only=False)]
+    saved = torch.load(weights, weights_only=False)
+    if saved[0]["cls"] in DENSE:  # fp32 weights as they are, through sparsekit's GEMV or torch's F.linear
+        layouts = [s["w"] for s in saved]
+        if saved[0]["cls"] == "fp32":
+            call = lambda x, w: torch.nn.functional.linear(x, w)  # noqa: E731
+        else:
+            from sparsekit.ops.dense_linear import cpu_dense_linear as call
+        nbytes = layouts[0].numel() * 4
+    else:
+        layouts = [getattr(pack, s["cls"]).from_tensors(s["shape"], s["tensors"], s["attrs"]) for s in saved]
+        call = lambda x, lay: cpu_linear(x, lay, acts=acts)  # noqa: E731
+        nbytes = layouts[0].nbytes
     x = torch.randn(m, layouts[0].shape[1], generator=torch.Generator().manual_seed(1))
     if acts == "bf16":  # a bf16 model's activations, into the exact kernels
         x, acts = x.bfloat16(), "float"
     for lay in layouts:  # warm-up: first-call costs, and the weights' pages touched
-        cpu_linear(x, lay, acts=acts)
+        call(x, lay)
     times, i = [], 0
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t = time.perf_counter()
-        cpu_linear(x, layouts[i % len(layouts)], acts=acts)
+        call(x, layouts[i % len(layouts)])
         times.append(time.perf_counter() - t)
         i += 1
-    return {"times_ms": [t * 1e3 for t in times], "weight_bytes": layouts[0].nbytes}
+    return {"times_ms": [t * 1e3 for t in times], "weight_bytes": nbytes}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", type=Path, help="the other checkout, its extension built in place")
     p.add_argument("--new", type=Path, default=ROOT, help="the checkout under test [this one]")
-    p.add_argument("--layout", choices=LAYOUTS, default="int4_semi24")
-    p.add_argument("--base-layout", choices=LAYOUTS, default=None,
+    p.add_argument("--layout", choices=LAYOUTS + DENSE, default="int4_semi24",
+                   help="a packed layout, or fp32 weights through sparsekit's GEMV (fp32_gemv) or torch (fp32)")
+    p.add_argument("--base-layout", choices=LAYOUTS + DENSE, default=None,
                    help="the layout the base turns time (default: --layout), packed from the same random weights")
     p.add_argument("--acts", choices=("float", "bf16", "int8"), default="int8",
                    help="float / bf16: the exact kernels on fp32 / bf16 activations; int8: the cpu_a8 kernels [int8]")
@@ -142,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     for lay in dict.fromkeys((args.layout, base_layout)):
         if args.acts == "int8" and lay not in ("int4", "int4_semi24", "mxfp4", "int8"):
             problems.append(f"--acts int8 serves int4, int4_semi24, mxfp4 and int8 only, not {lay}")
+        if args.acts != "float" and lay in DENSE:
+            problems.append(f"{lay} takes fp32 activations only: --acts float")
     if args.base is None or not (args.base / "sparsekit").is_dir():
         problems.append(f"--base {args.base}: not a sparsekit checkout (no sparsekit/ inside)")
     elif not list((args.base / "sparsekit").glob("_cpu*.so")):

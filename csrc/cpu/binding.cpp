@@ -693,13 +693,10 @@ torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, 
   auto x2 = x.reshape({-1, k}).contiguous();
   const int64_t m = x2.size(0);
   auto out = torch::empty({m, n}, x2.options());
-  const auto plan = prefetch_plan();
   sparsekit::cpu::Dense d;
   d.w = weight.data_ptr<float>();
   d.n = n;
   d.k = k;
-  d.prefetch_distance = plan.distance;
-  d.prefetch_l2 = plan.l2;
   const bool simd = path == "avx2" || (path == "auto" && cpu_has_avx2() && sparsekit::cpu::dense_avx2_compiled());
   const auto rows = simd ? sparsekit::cpu::dense_rows_avx2 : sparsekit::cpu::dense_rows_scalar;
   const float* xp = x2.data_ptr<float>();

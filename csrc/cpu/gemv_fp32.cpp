@@ -7,9 +7,12 @@
 // streams one thread's worth of bandwidth however many threads torch has (49152 x 576: 7.9 ms at one thread and
 // at two, 14 GB/s), and short rows (576 inputs: 2.3 KB) read slower than long ones there (4096 x 14336 reaches
 // 24 GB/s at one thread). Decode is a pure stream of W: each thread takes a contiguous range of rows and reads
-// them in address order, one row at a time (rows taken 4 or 8 at once are 4-8 streams 2.3 KB apart, and the
-// prefetchers stop at every 4 KiB page: measured slower on the short rows, alike on the long ones), each row's
-// 64-byte lines prefetched `prefetch_distance` bytes ahead as the packed kernels do.
+// them in address order (short rows one at a time, long ones four at a time: `dense_rows_avx2`). No software
+// prefetch: unlike the packed kernels' several streams of a row (codes, positions, scales), a dense row is one
+// plain sequential stream, which the hardware prefetchers follow; prefetcht0 2 KB ahead (the packed kernels'
+// plan on this CPU) only took L1 miss buffers from them (A/B against it, p10 of 4 alternating rounds, M = 1:
+// 49152 x 576 7.19 -> 5.95 ms at one thread, 4.23 -> 3.82 at two; 4096 x 14336 10.60 -> 8.79 and 6.75 -> 6.30;
+// torch 7.8-8.1 and 9.5-9.9 ms in the same rounds).
 //
 // One scalar reference (`dense_rows_scalar`) and an AVX2 + FMA path, also the one AVX-512 CPUs run: one FMA per
 // 8 weights and token is far below any of these CPUs' FMA rate at the bytes memory delivers, so wider vectors
@@ -56,11 +59,10 @@ inline float hsum(__m256 v) {
 
 // Rows n .. n + R - 1 times tokens t0 .. t0 + T - 1. Two accumulators per row and token where R x T <= 4, else
 // one: 8 FMA chains at most, with the weights and loads within AVX2's 16 registers; at one token and one row, two
-// chains of K / 16 FMAs (~4 cycles of latency per 64-byte line, far below what memory takes to deliver it). The
-// first token tile of rows prefetches their lines; the others read them again from L1 / L2.
+// chains of K / 16 FMAs (~4 cycles of latency per 64-byte line, far below what memory takes to deliver it). Token
+// tiles after a row's first read it again from L1 / L2.
 template <int R, int T>
-inline void dense_tile(const Dense& d, const float* x, int64_t t0, float* out, const float* bias, int64_t n,
-                       bool prefetch) {
+inline void dense_tile(const Dense& d, const float* x, int64_t t0, float* out, const float* bias, int64_t n) {
   constexpr int A = R * T <= 4 ? 2 : 1;
   const int64_t K = d.k;
   const float* w = d.w + n * K;
@@ -73,11 +75,6 @@ inline void dense_tile(const Dense& d, const float* x, int64_t t0, float* out, c
   for (; k + 16 <= K; k += 16) {
     for (int r = 0; r < R; ++r) {
       const float* wr = w + r * K + k;
-      if (prefetch) {
-        // one 64-byte line of the row per step (__builtin_prefetch takes its cache level as a constant)
-        if (d.prefetch_l2) __builtin_prefetch(reinterpret_cast<const char*>(wr) + d.prefetch_distance, 0, 2);
-        else __builtin_prefetch(reinterpret_cast<const char*>(wr) + d.prefetch_distance, 0, 3);
-      }
       const __m256 w0 = _mm256_loadu_ps(wr), w1 = _mm256_loadu_ps(wr + 8);
       for (int t = 0; t < T; ++t) {
         acc[r][t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt + t * K + k), acc[r][t][0]);
@@ -111,24 +108,23 @@ template <int R>
 inline void dense_rows(const Dense& d, const float* x, int64_t m, float* out, const float* bias, int64_t n) {
   for (int64_t t0 = 0; t0 < m;) {
     const int64_t left = m - t0;
-    const bool first = t0 == 0;
     if constexpr (R == 1) {
       if (left >= 4) {
-        dense_tile<R, 4>(d, x, t0, out, bias, n, first);
+        dense_tile<R, 4>(d, x, t0, out, bias, n);
         t0 += 4;
         continue;
       }
       if (left == 3) {
-        dense_tile<R, 3>(d, x, t0, out, bias, n, first);
+        dense_tile<R, 3>(d, x, t0, out, bias, n);
         t0 += 3;
         continue;
       }
     }
     if (left >= 2) {
-      dense_tile<R, 2>(d, x, t0, out, bias, n, first);
+      dense_tile<R, 2>(d, x, t0, out, bias, n);
       t0 += 2;
     } else {
-      dense_tile<R, 1>(d, x, t0, out, bias, n, first);
+      dense_tile<R, 1>(d, x, t0, out, bias, n);
       t0 += 1;
     }
   }

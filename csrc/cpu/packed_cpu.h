@@ -195,12 +195,10 @@ void rows_scalar(const Packed& p, const float* x, int64_t m, float* out, const f
 void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
 // A dense fp32 weight [N, K], rows contiguous, as torch stores it (gemv_fp32.cpp: the op sparsekit::dense_linear,
-// not a packed layout), with the decode loops' prefetch plan.
+// not a packed layout).
 struct Dense {
   const float* w = nullptr;
   int64_t n = 0, k = 0;
-  int64_t prefetch_distance = 2048;
-  bool prefetch_l2 = false;
 };
 // out[t, n] = sum_k x[t, k] W[n, k] (+ bias[n]) for rows n0 <= n < n1 and every t < m (x [m, K], out [m, N]);
 // the scalar reference, and AVX2 + FMA where the CPU has it and this compiler built it (`dense_avx2_compiled`).
