@@ -646,3 +646,48 @@ def test_readme_gpu_tables_are_what_the_script_prints():
         assert data["command"].startswith("python scripts/gpu_results.py ") and data["env"]["device"]
         assert module.table(data) in readme, f"README lacks the tables of {path.name}"
         assert f"python scripts/gpu_results.py --table {path.relative_to(REPO)}" in readme
+
+
+def test_readme_zen3_fp32_gemv_is_what_the_runs_print():
+    """The section on the fp32 LM head on sparsekit's GEMV (Zen 3): the A/B rows are the committed runs' 10th
+    percentiles (against 69ff570's prefetching kernel, and against torch's F.linear in the same build), the kernel
+    table is bench_cpu_gemm's on its JSON with the LM head's row quoted from it, and the decode tables and ratios are
+    the two committed decode runs'."""
+    readme = (REPO / "README.md").read_text()
+    flat = " ".join(readme.split())
+    cpu = REPO / "bench" / "results" / "cpu"
+    shapes = {"head": "49152 x 576 (SmolLM2's tied head)", "memory": "4096 x 14336 (Llama-3-8B down)"}
+    for key, label in shapes.items():
+        for t in (1, 2):
+            ab = json.loads((cpu / f"ab_zen3_fp32_gemv_prefetch_{key}_{t}t.json").read_text())
+            assert (ab["layout"], ab["base_layout"], ab["threads"], ab["m"], ab["rounds"]) == ("fp32_gemv", "fp32_gemv", t, 1, 8)
+            assert ab["builds"]["base"]["commit"] == "69ff570" and f"ab_zen3_fp32_gemv_prefetch_{key}_{t}t.json" in ab["command"]
+            b, n = ab["builds"]["base"]["p10_ms"], ab["builds"]["new"]["p10_ms"]
+            assert f"| {label} | {t} | {b:.3f} ms | {n:.3f} ms | {100 * ab['change']['p10_ms']:+.1f}% |" in readme
+            vs = json.loads((cpu / f"ab_zen3_fp32_gemv_vs_torch_{key}_{t}t.json").read_text())
+            assert (vs["base_layout"], vs["layout"], vs["threads"]) == ("fp32", "fp32_gemv", t)
+            assert vs["builds"]["base"]["tree"] == vs["builds"]["new"]["tree"]
+            b, n = vs["builds"]["base"]["p10_ms"], vs["builds"]["new"]["p10_ms"]
+            gbps = vs["weight_bytes"] / n / 1e6
+            assert f"| {label} | {t} | {b:.3f} ms | {n:.3f} ms ({gbps:.1f} GB/s) | x{b / n:.2f} |" in readme
+    gemm = _script("bench_cpu_gemm", "kernels")
+    data = json.loads((cpu / "cpu_gemm_zen3_gemv.json").read_text())
+    assert gemm.table(data) in readme and "--out bench/results/cpu/cpu_gemm_zen3_gemv.json" in readme
+    assert data["avx2_path"] and not data["avx512_path"] and all(r["rel_err"] < 1e-5 for r in data["rows"]
+                                                                 if r["kernel"] == "fp32_gemv")
+    head = {(r["m"], r["threads"]): r for r in data["rows"] if r["shape"] == "49152x576" and r["kernel"] == "fp32_gemv"}
+    assert all(f"x{head[1, t]['speedup_vs_fp32']:.2f} at {('one', 'two')[t - 1]} thread" in flat for t in (1, 2))
+    decode = _script("cpu_decode")
+    runs = [json.loads((cpu / f"smollm2_decode_zen3_gemv{s}.json").read_text()) for s in ("", "_repeat")]
+    for run in runs:
+        assert run["model"] == "smollm2-135m" and decode.table(run) in readme and {r["threads"] for r in run["rows"]} == {2}
+    speed = [{r["variant"]: r["compiled"]["tokens_per_s"] for r in run["rows"]} for run in runs]
+
+    def x(variant: str, against: str = "dense fp32") -> str:
+        return " / ".join(f"{s[variant] / s[against]:.2f}x" for s in speed)
+
+    assert f"the dense model on the same GEMV {x('dense fp32 (sparsekit GEMV)')} the dense model on torch's" in flat
+    for variant, label in (("2:4 + int4", "int4 + 2:4 exact"), ("2:4 + int4 a8", "int4 + 2:4 a8"),
+                           ("int4 g128", "int4 g128 exact"), ("int4 g128 a8", "int4 g128 a8")):
+        assert (f"{label} {x(variant)} dense fp32 on torch, {x(variant, 'dense fp32 (sparsekit GEMV)')} dense fp32 on "
+                "the same GEMV") in flat, variant

@@ -10,9 +10,9 @@
 // them in address order (short rows one at a time, long ones four at a time: `dense_rows_avx2`). No software
 // prefetch: unlike the packed kernels' several streams of a row (codes, positions, scales), a dense row is one
 // plain sequential stream, which the hardware prefetchers follow; prefetcht0 2 KB ahead (the packed kernels'
-// plan on this CPU) only took L1 miss buffers from them (A/B against it, p10 of 4 alternating rounds, M = 1:
-// 49152 x 576 7.19 -> 5.95 ms at one thread, 4.23 -> 3.82 at two; 4096 x 14336 10.60 -> 8.79 and 6.75 -> 6.30;
-// torch 7.8-8.1 and 9.5-9.9 ms in the same rounds).
+// plan on this CPU) only took L1 miss buffers from them (Zen 3, one token, from memory, ab_builds.py against it:
+// 49152 x 576 -18.5% at one thread and -13.5% at two, 4096 x 14336 -16.4% and -21.4%:
+// bench/results/cpu/ab_zen3_fp32_gemv_prefetch_*.json).
 //
 // One scalar reference (`dense_rows_scalar`) and an AVX2 + FMA path, also the one AVX-512 CPUs run: one FMA per
 // 8 weights and token is far below any of these CPUs' FMA rate at the bytes memory delivers, so wider vectors
