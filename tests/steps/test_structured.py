@@ -8,6 +8,7 @@ import torch
 from sparsekit.api import compress
 from sparsekit.errors import SparsekitError
 from sparsekit.models.adapters import get_adapter
+from sparsekit.nn import use_dense_kernels
 from sparsekit.prune.structured import angular_distance, angular_span_distances, block_influence, lowest
 from sparsekit.recipe import DropBlocks, Recipe
 from sparsekit.steps.structured import choose_blocks, run_drop_blocks
@@ -104,6 +105,7 @@ def test_compress_saves_and_reloads_a_shorter_model(tiny_dir, data_dir, tmp_path
     assert result.model.config.num_hidden_layers == 2 and len(result.masks) == 2 * 7
     path = sparsekit.save(result, tmp_path / "short")
     model, _ = sparsekit.load(path)
+    use_dense_kernels(result.model, "head")  # the loaded model's head kernel (sparsekit.load): like for like
     ids = _ids(1, 16)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, result.model(ids).logits)
@@ -351,6 +353,7 @@ def test_moe_checkpoint_restores_expert_counts(tmp_path):
     prune_experts(adapter, 1, torch.tensor([0, 3]))
     path = sparsekit.save(model, tmp_path / "moe", tokenizer=tiny_tokenizer())
     loaded, _ = sparsekit.load(path)
+    use_dense_kernels(model, "head")  # the loaded model's head kernel (sparsekit.load): like for like
     ids = _ids(1, 10)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
@@ -406,6 +409,7 @@ def test_moe_pruned_model_packs_saves_and_loads(tmp_path):
     assert report["model.layers.0.mlp.experts.down_proj"].startswith("dense: fused expert")
     path = sparsekit.save(model, tmp_path / "moe", tokenizer=tiny_tokenizer())
     loaded, _ = sparsekit.load(path)
+    use_dense_kernels(model, "head")  # the loaded model's head kernel (sparsekit.load): like for like
     ids = _ids(1, 10)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
