@@ -42,7 +42,8 @@ def lm_head_precision(model: torch.nn.Module) -> str | None:
         return type(head).__name__
     get_in = getattr(model, "get_input_embeddings", None)
     tied = callable(get_in) and getattr(get_in(), "weight", None) is weight
-    kernel = getattr(head, "kernel", None)  # a sparsekit.nn.DenseLinear: 'sparsekit GEMV'
+    # a sparsekit.nn.DenseLinear: 'sparsekit GEMV', which serves CPU weights only
+    kernel = getattr(head, "kernel", None) if weight.device.type == "cpu" else None
     return f"{str(weight.dtype).removeprefix('torch.')} ({'tied' if tied else 'untied'}{f', {kernel}' if kernel else ''})"
 
 

@@ -6,6 +6,7 @@ better). The tests compare against sum |x||w| with 1e-6 x K relative room, i.e. 
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -121,6 +122,9 @@ def test_use_dense_kernels_head_keeps_the_tie_and_the_logits():
         after = model(input_ids=ids).logits
     assert torch.allclose(after, before, rtol=1e-5, atol=1e-5)
     assert use_dense_kernels(model, "head") == []  # already swapped: nothing left to do
+    moved = copy.deepcopy(model).to("meta")  # moved off the CPU after the swap: F.linear, and said so
+    assert lm_head_precision(moved) == "float32 (tied)"
+    assert moved.lm_head(torch.empty(2, 64, device="meta")).shape == (2, 300)
 
 
 def test_use_dense_kernels_all_and_training():
