@@ -78,6 +78,8 @@ const BiasedE2M1Table kBiasedE2M1;
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
 
+#include "avx2_common.h"  // hsum
+
 namespace sparsekit {
 namespace cpu {
 namespace {
@@ -91,13 +93,6 @@ namespace {
 // fp16 -> fp32 in one instruction (F16C), exact as `fp16_to_float` (which GCC leaves out of line: a call, and
 // vzeroupper with every live ymm spilled around it, once per group)
 SK_INLINE float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
-
-SK_INLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // ---------------------------------------------------------------- decoding helpers
 

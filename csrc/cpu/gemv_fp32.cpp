@@ -47,15 +47,11 @@ void dense_rows_scalar(const Dense& d, const float* x, int64_t m, float* out, co
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
+#include "avx2_common.h"  // hsum
+
 namespace sparsekit {
 namespace cpu {
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
-}
 
 // Rows n .. n + R - 1 times tokens t0 .. t0 + T - 1. Two accumulators per row and token where R x T <= 4, else
 // one: 8 FMA chains at most, with the weights and loads within AVX2's 16 registers; at one token and one row, two
