@@ -162,7 +162,7 @@ def convert(model: str | os.PathLike | torch.nn.Module, recipe: Any, tokenizer=N
     result = compress(model, recipe, tokenizer, **compress_options)
     result.packed = pack_modules(result.model, result.masks, result.qtensors, backend=backend, dtype=packed_dtype,
                                  order=order)
-    use_dense_kernels(result.model, "head")  # an fp32 LM head on the CPU: sparsekit's GEMV (sparsekit.nn.dense)
+    use_dense_kernels(result.model, "head")  # an fp32 / bf16 LM head on the CPU: sparsekit's GEMV (sparsekit.nn.dense)
     return result
 
 
@@ -220,7 +220,7 @@ def load(path: str | os.PathLike, *, dtype: str | torch.dtype = "auto", device: 
     model, tokenizer = load_checkpoint(path, resolve_dtype(dtype, dev), backend)
     model = model.to(dev)
     place_if_asked(model)  # SPARSEKIT_HUGE_PAGES=1: weights on 2 MiB pages (sparsekit.utils.pages)
-    use_dense_kernels(model, "head")  # an fp32 LM head on the CPU: sparsekit's GEMV (sparsekit.nn.dense)
+    use_dense_kernels(model, "head")  # an fp32 / bf16 LM head on the CPU: sparsekit's GEMV (sparsekit.nn.dense)
     return model, tokenizer
 
 

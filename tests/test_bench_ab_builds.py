@@ -56,6 +56,14 @@ def test_dense_fp32_through_sparsekit_gemv_against_torch(tmp_path):
 
 
 @needs_ext
+def test_dense_bf16_through_sparsekit_gemv_against_torch(tmp_path):
+    data = _measured(tmp_path, "--base-layout", "bf16", "--layout", "bf16_gemv", "--acts", "bf16", "--copies", "1")
+    base, new = data["builds"]["base"], data["builds"]["new"]
+    assert (base["layout"], new["layout"]) == ("bf16", "bf16_gemv")
+    assert base["weight_bytes"] == new["weight_bytes"] == 64 * 256 * 2 and new["p10_ms"] > 0
+
+
+@needs_ext
 def test_bf16_activations_into_the_exact_kernels(tmp_path):
     # a bf16 model's activations (the exact kernels take them; int8 is the a8 variant's)
     data = _measured(tmp_path, "--layout", "int4", "--acts", "bf16", "--copies", "1")
@@ -74,4 +82,6 @@ def test_bad_input_is_exit_2_naming_the_constraint(tmp_path, capsys):
     assert "--new-prefetch 'l2:100' must be l1:BYTES or l2:BYTES" in capsys.readouterr().err
     assert _ab().main(["--base", str(REPO), "--layout", "fp32_gemv", "--acts", "bf16", "--shape", "4x128"]) == 2
     assert "fp32_gemv takes fp32 activations only: --acts float" in capsys.readouterr().err
+    assert _ab().main(["--base", str(REPO), "--base-layout", "bf16", "--acts", "float", "--shape", "4x128"]) == 2
+    assert "bf16 takes bf16 activations only: --acts bf16" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written

@@ -22,6 +22,7 @@ the table names the file.
 | dense fp32 | - | - | dense |
 | dense fp32 (sparsekit GEMV) | - | every nn.Linear on sparsekit's fp32 GEMV (`use_dense_kernels(model, "all")`) | dense |
 | dense bf16 | - | model in bf16 | - (not measured) |
+| dense bf16 (sparsekit GEMV) | - | the bf16 model, every nn.Linear on sparsekit's GEMV | - (not measured) |
 | int8 | int8 | int8 RTN per channel | int8 RTN |
 | int4 g128 | int4 | int4 RTN g128 | int4 GPTQ g128 |
 | mxfp4 | mxfp4 | MXFP4 RTN | MXFP4 RTN |
@@ -34,10 +35,10 @@ the table names the file.
 Embeddings and norms are not compressed: they run in the model's dtype (fp32, bf16 for the bf16
 variants) and count in `bytes` at that width; so does the tied LM head, except in the `+ int8 head`
 variants, whose head is untied and packed in int8 per channel (the `lm_head` column of every row says
-what it runs in). A packed variant's fp32 head runs sparsekit's fp32 GEMV (`sparsekit.nn.DenseLinear`, as every
-model that `sparsekit.load` loads on the CPU: "sparsekit GEMV" in that column); the dense fp32 row is torch's
-kernels throughout, and `dense fp32 (sparsekit GEMV)` the same model on sparsekit's GEMV, to tell the kernel's
-share of a ratio from the compression's.
+what it runs in). A packed variant's fp32 or bf16 head runs sparsekit's GEMV (`sparsekit.nn.DenseLinear`, as
+every model that `sparsekit.load` loads on the CPU: "sparsekit GEMV" in that column); the dense rows are torch's
+kernels throughout, and `dense fp32 (sparsekit GEMV)` / `dense bf16 (sparsekit GEMV)` the same models on
+sparsekit's GEMV, to tell the kernel's share of a ratio from the compression's.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ VARIANTS = {
     # the kernel a converted model's fp32 head runs on): what part of a packed variant's ratio the kernel alone gives
     "dense fp32 (sparsekit GEMV)": (None, None, "float32", "bench/results/smollm2-135m_dense_limit40.json", "auto"),
     "dense bf16": (None, None, "bfloat16", None, "auto"),
+    # and in bf16 (on a CPU without bf16 instructions torch's bf16 GEMV reads slower than its fp32 one)
+    "dense bf16 (sparsekit GEMV)": (None, None, "bfloat16", None, "auto"),
     "int8": ([{"quantize": {"format": "int8"}}], None, "float32", "bench/results/quant/smollm2-135m_int8-rtn_limit40.json",
              "auto"),
     "int4 g128": ([INT4], None, "float32", "bench/results/quant/smollm2-135m_int4-gptq_limit40.json", "auto"),
@@ -103,8 +106,8 @@ VARIANTS = {
     "2:4 + int4 + int8 head": ([MAG24, INT4, INT8_HEAD], None, "float32",
                                f"{HEAD}#sparsegpt-2:4+int4-joint#int8_head", "auto"),
 }
-#: the dense variants timed with every nn.Linear on sparsekit's fp32 GEMV
-ON_GEMV = {"dense fp32 (sparsekit GEMV)"}
+#: the dense variants timed with every nn.Linear on sparsekit's GEMV
+ON_GEMV = {"dense fp32 (sparsekit GEMV)", "dense bf16 (sparsekit GEMV)"}
 
 
 def perplexity_of(acc: str) -> float:

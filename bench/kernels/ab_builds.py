@@ -12,7 +12,8 @@ each) for `--rounds` rounds, and both time the same weights (packed once, saved,
 own layout classes): a drift of the machine lands on both. With `--base-layout`, the base turns time another
 layout of the same random weights (2:4 masked alike) instead: `--base . --base-layout int4 --layout int4_semi24`
 is int4 + 2:4 against int4 in one build, paired the same way. `--layout fp32_gemv` times the same random
-weights left dense in fp32 through sparsekit's fp32 GEMV (`fp32`: torch's F.linear; `--acts float`). Single calls are timed (weights rotated over
+weights left dense in fp32 through sparsekit's GEMV (`fp32`: torch's F.linear; `--acts float`), `bf16_gemv` /
+`bf16` the same in bf16 (`--acts bf16`). Single calls are timed (weights rotated over
 `--copies` copies: 1 stays in the last-level cache where it fits, more stream from memory) and pooled per
 build: their median, their 10th percentile, and the fastest turn's median. The slowdowns of a shared machine
 only add time, and they come in phases longer than a call, so the 10th percentile and the fastest turn say
@@ -37,8 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYOUTS = ("int4", "int4_semi24", "mxfp4", "int8", "semi24")
-#: the same random weights left dense in fp32: sparsekit's fp32 GEMV (`cpu_dense_linear`) and torch's F.linear
-DENSE = ("fp32_gemv", "fp32")
+#: the same random weights left dense, in fp32 or bf16: sparsekit's GEMV (`cpu_dense_linear`) and torch's F.linear;
+#: each with the activations of its dtype (the --acts it takes)
+DENSE = {"fp32_gemv": "float", "fp32": "float", "bf16_gemv": "bf16", "bf16": "bf16"}
 
 
 def _git_rev(tree: Path) -> str | None:
@@ -65,7 +67,7 @@ def pack_weights(layout: str, n: int, k: int, copies: int, path: Path) -> None:
         w = torch.randn(n, k, generator=g) * 0.02
         mask = nm_mask(torch.rand(n, k, generator=g), 2, 4)
         if layout in DENSE:
-            saved.append({"cls": layout, "w": w})
+            saved.append({"cls": layout, "w": w.bfloat16() if DENSE[layout] == "bf16" else w})
             continue
         if layout == "int4":
             lay = Int4.pack(get_format("int4", 128, True).quantize(w))
@@ -92,13 +94,13 @@ def worker(weights: Path, acts: str, m: int, threads: int, seconds: float) -> di
     from sparsekit.ops.backends.cpu import cpu_linear
 
     saved = torch.load(weights, weights_only=False)
-    if saved[0]["cls"] in DENSE:  # fp32 weights as they are, through sparsekit's GEMV or torch's F.linear
+    if saved[0]["cls"] in DENSE:  # dense weights as they are, through sparsekit's GEMV or torch's F.linear
         layouts = [s["w"] for s in saved]
-        if saved[0]["cls"] == "fp32":
+        if saved[0]["cls"] in ("fp32", "bf16"):
             call = lambda x, w: torch.nn.functional.linear(x, w)  # noqa: E731
         else:
             from sparsekit.ops.dense_linear import cpu_dense_linear as call
-        nbytes = layouts[0].numel() * 4
+        nbytes = layouts[0].numel() * layouts[0].element_size()
     else:
         layouts = [getattr(pack, s["cls"]).from_tensors(s["shape"], s["tensors"], s["attrs"]) for s in saved]
         call = lambda x, lay: cpu_linear(x, lay, acts=acts)  # noqa: E731
@@ -122,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", type=Path, help="the other checkout, its extension built in place")
     p.add_argument("--new", type=Path, default=ROOT, help="the checkout under test [this one]")
-    p.add_argument("--layout", choices=LAYOUTS + DENSE, default="int4_semi24",
-                   help="a packed layout, or fp32 weights through sparsekit's GEMV (fp32_gemv) or torch (fp32)")
-    p.add_argument("--base-layout", choices=LAYOUTS + DENSE, default=None,
+    p.add_argument("--layout", choices=LAYOUTS + tuple(DENSE), default="int4_semi24",
+                   help="a packed layout, or dense weights through sparsekit's GEMV (fp32_gemv, bf16_gemv) or "
+                        "torch (fp32, bf16)")
+    p.add_argument("--base-layout", choices=LAYOUTS + tuple(DENSE), default=None,
                    help="the layout the base turns time (default: --layout), packed from the same random weights")
     p.add_argument("--acts", choices=("float", "bf16", "int8"), default="int8",
                    help="float / bf16: the exact kernels on fp32 / bf16 activations; int8: the cpu_a8 kernels [int8]")
@@ -159,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     for lay in dict.fromkeys((args.layout, base_layout)):
         if args.acts == "int8" and lay not in ("int4", "int4_semi24", "mxfp4", "int8"):
             problems.append(f"--acts int8 serves int4, int4_semi24, mxfp4 and int8 only, not {lay}")
-        if args.acts != "float" and lay in DENSE:
-            problems.append(f"{lay} takes fp32 activations only: --acts float")
+        if lay in DENSE and args.acts != DENSE[lay]:
+            problems.append(f"{lay} takes {'fp32' if DENSE[lay] == 'float' else 'bf16'} activations only: "
+                            f"--acts {DENSE[lay]}")
     if args.base is None or not (args.base / "sparsekit").is_dir():
         problems.append(f"--base {args.base}: not a sparsekit checkout (no sparsekit/ inside)")
     elif not list((args.base / "sparsekit").glob("_cpu*.so")):

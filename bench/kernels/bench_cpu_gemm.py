@@ -27,9 +27,9 @@ down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down; or
   `--pages 2m` on 2 MiB pages where the OS gives them (`sparsekit.utils.pages`, what SPARSEKIT_HUGE_PAGES=1
   does to a loaded model; one core reads 12-22% faster from those on the Zen 4 VM: see the README).
 
-Kernels: `fp32` and `bf16` dense (torch.nn.functional.linear), `fp32_gemv` (the same fp32 weight through
-`sparsekit::dense_linear`: sparsekit's fp32 GEMV up to 16 tokens, what a converted model's fp32 LM head runs;
-torch's at::linear beyond; checked against `fp32`), `torch_int8` (aten._weight_int8pack_mm,
+Kernels: `fp32` and `bf16` dense (torch.nn.functional.linear), `fp32_gemv` and `bf16_gemv` (the same weights
+through `sparsekit::dense_linear`: sparsekit's GEMV up to 16 tokens, what a converted model's fp32 or bf16 LM head
+runs; torch's at::linear beyond; checked against `fp32` / `bf16`, bf16 to 2^-8: its output's rounding), `torch_int8` (aten._weight_int8pack_mm,
 per channel), `torch_int4` (aten._weight_int4pack_mm_for_cpu, g128), and sparsekit's CPU kernels
 (`sparsekit.ops.backends.cpu`) on `semi24` (bf16 values), `int4` (g128), `int4_semi24` (g128), `mxfp4`,
 `int8`, `semi24_bf16_acts`, `int4_bf16_acts`, `int4_semi24_bf16_acts` and `mxfp4_bf16_acts` (those layouts with
@@ -72,7 +72,7 @@ SHAPES = {"llama3-8b": [("llama3-8b q/o", 4096, 4096), ("llama3-8b k/v", 1024, 4
           "smollm2": [("smollm2 q/o", 576, 576), ("smollm2 k/v", 192, 576), ("smollm2 gate/up", 1536, 576),
                       ("smollm2 down", 576, 1536)]}
 MS = [1, 4, 16, 128, 512]
-KERNELS = ("fp32", "fp32_gemv", "bf16", "torch_int8", "torch_int4", "semi24", "semi24_bf16_acts", "int4", "int4_bf16_acts",
+KERNELS = ("fp32", "fp32_gemv", "bf16", "bf16_gemv", "torch_int8", "torch_int4", "semi24", "semi24_bf16_acts", "int4", "int4_bf16_acts",
            "int4_semi24", "int4_semi24_bf16_acts", "mxfp4", "mxfp4_bf16_acts", "int8", "int4_a8", "int4_semi24_a8",
            "mxfp4_a8", "int8_a8")
 PACKED = ("semi24", "int4", "int4_semi24", "mxfp4", "int8")
@@ -95,7 +95,7 @@ def _shape(text: str) -> tuple[str, int, int] | None:
 def max_rel_err(kernel: str) -> float:
     """The largest relative error a correct sparsekit kernel shows against its reference: fp32 sums, or for
     bf16 activations the bf16 output's rounding (half a bf16 ulp, 2^-9 of each value)."""
-    return 2.0**-8 if kernel in BF16_ACTS else 1e-5
+    return 2.0**-8 if kernel in BF16_ACTS or kernel == "bf16_gemv" else 1e-5
 
 
 def cpu_name() -> tuple[str, list[str]]:
@@ -212,6 +212,9 @@ def make_weights(n: int, k: int, seed: int, llc: int, path: str = "auto", huge: 
     out["fp32_gemv"] = (_rotating(lambda t: lambda x: cpu_dense_linear(x, t, None, gemv_path) if x.shape[0] <= 16
                                   else dense_linear(x, t), [w], w.numel() * 4, llc, out["fp32"][0].sets, huge),
                         w.numel() * 4, None)
+    out["bf16_gemv"] = (_rotating(lambda t: lambda x: cpu_dense_linear(x.bfloat16(), t, None, gemv_path)
+                                  if x.shape[0] <= 16 else dense_linear(x.bfloat16(), t), [w.bfloat16()],
+                                  w.numel() * 2, llc, out["bf16"][0].sets, huge), w.numel() * 2, None)
     codes8, scales8 = q8.codes.to(torch.int8).contiguous(), q8.scales.reshape(-1).float().contiguous()
     b8 = codes8.numel() + n * 4
     out["torch_int8"] = (_rotating(lambda c, sc: lambda x: torch.ops.aten._weight_int8pack_mm(x, c, sc),
@@ -373,9 +376,9 @@ def _measure(args: argparse.Namespace, argv: list[str], has: dict, shapes: list,
                         if name in A8:
                             exact = packed_linear_reference(xs[0], layout)
                             err_exact = float((got - exact).norm() / exact.norm())
-                    elif name == "fp32_gemv":  # against torch's F.linear on the same weight
-                        ref = runners["fp32"][0](xs[0])
-                        err = float((fn(xs[0]) - ref).norm() / ref.norm())
+                    elif name in ("fp32_gemv", "bf16_gemv"):  # against torch's F.linear on the same weight
+                        ref = runners[name.removesuffix("_gemv")][0](xs[0]).float()
+                        err = float((fn(xs[0]).float() - ref).norm() / ref.norm())
                     if err is not None and err > max_rel_err(name):
                         print(f"WRONG {name} {label} M={m}: rel err {err:.2e}", file=sys.stderr)
                     i = [0]

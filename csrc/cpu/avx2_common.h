@@ -1,4 +1,4 @@
-// What the AVX2 kernel files (gemm_avx2.cpp, gemv_fp32.cpp) share: small intrinsics helpers. Include it after the
+// What the AVX2 kernel files (gemm_avx2.cpp, gemv_dense.cpp) share: small intrinsics helpers. Include it after the
 // file's `#pragma GCC target("avx2,fma...")` and <immintrin.h>.
 //
 // Internal linkage (an anonymous namespace), for the reason a8_common.h gives: each including file compiles it under

@@ -665,8 +665,10 @@ torch::Tensor packed_linear_cpu(const torch::Tensor& x, at::TensorList tensors, 
   return linear(x, s.kind, s.n, s.k, values, codes, meta, scales, zeros, s.group, bias, "auto", a8 ? "int8" : "float");
 }
 
-// y = x W^T (+ bias) for a dense fp32 W [N, K] (gemv_fp32.cpp), any number of tokens (the op below sends it up to
-// kDecodeRows). `path`: 'auto' (AVX2 + FMA where the CPU has it, else scalar), 'avx2' or 'scalar' (tests pin each).
+// y = x W^T (+ bias) for a dense W [N, K] (gemv_dense.cpp), any number of tokens (the op below sends it up to
+// kDecodeRows): float32 x and W, or bfloat16 x and W (summed in fp32 from their exact fp32 values, bias added, then
+// rounded to bf16 once). `path`: 'auto' (AVX2 + FMA where the CPU has it, else scalar), 'avx2' or 'scalar' (tests
+// pin each).
 torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias,
                            const std::string& path) {
   const char* op = "dense_linear[cpu]";
@@ -674,14 +676,16 @@ torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, 
               path, "'");
   TORCH_CHECK(path != "avx2" || (cpu_has_avx2() && sparsekit::cpu::dense_avx2_compiled()), op,
               ": the AVX2 path is unavailable: ", avx2_missing());
-  TORCH_CHECK(weight.device().is_cpu() && weight.dim() == 2 && weight.scalar_type() == torch::kFloat32 &&
+  const auto wt = weight.scalar_type();
+  const auto name = [](c10::ScalarType t) { return std::string(c10::getDtypeNames(t).first); };  // torch's names
+  TORCH_CHECK(weight.device().is_cpu() && weight.dim() == 2 && (wt == torch::kFloat32 || wt == torch::kBFloat16) &&
                   weight.is_contiguous(),
-              op, ": the weight must be a contiguous float32 [N, K] CPU tensor, got ", weight.scalar_type(), " ",
+              op, ": the weight must be a contiguous float32 or bfloat16 [N, K] CPU tensor, got ", name(wt), " ",
               weight.sizes(), weight.is_contiguous() ? "" : " (not contiguous)");
   const int64_t n = weight.size(0), k = weight.size(1);
   TORCH_CHECK(n >= 1 && k >= 1, op, ": empty weight ", n, " x ", k);
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32, op, ": the input must be a float32 CPU tensor, got ",
-              x.scalar_type(), " on ", x.device());
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == wt, op, ": the input must be a ", name(wt),
+              " CPU tensor (the weight's dtype), got ", name(x.scalar_type()), " on ", x.device());
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == k, op, ": input has ", x.dim() ? x.size(-1) : 0,
               " features but the weight has in_features=", k);
   c10::optional<torch::Tensor> b;
@@ -690,15 +694,11 @@ torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, 
                 "] tensor");
     b = bias->to(torch::kFloat32).contiguous();
   }
-  auto x2 = x.reshape({-1, k}).contiguous();
+  // bf16 activations widened once a call (exact), so the kernel's inner loop widens only the weights
+  auto x2 = x.reshape({-1, k}).to(torch::kFloat32).contiguous();
   const int64_t m = x2.size(0);
   auto out = torch::empty({m, n}, x2.options());
-  sparsekit::cpu::Dense d;
-  d.w = weight.data_ptr<float>();
-  d.n = n;
-  d.k = k;
   const bool simd = path == "avx2" || (path == "auto" && cpu_has_avx2() && sparsekit::cpu::dense_avx2_compiled());
-  const auto rows = simd ? sparsekit::cpu::dense_rows_avx2 : sparsekit::cpu::dense_rows_scalar;
   const float* xp = x2.data_ptr<float>();
   const float* bp = b.has_value() ? b->data_ptr<float>() : nullptr;
   float* op_ = out.data_ptr<float>();
@@ -706,23 +706,42 @@ torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, 
   // 4 at a time, so each row is summed the same way (the same bits) at any thread count
   const int64_t quads = (n + 3) / 4;
   const int64_t grain = std::max<int64_t>(4, (quads + at::get_num_threads() - 1) / at::get_num_threads());
-  if (m > 0) {
-    at::parallel_for(0, quads, grain, [&](int64_t q0, int64_t q1) { rows(d, xp, m, op_, bp, 4 * q0, std::min(n, 4 * q1)); });
+  auto run = [&](const auto& d) {
+    if (m == 0) return;
+    at::parallel_for(0, quads, grain, [&](int64_t q0, int64_t q1) {
+      const int64_t n0 = 4 * q0, n1 = std::min(n, 4 * q1);
+      if (simd) sparsekit::cpu::dense_rows_avx2(d, xp, m, op_, bp, n0, n1);
+      else sparsekit::cpu::dense_rows_scalar(d, xp, m, op_, bp, n0, n1);
+    });
+  };
+  if (wt == torch::kFloat32) {
+    sparsekit::cpu::Dense d;
+    d.w = weight.data_ptr<float>();
+    d.n = n;
+    d.k = k;
+    run(d);
+  } else {
+    sparsekit::cpu::DenseBf16 d;
+    d.w = reinterpret_cast<const uint16_t*>(weight.data_ptr());
+    d.n = n;
+    d.k = k;
+    run(d);
   }
   auto sizes = x.sizes().vec();
   sizes.back() = n;
-  return out.view(sizes);
+  return out.to(wt).view(sizes);
 }
 
 // The CPU kernel of sparsekit::dense_linear (sparsekit/ops/dense_linear.py): decode calls (up to kDecodeRows tokens)
-// of float32 inputs and a contiguous float32 weight on a CPU with AVX2 run gemv_fp32.cpp; everything else is
-// at::linear (BLAS: faster than one row at a time once tokens share a weight tile, and what the scalar path
-// would only slow down). Shape errors are at::linear's own.
+// of a contiguous float32 or bfloat16 weight, with input (and bias) of its dtype, on a CPU with AVX2 run
+// gemv_dense.cpp; everything else is at::linear (BLAS: faster than one row at a time once tokens share a weight
+// tile, and what the scalar path would only slow down). Shape and dtype errors are at::linear's own.
 torch::Tensor dense_linear_cpu(const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias) {
-  const bool fits = x.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32 && weight.dim() == 2 &&
+  const auto wt = weight.scalar_type();
+  const bool fits = (wt == torch::kFloat32 || wt == torch::kBFloat16) && x.scalar_type() == wt && weight.dim() == 2 &&
                     weight.is_contiguous() && x.dim() >= 1 && x.size(-1) == weight.size(1) && weight.numel() > 0 &&
-                    (!bias.has_value() || (bias->dim() == 1 && bias->size(0) == weight.size(0) &&
-                                           bias->scalar_type() == torch::kFloat32));
+                    (!bias.has_value() ||
+                     (bias->dim() == 1 && bias->size(0) == weight.size(0) && bias->scalar_type() == wt));
   if (!fits || !cpu_has_avx2() || !sparsekit::cpu::dense_avx2_compiled() || x.numel() / weight.size(1) > kDecodeRows) {
     return at::linear(x, weight, bias);
   }
@@ -765,7 +784,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     sparsekit::cpu::fake_quant_acts(x.data_ptr<float>(), x.size(0), x.size(1), out.data_ptr<float>());
     return out;
   }, "x replaced by its int8 blocks of 32 (d * q): what the a8 kernels multiply", py::arg("x"));
-  m.def("dense_linear", &dense_linear, "y = x W^T (+ bias) for a dense float32 W [N, K] (the decode kernel of "
+  m.def("dense_linear", &dense_linear, "y = x W^T (+ bias) for a dense float32 or bfloat16 W [N, K] (the decode kernel of "
         "sparsekit::dense_linear; path: 'auto' | 'avx2' | 'scalar')", py::arg("x"), py::arg("weight"),
         py::arg("bias") = py::none(), py::arg("path") = "auto");
   m.def("linear", &linear, "y = x W^T (+ bias) for a packed W (kind: 0 semi24, 1 int4, 2 int4_semi24, 3 mxfp4, 4 int8)",

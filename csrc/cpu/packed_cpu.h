@@ -194,18 +194,26 @@ using DequantFn = void (*)(const Packed& p, float* dst, int64_t n0, int64_t n1);
 void rows_scalar(const Packed& p, const float* x, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 void dequant_scalar(const Packed& p, float* dst, int64_t n0, int64_t n1);
 
-// A dense fp32 weight [N, K], rows contiguous, as torch stores it (gemv_fp32.cpp: the op sparsekit::dense_linear,
-// not a packed layout).
-struct Dense {
-  const float* w = nullptr;
+// A dense weight [N, K], rows contiguous, as torch stores it: fp32, or bf16 as its raw 16 bits (gemv_dense.cpp: the
+// op sparsekit::dense_linear, not a packed layout).
+template <class W>
+struct DenseOf {
+  const W* w = nullptr;
   int64_t n = 0, k = 0;
 };
-// out[t, n] = sum_k x[t, k] W[n, k] (+ bias[n]) for rows n0 <= n < n1 and every t < m (x [m, K], out [m, N]);
-// the scalar reference, and AVX2 + FMA where the CPU has it and this compiler built it (`dense_avx2_compiled`).
+using Dense = DenseOf<float>;
+using DenseBf16 = DenseOf<uint16_t>;
+// out[t, n] = sum_k x[t, k] W[n, k] (+ bias[n]) for rows n0 <= n < n1 and every t < m (x [m, K] fp32, out [m, N] fp32:
+// a bf16 weight's products and sum are fp32, as the fp32 reference of its exact fp32 values); the scalar reference,
+// and AVX2 + FMA where the CPU has it and this compiler built it (`dense_avx2_compiled`).
 void dense_rows_scalar(const Dense& d, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                       int64_t n1);
+void dense_rows_scalar(const DenseBf16& d, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
                        int64_t n1);
 bool dense_avx2_compiled();
 void dense_rows_avx2(const Dense& d, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
+                     int64_t n1);
+void dense_rows_avx2(const DenseBf16& d, const float* x, int64_t m, float* out, const float* bias, int64_t n0,
                      int64_t n1);
 
 // Cache-line aligned storage. With a std::vector's 16-byte alignment a process's activation buffer lay at a random

@@ -187,7 +187,7 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
     model.eval()
     model = model.to(dev)
     place_if_asked(model)  # SPARSEKIT_HUGE_PAGES=1: weights on 2 MiB pages (sparsekit.utils.pages)
-    if checkpoint:  # as sparsekit.load: an fp32 LM head on the CPU runs sparsekit's GEMV (sparsekit.nn.dense)
+    if checkpoint:  # as sparsekit.load: an fp32 / bf16 LM head on the CPU runs sparsekit's GEMV (sparsekit.nn.dense)
         from sparsekit.nn.dense import use_dense_kernels
 
         use_dense_kernels(model, "head")

@@ -1,5 +1,5 @@
 """Packed drop-in module: `PackedLinear` (any layout; forward -> the `sparsekit::packed_linear` op); `DenseLinear`
-(an `nn.Linear` on sparsekit's CPU fp32 GEMV, `use_dense_kernels`: what a converted model's fp32 LM head runs).
+(an `nn.Linear` on sparsekit's CPU GEMV, `use_dense_kernels`: what a converted model's fp32 or bf16 LM head runs).
 
 `SparseLinear`, `QuantLinear` and `SparseQuantLinear` are aliases kept from earlier releases.
 """

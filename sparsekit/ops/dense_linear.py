@@ -2,9 +2,10 @@
 
 The torch custom op `sparsekit::dense_linear`, what `sparsekit.nn.DenseLinear` runs. Its definition here is
 `F.linear` (every device, every dtype, any number of tokens). Once `sparsekit._cpu` is loaded, its C++ kernel
-serves CPU tensors (csrc/cpu/binding.cpp, `dense_linear_cpu`): decode calls (up to 16 tokens) of a float32 input
-and a contiguous float32 weight on a CPU with AVX2 stream W with all of torch's threads (csrc/cpu/gemv_fp32.cpp);
-the rest is `at::linear`. Not a packed layout: the weight is the module's own parameter (a tied LM head stays tied).
+serves CPU tensors (csrc/cpu/binding.cpp, `dense_linear_cpu`): decode calls (up to 16 tokens) of a contiguous
+float32 or bfloat16 weight, the input (and bias) of its dtype, on a CPU with AVX2 stream W with all of torch's
+threads (csrc/cpu/gemv_dense.cpp; bf16 summed in fp32 and rounded once, as `F.linear` on bf16 does); the rest is
+`at::linear`. Not a packed layout: the weight is the module's own parameter (a tied LM head stays tied).
 
 An inference op: `DenseLinear` calls `F.linear` itself whenever autograd records (the op has no backward).
 """
@@ -54,7 +55,8 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 def cpu_dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                      path: str = "auto") -> torch.Tensor:
     """The C++ kernel itself on any number of tokens (tests and benchmarks): `path` 'auto' (AVX2 + FMA where
-    the CPU has it, else scalar) | 'avx2' | 'scalar' (the reference loop); float32 only. Raises RuntimeError
+    the CPU has it, else scalar) | 'avx2' | 'scalar' (the reference loop); float32, or bfloat16 input and weight
+    (an fp32 sum of their exact values, rounded to bf16 once). Raises RuntimeError
     naming the constraint for other inputs, and where sparsekit._cpu is not built."""
     ext = _ext.load_cpu()
     if ext is None:

@@ -1,8 +1,11 @@
-"""sparsekit::dense_linear: F.linear with sparsekit's CPU fp32 GEMV at decode, and `DenseLinear` / `use_dense_kernels`.
+"""sparsekit::dense_linear: F.linear with sparsekit's CPU GEMV (fp32, bf16) at decode, and `DenseLinear` /
+`use_dense_kernels`.
 
 Thresholds: every path sums K fp32 products in some order, so the error against a float64 reference is bounded by
 about K x 2^-24 x sum |x_k w_k| (the classic bound of a recursive sum; the SIMD paths' pairwise lanes do
-better). The tests compare against sum |x||w| with 1e-6 x K relative room, i.e. ~17x the bound's constant."""
+better). The tests compare against sum |x||w| with 1e-6 x K relative room, i.e. ~17x the bound's constant. bf16
+inputs are exact in fp32, so the same sum is then rounded to bf16 once: half a bf16 ulp more, at most 2^-9 of
+the result (8 significant bits), allowed as 2^-8 |result|."""
 
 from __future__ import annotations
 
@@ -34,41 +37,59 @@ PATHS = ["scalar", pytest.param("avx2", marks=pytest.mark.skipif(not HAS_AVX2, r
 
 
 def within_sum_bound(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
+    assert got.dtype == x.dtype
     ref = F.linear(x.double(), w.double(), None if b is None else b.double())
     scale = x.double().abs() @ w.double().abs().T + (0 if b is None else b.double().abs())
     k = w.shape[1]
     err = (got.double() - ref).abs()
-    assert bool((err <= scale * (1e-6 * k) + 1e-30).all()), float((err / scale).max())
+    rounding = 2.0**-8 * ref.abs() if got.dtype == torch.bfloat16 else 0.0  # the one rounding to bf16
+    assert bool((err <= scale * (1e-6 * k) + rounding + 1e-30).all()), float((err / scale).max())
 
 
-# rows of < 1024 inputs go one at a time, longer ones four at a time (gemv_fp32.cpp); tails of 1-15 inputs;
-# token tiles of 4 / 3 / 2 / 1 (one row) and 2 / 1 (four rows); rows left over after the fours; K = 1
-SHAPES = [(1, 1), (3, 5), (7, 16), (33, 17), (64, 576), (13, 1024), (130, 1030), (9, 2047)]
+# rows of < 4 KiB go one at a time, longer ones four at a time (gemv_dense.cpp: fp32 from 1024 inputs, bf16 from
+# 2048); tails of 1-15 inputs; token tiles of 4 / 3 / 2 / 1 (one row) and 2 / 1 (four rows); rows left over after
+# the fours; K = 1
+SHAPES = [(1, 1), (3, 5), (7, 16), (33, 17), (64, 576), (13, 1024), (130, 1030), (9, 2047), (6, 2048), (11, 2061)]
+DTYPES = [torch.float32, torch.bfloat16]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("n,k", SHAPES)
-def test_kernel_matches_linear(path, n, k):
-    w = torch.randn(n, k, generator=_gen(n * 1000 + k))
-    b = torch.randn(n, generator=_gen(1))
+def test_kernel_matches_linear(path, n, k, dtype):
+    w = torch.randn(n, k, generator=_gen(n * 1000 + k)).to(dtype)
+    b = torch.randn(n, generator=_gen(1)).to(dtype)
     for m in (1, 2, 3, 4, 5, 7, 16, 33):
-        x = torch.randn(m, k, generator=_gen(m))
+        x = torch.randn(m, k, generator=_gen(m)).to(dtype)
         within_sum_bound(cpu_dense_linear(x, w, b, path), x, w, b)
         within_sum_bound(cpu_dense_linear(x, w, None, path), x, w, None)
 
 
+def test_bf16_is_the_fp32_sum_rounded_once():
+    """A bf16 weight is its exact fp32 value to the kernel: the result is the fp32 kernel's on the widened tensors,
+    rounded to bf16 (the same bits), on every path."""
+    w = torch.randn(37, 600, generator=_gen(16)).bfloat16()
+    b = torch.randn(37, generator=_gen(17)).bfloat16()
+    x = torch.randn(5, 600, generator=_gen(18)).bfloat16()
+    for path in [p if isinstance(p, str) else p.values[0] for p in PATHS]:
+        want = cpu_dense_linear(x.float(), w.float(), b.float(), path).bfloat16()
+        assert torch.equal(cpu_dense_linear(x, w, b, path), want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_threads_split_rows_exactly(threads):
+def test_threads_split_rows_exactly(threads, dtype):
     """Each output is one row's sum, whichever thread computes it: the same bits at any thread count."""
-    w = torch.randn(301, 1100, generator=_gen(3))
-    x = torch.randn(2, 1100, generator=_gen(4))
+    w = torch.randn(301, 2100, generator=_gen(3)).to(dtype)
+    x = torch.randn(2, 2100, generator=_gen(4)).to(dtype)
     one = at_threads(1, lambda: cpu_dense_linear(x, w))
     assert torch.equal(at_threads(threads, lambda: cpu_dense_linear(x, w)), one)
 
 
 def test_op_decode_and_fallbacks():
-    """The op on the CPU: the kernel up to 16 tokens (float32), F.linear otherwise; batch dims and non-contiguous
-    inputs kept; results within the sum bound in every case, and F.linear's bits where it falls back."""
+    """The op on the CPU: the kernel up to 16 tokens (float32, bfloat16), F.linear otherwise; batch dims and
+    non-contiguous inputs kept; results within the sum bound in every case, and F.linear's bits where it falls
+    back."""
     w = torch.randn(40, 96, generator=_gen(5))
     b = torch.randn(40, generator=_gen(6))
     x = torch.randn(2, 3, 96, generator=_gen(7))
@@ -79,8 +100,13 @@ def test_op_decode_and_fallbacks():
     within_sum_bound(dense_linear(xt, w, b), xt.contiguous(), w, b)
     big = torch.randn(17, 96, generator=_gen(9))  # past 16 tokens: at::linear itself
     assert torch.equal(dense_linear(big, w, b), F.linear(big, w, b))
-    xb, wb = x.bfloat16(), w.bfloat16()  # bf16: F.linear
-    assert torch.equal(dense_linear(xb, wb), F.linear(xb, wb))
+    xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()  # bf16: the kernel, a bf16 result
+    within_sum_bound(dense_linear(xb, wb, bb).reshape(6, 40), xb.reshape(6, 96), wb, bb)
+    assert torch.equal(dense_linear(big.bfloat16(), wb, bb), F.linear(big.bfloat16(), wb, bb))
+    xh, wh = x.half(), w.half()  # fp16: F.linear
+    assert torch.equal(dense_linear(xh, wh), F.linear(xh, wh))
+    with pytest.raises(RuntimeError):  # mixed dtypes: F.linear's own error, as without sparsekit
+        dense_linear(x, wb)
     wt = torch.randn(96, 40, generator=_gen(10)).T  # a non-contiguous weight: F.linear
     assert torch.equal(dense_linear(x, wt), F.linear(x, wt))
 
@@ -91,10 +117,12 @@ def test_errors_name_the_constraint():
         dense_linear(torch.randn(1, 31), w)
     with pytest.raises(ValueError, match=r"bias must be a \[8\] tensor"):
         dense_linear(torch.randn(1, 32), w, torch.randn(7))
-    with pytest.raises(RuntimeError, match="must be a contiguous float32"):
+    with pytest.raises(RuntimeError, match="must be a contiguous float32 or bfloat16"):
         cpu_dense_linear(torch.randn(1, 32), w.half())
-    with pytest.raises(RuntimeError, match="input must be a float32"):
+    with pytest.raises(RuntimeError, match=r"input must be a float32 CPU tensor \(the weight's dtype\), got float64"):
         cpu_dense_linear(torch.randn(1, 32).double(), w)
+    with pytest.raises(RuntimeError, match="input must be a bfloat16 CPU tensor"):
+        cpu_dense_linear(torch.randn(1, 32), w.bfloat16())
     with pytest.raises(RuntimeError, match="path must be 'auto', 'avx2' or 'scalar'"):
         cpu_dense_linear(torch.randn(1, 32), w, None, "avx512")
 
@@ -128,7 +156,7 @@ def test_use_dense_kernels_head_keeps_the_tie_and_the_logits():
 
 
 def test_use_dense_kernels_all_and_training():
-    """'all' swaps every plain fp32 Linear on the CPU (not bf16 ones); gradients flow through F.linear."""
+    """'all' swaps every plain fp32 or bf16 Linear on the CPU (not fp16 ones); gradients flow through F.linear."""
     model = tiny_model("llama")
     names = use_dense_kernels(model, "all")
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -136,7 +164,10 @@ def test_use_dense_kernels_all_and_training():
     ids = torch.randint(3, 300, (1, 4), generator=_gen(14))
     model(input_ids=ids).logits.sum().backward()
     assert model.lm_head.weight.grad is not None and model.model.layers[0].mlp.up_proj.weight.grad is not None
-    assert use_dense_kernels(tiny_model("llama").bfloat16(), "all") == []
+    bf16 = tiny_model("llama").bfloat16()
+    assert use_dense_kernels(bf16, "all") == linears
+    assert lm_head_precision(bf16).startswith("bfloat16 (") and lm_head_precision(bf16).endswith(", sparsekit GEMV)")
+    assert use_dense_kernels(tiny_model("llama").half(), "all") == []
     with pytest.raises(SparsekitError, match="which must be one of head, all"):
         use_dense_kernels(model, "heads")
 
