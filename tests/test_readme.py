@@ -691,3 +691,33 @@ def test_readme_zen3_fp32_gemv_is_what_the_runs_print():
                            ("int4 g128", "int4 g128 exact"), ("int4 g128 a8", "int4 g128 a8")):
         assert (f"{label} {x(variant)} dense fp32 on torch, {x(variant, 'dense fp32 (sparsekit GEMV)')} dense fp32 on "
                 "the same GEMV") in flat, variant
+
+
+def test_readme_zen3_bf16_gemv_is_what_the_runs_print():
+    """The section on bf16 weights on sparsekit's GEMV (Zen 3): the A/B rows are the committed runs' 10th percentiles
+    (against torch's F.linear in bf16, in the same build), the kernel table is bench_cpu_gemm's on its JSON, and the
+    decode table and ratios are the committed decode run's."""
+    readme = (REPO / "README.md").read_text()
+    flat = " ".join(readme.split())
+    cpu = REPO / "bench" / "results" / "cpu"
+    shapes = {"head": "49152 x 576 (SmolLM2's tied head)", "memory": "4096 x 14336 (Llama-3-8B down)"}
+    for key, label in shapes.items():
+        for t in (1, 2):
+            name = f"ab_zen3_bf16_gemv_vs_torch_{key}_{t}t.json"
+            vs = json.loads((cpu / name).read_text())
+            assert (vs["base_layout"], vs["layout"], vs["acts"], vs["threads"], vs["m"]) == ("bf16", "bf16_gemv", "bf16", t, 1)
+            assert vs["builds"]["base"]["tree"] == vs["builds"]["new"]["tree"] and name in vs["command"]
+            b, n = vs["builds"]["base"]["p10_ms"], vs["builds"]["new"]["p10_ms"]
+            gbps = vs["weight_bytes"] / n / 1e6
+            assert f"| {label} | {t} | {b:.3f} ms | {n:.3f} ms ({gbps:.1f} GB/s) | x{b / n:.2f} |" in readme
+    gemm = _script("bench_cpu_gemm", "kernels")
+    data = json.loads((cpu / "cpu_gemm_zen3_bf16_gemv.json").read_text())
+    assert gemm.table(data) in readme and "--out bench/results/cpu/cpu_gemm_zen3_bf16_gemv.json" in readme
+    assert data["avx2_path"] and not data["avx512_path"]
+    assert all(r["rel_err"] < 2.0**-8 for r in data["rows"] if r["kernel"] == "bf16_gemv")
+    decode = _script("cpu_decode")
+    run = json.loads((cpu / "smollm2_decode_zen3_bf16_gemv.json").read_text())
+    assert run["model"] == "smollm2-135m" and decode.table(run) in readme and {r["threads"] for r in run["rows"]} == {2}
+    speed = {r["variant"]: r["compiled"]["tokens_per_s"] for r in run["rows"]}
+    assert f"dense bf16 on the GEMV decodes {speed['dense bf16 (sparsekit GEMV)'] / speed['dense bf16']:.2f}x" in flat
+    assert f"{speed['dense bf16 (sparsekit GEMV)'] / speed['dense fp32']:.2f}x dense fp32" in flat

@@ -116,6 +116,17 @@ def test_every_layout_matches_the_reference(kind, opts, path, dtype):
         assert rel(got, packed_linear_reference(x, layout, bias)) < TOL[dtype], (m, path)
 
 
+@pytest.mark.skipif(bool(_ext.cpu_info().get("bf16_dot")), reason="AVX512_BF16 CPUs multiply bf16 prefill in bf16")
+@pytest.mark.parametrize("kind", ["semi24", "int4", "int4_semi24"])
+def test_bf16_prefill_without_bf16_instructions_is_the_fp32_product_rounded_once(kind):
+    """Past the decode tiles, bf16 activations on a CPU without AVX512_BF16 are widened and multiplied in fp32 (torch's
+    bf16 matmul is several times slower there): the fp32 activations' result, rounded to bf16."""
+    layout = make(kind, 40, 576, group=128)
+    bias = torch.randn(40, generator=_gen(3))
+    x = torch.randn(33, 576, generator=_gen(33)).bfloat16()
+    assert torch.equal(cpu_linear(x, layout, bias), cpu_linear(x.float(), layout, bias).bfloat16())
+
+
 @pytest.mark.parametrize("kind, n, k, opts", [("semi24", 1, 8, {}), ("int4", 1, 2, {"group": 2}),
                                               ("int4_semi24", 1, 8, {"group": 4}), ("mxfp4", 1, 32, {}),
                                               ("int8", 1, 1, {}), ("int4", 3, 48, {"group": 16}),
