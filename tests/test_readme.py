@@ -715,9 +715,27 @@ def test_readme_zen3_bf16_gemv_is_what_the_runs_print():
     assert gemm.table(data) in readme and "--out bench/results/cpu/cpu_gemm_zen3_bf16_gemv.json" in readme
     assert data["avx2_path"] and not data["avx512_path"]
     assert all(r["rel_err"] < 2.0**-8 for r in data["rows"] if r["kernel"] == "bf16_gemv")
+    rows = {(r["shape"], r["m"], r["threads"], r["kernel"]): r["ms"] for r in data["rows"]}
+
+    def x(shape: str, m: int, slow: str) -> str:
+        return " / ".join(f"x{rows[shape, m, t, slow] / rows[shape, m, t, 'bf16_gemv']:.2f}" for t in (1, 2))
+
+    assert f"GEMV is {x('llama3-8b down', 1, 'bf16')} torch's bf16 on 4096 x 14336 (one / two threads) and " \
+           f"{x('49152x576', 1, 'bf16')} on the head" in flat
+    assert f"it reads half the bytes {x('llama3-8b down', 1, 'fp32_gemv')} and {x('49152x576', 1, 'fp32_gemv')} faster" in flat
+    assert f"and the GEMV is {x('llama3-8b down', 16, 'bf16')} faster" in flat
     decode = _script("cpu_decode")
-    run = json.loads((cpu / "smollm2_decode_zen3_bf16_gemv.json").read_text())
+    run = json.loads((cpu / "smollm2_decode_zen3_bf16_prefill.json").read_text())
+    before = {r["variant"]: r for r in json.loads((cpu / "smollm2_decode_zen3_bf16_gemv.json").read_text())["rows"]}
     assert run["model"] == "smollm2-135m" and decode.table(run) in readme and {r["threads"] for r in run["rows"]} == {2}
-    speed = {r["variant"]: r["compiled"]["tokens_per_s"] for r in run["rows"]}
+    by = {r["variant"]: r for r in run["rows"]}
+    speed = {v: r["compiled"]["tokens_per_s"] for v, r in by.items()}
     assert f"dense bf16 on the GEMV decodes {speed['dense bf16 (sparsekit GEMV)'] / speed['dense bf16']:.2f}x" in flat
     assert f"{speed['dense bf16 (sparsekit GEMV)'] / speed['dense fp32']:.2f}x dense fp32" in flat
+    assert f"the 2:4 bf16 model (its head on the GEMV) {speed['2:4 bf16 model'] / speed['dense fp32']:.2f}x" in flat
+    pre = {v: r["prefill_ms"] for v, r in by.items()}
+    assert (f"dense bf16 {pre['dense bf16']:.0f} ms on torch's kernels, {pre['dense bf16 (sparsekit GEMV)']:.0f} ms on "
+            f"`DenseLinear` (fp32 at {pre['dense fp32']:.0f} ms)") in flat
+    assert f"bf16 model {pre['2:4 bf16 model']:.0f} ms (it took {before['2:4 bf16 model']['prefill_ms']:.0f} ms before" in flat
+    assert (f"prefill took {before['dense bf16']['prefill_ms']:.0f} ms in bf16 against {before['dense fp32']['prefill_ms']:.0f} ms "
+            "in fp32") in flat
