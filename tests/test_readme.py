@@ -648,6 +648,10 @@ def test_readme_gpu_tables_are_what_the_script_prints():
         assert f"python scripts/gpu_results.py --table {path.relative_to(REPO)}" in readme
 
 
+#: the GEMV sections' A/B weights: file key -> the README's row label
+GEMV_AB_SHAPES = {"head": "49152 x 576 (SmolLM2's tied head)", "memory": "4096 x 14336 (Llama-3-8B down)"}
+
+
 def test_readme_zen3_fp32_gemv_is_what_the_runs_print():
     """The section on the fp32 LM head on sparsekit's GEMV (Zen 3): the A/B rows are the committed runs' 10th
     percentiles (against 69ff570's prefetching kernel, and against torch's F.linear in the same build), the kernel
@@ -656,8 +660,7 @@ def test_readme_zen3_fp32_gemv_is_what_the_runs_print():
     readme = (REPO / "README.md").read_text()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
-    shapes = {"head": "49152 x 576 (SmolLM2's tied head)", "memory": "4096 x 14336 (Llama-3-8B down)"}
-    for key, label in shapes.items():
+    for key, label in GEMV_AB_SHAPES.items():
         for t in (1, 2):
             ab = json.loads((cpu / f"ab_zen3_fp32_gemv_prefetch_{key}_{t}t.json").read_text())
             assert (ab["layout"], ab["base_layout"], ab["threads"], ab["m"], ab["rounds"]) == ("fp32_gemv", "fp32_gemv", t, 1, 8)
@@ -700,8 +703,7 @@ def test_readme_zen3_bf16_gemv_is_what_the_runs_print():
     readme = (REPO / "README.md").read_text()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
-    shapes = {"head": "49152 x 576 (SmolLM2's tied head)", "memory": "4096 x 14336 (Llama-3-8B down)"}
-    for key, label in shapes.items():
+    for key, label in GEMV_AB_SHAPES.items():
         for t in (1, 2):
             name = f"ab_zen3_bf16_gemv_vs_torch_{key}_{t}t.json"
             vs = json.loads((cpu / name).read_text())
