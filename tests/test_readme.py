@@ -699,7 +699,8 @@ def test_readme_zen3_fp32_gemv_is_what_the_runs_print():
 def test_readme_zen3_bf16_gemv_is_what_the_runs_print():
     """The section on bf16 weights on sparsekit's GEMV (Zen 3): the A/B rows are the committed runs' 10th percentiles
     (against torch's F.linear in bf16, in the same build), the kernel table is bench_cpu_gemm's on its JSON, and the
-    decode table and ratios are the committed decode run's."""
+    decode tables and ratios are the committed decode runs' (SmolLM2 before and after the prefill change, and
+    Llama-3.2-1B's configuration)."""
     readme = (REPO / "README.md").read_text()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
@@ -741,3 +742,9 @@ def test_readme_zen3_bf16_gemv_is_what_the_runs_print():
     assert f"bf16 model {pre['2:4 bf16 model']:.0f} ms (it took {before['2:4 bf16 model']['prefill_ms']:.0f} ms before" in flat
     assert (f"prefill took {before['dense bf16']['prefill_ms']:.0f} ms in bf16 against {before['dense fp32']['prefill_ms']:.0f} ms "
             "in fp32") in flat
+    llama = json.loads((cpu / "llama32_1b_random_decode_zen3_gemv.json").read_text())
+    assert llama["model"] == "llama-3.2-1b-random" and decode.table(llama) in readme
+    lc = {r["variant"]: r["compiled"]["tokens_per_s"] for r in llama["rows"]}
+    assert (f"the dense model on sparsekit's GEMV decodes {lc['dense fp32 (sparsekit GEMV)'] / lc['dense fp32']:.2f}x the same "
+            f"model on torch's kernels in fp32 and {lc['dense bf16 (sparsekit GEMV)'] / lc['dense bf16']:.2f}x in bf16") in flat
+    assert f"int4 g128 {lc['int4 g128'] / lc['dense fp32']:.2f}x and int4 + 2:4 {lc['2:4 + int4'] / lc['dense fp32']:.2f}x" in flat
