@@ -727,6 +727,8 @@ def test_readme_zen3_bf16_gemv_is_what_the_runs_print():
            f"{x('49152x576', 1, 'bf16')} on the head" in flat
     assert f"it reads half the bytes {x('llama3-8b down', 1, 'fp32_gemv')} and {x('49152x576', 1, 'fp32_gemv')} faster" in flat
     assert f"and the GEMV is {x('llama3-8b down', 16, 'bf16')} faster" in flat
+    grow = " / ".join(f"{rows['llama3-8b down', 16, t, 'bf16'] / rows['llama3-8b down', 1, t, 'bf16']:.2f}x" for t in (1, 2))
+    assert f"At 16 tokens torch's bf16 takes {grow} its one-token time" in flat
     decode = _script("cpu_decode")
     run = json.loads((cpu / "smollm2_decode_zen3_bf16_prefill.json").read_text())
     before = {r["variant"]: r for r in json.loads((cpu / "smollm2_decode_zen3_bf16_gemv.json").read_text())["rows"]}
