@@ -6,7 +6,7 @@ changes is the kernel of CPU decode calls (up to 16 tokens, float32 or bfloat16)
 thread's worth of memory bandwidth whatever its thread count, and its bf16 GEMV on a CPU without bf16
 instructions reads slower than its fp32 one (csrc/cpu/gemv_dense.cpp says what was measured); prefill, other
 dtypes and devices run `F.linear` through the same op (bf16 prefill on a CPU without AVX512_BF16: in fp32, where
-torch's bf16 matmul is ~4x slower), and so does every call that autograd records.
+torch's bf16 matmul is 4-5x slower on Zen 3), and so does every call that autograd records.
 
 `use_dense_kernels(model, "head")` is what `sparsekit.convert` and `sparsekit.load` do to a CPU model whose
 LM head stays a plain fp32 or bf16 `nn.Linear` (the head is streamed whole for every decoded token); `"all"` swaps

@@ -5,7 +5,7 @@ The torch custom op `sparsekit::dense_linear`, what `sparsekit.nn.DenseLinear` r
 serves CPU tensors (csrc/cpu/binding.cpp, `dense_linear_cpu`): decode calls (up to 16 tokens) of a contiguous
 float32 or bfloat16 weight, the input (and bias) of its dtype, on a CPU with AVX2 stream W with all of torch's
 threads (csrc/cpu/gemv_dense.cpp; bf16 summed in fp32 and rounded once, as `F.linear` on bf16 does); longer bf16
-calls on a CPU without AVX512_BF16 multiply in fp32 (torch's bf16 matmul is ~4x slower there); the rest is
+calls on a CPU without AVX512_BF16 multiply in fp32 (torch's bf16 matmul is 4-5x slower there on Zen 3); the rest is
 `at::linear`. Not a packed layout: the weight is the module's own parameter (a tied LM head stays tied).
 
 An inference op: `DenseLinear` calls `F.linear` itself whenever autograd records (the op has no backward).
