@@ -71,7 +71,7 @@ def test_bf16_is_the_fp32_sum_rounded_once():
     w = torch.randn(37, 600, generator=_gen(16)).bfloat16()
     b = torch.randn(37, generator=_gen(17)).bfloat16()
     x = torch.randn(5, 600, generator=_gen(18)).bfloat16()
-    for path in [p if isinstance(p, str) else p.values[0] for p in PATHS]:
+    for path in ["scalar"] + (["avx2"] if HAS_AVX2 else []):
         want = cpu_dense_linear(x.float(), w.float(), b.float(), path).bfloat16()
         assert torch.equal(cpu_dense_linear(x, w, b, path), want)
 
