@@ -43,6 +43,13 @@ using sparsekit::cpu::ValueType;
 
 constexpr int64_t kDecodeRows = 16;
 
+// Rows of a prefill tile: 16 MiB of fp32 rows. BLAS packs the activations again for every call, so a tile must hold
+// enough rows to amortise that (measured, 4096 x 14336 at M = 512, one thread: 1344 ms with L2-sized tiles of 18
+// rows, 477 ms with 16 MiB ones; dense fp32 404 ms), and no fp32 copy of a whole weight is ever held.
+int64_t prefill_tile_rows(int64_t n, int64_t k) {
+  return std::max<int64_t>(16, std::min<int64_t>(n, (int64_t(1) << 22) / k));
+}
+
 bool cpu_has_avx512() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool ok = sparsekit::cpu::avx512_compiled() && __builtin_cpu_supports("avx512f") &&
@@ -524,15 +531,13 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
       const sparsekit::cpu::DequantFn dequant = use == "avx512" ? sparsekit::cpu::dequant_avx512
                                                 : use == "avx2"   ? sparsekit::cpu::dequant_avx2
                                                                   : sparsekit::cpu::dequant_scalar;
-      // Tiles of 16 MiB of fp32 rows: BLAS packs the activations again for every call, so a tile must hold
-      // enough rows to amortise that (measured, 4096 x 14336 at M = 512, one thread: 1344 ms with L2-sized
-      // tiles of 18 rows, 477 ms with 16 MiB ones; dense fp32 404 ms). bfloat16 activations multiply the
+      // Dequantized tiles of `prefill_tile_rows` rows, multiplied by BLAS. bfloat16 activations multiply the
       // tile in bfloat16 (AMX / AVX512-BF16 where oneDNN has them: 2-3x the fp32 rate), as a bf16 model's
       // dense layers do; the weight's dequantized values are rounded to bf16 for it (2^-9 relative).
       // Without AVX512_BF16 (AVX2 CPUs: AMD Zen 1-3, Intel client cores) torch's bf16 matmul has no bf16 instruction
       // to run on and is several times slower than fp32 (Zen 3, SmolLM2's 128-token prefill in a bf16 model: 1.8 s
       // against 0.3 s in fp32): the activations are widened (exactly) and the tile multiplied in fp32 there.
-      const int64_t tile = std::max<int64_t>(16, std::min<int64_t>(n, (int64_t(1) << 22) / k));
+      const int64_t tile = prefill_tile_rows(n, k);
       const bool bf16 = x.scalar_type() == torch::kBFloat16 && cpu_has_bf16_dot();
       const auto xb = bf16 ? x2.to(torch::kBFloat16) : x2;
       auto buf = torch::empty({tile, k}, x2.options());
@@ -737,14 +742,14 @@ torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& weight, 
 
 // A bf16 weight times bf16 activations of more than kDecodeRows tokens on a CPU without AVX512_BF16, in fp32: torch's
 // bf16 matmul has no bf16 instruction to run on there and is several times slower than its fp32 one (Zen 3,
-// SmolLM2-135M's 128-token prefill in bf16: 1.8 s against 0.3 s in fp32). The weight is widened 16 MiB of rows at a
-// time (the packed prefill's tile: large enough that BLAS's packing of the activations amortises, small enough that
-// no fp32 copy of a whole head is ever held), the activations once; exact widenings, one fp32 sum, one rounding.
+// SmolLM2-135M's 128-token prefill in bf16: 1.8 s against 0.3 s in fp32). The weight is widened a prefill tile of
+// rows at a time (`prefill_tile_rows`, as the packed prefill), the activations once; exact widenings, one fp32 sum,
+// one rounding.
 torch::Tensor dense_prefill_fp32(const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias) {
   const int64_t n = weight.size(0), k = weight.size(1);
   const auto x2 = x.reshape({-1, k}).to(torch::kFloat32).contiguous();
   auto out = torch::empty({x2.size(0), n}, x2.options());
-  const int64_t tile = std::max<int64_t>(16, std::min<int64_t>(n, (int64_t(1) << 22) / k));
+  const int64_t tile = prefill_tile_rows(n, k);
   for (int64_t n0 = 0; n0 < n; n0 += tile) {
     const int64_t rows = std::min(tile, n - n0);
     out.narrow(1, n0, rows).copy_(at::mm(x2, weight.narrow(0, n0, rows).to(torch::kFloat32).t()));
