@@ -172,6 +172,40 @@ def test_cpu_targets_pages_table_compares_two_runs(tmp_path, capsys):
     assert exc.value.code == 2 and "needs --table" in capsys.readouterr().err
 
 
+def test_cpu_targets_across_runs_gives_median_range_and_met_count(tmp_path, capsys):
+    targets = load_script("cpu_targets", "kernels")
+
+    def run(date, int4_ms, fp32_ms, frac, threads=(1,), pages="4k"):
+        rows = [{"kernel": k, "threads": t, "m": 1, "ms": ms, "read_bw_fraction": frac}
+                for k, ms in (("fp32", fp32_ms), ("int4", int4_ms)) for t in threads]
+        bw = {str(t): {"read_gbps": 10.0 * t} for t in threads}
+        return {"date": date, "memory": {"bandwidth": bw, "rows": rows, "pages": {"asked": pages}}}
+
+    runs = [run("2026-12-07T06:52:41+00:00", 2.0, 12.0, 0.60), run("2026-12-07T06:56:00+00:00", 2.5, 11.0, 0.75),
+            run("2026-12-07T07:00:00+00:00", 2.0, 9.0, 0.80)]
+    text = targets.across_table(runs)
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
+    # ratios 6.0, 4.4, 4.5: median 4.5, met (>= 5x) once
+    assert lines["int4 g128 >= 5x fp32 dense"] == "| int4 g128 >= 5x fp32 dense | x4.50 (x4.40-x6.00) | 1/3 |"
+    assert lines["int4 (int4 g128)"] == "| int4 (int4 g128) | 75% (60%-80%) | 2/3 |"
+    assert lines["int4 + 2:4 >= 1.25x int4"] == "| int4 + 2:4 >= 1.25x int4 | – | – |"  # never measured
+    assert text.startswith("Runs (their read bandwidth at 1 thread): 2026-12-07 06:52 UTC (10.0 GB/s);")
+    with pytest.raises(ValueError, match="several runs"):
+        targets.across_table(runs[:1])
+    with pytest.raises(ValueError, match="different thread counts"):
+        targets.across_table([runs[0], run("2026-12-07T07:05:00+00:00", 2.0, 9.0, 0.8, threads=(1, 2))])
+    with pytest.raises(ValueError, match="different pages"):
+        targets.across_table([runs[0], run("2026-12-07T07:05:00+00:00", 2.0, 9.0, 0.8, pages="2m")])
+    files = []
+    for i, r in enumerate(runs):
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(r))
+    assert targets.main(["--across", *map(str, files)]) == 0 and "| 1/3 |" in capsys.readouterr().out
+    assert targets.main(["--across", str(files[0]), str(tmp_path / "none.json")]) == 2
+    assert "none.json does not exist" in capsys.readouterr().err
+    assert targets.main(["--across", str(files[0])]) == 2 and "got 1" in capsys.readouterr().err
+
+
 def test_huge_pages_script_records_both_reads_and_the_move(tmp_path, monkeypatch, capsys):
     from sparsekit.utils import pages
     from sparsekit.utils.pages import unavailable
@@ -230,9 +264,9 @@ def test_semi24_kblocks_times_the_three_orders_of_the_same_weights(tmp_path, cap
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
 def test_the_avx2_throughput_tool_builds_and_prints_each_line(tmp_path):
-    """The README's ceilings come from this tool: it builds with the command in its header, and where the CPU has
+    """The ceilings of docs/cpu-kernels.md come from this tool: it builds with the command in its header, and where the CPU has
     AVX2 a short run (1000 iterations a timing) prints each instruction and each kernel's loop body with a
-    positive rate (which the README test matches against the committed output)."""
+    positive rate (which tests/test_readme.py matches against the committed output)."""
     src = Path(__file__).resolve().parents[1] / "bench" / "kernels" / "cpu" / "vector_throughput_avx2.cpp"
     exe = tmp_path / "vt"
     header = src.read_text()
