@@ -1,4 +1,5 @@
-"""Every number in the README's results table comes from a committed result file (and its command)."""
+"""Every number in the README's results tables, and in the record of docs/cpu-kernels.md that the README's CPU
+section summarises, comes from a committed result file (and its command)."""
 
 import importlib.util
 import json
@@ -8,6 +9,13 @@ from pathlib import Path
 from tests.bench_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
+#: where the results tables live: the README, and the CPU kernels' dated record that its CPU section points to
+TABLE_DOCS = ("README.md", "docs/cpu-kernels.md")
+
+
+def _readme() -> str:
+    """The README and the record it points to, as one text (a table may sit in either)."""
+    return "\n".join((REPO / name).read_text() for name in TABLE_DOCS)
 
 
 def _row(readme: str, result_file: str) -> list[str]:
@@ -27,7 +35,7 @@ def _committed_table(name: str, result: str):
     script = _script(name)
     data = json.loads((REPO / result).read_text())
     assert data["command"].startswith(f"python bench/experiments/{name}.py")
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     assert script.table(data) in readme and f"python bench/experiments/{name}.py --table" in readme
     return script, data
 
@@ -37,7 +45,7 @@ def _fmt(value: float) -> str:
 
 
 def test_readme_results_equal_result_files():
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     checked = 0
     for result_file in re.findall(r"`(bench/results/smollm2-135m_dense[^`]+\.json)`", readme):
         report = json.loads((REPO / result_file).read_text())
@@ -56,7 +64,7 @@ def test_readme_pruning_rows_equal_what_the_table_command_prints():
     module = _script("prune_table")
     printed = set(module.table(REPO / "bench" / "results" / "prune").splitlines())
     printed |= set(module.table(REPO / "bench" / "results" / "quant", with_bytes=True).splitlines())
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     rows = [line for line in readme.splitlines() if line.startswith("|") and
             ("`bench/results/prune/" in line or "`bench/results/quant/" in line)]
     for line in rows:
@@ -68,7 +76,7 @@ def test_readme_pruning_rows_equal_what_the_table_command_prints():
 
 def test_readme_packed_sizes_equal_the_result_file():
     data = json.loads((REPO / "bench" / "results" / "packed_size" / "smollm2-135m.json").read_text())
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     assert data["command"].startswith("python bench/experiments/packed_size.py")
     for case, r in data["cases"].items():
         load, before = r["load"], r["load_baseline"]
@@ -83,7 +91,7 @@ def test_readme_packed_sizes_equal_the_result_file():
 def test_readme_module_study_table_is_what_the_script_prints():
     module = _script("module_sensitivity")
     printed = module.table(REPO / "bench" / "results" / "module_sensitivity" / "smollm2-135m_wanda_limit4.json")
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     assert printed in readme
 
 
@@ -93,7 +101,7 @@ def test_readme_structured_table_is_what_the_script_prints():
     data = json.loads(result.read_text())
     assert data["command"].startswith("python bench/experiments/structured.py")
     assert all(r["decode"].get("retimed") for r in data["results"].values()), "run structured.py --retime"
-    assert module.table(result) in (REPO / "README.md").read_text()
+    assert module.table(result) in _readme()
 
 
 def test_readme_gptq_order_table_is_what_the_script_prints():
@@ -103,7 +111,7 @@ def test_readme_gptq_order_table_is_what_the_script_prints():
     results = data["results"]
     # the reason GPTQ defaults to act-order, as the README says
     assert results["gptq act-order"]["ppl"] < results["rtn"]["ppl"] < results["gptq natural order"]["ppl"]
-    assert module.table(result) in (REPO / "README.md").read_text()
+    assert module.table(result) in _readme()
 
 
 def test_readme_zero_shot_table_is_what_the_script_prints():
@@ -111,7 +119,7 @@ def test_readme_zero_shot_table_is_what_the_script_prints():
     out = REPO / "bench" / "results" / "zero_shot"
     files = sorted(out.glob("smollm2-135m_*_limit100.json"))
     reports = [json.loads(f.read_text()) for f in files]
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     # dense and the three recipes the issue names, plus saved study checkpoints, on one stated protocol, every task
     names = {r["recipe_name"] for r in reports}
     assert set(module.DEFAULT.split(",")) <= names
@@ -120,7 +128,7 @@ def test_readme_zero_shot_table_is_what_the_script_prints():
         if r["recipe_name"] not in module.DEFAULT.split(","):  # a checkpoint: the README's command scores it again
             assert f"{r['recipe_name']}={r['checkpoint']}" in r["command"] and f"{r['recipe_name']}={r['checkpoint']}" in readme
     assert all(set(r["tasks"]) == set(module.TASKS) for r in reports)
-    assert module.table(out, 100) in (REPO / "README.md").read_text()
+    assert module.table(out, 100) in _readme()
 
 
 def test_readme_pruning_x_quantization_grid_is_what_the_sweep_prints():
@@ -135,7 +143,7 @@ def test_readme_pruning_x_quantization_grid_is_what_the_sweep_prints():
     assert all(r["protocol"] == sweep.protocol(grid) for r in rows)
     assert json.loads((out / "grid.json").read_text()) == grid  # the grid the README's command runs
     assert (out / "pareto.png").is_file() and (out / "report.html").is_file()
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     assert "sparsekit sweep --grid bench/sweeps/prune_vs_quant.yaml --out bench/results/prune_vs_quant\n" in readme
     assert "sparsekit sweep --out bench/results/prune_vs_quant --table" in readme
     assert sweep.markdown_table(out) in readme
@@ -144,7 +152,7 @@ def test_readme_pruning_x_quantization_grid_is_what_the_sweep_prints():
 def test_readme_cpu_tables_are_what_the_scripts_print():
     """The CPU kernel table (`bench_cpu_gemm.py --table`) and the SmolLM2 decode table (`cpu_decode.py
     --table`) are printed from their committed JSON, which names the command that measured it."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     gemm = _script("bench_cpu_gemm", "kernels")
     data = json.loads((REPO / "bench" / "results" / "cpu" / "cpu_gemm.json").read_text())
     assert data["command"].startswith("python bench/kernels/bench_cpu_gemm.py")
@@ -199,7 +207,7 @@ def test_readme_cpu_tables_are_what_the_scripts_print():
 def test_readme_cpu_targets_table_is_what_the_script_prints():
     """The targets table (`cpu_targets.py --table`): both runs of one command in one JSON, every timed kernel
     checked against the reference first, the from-cache run with one weight copy."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     targets = _script("cpu_targets", "kernels")
     gemm = _script("bench_cpu_gemm", "kernels")
     name = "cpu_targets_zen4.json"
@@ -227,7 +235,7 @@ def test_readme_cpu_targets_table_is_what_the_script_prints():
 def test_readme_segments_targets_table_is_what_the_script_prints():
     """The targets run after the 2:4 bf16 kernel took one token in segments: its table is the script's, and the
     figures the paragraph reads from it (the semi24 row, the read) are that run's."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     targets = _script("cpu_targets", "kernels")
     name = "cpu_targets_zen4_segments.json"
     data = json.loads((REPO / "bench" / "results" / "cpu" / name).read_text())
@@ -239,7 +247,7 @@ def test_readme_segments_targets_table_is_what_the_script_prints():
 def test_readme_zen3_gather_targets_table_is_what_the_script_prints():
     """The AVX2 one-token gather on Zen 3: the targets table is the script's on this build's JSON, the figures the
     bullet reads from it and from the run before the change are those runs', and both ran the AVX2 path."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     targets = _script("cpu_targets", "kernels")
     runs = {}
     for name in ("cpu_targets_zen3.json", "cpu_targets_zen3_7a809f2.json"):
@@ -304,7 +312,7 @@ def test_readme_zen3_exact_int4_group_loops_are_what_the_runs_print():
     """The section on the exact int4 kernels' group loops at one token (Zen 3): the A/B rows are the committed runs'
     10th percentiles against 2f47c91, the targets table is the script's on its JSON (the AVX2 path) with the
     ratios quoted from it, and the decode tables and tokens/s are the four committed decode runs'."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
     for layout, label in (("int4", "int4 g128"), ("int4_semi24", "int4 + 2:4 g128")):
@@ -338,7 +346,7 @@ def test_readme_zen3_semi24_two_rows_are_what_the_runs_print():
     """The section on 2:4 with bf16 values two rows at a time (Zen 3): the A/B rows are the committed runs' 10th
     percentiles against 3d2a505, the targets table is the script's on the repeat run's JSON (the AVX2 path), and the
     ratios and read fractions quoted are the two runs'."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
     _assert_zen3_ab_rows(readme, "ab_zen3_semi24_rows2_{}.json", "semi24", "2:4, bf16 values, fp32 activations", "3d2a505")
@@ -362,7 +370,7 @@ def test_readme_zen3_int4_semi24_a8_gather_is_what_the_runs_print():
     """The section on int4 + 2:4 a8's gather at one token (Zen 3): the A/B rows against 0c15bcc and against int4 a8
     are the committed runs' 10th percentiles, the targets and decode tables are the scripts' on their JSON (the AVX2
     path), and the cycles and ratios quoted are those runs' and the committed loop-body timings'."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
     _assert_zen3_ab_rows(readme, "ab_zen3_int4_semi24_a8_gather_{}.json", "int4_semi24",
@@ -405,9 +413,76 @@ def test_readme_zen3_int4_semi24_a8_gather_is_what_the_runs_print():
     assert f"the exact int4 + 2:4 {x('2:4 + int4')} and int4 {x('int4 g128')} in the same run" in flat
 
 
+ZEN3_TARGET_RUNS = ("cpu_targets_zen3_a8_gather", "cpu_targets_zen3_a8_gather_repeat", "cpu_targets_zen3_1207",
+                    "cpu_targets_zen3_1207_repeat")
+
+
+def test_readme_zen3_targets_across_runs_are_what_the_script_prints():
+    """The README's own Zen 3 summary: each target over four runs of the same decode kernels, and the read
+    bandwidths its text quotes."""
+    targets = _script("cpu_targets", "kernels")
+    runs = [json.loads((REPO / f"bench/results/cpu/{name}.json").read_text()) for name in ZEN3_TARGET_RUNS]
+    readme = (REPO / "README.md").read_text()
+    assert targets.across_table(runs) in readme
+    assert ("python bench/kernels/cpu_targets.py --across "
+            + " ".join(f"bench/results/cpu/{name}.json" for name in ZEN3_TARGET_RUNS)) in readme
+    for name, run in zip(ZEN3_TARGET_RUNS, runs):
+        assert run["command"] == f"python bench/kernels/cpu_targets.py --out bench/results/cpu/{name}.json"
+        assert run["memory"]["avx2_path"] and not run["memory"]["avx512_path"]
+    reads = [run["memory"]["bandwidth"]["1"]["read_gbps"] for run in runs]
+    flat = " ".join(readme.split())
+    assert f"its one-thread read moved from {max(reads):.1f} to {min(reads):.1f} GB/s" in flat
+
+
+def test_readme_zen3_summary_decode_is_what_the_runs_print():
+    """The README's own Zen 3 decode tables (the whole run, then its dense rows again) and the ratios its
+    bullets quote against each dense run."""
+    decode = _script("cpu_decode")
+    readme = (REPO / "README.md").read_text()
+    flat = " ".join(readme.split())
+    names = ("smollm2_decode_zen3_1207", "smollm2_decode_zen3_1207_dense_after")
+    runs = [json.loads((REPO / f"bench/results/cpu/{name}.json").read_text()) for name in names]
+    for name, run in zip(names, runs):
+        assert run["model"] == "smollm2-135m" and {r["threads"] for r in run["rows"]} == {2}
+        assert decode.table(run) in readme and f"--table --out bench/results/cpu/{name}.json" in readme
+    rows = {r["variant"]: r for r in runs[0]["rows"]}
+    dense = [rows["dense fp32"], next(r for r in runs[1]["rows"] if r["variant"] == "dense fp32")]
+
+    def compiled(row: dict) -> float:
+        return row["compiled"]["tokens_per_s"]
+
+    assert (f"dense fp32 compiled {compiled(dense[1]):.1f} tokens/s against the first row's "
+            f"{compiled(dense[0]):.1f}") in flat
+    for variant, label in (("int4 g128", "int4"), ("2:4 + int4", "int4 + 2:4"), ("int4 g128 a8", "int4 a8"),
+                           ("2:4 + int4 a8", "int4 + 2:4 a8")):
+        x = [compiled(rows[variant]) / compiled(d) for d in dense]
+        assert f"{label} {x[0]:.2f}x / {x[1]:.2f}x" in flat, variant
+    eager = [rows[v]["tokens_per_s"] / dense[0]["tokens_per_s"] for v in ("int4 g128", "2:4 + int4")]
+    assert f"{eager[0]:.2f}x and {eager[1]:.2f}x" in flat
+
+
+def test_readme_zen3_summary_kernel_table_is_what_the_run_prints():
+    """The README's own Zen 3 kernel table and the speed-ups its bullet quotes from it."""
+    gemm = _script("bench_cpu_gemm", "kernels")
+    data = json.loads((REPO / "bench/results/cpu/cpu_gemm_zen3_1207.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    assert gemm.table(data) in readme and "--table --out bench/results/cpu/cpu_gemm_zen3_1207.json" in readme
+    assert data["avx2_path"] and not data["avx512_path"]
+    flat = " ".join(readme.split())
+    x = {(r["kernel"], r["threads"]): r["speedup_vs_fp32"] for r in data["rows"]
+         if r["shape"] == "llama3-8b down" and r["m"] == 1}
+    for kernel, label in (("int4_a8", "int4 a8"), ("int4", "exact int4"), ("semi24", "2:4 with bf16 values"),
+                          ("int4_semi24_a8", "int4 + 2:4 a8")):
+        assert f"{label} {x[kernel, 1]:.2f}x / {x[kernel, 2]:.2f}x" in flat, kernel
+    for kernel in ("torch_int8", "torch_int4"):
+        assert f"{x[kernel, 1]:.2f}x / {x[kernel, 2]:.2f}x" in flat, kernel
+    reads = [data["bandwidth"][t]["read_gbps"] for t in ("1", "2")]
+    assert f"{reads[0]:.1f} GB/s at one thread, {reads[1]:.1f} at two" in flat
+
+
 def test_readme_zen3_decode_targets_are_the_tables():
     """The Zen 3 decode table's bullets quote its JSON: the end-to-end ratios to dense fp32 (compiled and eager)."""
-    flat = " ".join((REPO / "README.md").read_text().split())
+    flat = " ".join(_readme().split())
     run = json.loads((REPO / "bench" / "results" / "cpu" / "smollm2_decode_zen3.json").read_text())
     rows = {r["variant"]: r for r in run["rows"]}
 
@@ -426,7 +501,7 @@ def test_readme_zen3_instruction_ceilings_and_targets_are_what_the_runs_print():
     cycles (and highest GB/s) over the three runs in the committed output of vector_throughput_avx2.cpp, whose
     lines are the ones that file prints; the A/B table rows are the committed A/B runs' 10th percentiles; the
     targets table is the script's on this build's JSON (the AVX2 path), and the figures quoted are its."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     flat = " ".join(readme.split())
     out = (REPO / "bench" / "results" / "cpu" / "vector_throughput_avx2_zen3.txt").read_text()
     source = (REPO / "bench" / "kernels" / "cpu" / "vector_throughput_avx2.cpp").read_text()
@@ -493,7 +568,7 @@ def test_readme_a8_accuracy_table_is_what_the_script_prints():
     _, int8 = _committed_table("a8_accuracy", "bench/results/cpu/a8_accuracy_int8.json")  # measured later
     rows = data["rows"] + int8["rows"]
     assert [r["recipe"] for r in rows] == list(script.RECIPES)
-    assert "--table --out bench/results/cpu/a8_accuracy_int8.json" in (REPO / "README.md").read_text()
+    assert "--table --out bench/results/cpu/a8_accuracy_int8.json" in _readme()
     for rtn in (r for r in rows if r["recipe"] in ("mxfp4-rtn", "int8-rtn")):
         assert abs(rtn["ppl"]["exact"] / rtn["committed_ppl"] - 1) < 1e-3
     for row in rows:
@@ -519,7 +594,7 @@ def test_readme_export_table_is_what_the_script_prints():
     """The Deploy table (`export_readers.py --table`) is printed from its committed JSON; every quantized
     tensor of the exact variants was bit-exact in GGUF, and the readers' perplexities are within 1% of
     sparsekit's on the same windows."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     script = _script("export_readers")
     data = json.loads((REPO / "bench" / "results" / "export" / "readers.json").read_text())
     assert data["command"].startswith("python bench/experiments/export_readers.py")
@@ -551,7 +626,7 @@ def test_readme_nm_study_table_is_what_the_script_prints():
     """The 2:4 study table is what `nm_study.py --table` prints from the committed cells, each measured by
     that script on the standard protocol."""
     script = _script("nm_study")
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     out = REPO / "bench" / "results" / "nm_study"
     assert script.table(out) in readme and "python bench/experiments/nm_study.py --table" in readme
     assert script.flops_table() in readme and "python bench/experiments/nm_study.py --flops" in readme
@@ -638,7 +713,7 @@ def test_readme_gpu_tables_are_what_the_script_prints():
     spec = importlib.util.spec_from_file_location("gpu_results", REPO / "scripts" / "gpu_results.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     results = sorted((REPO / "bench" / "results" / "gpu").glob("*.json"))
     assert results, "no committed GPU result"
     for path in results:
@@ -657,7 +732,7 @@ def test_readme_zen3_fp32_gemv_is_what_the_runs_print():
     percentiles (against 69ff570's prefetching kernel, and against torch's F.linear in the same build), the kernel
     table is bench_cpu_gemm's on its JSON with the LM head's row quoted from it, and the decode tables and ratios are
     the two committed decode runs'."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
     for key, label in GEMV_AB_SHAPES.items():
@@ -701,7 +776,7 @@ def test_readme_zen3_bf16_gemv_is_what_the_runs_print():
     (against torch's F.linear in bf16, in the same build), the kernel table is bench_cpu_gemm's on its JSON, and the
     decode tables and ratios are the committed decode runs' (SmolLM2 before and after the prefill change, and
     Llama-3.2-1B's configuration)."""
-    readme = (REPO / "README.md").read_text()
+    readme = _readme()
     flat = " ".join(readme.split())
     cpu = REPO / "bench" / "results" / "cpu"
     for key, label in GEMV_AB_SHAPES.items():

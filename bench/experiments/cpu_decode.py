@@ -91,7 +91,7 @@ VARIANTS = {
     "2:4": ([MAG24], "bfloat16", "float32", "bench/results/prune/smollm2-135m_sparsegpt-2-4_limit40.json", "auto"),
     # the same layout in a bf16 model: its activations reach the kernel in bf16 (AVX512_BF16 dot products where
     # the CPU has them); read it against "dense bf16". Its perplexity: a SparseGPT 2:4 checkpoint evaluated in bf16
-    # (README, "2:4 in a bf16 model")
+    # (docs/cpu-kernels.md, "2:4 in a bf16 model")
     "2:4 bf16 model": ([MAG24], "bfloat16", "bfloat16", "bench/results/cpu/smollm2_sparsegpt24_eval_bf16.json", "auto"),
     # int4 (+ 2:4) in a bf16 model: bf16 activations into the kernels' bf16 dot products (one bf16 part each,
     # gemm_nibble_bf16.cpp / gemm_avx512_bf16.cpp); read them against "dense bf16" (perplexity in bf16 not measured)

@@ -25,7 +25,7 @@ down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down; or
   one; probed before and after each thread count's kernels, the faster probe the reference). Decode (M <= 16) is bound by that stream, so the fraction is its figure of merit;
 - pages: the weights and the bandwidth buffers on torch's 4 KiB pages, as a model's are by default, or with
   `--pages 2m` on 2 MiB pages where the OS gives them (`sparsekit.utils.pages`, what SPARSEKIT_HUGE_PAGES=1
-  does to a loaded model; one core reads 12-22% faster from those on the Zen 4 VM: see the README).
+  does to a loaded model; one core reads 12-22% faster from those on the Zen 4 VM: see docs/cpu-kernels.md).
 
 Kernels: `fp32` and `bf16` dense (torch.nn.functional.linear), `fp32_gemv` and `bf16_gemv` (the same weights
 through `sparsekit::dense_linear`: sparsekit's GEMV up to 16 tokens, what a converted model's fp32 or bf16 LM head

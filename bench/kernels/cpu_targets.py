@@ -38,6 +38,7 @@ import argparse
 import datetime as dt
 import json
 import shlex
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -141,7 +142,7 @@ def pages_table(small: dict, huge: dict) -> str:
 def across_table(runs: list[dict]) -> str:
     """Each target over several runs (of one build's kernels, same pages): per thread count the median, the
     range and `met k/n` of the speed-up ratios, then of each kernel's fraction of its run's read bandwidth
-    from memory. ValueError for fewer than two runs or runs that differ in pages or thread counts."""
+    from memory, with the median of its ceiling (as `table` has it). ValueError for fewer than two runs or runs that differ in pages or thread counts."""
     if len(runs) < 2:
         raise ValueError(f"--across judges targets over several runs; got {len(runs)}")
     mems = [_rows(run["memory"]) for run in runs]
@@ -155,10 +156,8 @@ def across_table(runs: list[dict]) -> str:
         raise ValueError(f"the runs are on different pages ({', '.join(sorted(pages))}): compare them with --versus")
 
     def cell(values: list[float], ok, fmt) -> str:
-        values = sorted(values)
-        n = len(values)
-        median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
-        return f"{fmt(median)} ({fmt(values[0])}-{fmt(values[-1])}) | {sum(map(ok, values))}/{n}"
+        return (f"{fmt(statistics.median(values))} ({fmt(min(values))}-{fmt(max(values))}) | "
+                f"{sum(map(ok, values))}/{len(values)}")
 
     per = " / ".join(str(t) for t in threads)
     lines = [f"Runs (their read bandwidth at {per} thread{'s' * (len(threads) > 1)}): " + "; ".join(
@@ -173,14 +172,20 @@ def across_table(runs: list[dict]) -> str:
             xs = [m[(base, t)]["ms"] / m[(kernel, t)]["ms"] for m in mems if (kernel, t) in m and (base, t) in m]
             cells.append("– | –" if not xs else cell(xs, lambda x: x >= ratio, lambda x: f"x{x:.2f}"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| kernel: >= " + f"{TARGET:.0%} of the read | " + " | ".join(
-        f"{t}t: median (range) | {t}t: met" for t in threads) + " |", "|---" * (1 + 2 * len(threads)) + "|"]
+    caches = [_rows(run["cache"]) if "cache" in run else {} for run in runs]
+    lines += ["", "| kernel | multiplies | " + " | ".join(
+        f"{t}t: read {TARGET:.0%}, median (range) | {t}t: met | {t}t: ceiling, median" for t in threads) + " |",
+        "|---" * (2 + 3 * len(threads)) + "|"]
     for kernel, what in DECODE.items():
         cells = []
         for t in threads:
             fs = [m[(kernel, t)]["read_bw_fraction"] for m in mems if (kernel, t) in m]
+            # the ceiling as `table` has it: the from-cache rate over the same run's read
+            cs = [c[(kernel, t)]["gbps"] / run["memory"]["bandwidth"][str(t)]["read_gbps"]
+                  for run, c in zip(runs, caches) if (kernel, t) in c]
             cells.append("– | –" if not fs else cell(fs, lambda f: f >= TARGET, lambda f: f"{f:.0%}"))
-        lines.append(f"| {kernel} ({what}) | " + " | ".join(cells) + " |")
+            cells.append(f"{statistics.median(cs):.0%}" if cs else "–")
+        lines.append(f"| {kernel} | {what} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

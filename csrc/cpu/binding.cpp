@@ -501,7 +501,7 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
       // (gemm_lookup_fp32.cpp). The lookup is shared by the tile's tokens, and the FMAs left are 2 per 32 weights
       // and token (int4 + 2:4: 1 and a gather) against the bf16-parts kernels' 3 dot products on the same pipes
       // (4096 x 14336, one thread, ab_builds.py p10 against the parts kernels: int4 5.1 against 8.5 ms at 4 tokens,
-      // 19.3 against 33.9 at 16; int4 + 2:4 5.5 against 8.0 and 21.1 against 32.4; README).
+      // 19.3 against 33.9 at 16; int4 + 2:4 5.5 against 8.0 and 21.1 against 32.4; docs/cpu-kernels.md).
       if (p.kind == Kind::kInt4Semi24) {
         at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) {
           sparsekit::cpu::rows_int4_semi24_f32(p, xp, m, op_, bp, n0, n1);

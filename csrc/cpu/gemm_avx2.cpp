@@ -398,7 +398,7 @@ void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
 // At one token the expansion above spends, per 16 inputs, two lane-crossing vpermps (their indices loaded from
 // a 256-entry table by each metadata byte) and two FMAs of which half multiply zeros: ~5 cycles per 16 inputs
 // on a Zen 3 core (3.1 GHz), 11 GB/s of 2:4 bf16 from cache, under half of its 23 GB/s read; this runs at ~3
-// (19 GB/s; bench/kernels/ab_builds.py, README; bf16 values, two rows at a time as below: ~2.6). Gathering the 8 kept
+// (19 GB/s; bench/kernels/ab_builds.py, docs/cpu-kernels.md; bf16 values, two rows at a time as below: ~2.6). Gathering the 8 kept
 // activations needs only in-lane shuffles once the activations' 4-input groups A B C D of every 16 inputs are
 // stored as A C B D (once per call, `gather_order`): vpermilps of [A | C] and of [B | D] by one index vector
 // picks the kept inputs of all four groups, because vpermilps reads only the low 2 bits of each dword, so the
@@ -846,7 +846,7 @@ SK_INLINE void int4_group_sums(const Packed& p, const uint8_t* c, const float* e
 // their sums take the group scale by four FMAs into the row's four sums, and the zero point's fold (s z sum x) is
 // one scalar FMA. `int4_tile<1>` ended each group with three adds, its 4 chains zeroed, its bounds recomputed
 // (~35 instructions against ~80 in a g128 group's steps) and tested every 16-byte step for its prefetch; without
-// that a call is 2-7% faster on Llama shapes (bench/kernels/ab_builds.py, Zen 3: README). (The scales converted
+// that a call is 2-7% faster on Llama shapes (bench/kernels/ab_builds.py, Zen 3: docs/cpu-kernels.md). (The scales converted
 // once per row, as the a8 kernels do: ~3% faster again in cache, ~9% slower at SmolLM2's K = 576, 5 groups a row.)
 template <int kSteps>
 void int4_one_token_rows(const Packed& p, const Split& sp, int64_t t, float* out, const float* bias, int64_t n0,
@@ -912,7 +912,7 @@ SK_INLINE float e8m0_dot(const uint8_t* e, const float* x, int64_t B) {
 // block sums of the split), times the block's E8M0 scale and 1/2 (exact powers of two). Why not the E2M1 value
 // through vpermps (`mxfp4_tile`, below): Zen 3 issues a vpermps every 1.0-1.3 cycles, two per 16 weights, where
 // vpshufb issues 2 a cycle: 6.5 cycles per 32 weights this way against 4.65 per 16
-// (bench/kernels/cpu/vector_throughput_avx2.cpp, README). The 16 code bytes are broadcast to both 128-bit halves, so one
+// (bench/kernels/cpu/vector_throughput_avx2.cpp, docs/cpu-kernels.md). The 16 code bytes are broadcast to both 128-bit halves, so one
 // split and one table lookup per nibble serve four spreads (half 0 takes bytes 0-3 / 8-11, half 1 4-7 / 12-15).
 // The block's sum is one chain, then one FMA by the scale into the row's. At 2+ tokens the decode is shared and
 // the FMAs bind: scaling the weights (4 multiplies a block) or each token's sums cost as much as the vpermps
@@ -1064,7 +1064,7 @@ inline bool nibble_fits(const Packed& p) {
 // - The operand that is the same for every token of a tile (the weights) is prepared once per chunk; the
 //   per-token work is two activation loads, the integer dot (two vpmaddubsw and a vpmaddwd for 64 weights:
 //   int4, MXFP4, and int4 + 2:4 expanded to dense int4), the conversion and one FMA. Measured (forced on an
-//   AVX-512 machine, 4096 x 14336, M = 1, one thread): int4 a8 1.7x the exact AVX2 int4 kernel (README,
+//   AVX-512 machine, 4096 x 14336, M = 1, one thread): int4 a8 1.7x the exact AVX2 int4 kernel (docs/cpu-kernels.md,
 //   bench/results/cpu/cpu_gemm_avx2_a8.json).
 // - Tiles of up to 4 tokens (a8_rows): accumulators, the chunk's weight vectors and the constants stay in the 16
 //   ymm registers; at 1-2 tokens consecutive chunks alternate two accumulator sets (the FMA latency).
@@ -1162,7 +1162,7 @@ SK_INLINE void chunks64(int64_t K, Chunk&& chunk, Ahead&& ahead) {
 // costs the per-row work (~21 instructions a chunk) once for all the tile's tokens and leaves the per-token work
 // int4's (two vpmaddubsw per 64 inputs, no bias correction). At one token nothing shares that work, and the kept
 // activations are gathered instead (`GatherA8`, below: 15 instructions a chunk in all, -37% at 4096 x 14336 from
-// memory on Zen 3, README). An earlier gather in input order (a20d514: two vpshufb, a vpblendd and ~10
+// memory on Zen 3, docs/cpu-kernels.md). An earlier gather in input order (a20d514: two vpshufb, a vpblendd and ~10
 // instructions per chunk to make the indices) streamed at 25% of the read bandwidth; the arrangement below needs
 // three for the indices.
 
@@ -1270,7 +1270,7 @@ struct GatherA8 {
 // (the lanes' block scales) apart, and the group scale multiplies that sum once per group. Per chunk and token
 // that leaves the conversion and one FMA with the block scales as its memory operand; the per-chunk scale vector
 // (two broadcasts, an insert, a multiply: 4 of 14 vector instructions, 2 of 6 loads at one token) made a chunk
-// issue at 3.75 cycles against 2.78 without it (bench/kernels/cpu/vector_throughput_avx2.cpp on Zen 3, README).
+// issue at 3.75 cycles against 2.78 without it (bench/kernels/cpu/vector_throughput_avx2.cpp on Zen 3, docs/cpu-kernels.md).
 template <int MT, bool kSemi24, bool kZeros = false, bool kGroupScale = false>
 void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                        int64_t n1) {

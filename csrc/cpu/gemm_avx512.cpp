@@ -423,7 +423,7 @@ void kept_bf16_tokens(const Packed& p, const float* x, const float* xr, int64_t 
 // with the 4-rows loop at 4.3-4.7, ad hoc). Rows stored in K blocks would add little: emulated in alternating
 // rounds (bench/kernels/semi24_kblocks.py) -11% / -3% / +3% (1t fp32, 1t bf16 acts, 2t), so the 16384 x 3584
 // figure above was more the machine's state than the layout. (The same on bf16
-// activations, rows_semi24_bf16_dot, gained nothing over its 8 rows a step: +1.8% / -6.1%, README.)
+// activations, rows_semi24_bf16_dot, gained nothing over its 8 rows a step: +1.8% / -6.1%, docs/cpu-kernels.md.)
 constexpr int64_t kSegInputs = 4096;
 constexpr int kSegRows = 32;
 constexpr int kSegAhead = 8;

@@ -7,7 +7,7 @@ stream, the slowest access pattern on 4 KiB pages, became the fastest (bench/ker
 
 Why opt-in: the decode kernels gained less than the read, per call at one thread -20% to +7% in three pairs
 of runs (torch's fp32 dense -11% to -13%; `cpu_targets.py --pages 2m` against `--pages 4k`), and a whole decode
-of Llama-3.2-1B's shapes moved by -3% to +14% (the README's pages paragraph has both measurements); memory
+of Llama-3.2-1B's shapes moved by -3% to +14% (the pages section of docs/cpu-kernels.md has both measurements); memory
 advised for huge pages keeps the advice after the allocator frees it, so later small allocations there can
 fault in whole huge pages (and compact memory to find them). torch's own switch, `THP_MEM_ALLOC_ENABLE=1`
 (set before torch's first allocation), does the same for every large tensor.

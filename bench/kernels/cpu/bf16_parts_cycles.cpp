@@ -1,7 +1,7 @@
 // The AVX512_BF16 bf16-parts decode kernels (gemm_nibble_bf16.cpp: int4 / MXFP4; gemm_avx512_bf16.cpp: int4 + 2:4)
 // timed without Python: one token, 4096 x 14336 from DRAM (3 weight copies rotated: 90+ MB, past the LLC) and 32
 // rows of it in L2 (cycles per 32 inputs of a row at the clock given, GHz), with the relative error of 64 rows
-// against a double sum of the scalar reference decoder. The README's "C++ harness" figures.
+// against a double sum of the scalar reference decoder. The "C++ harness" figures of docs/cpu-kernels.md.
 //
 //   g++ -O3 -std=c++17 -mf16c -Icsrc/cpu -o /tmp/bf16_parts_cycles bench/kernels/cpu/bf16_parts_cycles.cpp \
 //       csrc/cpu/gemm_nibble_bf16.cpp csrc/cpu/gemm_avx512_bf16.cpp

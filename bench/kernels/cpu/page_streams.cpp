@@ -6,7 +6,7 @@
 // On 4 KiB pages the hardware prefetchers stop at every page boundary and each page costs a TLB walk, so one
 // stream can run slower than several; on 2 MiB pages one stream runs fastest: a layout interleaved into one
 // stream pays only on huge pages (sparsekit.utils.pages, SPARSEKIT_HUGE_PAGES=1). The Zen 4 VM's figures: the
-// README's pages paragraph.
+// pages section of docs/cpu-kernels.md.
 //
 //   g++ -O2 -march=native -o /tmp/page_streams bench/kernels/cpu/page_streams.cpp
 //   /tmp/page_streams 4k; /tmp/page_streams 2m

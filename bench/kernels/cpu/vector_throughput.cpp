@@ -1,5 +1,5 @@
 // Throughput of 512-bit vector instructions, alone and in pairs: 8 independent chains per kind, so latency does
-// not bind, and the cycles per loop iteration are the issue rate (the README's Zen 4 figures: every kind 1 a
+// not bind, and the cycles per loop iteration are the issue rate (the Zen 4 figures of docs/cpu-kernels.md: every kind 1 a
 // cycle, pairs of kinds 1.3-1.4 cycles, vpermt2w + vdpbf16ps 1.9, vdpbf16ps + vfmadd231ps 2.0, 3 vdpbf16ps 3.1,
 // the kernels' mixes, and the exact int4 kernel's whole chunk: 111-112 cycles per 8 rows x 128 inputs, 3.5 per
 // 32 inputs). This VM's figures move by up to 40% between runs (another tenant on the core): take the lowest of

@@ -1,7 +1,7 @@
 // Throughput of 256-bit (AVX2) vector instructions and of the AVX2 decode kernels' per-step mixes, each alone: the
 // issue rate with latency out of the way (8 accumulator chains; the temporaries are shared by all chains, which
 // register renaming makes independent). The counterpart of vector_throughput.cpp (AVX-512) for CPUs without
-// AVX-512 (the README's Zen 3): a mix's cycles per step, at the clock, give the most packed bytes per second that
+// AVX-512 (the Zen 3 of docs/cpu-kernels.md): a mix's cycles per step, at the clock, give the most packed bytes per second that
 // kernel's instructions allow on one core with its data in L1 (memory operands read a 256-byte buffer), so a
 // kernel whose mix cannot issue at 70% of the read bandwidth cannot stream at 70% from memory either.
 // Cycles assume a fixed clock (argv[1], GHz; ~3.1 on the Zen 3 VM by a dependent-add loop). A shared VM's figures
