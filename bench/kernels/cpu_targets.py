@@ -142,7 +142,8 @@ def pages_table(small: dict, huge: dict) -> str:
 def across_table(runs: list[dict]) -> str:
     """Each target over several runs (of one build's kernels, same pages): per thread count the median, the
     range and `met k/n` of the speed-up ratios, then of each kernel's fraction of its run's read bandwidth
-    from memory, with the median of its ceiling (as `table` has it). ValueError for fewer than two runs or runs that differ in pages or thread counts."""
+    from memory, with the median of its ceiling (as `table` has it). ValueError for fewer than two runs, or runs
+    that differ in pages or thread counts."""
     if len(runs) < 2:
         raise ValueError(f"--across judges targets over several runs; got {len(runs)}")
     mems = [_rows(run["memory"]) for run in runs]
@@ -189,6 +190,14 @@ def across_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _all_exist(files: list[Path]) -> bool:
+    """Whether every result file to compare is there; if not, says which are missing (the caller exits 2)."""
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        print(f"cpu_targets: {', '.join(missing)} does not exist; run the measurement first", file=sys.stderr)
+    return not missing
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -205,9 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="print each target over these runs (median, range, met k/n) and exit")
     args = p.parse_args(argv)
     if args.across is not None:
-        missing = [str(f) for f in args.across if not f.is_file()]
-        if missing:
-            print(f"cpu_targets: {', '.join(missing)} does not exist; run the measurement first", file=sys.stderr)
+        if not _all_exist(args.across):
             return 2
         try:
             print(across_table([json.loads(f.read_text()) for f in args.across]))
@@ -218,9 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.versus is not None and not args.table:
         p.error("--versus compares two runs' tables: it needs --table")  # exit 2, nothing measured or written
     if args.versus is not None:
-        missing = [str(f) for f in (args.versus, args.out) if not f.is_file()]
-        if missing:
-            print(f"cpu_targets: {', '.join(missing)} does not exist; run the measurement first", file=sys.stderr)
+        if not _all_exist([args.versus, args.out]):
             return 2
         try:
             print(pages_table(json.loads(args.versus.read_text()), json.loads(args.out.read_text())))
