@@ -414,11 +414,11 @@ def test_readme_zen3_int4_semi24_a8_gather_is_what_the_runs_print():
 
 
 ZEN3_TARGET_RUNS = ("cpu_targets_zen3_a8_gather", "cpu_targets_zen3_a8_gather_repeat", "cpu_targets_zen3_1207",
-                    "cpu_targets_zen3_1207_repeat")
+                    "cpu_targets_zen3_1207_repeat", "cpu_targets_zen3_1207_0825", "cpu_targets_zen3_1207_0825_repeat")
 
 
 def test_readme_zen3_targets_across_runs_are_what_the_script_prints():
-    """The README's own Zen 3 summary: each target over four runs of the same decode kernels, and the read
+    """The README's own Zen 3 summary: each target over six runs of the same decode kernels, and the read
     bandwidths its text quotes."""
     targets = _script("cpu_targets", "kernels")
     runs = [json.loads((REPO / f"bench/results/cpu/{name}.json").read_text()) for name in ZEN3_TARGET_RUNS]
