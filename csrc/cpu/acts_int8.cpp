@@ -9,7 +9,8 @@
 // so their activations are stored biased by 128 (the kernels subtract 128 x sum w, which they get from the
 // same instruction). The AVX2 int4 + 2:4 kernel expands its codes to dense int4 and reads int4's arrangement at 2+
 // tokens; at one token it gathers the kept activations and reads an order of its own (avx2_a8_gathers).
-// int8 weights (VNNI) read the biased activations in input order, as the int4 + 2:4 kernel does.
+// int8 weights read the activations in input order: biased with VNNI, as the int4 + 2:4 kernel does; q as it is
+// with AVX2 (the kernel moves the weight's sign onto q).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -56,7 +57,8 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
   const bool int4_acts = p.kind == Kind::kInt4 || (p.kind == Kind::kInt4Semi24 && path == A8Path::kAvx2 && !avx2_gather);
   const bool gathered = p.kind == Kind::kInt4Semi24 && path == A8Path::kVnni;  // the VNNI kernel's vpshufb gather
   const bool int8_w = p.kind == Kind::kInt8;
-  const bool biased = !int4_acts && !avx2_gather;
+  // int8 weights on AVX2 move their sign onto q (vpsignb) and take q as it is
+  const bool biased = !int4_acts && !avx2_gather && !(int8_w && path == A8Path::kAvx2);
   const uint8_t zero = biased ? 128 : 0;
   if (avx2_gather) {
     qa.natural.assign(kp, 0);
@@ -83,7 +85,7 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
     quantize_block32(x + t * K, K, q.data(), d);
     if (gathered || int8_w) {
       uint8_t* nat = &qa.natural[t * kp];
-      for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i] + 128);
+      for (int64_t i = 0; i < K; ++i) nat[i] = static_cast<uint8_t>(q[i] + zero);
     }
     if (!gathered && !int8_w) {
       uint8_t* ev = &qa.even[t * kp / 2];

@@ -445,9 +445,7 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
   if (a8 && m <= kDecodeRows) {
     if (use == "avx512" && cpu_has_a8()) {
       a8_rows = sparsekit::cpu::rows_a8;
-    } else if ((use == "avx512" || use == "avx2") && cpu_has_avx2() && p.kind != Kind::kInt8) {
-      // (int8 has no AVX2 a8 kernel: vpmaddubsw's int16 pair sums of (q + 128) w would saturate; it runs the
-      // exact kernels on the quantized activations below)
+    } else if ((use == "avx512" || use == "avx2") && cpu_has_avx2()) {
       a8_rows = sparsekit::cpu::rows_a8_avx2;
       a8_path = sparsekit::cpu::A8Path::kAvx2;
     }

@@ -348,6 +348,7 @@ struct QActs {
                                 // MXFP4: q + 128 (u8)
   std::vector<uint8_t> odd;     // the same for inputs 1, 3, 5, ...
   std::vector<uint8_t> natural; // int4 + 2:4 and int8 (VNNI): [m, kpad] q + 128 (u8), input order;
+                                // int8 (AVX2): [m, kpad] q (s8), input order;
                                 // int4 + 2:4 (AVX2, one token: avx2_a8_gathers): [kpad] q (s8), the gather's order
   std::vector<float> lanes;     // int4, MXFP4, int4 + 2:4 (AVX2): [m, kpad / 8] the d of each 4-byte lane of even / odd
                                 // (the AVX2 gather: of each int32 lane of its dot)
@@ -406,8 +407,7 @@ using A8RowsFn = void (*)(const Packed& p, const QActs& qa, int64_t m, float* ou
 void rows_a8(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 
 // The same kernels with AVX2 (vpmaddubsw, vpmaddwd; gemm_avx2.cpp) for CPUs without AVX-512 VNNI, on the same
-// QActs and under the same a8_fits(), int8 excepted (the binding runs the exact kernels on its quantized
-// activations there); built where avx2_compiled() is true.
+// QActs (int8 weights: q unbiased) and under the same a8_fits(); built where avx2_compiled() is true.
 void rows_a8_avx2(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0,
                   int64_t n1);
 
