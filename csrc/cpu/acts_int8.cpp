@@ -4,13 +4,13 @@
 // The quantization is llama.cpp's Q8_0 (blocks of 32, symmetric absmax) with round-half-to-even, so that
 // torch.round reproduces it bit for bit in the tests' emulation. Arranged per layout and kernel so the kernels
 // load whole vectors: the nibble layouts keep input 2i in the low nibble of byte i, so their activations are
-// split into even and odd inputs (a code byte's two nibbles meet the same byte offset of each); MXFP4 and the
-// VNNI int4 + 2:4 kernel multiply signed weights, and vpdpbusd (AVX2: vpmaddubsw) needs one unsigned operand,
-// so their activations are stored biased by 128 (the kernels subtract 128 x sum w, which they get from the
-// same instruction). The AVX2 int4 + 2:4 kernel expands its codes to dense int4 and reads int4's arrangement at 2+
-// tokens; at one token it gathers the kept activations and reads an order of its own (avx2_a8_gathers).
-// int8 weights read the activations in input order: biased with VNNI, as the int4 + 2:4 kernel does; q as it is
-// with AVX2 (the kernel moves the weight's sign onto q).
+// split into even and odd inputs (a code byte's two nibbles meet the same byte offset of each). The VNNI MXFP4,
+// int4 + 2:4 and int8 kernels multiply signed weights, and vpdpbusd needs one unsigned operand, so their
+// activations are stored biased by 128 (the kernels subtract 128 x sum w, which they get from the same
+// instruction); the AVX2 MXFP4 and int8 kernels move the weights' sign onto q instead (vpsignb), and read q as
+// it is. The AVX2 int4 + 2:4 kernel expands its codes to dense int4 and reads int4's arrangement at 2+ tokens;
+// at one token it gathers the kept activations and reads an order of its own (avx2_a8_gathers). int8 weights
+// read the activations in input order.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -57,8 +57,10 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
   const bool int4_acts = p.kind == Kind::kInt4 || (p.kind == Kind::kInt4Semi24 && path == A8Path::kAvx2 && !avx2_gather);
   const bool gathered = p.kind == Kind::kInt4Semi24 && path == A8Path::kVnni;  // the VNNI kernel's vpshufb gather
   const bool int8_w = p.kind == Kind::kInt8;
-  // int8 weights on AVX2 move their sign onto q (vpsignb) and take q as it is
-  const bool biased = !int4_acts && !avx2_gather && !(int8_w && path == A8Path::kAvx2);
+  // vpdpbusd takes the activations as its unsigned operand where the weights are signed (VNNI: MXFP4, int4 + 2:4,
+  // int8); the AVX2 kernels take q as it is (int4's codes are the unsigned operand; MXFP4 and int8 move the
+  // weights' sign onto q with vpsignb)
+  const bool biased = path == A8Path::kVnni && !int4_acts;
   const uint8_t zero = biased ? 128 : 0;
   if (avx2_gather) {
     qa.natural.assign(kp, 0);

@@ -344,8 +344,8 @@ void quantize_block32(const float* x, int64_t k, int8_t* q, float* d);
 struct QActs {
   int64_t m = 0, k = 0, kpad = 0, blocks = 0;
   std::vector<float> d;         // [m, kpad / 32] block scales
-  std::vector<uint8_t> even;    // int4, int4 + 2:4 (AVX2): [m, kpad / 2] q of inputs 0, 2, 4, ... (s8);
-                                // MXFP4: q + 128 (u8)
+  std::vector<uint8_t> even;    // int4, int4 + 2:4 (AVX2), MXFP4 (AVX2): [m, kpad / 2] q of inputs 0, 2, 4, ...
+                                // (s8); MXFP4 (VNNI): q + 128 (u8)
   std::vector<uint8_t> odd;     // the same for inputs 1, 3, 5, ...
   std::vector<uint8_t> natural; // int4 + 2:4 and int8 (VNNI): [m, kpad] q + 128 (u8), input order;
                                 // int8 (AVX2): [m, kpad] q (s8), input order;

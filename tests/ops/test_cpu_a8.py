@@ -184,7 +184,7 @@ def test_avx2_a8_int4_semi24_reads_each_kept_position(group):
 @pytest.mark.parametrize("kind", ["int4", "int4_semi24", "mxfp4"])
 def test_avx2_a8_kernels_do_not_saturate_at_the_extremes(kind):
     """vpmaddubsw saturates its int16 pair sums: the largest sums the kernels form (int4: codes 15 x q 127,
-    8 products per int16 sum of even + odd pairs = 15240 / 2 per pair set; MXFP4: (q + 128) = 255 x 2 x 6;
+    8 products per int16 sum of even + odd pairs = 15240 / 2 per pair set; MXFP4: |2 x 6| x sign(w) q, 12 x 127;
     int4 + 2:4: 255 x (c - z) = +-15; at one token 2 x 15 x 127 per pair, c q and z q apart) must come out exact.
     x = +-1 everywhere gives q = +-127."""
     from sparsekit.pack import MXFP4, Int4, Int4Semi24
