@@ -29,7 +29,7 @@ the table names the file.
 | 2:4 | semi24 (bf16 values) | magnitude 2:4 | SparseGPT 2:4 |
 | 2:4 bf16 model | semi24 (bf16 values) in a bf16 model: bf16 activations | magnitude 2:4 | SparseGPT 2:4, evaluated in bf16 |
 | 2:4 + int4 | int4_semi24 | magnitude 2:4 + int4 RTN g128 | SparseGPT 2:4 + int4 (joint) |
-| int4 g128 a8, mxfp4 a8, 2:4 + int4 a8 | as above, on the opt-in backend 'cpu_a8' (int8 activations) | as above | the same recipes scored with 'cpu_a8' (a8_accuracy.py) |
+| int4 g128 a8, mxfp4 a8, 2:4 + int4 a8, int8 a8 | as above, on the opt-in backend 'cpu_a8' (int8 activations) | as above | the same recipes scored with 'cpu_a8' (a8_accuracy.py) |
 | int4 g128 + int8 head, 2:4 + int4 + int8 head | as above + int8 (LM head) | as above + the head step `INT8_HEAD` | the same recipes with the head step (head_accuracy.py) |
 
 Embeddings and norms are not compressed: they run in the model's dtype (fp32, bf16 for the bf16
@@ -73,6 +73,7 @@ MAG24 = {"prune": {"method": "magnitude", "pattern": "2:4"}}
 INT4 = {"quantize": {"format": "int4", "group_size": 128}}
 MXFP4 = {"quantize": {"format": "mxfp4"}}
 A8 = "bench/results/cpu/a8_accuracy.json"
+A8_INT8 = "bench/results/cpu/a8_accuracy_int8.json"
 HEAD = "bench/results/cpu/head_accuracy.json"
 #: name -> (recipe or None, packed value dtype, model dtype, accuracy file or None, backend); an accuracy
 #: file `FILE#RECIPE#KEY` is the perplexity `KEY` of a row of a8_accuracy.py's or head_accuracy.py's results
@@ -102,6 +103,7 @@ VARIANTS = {
     "int4 g128 a8": ([INT4], None, "float32", f"{A8}#int4-gptq#a8", "cpu_a8"),
     "mxfp4 a8": ([MXFP4], None, "float32", f"{A8}#mxfp4-rtn#a8", "cpu_a8"),
     "2:4 + int4 a8": ([MAG24, INT4], None, "float32", f"{A8}#sparsegpt-2:4+int4-joint#a8", "cpu_a8"),
+    "int8 a8": ([{"quantize": {"format": "int8"}}], None, "float32", f"{A8_INT8}#int8-rtn#a8", "cpu_a8"),
     "int4 g128 + int8 head": ([INT4, INT8_HEAD], None, "float32", f"{HEAD}#int4-gptq#int8_head", "auto"),
     "2:4 + int4 + int8 head": ([MAG24, INT4, INT8_HEAD], None, "float32",
                                f"{HEAD}#sparsegpt-2:4+int4-joint#int8_head", "auto"),
