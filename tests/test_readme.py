@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.bench_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -413,24 +415,29 @@ def test_readme_zen3_int4_semi24_a8_gather_is_what_the_runs_print():
     assert f"the exact int4 + 2:4 {x('2:4 + int4')} and int4 {x('int4 g128')} in the same run" in flat
 
 
-ZEN3_TARGET_RUNS = ("cpu_targets_zen3_a8_gather", "cpu_targets_zen3_a8_gather_repeat", "cpu_targets_zen3_1207",
-                    "cpu_targets_zen3_1207_repeat", "cpu_targets_zen3_1207_0825", "cpu_targets_zen3_1207_0825_repeat")
+#: the README's Zen 3 summary: six runs of today's build (the int8 and MXFP4 a8 kernels with the sign moved onto q)
+ZEN3_TARGET_RUNS = tuple(f"cpu_targets_zen3_a8_sign_run{i}" for i in range(1, 7))
+#: the six runs of the build before, in docs/cpu-kernels.md
+ZEN3_TARGET_RUNS_BEFORE = ("cpu_targets_zen3_a8_gather", "cpu_targets_zen3_a8_gather_repeat", "cpu_targets_zen3_1207",
+                           "cpu_targets_zen3_1207_repeat", "cpu_targets_zen3_1207_0825",
+                           "cpu_targets_zen3_1207_0825_repeat")
 
 
-def test_readme_zen3_targets_across_runs_are_what_the_script_prints():
-    """The README's own Zen 3 summary: each target over six runs of the same decode kernels, and the read
-    bandwidths its text quotes."""
+@pytest.mark.parametrize("names, doc", [(ZEN3_TARGET_RUNS, "README.md"), (ZEN3_TARGET_RUNS_BEFORE, "docs/cpu-kernels.md")])
+def test_readme_zen3_targets_across_runs_are_what_the_script_prints(names, doc):
+    """The Zen 3 summary: each target over six runs of the same decode kernels (the README: today's build; the
+    record: the build before), and the read bandwidths its text quotes."""
     targets = _script("cpu_targets", "kernels")
-    runs = [json.loads((REPO / f"bench/results/cpu/{name}.json").read_text()) for name in ZEN3_TARGET_RUNS]
-    readme = (REPO / "README.md").read_text()
-    assert targets.across_table(runs) in readme
+    runs = [json.loads((REPO / f"bench/results/cpu/{name}.json").read_text()) for name in names]
+    text = (REPO / doc).read_text()
+    assert targets.across_table(runs) in text
     assert ("python bench/kernels/cpu_targets.py --across "
-            + " ".join(f"bench/results/cpu/{name}.json" for name in ZEN3_TARGET_RUNS)) in readme
-    for name, run in zip(ZEN3_TARGET_RUNS, runs):
+            + " ".join(f"bench/results/cpu/{name}.json" for name in names)) in text
+    for name, run in zip(names, runs):
         assert run["command"] == f"python bench/kernels/cpu_targets.py --out bench/results/cpu/{name}.json"
         assert run["memory"]["avx2_path"] and not run["memory"]["avx512_path"]
     reads = [run["memory"]["bandwidth"]["1"]["read_gbps"] for run in runs]
-    flat = " ".join(readme.split())
+    flat = " ".join(text.split())
     assert f"its one-thread read moved from {max(reads):.1f} to {min(reads):.1f} GB/s" in flat
 
 
@@ -461,18 +468,68 @@ def test_readme_zen3_summary_decode_is_what_the_runs_print():
     assert f"{eager[0]:.2f}x and {eager[1]:.2f}x" in flat
 
 
-def test_readme_zen3_summary_kernel_table_is_what_the_run_prints():
-    """The README's own Zen 3 kernel table and the speed-ups its bullet quotes from it."""
-    gemm = _script("bench_cpu_gemm", "kernels")
-    data = json.loads((REPO / "bench/results/cpu/cpu_gemm_zen3_1207.json").read_text())
+#: the loop-body lines of vector_throughput_avx2.cpp quoted by the section on the sign moved onto q
+A8_SIGN_LINES = ("int8 a8, 32 weights", "mxfp4 a8 biased (1a8eba5), 64 weights", "mxfp4 a8 sign, 64 weights",
+                 "int4 a8 g128, 64 weights")
+
+
+def test_readme_zen3_a8_sign_is_what_the_runs_print():
+    """The section on the int8 and MXFP4 a8 kernels with the weights' sign moved onto q (Zen 3): each A/B row is a
+    committed run's 10th percentiles (and medians' change) against 1a8eba5, each loop-body line the lowest cycles and
+    highest GB/s of the three committed runs of vector_throughput_avx2.cpp, and the decode table (in the README and
+    the record) the committed run's."""
+    docs = (REPO / "docs" / "cpu-kernels.md").read_text()
+    cpu = REPO / "bench" / "results" / "cpu"
+    files = sorted(cpu.glob("ab_zen3_int8_a8_*.json")) + sorted(cpu.glob("ab_zen3_mxfp4_a8_*.json"))
+    assert len(files) == 14
+    for path in files:
+        ab = json.loads(path.read_text())
+        b, n = ab["builds"]["base"], ab["builds"]["new"]
+        assert b["commit"] == "1a8eba5" and ab["acts"] == "int8" and path.name in ab["command"]
+        assert ab["rounds"] == (16 if path.stem.endswith("_repeat") else 10)
+        label = {"int8": "int8, int8 activations", "mxfp4": "MXFP4, int8 activations"}[ab["layout"]]
+        where = "in cache" if ab["copies"] == 1 else "memory"
+        assert (f"| {label} | {ab['n']} x {ab['k']} ({where}), {ab['m']}, {ab['threads']} | {b['p10_ms']:.3f} ms | "
+                f"{n['p10_ms']:.3f} ms | {100 * ab['change']['p10_ms']:+.1f}% ({100 * ab['change']['ms']:+.1f}%) |") in docs, path.name
+    out = (cpu / "vector_throughput_avx2_zen3_a8_sign.txt").read_text()
+    source = (REPO / "bench" / "kernels" / "cpu" / "vector_throughput_avx2.cpp").read_text()
+    assert out.count("UTC 2026") == 3
+    for label in A8_SIGN_LINES:
+        found = re.findall(rf"^{re.escape(label)}\s+([\d.]+) cycles a step:\s+([\d.]+) GB/s", out, re.M)
+        assert len(found) == 3 and f'BENCH("{label}"' in source, label
+        cyc, gbps = min(float(c) for c, _ in found), max(float(g) for _, g in found)
+        assert f"| {label} | {cyc:.2f} | {gbps:.1f} |" in docs, label
+    for pair in (1, 2):  # exact MXFP4 and MXFP4 a8 decoded by the build before and this one in turn
+        for build, commit in (("base", "1a8eba5"), ("new", "1311d96")):
+            run = json.loads((cpu / f"smollm2_decode_zen3_mxfp4_a8_pair{pair}_{build}.json").read_text())
+            tps = {r["variant"]: r["compiled"]["tokens_per_s"] for r in run["rows"]}
+            assert f"--variants 'mxfp4,mxfp4 a8' --out /work/scratch/s46/decode_{build}_{pair}.json" in run["command"]
+            assert (f"| {pair} | {commit} | {tps['mxfp4']:.1f} | {tps['mxfp4 a8']:.1f} | "
+                    f"x{tps['mxfp4 a8'] / tps['mxfp4']:.2f} |") in docs
+    decode = _script("cpu_decode")
+    run = json.loads((cpu / "smollm2_decode_zen3_a8_sign.json").read_text())
+    assert run["model"] == "smollm2-135m" and {r["threads"] for r in run["rows"]} == {2}
     readme = (REPO / "README.md").read_text()
-    assert gemm.table(data) in readme and "--table --out bench/results/cpu/cpu_gemm_zen3_1207.json" in readme
+    assert decode.table(run) in readme and "--table --out bench/results/cpu/smollm2_decode_zen3_a8_sign.json" in readme
+
+
+@pytest.mark.parametrize("name, doc", [("cpu_gemm_zen3_a8_sign", "README.md"), ("cpu_gemm_zen3_1207", "docs/cpu-kernels.md")])
+def test_readme_zen3_summary_kernel_table_is_what_the_run_prints(name, doc):
+    """The Zen 3 kernel table (the README: today's build; the record: the build before) and the speed-ups its
+    bullet quotes from it."""
+    gemm = _script("bench_cpu_gemm", "kernels")
+    data = json.loads((REPO / f"bench/results/cpu/{name}.json").read_text())
+    readme = (REPO / doc).read_text()
+    assert gemm.table(data) in readme and f"--table --out bench/results/cpu/{name}.json" in readme
     assert data["avx2_path"] and not data["avx512_path"]
     flat = " ".join(readme.split())
     x = {(r["kernel"], r["threads"]): r["speedup_vs_fp32"] for r in data["rows"]
          if r["shape"] == "llama3-8b down" and r["m"] == 1}
-    for kernel, label in (("int4_a8", "int4 a8"), ("int4", "exact int4"), ("semi24", "2:4 with bf16 values"),
-                          ("int4_semi24_a8", "int4 + 2:4 a8")):
+    labels = [("int4_a8", "int4 a8"), ("int4", "exact int4"), ("semi24", "2:4 with bf16 values"),
+              ("int4_semi24_a8", "int4 + 2:4 a8")]
+    if doc == "README.md":
+        labels += [("int8_a8", "int8 a8"), ("mxfp4_a8", "MXFP4 a8")]
+    for kernel, label in labels:
         assert f"{label} {x[kernel, 1]:.2f}x / {x[kernel, 2]:.2f}x" in flat, kernel
     for kernel in ("torch_int8", "torch_int4"):
         assert f"{x[kernel, 1]:.2f}x / {x[kernel, 2]:.2f}x" in flat, kernel

@@ -1477,10 +1477,11 @@ void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, floa
 // kernel: a pair sum is at most 2 x 12 x 127 = 3048, even + odd pairs 6096 < 32767: exact. A code's sign is its bit
 // 3, so the sign bytes cost one shift: the code byte itself carries the high code's sign in bit 7, and the byte
 // shifted left by 4 the low code's (the bits shifted in from the next byte sit below bit 7; a byte that is 0, or
-// positive for a code whose magnitude is 0, multiplies a zero). Per chunk and token that is two vpsignb where the
-// activations biased by 128 (the VNNI kernels' bytes) took a subtraction of 128 sum w, whose per-chunk sum w (two
-// vpmaddubsw against ones, an add, a vpmaddwd, a shift) the sign bytes replace with the shift: 3 vector
-// instructions fewer per 64 inputs at one token, as many at four.
+// positive for a code whose magnitude is 0, multiplies a zero). Against activations biased by 128 (the VNNI
+// kernels' bytes, which this kernel read until 1a8eba5) each token takes two vpsignb instead of subtracting 128 sum
+// w, and each chunk the shift instead of sum w (two vpmaddubsw against ones, an add, a vpmaddwd, a shift): 3 vector
+// instructions fewer per 64 inputs at one token, as many at four (docs/cpu-kernels.md: -4% from memory, -10% in
+// cache at one token on Zen 3).
 // The E8M0 scales come from a table of exact fp32 values, one per 128-bit half of a chunk.
 // (E8M0Table kE8M0: at the top of the file, built with baseline instructions)
 
@@ -1511,11 +1512,10 @@ void mxfp4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out
       const __m256i lo_sign = _mm256_slli_epi16(v, 4);  // bit 7: the low code's bit 3; v's: the high code's
       const __m256 sv = halves(kE8M0.v[e8m0[k0 / 32]], full ? kE8M0.v[e8m0[k0 / 32 + 1]] : 0.0f);
       for (int t = 0; t < MT; ++t) {
-        const __m256i d = pairs_to_lanes(
-            _mm256_maddubs_epi16(lo, _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.ev[t] + b)),
-                                                      lo_sign)),
-            _mm256_maddubs_epi16(hi, _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.od[t] + b)),
-                                                      v)));
+        const __m256i ev = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.ev[t] + b));
+        const __m256i od = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(eo.od[t] + b));
+        const __m256i d = pairs_to_lanes(_mm256_maddubs_epi16(lo, _mm256_sign_epi8(ev, lo_sign)),
+                                         _mm256_maddubs_epi16(hi, _mm256_sign_epi8(od, v)));
         acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sv, _mm256_loadu_ps(eo.ln[t] + b / 4)),
                                     acc[a][t]);
       }

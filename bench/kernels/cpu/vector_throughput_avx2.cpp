@@ -131,6 +131,36 @@ alignas(64) static float buf[64];  // zeros: the activations, codes and position
   "vpmaddubsw %%ymm2,%%ymm0,%%ymm0\n vpmaddubsw %%ymm2,%%ymm6,%%ymm3\n vpsubw %%ymm3,%%ymm0,%%ymm0\n"         \
   "vpmaddwd %%ymm6,%%ymm0,%%ymm0\n vcvtdq2ps %%ymm0,%%ymm0\n vfmadd231ps 96(%1),%%ymm0," ACC(i) "\n"
 
+// MXFP4 a8 (mxfp4_a8_avx2_tile) at one token, as it was (to 1a8eba5): 64 inputs = 32 code bytes: the nibbles split
+// and looked up as 2 x E2M1 (vpshufb), sum w per lane against ones (two vpmaddubsw, the add, vpmaddwd, a shift by 7),
+// then per token the biased activations (loaded: vpmaddubsw's unsigned operand) times the codes, the add, vpmaddwd,
+// 128 sum w subtracted, the conversion, the scales (two broadcasts, an insert, a multiply by the lanes'), one FMA
+#define MXFP4_A8_BIASED(i)                                                                                     \
+  "vmovdqu (%1),%%ymm0\n vpand %%ymm7,%%ymm0,%%ymm1\n vpshufb %%ymm1,%%ymm5,%%ymm1\n vpsrlw $4,%%ymm0,%%ymm0\n"  \
+  "vpand %%ymm7,%%ymm0,%%ymm0\n vpshufb %%ymm0,%%ymm5,%%ymm0\n vpmaddubsw %%ymm1,%%ymm4,%%ymm2\n"              \
+  "vpmaddubsw %%ymm0,%%ymm4,%%ymm3\n vpaddw %%ymm3,%%ymm2,%%ymm2\n vpmaddwd %%ymm6,%%ymm2,%%ymm2\n"            \
+  "vpslld $7,%%ymm2,%%ymm2\n vmovdqu 32(%1),%%ymm3\n vpmaddubsw %%ymm1,%%ymm3,%%ymm1\n vmovdqu 64(%1),%%ymm3\n" \
+  "vpmaddubsw %%ymm0,%%ymm3,%%ymm0\n vpaddw %%ymm1,%%ymm0,%%ymm0\n vpmaddwd %%ymm6,%%ymm0,%%ymm0\n"            \
+  "vpsubd %%ymm2,%%ymm0,%%ymm0\n vcvtdq2ps %%ymm0,%%ymm0\n vbroadcastss 128(%1),%%xmm1\n"                       \
+  "vbroadcastss 132(%1),%%xmm2\n vinsertf128 $1,%%xmm2,%%ymm1,%%ymm1\n vmulps 96(%1),%%ymm1,%%ymm1\n"           \
+  "vfmadd231ps %%ymm1,%%ymm0," ACC(i) "\n"
+// MXFP4 a8 now: the magnitudes looked up (|2 x E2M1|), the low codes' signs by one shift (the code byte is the
+// high codes'), and per token two vpsignb of the activations in place of the subtraction
+#define MXFP4_A8_SIGN(i)                                                                                       \
+  "vmovdqu (%1),%%ymm0\n vpand %%ymm7,%%ymm0,%%ymm1\n vpshufb %%ymm1,%%ymm5,%%ymm1\n vpsllw $4,%%ymm0,%%ymm3\n"  \
+  "vmovdqu 32(%1),%%ymm2\n vpsignb %%ymm3,%%ymm2,%%ymm2\n vpmaddubsw %%ymm2,%%ymm1,%%ymm1\n"                    \
+  "vpsrlw $4,%%ymm0,%%ymm2\n vpand %%ymm7,%%ymm2,%%ymm2\n vpshufb %%ymm2,%%ymm5,%%ymm2\n"                        \
+  "vmovdqu 64(%1),%%ymm3\n vpsignb %%ymm0,%%ymm3,%%ymm3\n vpmaddubsw %%ymm3,%%ymm2,%%ymm2\n"                    \
+  "vpaddw %%ymm1,%%ymm2,%%ymm2\n vpmaddwd %%ymm6,%%ymm2,%%ymm2\n vcvtdq2ps %%ymm2,%%ymm2\n"                      \
+  "vbroadcastss 128(%1),%%xmm0\n vbroadcastss 132(%1),%%xmm1\n vinsertf128 $1,%%xmm1,%%ymm0,%%ymm0\n"           \
+  "vmulps 96(%1),%%ymm0,%%ymm0\n vfmadd231ps %%ymm0,%%ymm2," ACC(i) "\n"
+// int8 a8 (int8_a8_avx2_tile): 32 inputs = 32 code bytes: |w| (vpabsb), the activations loaded and given w's sign
+// (vpsignb), vpmaddubsw, vpmaddwd, the conversion, the block scale broadcast, one FMA
+#define INT8_A8(i)                                                                                             \
+  "vmovdqu (%1),%%ymm0\n vpabsb %%ymm0,%%ymm1\n vmovdqu 32(%1),%%ymm2\n vpsignb %%ymm0,%%ymm2,%%ymm2\n"          \
+  "vpmaddubsw %%ymm2,%%ymm1,%%ymm1\n vpmaddwd %%ymm6,%%ymm1,%%ymm1\n vcvtdq2ps %%ymm1,%%ymm1\n"                  \
+  "vbroadcastss 64(%1),%%ymm3\n vfmadd231ps %%ymm3,%%ymm1," ACC(i) "\n"
+
 int main(int argc, char** argv) {
   if (argc > 1) ghz = std::atof(argv[1]);
   if (argc > 2) iters = std::atol(argv[2]);
@@ -156,5 +186,8 @@ int main(int argc, char** argv) {
   BENCH("int4 a8 g32/g64, 64 weights", 8, 32, R8(INT4_A8));
   BENCH("int4 a8 g128, 64 weights", 8, 32, R8(INT4_A8_CORE));
   BENCH("int4 + 2:4 a8 gather, 64 inputs", 8, 24, R8(INT4_SEMI24_A8_GATHER));
+  BENCH("mxfp4 a8 biased (1a8eba5), 64 weights", 8, 34, R8(MXFP4_A8_BIASED));
+  BENCH("mxfp4 a8 sign, 64 weights", 8, 34, R8(MXFP4_A8_SIGN));
+  BENCH("int8 a8, 32 weights", 8, 32, R8(INT8_A8));
   return 0;
 }
