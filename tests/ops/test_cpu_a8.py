@@ -48,13 +48,13 @@ def test_the_cpp_quantization_is_the_emulated_one_bit_for_bit():
 
 # every a8 layout; int4 symmetric and asymmetric; g128 with the short last group at K = 576; groups that are
 # not a multiple of 128 (32, 64: the per-group loop), per-channel (one group per row); int4 + 2:4 compiles its
-# rows once with and once without zero points, so both run on the flat g128 loop; int8 per channel (K = 576:
-# nine chunks of 64, the last one half a vector)
-AVX2_CASES = [("int4", {"group": 128}), ("int4", {"group": 32, "symmetric": False}), ("int4", {"group": 64}),
-              ("int4", {"group": 576}), ("int4_semi24", {"group": 128}),
-              ("int4_semi24", {"group": 128, "symmetric": False}), ("int4_semi24", {"group": 32, "symmetric": False}),
-              ("int4_semi24", {"group": 64}), ("mxfp4", {}), ("int8", {})]
-CASES = AVX2_CASES
+# rows once with and once without zero points, so both run on the flat g128 loop; int8 per channel (K = 576: VNNI,
+# four steps of two 64-input chunks and a chunk alone; AVX2, nine steps of two 32-input blocks, its lone last
+# block in the smallest shapes below)
+CASES = [("int4", {"group": 128}), ("int4", {"group": 32, "symmetric": False}), ("int4", {"group": 64}),
+         ("int4", {"group": 576}), ("int4_semi24", {"group": 128}),
+         ("int4_semi24", {"group": 128, "symmetric": False}), ("int4_semi24", {"group": 32, "symmetric": False}),
+         ("int4_semi24", {"group": 64}), ("mxfp4", {}), ("int8", {})]
 
 
 @pytest.mark.parametrize("kind, opts", CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in CASES])
@@ -98,7 +98,7 @@ def test_cpu_info_names_the_a8_kernels():
 
 
 @avx2_only
-@pytest.mark.parametrize("kind, opts", AVX2_CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in AVX2_CASES])
+@pytest.mark.parametrize("kind, opts", CASES, ids=[f"{k}-{'-'.join(map(str, o.values()))}" for k, o in CASES])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_avx2_a8_kernels_are_the_exact_product_on_quantized_activations(kind, opts, dtype):
     """path='avx2' runs the AVX2 integer-dot kernels at 1-16 tokens (tiles of 1-4, then 5 = 4 + 1 ...): the
