@@ -57,7 +57,7 @@ def _add_backend_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="kernel of the packed modules: auto picks the fastest exact one; cpu_a8 (opt-in) quantizes "
-                        "activations to int8 blocks of 32 for int4 / int4+2:4 / MXFP4 modules; torch_cpu (opt-in) "
+                        "activations to int8 blocks of 32 for int4 / int4+2:4 / MXFP4 / int8 modules; torch_cpu (opt-in) "
                         "runs torch's weight-only CPU kernels on int8 / int4 modules [auto]")
 
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    ev = sub.add_parser("eval", help="perplexity (and later zero-shot tasks) of a model or compressed checkpoint",
+    ev = sub.add_parser("eval", help="perplexity and zero-shot tasks of a model or compressed checkpoint",
                         description="Evaluate a model: WikiText-2 / C4 perplexity with the Wanda/SparseGPT protocol.")
     _add_model_options(ev)
     ev.add_argument("--ppl", type=_csv, default=None,

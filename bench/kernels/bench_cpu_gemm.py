@@ -29,7 +29,7 @@ down; SmolLM2-135M 576x576 q/o, 192x576 k/v, 1536x576 gate/up, 576x1536 down; or
 
 Kernels: `fp32` and `bf16` dense (torch.nn.functional.linear), `fp32_gemv` and `bf16_gemv` (the same weights
 through `sparsekit::dense_linear`: sparsekit's GEMV up to 16 tokens, what a converted model's fp32 or bf16 LM head
-runs; torch's at::linear beyond; checked against `fp32` / `bf16`, bf16 to 2^-8: its output's rounding), `torch_int8` (aten._weight_int8pack_mm,
+runs; torch's at::linear beyond (bf16 on a CPU without AVX512_BF16: widened to fp32 in tiles); checked against `fp32` / `bf16`, bf16 to 2^-8: its output's rounding), `torch_int8` (aten._weight_int8pack_mm,
 per channel), `torch_int4` (aten._weight_int4pack_mm_for_cpu, g128), and sparsekit's CPU kernels
 (`sparsekit.ops.backends.cpu`) on `semi24` (bf16 values), `int4` (g128), `int4_semi24` (g128), `mxfp4`,
 `int8`, `semi24_bf16_acts`, `int4_bf16_acts`, `int4_semi24_bf16_acts` and `mxfp4_bf16_acts` (those layouts with
@@ -40,7 +40,8 @@ product on the quantized activations; the distance to the exact product is recor
 Activations fp32 (the model's dtype on this CPU) except for `bf16`, the `*_bf16_acts` kernels and the torch int
 kernels' native bf16 path where noted. `--path` forces sparsekit's kernels onto one SIMD path ('auto': AVX-512, else
 AVX2, else scalar; 'avx2' measures the AVX2 kernels on an AVX-512 machine; the a8 kernels are VNNI on 'avx512'
-and 'auto' only, the exact kernels on the quantized activations elsewhere). Writes one JSON (CPU model and
+and on 'auto' where the CPU has VNNI, AVX2 vpmaddubsw on 'avx2' and wherever VNNI is missing, and the exact kernels on
+the quantized activations on 'scalar'). Writes one JSON (CPU model and
 flags, threads, versions, date, command, path, bandwidth, rows), rewritten after every shape so an
 interrupted run keeps what it measured.
 """

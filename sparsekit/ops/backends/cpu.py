@@ -53,7 +53,7 @@ for _layout in _KIND:
 
 # ------------------------------------------------------------------------------------------- cpu_a8
 #: the layouts with int8-activation kernels (csrc/cpu/gemm_avx512_vnni.cpp, and gemm_avx2.cpp without VNNI;
-#: int8 weights have the VNNI kernel only, elsewhere the exact kernels run on the quantized activations)
+#: on a CPU without AVX2 the exact kernels run on the quantized activations)
 A8_LAYOUTS = (Int4, Int4Semi24, MXFP4, Int8)
 
 
