@@ -1554,26 +1554,22 @@ void int8_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out,
     __m256 acc[NA][MT];
     for (int a = 0; a < NA; ++a)
       for (int t = 0; t < MT; ++t) acc[a][t] = _mm256_setzero_ps();
-    // blk: k0's activation block (k0 / 32), stepped with k0. As k0 / 32 in the chunk it was a signed division
-    // (Python's -fwrapv, which the build inherits, keeps GCC from proving k0 >= 0: four scalar instructions for the
-    // rounding toward zero), and a step of 64 codes issued 35 instructions where it now issues 28: beside its ~17
-    // vector ones, Zen 3's 6-wide dispatch has little room (docs/cpu-kernels.md: -5% to -11% at one token in cache)
-    auto chunk = [&](int64_t k0, int64_t blk, int a) __attribute__((always_inline)) {
+    auto chunk = [&](int64_t k0, int a) __attribute__((always_inline)) {
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + k0));
       const __m256i aw = _mm256_abs_epi8(w);
       for (int t = 0; t < MT; ++t) {
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + k0));
         const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(q, w)), ones);
-        acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(db[t] + blk), acc[a][t]);
+        acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(db[t] + k0 / 32), acc[a][t]);
       }
     };
-    int64_t k0 = 0, blk = 0;
-    for (; k0 + 64 <= K; k0 += 64, blk += 2) {  // a line of codes a step (a8_fits: K % 32 == 0: at most a block left)
+    int64_t k0 = 0;
+    for (; k0 + 64 <= K; k0 += 64) {  // a line of codes a step (a8_fits: K % 32 == 0, so at most a block is left)
       prefetch_ahead(p, codes + k0);
-      chunk(k0, blk, 0);
-      chunk(k0 + 32, blk + 1, NA - 1);
+      chunk(k0, 0);
+      chunk(k0 + 32, NA - 1);
     }
-    if (k0 < K) chunk(k0, blk, 0);
+    if (k0 < K) chunk(k0, 0);
     const float s = half_to_float(p.scales[n]);
     for (int t = 0; t < MT; ++t) {
       const __m256 sum = NA > 1 ? _mm256_add_ps(acc[0][t], acc[NA - 1][t]) : acc[0][t];
