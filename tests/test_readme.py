@@ -469,6 +469,18 @@ def test_readme_zen3_summary_decode_is_what_the_runs_print():
 
 
 #: the loop-body lines of vector_throughput_avx2.cpp quoted by the section on the sign moved onto q
+def _assert_a8_ab_row(docs: str, path: Path, base: str, rounds: int) -> None:
+    """An `ab_builds.py --acts int8` run against commit `base` is its row of docs/cpu-kernels.md: 10th percentiles,
+    the change of both and of the medians."""
+    ab = json.loads(path.read_text())
+    b, n = ab["builds"]["base"], ab["builds"]["new"]
+    assert b["commit"] == base and ab["acts"] == "int8" and path.name in ab["command"] and ab["rounds"] == rounds
+    label = {"int8": "int8, int8 activations", "mxfp4": "MXFP4, int8 activations"}[ab["layout"]]
+    where = "in cache" if ab["copies"] == 1 else "memory"
+    assert (f"| {label} | {ab['n']} x {ab['k']} ({where}), {ab['m']}, {ab['threads']} | {b['p10_ms']:.3f} ms | "
+            f"{n['p10_ms']:.3f} ms | {100 * ab['change']['p10_ms']:+.1f}% ({100 * ab['change']['ms']:+.1f}%) |") in docs, path.name
+
+
 A8_SIGN_LINES = ("int8 a8, 32 weights", "mxfp4 a8 biased (1a8eba5), 64 weights", "mxfp4 a8 sign, 64 weights",
                  "int4 a8 g128, 64 weights")
 
@@ -483,14 +495,7 @@ def test_readme_zen3_a8_sign_is_what_the_runs_print():
     files = sorted(cpu.glob("ab_zen3_int8_a8_*.json")) + sorted(cpu.glob("ab_zen3_mxfp4_a8_*.json"))
     assert len(files) == 14
     for path in files:
-        ab = json.loads(path.read_text())
-        b, n = ab["builds"]["base"], ab["builds"]["new"]
-        assert b["commit"] == "1a8eba5" and ab["acts"] == "int8" and path.name in ab["command"]
-        assert ab["rounds"] == (16 if path.stem.endswith("_repeat") else 10)
-        label = {"int8": "int8, int8 activations", "mxfp4": "MXFP4, int8 activations"}[ab["layout"]]
-        where = "in cache" if ab["copies"] == 1 else "memory"
-        assert (f"| {label} | {ab['n']} x {ab['k']} ({where}), {ab['m']}, {ab['threads']} | {b['p10_ms']:.3f} ms | "
-                f"{n['p10_ms']:.3f} ms | {100 * ab['change']['p10_ms']:+.1f}% ({100 * ab['change']['ms']:+.1f}%) |") in docs, path.name
+        _assert_a8_ab_row(docs, path, "1a8eba5", 16 if path.stem.endswith("_repeat") else 10)
     out = (cpu / "vector_throughput_avx2_zen3_a8_sign.txt").read_text()
     source = (REPO / "bench" / "kernels" / "cpu" / "vector_throughput_avx2.cpp").read_text()
     assert out.count("UTC 2026") == 3
@@ -511,6 +516,25 @@ def test_readme_zen3_a8_sign_is_what_the_runs_print():
     assert run["model"] == "smollm2-135m" and {r["threads"] for r in run["rows"]} == {2}
     readme = (REPO / "README.md").read_text()
     assert decode.table(run) in readme and "--table --out bench/results/cpu/smollm2_decode_zen3_a8_sign.json" in readme
+
+
+def test_readme_zen3_int8_a8_block_index_is_what_the_runs_print():
+    """The record of int8 a8's activation block stepped with k0 (Zen 3, tried and reverted): each A/B row a
+    committed run's against f568486, and the run with the builds' places swapped, its change taken the other way."""
+    docs = (REPO / "docs" / "cpu-kernels.md").read_text()
+    files = sorted((REPO / "bench" / "results" / "cpu").glob("ab_zen3_int8_blk_*.json"))
+    assert len(files) == 8
+    for path in files:
+        if path.stem.endswith("_swapped"):
+            ab = json.loads(path.read_text())
+            mine, before = ab["builds"]["base"], ab["builds"]["new"]
+            assert before["commit"] == "f568486" and "--base . --new ../base" in ab["command"]
+            assert (f"| int8, int8 activations | {ab['n']} x {ab['k']} (memory), {ab['m']}, {ab['threads']}, places "
+                    f"swapped | {before['p10_ms']:.3f} ms | {mine['p10_ms']:.3f} ms | "
+                    f"{100 * (mine['p10_ms'] / before['p10_ms'] - 1):+.1f}% "
+                    f"({100 * (mine['ms'] / before['ms'] - 1):+.1f}%) |") in docs
+        else:
+            _assert_a8_ab_row(docs, path, "f568486", 16 if path.stem.endswith("_repeat") else 10)
 
 
 @pytest.mark.parametrize("name, doc", [("cpu_gemm_zen3_a8_sign", "README.md"), ("cpu_gemm_zen3_1207", "docs/cpu-kernels.md")])
