@@ -468,19 +468,24 @@ def test_readme_zen3_summary_decode_is_what_the_runs_print():
     assert f"{eager[0]:.2f}x and {eager[1]:.2f}x" in flat
 
 
-#: the loop-body lines of vector_throughput_avx2.cpp quoted by the section on the sign moved onto q
-def _assert_a8_ab_row(docs: str, path: Path, base: str, rounds: int) -> None:
+def _assert_a8_ab_row(docs: str, path: Path, base: str, rounds: int, swapped: bool = False) -> None:
     """An `ab_builds.py --acts int8` run against commit `base` is its row of docs/cpu-kernels.md: 10th percentiles,
-    the change of both and of the medians."""
+    the change of both and of the medians. `swapped`: a run with the builds' places swapped (`--base . --new
+    ../base`): `base` is its new build, its row says ", places swapped" and the change is taken the other way."""
     ab = json.loads(path.read_text())
-    b, n = ab["builds"]["base"], ab["builds"]["new"]
-    assert b["commit"] == base and ab["acts"] == "int8" and path.name in ab["command"] and ab["rounds"] == rounds
+    before, after = ab["builds"]["base"], ab["builds"]["new"]
+    if swapped:
+        before, after = after, before
+        assert "--base . --new ../base" in ab["command"]
+    assert before["commit"] == base and ab["acts"] == "int8" and path.name in ab["command"] and ab["rounds"] == rounds
     label = {"int8": "int8, int8 activations", "mxfp4": "MXFP4, int8 activations"}[ab["layout"]]
     where = "in cache" if ab["copies"] == 1 else "memory"
-    assert (f"| {label} | {ab['n']} x {ab['k']} ({where}), {ab['m']}, {ab['threads']} | {b['p10_ms']:.3f} ms | "
-            f"{n['p10_ms']:.3f} ms | {100 * ab['change']['p10_ms']:+.1f}% ({100 * ab['change']['ms']:+.1f}%) |") in docs, path.name
+    p10, med = (after["p10_ms"] / before["p10_ms"] - 1, after["ms"] / before["ms"] - 1)
+    assert (f"| {label} | {ab['n']} x {ab['k']} ({where}), {ab['m']}, {ab['threads']}{', places swapped' if swapped else ''}"
+            f" | {before['p10_ms']:.3f} ms | {after['p10_ms']:.3f} ms | {100 * p10:+.1f}% ({100 * med:+.1f}%) |") in docs, path.name
 
 
+#: the loop-body lines of vector_throughput_avx2.cpp quoted by the section on the sign moved onto q
 A8_SIGN_LINES = ("int8 a8, 32 weights", "mxfp4 a8 biased (1a8eba5), 64 weights", "mxfp4 a8 sign, 64 weights",
                  "int4 a8 g128, 64 weights")
 
@@ -525,16 +530,8 @@ def test_readme_zen3_int8_a8_block_index_is_what_the_runs_print():
     files = sorted((REPO / "bench" / "results" / "cpu").glob("ab_zen3_int8_blk_*.json"))
     assert len(files) == 8
     for path in files:
-        if path.stem.endswith("_swapped"):
-            ab = json.loads(path.read_text())
-            mine, before = ab["builds"]["base"], ab["builds"]["new"]
-            assert before["commit"] == "f568486" and "--base . --new ../base" in ab["command"]
-            assert (f"| int8, int8 activations | {ab['n']} x {ab['k']} (memory), {ab['m']}, {ab['threads']}, places "
-                    f"swapped | {before['p10_ms']:.3f} ms | {mine['p10_ms']:.3f} ms | "
-                    f"{100 * (mine['p10_ms'] / before['p10_ms'] - 1):+.1f}% "
-                    f"({100 * (mine['ms'] / before['ms'] - 1):+.1f}%) |") in docs
-        else:
-            _assert_a8_ab_row(docs, path, "f568486", 16 if path.stem.endswith("_repeat") else 10)
+        rounds = 16 if path.stem.endswith(("_repeat", "_swapped")) else 10
+        _assert_a8_ab_row(docs, path, "f568486", rounds, swapped=path.stem.endswith("_swapped"))
 
 
 @pytest.mark.parametrize("name, doc", [("cpu_gemm_zen3_a8_sign", "README.md"), ("cpu_gemm_zen3_1207", "docs/cpu-kernels.md")])
