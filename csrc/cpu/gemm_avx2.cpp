@@ -393,55 +393,57 @@ void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
   }
 }
 
-// ---------------------------------------------------------------- int8 at one token: two rows at a time
+// ---------------------------------------------------------------- int8 at one token: four rows at a time
 //
-// A step of `tile<1>` reads 4 bytes of fp32 activations per byte of int8 weights, and at K = 14336 a token's
-// activations (56 KiB) overflow Zen 3's 32 KiB L1: the core read 4x the weight stream again from L2. Two rows at
-// once share every activation load (2 bytes a weight byte), and their 8 chains (4 a row) leave the loop bound by
-// issue (12 vector instructions a row and 32 inputs, ~3 cycles) instead of the FMA's 4-cycle latency.
+// `tile<1>` reads 4 bytes of fp32 activations per byte of int8 weights, one row at a time, and at K = 14336 a
+// token's activations (56 KiB) overflow Zen 3's 32 KiB L1: the core read the weight stream 4x over again from L2.
+// Four rows at once load each activation vector once into a register for all four (1 byte a weight byte), and
+// their 8 chains (2 a row) keep 8 FMAs in flight where `tile<1>`'s 4 chains left the loop waiting on the FMA's
+// 4-cycle latency. On the Zen 3 VM (bench/kernels/ab_builds.py, docs/cpu-kernels.md) two rows a step were 5-30%
+// faster than one, four 5-13% faster again, eight (one chain a row) no faster than four: the row pointers no
+// longer fit the general registers.
 SK_INLINE __m256 w8(const int8_t* c) {  // 8 int8 codes as fp32
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c))));
 }
 
+// rows n .. n + R - 1 (R = 1 or 4) over the SIMD inputs: their unscaled sums, 8 lanes each. Every row takes
+// the same two chains in the same order whatever R, so a row's sum does not depend on the rows beside it (or
+// on where a thread's range starts).
 template <int R>
 SK_INLINE void int8_one_token_sums(const Packed& p, const float* x, int64_t n, __m256* sums) {
   const int64_t K = p.k, simd_k = K & ~int64_t(15), k32 = K & ~int64_t(31);
-  const int8_t* c0 = reinterpret_cast<const int8_t*>(p.codes) + n * K;
-  const int8_t* c1 = R == 2 ? c0 + K : c0;  // (one row: never read)
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  const int8_t* c[R];
+  for (int r = 0; r < R; ++r) c[r] = reinterpret_cast<const int8_t*>(p.codes) + (n + r) * K;
+  __m256 a[R][2];
+  for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
   auto block = [&](int64_t k0) __attribute__((always_inline)) {  // inputs k0 .. k0 + 31
     const __m256 x0 = _mm256_loadu_ps(x + k0), x1 = _mm256_loadu_ps(x + k0 + 8);
     const __m256 x2 = _mm256_loadu_ps(x + k0 + 16), x3 = _mm256_loadu_ps(x + k0 + 24);
-    a0 = _mm256_fmadd_ps(w8(c0 + k0), x0, a0);
-    a1 = _mm256_fmadd_ps(w8(c0 + k0 + 8), x1, a1);
-    a2 = _mm256_fmadd_ps(w8(c0 + k0 + 16), x2, a2);
-    a3 = _mm256_fmadd_ps(w8(c0 + k0 + 24), x3, a3);
-    if (R == 2) {
-      b0 = _mm256_fmadd_ps(w8(c1 + k0), x0, b0);
-      b1 = _mm256_fmadd_ps(w8(c1 + k0 + 8), x1, b1);
-      b2 = _mm256_fmadd_ps(w8(c1 + k0 + 16), x2, b2);
-      b3 = _mm256_fmadd_ps(w8(c1 + k0 + 24), x3, b3);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      a[r][0] = _mm256_fmadd_ps(w8(c[r] + k0), x0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(w8(c[r] + k0 + 8), x1, a[r][1]);
+      a[r][0] = _mm256_fmadd_ps(w8(c[r] + k0 + 16), x2, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(w8(c[r] + k0 + 24), x3, a[r][1]);
     }
   };
   int64_t k0 = 0;
   for (; k0 + 64 <= k32; k0 += 64) {  // a 64-byte line of each row a step: one prefetch each
-    prefetch_ahead(p, c0 + k0);
-    if (R == 2) prefetch_ahead(p, c1 + k0);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) prefetch_ahead(p, c[r] + k0);
     block(k0);
     block(k0 + 32);
   }
   if (k0 < k32) block(k0);
   if (k32 < simd_k) {  // a last 16 inputs
     const __m256 x0 = _mm256_loadu_ps(x + k32), x1 = _mm256_loadu_ps(x + k32 + 8);
-    a0 = _mm256_fmadd_ps(w8(c0 + k32), x0, a0);
-    a1 = _mm256_fmadd_ps(w8(c0 + k32 + 8), x1, a1);
-    if (R == 2) {
-      b0 = _mm256_fmadd_ps(w8(c1 + k32), x0, b0);
-      b1 = _mm256_fmadd_ps(w8(c1 + k32 + 8), x1, b1);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      a[r][0] = _mm256_fmadd_ps(w8(c[r] + k32), x0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(w8(c[r] + k32 + 8), x1, a[r][1]);
     }
   }
-  sums[0] = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-  if (R == 2) sums[1] = _mm256_add_ps(_mm256_add_ps(b0, b1), _mm256_add_ps(b2, b3));
+  for (int r = 0; r < R; ++r) sums[r] = _mm256_add_ps(a[r][0], a[r][1]);
 }
 
 void int8_one_token_rows(const Packed& p, const float* x, float* out, const float* bias, int64_t n0, int64_t n1) {
@@ -451,14 +453,13 @@ void int8_one_token_rows(const Packed& p, const float* x, float* out, const floa
     for (int64_t k = simd_k; k < K; ++k) s += weight_at(p, n, k) * x[k];
     out[n] = s + (bias ? bias[n] : 0.0f);
   };
-  __m256 sums[2];
+  __m256 sums[4];
   int64_t n = n0;
-  for (; n + 1 < n1; n += 2) {
-    int8_one_token_sums<2>(p, x, n, sums);
-    finish(n, sums[0]);
-    finish(n + 1, sums[1]);
+  for (; n + 3 < n1; n += 4) {
+    int8_one_token_sums<4>(p, x, n, sums);
+    for (int r = 0; r < 4; ++r) finish(n + r, sums[r]);
   }
-  if (n < n1) {
+  for (; n < n1; ++n) {  // up to 3 rows left over
     int8_one_token_sums<1>(p, x, n, sums);
     finish(n, sums[0]);
   }
