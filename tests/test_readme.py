@@ -534,6 +534,45 @@ def test_readme_zen3_int8_a8_block_index_is_what_the_runs_print():
         _assert_a8_ab_row(docs, path, "f568486", rounds, swapped=path.stem.endswith("_swapped"))
 
 
+def test_readme_zen3_int8_four_rows_are_what_the_runs_print():
+    """The section on exact int8 four rows at a time at one token (Zen 3): the A/B rows are the committed runs' 10th
+    percentiles against d4214d4 and, for the Llama shapes, against two rows at a time (c673640); the GB/s quoted are
+    the memory and cache runs' weight bytes over their 10th percentiles; the targets table is the script's on the
+    repeat run's JSON (the AVX2 path)."""
+    readme = _readme()
+    flat = " ".join(readme.split())
+    cpu = REPO / "bench" / "results" / "cpu"
+    _assert_zen3_ab_rows(readme, "ab_zen3_int8_rows4_{}.json", "int8", "int8, fp32 activations", "d4214d4")
+    for name in ("cache_1t", "mem_1t", "mem_2t"):
+        ab = json.loads((cpu / f"ab_zen3_int8_rows4_vs_rows2_{name}.json").read_text())
+        assert "--base ../r2" in ab["command"] and ab["builds"]["base"]["commit"] == "c673640" and ab["rounds"] == 8
+        b, n = ab["builds"]["base"]["p10_ms"], ab["builds"]["new"]["p10_ms"]
+        assert (f"| int8, fp32 activations | {ZEN3_AB_SHAPES[name]}, 1, {ab['threads']} | {b:.3f} ms | {n:.3f} ms | "
+                f"{100 * ab['change']['p10_ms']:+.1f}% |") in readme, name
+    gbs = {}
+    for name in ("mem_1t", "cache_1t"):
+        ab = json.loads((cpu / f"ab_zen3_int8_rows4_{name}.json").read_text())
+        gbs[name] = [f"{ab['weight_bytes'] / ab['builds'][b]['p10_ms'] / 1e6:.1f}" for b in ("new", "base")]
+    assert (f"streams {gbs['mem_1t'][0]} GB/s of weights against {gbs['mem_1t'][1]} before, and in cache "
+            f"{gbs['cache_1t'][0]} against {gbs['cache_1t'][1]};") in flat
+    targets = _script("cpu_targets", "kernels")
+    runs = [json.loads((cpu / f"cpu_targets_zen3_int8_rows4{s}.json").read_text()) for s in ("", "_repeat")]
+    assert all(r["memory"]["avx2_path"] and not r["memory"]["avx512_path"] for r in runs)
+    assert targets.table(runs[1]) in readme
+    assert "--table --out bench/results/cpu/cpu_targets_zen3_int8_rows4_repeat.json" in readme
+    cells = []  # per run: the int8 row's 1t from memory, 1t ceiling, 2t from memory: their percentages
+    for run in runs:
+        line = next(x for x in targets.table(run).splitlines() if x.startswith("| int8 | int8 per channel |"))
+        cells.append([c.strip().rsplit(", ", 1)[1] for c in line.split("|")[3:6]])
+    mem = [json.loads((cpu / f"ab_zen3_int8_rows4_{n}.json").read_text())["change"]["p10_ms"] for n in ("mem_1t", "mem_2t")]
+    readme_flat = " ".join((REPO / "README.md").read_text().split())
+    assert (f"{100 * mem[0]:.0f}% / {100 * mem[1]:.0f}% from memory at one / two threads against the build before, and "
+            f"**{cells[0][0]} / {cells[1][0]}** of the read at one thread in two runs") in readme_flat
+    assert f"(median 62% above, ceiling {cells[0][1]} / {cells[1][1]})" in readme_flat
+    assert (f"**{cells[0][0]} / {cells[1][0]}** of the read in the two runs" in flat
+            and f"its ceiling {cells[0][1]} / {cells[1][1]} (86%); at two threads {cells[0][2]} / {cells[1][2]}." in flat)
+
+
 @pytest.mark.parametrize("name, doc", [("cpu_gemm_zen3_a8_sign", "README.md"), ("cpu_gemm_zen3_1207", "docs/cpu-kernels.md")])
 def test_readme_zen3_summary_kernel_table_is_what_the_run_prints(name, doc):
     """The Zen 3 kernel table (the README: today's build; the record: the build before) and the speed-ups its
