@@ -399,9 +399,10 @@ void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
 // token's activations (56 KiB) overflow Zen 3's 32 KiB L1: the core read the weight stream 4x over again from L2.
 // Four rows at once load each activation vector once into a register for all four (1 byte a weight byte), and
 // their 8 chains (2 a row) keep 8 FMAs in flight where `tile<1>`'s 4 chains left the loop waiting on the FMA's
-// 4-cycle latency. On the Zen 3 VM (bench/kernels/ab_builds.py, docs/cpu-kernels.md) two rows a step were 5-30%
-// faster than one, four 5-13% faster again, eight (one chain a row) no faster than four: the row pointers no
-// longer fit the general registers.
+// 4-cycle latency. On the Zen 3 VM (bench/kernels/ab_builds.py, docs/cpu-kernels.md) against one row a step: -29%
+// in cache, -32% / -25% from memory at one / two threads (4096 x 14336), -15% / -5% on SmolLM2's shapes; four rows
+// were 12-16% faster than two, and eight (one chain a row) no faster than four: their row pointers no longer fit
+// the general registers.
 SK_INLINE __m256 w8(const int8_t* c) {  // 8 int8 codes as fp32
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c))));
 }

@@ -187,11 +187,11 @@ def test_semi24_bf16_rows_left_over_from_the_row_tiles(n, k, path):
         assert rel_to_products(got, packed_linear_reference(x, layout, bias), x, layout) < 1e-5, m
 
 
-@pytest.mark.parametrize("n, k", [(1, 16), (2, 32), (7, 64), (3, 96), (5, 608), (7, 616), (4, 1544), (3, 14336)])
+@pytest.mark.parametrize("n, k", [(1, 16), (2, 32), (7, 64), (3, 96), (5, 608), (7, 624), (4, 1544), (3, 14336)])
 @pytest.mark.parametrize("path", SIMD_PATHS)
 def test_int8_one_token_rows_four_at_a_time(n, k, path):
-    """int8 at one token (AVX2) takes four rows a step over 64-input steps: 1-3 rows are left over, and K
-    may end in a 32-input step (96, 608), a 16-input step (16, 616: after the 32-input ones) or a scalar tail (1544
+    """int8 at one token (AVX2) takes four rows a step over 64-input steps: 1-3 rows are left over, and K may end
+    in a 32-input step (96, 608), a 16-input step (16 alone; 624 after the 32-input ones) or a scalar tail (1544
     ends in 8 inputs), up to Llama-3-8B's 14336; with a bias and a per-channel scale in every row."""
     layout = make("int8", n, k, seed=n + k)
     bias = torch.randn(n, generator=_gen(6))
