@@ -286,6 +286,10 @@ struct MXFP4Decoder {
   }
 };
 
+SK_INLINE __m256 w8(const int8_t* c) {  // 8 int8 codes as fp32
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c))));
+}
+
 // kScaled: the per-channel scale in every weight (dequant); else applied once to the row's sum (decode:
 // one multiply fewer per 8 weights, and int8 is the layout closest to the memory stream's rate)
 template <bool kScaled>
@@ -305,8 +309,8 @@ struct Int8Decoder {
     if ((k0 & 63) == 0) prefetch_ahead(p, codes + k0);
   }
   SK_INLINE void chunk(int64_t k0, __m256& w0, __m256& w1) {
-    w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k0))));
-    w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k0 + 8))));
+    w0 = w8(codes + k0);
+    w1 = w8(codes + k0 + 8);
     if (kScaled) {
       w0 = _mm256_mul_ps(w0, scale);
       w1 = _mm256_mul_ps(w1, scale);
@@ -403,9 +407,6 @@ void dequant_with(const Packed& p, float* dst, int64_t n0, int64_t n1) {
 // in cache, -32% / -25% from memory at one / two threads (4096 x 14336), -15% / -5% on SmolLM2's shapes; four rows
 // were 12-16% faster than two, and eight (one chain a row) no faster than four: their row pointers no longer fit
 // the general registers.
-SK_INLINE __m256 w8(const int8_t* c) {  // 8 int8 codes as fp32
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c))));
-}
 
 // rows n .. n + R - 1 (R = 1 or 4) over the SIMD inputs: their unscaled sums, 8 lanes each. Every row takes
 // the same two chains in the same order whatever R, so a row's sum does not depend on the rows beside it (or
