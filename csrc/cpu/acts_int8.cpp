@@ -7,10 +7,9 @@
 // split into even and odd inputs (a code byte's two nibbles meet the same byte offset of each). The VNNI MXFP4,
 // int4 + 2:4 and int8 kernels multiply signed weights, and vpdpbusd needs one unsigned operand, so their
 // activations are stored biased by 128 (the kernels subtract 128 x sum w, which they get from the same
-// instruction); the AVX2 MXFP4 and int8 kernels move the weights' sign onto q instead (vpsignb), and read q as
-// it is. The AVX2 int4 + 2:4 kernel expands its codes to dense int4 and reads int4's arrangement at 2+ tokens;
-// at one token it gathers the kept activations and reads an order of its own (avx2_a8_gathers). int8 weights
-// read the activations in input order.
+// instruction); so are the AVX2 int4 + 2:4 kernel's (vpmaddubsw's unsigned operand, against c - z). The AVX2
+// MXFP4 and int8 kernels move the weights' sign onto q instead (vpsignb), and read q as it is. int4 + 2:4 and
+// int8 weights read the activations in input order.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -52,27 +51,15 @@ void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path
   const int64_t kp = qa.kpad, nb = qa.blocks;
   qa.d.assign(m * nb, 0.0f);
   std::vector<int8_t> q(static_cast<size_t>(kp));
-  // int4 codes (u8) x q (s8), the zero point folded out per group: int4, and int4 + 2:4 expanded (AVX2)
-  const bool avx2_gather = path == A8Path::kAvx2 && avx2_a8_gathers(p, m);  // codes (u8) x q (s8), its own order
-  const bool int4_acts = p.kind == Kind::kInt4 || (p.kind == Kind::kInt4Semi24 && path == A8Path::kAvx2 && !avx2_gather);
-  const bool gathered = p.kind == Kind::kInt4Semi24 && path == A8Path::kVnni;  // the VNNI kernel's vpshufb gather
+  // int4 codes (u8) x q (s8), the zero point folded out per group
+  const bool int4_acts = p.kind == Kind::kInt4;
+  const bool gathered = p.kind == Kind::kInt4Semi24;  // both paths' tiles gather from the step's 8 activations
   const bool int8_w = p.kind == Kind::kInt8;
-  // vpdpbusd takes the activations as its unsigned operand where the weights are signed (VNNI: MXFP4, int4 + 2:4,
-  // int8); the AVX2 kernels take q as it is (int4's codes are the unsigned operand; MXFP4 and int8 move the
+  // the weights are signed and the activations the unsigned operand (vpdpbusd; AVX2's int4 + 2:4 vpmaddubsw);
+  // the other AVX2 kernels take q as it is (int4's codes are the unsigned operand; MXFP4 and int8 move the
   // weights' sign onto q with vpsignb)
-  const bool biased = path == A8Path::kVnni && !int4_acts;
+  const bool biased = (path == A8Path::kVnni && !int4_acts) || gathered;
   const uint8_t zero = biased ? 128 : 0;
-  if (avx2_gather) {
-    qa.natural.assign(kp, 0);
-    qa.lanes.assign(kp / 8, 0.0f);
-    quantize_block32(x, K, q.data(), qa.d.data());
-    for (int64_t i = 0; i < K; ++i) {  // input i of its 64: group g = i / 4 at 32 (g / 8) + 16 (g % 2) + 4 (g % 8 / 2)
-      const int64_t c = i & ~int64_t(63), g = (i & 63) >> 2;
-      qa.natural[c + 32 * (g >> 3) + 16 * (g & 1) + 4 * ((g & 7) >> 1) + (i & 3)] = static_cast<uint8_t>(q[i]);
-    }
-    for (int64_t j = 0; j < kp / 8; ++j) qa.lanes[j] = qa.d[(j / 8) * 2 + (j & 1)];
-    return;
-  }
   if (gathered || int8_w) {
     qa.natural.assign(m * kp, zero);
   } else {

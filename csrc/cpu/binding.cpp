@@ -212,8 +212,8 @@ void advise_huge_pages(void* ptr, int64_t bytes, bool before_fill) {
 #endif
 }
 
-// The VNNI a8 kernel of int4 + 2:4 reads its weight in an order of its own (`Int4Semi24Tiles`, packed_cpu.h),
-// built from the stored tensors on the first call. An entry holds weak references to their storage: once the
+// The a8 kernels of int4 + 2:4 read their weight in an order of their own (`Int4Semi24Tiles` for VNNI,
+// `Int4Semi24TilesAvx2` for AVX2: packed_cpu.h), built from the stored tensors on the first call, one per order. An entry holds weak references to their storage: once the
 // weight is gone, its copy is freed at the next lookup or `a8_tiles_bytes()` call. It also holds their version
 // counters: a tensor changed in place by a torch op since builds it again. Writes that bypass the counter (through
 // `.data`, a NumPy view, an inference tensor inside inference mode) are not seen: `a8_tiles_clear()` drops every
@@ -224,8 +224,8 @@ class TilesCache {
     torch::Tensor stream, scales, zeros;  // zeros undefined when symmetric
   };
 
-  Tiles get(const Packed& p, const torch::Tensor& codes, const torch::Tensor& meta, const torch::Tensor& scales,
-            const c10::optional<torch::Tensor>& zeros) {
+  Tiles get(const Packed& p, sparsekit::cpu::A8Path path, const torch::Tensor& codes, const torch::Tensor& meta,
+            const torch::Tensor& scales, const c10::optional<torch::Tensor>& zeros) {
     const torch::Tensor none;
     const torch::Tensor* src[4] = {&codes, &meta, &scales, zeros.has_value() ? &*zeros : &none};
     auto version = [](const torch::Tensor& t) -> int64_t {
@@ -235,7 +235,7 @@ class TilesCache {
     purge();
     Entry* stale = nullptr;  // the same tensors changed in place since: rebuilt in its place
     for (auto& e : entries_) {
-      bool same = e.n == p.n && e.k == p.k && e.group == p.group, current = true;
+      bool same = e.path == path && e.n == p.n && e.k == p.k && e.group == p.group, current = true;
       for (int i = 0; i < 4 && same; ++i) {
         same = e.ptr[i] == (src[i]->defined() ? src[i]->data_ptr() : nullptr);
         current = current && e.version[i] == version(*src[i]);
@@ -244,6 +244,7 @@ class TilesCache {
       if (same) stale = &e;
     }
     Entry e;
+    e.path = path;
     e.n = p.n;
     e.k = p.k;
     e.group = p.group;
@@ -252,18 +253,24 @@ class TilesCache {
       e.version[i] = version(*src[i]);
       if (src[i]->defined()) e.storage[i] = src[i]->storage().getWeakStorageImpl();
     }
-    using T = sparsekit::cpu::Int4Semi24Tiles;
-    const int64_t tiles = T::tiles(p.n), G = p.groups();
+    using V = sparsekit::cpu::Int4Semi24Tiles;
+    using A = sparsekit::cpu::Int4Semi24TilesAvx2;
+    const bool vnni = path == sparsekit::cpu::A8Path::kVnni;
+    const int64_t rows = vnni ? V::kRows : A::kRows, tiles = vnni ? V::tiles(p.n) : A::tiles(p.n), G = p.groups();
     auto u8 = torch::TensorOptions().dtype(torch::kUInt8);
-    e.tiles.stream = torch::empty({T::stream_bytes(p.n, p.k)}, u8);
-    e.tiles.scales = torch::empty({tiles * G * T::kRows}, torch::TensorOptions().dtype(torch::kFloat16));
-    if (p.zeros) e.tiles.zeros = torch::empty({tiles * G * T::kRows}, u8);
+    e.tiles.stream = torch::empty({vnni ? V::stream_bytes(p.n, p.k) : A::stream_bytes(p.n, p.k)}, u8);
+    e.tiles.scales = torch::empty({tiles * G * rows}, torch::TensorOptions().dtype(torch::kFloat16));
+    if (p.zeros) e.tiles.zeros = torch::empty({tiles * G * rows}, u8);
     uint8_t* stream = e.tiles.stream.data_ptr<uint8_t>();
     advise_huge_pages(stream, e.tiles.stream.nbytes(), /*before_fill=*/true);
     auto* sc = reinterpret_cast<uint16_t*>(e.tiles.scales.data_ptr());
     uint8_t* zp = p.zeros ? e.tiles.zeros.data_ptr<uint8_t>() : nullptr;
     at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-      sparsekit::cpu::repack_int4_semi24_tiles(p, stream, sc, zp, t0, t1);
+      if (vnni) {
+        sparsekit::cpu::repack_int4_semi24_tiles(p, stream, sc, zp, t0, t1);
+      } else {
+        sparsekit::cpu::repack_int4_semi24_tiles_avx2(p, stream, sc, zp, t0, t1);
+      }
     });
     advise_huge_pages(stream, e.tiles.stream.nbytes(), /*before_fill=*/false);
     if (stale) {
@@ -305,6 +312,7 @@ class TilesCache {
   }
 
   struct Entry {
+    sparsekit::cpu::A8Path path = sparsekit::cpu::A8Path::kVnni;
     int64_t n = 0, k = 0, group = 0;
     const void* ptr[4] = {};
     int64_t version[4] = {};
@@ -480,14 +488,15 @@ torch::Tensor linear(const torch::Tensor& x, int64_t kind, int64_t n, int64_t k,
     if (a8_rows) {
       sparsekit::cpu::QActs qa;
       sparsekit::cpu::quantize_acts(p, xp, m, qa, a8_path);
-      if (p.kind == Kind::kInt4Semi24 && a8_path == sparsekit::cpu::A8Path::kVnni) {
-        // 16 rows a tile: threads take whole tiles
-        const auto tiles = tiles_cache().get(p, *codes, *meta, *scales, zeros);
+      if (p.kind == Kind::kInt4Semi24) {
+        // R rows a tile (16 for VNNI, 8 for AVX2): threads take whole tiles
+        const auto tiles = tiles_cache().get(p, a8_path, *codes, *meta, *scales, zeros);
         p.tiles = tiles.stream.data_ptr<uint8_t>();
         p.tile_scales = reinterpret_cast<const uint16_t*>(tiles.scales.data_ptr());
         p.tile_zeros = tiles.zeros.defined() ? tiles.zeros.data_ptr<uint8_t>() : nullptr;
-        constexpr int64_t R = sparsekit::cpu::Int4Semi24Tiles::kRows;
-        at::parallel_for(0, sparsekit::cpu::Int4Semi24Tiles::tiles(n), (grain + R - 1) / R, [&](int64_t t0, int64_t t1) {
+        const int64_t R = a8_path == sparsekit::cpu::A8Path::kVnni ? sparsekit::cpu::Int4Semi24Tiles::kRows
+                                                                   : sparsekit::cpu::Int4Semi24TilesAvx2::kRows;
+        at::parallel_for(0, (n + R - 1) / R, (grain + R - 1) / R, [&](int64_t t0, int64_t t1) {
           a8_rows(p, qa, m, op_, bp, t0 * R, std::min(n, t1 * R));
         });
       } else {

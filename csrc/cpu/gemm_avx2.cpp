@@ -1223,143 +1223,30 @@ SK_INLINE void chunks64(int64_t K, Chunk&& chunk, Ahead&& ahead) {
   if (c * 64 < K) chunk(c * 64, false, NA - 1);
 }
 
-// ------------------------------------------ int4 and int4 + 2:4: codes (u8, 0..15) x q (s8)
+// ------------------------------------------ int4: codes (u8, 0..15) x q (s8)
 //
 // vpmaddubsw takes the codes as its unsigned operand and q (-127..127) as the signed one: a pair sum is at most
 // 2 x 15 x 127 = 3810, and even + odd pairs 7620, far from the int16 limit (32767): exact, no saturation. The
 // activations are the VNNI int4 kernel's (unbiased even / odd bytes); the zero point is folded out as there:
 // sum d q (c - z) s = s sum d q c - s z sum d q, the last sum per group and token from QActs::gsum.
 //
-// int4 + 2:4 at 2+ tokens runs the same loop on its codes expanded to dense int4 (`Dense24`): per row and chunk, the
-// 32 kept codes of 64 inputs become the 64 dense ones, the zero point z at the pruned inputs, so that c - z is 0
-// there and the int4 arithmetic (zero point folded out over every input of a group) is exact. Expanding the weights
-// costs the per-row work (~21 instructions a chunk) once for all the tile's tokens and leaves the per-token work
-// int4's (two vpmaddubsw per 64 inputs, no bias correction). At one token nothing shares that work, and the kept
-// activations are gathered instead (`GatherA8`, below: 15 instructions a chunk in all, -37% at 4096 x 14336 from
-// memory on Zen 3, docs/cpu-kernels.md). An earlier gather in input order (a20d514: two vpshufb, a vpblendd and ~10
-// instructions per chunk to make the indices) streamed at 25% of the read bandwidth; the arrangement below needs
-// three for the indices.
-
-// The kept codes of one 64-input chunk (16 code bytes, 8 metadata bytes) as the 64 dense codes, split like the
-// activations: `ev` holds inputs 0, 2, .., 62 and `od` inputs 1, 3, .., 63 (each 128-bit half one 32-input block).
-// The 32 kept codes are laid out as [lo 0-7, hi 0-7 | lo 8-15, hi 8-15] (code byte g = group g: its first kept
-// value low, its second high), so every dense byte finds its group's codes in its own 128-bit half: index g or
-// 8 + g (g the group within the half), or one with bit 7 set, which vpshufb turns into 0 and vpblendvb into z.
-// The index of a dense input at position i of its group: the first kept slot if p0 = i, else the second if
-// p1 = i, else pruned (weight_at's order): the group's nibble p0 | p1 << 2, XORed with i | i << 2, is looked up
-// in one 16-entry table (p0 ^ i = 0 <=> p0 = i), so even (i = 0, 2) and odd (i = 1, 3) inputs share the table.
-struct Dense24 {
-  __m256i low4, lut, even_pos, odd_pos, group_in_half, dup, nib_shift;
-  Dense24()
-      : low4(_mm256_set1_epi8(0x0F)),
-        // nibble n (p0 ^ i | (p1 ^ i) << 2) -> 0 (slot 0: lo), 8 (slot 1: hi) or 0x80 (pruned)
-        lut(_mm256_broadcastsi128_si256(
-            _mm_setr_epi8(0, 8, 8, 8, 0, -128, -128, -128, 0, -128, -128, -128, 0, -128, -128, -128))),
-        // byte t of a half: group t / 2, position 2 (t % 2) for even inputs and 2 (t % 2) + 1 for odd ones
-        even_pos(_mm256_set1_epi16(0x0A00)),
-        odd_pos(_mm256_set1_epi16(0x0F05)),
-        group_in_half(_mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7))),
-        // each half's byte t <- metadata byte t / 4 (+ 4 in the upper half): groups 2j, 2j + 1 of byte j
-        dup(_mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7,
-                             7, 7)),
-        // words of even groups x 16: every byte's bits 4-7 then hold its group's nibble (an odd group's is there)
-        nib_shift(_mm256_set1_epi32(0x00010010)) {}
-
-  // `full`: 64 inputs; else the last 32 of a row (8 code bytes, 4 metadata bytes): the rest reads as codes 0 at
-  // position 0, which meet the activations' padding (q = 0, d = 0) and add nothing.
-  SK_INLINE void chunk(const uint8_t* cp, const uint8_t* mp, bool full, __m256i zero, __m256i& ev, __m256i& od) const {
-    __m128i c, m8;
-    if (full) {
-      c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cp));
-      m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mp));
-    } else {  // no read past the row
-      c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cp));
-      int32_t w;
-      std::memcpy(&w, mp, 4);
-      m8 = _mm_cvtsi32_si128(w);
-    }
-    const __m256i c2 = _mm256_broadcastsi128_si256(c);
-    const __m256i lo = _mm256_and_si256(c2, low4), hi = _mm256_and_si256(_mm256_srli_epi16(c2, 4), low4);
-    const __m256i kept = _mm256_blend_epi32(_mm256_unpacklo_epi64(lo, hi), _mm256_unpackhi_epi64(lo, hi), 0xF0);
-    const __m256i nib = _mm256_and_si256(
-        _mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(_mm256_broadcastq_epi64(m8), dup), nib_shift), 4),
-        low4);
-    const __m256i ie = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(nib, even_pos)), group_in_half);
-    const __m256i io = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(nib, odd_pos)), group_in_half);
-    ev = _mm256_blendv_epi8(_mm256_shuffle_epi8(kept, ie), zero, ie);
-    od = _mm256_blendv_epi8(_mm256_shuffle_epi8(kept, io), zero, io);
-  }
-};
-
-// One token: the 32 kept activations of each 64-input chunk gathered with vpshufb, where `Dense24` expands the
-// codes (~21 instructions a chunk for 64 dense codes, then int4's dot): 15 a chunk in all here. vpshufb picks
-// within 16-byte halves, so the activations come in groups 0 2 4 6 | 1 3 5 7 | 8 10 12 14 | 9 11 13 15
-// (avx2_a8_gathers, packed_cpu.h: one reordering a call) and the kept codes are put in the same halves: the
-// even groups' in the low half, the odd groups' in the high one, as dwords [first kept of groups 0 2 4 6, of
-// 8 10 12 14, second kept of 0 2 4 6, of 8 10 12 14] (odd groups alike). One vpshufb of each 32-byte load (groups
-// 0-7, then 8-15) and a dword blend gather the kept activations in that order; their indices are the positions
-// (a qword shift of the broadcast metadata by 0, 2, 4, 6 puts each group's first or second position in bits 0-1
-// of the right byte) plus 4x the group's place in its 16 bytes. The zero point is subtracted in the int16 pair
-// sums: (c - z) q = c q - z q, a second vpmaddubsw (|pair| <= 2 x 15 x 127 each: exact, as is the difference).
-struct GatherA8 {
-  __m256i low4, halves, nib, place, fields, ones16;
-  GatherA8()
-      : low4(_mm256_set1_epi8(0x0F)),
-        // code bytes of even groups (low half), of odd groups (high half), each twice
-        halves(_mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 1,
-                                3, 5, 7, 9, 11, 13, 15)),
-        nib(_mm256_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4)),  // first kept: low nibble; second: high
-        place(_mm256_set1_epi32(0x0C080400)),
-        fields(_mm256_setr_epi64x(0, 2, 4, 6)),  // group 2j's first, second position; group 2j + 1's
-        ones16(_mm256_set1_epi16(1)) {}
-
-  // the int32 lanes of sum (c - z) q over a chunk's kept inputs (xa: its 64 activation bytes; `full`: 64 inputs,
-  // else the last 32 of a row, whose codes and positions past it read as 0: position 0 of the padding, q = 0)
-  SK_INLINE __m256i dot(const uint8_t* cp, const uint8_t* mp, bool full, __m256i zero, const uint8_t* xa) const {
-    __m256i c2, m4;
-    if (full) {
-      c2 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cp)));
-      int64_t w;
-      std::memcpy(&w, mp, 8);
-      m4 = _mm256_set1_epi64x(w);
-    } else {  // no read past the row
-      c2 = _mm256_broadcastsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cp)));
-      uint32_t w;
-      std::memcpy(&w, mp, 4);
-      m4 = _mm256_set1_epi64x(w);
-    }
-    const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(c2, halves), nib), low4);
-    const __m256i idx = _mm256_or_si256(_mm256_and_si256(_mm256_srlv_epi64(m4, fields), _mm256_set1_epi8(3)), place);
-    const __m256i kept = _mm256_blend_epi32(
-        _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa)), idx),
-        _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa + 32)), idx), 0xAA);
-    return _mm256_madd_epi16(
-        _mm256_sub_epi16(_mm256_maddubs_epi16(codes, kept), _mm256_maddubs_epi16(zero, kept)), ones16);
-  }
-};
-
-// kZeros (int4 + 2:4): the zero points are read per chunk (the pruned inputs take them); compiled apart from the
-// symmetric rows, whose z = 8 is a constant (no per-chunk branch, no broadcasts).
 // kGroupScale (groups of 128k inputs or one per row, group_scale_fits): each group's chunks accumulate d x
 // (the lanes' block scales) apart, and the group scale multiplies that sum once per group. Per chunk and token
 // that leaves the conversion and one FMA with the block scales as its memory operand; the per-chunk scale vector
 // (two broadcasts, an insert, a multiply: 4 of 14 vector instructions, 2 of 6 loads at one token) made a chunk
 // issue at 3.75 cycles against 2.78 without it (bench/kernels/cpu/vector_throughput_avx2.cpp on Zen 3, docs/cpu-kernels.md).
-template <int MT, bool kSemi24, bool kZeros = false, bool kGroupScale = false>
+template <int MT, bool kGroupScale>
 void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                        int64_t n1) {
   constexpr int NA = MT <= 2 ? 2 : 1;
   const int64_t G = p.groups();
   const __m256i low = _mm256_set1_epi8(0x0F);
-  const Dense24 dense;
   const EvenOddA8<MT> eo(qa, t0);
   std::vector<int32_t> group_of;
   block_groups(p, group_of, 1);
   RowScalesA8 rs;
   for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* codes = p.codes + n * (kSemi24 ? p.k / 4 : p.k / 2);
-    const uint8_t* meta = kSemi24 ? p.meta + n * (p.k / 8) : nullptr;
-    const uint8_t* zeros = kZeros ? p.zeros + n * G : nullptr;
+    const uint8_t* codes = p.codes + n * (p.k / 2);
     rs.load(p, n, true);
     __m256 acc[NA][MT], accg[NA][MT];  // accg: the group's sums before its scale (kGroupScale)
     for (int a = 0; a < NA; ++a)
@@ -1367,19 +1254,10 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
     auto chunk = [&](int64_t k0, bool full, int a) __attribute__((always_inline)) {
       const int64_t b = k0 >> 1;  // even / odd byte of input k0 (int4: also its code byte)
       const int32_t g0 = group_of[k0 >> 5], g1 = group_of[(k0 >> 5) + 1];
-      __m256i lo, hi;
-      if constexpr (kSemi24) {
-        const __m256i zero = kZeros ? _mm256_inserti128_si256(_mm256_set1_epi8(static_cast<char>(zeros[g0])),
-                                                              _mm_set1_epi8(static_cast<char>(zeros[g1])), 1)
-                                    : _mm256_set1_epi8(8);
-        dense.chunk(codes + k0 / 4, meta + k0 / 8, full, zero, lo, hi);
-      } else {
-        // past K (a half chunk) the codes are zero: their products vanish whatever the activation bytes
-        const __m256i v = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + b))
-                               : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
-        lo = _mm256_and_si256(v, low);
-        hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-      }
+      // past K (a half chunk) the codes are zero: their products vanish whatever the activation bytes
+      const __m256i v = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + b))
+                             : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
+      const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
       const __m256 sv = kGroupScale ? __m256() : halves(rs.s[g0], rs.s[g1]);
       for (int t = 0; t < MT; ++t) {
         const __m256i d = pairs_to_lanes(
@@ -1393,15 +1271,8 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
         }
       }
     };
-    // 64 bytes of codes per 128 inputs (int4 + 2:4: per 256, and of positions per 512): a prefetch per line
-    auto ahead = [&](int64_t k0) __attribute__((always_inline)) {
-      if constexpr (kSemi24) {
-        if ((k0 & 255) == 0) prefetch_ahead(p, codes + k0 / 4);
-        if ((k0 & 511) == 0) prefetch_ahead(p, meta + k0 / 8);
-      } else {
-        prefetch_ahead(p, codes + k0 / 2);
-      }
-    };
+    // 64 bytes of codes per 128 inputs: a prefetch per line
+    auto ahead = [&](int64_t k0) __attribute__((always_inline)) { prefetch_ahead(p, codes + k0 / 2); };
     if constexpr (kGroupScale) {
       // one flat loop over pairs of chunks (a loop per group cost more scalar work than g128's two chunks),
       // each group's sums scaled after its last pair; the row's last group may end in a tail of 32-96 inputs
@@ -1437,80 +1308,6 @@ void int4_a8_avx2_rows(const Packed& p, const QActs& qa, int64_t t0, float* out,
   }
 }
 
-// int4 + 2:4 at one token (avx2_a8_gathers): `GatherA8` chunk by chunk, the pointers advanced by the loop. kChunked
-// (group_scale_fits: groups of 128k inputs, or one per row): a group's chunks add up in two chains that the group
-// scale multiplies once; else (groups of 32, 64, 96, ..., where a chunk's two blocks may belong to two groups) each
-// chunk's lanes take their blocks' group scales, [s0 s1 s0 s1 | s0 s1 s0 s1], and zero points.
-template <bool kZeros, bool kChunked>
-void int4_semi24_a8_gather_rows(const Packed& p, const QActs& qa, float* out, const float* bias, int64_t n0,
-                                int64_t n1) {
-  const int64_t K = p.k, G = p.groups();
-  const GatherA8 gather;
-  std::vector<int32_t> group_of;
-  if (!kChunked) block_groups(p, group_of, 1);
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* cp = p.codes + n * (K / 4);
-    const uint8_t* mp = p.meta + n * (K / 8);
-    const uint16_t* scales = p.scales + n * G;  // each converted where its group ends (RowScalesA8 converts a row's
-                                                // scales up front: per-row work that a row of 9 chunks, SmolLM2's
-                                                // K = 576, feels)
-    const uint8_t* zeros = kZeros ? p.zeros + n * G : nullptr;
-    const uint8_t* xa = qa.natural.data();
-    const float* ln = qa.lanes.data();
-    __m256 acc = _mm256_setzero_ps();
-    // the lanes of the chunk at k0 times their block scales, into `sum`; 16 code bytes, 8 of positions, 64 of
-    // activations and 8 lane scales a chunk (a prefetch per line of codes, every 4 chunks, and of positions)
-    auto chunk = [&](int64_t k0, bool full, __m256i zero, __m256& sum) __attribute__((always_inline)) {
-      if ((k0 & 255) == 0) {
-        prefetch_ahead(p, cp);
-        if ((k0 & 511) == 0) prefetch_ahead(p, mp);
-      }
-      sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gather.dot(cp, mp, full, zero, xa)), _mm256_loadu_ps(ln), sum);
-      cp += 16, mp += 8, xa += 64, ln += 8;
-    };
-    int64_t k0 = 0;
-    if constexpr (kChunked) {
-      // one flat loop over pairs of chunks, each group's sums scaled after its last pair (a loop per group made
-      // GCC rebuild the constants of `gather` for every group: ~15 instructions per 128 inputs)
-      const __m256i zero0 = _mm256_set1_epi8(8);
-      const int64_t whole = K & ~int64_t(127), per = G == 1 ? INT64_MAX : p.group / 128;
-      __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-      auto scale = [&](int64_t g) __attribute__((always_inline)) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(scales[g])), _mm256_add_ps(s0, s1), acc);
-        s0 = s1 = _mm256_setzero_ps();
-      };
-      int64_t g = 0, left = per;
-      __m256i zero = kZeros ? _mm256_set1_epi8(static_cast<char>(zeros[0])) : zero0;
-      for (; k0 < whole; k0 += 128) {
-        chunk(k0, true, zero, s0);
-        chunk(k0 + 64, true, zero, s1);
-        if (--left == 0) {
-          scale(g++), left = per;
-          if (kZeros && g < G) zero = _mm256_set1_epi8(static_cast<char>(zeros[g]));
-        }
-      }
-      if (k0 < K) {  // the row's last 32-96 inputs, in its last group
-        chunk(k0, k0 + 64 <= K, zero, s0);
-        if (k0 + 64 < K) chunk(k0 + 64, false, zero, s1);
-      }
-      if (g < G) scale(g);
-    } else {
-      for (; k0 < K; k0 += 64) {
-        const int32_t g0 = group_of[k0 >> 5], g1 = group_of[(k0 >> 5) + 1];
-        const __m256i zero = kZeros ? _mm256_set1_epi64x(static_cast<int64_t>(0x01010101u * zeros[g0]) |
-                                                         static_cast<int64_t>(0x01010101u * zeros[g1]) << 32)
-                                    : _mm256_set1_epi8(8);
-        __m256 sum = _mm256_setzero_ps();
-        chunk(k0, k0 + 64 <= K, zero, sum);
-        const __m256 sv = _mm256_unpacklo_ps(_mm256_set1_ps(half_to_float(scales[g0])),
-                                             _mm256_set1_ps(half_to_float(scales[g1])));
-        acc = _mm256_fmadd_ps(sv, sum, acc);
-      }
-    }
-    out[n] = hsum(acc) + (bias ? bias[n] : 0.0f);
-  }
-}
-
 // kGroupScale's rule: groups of a multiple of 128 inputs (the last may end at K), or one group per row. Each
 // group then gives both accumulator sets a chunk; at 64 the sets would alternate between groups, a variable index.
 inline bool group_scale_fits(const Packed& p) { return p.groups() == 1 || p.group % 128 == 0; }
@@ -1518,30 +1315,106 @@ inline bool group_scale_fits(const Packed& p) { return p.groups() == 1 || p.grou
 template <int MT>
 void int4_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                        int64_t n1) {
-  if (group_scale_fits(p)) return int4_a8_avx2_rows<MT, false, false, true>(p, qa, t0, out, bias, n0, n1);
+  if (group_scale_fits(p)) return int4_a8_avx2_rows<MT, true>(p, qa, t0, out, bias, n0, n1);
   int4_a8_avx2_rows<MT, false>(p, qa, t0, out, bias, n0, n1);
+}
+
+// ------------------------------------------ int4 + 2:4: (q + 128) (u8) x (c - z) (s8), 8 rows a tile
+//
+// Reads `Int4Semi24TilesAvx2` (packed_cpu.h: the order and why). Per block of 32 inputs and tile: the positions of
+// the 4 steps come out of one 32-byte load in 7 instructions (two ANDs with 0x33, two shifts by 4, one by 2, and
+// an OR that sets bit 2 in the bytes of each step's second group), the codes of two steps out of each of two
+// 32-byte loads (AND; shift, AND) less z; then per token and step a broadcast qword of q + 128, one vpshufb, one
+// vpmaddubsw and an int16 add. vpmaddubsw wants its unsigned operand first: the biased activations, against
+// signed c - z (|c - z| <= 15: a pair sum at most 2 x 255 x 15 = 7650, four steps 30600 < 32767, exact). The bias
+// comes out per block, 128 sum (c - z) over each row's group of kept slots, from the steps' c - z added bytewise
+// (|4 x 15| fits a byte) and one vpmaddubsw against bytes of 128, shared by the tokens; one vpmaddwd then adds a
+// row's two groups into its int32 lane, converted and scaled by the block's d once for 8 rows. The row-at-a-time
+// gather this replaces (73e152c and before: per 64 inputs of a row, 15 vector instructions including the
+// conversion and an FMA) ran at half this kernel's rate in L1 on Zen 3 (docs/cpu-kernels.md).
+template <int MT, bool kZeros>
+void int4_semi24_a8_avx2_tiles(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,
+                               int64_t n0, int64_t n1) {
+  constexpr int64_t R = Int4Semi24TilesAvx2::kRows, B = Int4Semi24TilesAvx2::kBlockBytes;
+  const int64_t N = p.n, K = p.k, G = p.groups(), nb = K / kActBlock, kp = qa.kpad, qb = qa.blocks;
+  const int64_t per_group = G == 1 ? nb : p.group / kActBlock;  // a8_fits: group % 32 == 0 or one group
+  const __m256i low4 = _mm256_set1_epi8(0x0F), m33 = _mm256_set1_epi8(0x33), b128 = _mm256_set1_epi8(-128),
+                ones16 = _mm256_set1_epi16(1);
+  const __m256i second = _mm256_set1_epi32(0x44440000);  // bytes 2, 3 of each row's dword: the second group (+4)
+  // byte i <- zero point of row i / 4 (8 bytes broadcast to both halves)
+  const __m256i zrow = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6,
+                                        6, 6, 7, 7, 7, 7);
+  const uint8_t* xq[MT];
+  const float* d[MT];
+  for (int t = 0; t < MT; ++t) {
+    xq[t] = &qa.natural[(t0 + t) * kp];
+    d[t] = &qa.d[(t0 + t) * qb];
+  }
+  for (int64_t tile = n0 / R; tile * R < n1; ++tile) {
+    const uint8_t* stream = p.tiles + tile * nb * B;
+    __m256 o[MT];
+    for (int t = 0; t < MT; ++t) o[t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < G; ++g) {
+      __m256i z = _mm256_set1_epi8(8);
+      if constexpr (kZeros) {
+        int64_t z8;
+        std::memcpy(&z8, p.tile_zeros + (tile * G + g) * R, 8);
+        z = _mm256_shuffle_epi8(_mm256_set1_epi64x(z8), zrow);
+      }
+      __m256 f[MT];
+      for (int t = 0; t < MT; ++t) f[t] = _mm256_setzero_ps();
+      for (int64_t b = g * per_group; b < std::min(nb, (g + 1) * per_group); ++b) {
+        const uint8_t* blk = stream + b * B;
+        // 96 bytes a block: two prefetches cover its one or two lines (the tile is one sequential stream)
+        prefetch_ahead(p, blk);
+        prefetch_ahead(p, blk + 64);
+        const __m256i pos = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64));
+        const __m256i even = _mm256_or_si256(_mm256_and_si256(pos, m33), second);  // steps 0 (bits 0-1), 2 (4-5)
+        const __m256i odd = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(pos, 2), m33), second);  // 1, 3
+        const __m256i idx[4] = {even, odd, _mm256_srli_epi16(even, 4), _mm256_srli_epi16(odd, 4)};
+        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
+        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32));
+        const __m256i w[4] = {_mm256_sub_epi8(_mm256_and_si256(v0, low4), z),
+                              _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low4), z),
+                              _mm256_sub_epi8(_mm256_and_si256(v1, low4), z),
+                              _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v1, 4), low4), z)};
+        const __m256i wsum = _mm256_add_epi8(_mm256_add_epi8(w[0], w[1]), _mm256_add_epi8(w[2], w[3]));
+        const __m256i bias128 = _mm256_maddubs_epi16(b128, wsum);
+        for (int t = 0; t < MT; ++t) {
+          const uint8_t* x8 = xq[t] + b * kActBlock;
+          __m256i acc = _mm256_setzero_si256();
+          for (int s = 0; s < 4; ++s) {
+            int64_t q8;
+            std::memcpy(&q8, x8 + 8 * s, 8);
+            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(_mm256_shuffle_epi8(_mm256_set1_epi64x(q8), idx[s]), w[s]));
+          }
+          const __m256i rows = _mm256_madd_epi16(_mm256_sub_epi16(acc, bias128), ones16);
+          f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(rows), _mm256_set1_ps(d[t][b]), f[t]);
+        }
+      }
+      const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p.tile_scales + (tile * G + g) * R)));
+      for (int t = 0; t < MT; ++t) o[t] = _mm256_fmadd_ps(f[t], sv, o[t]);
+    }
+    // rows [n0, n1) of this tile (the binding passes whole tiles; a range that cuts one writes only its rows)
+    const int64_t lo = std::max<int64_t>(0, n0 - tile * R), hi = std::min(R, n1 - tile * R);
+    for (int t = 0; t < MT; ++t) {
+      float* dst = out + (t0 + t) * N + tile * R;
+      if (lo == 0 && hi == R) {
+        _mm256_storeu_ps(dst, bias ? _mm256_add_ps(o[t], _mm256_loadu_ps(bias + tile * R)) : o[t]);
+      } else {
+        alignas(32) float row[R];
+        _mm256_store_ps(row, o[t]);
+        for (int64_t r = lo; r < hi; ++r) dst[r] = row[r] + (bias ? bias[tile * R + r] : 0.0f);
+      }
+    }
+  }
 }
 
 template <int MT>
 void int4_semi24_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,
                               int64_t n0, int64_t n1) {
-  const bool per_group = group_scale_fits(p);
-  if constexpr (MT == 1) {
-    if (avx2_a8_gathers(p, qa.m)) {
-      if (p.zeros) {
-        if (per_group) return int4_semi24_a8_gather_rows<true, true>(p, qa, out, bias, n0, n1);
-        return int4_semi24_a8_gather_rows<true, false>(p, qa, out, bias, n0, n1);
-      }
-      if (per_group) return int4_semi24_a8_gather_rows<false, true>(p, qa, out, bias, n0, n1);
-      return int4_semi24_a8_gather_rows<false, false>(p, qa, out, bias, n0, n1);
-    }
-  }
-  if (p.zeros) {
-    if (per_group) return int4_a8_avx2_rows<MT, true, true, true>(p, qa, t0, out, bias, n0, n1);
-    return int4_a8_avx2_rows<MT, true, true>(p, qa, t0, out, bias, n0, n1);
-  }
-  if (per_group) return int4_a8_avx2_rows<MT, true, false, true>(p, qa, t0, out, bias, n0, n1);
-  int4_a8_avx2_rows<MT, true, false>(p, qa, t0, out, bias, n0, n1);
+  if (p.tile_zeros) return int4_semi24_a8_avx2_tiles<MT, true>(p, qa, t0, out, bias, n0, n1);
+  int4_semi24_a8_avx2_tiles<MT, false>(p, qa, t0, out, bias, n0, n1);
 }
 
 // ------------------------------------------ MXFP4: |2 E2M1| (u8) x sign(w) q (s8)

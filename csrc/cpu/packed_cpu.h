@@ -3,7 +3,8 @@
 // Plain C++ only (no torch headers): the SIMD translation units are compiled with target attributes
 // of their own, and torch's inline functions must not be compiled under them (one definition rule).
 // The byte layouts are those of sparsekit/pack/layouts.py, read as stored: no conversion at load, except
-// int4 + 2:4 under the VNNI a8 kernel, which reads a copy in an order of its own (`Int4Semi24Tiles`, below).
+// int4 + 2:4 under the a8 kernels, which read a copy in an order of their own (`Int4Semi24Tiles` for VNNI,
+// `Int4Semi24TilesAvx2` for AVX2, below).
 //
 // One scalar reference decoder per layout (`weight_at`, below) serves the portable path and the tails
 // that a SIMD chunk does not cover; each SIMD path decodes 16 consecutive weights at a time (AVX-512: one
@@ -37,10 +38,11 @@ struct Packed {
   // Software prefetch of the weight streams in the decode loops (`prefetch_ahead`), set by the binding per CPU
   int64_t prefetch_distance = 2048;  // bytes ahead of the read
   bool prefetch_l2 = false;          // into L2 (prefetcht1) instead of L1 (prefetcht0)
-  // int4 + 2:4, VNNI a8 kernel only: the same weight as `Int4Semi24Tiles` (the binding builds and caches it)
-  const uint8_t* tiles = nullptr;         // [ceil(N/16), K/32, 192]
-  const uint16_t* tile_scales = nullptr;  // [ceil(N/16), G, 16] fp16 bits
-  const uint8_t* tile_zeros = nullptr;    // [ceil(N/16), G, 16] (null: symmetric)
+  // int4 + 2:4, a8 kernels only: the same weight as `Int4Semi24Tiles` (VNNI, R = 16 rows a tile, 192 bytes a block)
+  // or `Int4Semi24TilesAvx2` (R = 8, 96 bytes a block); the binding builds and caches it
+  const uint8_t* tiles = nullptr;         // [ceil(N/R), K/32, block bytes]
+  const uint16_t* tile_scales = nullptr;  // [ceil(N/R), G, R] fp16 bits
+  const uint8_t* tile_zeros = nullptr;    // [ceil(N/R), G, R] (null: symmetric)
 
   int64_t groups() const { return group > 0 ? (k + group - 1) / group : 1; }
 };
@@ -344,15 +346,13 @@ void quantize_block32(const float* x, int64_t k, int8_t* q, float* d);
 struct QActs {
   int64_t m = 0, k = 0, kpad = 0, blocks = 0;
   std::vector<float> d;         // [m, kpad / 32] block scales
-  std::vector<uint8_t> even;    // int4, int4 + 2:4 (AVX2), MXFP4 (AVX2): [m, kpad / 2] q of inputs 0, 2, 4, ...
-                                // (s8); MXFP4 (VNNI): q + 128 (u8)
+  std::vector<uint8_t> even;    // int4, MXFP4 (AVX2): [m, kpad / 2] q of inputs 0, 2, 4, ... (s8);
+                                // MXFP4 (VNNI): q + 128 (u8)
   std::vector<uint8_t> odd;     // the same for inputs 1, 3, 5, ...
-  std::vector<uint8_t> natural; // int4 + 2:4 and int8 (VNNI): [m, kpad] q + 128 (u8), input order;
-                                // int8 (AVX2): [m, kpad] q (s8), input order;
-                                // int4 + 2:4 (AVX2, one token: avx2_a8_gathers): [kpad] q (s8), the gather's order
-  std::vector<float> lanes;     // int4, MXFP4, int4 + 2:4 (AVX2): [m, kpad / 8] the d of each 4-byte lane of even / odd
-                                // (the AVX2 gather: of each int32 lane of its dot)
-  std::vector<float> gsum;      // int4, int4 + 2:4 (AVX2 but the gather): [m, G] sum over the group's blocks of d * sum q
+  std::vector<uint8_t> natural; // int4 + 2:4 (both paths) and int8 (VNNI): [m, kpad] q + 128 (u8), input order;
+                                // int8 (AVX2): [m, kpad] q (s8), input order
+  std::vector<float> lanes;     // int4, MXFP4: [m, kpad / 8] the d of each 4-byte lane of even / odd
+  std::vector<float> gsum;      // int4: [m, G] sum over the group's blocks of d * sum q
 };
 
 // int4 + 2:4 for the VNNI a8 kernel: 16 rows interleaved, so that one zmm holds 4 kept codes of each of 16 rows
@@ -381,15 +381,38 @@ struct Int4Semi24Tiles {
 void repack_int4_semi24_tiles(const Packed& p, uint8_t* stream, uint16_t* scales, uint8_t* zeros, int64_t tile0,
                               int64_t tile1);
 
+// int4 + 2:4 for the AVX2 a8 kernel: the VNNI tiles' idea with AVX2's instructions. 8 rows interleaved, so that
+// one ymm holds 4 kept codes of each of 8 rows for the same 8 inputs (a dword a row, the dword index the row);
+// the step's 8 activations are one broadcast qword (q + 128, u8), from which vpshufb gathers each byte's kept
+// activation (index: its 2-bit position, + 4 for the step's second group of 4 inputs). vpmaddubsw then pairs a
+// row's two kept values of one group, the int16 sums add up over the block's 4 steps (|255 (c - z)| x 2 x 4 <=
+// 30600: exact), and one vpmaddwd per block gives each row's int32 sum: the conversion and scaling that the
+// row-at-a-time gather paid per 64 inputs of a row come once per block of 32 inputs for 8 rows. Measured against
+// that gather (`GatherA8` until this layout: 15 vector instructions per 64 inputs of a row, against ~9 here):
+// docs/cpu-kernels.md, "Zen 3: int4 + 2:4 a8 in tiles of 8 rows".
+//
+// A tile (8 rows; the last one padded with rows that weigh 0) is K/32 blocks of 96 bytes, in input order. In each
+// 32-byte vector, byte i belongs to row i / 4 and kept slot i % 4 of a step's 8 inputs (slots 0, 1: the first
+// group of 4 inputs, its first and second kept value; slots 2, 3: the second group's):
+//   bytes  0-63: codes, two steps per 32 bytes: step 2h in the low nibble of byte i of vector h, step 2h + 1 in
+//                the high nibble (one AND, or a shift and an AND, per step);
+//   bytes 64-95: positions: byte i holds slot i's 2-bit position in each of the block's 4 steps, step s in bits
+//                2s, 2s + 1, so that an AND with 0x33 leaves steps 0 and 2 in bits 0-1 and 4-5 of every byte, and
+//                a 16-bit shift by 4 brings step 2 down with bit 7 clear (vpshufb reads bits 0-3 and 7); the same
+//                after a shift by 2 for steps 1 and 3.
+// Scales (and zero points) per tile and group, 8 rows each.
+struct Int4Semi24TilesAvx2 {
+  static constexpr int64_t kRows = 8, kBlockBytes = 96;
+  static int64_t tiles(int64_t n) { return (n + kRows - 1) / kRows; }
+  static int64_t stream_bytes(int64_t n, int64_t k) { return tiles(n) * (k / kActBlock) * kBlockBytes; }
+};
+
+// The same contract as repack_int4_semi24_tiles, for `Int4Semi24TilesAvx2` (scales / zeros [tiles * G * 8]).
+void repack_int4_semi24_tiles_avx2(const Packed& p, uint8_t* stream, uint16_t* scales, uint8_t* zeros,
+                                   int64_t tile0, int64_t tile1);
+
 // Which a8 kernels will read the activations: int4 + 2:4 is arranged differently for each (see acts_int8.cpp).
 enum class A8Path : int { kVnni = 0, kAvx2 = 1 };
-
-// The AVX2 a8 kernel of int4 + 2:4 at one token gathers the kept activations with vpshufb (gemm_avx2.cpp,
-// `GatherA8`) instead of expanding the codes to dense int4, and reads an arrangement of its own: per 64 inputs (16
-// groups of 4) the groups 0 2 4 6 | 1 3 5 7 | 8 10 12 14 | 9 11 13 15, 16 bytes each, so that each 128-bit half of
-// a 32-byte load holds the groups its kept codes belong to; q as stored (s8), and `lanes` the block scale of each
-// int32 lane of the kernel's dot: [d0 d1 d0 d1 | d0 d1 d0 d1] per 64 inputs (blocks 2c, 2c + 1).
-inline bool avx2_a8_gathers(const Packed& p, int64_t m) { return p.kind == Kind::kInt4Semi24 && m == 1; }
 
 void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path path);
 
@@ -407,7 +430,8 @@ using A8RowsFn = void (*)(const Packed& p, const QActs& qa, int64_t m, float* ou
 void rows_a8(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0, int64_t n1);
 
 // The same kernels with AVX2 (vpmaddubsw, vpmaddwd; gemm_avx2.cpp) for CPUs without AVX-512 VNNI, on the same
-// QActs (int8 weights: q unbiased) and under the same a8_fits(); built where avx2_compiled() is true.
+// QActs (int8 weights: q unbiased) and under the same a8_fits(); int4 + 2:4 reads p.tiles in the AVX2 order, whole
+// tiles of 8 rows; built where avx2_compiled() is true.
 void rows_a8_avx2(const Packed& p, const QActs& qa, int64_t m, float* out, const float* bias, int64_t n0,
                   int64_t n1);
 
