@@ -573,6 +573,78 @@ def test_readme_zen3_int8_four_rows_are_what_the_runs_print():
             and f"its ceiling {cells[0][1]} / {cells[1][1]} (86%); at two threads {cells[0][2]} / {cells[1][2]}." in flat)
 
 
+def test_readme_zen3_int4_semi24_a8_tiles_are_what_the_runs_print():
+    """The section on int4 + 2:4 a8 in tiles of 8 rows (Zen 3): the A/B rows against 73e152c (one token on the five
+    shapes, and 4 / 16 tokens) and against int4 a8 are the committed runs' 10th percentiles, the cycles quoted are the
+    committed loop-body timings' and the cache run's, the targets table is the script's on the first run's JSON (the
+    AVX2 path), and the ratios and read fractions the README quotes are the two runs'."""
+    readme = _readme()
+    flat = " ".join(readme.split())
+    readme_flat = " ".join((REPO / "README.md").read_text().split())
+    cpu = REPO / "bench" / "results" / "cpu"
+    label = "int4 + 2:4 g128, int8 activations"
+    _assert_zen3_ab_rows(readme, "ab_zen3_int4_semi24_a8_tiles_{}.json", "int4_semi24", label, "73e152c", acts="int8")
+    change = {}
+    for name, m, rounds in (("m4_1t", 4, 8), ("m16_1t", 16, 4), ("mem_1t", 1, 8), ("mem_2t", 1, 8)):
+        ab = json.loads((cpu / f"ab_zen3_int4_semi24_a8_tiles_{name}.json").read_text())
+        assert (ab["m"], ab["rounds"], ab["acts"], ab["builds"]["base"]["commit"]) == (m, rounds, "int8", "73e152c")
+        b, n, change[name] = ab["builds"]["base"]["p10_ms"], ab["builds"]["new"]["p10_ms"], ab["change"]["p10_ms"]
+        assert f"| {label} | 4096 x 14336 (memory), {m}, {ab['threads']} | {b:.3f} ms | {n:.3f} ms | {100 * change[name]:+.1f}% |" in readme
+    assert (f"Against the build before: {100 * change['mem_1t']:.0f}% / {100 * change['mem_2t']:.0f}% from memory at one / two "
+            f"threads, {100 * change['m4_1t']:.0f}% / {100 * change['m16_1t']:.0f}% at 4 / 16 tokens") in readme_flat
+    for t in (1, 2):
+        ab = json.loads((cpu / f"ab_zen3_int4_semi24_a8_tiles_vs_int4_a8_mem_{t}t.json").read_text())
+        base, new = ab["builds"]["base"], ab["builds"]["new"]
+        assert (base["layout"], new["layout"], ab["acts"], ab["threads"], ab["m"]) == ("int4", "int4_semi24", "int8", t, 1)
+        assert "--base-layout int4" in ab["command"] and f"ab_zen3_int4_semi24_a8_tiles_vs_int4_a8_mem_{t}t.json" in ab["command"]
+        assert (f"| {t} | {base['p10_ms']:.3f} ms | {new['p10_ms']:.3f} ms | x{base['p10_ms'] / new['p10_ms']:.2f} "
+                f"(medians x{base['ms'] / new['ms']:.2f}) |") in readme
+    out = (cpu / "vector_throughput_avx2_zen3_a8_tiles.txt").read_text()
+    assert out.count("UTC 2026") == 3
+    cycles = {label: min(float(c) for c in re.findall(rf"^{re.escape(label)}\s+([\d.]+) cycles", out, re.M))
+              for label in ("int4 + 2:4 a8 tiles, 64 inputs", "int4 + 2:4 a8 gather, 64 inputs", "int4 a8 g128, 64 weights")}
+    tiles, gather, int4 = (cycles[k] for k in cycles)
+    assert (f"issues at {tiles:.2f} cycles ({24 * 3.1 / tiles:.1f} GB/s of packed bytes at 3.1 GHz) against {gather:.2f} "
+            f"for the gather (lowest of three runs each; int4 a8 g128: {int4:.2f})") in flat
+    assert f"per 64 inputs {tiles:.2f} cycles against {gather:.2f} for the row-at-a-time gather" in readme_flat
+    cache = {b: json.loads((cpu / "ab_zen3_int4_semi24_a8_tiles_cache_1t.json").read_text())["builds"][b]["p10_ms"]
+             for b in ("new", "base")}
+    per64 = {b: ms * 3.1e6 / (1024 * 14336 / 64) for b, ms in cache.items()}
+    assert (f"the whole kernel in cache takes {per64['new']:.2f} cycles per 64 inputs of a row at one thread ({cache['new']:.3f} ms "
+            f"on 1024 x 14336, below) against {per64['base']:.2f} for the gather") in flat
+    targets = _script("cpu_targets", "kernels")
+    runs = [json.loads((cpu / f"cpu_targets_zen3_a8_tiles{s}.json").read_text()) for s in ("", "_repeat")]
+    assert all(r["memory"]["avx2_path"] and not r["memory"]["avx512_path"] for r in runs)
+    assert targets.table(runs[0]) in readme and "--table --out bench/results/cpu/cpu_targets_zen3_a8_tiles.json" in readme
+    ms = [{(r["kernel"], r["threads"]): r["ms"] for r in run["memory"]["rows"] if r["m"] == 1} for run in runs]
+    ratio = [[m["int4_a8", t] / m["int4_semi24_a8", t] for m in ms] for t in (1, 2)]
+    assert all(r >= 1.25 for rs in ratio for r in rs)  # what the section says: met in both runs at both thread counts
+    assert (f"int4 + 2:4 a8 against int4 a8 x{ratio[0][0]:.2f} / x{ratio[0][1]:.2f} at one thread and x{ratio[1][0]:.2f} / "
+            f"x{ratio[1][1]:.2f} at two") in flat
+    assert (f"int4 + 2:4 a8 **{ratio[0][0]:.2f}x / {ratio[0][1]:.2f}x** and {ratio[1][0]:.2f}x / {ratio[1][1]:.2f}x int4 a8 "
+            "at one and at two threads") in readme_flat
+    cells = []
+    for run in runs:
+        line = next(x for x in targets.table(run).splitlines() if x.startswith("| int4_semi24_a8 |"))
+        cells.append([c.strip().rsplit(", ", 1)[1] for c in line.split("|")[3:6]])
+    assert (f"streams **{cells[0][0]} / {cells[1][0]}** of the read (ceiling {cells[0][1]} / {cells[1][1]}; at two threads "
+            f"{cells[0][2]} / {cells[1][2]})") in flat
+    assert f"streaming {cells[0][0]} / {cells[1][0]} of the read at one thread" in readme_flat
+    int4x = " / ".join(f"x{m['fp32', 1] / m['int4_a8', 1]:.2f}" for m in ms)
+    assert f"int4 a8 was 5x fp32 dense at one thread ({int4x})" in flat
+    decode = _script("cpu_decode")
+    run = json.loads((cpu / "smollm2_decode_zen3_a8_tiles.json").read_text())
+    assert run["model"] == "smollm2-135m" and decode.table(run) in readme and {r["threads"] for r in run["rows"]} == {2}
+    assert "--table --out bench/results/cpu/smollm2_decode_zen3_a8_tiles.json" in readme
+    rows = {r["variant"]: r for r in run["rows"]}  # the first dense row: the later one of the same name is the last
+    rows["dense fp32"] = run["rows"][0]
+    speed = {v: (r["compiled"]["tokens_per_s"], r["tokens_per_s"]) for v, r in rows.items()}
+    x = {v: [s / d for s, d in zip(speed[v], speed["dense fp32"])] for v in ("int4 g128 a8", "2:4 + int4 a8")}
+    assert (f"int4 + 2:4 a8 **{x['2:4 + int4 a8'][0]:.2f}x** dense fp32 compiled against int4 a8's {x['int4 g128 a8'][0]:.2f}x "
+            f"({speed['2:4 + int4 a8'][0] / speed['int4 g128 a8'][0]:.2f}x int4 a8)") in flat
+    assert f"Eager, {x['2:4 + int4 a8'][1]:.2f}x against {x['int4 g128 a8'][1]:.2f}x" in flat
+
+
 @pytest.mark.parametrize("name, doc", [("cpu_gemm_zen3_a8_sign", "README.md"), ("cpu_gemm_zen3_1207", "docs/cpu-kernels.md")])
 def test_readme_zen3_summary_kernel_table_is_what_the_run_prints(name, doc):
     """The Zen 3 kernel table (the README: today's build; the record: the build before) and the speed-ups its

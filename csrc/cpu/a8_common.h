@@ -32,6 +32,20 @@ inline void block_groups(const Packed& p, std::vector<int32_t>& of, int64_t extr
     of[b] = static_cast<int32_t>(G == 1 ? 0 : std::min<int64_t>(G - 1, b * kActBlock / p.group));
 }
 
+// The input-order activation bytes (QActs::natural) and block scales of tokens t0 .. t0 + MT - 1: the int4 + 2:4
+// and int8 kernels' operands.
+template <int MT>
+struct NaturalA8 {
+  const uint8_t* x[MT];
+  const float* d[MT];
+  NaturalA8(const QActs& qa, int64_t t0) {
+    for (int t = 0; t < MT; ++t) {
+      x[t] = &qa.natural[(t0 + t) * qa.kpad];
+      d[t] = &qa.d[(t0 + t) * qa.blocks];
+    }
+  }
+};
+
 // Tokens in tiles of up to 4: the row is read once per tile; T<MT>::run(p, qa, t0, out, bias, n0, n1)
 // computes tokens t0 .. t0 + MT - 1 (a class template, as a function template cannot be a template argument).
 template <template <int> class T>

@@ -213,8 +213,9 @@ void advise_huge_pages(void* ptr, int64_t bytes, bool before_fill) {
 }
 
 // The a8 kernels of int4 + 2:4 read their weight in an order of their own (`Int4Semi24Tiles` for VNNI,
-// `Int4Semi24TilesAvx2` for AVX2: packed_cpu.h), built from the stored tensors on the first call, one per order. An entry holds weak references to their storage: once the
-// weight is gone, its copy is freed at the next lookup or `a8_tiles_bytes()` call. It also holds their version
+// `Int4Semi24TilesAvx2` for AVX2: packed_cpu.h), built from the stored tensors on the first call, one per order.
+// An entry holds weak references to their storage: once the weight is gone, its copy is freed at the next lookup
+// or `a8_tiles_bytes()` call. It also holds their version
 // counters: a tensor changed in place by a torch op since builds it again. Writes that bypass the counter (through
 // `.data`, a NumPy view, an inference tensor inside inference mode) are not seen: `a8_tiles_clear()` drops every
 // copy. A copy is as large as the stored codes, positions and scales (`a8_tiles_bytes()` says how much is held).

@@ -1336,7 +1336,7 @@ template <int MT, bool kZeros>
 void int4_semi24_a8_avx2_tiles(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias,
                                int64_t n0, int64_t n1) {
   constexpr int64_t R = Int4Semi24TilesAvx2::kRows, B = Int4Semi24TilesAvx2::kBlockBytes;
-  const int64_t N = p.n, K = p.k, G = p.groups(), nb = K / kActBlock, kp = qa.kpad, qb = qa.blocks;
+  const int64_t N = p.n, K = p.k, G = p.groups(), nb = K / kActBlock;
   const int64_t per_group = G == 1 ? nb : p.group / kActBlock;  // a8_fits: group % 32 == 0 or one group
   const __m256i low4 = _mm256_set1_epi8(0x0F), m33 = _mm256_set1_epi8(0x33), b128 = _mm256_set1_epi8(-128),
                 ones16 = _mm256_set1_epi16(1);
@@ -1344,12 +1344,7 @@ void int4_semi24_a8_avx2_tiles(const Packed& p, const QActs& qa, int64_t t0, flo
   // byte i <- zero point of row i / 4 (8 bytes broadcast to both halves)
   const __m256i zrow = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6,
                                         6, 6, 7, 7, 7, 7);
-  const uint8_t* xq[MT];
-  const float* d[MT];
-  for (int t = 0; t < MT; ++t) {
-    xq[t] = &qa.natural[(t0 + t) * kp];
-    d[t] = &qa.d[(t0 + t) * qb];
-  }
+  const NaturalA8<MT> acts(qa, t0);
   for (int64_t tile = n0 / R; tile * R < n1; ++tile) {
     const uint8_t* stream = p.tiles + tile * nb * B;
     __m256 o[MT];
@@ -1381,18 +1376,20 @@ void int4_semi24_a8_avx2_tiles(const Packed& p, const QActs& qa, int64_t t0, flo
         const __m256i wsum = _mm256_add_epi8(_mm256_add_epi8(w[0], w[1]), _mm256_add_epi8(w[2], w[3]));
         const __m256i bias128 = _mm256_maddubs_epi16(b128, wsum);
         for (int t = 0; t < MT; ++t) {
-          const uint8_t* x8 = xq[t] + b * kActBlock;
+          const uint8_t* x8 = acts.x[t] + b * kActBlock;
           __m256i acc = _mm256_setzero_si256();
           for (int s = 0; s < 4; ++s) {
             int64_t q8;
             std::memcpy(&q8, x8 + 8 * s, 8);
-            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(_mm256_shuffle_epi8(_mm256_set1_epi64x(q8), idx[s]), w[s]));
+            const __m256i kept = _mm256_shuffle_epi8(_mm256_set1_epi64x(q8), idx[s]);  // each byte's q + 128
+            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(kept, w[s]));
           }
           const __m256i rows = _mm256_madd_epi16(_mm256_sub_epi16(acc, bias128), ones16);
-          f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(rows), _mm256_set1_ps(d[t][b]), f[t]);
+          f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(rows), _mm256_set1_ps(acts.d[t][b]), f[t]);
         }
       }
-      const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p.tile_scales + (tile * G + g) * R)));
+      const uint16_t* scales = p.tile_scales + (tile * G + g) * R;  // the 8 rows' group scales (fp16)
+      const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales)));
       for (int t = 0; t < MT; ++t) o[t] = _mm256_fmadd_ps(f[t], sv, o[t]);
     }
     // rows [n0, n1) of this tile (the binding passes whole tiles; a range that cuts one writes only its rows)
@@ -1490,12 +1487,7 @@ void int8_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out,
   constexpr int NA = MT <= 2 ? 2 : 1;
   const int64_t K = p.k;
   const __m256i ones = _mm256_set1_epi16(1);
-  const int8_t* xq[MT];
-  const float* db[MT];
-  for (int t = 0; t < MT; ++t) {
-    xq[t] = reinterpret_cast<const int8_t*>(&qa.natural[(t0 + t) * qa.kpad]);
-    db[t] = &qa.d[(t0 + t) * qa.blocks];
-  }
+  const NaturalA8<MT> acts(qa, t0);  // q as it is (s8)
   for (int64_t n = n0; n < n1; ++n) {
     const int8_t* codes = reinterpret_cast<const int8_t*>(p.codes) + n * K;
     __m256 acc[NA][MT];
@@ -1505,9 +1497,9 @@ void int8_a8_avx2_tile(const Packed& p, const QActs& qa, int64_t t0, float* out,
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + k0));
       const __m256i aw = _mm256_abs_epi8(w);
       for (int t = 0; t < MT; ++t) {
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + k0));
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acts.x[t] + k0));
         const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(q, w)), ones);
-        acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(db[t] + k0 / 32), acc[a][t]);
+        acc[a][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(acts.d[t] + k0 / 32), acc[a][t]);
       }
     };
     int64_t k0 = 0;

@@ -241,7 +241,7 @@ template <int MT, bool kZeros>
 void int4_semi24_a8_tiles(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                           int64_t n1) {
   constexpr int64_t R = Int4Semi24Tiles::kRows, B = Int4Semi24Tiles::kBlockBytes;
-  const int64_t N = p.n, K = p.k, G = p.groups(), nb = K / kActBlock, kp = qa.kpad, qb = qa.blocks;
+  const int64_t N = p.n, K = p.k, G = p.groups(), nb = K / kActBlock;
   const int64_t per_group = G == 1 ? nb : p.group / kActBlock;  // a8_fits: group % 32 == 0 or one group
   alignas(64) uint8_t ctrl_b[64], base_b[64], quad_b[64];
   alignas(64) int8_t table_b[64];
@@ -255,12 +255,7 @@ void int4_semi24_a8_tiles(const Packed& p, const QActs& qa, int64_t t0, float* o
   const __m512i ctrl = _mm512_load_si512(ctrl_b), base = _mm512_load_si512(base_b), quad = _mm512_load_si512(quad_b),
                 table = _mm512_load_si512(table_b), three = _mm512_set1_epi8(3),
                 bias128 = _mm512_set1_epi8(static_cast<char>(128));
-  const uint8_t* xq[MT];
-  const float* d[MT];
-  for (int t = 0; t < MT; ++t) {
-    xq[t] = &qa.natural[(t0 + t) * kp];
-    d[t] = &qa.d[(t0 + t) * qb];
-  }
+  const NaturalA8<MT> acts(qa, t0);
   for (int64_t tile = n0 / R; tile * R < n1; ++tile) {
     const uint8_t* stream = p.tiles + tile * nb * B;
     __m512 o[MT];
@@ -291,7 +286,7 @@ void int4_semi24_a8_tiles(const Packed& p, const QActs& qa, int64_t t0, float* o
             const __m512i idx = _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(ctrl, pos), three, base, 0xEA);
             int64_t x8;
             for (int t = 0; t < MT; ++t) {
-              std::memcpy(&x8, xq[t] + b * kActBlock + 8 * step, 8);
+              std::memcpy(&x8, acts.x[t] + b * kActBlock + 8 * step, 8);
               acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_shuffle_epi8(_mm512_set1_epi64(x8), idx), w[s]);
             }
             wsum = _mm512_add_epi8(wsum, w[s]);
@@ -299,7 +294,7 @@ void int4_semi24_a8_tiles(const Packed& p, const QActs& qa, int64_t t0, float* o
         }
         wsum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias128, wsum);
         for (int t = 0; t < MT; ++t)
-          f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[t], wsum)), _mm512_set1_ps(d[t][b]), f[t]);
+          f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[t], wsum)), _mm512_set1_ps(acts.d[t][b]), f[t]);
       }
       const __m512 sv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.tile_scales + (tile * G + g) * R)));
       for (int t = 0; t < MT; ++t) o[t] = _mm512_fmadd_ps(f[t], sv, o[t]);
@@ -326,15 +321,10 @@ void int4_semi24_a8_tiles(const Packed& p, const QActs& qa, int64_t t0, float* o
 template <int MT>
 void int8_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, const float* bias, int64_t n0,
                   int64_t n1) {
-  const int64_t K = p.k, kp = qa.kpad, nb = qa.blocks;
+  const int64_t K = p.k;
   const __m512i bias128 = _mm512_set1_epi8(static_cast<char>(128));
   const __m512i two = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  const uint8_t* xq[MT];
-  const float* db[MT];
-  for (int t = 0; t < MT; ++t) {
-    xq[t] = &qa.natural[(t0 + t) * kp];
-    db[t] = &qa.d[(t0 + t) * nb];
-  }
+  const NaturalA8<MT> acts(qa, t0);
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* codes = p.codes + n * K;
     __m512 acc[2][MT];  // two chains, alternate chunks: the FMA latency overlaps
@@ -343,9 +333,9 @@ void int8_a8_tile(const Packed& p, const QActs& qa, int64_t t0, float* out, cons
     auto chunk = [&](int64_t k0, __m512i w, __m512* a) {
       const __m512i wsum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias128, w);
       for (int t = 0; t < MT; ++t) {
-        const __m512i d = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(xq[t] + k0), w),
+        const __m512i d = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(acts.x[t] + k0), w),
                                            wsum);
-        const __m128d pair = _mm_load_sd(reinterpret_cast<const double*>(db[t] + k0 / 32));  // the 2 block scales
+        const __m128d pair = _mm_load_sd(reinterpret_cast<const double*>(acts.d[t] + k0 / 32));  // the 2 block scales
         const __m512 sv = _mm512_permutexvar_ps(two, _mm512_castps128_ps512(_mm_castpd_ps(pair)));
         a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, a[t]);
       }

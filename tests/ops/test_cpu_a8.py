@@ -134,7 +134,7 @@ def test_avx2_a8_kernels_at_the_smallest_shapes_and_strided_inputs(kind):
         want = packed_linear_reference(q8_blocks(x.reshape(-1, k)), layout).reshape(2, 4, n)
         assert rel(got, want) < 1e-5, (n, k)
         assert not torch.equal(got, cpu_linear(x, layout, path="avx2")), (n, k)
-        one = x[1, 2:3]  # one token (int4 + 2:4: the gather), strided
+        one = x[1, 2:3]  # one token, strided
         assert rel(cpu_linear(one, layout, path="avx2", acts="int8"), want[1, 2:3]) < 1e-5, (n, k)
 
 
@@ -142,10 +142,11 @@ def test_avx2_a8_kernels_at_the_smallest_shapes_and_strided_inputs(kind):
 @pytest.mark.parametrize("kind", ["int4", "int4_semi24"])
 @pytest.mark.parametrize("k, group", [(160, 128), (224, 128), (256, 128), (640, 256), (96, 96), (352, 352)])
 def test_avx2_a8_group_scaled_rows_end_anywhere(kind, k, group):
-    """Groups of 128k inputs, or one per row, take the loop that scales each group's sum once (kGroupScale in
-    gemm_avx2.cpp): rows that end 32, 96 or 0 inputs past their last pair of 64-input chunks, a last group
-    shorter than the others (640 = 2 x 256 + 128), one group per row with and without a pair of chunks; 1-4
-    tokens (the tiles); symmetric and with zero points."""
+    """Groups of 128k inputs, or one per row, take the loop that scales each group's sum once (int4: kGroupScale in
+    gemm_avx2.cpp; int4 + 2:4: its tiles' loop over groups of 32-input blocks): rows that end 32, 96 or 0 inputs
+    past their last pair of 64-input chunks, a last group shorter than the others (640 = 2 x 256 + 128), one group
+    per row with and without a pair of chunks; 24 rows (three AVX2 tiles of int4 + 2:4); 1-4 tokens (the token
+    tiles); symmetric and with zero points."""
     for symmetric in (True, False):
         layout = make(kind, 24, k, group=group, symmetric=symmetric, seed=k)
         bias = torch.randn(24, generator=_gen(k))
@@ -157,35 +158,11 @@ def test_avx2_a8_group_scaled_rows_end_anywhere(kind, k, group):
 
 
 @avx2_only
-@pytest.mark.parametrize("group", [64, 128])
-def test_avx2_a8_int4_semi24_reads_each_kept_position(group):
-    """Every 2:4 position pair in every group of a chunk, at 3 tokens (the codes expanded by the metadata) and at
-    one (the activations gathered by it: `GatherA8`, each chunk's slots from all 16 groups; g64 takes the loop
-    that scales every chunk, g128 the one that scales each group once and ends in a chunk alone): a wrong index for
-    any of the 6 pairs or any slot would pick another activation or code."""
-    n, k = 6, 192
-    w = torch.randn(n, k, generator=_gen(11)) * 0.1
-    pairs = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
-    choice = pairs[(torch.arange(n)[:, None] + torch.arange(k // 4)[None, :]) % 6]  # [n, k / 4, 2]
-    mask = torch.zeros(n, k // 4, 4, dtype=torch.bool)
-    mask.scatter_(2, choice, True)
-    mask = mask.reshape(n, k)
-    from sparsekit.pack import Int4Semi24
-    from sparsekit.quant.formats import get_format
-
-    layout = Int4Semi24.pack(get_format("int4", group, False).quantize(w.masked_fill(~mask, 0), mask), mask)
-    x = torch.randn(3, k, generator=_gen(12))
-    for m in (3, 1):
-        got = cpu_linear(x[:m], layout, path="avx2", acts="int8")
-        assert rel(got, packed_linear_reference(q8_blocks(x[:m]), layout)) < 1e-5, m
-
-
-@avx2_only
 @pytest.mark.parametrize("kind", ["int4", "int4_semi24", "mxfp4"])
 def test_avx2_a8_kernels_do_not_saturate_at_the_extremes(kind):
     """vpmaddubsw saturates its int16 pair sums: the largest sums the kernels form (int4: codes 15 x q 127,
     8 products per int16 sum of even + odd pairs = 15240 / 2 per pair set; MXFP4: |2 x 6| x sign(w) q, 12 x 127;
-    int4 + 2:4: 255 x (c - z) = +-15; at one token 2 x 15 x 127 per pair, c q and z q apart) must come out exact.
+    int4 + 2:4: (q + 128) x (c - z) = 255 x +-15, 2 a pair and 4 steps' pairs added: 30600) must come out exact.
     x = +-1 everywhere gives q = +-127."""
     from sparsekit.pack import MXFP4, Int4, Int4Semi24
     from sparsekit.quant.formats import get_format
@@ -208,7 +185,7 @@ def test_avx2_a8_kernels_do_not_saturate_at_the_extremes(kind):
         want = packed_linear_reference(q8_blocks(x), layout)
         assert want.abs().min() > 0
         assert rel(cpu_linear(x, layout, path="avx2", acts="int8"), want) < 1e-6
-        # one token: int4 + 2:4 gathers (its int16 pair sums c q and z q: 2 x 15 x 127 each, and their difference)
+        # one token (int4 + 2:4: a block's int16 sums of (q + 128)(c - z), 2 x 255 x 15 a step, 4 steps)
         assert rel(cpu_linear(x[:1], layout, path="avx2", acts="int8"), want[:1]) < 1e-6
 
 
@@ -315,8 +292,10 @@ def test_int8_a8_bias_fold_is_exact_when_the_activations_do_not_cancel():
     assert rel(packed_linear(x, layout, backend="cpu_a8"), want) < 1e-5
 
 
-# --- int4 + 2:4 on VNNI: the kernel reads a copy of the weight, 16 rows interleaved (Int4Semi24Tiles) -----------
+# --- int4 + 2:4: the a8 kernels read a copy of the weight, 16 rows interleaved on VNNI (Int4Semi24Tiles), 8 on AVX2
+# (Int4Semi24TilesAvx2) ------------------------------------------------------------------------------------------
 vnni_only = pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
+TILE_PATHS = [pytest.param("avx512", marks=vnni_only), pytest.param("avx2", marks=avx2_only)]
 
 
 def _every_pair_layout(n: int, k: int, group: int, symmetric: bool):
@@ -334,24 +313,26 @@ def _every_pair_layout(n: int, k: int, group: int, symmetric: bool):
     return Int4Semi24.pack(get_format("int4", group, symmetric).quantize(w.masked_fill(~mask, 0), mask), mask)
 
 
-@vnni_only
-@pytest.mark.parametrize("n", [16, 37])  # whole tiles; two tiles and a padded third of 5 rows
+@pytest.mark.parametrize("path", TILE_PATHS)
+@pytest.mark.parametrize("n", [16, 37])  # whole tiles; whole tiles and a padded last one (VNNI 5 rows, AVX2 5)
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_vnni_int4_semi24_reads_each_kept_position_of_each_row(n, symmetric):
-    """The tiles' positions drive a vpshufb gather per step: a wrong byte of the reordering (the row's place in
-    its qword, the slot's shift, the second group's +4) would pick another activation for some row."""
+def test_int4_semi24_a8_tiles_read_each_kept_position_of_each_row(path, n, symmetric):
+    """The tiles' positions drive a vpshufb gather per step: a wrong byte of the reordering (VNNI: the row's place
+    in its qword; AVX2: the step's bit pair in a byte, the shift that brings it down; both: the second group's +4)
+    would pick another activation for some row."""
     layout = _every_pair_layout(n, 192, 64, symmetric)
     bias = torch.randn(n, generator=_gen(22))
     for m in (1, 4, 5):
         x = torch.randn(m, 192, generator=_gen(23 + m))
-        got = cpu_linear(x, layout, bias, acts="int8")
+        got = cpu_linear(x, layout, bias, path=path, acts="int8")
         assert rel(got, packed_linear_reference(q8_blocks(x), layout, bias)) < 1e-5, m
 
 
-@vnni_only
-def test_vnni_int4_semi24_does_not_overflow_at_the_extremes():
+@pytest.mark.parametrize("path", TILE_PATHS)
+def test_int4_semi24_a8_tiles_do_not_overflow_at_the_extremes(path):
     """Weights c - z = +-15 at every kept position and q = +-127: a block's 4 steps of w summed bytewise reach
-    +-60 (the 128 sum w term), the int32 lanes 4 x 255 x 15 a step; both must come out exact."""
+    +-60 (the 128 sum w term); VNNI's int32 lanes 4 x 255 x 15 a step, AVX2's int16 pair sums 2 x 255 x 15 a step
+    and 30600 over a block (vpmaddubsw would clamp past 32767): all must come out exact."""
     from sparsekit.pack import Int4Semi24
     from sparsekit.quant.formats import get_format
 
@@ -366,11 +347,12 @@ def test_vnni_int4_semi24_does_not_overflow_at_the_extremes():
     for x in (torch.ones(2, k), -torch.ones(2, k), torch.where(torch.arange(k) % 3 == 0, -1.0, 1.0).expand(2, k)):
         want = packed_linear_reference(q8_blocks(x.contiguous()), layout)
         assert want.abs().min() > 0
-        assert rel(cpu_linear(x, layout, acts="int8"), want) < 1e-6
+        for m in (1, 2):
+            assert rel(cpu_linear(x[:m], layout, path=path, acts="int8"), want[:m]) < 1e-6, m
 
 
-@vnni_only
-def test_vnni_int4_semi24_copy_follows_the_weight_and_goes_with_it():
+@pytest.mark.parametrize("path", TILE_PATHS)
+def test_int4_semi24_a8_tiles_copy_follows_the_weight_and_goes_with_it(path):
     """The reordered copy is built on the first call, used again while the stored tensors are unchanged, rebuilt
     when they change in place (their version counter), dropped by a8_tiles_clear (for writes the counter does not
     see), and released with them."""
@@ -381,47 +363,47 @@ def test_vnni_int4_semi24_copy_follows_the_weight_and_goes_with_it():
     before = ext.a8_tiles_bytes()
     layout = make("int4_semi24", 40, 576, group=128)
     x = torch.randn(2, 576, generator=_gen(31))
-    first = cpu_linear(x, layout, acts="int8")
+    first = cpu_linear(x, layout, path=path, acts="int8")
     held = ext.a8_tiles_bytes() - before
-    # 3 tiles x 18 blocks x 192 bytes, and 3 x 5 groups x 16 fp16 scales
-    assert held == 3 * 18 * 192 + 3 * 5 * 16 * 2
-    assert torch.equal(cpu_linear(x, layout, acts="int8"), first)
+    # VNNI: 3 tiles x 18 blocks x 192 bytes, and 3 x 5 groups x 16 fp16 scales; AVX2: 5 tiles of 8 rows, 96 bytes
+    assert held == (3 * 18 * 192 + 3 * 5 * 16 * 2 if path == "avx512" else 5 * 18 * 96 + 5 * 5 * 8 * 2)
+    assert torch.equal(cpu_linear(x, layout, path=path, acts="int8"), first)
     assert ext.a8_tiles_bytes() - before == held  # the same copy, not a second one
     with torch.no_grad():
         layout.scales.mul_(2)  # in place: the same pointer, a new version
-    assert rel(cpu_linear(x, layout, acts="int8"), 2 * first) < 1e-6
+    assert rel(cpu_linear(x, layout, path=path, acts="int8"), 2 * first) < 1e-6
     assert ext.a8_tiles_bytes() - before == held  # rebuilt in place of the stale copy
     other = make("int4_semi24", 40, 576, group=128, seed=5)
-    assert not torch.equal(cpu_linear(x, other, acts="int8"), 2 * first)
+    assert not torch.equal(cpu_linear(x, other, path=path, acts="int8"), 2 * first)
     with torch.no_grad():
         layout.scales.data.mul_(2)  # through .data: torch's version counter does not see it
-    assert rel(cpu_linear(x, layout, acts="int8"), 2 * first) < 1e-6  # the copy is stale
+    assert rel(cpu_linear(x, layout, path=path, acts="int8"), 2 * first) < 1e-6  # the copy is stale
     ext.a8_tiles_clear()
     assert ext.a8_tiles_bytes() == 0
-    assert rel(cpu_linear(x, layout, acts="int8"), 4 * first) < 1e-6  # rebuilt from the weight as it is now
+    assert rel(cpu_linear(x, layout, path=path, acts="int8"), 4 * first) < 1e-6  # rebuilt from the weight as it is now
     assert ext.a8_tiles_bytes() == held  # only the first weight's copy was rebuilt after the clear
     del layout, other
     gc.collect()
     assert ext.a8_tiles_bytes() == 0  # freed with the weight
 
 
-@vnni_only
-def test_vnni_int4_semi24_runs_on_inference_tensors():
+@pytest.mark.parametrize("path", TILE_PATHS)
+def test_int4_semi24_a8_tiles_run_on_inference_tensors(path):
     """Weights made under inference mode keep no version counter: the copy is built and reused all the same."""
     x = torch.randn(2, 576, generator=_gen(32))
     normal = make("int4_semi24", 40, 576, group=128)
-    want = cpu_linear(x, normal, acts="int8")
+    want = cpu_linear(x, normal, path=path, acts="int8")
     with torch.inference_mode():
         layout = make("int4_semi24", 40, 576, group=128)
         assert layout.codes.is_inference()
-        assert torch.equal(cpu_linear(x, layout, acts="int8"), want)
-        assert torch.equal(cpu_linear(x, layout, acts="int8"), want)
-    assert torch.equal(cpu_linear(x, layout, acts="int8"), want)
+        assert torch.equal(cpu_linear(x, layout, path=path, acts="int8"), want)
+        assert torch.equal(cpu_linear(x, layout, path=path, acts="int8"), want)
+    assert torch.equal(cpu_linear(x, layout, path=path, acts="int8"), want)
 
 
-@vnni_only
-def test_vnni_int4_semi24_threads_split_whole_tiles_with_the_same_result():
-    layout = make("int4_semi24", 72, 1024, group=128)  # 4 tiles and a half
+@pytest.mark.parametrize("path", TILE_PATHS)
+def test_int4_semi24_a8_tiles_threads_split_whole_tiles_with_the_same_result(path):
+    layout = make("int4_semi24", 76, 1024, group=128)  # VNNI: 4 tiles and 12 rows; AVX2: 9 tiles and 4 rows
     x = torch.randn(3, 1024, generator=_gen(41))
-    one, two = (at_threads(t, lambda: cpu_linear(x, layout, acts="int8")) for t in (1, 2))
+    one, two = (at_threads(t, lambda: cpu_linear(x, layout, path=path, acts="int8")) for t in (1, 2))
     assert torch.equal(one, two)

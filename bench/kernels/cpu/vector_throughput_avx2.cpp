@@ -119,7 +119,7 @@ alignas(64) static float buf[64];  // zeros: the activations, codes and position
   "vmovdqu (%1),%%ymm0\n vpand %%ymm7,%%ymm0,%%ymm1\n vpsrlw $4,%%ymm0,%%ymm0\n vpand %%ymm7,%%ymm0,%%ymm0\n" \
   "vpmaddubsw 32(%1),%%ymm1,%%ymm1\n vpmaddubsw 64(%1),%%ymm0,%%ymm0\n vpaddw %%ymm1,%%ymm0,%%ymm0\n"        \
   "vpmaddwd %%ymm6,%%ymm0,%%ymm0\n vcvtdq2ps %%ymm0,%%ymm0\n vfmadd231ps 96(%1),%%ymm0," ACC(i) "\n"
-// int4 + 2:4 a8 at one token, gathered (GatherA8): 64 inputs = 16 code bytes + 8 metadata bytes: the codes
+// int4 + 2:4 a8 at one token, gathered a row at a time (GatherA8, to 73e152c): 64 inputs = 16 code bytes + 8 metadata bytes: the codes
 // broadcast, spread to the halves (vpshufb), shifted and masked; the positions broadcast, shifted per qword, masked,
 // OR-ed with their groups' places; two vpshufb of the activations and a blend; two vpmaddubsw (codes, zero point),
 // the int16 difference, vpmaddwd, the conversion and one FMA with the lanes' block scales
@@ -130,6 +130,29 @@ alignas(64) static float buf[64];  // zeros: the activations, codes and position
   "vmovdqu 64(%1),%%ymm3\n vpshufb %%ymm1,%%ymm3,%%ymm3\n vpblendd $0xAA,%%ymm3,%%ymm2,%%ymm2\n"              \
   "vpmaddubsw %%ymm2,%%ymm0,%%ymm0\n vpmaddubsw %%ymm2,%%ymm6,%%ymm3\n vpsubw %%ymm3,%%ymm0,%%ymm0\n"         \
   "vpmaddwd %%ymm6,%%ymm0,%%ymm0\n vcvtdq2ps %%ymm0,%%ymm0\n vfmadd231ps 96(%1),%%ymm0," ACC(i) "\n"
+
+// int4 + 2:4 a8 in tiles of 8 rows (int4_semi24_a8_avx2_tiles) at one token: one block of 32 inputs of 8 rows = 4
+// steps of 64 kept-or-pruned inputs (24 packed bytes each): the positions loaded once (AND with 0x33 and OR of the
+// second group's bit; the same after a shift by 2), per step the codes (AND, or shift and AND, from one of two
+// loads) less z, added bytewise for the bias, a broadcast qword of activations, one vpshufb (steps 2, 3: their
+// indices shifted down by 4), vpmaddubsw and the int16 add; per block the 128 sum (c - z) term (vpmaddubsw against
+// 128s), its subtraction, vpmaddwd to a row's int32 lane, the conversion, the block scale broadcast and one FMA
+#define INT4_SEMI24_A8_TILES                                                                                   \
+  "vmovdqu 64(%1),%%ymm12\n vpand %%ymm5,%%ymm12,%%ymm0\n vpor %%ymm6,%%ymm0,%%ymm0\n vpsrlw $2,%%ymm12,%%ymm1\n"   \
+  "vpand %%ymm5,%%ymm1,%%ymm1\n vpor %%ymm6,%%ymm1,%%ymm1\n"                                                   \
+  "vmovdqu (%1),%%ymm12\n vpand %%ymm4,%%ymm12,%%ymm2\n vpsubb 160(%1),%%ymm2,%%ymm2\n vmovdqa %%ymm2,%%ymm10\n"   \
+  "vpbroadcastq 96(%1),%%ymm11\n vpshufb %%ymm0,%%ymm11,%%ymm11\n vpmaddubsw %%ymm2,%%ymm11,%%ymm3\n"          \
+  "vpsrlw $4,%%ymm12,%%ymm12\n vpand %%ymm4,%%ymm12,%%ymm2\n vpsubb 160(%1),%%ymm2,%%ymm2\n"                   \
+  "vpaddb %%ymm2,%%ymm10,%%ymm10\n vpbroadcastq 104(%1),%%ymm11\n vpshufb %%ymm1,%%ymm11,%%ymm11\n"             \
+  "vpmaddubsw %%ymm2,%%ymm11,%%ymm11\n vpaddw %%ymm11,%%ymm3,%%ymm3\n"                                          \
+  "vmovdqu 32(%1),%%ymm12\n vpand %%ymm4,%%ymm12,%%ymm2\n vpsubb 160(%1),%%ymm2,%%ymm2\n"                      \
+  "vpaddb %%ymm2,%%ymm10,%%ymm10\n vpsrlw $4,%%ymm0,%%ymm0\n vpbroadcastq 112(%1),%%ymm11\n"                    \
+  "vpshufb %%ymm0,%%ymm11,%%ymm11\n vpmaddubsw %%ymm2,%%ymm11,%%ymm11\n vpaddw %%ymm11,%%ymm3,%%ymm3\n"          \
+  "vpsrlw $4,%%ymm12,%%ymm12\n vpand %%ymm4,%%ymm12,%%ymm2\n vpsubb 160(%1),%%ymm2,%%ymm2\n"                   \
+  "vpaddb %%ymm2,%%ymm10,%%ymm10\n vpsrlw $4,%%ymm1,%%ymm1\n vpbroadcastq 120(%1),%%ymm11\n"                    \
+  "vpshufb %%ymm1,%%ymm11,%%ymm11\n vpmaddubsw %%ymm2,%%ymm11,%%ymm11\n vpaddw %%ymm11,%%ymm3,%%ymm3\n"          \
+  "vpmaddubsw %%ymm10,%%ymm7,%%ymm10\n vpsubw %%ymm10,%%ymm3,%%ymm3\n vpmaddwd 192(%1),%%ymm3,%%ymm3\n"          \
+  "vcvtdq2ps %%ymm3,%%ymm3\n vbroadcastss 224(%1),%%ymm11\n vfmadd231ps %%ymm11,%%ymm3,%%ymm8\n"
 
 // MXFP4 a8 (mxfp4_a8_avx2_tile) at one token, as it was (to 1a8eba5): 64 inputs = 32 code bytes: the nibbles split
 // and looked up as 2 x E2M1 (vpshufb), sum w per lane against ones (two vpmaddubsw, the add, vpmaddwd, a shift by 7),
@@ -186,6 +209,7 @@ int main(int argc, char** argv) {
   BENCH("int4 a8 g32/g64, 64 weights", 8, 32, R8(INT4_A8));
   BENCH("int4 a8 g128, 64 weights", 8, 32, R8(INT4_A8_CORE));
   BENCH("int4 + 2:4 a8 gather, 64 inputs", 8, 24, R8(INT4_SEMI24_A8_GATHER));
+  BENCH("int4 + 2:4 a8 tiles, 64 inputs", 4, 24, INT4_SEMI24_A8_TILES);
   BENCH("mxfp4 a8 biased (1a8eba5), 64 weights", 8, 34, R8(MXFP4_A8_BIASED));
   BENCH("mxfp4 a8 sign, 64 weights", 8, 34, R8(MXFP4_A8_SIGN));
   BENCH("int8 a8, 32 weights", 8, 32, R8(INT8_A8));
