@@ -643,6 +643,12 @@ def test_readme_zen3_int4_semi24_a8_tiles_are_what_the_runs_print():
     assert (f"int4 + 2:4 a8 **{x['2:4 + int4 a8'][0]:.2f}x** dense fp32 compiled against int4 a8's {x['int4 g128 a8'][0]:.2f}x "
             f"({speed['2:4 + int4 a8'][0] / speed['int4 g128 a8'][0]:.2f}x int4 a8)") in flat
     assert f"Eager, {x['2:4 + int4 a8'][1]:.2f}x against {x['int4 g128 a8'][1]:.2f}x" in flat
+    llama = json.loads((cpu / "llama32_1b_random_decode_zen3_a8_tiles.json").read_text())
+    assert llama["model"] == "llama-3.2-1b-random" and decode.table(llama) in readme
+    lr = {r["variant"]: (r["compiled"]["tokens_per_s"], r["tokens_per_s"]) for r in llama["rows"]}
+    (c24, e24), (c4, e4) = lr["2:4 + int4 a8"], lr["int4 g128 a8"]
+    assert (f"int4 + 2:4 a8 **{c24:.1f} against {c4:.1f}** tokens/s compiled against int4 a8 ({c24 / c4:.2f}x), "
+            f"{e24:.1f} against {e4:.1f} eager ({e24 / e4:.2f}x)") in flat
 
 
 @pytest.mark.parametrize("name, doc", [("cpu_gemm_zen3_a8_sign", "README.md"), ("cpu_gemm_zen3_1207", "docs/cpu-kernels.md")])
