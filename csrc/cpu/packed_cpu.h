@@ -411,7 +411,8 @@ struct Int4Semi24TilesAvx2 {
 void repack_int4_semi24_tiles_avx2(const Packed& p, uint8_t* stream, uint16_t* scales, uint8_t* zeros,
                                    int64_t tile0, int64_t tile1);
 
-// Which a8 kernels will read the activations: int4 + 2:4 is arranged differently for each (see acts_int8.cpp).
+// Which a8 kernels will run: MXFP4's and int8's activations are biased for one and not the other (see
+// acts_int8.cpp), and int4 + 2:4 reads its weight in a tile order of each's own (above).
 enum class A8Path : int { kVnni = 0, kAvx2 = 1 };
 
 void quantize_acts(const Packed& p, const float* x, int64_t m, QActs& qa, A8Path path);
