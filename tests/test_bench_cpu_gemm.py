@@ -278,6 +278,6 @@ def test_the_avx2_throughput_tool_builds_and_prints_each_line(tmp_path):
         pytest.skip("this CPU has no AVX2: built, not run")
     out = subprocess.run([str(exe), "3.1", "1000"], check=True, capture_output=True, text=True).stdout
     labels = re.findall(r'BENCH\("([^"]+)"', header)
-    assert len(labels) == 25 and [line[:40].strip() for line in out.splitlines()] == labels
+    assert len(labels) == 26 and [line[:40].strip() for line in out.splitlines()] == labels
     kernels = re.findall(r"([\d.]+) cycles a step: +([\d.]+) GB/s", out)
-    assert len(kernels) == 11 and all(float(c) > 0 and float(g) > 0 for c, g in kernels)
+    assert len(kernels) == 12 and all(float(c) > 0 and float(g) > 0 for c, g in kernels)
